@@ -1,0 +1,255 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Every dpt_ros setting as frozen dataclasses, with ranges and validation (stdlib only)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+import math
+import re
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+DEFAULT_DEPTH_MODEL = 'Intel/dpt-hybrid-midas'
+
+DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse')
+DEPTH_ENCODINGS = ('32FC1', '16UC1')
+COLORMAPS = ('inferno', 'turbo', 'magma', 'viridis', 'plasma', 'jet', 'gray')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+BACKENDS = ('torch', 'compile', 'tensorrt')
+ASPECT_CHOICES = ('checkpoint', 'true', 'false')
+TRANSPORTS = ('raw', 'compressed')
+INPUT_RELIABILITY = ('auto', 'reliable', 'best_effort')
+OUTPUT_RELIABILITY = ('reliable', 'best_effort')
+
+_DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
+
+
+class ConfigError(ValueError):
+    """A setting has a value dpt_ros cannot use; the message names it and the fix."""
+
+
+def _opt(default: Any, description: str, *, lo: Optional[float] = None,
+         hi: Optional[float] = None, choices: Tuple[str, ...] = (),
+         read_only: bool = False) -> Any:
+    """Declare one setting: default, description, numeric range or choices, reload need."""
+    meta = {'description': description, 'range': (lo, hi) if lo is not None else None,
+            'choices': choices, 'read_only': read_only}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which checkpoints to run and how (changing any of these reloads the model)."""
+
+    depth: str = _opt(
+        DEFAULT_DEPTH_MODEL,
+        'Depth checkpoint: a local directory (config.json + model.safetensors) or a Hugging '
+        'Face hub id (DPT, Depth Anything, ...). Empty disables depth.', read_only=True)
+    segmentation: str = _opt(
+        '', 'Semantic segmentation checkpoint (e.g. Intel/dpt-large-ade or a local directory). '
+        'Empty disables segmentation.', read_only=True)
+    device: str = _opt(
+        'auto', "Torch device: 'auto' (first CUDA GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
+        read_only=True)
+    precision: str = _opt(
+        'auto', "Inference precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or "
+        "'bf16'. Half precision on CPU falls back to fp32 with a log line.",
+        choices=PRECISIONS, read_only=True)
+    backend: str = _opt(
+        'torch', "Inference backend: 'torch' (eager), 'compile' (torch.compile, CUDA graphs on "
+        "GPU) or 'tensorrt' (falls back to torch with a log line when unavailable).",
+        choices=BACKENDS, read_only=True)
+    input_height: int = _opt(
+        0, 'Network input height in pixels; 0 takes it from the checkpoint preprocessor_config.',
+        lo=0, hi=4096, read_only=True)
+    input_width: int = _opt(
+        0, 'Network input width in pixels; 0 takes it from the checkpoint preprocessor_config.',
+        lo=0, hi=4096, read_only=True)
+    keep_aspect_ratio: str = _opt(
+        'checkpoint', "Keep the camera aspect ratio when resizing: 'checkpoint', 'true' or "
+        "'false'. ViT-based DPT checkpoints need a square input.",
+        choices=ASPECT_CHOICES, read_only=True)
+    ensure_multiple_of: int = _opt(
+        0, 'Round the network input size to a multiple of this; 0 takes it from the checkpoint.',
+        lo=0, hi=256, read_only=True)
+    engine_dir: str = _opt(
+        '', 'Folder for cached TensorRT engines; empty means ~/.cache/dpt_ros/engines.',
+        read_only=True)
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """How raw model output becomes published depth (live: applied from the next frame)."""
+
+    mode: str = _opt(
+        'auto', "'relative_inverse' (unitless, larger is nearer; published on depth/relative "
+        "only), 'metric' (the checkpoint outputs metres), 'affine_inverse' (metres = "
+        "1 / (scale * d + shift)) or 'auto' (metric if the checkpoint says so, else relative).",
+        choices=DEPTH_MODES)
+    scale: float = _opt(
+        1.0, 'affine_inverse: scale in metres = 1 / (scale * d + shift); metric: depth is '
+        'multiplied by it.', lo=0.0, hi=1.0e6)
+    shift: float = _opt(
+        0.0, 'affine_inverse: shift in metres = 1 / (scale * d + shift).', lo=-1.0e6, hi=1.0e6)
+    min: float = _opt(0.1, 'Nearest valid depth in metres; nearer becomes NaN.', lo=0.0, hi=1.0e4)
+    max: float = _opt(
+        20.0, 'Farthest valid depth in metres; farther becomes NaN.', lo=0.001, hi=1.0e4)
+    encoding: str = _opt(
+        '32FC1', "depth/image encoding: '32FC1' metres with NaN invalid (REP 118) or '16UC1' "
+        'millimetres with 0 invalid.', choices=DEPTH_ENCODINGS)
+    colormap: str = _opt(
+        'inferno', 'Colormap of depth/colored (near is bright).', choices=COLORMAPS)
+
+
+@dataclass(frozen=True)
+class PointsConfig:
+    """Point cloud settings (live)."""
+
+    stride: int = _opt(1, 'Keep every N-th pixel in rows and columns.', lo=1, hi=64)
+    organized: bool = _opt(
+        True, 'true: H x W cloud with NaN for invalid pixels; false: dense list of valid points.')
+    rgb: bool = _opt(True, 'Add the packed rgb field from the camera image.')
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """Segmentation viewing settings (live)."""
+
+    overlay_alpha: float = _opt(
+        0.5, 'Weight of class colours in segmentation/overlay (0 = image only).', lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Input topics and their QoS (changing these needs a restart)."""
+
+    transport: str = _opt(
+        'raw', "'raw' subscribes to image (sensor_msgs/Image); 'compressed' to "
+        'image/compressed (sensor_msgs/CompressedImage).', choices=TRANSPORTS, read_only=True)
+    reliability: str = _opt(
+        'auto', "Image subscription reliability: 'auto' matches the publisher, or 'reliable' / "
+        "'best_effort'.", choices=INPUT_RELIABILITY, read_only=True)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Output QoS (changing these needs a restart)."""
+
+    reliability: str = _opt(
+        'reliable', "Reliability of the output topics: 'reliable' or 'best_effort'.",
+        choices=OUTPUT_RELIABILITY, read_only=True)
+    history_depth: int = _opt(
+        2, 'Keep-last depth of the output topics.', lo=1, hi=100, read_only=True)
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """/diagnostics publishing."""
+
+    period: float = _opt(1.0, 'Seconds between /diagnostics messages.', lo=0.1, hi=60.0,
+                         read_only=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """All dpt_ros settings; each group maps to a dotted ROS parameter prefix."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    points: PointsConfig = field(default_factory=PointsConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+
+    def validate(self) -> 'Config':
+        """Check every value and the relations between them; raise ConfigError or return self."""
+        for name, value, meta, ftype in iter_settings(self):
+            _check_one(name, value, meta, ftype)
+        m = self.model
+        if not _DEVICE_RE.match(m.device):
+            raise ConfigError(
+                f"model.device '{m.device}' is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        if (m.input_height == 0) != (m.input_width == 0):
+            raise ConfigError(
+                'model.input_height and model.input_width must both be 0 (from the checkpoint) '
+                f'or both set; got {m.input_height} x {m.input_width}.')
+        if not m.depth and not m.segmentation:
+            raise ConfigError(
+                'model.depth and model.segmentation are both empty: set at least one checkpoint.')
+        d = self.depth
+        if d.min >= d.max:
+            raise ConfigError(f'depth.min ({d.min}) must be smaller than depth.max ({d.max}).')
+        if d.mode == 'affine_inverse' and d.scale == 0.0 and d.shift <= 0.0:
+            raise ConfigError(
+                'depth.mode affine_inverse needs depth.scale > 0 or depth.shift > 0 '
+                '(metres = 1 / (scale * d + shift)).')
+        return self
+
+    def replace(self, flat: Dict[str, Any]) -> 'Config':
+        """Return a copy with dotted settings ({'depth.max': 10.0}) replaced, not validated."""
+        groups: Dict[str, Dict[str, Any]] = {}
+        for key, value in flat.items():
+            group, _, name = key.partition('.')
+            sub = getattr(self, group, None)
+            if sub is None or not dataclasses.is_dataclass(sub) or name not in _field_names(sub):
+                raise ConfigError(f"unknown setting '{key}'.")
+            groups.setdefault(group, {})[name] = value
+        return dataclasses.replace(
+            self, **{g: dataclasses.replace(getattr(self, g), **kv) for g, kv in groups.items()})
+
+
+def _field_names(obj: Any) -> Tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(obj))
+
+
+def iter_settings(cfg: Optional[Config] = None) -> Iterator[Tuple[str, Any, dict, type]]:
+    """Yield (dotted name, value, metadata, python type) for every setting, in table order."""
+    cfg = cfg if cfg is not None else Config()
+    for group in dataclasses.fields(cfg):
+        sub = getattr(cfg, group.name)
+        for f in dataclasses.fields(sub):
+            ftype = {'str': str, 'int': int, 'float': float, 'bool': bool}[
+                f.type if isinstance(f.type, str) else f.type.__name__]
+            yield f'{group.name}.{f.name}', getattr(sub, f.name), dict(f.metadata), ftype
+
+
+def coerce(name: str, value: Any, ftype: type) -> Any:
+    """Convert a parameter value to the setting's type (int -> float only); else ConfigError."""
+    if ftype is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if ftype is bool and not isinstance(value, bool):
+        raise ConfigError(f'{name} must be true or false, got {value!r}.')
+    if ftype is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f'{name} must be an integer, got {value!r}.')
+    if not isinstance(value, ftype):
+        raise ConfigError(f'{name} must be a {ftype.__name__}, got {value!r}.')
+    return value
+
+
+def _check_one(name: str, value: Any, meta: dict, ftype: type) -> None:
+    coerce(name, value, ftype)
+    if meta.get('choices') and value not in meta['choices']:
+        raise ConfigError(
+            f"{name} '{value}' is not valid: choose one of {', '.join(meta['choices'])}.")
+    rng = meta.get('range')
+    if rng is not None:
+        lo, hi = rng
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f'{name} must be a finite number, got {value}.')
+        if not lo <= value <= hi:
+            raise ConfigError(f'{name} = {value} is out of range [{lo}, {hi}].')
+
+
+def config_from_flat(flat: Dict[str, Any], base: Optional[Config] = None) -> Config:
+    """Build and validate a Config from dotted settings, coercing ints to floats."""
+    base = base if base is not None else Config()
+    types = {name: ftype for name, _, _, ftype in iter_settings(base)}
+    typed = {}
+    for key, value in flat.items():
+        if key not in types:
+            raise ConfigError(f"unknown setting '{key}'.")
+        typed[key] = coerce(key, value, types[key])
+    return base.replace(typed).validate()

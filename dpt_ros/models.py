@@ -1,0 +1,276 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Load DPT-family checkpoints (local folder or hub id) onto a device, precision and backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from dpt_ros.config import ConfigError, ModelConfig
+from dpt_ros.preprocess import PreprocessSpec
+
+LOG = logging.getLogger('dpt_ros')
+
+# Architectures whose raw output is already metres (besides configs that say so).
+_METRIC_MODEL_TYPES = ('zoedepth', 'glpn', 'depth_pro')
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not be loaded; the message names it and says how to fix it."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what the rest of the pipeline needs to know of it."""
+
+    task: str                      # 'depth' or 'segmentation'
+    source: str                    # the folder or hub id it came from
+    net: torch.nn.Module           # pixel_values -> predicted_depth (B,h,w) or logits (B,C,h,w)
+    spec: PreprocessSpec
+    device: torch.device
+    dtype: torch.dtype
+    model_type: str
+    metric: bool = False           # raw output is metres
+    labels: List[str] = field(default_factory=list)
+    square_input: bool = False     # ViT DPT reassembles tokens into a square grid
+    backend: str = 'torch'
+    num_parameters: int = 0
+    notes: List[str] = field(default_factory=list)
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Run the network on preprocessed pixel values (already on the device, in dtype)."""
+        return self.net(pixel_values)
+
+
+class _TensorOut(torch.nn.Module):
+    """Wrap a transformers model so it maps a tensor to one tensor (compile/ONNX/TRT friendly)."""
+
+    def __init__(self, model: torch.nn.Module, task: str) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=pixel_values, return_dict=True)
+        return out.predicted_depth if self.task == 'depth' else out.logits
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> torch.device, with a clear error if not present."""
+    if spec == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = torch.device(spec)
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"model.device is '{spec}' but torch {torch.__version__} sees no CUDA GPU; "
+                "use 'auto' or 'cpu', or install a CUDA build of torch.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"model.device is '{spec}' but only {torch.cuda.device_count()} CUDA device(s) "
+                'are visible.')
+    return dev
+
+
+def resolve_dtype(precision: str, device: torch.device) -> Tuple[torch.dtype, Optional[str]]:
+    """Precision name -> dtype on this device, and a note when it had to fall back."""
+    if precision == 'auto':
+        return (torch.float16 if device.type == 'cuda' else torch.float32), None
+    dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+    if device.type == 'cpu' and dtype != torch.float32:
+        return torch.float32, (f'model.precision {precision} is not used on the CPU (slow or '
+                               'unsupported there); running fp32.')
+    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return torch.float16, 'this GPU has no bf16 support; running fp16.'
+    return dtype, None
+
+
+def _looks_like_path(source: str) -> bool:
+    # A hub id is 'name' or 'org/name'; anything else, or anything that exists, is a folder.
+    return (Path(source).expanduser().exists() or source.startswith(('/', '.', '~'))
+            or source.count('/') > 1)
+
+
+def _check_local_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model folder '{path}' does not exist. Set model.depth / model.segmentation to a "
+            'folder holding config.json and model.safetensors, or to a Hugging Face hub id.')
+    if not (path / 'config.json').is_file():
+        raise ModelLoadError(f"model folder '{path}' has no config.json; it is not a "
+                             'transformers checkpoint (save one with save_pretrained).')
+    if not any(path.glob('*.safetensors')):
+        extra = (' It has PyTorch .bin weights, which dpt_ros does not load (they can run code '
+                 'when unpickled); convert them to safetensors with save_pretrained('
+                 'safe_serialization=True).' if any(path.glob('*.bin')) else '')
+        raise ModelLoadError(f"model folder '{path}' has no .safetensors weights.{extra}")
+
+
+def _read_preprocessor_config(source: str, local: Optional[Path]) -> Optional[Dict[str, Any]]:
+    if local is not None:
+        p = local / 'preprocessor_config.json'
+    else:
+        from transformers.utils import cached_file
+        try:
+            found = cached_file(source, 'preprocessor_config.json',
+                                _raise_exceptions_for_missing_entries=False)
+        except Exception:  # noqa: B902 - an absent optional file must never stop loading
+            found = None
+        p = Path(found) if found else None
+    if p is None or not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f'{p} is not valid JSON: {exc}') from exc
+
+
+def _arch_task(config: Any) -> Optional[str]:
+    for arch in getattr(config, 'architectures', None) or []:
+        if 'SemanticSegmentation' in arch:
+            return 'segmentation'
+        if 'DepthEstimation' in arch:
+            return 'depth'
+    return None
+
+
+def _load_config(source: str, local: Optional[Path]):
+    from transformers import AutoConfig
+    try:
+        return AutoConfig.from_pretrained(str(local or source), trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        if local is not None:
+            raise ModelLoadError(f"cannot read {local / 'config.json'}: {exc}") from exc
+        raise ModelLoadError(
+            f"cannot load '{source}': it is not a local folder and the Hugging Face hub could not "
+            f'provide it ({_first_line(exc)}). Offline? Download it where there is internet '
+            f'(`hf download {source} --local-dir DIR`) and set the parameter to DIR.') from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def load_transformers_model(source: str, task: str) -> Tuple[torch.nn.Module, Any, Optional[Path]]:
+    """Load a depth or segmentation checkpoint through transformers' Auto classes, safely."""
+    from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+    from transformers.utils import logging as hf_logging
+
+    local = Path(source).expanduser() if _looks_like_path(source) else None
+    if local is not None:
+        _check_local_dir(local)
+    config = _load_config(source, local)
+    found = _arch_task(config)
+    other = 'segmentation' if task == 'depth' else 'depth'
+    if found is not None and found != task:
+        raise ModelLoadError(
+            f"'{source}' is a {found} checkpoint ({', '.join(config.architectures)}), given as "
+            f'model.{task}; set it as model.{other} instead.')
+    auto = AutoModelForDepthEstimation if task == 'depth' else AutoModelForSemanticSegmentation
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = auto.from_pretrained(
+            str(local or source), config=config, use_safetensors=True, trust_remote_code=False,
+            output_loading_info=True)
+    except ValueError as exc:
+        if 'Unrecognized configuration class' in str(exc):
+            raise ModelLoadError(
+                f"'{source}' ({config.model_type}) is not a {task} model transformers knows "
+                f'({_first_line(exc)}).') from exc
+        raise ModelLoadError(f"cannot load '{source}': {_first_line(exc)}") from exc
+    except (OSError, RuntimeError, EnvironmentError) as exc:
+        msg = _first_line(exc)
+        if local is not None:
+            raise ModelLoadError(
+                f"cannot read the weights in '{local}': {msg}. The file may be corrupt or "
+                'truncated; copy or download it again.') from exc
+        raise ModelLoadError(
+            f"cannot load '{source}' ({msg}). If this machine is offline, download the model "
+            f'where there is internet (`hf download {source} --local-dir DIR`) and set the '
+            'parameter to DIR; dpt_ros loads safetensors weights only.') from exc
+    except Exception as exc:  # noqa: B902 - safetensors raises its own error types
+        raise ModelLoadError(
+            f"cannot read the weights of '{source}': {_first_line(exc)}. The file may be corrupt "
+            'or truncated; copy or download it again.') from exc
+    missing = list(info.get('missing_keys') or []) + list(info.get('mismatched_keys') or [])
+    if missing:
+        raise ModelLoadError(
+            f"'{source}' lacks {len(missing)} weight(s) a {task} model needs (e.g. "
+            f"{', '.join(str(k) for k in missing[:3])}); is it a checkpoint for another task "
+            'or architecture?')
+    return model, config, local
+
+
+def _needs_square(config: Any) -> bool:
+    # ViT DPT (plain and hybrid) reshapes tokens to sqrt(N) x sqrt(N); backbone DPTs do not.
+    if config.model_type != 'dpt':
+        return False
+    return getattr(config, 'backbone_config', None) is None or bool(config.is_hybrid)
+
+
+def load_model(source: str, task: str, cfg: ModelConfig,
+               log: Callable[[str], None] = LOG.info) -> LoadedModel:
+    """Load one checkpoint for a task ('depth' or 'segmentation') as cfg says."""
+    device = resolve_device(cfg.device)
+    dtype, note = resolve_dtype(cfg.precision, device)
+    notes = [note] if note else []
+    model, config, local = load_transformers_model(source, task)
+    if getattr(model, 'auxiliary_head', None) is not None:
+        model.auxiliary_head = None  # training-only branch, computed on every forward otherwise
+    square = _needs_square(config)
+    proc = _read_preprocessor_config(source, local)
+    if proc is None:
+        notes.append(f"'{source}' has no preprocessor_config.json; using DPTImageProcessor "
+                     'defaults (384 x 384, mean/std 0.5).')
+    spec = PreprocessSpec.from_processor_dict(proc or {}, cfg, square_only=square)
+    model.eval().requires_grad_(False)
+    model.to(device=device, dtype=dtype)
+    if device.type == 'cuda':
+        model.to(memory_format=torch.channels_last)
+    labels = []
+    if task == 'segmentation':
+        id2label = getattr(config, 'id2label', None) or {}
+        labels = [str(id2label.get(i, id2label.get(str(i), f'class_{i}')))
+                  for i in range(int(config.num_labels))]
+    metric = (getattr(config, 'depth_estimation_type', None) == 'metric'
+              or config.model_type in _METRIC_MODEL_TYPES)
+    loaded = LoadedModel(
+        task=task, source=source, net=_TensorOut(model, task), spec=spec, device=device,
+        dtype=dtype, model_type=config.model_type, metric=metric, labels=labels,
+        square_input=square, num_parameters=sum(p.numel() for p in model.parameters()),
+        notes=notes)
+    for n in notes:
+        log(n)
+    return loaded
+
+
+def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int, int, int],
+                  engine_dir: str = '', log: Callable[[str], None] = LOG.info) -> None:
+    """Switch a loaded model to 'compile' or 'tensorrt' for a fixed input shape (or keep torch)."""
+    if backend == 'torch':
+        return
+    if backend == 'tensorrt':
+        from dpt_ros import tensorrt_backend
+        engine, why = tensorrt_backend.try_build(loaded, input_shape, engine_dir)
+        if engine is None:
+            log(f'model.backend tensorrt unavailable ({why}); running on torch.')
+            return
+        loaded.net = engine
+        loaded.backend = 'tensorrt'
+        return
+    if backend == 'compile':
+        mode = 'reduce-overhead' if loaded.device.type == 'cuda' else None
+        try:
+            loaded.net = torch.compile(loaded.net, mode=mode, dynamic=False, fullgraph=False)
+            loaded.backend = 'compile'
+        except Exception as exc:  # noqa: B902 - any compile failure falls back to eager
+            log(f'torch.compile failed ({_first_line(exc)}); running eager torch.')

@@ -1,0 +1,193 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Built-in sample input: a ray-cast synthetic scene with exact depth, and random checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+from pathlib import Path
+from typing import Dict, List, Union
+
+import numpy as np
+
+from dpt_ros.geometry import Intrinsics, pixel_grid
+
+
+@dataclass
+class SampleFrame:
+    """One synthetic frame: RGB, ground-truth depth (metres along z) and intrinsics."""
+
+    rgb: np.ndarray      # (H, W, 3) uint8
+    depth: np.ndarray    # (H, W) float32 metres
+    intrinsics: Intrinsics
+
+
+def default_intrinsics(width: int = 640, height: int = 480) -> Intrinsics:
+    """Return a ~64 degree pinhole camera with the principal point at the centre."""
+    f = 0.8 * width
+    return Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0,
+                      width=width, height=height, distortion_model='plumb_bob', d=(0.0,) * 5)
+
+
+def synthetic_scene(width: int = 640, height: int = 480, t: float = 0.0) -> SampleFrame:
+    """Render a room (floor, walls, two spheres); the camera slides sideways with t."""
+    intr = default_intrinsics(width, height)
+    u, v = pixel_grid(width, height, 1)
+    dx = (u - intr.cx) / intr.fx
+    dy = (v - intr.cy) / intr.fy
+    ox = 0.3 * np.sin(t)  # camera x offset
+    inf = np.full(dx.shape, np.inf)
+    depth = inf.copy()
+    albedo = np.zeros(dx.shape + (3,))
+    normal_z = np.zeros(dx.shape)
+
+    def hit(z: np.ndarray, colour: np.ndarray, shade: np.ndarray) -> None:
+        nonlocal depth
+        closer = (z > 0.05) & (z < depth)
+        depth = np.where(closer, z, depth)
+        albedo[closer] = colour[closer] if colour.ndim == 3 else colour
+        normal_z[closer] = shade[closer] if np.ndim(shade) else shade
+
+    # planes, in the optical frame (x right, y down, z forward): z = distance along the axis
+    with np.errstate(divide='ignore', invalid='ignore'):
+        z_floor = np.where(dy > 1e-6, 1.2 / dy, inf)          # floor at y = +1.2 m
+        z_left = np.where(dx < -1e-6, (-2.0 - ox) / dx, inf)  # wall at x = -2 m
+        z_right = np.where(dx > 1e-6, (2.5 - ox) / dx, inf)   # wall at x = +2.5 m
+    z_back = np.full(dx.shape, 7.0)
+    x_f = np.where(np.isfinite(z_floor), ox + dx * np.where(np.isfinite(z_floor), z_floor, 0), 0)
+    z_f = np.where(np.isfinite(z_floor), z_floor, 0)
+    checker = ((np.floor(x_f * 2) + np.floor(z_f * 2)) % 2)[..., None]
+    hit(z_floor, np.where(checker > 0, [0.85, 0.8, 0.7], [0.35, 0.3, 0.25]), np.full(dx.shape,
+                                                                                     0.9))
+    stripes = (np.floor(dy * np.where(np.isfinite(z_left), z_left, 0) * 3) % 2)[..., None]
+    hit(z_left, np.where(stripes > 0, [0.7, 0.3, 0.3], [0.6, 0.25, 0.25]), np.full(dx.shape,
+                                                                                   0.6))
+    hit(z_right, np.broadcast_to([0.3, 0.5, 0.75], dx.shape + (3,)).copy(),
+        np.full(dx.shape, 0.7))
+    grid = ((np.floor((ox + dx * 7.0) * 1.5) + np.floor((dy * 7.0) * 1.5)) % 2)[..., None]
+    hit(z_back, np.where(grid > 0, [0.9, 0.9, 0.85], [0.55, 0.6, 0.5]), np.full(dx.shape, 1.0))
+    # spheres: |o + s*d - c|^2 = r^2 with ray d = (dx, dy, 1) so s is the depth z
+    for c, r, col in (((-0.6, 0.6, 3.2), 0.6, (0.2, 0.7, 0.3)),
+                      ((1.0, 0.2, 4.5), 0.9, (0.8, 0.6, 0.1))):
+        cx, cy, cz = c[0] - ox, c[1], c[2]
+        a = dx * dx + dy * dy + 1.0
+        bq = -2.0 * (dx * cx + dy * cy + cz)
+        cq = cx * cx + cy * cy + cz * cz - r * r
+        disc = bq * bq - 4 * a * cq
+        with np.errstate(invalid='ignore'):
+            s = np.where(disc >= 0, (-bq - np.sqrt(np.maximum(disc, 0))) / (2 * a), inf)
+        nz = np.clip((cz - s) / r, 0.0, 1.0)  # facing the camera -> bright
+        hit(s, np.broadcast_to(col, dx.shape + (3,)).copy(), 0.35 + 0.65 * nz)
+    light = normal_z[..., None] * (1.0 / (1.0 + 0.04 * depth[..., None] ** 2)) ** 0.5
+    rgb = np.clip(albedo * light * 255.0, 0, 255).astype(np.uint8)
+    return SampleFrame(rgb=rgb, depth=depth.astype(np.float32), intrinsics=intr)
+
+
+def synthetic_sequence(n: int, width: int = 640, height: int = 480) -> List[SampleFrame]:
+    """Render n frames of the scene with the camera sliding sideways."""
+    return [synthetic_scene(width, height, t=0.35 * i) for i in range(n)]
+
+
+# ------------------------------------------------------------------ random checkpoints
+
+PRESETS = ('tiny-depth', 'tiny-seg', 'tiny-depth-anything', 'small-depth', 'base-depth',
+           'hybrid-depth', 'large-depth', 'tiny-seg-wide')
+
+
+def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], fusion: int,
+             out_idx: List[int], image: int, **extra) -> Dict:
+    return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=inter, neck_hidden_sizes=neck, fusion_hidden_size=fusion,
+                backbone_out_indices=out_idx, image_size=image, patch_size=16, **extra)
+
+
+def _preset_config(preset: str):
+    from transformers import DepthAnythingConfig, Dinov2Config, DPTConfig
+    tiny = _vit_dpt(32, 4, 4, 37, [16, 16, 32, 32], 16, [0, 1, 2, 3], 64)
+    names = ['floor', 'wall', 'ceiling', 'object', 'person']
+    if preset == 'tiny-depth':
+        return DPTConfig(**tiny), {'size': {'height': 64, 'width': 64}}
+    if preset in ('tiny-seg', 'tiny-seg-wide'):
+        n = 5 if preset == 'tiny-seg' else 300  # 300 classes exercises 16-bit labels
+        labels = names if n == 5 else [f'class_{i}' for i in range(n)]
+        cfg = DPTConfig(**tiny, num_labels=n, id2label=dict(enumerate(labels)),
+                        label2id={v: k for k, v in enumerate(labels)})
+        return cfg, {'size': {'height': 64, 'width': 64}}
+    if preset == 'tiny-depth-anything':
+        bb = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                          intermediate_size=37, patch_size=14, image_size=56,
+                          out_features=['stage1', 'stage2', 'stage3', 'stage4'],
+                          reshape_hidden_states=False, apply_layernorm=True)
+        cfg = DepthAnythingConfig(backbone_config=bb, reassemble_hidden_size=32,
+                                  neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
+                                  head_hidden_size=8, depth_estimation_type='metric',
+                                  max_depth=10)
+        return cfg, {'size': {'height': 70, 'width': 70}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 14, 'image_mean': [0.485, 0.456, 0.406],
+                     'image_std': [0.229, 0.224, 0.225]}
+    if preset == 'small-depth':
+        return DPTConfig(**_vit_dpt(192, 6, 3, 768, [48, 96, 192, 384], 64, [1, 3, 4, 5],
+                                    384)), {'size': {'height': 384, 'width': 384}}
+    if preset == 'base-depth':
+        return DPTConfig(**_vit_dpt(768, 12, 12, 3072, [96, 192, 384, 768], 256,
+                                    [2, 5, 8, 11], 384)), {'size': {'height': 384, 'width': 384}}
+    if preset == 'large-depth':  # Intel/dpt-large shapes
+        return DPTConfig(**_vit_dpt(1024, 24, 16, 4096, [256, 512, 1024, 1024], 256,
+                                    [5, 11, 17, 23], 384)), \
+            {'size': {'height': 384, 'width': 384}}
+    if preset == 'hybrid-depth':  # Intel/dpt-hybrid-midas shapes
+        cfg = DPTConfig(**_vit_dpt(768, 12, 12, 3072, [256, 512, 768, 768], 256,
+                                   [2, 5, 8, 11], 384), is_hybrid=True,
+                        reassemble_factors=[1, 1, 1, 0.5], readout_type='project',
+                        backbone_featmap_shape=[1, 1024, 24, 24], neck_ignore_stages=[0, 1])
+        return cfg, {'size': {'height': 384, 'width': 384}}
+    raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+
+
+def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
+                           seed: int = 0) -> Path:
+    """Write a random-weight checkpoint (safetensors + preprocessor_config.json) and return it.
+
+    Neck and head weights get He-normal init and head biases 0.1, so outputs vary with the
+    image (a default-initialised DPT outputs ~1e-8 everywhere, useless for parity checks).
+    """
+    import torch
+    from transformers import (DepthAnythingForDepthEstimation, DPTForDepthEstimation,
+                              DPTForSemanticSegmentation)
+
+    path = Path(path)
+    cfg, proc = _preset_config(preset)
+    torch.manual_seed(seed)
+    if preset.startswith('tiny-seg'):
+        model = DPTForSemanticSegmentation(cfg)
+    elif 'depth-anything' in preset:
+        model = DepthAnythingForDepthEstimation(cfg)
+    else:
+        model = DPTForDepthEstimation(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for part in ('neck', 'head'):
+            for mod in getattr(model, part).modules():
+                if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    fan_in = mod.weight[0].numel()
+                    mod.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
+                    if mod.bias is not None:
+                        mod.bias.fill_(0.1 if part == 'head' else 0.0)
+        # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
+        last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.weight.abs_()
+    model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    full = {'image_processor_type': 'DPTImageProcessor', 'do_resize': True, 'resample': 3,
+            'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+            'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5],
+            'keep_aspect_ratio': False, 'ensure_multiple_of': 1, 'do_pad': False}
+    full.update(proc)
+    (path / 'preprocessor_config.json').write_text(json.dumps(full, indent=2))
+    (path / 'RANDOM_WEIGHTS.txt').write_text(
+        f'Random weights (preset {preset}, seed {seed}) made by dpt_ros.sample; outputs are '
+        'not meaningful.\n')
+    return path

@@ -1,0 +1,91 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Shared fixtures: tiny random checkpoints, sample data, an isolated ROS domain."""
+
+import os
+from pathlib import Path
+import random
+
+import pytest
+
+# Isolate DDS traffic of this test run from anything else on the machine (and from parallel
+# runs): a random domain, discovery on this host only. Set before any rclpy import.
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('ROS_LOCALHOST_ONLY', '1')  # Humble's spelling of the same
+os.environ.setdefault('HF_HUB_OFFLINE', '1')       # tests never reach for the network
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get('DPT_ROS_DATA', ROOT.parent / 'shared' / 'data'))
+
+
+def pytest_addoption(parser):
+    parser.addoption('--model', default=os.environ.get('DPT_ROS_MODEL', ''),
+                     help='a real depth checkpoint folder (or hub id) for real-weight tests')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'gpu: needs a CUDA GPU (skipped without one)')
+    config.addinivalue_line('markers', 'real_model: needs --model DIR with real weights')
+    config.addinivalue_line('markers', 'ros: needs rclpy and the ROS 2 message packages')
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    no_gpu = pytest.mark.skip(reason='no CUDA GPU on this machine (torch.cuda.is_available() '
+                                     'is False)')
+    no_model = pytest.mark.skip(reason='no real checkpoint given: pass --model DIR (or set '
+                                       'DPT_ROS_MODEL) to run real-weight tests')
+    for item in items:
+        if 'gpu' in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if 'real_model' in item.keywords and not config.getoption('--model'):
+            item.add_marker(no_model)
+
+
+@pytest.fixture(scope='session')
+def real_model(request):
+    """The --model checkpoint (tests using it are marked real_model)."""
+    return request.config.getoption('--model')
+
+
+@pytest.fixture(scope='session')
+def checkpoints(tmp_path_factory):
+    """Tiny random-weight checkpoints written with save_pretrained, by preset name."""
+    from dpt_ros.sample import make_random_checkpoint
+    base = tmp_path_factory.mktemp('ckpt')
+    made = {}
+
+    def get(preset):
+        if preset not in made:
+            made[preset] = make_random_checkpoint(base / preset, preset, seed=0)
+        return made[preset]
+    return get
+
+
+@pytest.fixture(scope='session')
+def tiny_depth(checkpoints):
+    """ViT DPT depth checkpoint (relative inverse depth), 64 x 64 input."""
+    return checkpoints('tiny-depth')
+
+
+@pytest.fixture(scope='session')
+def tiny_seg(checkpoints):
+    """DPT semantic segmentation checkpoint with 5 named classes."""
+    return checkpoints('tiny-seg')
+
+
+@pytest.fixture(scope='session')
+def tiny_metric(checkpoints):
+    """Depth Anything (DINOv2 backbone + DPT head) metric checkpoint, max depth 10 m."""
+    return checkpoints('tiny-depth-anything')
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+    """../shared/data (TUM, ICL-NUIM frames); tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f'sample data folder {SHARED_DATA} is absent (set DPT_ROS_DATA)')
+    return SHARED_DATA
