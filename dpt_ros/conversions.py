@@ -202,31 +202,14 @@ def _bytes_array(data: np.ndarray) -> array.array:
 
 
 def image_msg(header: Any, arr: np.ndarray, encoding: str) -> Any:
-    """sensor_msgs/Image from an array, with the given header."""
-    from sensor_msgs.msg import Image
-    f = image_fields(arr, encoding)
-    msg = Image()
-    msg.header = header
-    msg.height, msg.width, msg.encoding = f['height'], f['width'], f['encoding']
-    msg.is_bigendian, msg.step = f['is_bigendian'], f['step']
-    msg.data = _bytes_array(f['data'])
-    return msg
+    """Build a sensor_msgs/Image from an array, with the given header."""
+    return fields_to_msg(IMAGE_TYPE, image_fields(arr, encoding), header)
 
 
 def pointcloud_msg(header: Any, points: np.ndarray, height: int, width: int,
                    rgb: bool) -> Any:
-    """sensor_msgs/PointCloud2 from (N, 4) float32 points."""
-    from sensor_msgs.msg import PointCloud2, PointField
-    f = pointcloud_fields(points, height, width, rgb)
-    msg = PointCloud2()
-    msg.header = header
-    msg.height, msg.width = f['height'], f['width']
-    msg.fields = [PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in f['fields']]
-    msg.is_bigendian, msg.point_step, msg.row_step = f['is_bigendian'], f['point_step'], \
-        f['row_step']
-    msg.is_dense = f['is_dense']
-    msg.data = _bytes_array(f['data'])
-    return msg
+    """Build a sensor_msgs/PointCloud2 from (N, 4) float32 points."""
+    return fields_to_msg(CLOUD_TYPE, pointcloud_fields(points, height, width, rgb), header)
 
 
 def camera_info_msg(info: Any, header: Any) -> Any:
@@ -296,3 +279,82 @@ def stamp_ns(header: Any) -> int:
 def header_tuple(header: Any) -> Tuple[int, str]:
     """(stamp ns, frame_id) for comparisons in tests and tools."""
     return stamp_ns(header), str(header.frame_id)
+
+
+# ---------------------------------------------------------------- pipeline result -> topics
+
+# Output topic names, relative to the node's namespace (depth_image_proc / REP 118 style).
+TOPIC_DEPTH_RELATIVE = 'depth/relative'
+TOPIC_DEPTH = 'depth/image'
+TOPIC_DEPTH_INFO = 'depth/camera_info'
+TOPIC_DEPTH_COLORED = 'depth/colored'
+TOPIC_POINTS = 'points'
+TOPIC_LABELS = 'segmentation/image'
+TOPIC_SEG_COLORED = 'segmentation/colored'
+TOPIC_OVERLAY = 'segmentation/overlay'
+TOPIC_LABEL_INFO = 'segmentation/label_info'
+
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
+INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+
+OUTPUT_TOPICS = {
+    TOPIC_DEPTH_RELATIVE: IMAGE_TYPE, TOPIC_DEPTH: IMAGE_TYPE, TOPIC_DEPTH_INFO: INFO_TYPE,
+    TOPIC_DEPTH_COLORED: IMAGE_TYPE, TOPIC_POINTS: CLOUD_TYPE, TOPIC_LABELS: IMAGE_TYPE,
+    TOPIC_SEG_COLORED: IMAGE_TYPE, TOPIC_OVERLAY: IMAGE_TYPE,
+}
+
+
+def result_fields(result: Any, depth_encoding: str,
+                  with_camera_info: bool) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+    """Pipeline Result -> {topic: (message type, fields)} for every output it holds.
+
+    The fields are plain dicts (numpy data); the node turns them into rclpy messages and the
+    bag writer into rosbags messages, so both publish exactly the same content. The
+    depth/camera_info entry (fields empty) means 'the input CameraInfo under this header' and
+    is present only when depth/image is and with_camera_info is set.
+    """
+    out: Dict[str, Tuple[str, Dict[str, Any]]] = {}
+    if result.relative is not None:
+        out[TOPIC_DEPTH_RELATIVE] = (IMAGE_TYPE, image_fields(result.relative, '32FC1'))
+    if result.depth is not None:
+        enc = depth_to_encoded(result.depth, depth_encoding)
+        out[TOPIC_DEPTH] = (IMAGE_TYPE, image_fields(enc, depth_encoding))
+        if with_camera_info:
+            out[TOPIC_DEPTH_INFO] = (INFO_TYPE, {})
+    if result.depth_colored is not None:
+        out[TOPIC_DEPTH_COLORED] = (IMAGE_TYPE, image_fields(result.depth_colored, 'rgb8'))
+    if result.points is not None:
+        h, w = result.points_shape
+        out[TOPIC_POINTS] = (CLOUD_TYPE, pointcloud_fields(result.points, h, w,
+                                                           result.points_rgb))
+    if result.labels is not None:
+        enc = 'mono8' if result.labels.dtype == np.uint8 else 'mono16'
+        out[TOPIC_LABELS] = (IMAGE_TYPE, image_fields(result.labels, enc))
+    if result.seg_colored is not None:
+        out[TOPIC_SEG_COLORED] = (IMAGE_TYPE, image_fields(result.seg_colored, 'rgb8'))
+    if result.overlay is not None:
+        out[TOPIC_OVERLAY] = (IMAGE_TYPE, image_fields(result.overlay, 'rgb8'))
+    return out
+
+
+def fields_to_msg(msg_type: str, fields: Dict[str, Any], header: Any,
+                  camera_info: Any = None) -> Any:
+    """Build the sensor_msgs message for one result_fields entry."""
+    if msg_type == INFO_TYPE:
+        return camera_info_msg(camera_info, header)
+    if msg_type == CLOUD_TYPE:
+        from sensor_msgs.msg import PointCloud2, PointField
+        msg = PointCloud2()
+        msg.fields = [PointField(name=n, offset=o, datatype=t, count=c)
+                      for n, o, t, c in fields['fields']]
+        for key in ('height', 'width', 'is_bigendian', 'point_step', 'row_step', 'is_dense'):
+            setattr(msg, key, fields[key])
+    else:
+        from sensor_msgs.msg import Image
+        msg = Image()
+        for key in ('height', 'width', 'encoding', 'is_bigendian', 'step'):
+            setattr(msg, key, fields[key])
+    msg.header = header
+    msg.data = _bytes_array(fields['data'])
+    return msg
