@@ -46,7 +46,7 @@ setup(
             'dpt_bag = dpt_ros.bag:main',
             'dpt_bench = dpt_ros.bench:main',
             'dpt_demo = dpt_ros.cli:demo_main',
-            'dpt_build_engine = dpt_ros.cli:build_engine_main',
+            'dpt_build_engine = dpt_ros.tensorrt_backend:main',
         ],
     },
 )

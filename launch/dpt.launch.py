@@ -1,0 +1,68 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Start dpt_node: ros2 launch dpt_ros dpt.launch.py image:=/camera/color/image_raw ..."""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+# Argument defaults; test_launch_defaults.py checks them against the node and config/dpt.yaml.
+LAUNCH_DEFAULTS = {
+    'namespace': '',
+    'node_name': 'dpt',
+    'params_file': 'dpt.yaml',  # in this package's share/config folder
+    'image': 'image',
+    'camera_info': 'camera_info',
+    'use_sim_time': 'false',
+    'large_frames': 'false',
+}
+
+DESCRIPTIONS = {
+    'namespace': 'Namespace of the node (e.g. /camera); topics are relative to it.',
+    'node_name': 'Node name (the params file section /**/<node_name> also applies).',
+    'params_file': 'YAML parameters file (--ros-args --params-file).',
+    'image': 'Input image topic (remap target, e.g. /camera/color/image_raw); with '
+             'input.transport compressed the node subscribes to <image>/compressed.',
+    'camera_info': 'Input CameraInfo topic (remap target, e.g. /camera/color/camera_info).',
+    'use_sim_time': 'true when replaying a bag with `ros2 bag play --clock`.',
+    'large_frames': 'true: use the packaged Fast DDS profile (64 MB shared memory segment) '
+                    'for every process this launch starts; see the README.',
+}
+
+
+def generate_launch_description():
+    """Declare the arguments and the dpt_node."""
+    share = get_package_share_directory('dpt_ros')
+    defaults = dict(LAUNCH_DEFAULTS)
+    defaults['params_file'] = os.path.join(share, 'config', defaults['params_file'])
+    args = [DeclareLaunchArgument(name, default_value=value, description=DESCRIPTIONS[name])
+            for name, value in defaults.items()]
+    profile = os.path.join(share, 'config', 'fastdds_large_frames.xml')
+    large = IfCondition(LaunchConfiguration('large_frames'))
+    env = [SetEnvironmentVariable(var, profile, condition=large)
+           for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')]
+    node = Node(
+        package='dpt_ros',
+        executable='dpt_node',
+        name=LaunchConfiguration('node_name'),
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[
+            LaunchConfiguration('params_file'),
+            {'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'),
+                                            value_type=bool)},
+        ],
+        remappings=[
+            ('image', LaunchConfiguration('image')),
+            ('camera_info', LaunchConfiguration('camera_info')),
+        ],
+        output='screen',
+        emulate_tty=True,
+    )
+    return LaunchDescription(args + env + [node])

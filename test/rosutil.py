@@ -1,0 +1,218 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Test harness on real rclpy and DDS: own Context, background executor, output recorder."""
+
+from __future__ import annotations
+
+import collections
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from dpt_ros import conversions as conv
+
+rclpy = __import__('pytest').importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+
+from builtin_interfaces.msg import Time  # noqa: E402, I100
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+MSG_CLASSES = {conv.IMAGE_TYPE: Image, conv.CLOUD_TYPE: PointCloud2, conv.INFO_TYPE: CameraInfo}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def header(i: int, frame_id: str = 'camera_color_optical_frame') -> Header:
+    """Return a distinct, recognisable header per frame index."""
+    return Header(frame_id=frame_id, stamp=Time(sec=1000 + i, nanosec=1234 * (i + 1)))
+
+
+def write_params(path: Path, params: Dict[str, Any]) -> Path:
+    """Write a ROS 2 params file (/** section, nested groups) from dotted names."""
+    import yaml
+    tree: Dict[str, Any] = {}
+    for name, value in params.items():
+        group, _, key = name.partition('.')
+        if key:
+            tree.setdefault(group, {})[key] = value
+        else:
+            tree[group] = value
+    path.write_text(yaml.safe_dump({'/**': {'ros__parameters': tree}}))
+    return path
+
+
+class Harness:
+    """A client node in its own Context, spun by a background executor."""
+
+    def __init__(self, name: str = 'dpt_test_client') -> None:
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = Node(name, context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self.received: Dict[str, List[Any]] = collections.defaultdict(list)
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+
+    def add_node(self, node: Any) -> None:
+        """Spin another node (e.g. an in-process DptNode) in the same executor."""
+        self.executor.add_node(node)
+
+    def start(self) -> 'Harness':
+        """Start spinning in the background."""
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        while not self._stop and self.ctx.ok():
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def record(self, topic: str, msg_type: Any, qos: Any = 10) -> None:
+        """Keep every message received on topic in self.received[topic]."""
+        def cb(msg: Any, topic: str = topic) -> None:
+            with self.lock:
+                self.received[topic].append(msg)
+        self.node.create_subscription(msg_type, topic, cb, qos)
+
+    def record_outputs(self, ns: str, topics: Optional[List[str]] = None) -> None:
+        """Subscribe (default QoS, depth 10) to the node's outputs under namespace ns."""
+        for topic in topics or list(conv.OUTPUT_TOPICS):
+            self.record(f'{ns}/{topic}', MSG_CLASSES[conv.OUTPUT_TOPICS[topic]])
+
+    def get(self, topic: str) -> List[Any]:
+        """Messages received so far on topic."""
+        with self.lock:
+            return list(self.received.get(topic, []))
+
+    def clear(self) -> None:
+        """Forget received messages."""
+        with self.lock:
+            self.received.clear()
+
+    def wait(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
+        """Poll pred until it holds or timeout passes."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(0.02)
+        return pred()
+
+    def publishers(self, ns: str, compressed: bool = False,
+                   reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE) -> Any:
+        """Image (or image/compressed) and camera_info publishers under ns."""
+        qos = QoSProfile(depth=5, reliability=reliability)
+        img_type, img_topic = (CompressedImage, f'{ns}/image/compressed') if compressed else \
+            (Image, f'{ns}/image')
+        return (self.node.create_publisher(img_type, img_topic, qos),
+                self.node.create_publisher(CameraInfo, f'{ns}/camera_info', qos))
+
+    def wait_subscribed(self, pub: Any, timeout: float = 30.0) -> bool:
+        """Wait until the node under test subscribes to pub's topic."""
+        return self.wait(lambda: pub.get_subscription_count() > 0, timeout)
+
+    def close(self) -> None:
+        """Stop spinning and shut the context down."""
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for n in list(self.executor.get_nodes()):
+            self.executor.remove_node(n)
+            n.destroy_node()
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+def stamp_of(msg: Any) -> int:
+    """Stamp of a message in nanoseconds."""
+    return conv.stamp_ns(msg.header)
+
+
+def node_command() -> List[str]:
+    """Return the installed dpt_node executable (python -m dpt_ros.node as a fallback)."""
+    exe = Path(sys.executable).parent / 'dpt_node'
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which('dpt_node')
+    return [found] if found else [sys.executable, '-m', 'dpt_ros.node']
+
+
+class NodeProcess:
+    """dpt_node started by its executable with --ros-args (a separate process)."""
+
+    def __init__(self, ros_args: List[str], env: Optional[Dict[str, str]] = None) -> None:
+        self.env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+        self.proc = subprocess.Popen(node_command() + ['--ros-args'] + ros_args,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=self.env)
+        self.out: List[str] = []
+        self.err: List[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(s, buf), daemon=True)
+                         for s, buf in ((self.proc.stdout, self.out),
+                                        (self.proc.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream: Any, buf: List[str]) -> None:
+        for line in stream:
+            buf.append(line)
+
+    def text(self) -> str:
+        """Everything the process printed so far."""
+        return ''.join(self.out) + ''.join(self.err)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the node process (Linux)."""
+        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+        return float('nan')
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """Wait for the process to end and return its exit code."""
+        rc = self.proc.wait(timeout=timeout)
+        for t in self._readers:
+            t.join(timeout=5)
+        return rc
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C does; kill if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                return self.wait_exit(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.wait_exit(10)
+        return self.wait_exit(10)
+
+
+def backproject_check(points_msg: Any, depth: np.ndarray, info: Any) -> float:
+    """Largest distance (m) between the cloud and depth back-projected through info.K."""
+    pts = conv.read_points(points_msg)
+    fx, fy, cx, cy = info.k[0], info.k[4], info.k[2], info.k[5]
+    h, w = depth.shape
+    assert pts.shape == (h, w), f'organized cloud {pts.shape} != depth {depth.shape}'
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    z = depth.astype(np.float64)
+    x = (u - cx) * z / fx
+    y = (v - cy) * z / fy
+    valid = np.isfinite(z)
+    assert np.array_equal(valid, np.isfinite(pts['z'])), 'NaN pattern of cloud and depth differ'
+    err = np.sqrt((pts['x'][valid] - x[valid]) ** 2 + (pts['y'][valid] - y[valid]) ** 2
+                  + (pts['z'][valid] - z[valid]) ** 2)
+    return float(err.max()) if err.size else 0.0
