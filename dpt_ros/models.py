@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import json
 import logging
+import os
 from pathlib import Path
+import socket
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlparse
 
 import torch
 
@@ -141,8 +144,33 @@ def _arch_task(config: Any) -> Optional[str]:
     return None
 
 
+def _hub_unreachable(source: str) -> Optional[str]:
+    """Return why the hub cannot serve an uncached id now (None if it may); fails in seconds."""
+    if os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes'):
+        return 'HF_HUB_OFFLINE is set'
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        if isinstance(try_to_load_from_cache(source, 'config.json'), str):
+            return None  # cached: transformers can load it offline
+    except Exception:  # noqa: B902 - a cache probe must never stop loading
+        pass
+    url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as exc:
+        return f'cannot reach {url.hostname} ({exc.strerror or exc})'
+    return None
+
+
 def _load_config(source: str, local: Optional[Path]):
     from transformers import AutoConfig
+    if local is None:
+        why = _hub_unreachable(source)
+        if why is not None:
+            raise ModelLoadError(
+                f"cannot load '{source}': it is not a local folder and the Hugging Face hub is "
+                f'unreachable ({why}). Offline? Download it where there is internet '
+                f'(`hf download {source} --local-dir DIR`) and set the parameter to DIR.')
     try:
         return AutoConfig.from_pretrained(str(local or source), trust_remote_code=False)
     except (OSError, ValueError) as exc:

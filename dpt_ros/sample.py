@@ -157,6 +157,8 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
     from transformers import (DepthAnythingForDepthEstimation, DPTForDepthEstimation,
                               DPTForSemanticSegmentation)
 
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     path = Path(path)
     cfg, proc = _preset_config(preset)
     torch.manual_seed(seed)

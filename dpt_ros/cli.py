@@ -1,0 +1,411 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""`dpt_demo`: the built-in synthetic scene through the real node, results written to a folder.
+
+With rclpy available the frames go through a `dpt_node` process over DDS, exactly as on a
+robot; without it (no ROS installed) the same pipeline runs in-process and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from dpt_ros.config import Config, DEFAULT_DEPTH_MODEL
+from dpt_ros.sample import make_random_checkpoint, SampleFrame, synthetic_sequence
+
+_RANDOM_NOTE = ('The output shows that the pipeline runs end to end; it is NOT meaningful '
+                'depth or segmentation.')
+_NODE_STAGES = ('decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
+                'download', 'fill', 'publish')
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _check_model(source: str, task: str) -> Optional[str]:
+    """Return None if the checkpoint loads, else the reason (one line)."""
+    from dpt_ros.models import load_model, ModelLoadError
+    cfg = Config().model
+    try:
+        load_model(source, task, cfg, log=lambda _m: None)
+    except ModelLoadError as exc:
+        return str(exc)
+    return None
+
+
+def choose_models(args: argparse.Namespace, out: Path) -> Tuple[str, str, bool]:
+    """Return (depth, segmentation, random): the requested checkpoints or random stand-ins."""
+    depth = args.model or DEFAULT_DEPTH_MODEL
+    why = _check_model(depth, 'depth')
+    if why is None:
+        seg = args.segmentation
+        if seg:
+            why_seg = _check_model(seg, 'segmentation')
+            if why_seg is not None:
+                raise SystemExit(f'dpt_demo: error: {why_seg}')
+        return depth, seg, False
+    if args.model:
+        raise SystemExit(f'dpt_demo: error: {why}')
+    _say(f'No pretrained checkpoint is reachable: {why}')
+    _say('Using RANDOM-WEIGHT models instead (a Depth Anything-style metric depth model and a '
+         f'DPT segmentation model). {_RANDOM_NOTE}')
+    _say('Give real weights with --model DIR_OR_ID (and --segmentation DIR_OR_ID).')
+    models = out / 'random_models'
+    depth_dir = make_random_checkpoint(models / 'depth', 'tiny-depth-anything', seed=0)
+    seg_dir = make_random_checkpoint(models / 'segmentation', 'tiny-seg', seed=0)
+    return str(depth_dir), str(seg_dir), True
+
+
+# ------------------------------------------------------------------ writers
+
+def write_png(path: Path, arr: np.ndarray) -> None:
+    """Write uint8 rgb / mono or uint16 mono as PNG."""
+    import cv2
+    img = arr[:, :, ::-1] if arr.ndim == 3 else arr
+    if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
+        raise OSError(f'cannot write {path}')
+
+
+def write_ply(path: Path, xyz: np.ndarray, rgb: Optional[np.ndarray]) -> int:
+    """Write finite points as binary little-endian PLY (x y z float, optional uchar rgb)."""
+    ok = np.isfinite(xyz).all(axis=1)
+    xyz = xyz[ok].astype('<f4')
+    fields = [('x', '<f4'), ('y', '<f4'), ('z', '<f4')]
+    if rgb is not None:
+        fields += [('red', 'u1'), ('green', 'u1'), ('blue', 'u1')]
+    data = np.empty(len(xyz), dtype=fields)
+    data['x'], data['y'], data['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    if rgb is not None:
+        rgb = rgb[ok]
+        data['red'], data['green'], data['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    props = ''.join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in fields)
+    head = (f'ply\nformat binary_little_endian 1.0\ncomment dpt_ros demo, optical frame '
+            f'(x right, y down, z forward), metres\nelement vertex {len(data)}\n{props}'
+            'end_header\n')
+    with open(path, 'wb') as f:
+        f.write(head.encode('ascii'))
+        f.write(data.tobytes())
+    return len(data)
+
+
+class Saved:
+    """What one frame produced, as arrays (from node messages or a pipeline Result)."""
+
+    def __init__(self) -> None:
+        self.arrays: Dict[str, np.ndarray] = {}
+        self.cloud: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
+        self.latency_ms = float('nan')
+
+
+def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]:
+    """Write one frame's results; return the file names written."""
+    written = []
+    a = saved.arrays
+
+    def put(name: str, arr: np.ndarray) -> None:
+        write_png(out / name, arr)
+        written.append(name)
+    put(f'input_{i:04d}.png', frame.rgb)
+    gt_mm = np.where(np.isfinite(frame.depth), np.rint(frame.depth * 1000), 0)
+    put(f'ground_truth_depth_mm_{i:04d}.png', np.clip(gt_mm, 0, 65535).astype(np.uint16))
+    if 'depth' in a:
+        mm = np.where(np.isfinite(a['depth']), np.rint(a['depth'] * 1000), 0)
+        put(f'depth_mm_{i:04d}.png', np.clip(mm, 0, 65535).astype(np.uint16))
+    if 'relative' in a:
+        rel = a['relative']
+        finite = np.isfinite(rel)
+        lo, hi = (np.nanmin(rel), np.nanmax(rel)) if finite.any() else (0.0, 1.0)
+        scaled = np.where(finite, (rel - lo) / max(hi - lo, 1e-12) * 65535, 0)
+        put(f'relative_inverse_depth_{i:04d}.png', scaled.astype(np.uint16))
+    for key, name in (('colored', 'depth_colored'), ('labels', 'labels'),
+                      ('seg_colored', 'labels_colored'), ('overlay', 'overlay')):
+        if key in a:
+            put(f'{name}_{i:04d}.png', a[key])
+    if saved.cloud is not None:
+        n = write_ply(out / f'points_{i:04d}.ply', *saved.cloud)
+        written.append(f'points_{i:04d}.ply ({n} points)')
+    return written
+
+
+# ------------------------------------------------------------------ through the node
+
+def _have_rclpy() -> bool:
+    try:
+        import rclpy  # noqa: F401
+        from sensor_msgs.msg import Image  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def packaged_config(name: str) -> Optional[Path]:
+    """Find a file of this package's config/ folder (installed share/ or a source checkout)."""
+    candidates = [Path(__file__).resolve().parents[1] / 'config' / name,
+                  Path(sys.prefix) / 'share' / 'dpt_ros' / 'config' / name]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.insert(0, Path(get_package_share_directory('dpt_ros')) / 'config' / name)
+    except Exception:  # noqa: B902 - ament_index is optional; any failure means 'not there'
+        pass
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _node_command() -> List[str]:
+    exe = Path(sys.executable).parent / 'dpt_node'
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which('dpt_node')
+    return [found] if found else [sys.executable, '-m', 'dpt_ros.node']
+
+
+def run_through_node(frames: List[SampleFrame], depth: str, seg: str, device: str,
+                     timeout: float) -> Tuple[List[Saved], Dict[str, float]]:
+    """Publish frames to a dpt_node process over DDS; collect every output per frame."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Header
+
+    from dpt_ros import conversions as conv
+
+    import yaml
+    ns = '/dpt_demo'
+    params = {'model': {'depth': depth, 'segmentation': seg, 'device': device}}
+    tmp = Path(tempfile.mkdtemp(prefix='dpt_demo_'))
+    pfile = tmp / 'params.yaml'
+    pfile.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
+    cmd = _node_command() + ['--ros-args', '--params-file', str(pfile), '-r', f'__ns:={ns}']
+    _say(f"starting the node: {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: List[str] = []
+    reader = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
+    reader.start()
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    client = Node('dpt_demo_client', context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(client)
+    got: Dict[Tuple[str, int], Any] = {}
+    arrival: Dict[int, float] = {}
+    diags: List[Any] = []
+    types = {conv.IMAGE_TYPE: Image, conv.CLOUD_TYPE: PointCloud2, conv.INFO_TYPE: CameraInfo}
+    for topic, t in conv.OUTPUT_TOPICS.items():
+        def cb(msg: Any, topic: str = topic) -> None:
+            stamp = conv.stamp_ns(msg.header)
+            got[(topic, stamp)] = msg
+            arrival[stamp] = max(arrival.get(stamp, 0.0), time.perf_counter())
+        client.create_subscription(types[t], f'{ns}/{topic}', cb, 10)
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    img_pub = client.create_publisher(Image, f'{ns}/image', 5)
+    info_pub = client.create_publisher(CameraInfo, f'{ns}/camera_info', 5)
+
+    def spin_until(pred: Any, limit: float) -> bool:
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if pred():
+                return True
+            if proc.poll() is not None:
+                return pred()
+            ex.spin_once(timeout_sec=0.02)
+        return pred()
+
+    results: List[Saved] = []
+    try:
+        if not spin_until(lambda: img_pub.get_subscription_count() > 0, timeout):
+            raise RuntimeError('the node did not come up:\n' + ''.join(log[-20:]))
+        # Wait until every output subscription is matched so frame 0 is not half-computed.
+        spin_until(lambda: False, 1.0)
+        topics: set = set()
+        for i, frame in enumerate(frames):
+            header = Header(frame_id='camera_color_optical_frame',
+                            stamp=Time(sec=1_700_000_000 + i, nanosec=0))
+            stamp = conv.stamp_ns(header)
+            info_pub.publish(conv.camera_info_from_intrinsics(frame.intrinsics, header))
+            spin_until(lambda: False, 0.05)
+            sent = time.perf_counter()
+            img_pub.publish(conv.image_msg(header, frame.rgb, 'rgb8'))
+
+            def have() -> set:
+                return {t for (t, s) in got if s == stamp}
+
+            def done() -> bool:
+                if topics:  # after frame 0: every topic frame 0 produced
+                    return topics <= have()
+                h = have()
+                return conv.TOPIC_DEPTH_COLORED in h and (
+                    conv.TOPIC_DEPTH_RELATIVE in h or conv.TOPIC_POINTS in h) and (
+                    not seg or conv.TOPIC_OVERLAY in h)
+            if not spin_until(done, timeout):
+                raise RuntimeError(f'no outputs for frame {i} within {timeout:.0f} s:\n'
+                                   + ''.join(log[-20:]))
+            if not topics:
+                spin_until(lambda: False, 1.0)  # let every topic of the first frame arrive
+                topics = have()
+            saved = Saved()
+            saved.latency_ms = (arrival[stamp] - sent) * 1e3
+            for (topic, s), msg in list(got.items()):
+                if s != stamp:
+                    continue
+                if topic == conv.TOPIC_POINTS:
+                    pts = conv.read_points(msg).reshape(-1)
+                    xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1)
+                    rgb = conv.unpack_rgb(pts['rgb']) if 'rgb' in pts.dtype.names else None
+                    saved.cloud = (xyz, rgb)
+                elif topic == conv.TOPIC_DEPTH:
+                    saved.arrays['depth'] = conv.encoded_to_depth(conv.image_to_array(msg),
+                                                                  msg.encoding)
+                elif topic != conv.TOPIC_DEPTH_INFO:
+                    key = {conv.TOPIC_DEPTH_RELATIVE: 'relative',
+                           conv.TOPIC_DEPTH_COLORED: 'colored', conv.TOPIC_LABELS: 'labels',
+                           conv.TOPIC_SEG_COLORED: 'seg_colored',
+                           conv.TOPIC_OVERLAY: 'overlay'}[topic]
+                    saved.arrays[key] = conv.image_to_array(msg)
+            results.append(saved)
+        spin_until(lambda: False, 1.2)  # one more /diagnostics report
+    finally:
+        ex.shutdown()
+        client.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        if proc.poll() is None:
+            proc.send_signal(2)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        reader.join(timeout=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    stages: Dict[str, float] = {}
+    for arr in reversed(diags):
+        vals = {kv.key: kv.value for st in arr.status if st.name.startswith('dpt_ros')
+                for kv in st.values}
+        if vals.get('forward_p50_ms'):
+            stages = {s: float(vals[f'{s}_p50_ms']) for s in _NODE_STAGES
+                      if f'{s}_p50_ms' in vals}
+            break
+    if proc.returncode not in (0, -2, None):
+        _say(''.join(log[-20:]))
+    return results, stages
+
+
+def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
+                   device: str) -> Tuple[List[Saved], Dict[str, float]]:
+    """Fallback without ROS: the same pipeline, called directly."""
+    from dpt_ros.conversions import Frame
+    from dpt_ros.pipeline import Pipeline
+    cfg = Config().replace({'model.depth': depth, 'model.segmentation': seg,
+                            'model.device': device})
+    pipe = Pipeline(cfg, log=lambda m: _say(f'  {m}'))
+    results, timings = [], []
+    for frame in frames:
+        t = time.perf_counter()
+        r = pipe.process(Frame(frame.rgb, 'rgb8'), frame.intrinsics)
+        saved = Saved()
+        saved.latency_ms = (time.perf_counter() - t) * 1e3
+        for key in ('depth', 'relative', 'labels', 'seg_colored', 'overlay'):
+            if getattr(r, key) is not None:
+                saved.arrays[key] = getattr(r, key)
+        if r.depth_colored is not None:
+            saved.arrays['colored'] = r.depth_colored
+        if r.points is not None:
+            xyz = r.points[:, :3]
+            rgb = r.points[:, 3].copy().view(np.uint32)
+            rgb = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], 1).astype(np.uint8)
+            saved.cloud = (xyz, rgb if r.points_rgb else None)
+        results.append(saved)
+        timings.append(r.timings)
+    pipe.close()
+    stages = {k: float(np.median([t[k] for t in timings[1:] or timings]))
+              for k in timings[0]} if timings else {}
+    return results, stages
+
+
+def demo_main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of `dpt_demo`."""
+    ap = argparse.ArgumentParser(
+        prog='dpt_demo', description='Run dpt_ros on the built-in synthetic scene and write '
+        'depth PNGs, colored depth, labels, overlays and .ply point clouds.')
+    ap.add_argument('--model', default='', help='depth checkpoint folder or hub id (default: '
+                    f'{DEFAULT_DEPTH_MODEL}, else random weights when it cannot be loaded)')
+    ap.add_argument('--segmentation', default='', help='segmentation checkpoint folder or id')
+    ap.add_argument('--out', default='demo_out', help='output folder (default demo_out)')
+    ap.add_argument('--frames', type=int, default=3, help='number of frames (default 3)')
+    ap.add_argument('--width', type=int, default=640)
+    ap.add_argument('--height', type=int, default=480)
+    ap.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    ap.add_argument('--in-process', action='store_true',
+                    help='skip ROS: run the pipeline in this process')
+    ap.add_argument('--timeout', type=float, default=120.0, help='seconds to wait per step')
+    args = ap.parse_args(argv)
+    if args.frames < 1 or args.width < 16 or args.height < 16:
+        ap.error('--frames must be >= 1 and the frame at least 16 x 16')
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    profile = packaged_config('fastdds_large_frames.xml')
+    if profile is not None and not os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'):
+        # 640x480 frames and 5 MB clouds between two processes: the large-frame profile the
+        # README recommends (set before this process creates its first DDS participant).
+        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
+        os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(profile))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    depth, seg, random_weights = choose_models(args, out)
+    frames = synthetic_sequence(args.frames, args.width, args.height)
+    _say(f'{args.frames} synthetic frames {args.width}x{args.height} (ray-cast room with exact '
+         'depth, made by dpt_ros.sample)')
+    if not args.in_process and _have_rclpy():
+        _say('running the frames through the real node (dpt_node over DDS)')
+        results, stages = run_through_node(frames, depth, seg, args.device, args.timeout)
+        where = 'dpt_node /diagnostics, p50'
+    else:
+        if not args.in_process:
+            _say('rclpy is not importable here (no ROS 2 sourced): running the pipeline '
+                 'in-process instead of through the node.')
+        results, stages = run_in_process(frames, depth, seg, args.device)
+        where = 'in-process pipeline, median'
+    written: List[str] = []
+    for i, (frame, saved) in enumerate(zip(frames, results)):
+        written += save_frame(out, i, frame, saved)
+    _say(f'\nper-stage latency ({where}), ms:')
+    for name, ms in stages.items():
+        _say(f'  {name:<12} {ms:8.2f}')
+    lat = [s.latency_ms for s in results[1:] or results]
+    _say(f"  {'end-to-end':<12} {float(np.median(lat)):8.2f}   (publish -> last output "
+         'received)' if where.startswith('dpt_node') else
+         f"  {'total':<12} {float(np.median(lat)):8.2f}")
+    for s, frame in zip(results, frames):
+        if 'depth' in s.arrays:
+            d, gt = s.arrays['depth'], frame.depth
+            ok = np.isfinite(d) & np.isfinite(gt)
+            if ok.any():
+                absrel = float(np.median(np.abs(d[ok] - gt[ok]) / gt[ok]))
+                _say(f'depth vs ground truth (median abs rel): {absrel:.3f}'
+                     + (' (random weights: expect nonsense)' if random_weights else ''))
+            break
+    _say(f'\nwrote {len(written)} files to {out.resolve()}:')
+    for name in written:
+        _say(f'  {name}')
+    if random_weights:
+        _say(f'\nNOTE: random-weight models were used. {_RANDOM_NOTE}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(demo_main())
