@@ -163,7 +163,8 @@ def packaged_config(name: str) -> Optional[Path]:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _node_command() -> List[str]:
+def node_command() -> List[str]:
+    """Return the command that starts dpt_node (this environment's executable first)."""
     exe = Path(sys.executable).parent / 'dpt_node'
     if exe.exists():
         return [str(exe)]
@@ -192,7 +193,7 @@ def run_through_node(frames: List[SampleFrame], depth: str, seg: str, device: st
     tmp = Path(tempfile.mkdtemp(prefix='dpt_demo_'))
     pfile = tmp / 'params.yaml'
     pfile.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
-    cmd = _node_command() + ['--ros-args', '--params-file', str(pfile), '-r', f'__ns:={ns}']
+    cmd = node_command() + ['--ros-args', '--params-file', str(pfile), '-r', f'__ns:={ns}']
     _say(f"starting the node: {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log: List[str] = []

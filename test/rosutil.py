@@ -8,9 +8,7 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -18,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from dpt_ros import conversions as conv
+from dpt_ros.cli import node_command
 
 rclpy = __import__('pytest').importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
 
@@ -139,15 +138,6 @@ class Harness:
 def stamp_of(msg: Any) -> int:
     """Stamp of a message in nanoseconds."""
     return conv.stamp_ns(msg.header)
-
-
-def node_command() -> List[str]:
-    """Return the installed dpt_node executable (python -m dpt_ros.node as a fallback)."""
-    exe = Path(sys.executable).parent / 'dpt_node'
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which('dpt_node')
-    return [found] if found else [sys.executable, '-m', 'dpt_ros.node']
 
 
 class NodeProcess:
