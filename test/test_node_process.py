@@ -179,6 +179,7 @@ def test_burst_keeps_newest_frame_and_memory_flat(harness, tmp_path, tiny_metric
 
 PUBLISHER = """
 import sys, time
+import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
