@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope='session')
 def real_model(request):
-    """The --model checkpoint (tests using it are marked real_model)."""
+    """Return the --model checkpoint (tests using it are marked real_model)."""
     return request.config.getoption('--model')
 
 
@@ -67,7 +67,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def tiny_depth(checkpoints):
-    """ViT DPT depth checkpoint (relative inverse depth), 64 x 64 input."""
+    """Return a ViT DPT depth checkpoint (relative inverse depth), 64 x 64 input."""
     return checkpoints('tiny-depth')
 
 
@@ -89,3 +89,21 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f'sample data folder {SHARED_DATA} is absent (set DPT_ROS_DATA)')
     return SHARED_DATA
+
+
+_FIGURES = []
+
+
+@pytest.fixture(scope='session')
+def record_figure():
+    """Record a measured figure (name, text); all are printed at the end of the run."""
+    def record(name, text):
+        _FIGURES.append((name, text))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section('dpt_ros measured figures')
+        for name, text in _FIGURES:
+            terminalreporter.write_line(f'{name}: {text}')
