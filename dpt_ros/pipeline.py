@@ -162,7 +162,9 @@ class Pipeline:
                 for f in frames]
         if self.device.type != 'cuda':
             if len(arrs) == 1:
-                return torch.as_tensor(np.ascontiguousarray(arrs[0]))[None]
+                a = np.ascontiguousarray(arrs[0])
+                # Message buffers are read-only; torch wants writable memory (never written).
+                return torch.from_numpy(a if a.flags.writeable else a.copy())[None]
             return torch.from_numpy(np.stack(arrs))
         shape = (len(arrs),) + arrs[0].shape
         key = (shape, arrs[0].dtype.str)
