@@ -272,7 +272,7 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     metric = (getattr(config, 'depth_estimation_type', None) == 'metric'
               or config.model_type in _METRIC_MODEL_TYPES)
     loaded = LoadedModel(
-        task=task, source=source, net=_TensorOut(model, task), spec=spec, device=device,
+        task=task, source=source, net=_TensorOut(model, task).eval(), spec=spec, device=device,
         dtype=dtype, model_type=config.model_type, metric=metric, labels=labels,
         square_input=square, num_parameters=sum(p.numel() for p in model.parameters()),
         notes=notes)
@@ -288,12 +288,13 @@ def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int
         return
     if backend == 'tensorrt':
         from dpt_ros import tensorrt_backend
-        engine, why = tensorrt_backend.try_build(loaded, input_shape, engine_dir)
+        engine, info = tensorrt_backend.try_build(loaded, input_shape, engine_dir)
         if engine is None:
-            log(f'model.backend tensorrt unavailable ({why}); running on torch.')
+            log(f'model.backend tensorrt unavailable ({info}); running on torch.')
             return
         loaded.net = engine
         loaded.backend = 'tensorrt'
+        log(f'TensorRT engine for input {tuple(input_shape)}: {info}')
         return
     if backend == 'compile':
         mode = 'reduce-overhead' if loaded.device.type == 'cuda' else None

@@ -22,6 +22,8 @@ def test_tiny_checkpoints_load_back(tiny_depth, tiny_seg, tiny_metric):
     assert not hasattr(s.net, 'auxiliary_head') or s.net is not None
     m = load_model(str(tiny_metric), 'depth', ModelConfig(device='cpu'), notes.append)
     assert m.metric and m.model_type == 'depth_anything'
+    for net in (d.net, s.net, m.net):  # eval everywhere: a later .train() must not flip it
+        assert not any(mod.training for mod in net.modules())
     x = torch.rand(1, 3, 70, 98)
     out = m(x)
     assert out.shape == (1, 70, 98) and torch.isfinite(out).all()
