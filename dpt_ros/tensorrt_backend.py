@@ -16,8 +16,8 @@ from pathlib import Path
 import re
 import sys
 import tempfile
-import warnings
 from typing import Any, Dict, List, Optional, Tuple
+import warnings
 
 import torch
 
