@@ -46,6 +46,7 @@ class LoadedModel:
     backend: str = 'torch'
     num_parameters: int = 0
     notes: List[str] = field(default_factory=list)
+    eager: Optional[torch.nn.Module] = None  # the torch module when a backend replaced net
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the network on preprocessed pixel values (already on the device, in dtype)."""
@@ -286,20 +287,25 @@ def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int
     """Switch a loaded model to 'compile' or 'tensorrt' for a fixed input shape (or keep torch)."""
     if backend == 'torch':
         return
+    if loaded.eager is None:
+        loaded.eager = loaded.net
     if backend == 'tensorrt':
         from dpt_ros import tensorrt_backend
         engine, info = tensorrt_backend.try_build(loaded, input_shape, engine_dir)
         if engine is None:
             log(f'model.backend tensorrt unavailable ({info}); running on torch.')
+            loaded.net, loaded.backend = loaded.eager, 'torch'
             return
         loaded.net = engine
         loaded.backend = 'tensorrt'
         log(f'TensorRT engine for input {tuple(input_shape)}: {info}')
         return
     if backend == 'compile':
+        if loaded.backend == 'compile':
+            return  # torch.compile specialises on new shapes by itself
         mode = 'reduce-overhead' if loaded.device.type == 'cuda' else None
         try:
-            loaded.net = torch.compile(loaded.net, mode=mode, dynamic=False, fullgraph=False)
+            loaded.net = torch.compile(loaded.eager, mode=mode, dynamic=False, fullgraph=False)
             loaded.backend = 'compile'
         except Exception as exc:  # noqa: B902 - any compile failure falls back to eager
             log(f'torch.compile failed ({_first_line(exc)}); running eager torch.')

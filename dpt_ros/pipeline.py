@@ -184,6 +184,14 @@ class Pipeline:
         if self._cfg.model.backend != 'torch' and self._backend_shape.get(id(m)) != shape:
             self._backend_shape[id(m)] = shape
             apply_backend(m, self._cfg.model.backend, shape, self._cfg.model.engine_dir, self.log)
+            if m.backend != 'torch':
+                try:  # compilers fail lazily, on the first call: never lose the frame to it
+                    return m(pixel_values)
+                except Exception as exc:  # noqa: B902 - any backend failure falls back
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    self.log(f'model.backend {m.backend} failed on its first frame ({first}); '
+                             'running eager torch.')
+                    m.net, m.backend = m.eager, 'torch'
         return m(pixel_values)
 
     # ------------------------------------------------------------------ processing

@@ -141,13 +141,14 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...],
     except ImportError:
         return None, 'tensorrt is not installed (pip install tensorrt)'
     precision = _PRECISION.get(loaded.dtype, 'fp32')
+    net = loaded.eager if loaded.eager is not None else loaded.net
     try:
         gpu = torch.cuda.get_device_name(loaded.device)
-        path = engine_dir(cache) / engine_key(loaded.net, input_shape, precision, gpu,
+        path = engine_dir(cache) / engine_key(net, input_shape, precision, gpu,
                                               trt.__version__)
         if not path.exists():
             with tempfile.TemporaryDirectory() as tmp:
-                onnx_path = export_onnx(loaded.net, input_shape, Path(tmp) / 'model.onnx',
+                onnx_path = export_onnx(net, input_shape, Path(tmp) / 'model.onnx',
                                         torch.float32 if precision == 'bf16' else loaded.dtype)
                 _build(onnx_path, path, precision)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

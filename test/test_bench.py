@@ -1,0 +1,52 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""dpt_bench --smoke: every stage measured, ratios computed, JSON / markdown / PNG written."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+
+def test_bench_smoke(tmp_path, record_figure):
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.bench', '--smoke', '--out', str(out),
+                           '--work-dir', str(tmp_path / 'work')],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / 'results.json').read_text())
+    r = res['models']['tiny-depth-anything']['sizes']['640x480']
+    stages = r['stages']
+    expected = ['decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
+                'download']
+    try:
+        import rclpy  # noqa: F401
+        expected += ['fill', 'publish']
+        have_ros = True
+    except ImportError:
+        have_ros = False
+    for stage in expected:
+        assert stages[stage]['p50'] > 0 and stages[stage]['p95'] >= stages[stage]['p50'], stage
+    assert stages['total']['p50'] >= stages['forward']['p50']
+    ratio = r['ratio_naive_overhead_vs_ours']
+    assert math.isfinite(ratio) and ratio > 0
+    assert r['naive']['overhead']['p50'] > 0 and r['forward_bare']['p50'] > 0
+    if have_ros:
+        d = r['dds']
+        assert d['latency']['received'] >= 0.75 * d['latency']['sent']
+        assert d['latency']['latency']['p50'] > 0 and math.isfinite(d['ratio_e2e_vs_forward'])
+        assert d['throughput']['fps'] > 0
+        assert r['dds_segmentation']['latency']['received'] > 0
+    md = (out / 'results.md').read_text()
+    assert 'bare forward' in md and 'naive wrapper' in md and 'lower' in md
+    if (out / 'latency.png').exists():
+        assert (out / 'latency.png').read_bytes()[:4] == b'\x89PNG'
+    else:
+        pytest.importorskip('matplotlib')
+        raise AssertionError('matplotlib is installed but no plot was written')
+    record_figure('bench smoke (CPU, tiny, 640x480)',
+                  f"ours overhead {r['our_overhead']['p50']:.1f} ms vs naive "
+                  f"{r['naive']['overhead']['p50']:.1f} ms ({ratio:.0f}x lower)")
