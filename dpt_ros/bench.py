@@ -277,7 +277,7 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
     from rclpy.node import Node
     from sensor_msgs.msg import Image, PointCloud2
 
-    from dpt_ros.cli import node_command
+    from dpt_ros.cli import node_command, stop_process
     ns = '/dpt_bench'
     tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_'))
     params = tmp / 'p.yaml'
@@ -371,12 +371,7 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
         ex.shutdown()
         client.destroy_node()
         rclpy.try_shutdown(context=ctx)
-        if node.poll() is None:
-            node.send_signal(2)
-            try:
-                node.wait(20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop_process(node)
     log(f'    dds {width}x{height}: e2e p50 {latency["latency"]["p50"]:.1f} ms '
         f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps')
     return {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,

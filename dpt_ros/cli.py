@@ -163,6 +163,18 @@ def packaged_config(name: str) -> Optional[Path]:
     return next((p for p in candidates if p.is_file()), None)
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> Optional[int]:
+    """Stop a node process as Ctrl-C does (SIGINT), killing it if it hangs; return its code."""
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def node_command() -> List[str]:
     """Return the command that starts dpt_node (this environment's executable first)."""
     exe = Path(sys.executable).parent / 'dpt_node'
@@ -286,12 +298,7 @@ def run_through_node(frames: List[SampleFrame], depth: str, seg: str, device: st
         ex.shutdown()
         client.destroy_node()
         rclpy.try_shutdown(context=ctx)
-        if proc.poll() is None:
-            proc.send_signal(2)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
         reader.join(timeout=5)
         shutil.rmtree(tmp, ignore_errors=True)
     stages: Dict[str, float] = {}
