@@ -72,3 +72,14 @@ def test_demo_missing_model_is_an_error(tmp_path):
     proc = subprocess.run(exe + ['--model', str(tmp_path / 'nope'), '--out', str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and str(tmp_path / 'nope') in proc.stderr
+
+
+@pytest.mark.real_model
+def test_demo_with_real_weights_through_the_node(tmp_path, real_model):
+    pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+    out, stdout = run_demo(['--model', real_model], tmp_path)
+    assert 'RANDOM-WEIGHT' not in stdout and 'through the real node' in stdout
+    for i in range(2):
+        names = {p.name for p in out.glob(f'*_{i:04d}.*')}
+        assert f'depth_colored_{i:04d}.png' in names, sorted(names)
+        assert names & {f'depth_mm_{i:04d}.png', f'relative_inverse_depth_{i:04d}.png'}
