@@ -65,8 +65,11 @@ def test_black_box_params_file_and_remaps(harness, tmp_path, tiny_metric, tiny_s
             time.sleep(0.05)
             img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
             sent.append(conv.stamp_ns(h))
-            assert harness.wait(lambda: any(stamp_of(m) == sent[-1]
-                                            for m in harness.get('/camera/points')), 30)
+            # Topics arrive in any order: wait for every output of this frame.
+            outs = [t for t in conv.OUTPUT_TOPICS if t != conv.TOPIC_DEPTH_RELATIVE]
+            assert harness.wait(lambda: all(any(stamp_of(m) == sent[-1]
+                                                for m in harness.get(f'/camera/{t}'))
+                                            for t in outs), 30), node.text()
         for topic in conv.OUTPUT_TOPICS:
             if topic == conv.TOPIC_DEPTH_RELATIVE:
                 continue
