@@ -328,6 +328,8 @@ class DptNode(Node):
             try:
                 self._handle(msg, arrived)
             except Exception as exc:  # noqa: B902 - the worker must outlive any frame
+                if self._stop or not self.context.ok():
+                    return  # Ctrl-C: rclpy shut the context down while a frame was in flight
                 with self._stats.lock:
                     self._stats.errors += 1
                 self._warn('internal', f'frame failed: {exc!r}\n{traceback.format_exc()}')
@@ -486,25 +488,26 @@ class DptNode(Node):
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point of `dpt_node`; exits 2 with one message on a bad parameter or model."""
     rclpy.init(args=args)
+    node = None
     try:
         node = DptNode()
+        rclpy.spin(node)
     except (ConfigError, ModelLoadError) as exc:
         print(f'dpt_node: error: {exc}', file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
-        rclpy.try_shutdown()
-        return 0
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: B902 - told apart below
+        if rclpy.ok():
+            raise  # a real error
+        # else Ctrl-C shut the context down while the node was being built
     finally:
-        # ros2 launch delivers Ctrl-C twice (terminal + launch); ignore the second so
-        # teardown finishes without a traceback.
+        # ros2 launch delivers Ctrl-C twice (terminal + launch), at any moment, start-up
+        # included; ignore the second so teardown finishes without a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
     return 0
 

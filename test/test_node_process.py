@@ -142,6 +142,41 @@ def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
     assert 'Traceback' not in node.text() and 'Exception ignored' not in node.text()
 
 
+def test_ctrl_c_while_frames_are_processed(harness, tmp_path, tiny_metric):
+    """Ctrl-C lands mid-frame (rclpy shuts the context under the worker): still clean."""
+    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
+                                                'model.device': 'cpu'})
+    s = synthetic_scene(1280, 720)
+    harness.record_outputs('/camera')
+    img = harness.node.create_publisher(Image, '/camera/color/image_raw', 1)
+    info = harness.node.create_publisher(CameraInfo, '/camera/color/camera_info', 1)
+    for attempt in range(3):
+        node = NodeProcess(['--params-file', str(params)] + remaps())
+        try:
+            assert harness.wait_subscribed(img, 60), node.text()
+            before = len(harness.get('/camera/points'))
+            # Stream faster than the node runs so the worker is busy when SIGINT comes.
+            end = time.monotonic() + 30
+            i = 0
+            while len(harness.get('/camera/points')) < before + 3 + attempt:
+                assert time.monotonic() < end, node.text()
+                h = header(i)
+                info.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+                img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+                i += 1
+                time.sleep(0.02)
+            node.proc.send_signal(2)
+            time.sleep(0.05)
+            node.proc.send_signal(2)
+            rc = node.wait_exit(30)
+        finally:
+            if node.proc.poll() is None:
+                node.stop()
+        assert rc in (0, -2, 130), node.text()
+        for bad in ('Traceback', 'Exception ignored', 'frame failed'):
+            assert bad not in node.text(), node.text()
+
+
 def test_burst_keeps_newest_frame_and_memory_flat(harness, tmp_path, tiny_metric):
     """50 frames faster than the node can process: newest wins, drops counted, no growth."""
     params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
