@@ -456,8 +456,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     frames = 8 if args.smoke else args.dds_frames
                     d = bench_dds(ckpt, None, str(dev), precision, w, h, frames, est, log,
                                   depth_cfg)
-                    d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / fw['p50']
-                    d['ratio_fps_vs_forward'] = d['throughput']['fps'] * fw['p50'] / 1e3
+                    # This machine's speed drifts by 10-15 % over minutes (a shared VM): time
+                    # the bare forward again right after the DDS run and compare with both.
+                    fw_after = bench_forward(pipe, s.rgb, iters, warmup)
+                    bare = pct(fw['raw'] + fw_after['raw'], 50)
+                    d['forward_bare_after'] = {k: v for k, v in fw_after.items() if k != 'raw'}
+                    d['forward_bare_pooled_p50'] = bare
+                    d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / bare
+                    d['ratio_fps_vs_forward'] = d['throughput']['fps'] * bare / 1e3
                     size['dds'] = d
                     if (w, h) == sizes[0] and (args.smoke or preset.startswith('tiny')
                                                or dev.type == 'cuda'):
@@ -509,6 +515,10 @@ def markdown(res: Dict[str, Any]) -> str:
                             f"({d['latency']['received']}/{d['latency']['sent']} at "
                             f"{d['latency']['rate_hz']:.1f} Hz); sustained "
                             f"{d['throughput']['fps']:.2f} frames/s")
+                    if 'forward_bare_pooled_p50' in d:
+                        line += (f"; bare forward p50 {r['forward_bare']['p50']:.1f} ms before "
+                                 f"and {d['forward_bare_after']['p50']:.1f} ms after this run "
+                                 f"(pooled {d['forward_bare_pooled_p50']:.1f} ms)")
                     if 'ratio_e2e_vs_forward' in d:
                         line += (f"; e2e / bare forward **{d['ratio_e2e_vs_forward']:.2f}x**, "
                                  f"throughput / (1 / bare forward) "
