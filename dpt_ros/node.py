@@ -144,8 +144,14 @@ class DptNode(Node):
             history=HistoryPolicy.KEEP_LAST, depth=self._cfg.output.history_depth,
             reliability=(ReliabilityPolicy.RELIABLE if self._cfg.output.reliability == 'reliable'
                          else ReliabilityPolicy.BEST_EFFORT))
+        # Advertise only what this node can publish: no segmentation topics without a
+        # segmentation model, no depth topics without a depth model (depth.mode is live, so
+        # a depth model gets all of them).
+        seg_topics = (conv.TOPIC_LABELS, conv.TOPIC_SEG_COLORED, conv.TOPIC_OVERLAY)
+        have = {True: self._pipeline.seg_model is not None,
+                False: self._pipeline.depth_model is not None}
         self._pubs = {topic: self.create_publisher(_MSG_CLASSES[t], topic, out_qos)
-                      for topic, t in conv.OUTPUT_TOPICS.items()}
+                      for topic, t in conv.OUTPUT_TOPICS.items() if have[topic in seg_topics]}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._publish_label_info()
 
@@ -335,7 +341,8 @@ class DptNode(Node):
                 self._warn('internal', f'frame failed: {exc!r}\n{traceback.format_exc()}')
 
     def _subscribed(self, topic: str) -> bool:
-        return self._pubs[topic].get_subscription_count() > 0
+        pub = self._pubs.get(topic)
+        return pub is not None and pub.get_subscription_count() > 0
 
     def _wanted(self) -> Outputs:
         s = self._subscribed

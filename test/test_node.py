@@ -122,6 +122,12 @@ def test_relative_model_publishes_relative_only(harness, tiny_depth):
     # Relative inverse depth is never published as metres, and points need metres.
     assert not harness.get(f'{NS}/depth/image')
     assert not harness.get(f'{NS}/points')
+    # Without a segmentation model no segmentation topic is advertised; depth.mode is live,
+    # so every depth topic is.
+    advertised = {name for name, _ in harness.node.get_publisher_names_and_types_by_node(
+        'dpt', NS)}
+    assert {f'{NS}/depth/image', f'{NS}/points', f'{NS}/depth/relative'} <= advertised
+    assert not {n for n in advertised if n.startswith(f'{NS}/segmentation')}, advertised
 
 
 def call_set(harness, node_name, params):
