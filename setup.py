@@ -42,7 +42,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'dpt_node = dpt_ros.node:main',
+            'dpt_node = dpt_ros.node_entry:main',
             'dpt_bag = dpt_ros.bag:main',
             'dpt_bench = dpt_ros.bench:main',
             'dpt_demo = dpt_ros.cli:demo_main',

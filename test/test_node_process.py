@@ -142,6 +142,22 @@ def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
     assert 'Traceback' not in node.text() and 'Exception ignored' not in node.text()
 
 
+def test_ctrl_c_while_importing_leaves_quietly(tmp_path, tiny_depth):
+    """Ctrl-C right after start (torch still importing): no traceback, exit 128 + SIGINT."""
+    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params)])
+    time.sleep(0.5)
+    assert node.proc.poll() is None
+    node.proc.send_signal(2)
+    time.sleep(0.05)
+    node.proc.send_signal(2)
+    rc = node.wait_exit(30)
+    assert 'dpt_ros ready' not in node.text(), 'too late: the imports were already done'
+    assert rc == 130, node.text()
+    assert 'Traceback' not in node.text() and 'Exception ignored' not in node.text()
+
+
 def test_ctrl_c_while_frames_are_processed(harness, tmp_path, tiny_metric):
     """Ctrl-C lands mid-frame (rclpy shuts the context under the worker): still clean."""
     params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
