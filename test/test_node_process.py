@@ -158,6 +158,30 @@ def test_ctrl_c_while_importing_leaves_quietly(tmp_path, tiny_depth):
     assert 'Traceback' not in node.text() and 'Exception ignored' not in node.text()
 
 
+def test_ctrl_c_at_any_moment_of_start_up(tmp_path, tiny_depth):
+    """Double Ctrl-C swept across start-up (imports, rclpy init, model loading): all clean."""
+    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                'model.device': 'cpu'})
+    t0 = time.monotonic()
+    node = NodeProcess(['--params-file', str(params)])
+    while 'dpt_ros ready' not in node.text():
+        assert node.proc.poll() is None and time.monotonic() - t0 < 60, node.text()
+        time.sleep(0.02)
+    ready_s = time.monotonic() - t0
+    node.stop()
+    for frac in (0.45, 0.6, 0.75, 0.85, 0.95):
+        node = NodeProcess(['--params-file', str(params)])
+        time.sleep(frac * ready_s)
+        node.proc.send_signal(2)
+        time.sleep(0.05)
+        if node.proc.poll() is None:
+            node.proc.send_signal(2)
+        rc = node.wait_exit(30)
+        assert rc in (0, 130), f'at {frac:.0%} of {ready_s:.1f} s: {node.text()}'
+        for bad in ('Traceback', 'Exception ignored'):
+            assert bad not in node.text(), f'at {frac:.0%} of {ready_s:.1f} s: {node.text()}'
+
+
 def test_ctrl_c_while_frames_are_processed(harness, tmp_path, tiny_metric):
     """Ctrl-C lands mid-frame (rclpy shuts the context under the worker): still clean."""
     params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
