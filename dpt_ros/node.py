@@ -148,10 +148,10 @@ class DptNode(Node):
         # segmentation model, no depth topics without a depth model (depth.mode is live, so
         # a depth model gets all of them).
         seg_topics = (conv.TOPIC_LABELS, conv.TOPIC_SEG_COLORED, conv.TOPIC_OVERLAY)
-        have = {True: self._pipeline.seg_model is not None,
-                False: self._pipeline.depth_model is not None}
+        p = self._pipeline
         self._pubs = {topic: self.create_publisher(_MSG_CLASSES[t], topic, out_qos)
-                      for topic, t in conv.OUTPUT_TOPICS.items() if have[topic in seg_topics]}
+                      for topic, t in conv.OUTPUT_TOPICS.items()
+                      if (p.seg_model if topic in seg_topics else p.depth_model) is not None}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._publish_label_info()
 
