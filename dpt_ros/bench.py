@@ -22,15 +22,14 @@ import os
 from pathlib import Path
 import platform
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from dpt_ros import client_node
 from dpt_ros import conversions as conv
 from dpt_ros.config import Config
 from dpt_ros.pipeline import Outputs, Pipeline
@@ -78,43 +77,8 @@ def _image_msg(rgb: np.ndarray) -> Any:
                                   data=fields['data'].tobytes())
 
 
-class _Publisher:
-    """In-process rclpy publishers with a subscriber attached, to time publish() honestly."""
-
-    def __init__(self) -> None:
-        self.ok = False
-        try:
-            import rclpy
-            from rclpy.context import Context
-            from rclpy.node import Node
-            from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-        except ImportError:
-            return
-        self.rclpy = rclpy
-        self.ctx = Context()
-        rclpy.init(context=self.ctx)
-        self.node = Node('dpt_bench_inproc', context=self.ctx)
-        types = {conv.IMAGE_TYPE: Image, conv.CLOUD_TYPE: PointCloud2,
-                 conv.INFO_TYPE: CameraInfo}
-        self.pubs = {t: self.node.create_publisher(types[m], f'/dpt_bench/{t}', 2)
-                     for t, m in conv.OUTPUT_TOPICS.items()}
-        self.subs = [self.node.create_subscription(types[m], f'/dpt_bench/{t}',
-                                                   lambda _msg: None, 2)
-                     for t, m in conv.OUTPUT_TOPICS.items()]
-        self.ok = True
-
-    def publish(self, msgs: Dict[str, Any]) -> None:
-        for topic, msg in msgs.items():
-            self.pubs[topic].publish(msg)
-
-    def close(self) -> None:
-        if self.ok:
-            self.node.destroy_node()
-            self.rclpy.try_shutdown(context=self.ctx)
-
-
 def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: Outputs, iters: int,
-                 warmup: int, pub: _Publisher) -> Dict[str, Any]:
+                 warmup: int, pub: 'client_node.InProcessPublisher') -> Dict[str, Any]:
     """Per-stage latency of our path, message fill and publish included."""
     msg = _image_msg(rgb)
     info = conv.camera_info_from_intrinsics(intr) if pub.ok else None
@@ -224,169 +188,8 @@ def bench_naive(ckpt: Path, rgb: np.ndarray, intr: Any, iters: int, warmup: int,
 
 # ------------------------------------------------------------------ DDS end to end
 
-PUBLISHER_ROLE = 'publisher'
-
-
-def run_publisher(args: argparse.Namespace) -> int:
-    """Publish Image + CameraInfo stamped with wall time at a fixed rate (a process)."""
-    import rclpy
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header
-    rclpy.init()
-    node = rclpy.create_node('dpt_bench_publisher')
-    img_pub = node.create_publisher(Image, f'{args.ns}/image', 5)
-    info_pub = node.create_publisher(CameraInfo, f'{args.ns}/camera_info', 5)
-    s = synthetic_scene(args.width, args.height)
-    end = time.monotonic() + 60
-    while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
-        time.sleep(0.05)
-    info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, Header(frame_id='camera')))
-    time.sleep(1.0)  # camera_info first, as a running camera driver would have sent it
-    period = 1.0 / args.rate
-    nxt = time.monotonic()
-    for i in range(args.count):
-        now = time.time_ns()
-        h = Header(frame_id='camera', stamp=Time(sec=now // 10**9, nanosec=now % 10**9))
-        info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
-        img_pub.publish(conv.image_msg(h, s.rgb, 'rgb8'))
-        nxt += period
-        time.sleep(max(0.0, nxt - time.monotonic()))
-    time.sleep(0.5)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
-
-
-def _profile_env() -> Dict[str, str]:
-    from dpt_ros.cli import packaged_config
-    profile = packaged_config('fastdds_large_frames.xml')
-    if profile is None or os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'):
-        return {}
-    return {'FASTDDS_DEFAULT_PROFILES_FILE': str(profile),
-            'FASTRTPS_DEFAULT_PROFILES_FILE': str(profile)}
-
-
-def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, width: int,
-              height: int, frames: int, est_ms: float, log: Any,
-              depth_cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Measure publisher process -> dpt_node process -> this process latency, throughput."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from sensor_msgs.msg import Image, PointCloud2
-
-    from dpt_ros.cli import node_command, stop_process
-    ns = '/dpt_bench'
-    tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_'))
-    params = tmp / 'p.yaml'
-    import yaml
-    tree: Dict[str, Any] = {'model': {'depth': str(depth), 'segmentation': str(seg or ''),
-                                      'device': device, 'precision': precision}}
-    for key, value in (depth_cfg or {}).items():
-        group, name = key.split('.')
-        tree.setdefault(group, {})[name] = value
-    params.write_text(yaml.safe_dump({'/**': {'ros__parameters': tree}}))
-    env = dict(os.environ, **_profile_env())
-    node = subprocess.Popen(node_command() + ['--ros-args', '--params-file', str(params),
-                                              '-r', f'__ns:={ns}'],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    ctx = Context()
-    rclpy.init(context=ctx)
-    client = Node('dpt_bench_subscriber', context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(client)
-    arrivals: Dict[str, Dict[int, float]] = {'depth': {}, 'points': {}, 'labels': {}}
-
-    def cb(kind: str):
-        def f(msg: Any) -> None:
-            arrivals[kind][conv.stamp_ns(msg.header)] = time.time_ns()
-        return f
-    from diagnostic_msgs.msg import DiagnosticArray
-    node_stats: Dict[str, float] = {}
-
-    def on_diag(arr: Any) -> None:
-        for st in arr.status:
-            if st.name.startswith('dpt_ros') and st.hardware_id is not None:
-                for kv in st.values:
-                    if kv.key.endswith('_p50_ms'):
-                        node_stats[kv.key[:-7]] = float(kv.value)
-    client.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
-    client.create_subscription(Image, f'{ns}/depth/image', cb('depth'), 10)
-    client.create_subscription(PointCloud2, f'{ns}/points', cb('points'), 10)
-    if seg:
-        client.create_subscription(Image, f'{ns}/segmentation/image', cb('labels'), 10)
-
-    warm = 2  # the first frames of a new size pay allocator / kernel-selection costs
-
-    def phase(rate: float, count: int) -> Dict[str, Any]:
-        for d in arrivals.values():
-            d.clear()
-        cmd = [sys.executable, '-m', 'dpt_ros.bench', '--role', PUBLISHER_ROLE, '--ns', ns,
-               '--width', str(width), '--height', str(height), '--rate', f'{rate:.4f}',
-               '--count', str(count + warm)]
-        pub = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-        t_first = None
-        # spin_once returns as soon as a message arrives (its callback stamps the arrival);
-        # the long timeout only keeps this process from stealing CPU from the node.
-        while pub.poll() is None:
-            ex.spin_once(timeout_sec=0.25)
-        end = time.monotonic() + max(3.0, 3 * est_ms / 1e3)
-        while time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.25)
-        if pub.returncode != 0:
-            raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')
-        kinds = ['depth', 'points'] + (['labels'] if seg else [])
-        done = {s: max(arrivals[k][s] for k in kinds) for s in arrivals['depth']
-                if all(s in arrivals[k] for k in kinds)}
-        for s in sorted(done)[:warm]:
-            del done[s]
-        lat = [(t - s) / 1e6 for s, t in done.items()]
-        times = sorted(done.values())
-        if len(times) > 2:
-            t_first = times[0]
-            fps = (len(times) - 1) / ((times[-1] - t_first) / 1e9)
-        else:
-            fps = float('nan')
-        return {'latency': summary(lat), 'raw_latency': lat, 'received': len(done),
-                'sent': count, 'rate_hz': rate, 'fps': fps, 'node_p50_ms': dict(node_stats)}
-
-    try:
-        end = time.monotonic() + 120
-        while time.monotonic() < end and node.poll() is None and \
-                client.count_subscribers(f'{ns}/image') == 0:
-            ex.spin_once(timeout_sec=0.05)
-        if node.poll() is not None:
-            raise RuntimeError(f'dpt_node exited: {node.stderr.read()[-2000:]}')
-        # Latency: paced so the node is idle when each frame arrives.
-        lat_rate = min(10.0, 600.0 / max(est_ms * 1.0, 1.0))
-        latency = phase(lat_rate, frames)
-        # Throughput: faster than the node can go; it keeps the newest frame.
-        thr_rate = min(60.0, 2500.0 / max(est_ms, 1.0))
-        throughput = phase(thr_rate, max(frames, int(thr_rate * 4)))
-    finally:
-        ex.shutdown()
-        client.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        stop_process(node)
-    log(f'    dds {width}x{height}: e2e p50 {latency["latency"]["p50"]:.1f} ms '
-        f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps')
-    return {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,
-            'segmentation': bool(seg)}
-
 
 # ------------------------------------------------------------------ driver and report
-
-def _have_rclpy() -> bool:
-    try:
-        import rclpy  # noqa: F401
-        from sensor_msgs.msg import Image  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -414,7 +217,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         'torch': torch.__version__, 'precision': precision, 'smoke': bool(args.smoke),
         'models': {}}
     log = print
-    pub = _Publisher()
+    pub = client_node.InProcessPublisher()
     seg_ckpt = checkpoint('tiny-seg', work)
     try:
         for preset in presets:
@@ -450,12 +253,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                                 'naive': nv['raw_total']}}
                 size['ratio_naive_overhead_vs_ours'] = (
                     nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
-                if not args.no_dds and _have_rclpy() and \
+                if not args.no_dds and client_node.have_rclpy() and \
                         (not args.smoke or (w, h) == sizes[0]):
                     est = st['total']['p50']
                     frames = 8 if args.smoke else args.dds_frames
-                    d = bench_dds(ckpt, None, str(dev), precision, w, h, frames, est, log,
-                                  depth_cfg)
+                    d = client_node.bench_dds(ckpt, None, str(dev), precision, w, h, frames,
+                                              est, log, depth_cfg)
                     # This machine's speed drifts by 10-15 % over minutes (a shared VM): time
                     # the bare forward again right after the DDS run and compare with both.
                     fw_after = bench_forward(pipe, s.rgb, iters, warmup)
@@ -467,8 +270,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     size['dds'] = d
                     if (w, h) == sizes[0] and (args.smoke or preset.startswith('tiny')
                                                or dev.type == 'cuda'):
-                        ds = bench_dds(ckpt, seg_ckpt, str(dev), precision, w, h, frames,
-                                       est * 1.5, log, depth_cfg)
+                        ds = client_node.bench_dds(ckpt, seg_ckpt, str(dev), precision, w, h,
+                                                   frames, est * 1.5, log, depth_cfg)
                         size['dds_segmentation'] = ds
                 entry['sizes'][f'{w}x{h}'] = size
                 log(f"  {w}x{h}: forward {fw['p50']:.1f} ms, ours total "
@@ -592,8 +395,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
     ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
     args = ap.parse_args(argv)
-    if args.role == PUBLISHER_ROLE:
-        return run_publisher(args)
+    if args.role == client_node.PUBLISHER_ROLE:
+        return client_node.run_publisher(args)
     if args.report:
         res = json.loads(Path(args.report).read_text())
         out = Path(args.report).parent
@@ -601,7 +404,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         plot(res, out / 'latency.png')
         print(markdown(res))
         return 0
-    os.environ.update(_profile_env())  # before this process creates a DDS participant
+    os.environ.update(client_node.profile_env())  # before this process creates a DDS participant
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     res = run(args)
     out = Path(args.out)

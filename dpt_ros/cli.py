@@ -15,10 +15,8 @@ from pathlib import Path
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -27,11 +25,11 @@ from dpt_ros.sample import make_random_checkpoint, SampleFrame, synthetic_sequen
 
 _RANDOM_NOTE = ('The output shows that the pipeline runs end to end; it is NOT meaningful '
                 'depth or segmentation.')
-_NODE_STAGES = ('decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
-                'download', 'fill', 'publish')
+NODE_STAGES = ('decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
+               'download', 'fill', 'publish')
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(text, flush=True)
 
 
@@ -59,10 +57,10 @@ def choose_models(args: argparse.Namespace, out: Path) -> Tuple[str, str, bool]:
         return depth, seg, False
     if args.model:
         raise SystemExit(f'dpt_demo: error: {why}')
-    _say(f'No pretrained checkpoint is reachable: {why}')
-    _say('Using RANDOM-WEIGHT models instead (a Depth Anything-style metric depth model and a '
-         f'DPT segmentation model). {_RANDOM_NOTE}')
-    _say('Give real weights with --model DIR_OR_ID (and --segmentation DIR_OR_ID).')
+    say(f'No pretrained checkpoint is reachable: {why}')
+    say('Using RANDOM-WEIGHT models instead (a Depth Anything-style metric depth model and a '
+        f'DPT segmentation model). {_RANDOM_NOTE}')
+    say('Give real weights with --model DIR_OR_ID (and --segmentation DIR_OR_ID).')
     models = out / 'random_models'
     depth_dir = make_random_checkpoint(models / 'depth', 'tiny-depth-anything', seed=0)
     seg_dir = make_random_checkpoint(models / 'segmentation', 'tiny-seg', seed=0)
@@ -142,14 +140,6 @@ def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]
 
 # ------------------------------------------------------------------ through the node
 
-def _have_rclpy() -> bool:
-    try:
-        import rclpy  # noqa: F401
-        from sensor_msgs.msg import Image  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def packaged_config(name: str) -> Optional[Path]:
     """Find a file of this package's config/ folder (installed share/ or a source checkout)."""
@@ -184,136 +174,6 @@ def node_command() -> List[str]:
     return [found] if found else [sys.executable, '-m', 'dpt_ros.node']
 
 
-def run_through_node(frames: List[SampleFrame], depth: str, seg: str, device: str,
-                     timeout: float) -> Tuple[List[Saved], Dict[str, float]]:
-    """Publish frames to a dpt_node process over DDS; collect every output per frame."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
-    from builtin_interfaces.msg import Time
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from std_msgs.msg import Header
-
-    from dpt_ros import conversions as conv
-
-    import yaml
-    ns = '/dpt_demo'
-    params = {'model': {'depth': depth, 'segmentation': seg, 'device': device}}
-    tmp = Path(tempfile.mkdtemp(prefix='dpt_demo_'))
-    pfile = tmp / 'params.yaml'
-    pfile.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
-    cmd = node_command() + ['--ros-args', '--params-file', str(pfile), '-r', f'__ns:={ns}']
-    _say(f"starting the node: {' '.join(cmd)}")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: List[str] = []
-    reader = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
-    reader.start()
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    client = Node('dpt_demo_client', context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(client)
-    got: Dict[Tuple[str, int], Any] = {}
-    arrival: Dict[int, float] = {}
-    diags: List[Any] = []
-    types = {conv.IMAGE_TYPE: Image, conv.CLOUD_TYPE: PointCloud2, conv.INFO_TYPE: CameraInfo}
-    for topic, t in conv.OUTPUT_TOPICS.items():
-        def cb(msg: Any, topic: str = topic) -> None:
-            stamp = conv.stamp_ns(msg.header)
-            got[(topic, stamp)] = msg
-            arrival[stamp] = max(arrival.get(stamp, 0.0), time.perf_counter())
-        client.create_subscription(types[t], f'{ns}/{topic}', cb, 10)
-    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-    img_pub = client.create_publisher(Image, f'{ns}/image', 5)
-    info_pub = client.create_publisher(CameraInfo, f'{ns}/camera_info', 5)
-
-    def spin_until(pred: Any, limit: float) -> bool:
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            if pred():
-                return True
-            if proc.poll() is not None:
-                return pred()
-            ex.spin_once(timeout_sec=0.02)
-        return pred()
-
-    results: List[Saved] = []
-    try:
-        if not spin_until(lambda: img_pub.get_subscription_count() > 0, timeout):
-            raise RuntimeError('the node did not come up:\n' + ''.join(log[-20:]))
-        # Wait until every output subscription is matched so frame 0 is not half-computed.
-        spin_until(lambda: False, 1.0)
-        topics: set = set()
-        for i, frame in enumerate(frames):
-            header = Header(frame_id='camera_color_optical_frame',
-                            stamp=Time(sec=1_700_000_000 + i, nanosec=0))
-            stamp = conv.stamp_ns(header)
-            info_pub.publish(conv.camera_info_from_intrinsics(frame.intrinsics, header))
-            spin_until(lambda: False, 0.05)
-            sent = time.perf_counter()
-            img_pub.publish(conv.image_msg(header, frame.rgb, 'rgb8'))
-
-            def have() -> set:
-                return {t for (t, s) in got if s == stamp}
-
-            def done() -> bool:
-                if topics:  # after frame 0: every topic frame 0 produced
-                    return topics <= have()
-                h = have()
-                return conv.TOPIC_DEPTH_COLORED in h and (
-                    conv.TOPIC_DEPTH_RELATIVE in h or conv.TOPIC_POINTS in h) and (
-                    not seg or conv.TOPIC_OVERLAY in h)
-            if not spin_until(done, timeout):
-                raise RuntimeError(f'no outputs for frame {i} within {timeout:.0f} s:\n'
-                                   + ''.join(log[-20:]))
-            if not topics:
-                spin_until(lambda: False, 1.0)  # let every topic of the first frame arrive
-                topics = have()
-            saved = Saved()
-            saved.latency_ms = (arrival[stamp] - sent) * 1e3
-            for (topic, s), msg in list(got.items()):
-                if s != stamp:
-                    continue
-                if topic == conv.TOPIC_POINTS:
-                    pts = conv.read_points(msg).reshape(-1)
-                    xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1)
-                    rgb = conv.unpack_rgb(pts['rgb']) if 'rgb' in pts.dtype.names else None
-                    saved.cloud = (xyz, rgb)
-                elif topic == conv.TOPIC_DEPTH:
-                    saved.arrays['depth'] = conv.encoded_to_depth(conv.image_to_array(msg),
-                                                                  msg.encoding)
-                elif topic != conv.TOPIC_DEPTH_INFO:
-                    key = {conv.TOPIC_DEPTH_RELATIVE: 'relative',
-                           conv.TOPIC_DEPTH_COLORED: 'colored', conv.TOPIC_LABELS: 'labels',
-                           conv.TOPIC_SEG_COLORED: 'seg_colored',
-                           conv.TOPIC_OVERLAY: 'overlay'}[topic]
-                    saved.arrays[key] = conv.image_to_array(msg)
-            results.append(saved)
-        spin_until(lambda: False, 1.2)  # one more /diagnostics report
-    finally:
-        ex.shutdown()
-        client.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        stop_process(proc)
-        reader.join(timeout=5)
-        shutil.rmtree(tmp, ignore_errors=True)
-    stages: Dict[str, float] = {}
-    for arr in reversed(diags):
-        vals = {kv.key: kv.value for st in arr.status if st.name.startswith('dpt_ros')
-                for kv in st.values}
-        if vals.get('forward_p50_ms'):
-            stages = {s: float(vals[f'{s}_p50_ms']) for s in _NODE_STAGES
-                      if f'{s}_p50_ms' in vals}
-            break
-    if proc.returncode not in (0, -2, None):
-        _say(''.join(log[-20:]))
-    return results, stages
-
-
 def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
                    device: str) -> Tuple[List[Saved], Dict[str, float]]:
     """Fallback without ROS: the same pipeline, called directly."""
@@ -321,7 +181,7 @@ def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
     from dpt_ros.pipeline import Pipeline
     cfg = Config().replace({'model.depth': depth, 'model.segmentation': seg,
                             'model.device': device})
-    pipe = Pipeline(cfg, log=lambda m: _say(f'  {m}'))
+    pipe = Pipeline(cfg, log=lambda m: say(f'  {m}'))
     results, timings = [], []
     for frame in frames:
         t = time.perf_counter()
@@ -376,42 +236,44 @@ def demo_main(argv: Optional[List[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     depth, seg, random_weights = choose_models(args, out)
     frames = synthetic_sequence(args.frames, args.width, args.height)
-    _say(f'{args.frames} synthetic frames {args.width}x{args.height} (ray-cast room with exact '
-         'depth, made by dpt_ros.sample)')
-    if not args.in_process and _have_rclpy():
-        _say('running the frames through the real node (dpt_node over DDS)')
-        results, stages = run_through_node(frames, depth, seg, args.device, args.timeout)
+    say(f'{args.frames} synthetic frames {args.width}x{args.height} (ray-cast room with exact '
+        'depth, made by dpt_ros.sample)')
+    from dpt_ros import client_node  # the DDS client; imports rclpy when it runs
+    if not args.in_process and client_node.have_rclpy():
+        say('running the frames through the real node (dpt_node over DDS)')
+        results, stages = client_node.run_through_node(frames, depth, seg, args.device,
+                                                       args.timeout)
         where = 'dpt_node /diagnostics, p50'
     else:
         if not args.in_process:
-            _say('rclpy is not importable here (no ROS 2 sourced): running the pipeline '
-                 'in-process instead of through the node.')
+            say('rclpy is not importable here (no ROS 2 sourced): running the pipeline '
+                'in-process instead of through the node.')
         results, stages = run_in_process(frames, depth, seg, args.device)
         where = 'in-process pipeline, median'
     written: List[str] = []
     for i, (frame, saved) in enumerate(zip(frames, results)):
         written += save_frame(out, i, frame, saved)
-    _say(f'\nper-stage latency ({where}), ms:')
+    say(f'\nper-stage latency ({where}), ms:')
     for name, ms in stages.items():
-        _say(f'  {name:<12} {ms:8.2f}')
+        say(f'  {name:<12} {ms:8.2f}')
     lat = [s.latency_ms for s in results[1:] or results]
-    _say(f"  {'end-to-end':<12} {float(np.median(lat)):8.2f}   (publish -> last output "
-         'received)' if where.startswith('dpt_node') else
-         f"  {'total':<12} {float(np.median(lat)):8.2f}")
+    say(f"  {'end-to-end':<12} {float(np.median(lat)):8.2f}   (publish -> last output "
+        'received)' if where.startswith('dpt_node') else
+        f"  {'total':<12} {float(np.median(lat)):8.2f}")
     for s, frame in zip(results, frames):
         if 'depth' in s.arrays:
             d, gt = s.arrays['depth'], frame.depth
             ok = np.isfinite(d) & np.isfinite(gt)
             if ok.any():
                 absrel = float(np.median(np.abs(d[ok] - gt[ok]) / gt[ok]))
-                _say(f'depth vs ground truth (median abs rel): {absrel:.3f}'
-                     + (' (random weights: expect nonsense)' if random_weights else ''))
+                say(f'depth vs ground truth (median abs rel): {absrel:.3f}'
+                    + (' (random weights: expect nonsense)' if random_weights else ''))
             break
-    _say(f'\nwrote {len(written)} files to {out.resolve()}:')
+    say(f'\nwrote {len(written)} files to {out.resolve()}:')
     for name in written:
-        _say(f'  {name}')
+        say(f'  {name}')
     if random_weights:
-        _say(f'\nNOTE: random-weight models were used. {_RANDOM_NOTE}')
+        say(f'\nNOTE: random-weight models were used. {_RANDOM_NOTE}')
     return 0
 
 
