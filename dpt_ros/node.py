@@ -128,7 +128,7 @@ class DptNode(Node):
         self._ready = threading.Event()
         self._worker = threading.Thread(target=self._worker_main, name='dpt_worker', daemon=True)
         self._worker.start()
-        self._ready.wait()
+        self._wait_loaded()
         if self._load_error is not None:
             raise self._load_error
         assert self._pipeline is not None
@@ -307,6 +307,22 @@ class DptNode(Node):
         self._camera_info = msg
 
     # ------------------------------------------------------------------ worker
+
+    def _wait_loaded(self) -> None:
+        """Wait for the worker to load the model; on Ctrl-C let it finish, stop it, re-raise."""
+        try:
+            self._ready.wait()
+        except BaseException:
+            # A process that exits while a thread is inside torch's C++ aborts ('terminate
+            # called without an active exception'): finish loading (seconds), then leave.
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the second Ctrl-C of launch
+            with self._cond:
+                self._stop = True
+                self._cond.notify_all()
+            self._ready.wait()
+            self._worker.join(timeout=10.0)
+            raise
 
     def _worker_main(self) -> None:
         """Load the pipeline (unless given), report to __init__, then process frames."""
