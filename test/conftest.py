@@ -39,9 +39,10 @@ def pytest_collection_modifyitems(config, items):
     no_model = pytest.mark.skip(reason='no real checkpoint given: pass --model DIR (or set '
                                        'DPT_ROS_MODEL) to run real-weight tests')
     for item in items:
-        if 'gpu' in item.keywords and not torch.cuda.is_available():
+        # Markers, not keywords: keywords also hold folder names (a checkout in ./gpu).
+        if item.get_closest_marker('gpu') and not torch.cuda.is_available():
             item.add_marker(no_gpu)
-        if 'real_model' in item.keywords and not config.getoption('--model'):
+        if item.get_closest_marker('real_model') and not config.getoption('--model'):
             item.add_marker(no_model)
 
 
