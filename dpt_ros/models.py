@@ -47,6 +47,7 @@ class LoadedModel:
     num_parameters: int = 0
     notes: List[str] = field(default_factory=list)
     eager: Optional[torch.nn.Module] = None  # the torch module when a backend replaced net
+    weights_hash: str = ''         # set once by dpt_ros.export.model_hash (engine cache keys)
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the network on preprocessed pixel values (already on the device, in dtype)."""
@@ -283,15 +284,20 @@ def load_model(source: str, task: str, cfg: ModelConfig,
 
 
 def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int, int, int],
-                  engine_dir: str = '', log: Callable[[str], None] = LOG.info) -> None:
-    """Switch a loaded model to 'compile' or 'tensorrt' for a fixed input shape (or keep torch)."""
+                  engine_dir: str = '', log: Callable[[str], None] = LOG.info,
+                  cancel: Optional[Callable[[], bool]] = None) -> None:
+    """Switch a loaded model to 'compile' or 'tensorrt' for a fixed input shape (or keep torch).
+
+    When the backend cannot be used, the model stays on (or returns to) eager torch and one
+    line says why. cancel() returning True abandons a long engine build (shutdown).
+    """
     if backend == 'torch':
         return
     if loaded.eager is None:
         loaded.eager = loaded.net
     if backend == 'tensorrt':
         from dpt_ros import tensorrt_backend
-        engine, info = tensorrt_backend.try_build(loaded, input_shape, engine_dir)
+        engine, info = tensorrt_backend.try_build(loaded, input_shape, engine_dir, cancel=cancel)
         if engine is None:
             log(f'model.backend tensorrt unavailable ({info}); running on torch.')
             loaded.net, loaded.backend = loaded.eager, 'torch'
@@ -303,9 +309,14 @@ def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int
     if backend == 'compile':
         if loaded.backend == 'compile':
             return  # torch.compile specialises on new shapes by itself
+        # CUDA graphs (reduce-overhead) record on the 2nd call and replay from the 3rd: the
+        # caller must treat a failure on any call, not only the first, as a fallback.
         mode = 'reduce-overhead' if loaded.device.type == 'cuda' else None
         try:
             loaded.net = torch.compile(loaded.eager, mode=mode, dynamic=False, fullgraph=False)
             loaded.backend = 'compile'
         except Exception as exc:  # noqa: B902 - any compile failure falls back to eager
+            loaded.net, loaded.backend = loaded.eager, 'torch'
             log(f'torch.compile failed ({_first_line(exc)}); running eager torch.')
+        return
+    log(f"model.backend '{backend}' is not available in this build; running on torch.")
