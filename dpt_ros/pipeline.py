@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -65,16 +66,19 @@ class Result:
 
 
 class _Clock:
-    """Stage timings: CUDA events on the GPU (no extra syncs), perf_counter on the CPU."""
+    """Stage timings: CUDA events on the pipeline's stream (no syncs), perf_counter on the CPU."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, stream: Optional[torch.cuda.Stream] = None) -> None:
         self.cuda = device.type == 'cuda'
+        self.stream = stream
         self.marks: List[Tuple[str, object]] = [('start', self._now())]
 
     def _now(self) -> object:
         if self.cuda:
             ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
+            # On the stream that does the work: the current stream of the current device is
+            # another GPU's under cuda:N, or the legacy default stream.
+            ev.record(self.stream)
             return ev
         return time.perf_counter()
 
@@ -82,11 +86,31 @@ class _Clock:
         self.marks.append((stage, self._now()))
 
     def result(self) -> Dict[str, float]:
+        if self.cuda:
+            # elapsed_time refuses unless both events have completed, and the last one was
+            # recorded after the download's sync: wait for it (every earlier one precedes it).
+            self.marks[-1][1].synchronize()  # type: ignore[union-attr]
         out: Dict[str, float] = {}
         for (_, a), (name, b) in zip(self.marks, self.marks[1:]):
             ms = a.elapsed_time(b) if self.cuda else (b - a) * 1e3  # type: ignore[union-attr]
             out[name] = out.get(name, 0.0) + ms
         return out
+
+
+def _fixed_input(m: LoadedModel) -> bool:
+    """Whether the network input size is the same for every camera frame size."""
+    spec = m.spec
+    padded = spec.do_pad and bool(spec.size_divisor)
+    return spec.do_resize and not spec.keep_aspect_ratio and not padded
+
+
+def cuda_setup(device: torch.device) -> torch.cuda.Stream:
+    """Per-process CUDA settings for fixed-shape inference; the pipeline's own stream."""
+    # Input shapes are fixed per camera: let cuDNN time its algorithms once per shape.
+    torch.backends.cudnn.benchmark = True
+    with torch.cuda.device(device):
+        torch.cuda.synchronize()  # weights were copied on the default stream
+        return torch.cuda.Stream(device)
 
 
 class Pipeline:
@@ -111,7 +135,13 @@ class Pipeline:
         self._backend_shape: Dict[int, Tuple[int, ...]] = {}
         self._project = Backprojector()
         self._staging: Dict[Tuple, torch.Tensor] = {}
+        self._copied: Dict[Tuple, torch.cuda.Event] = {}  # staging key -> its last H2D copy
         self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._backend_off: Dict[int, str] = {}  # model id -> why it went back to eager
+        # All GPU work of this pipeline runs on its own stream, on its own device (cuda:N),
+        # from whichever thread calls it: never on the legacy default stream.
+        self._stream = cuda_setup(self.device) if self.device.type == 'cuda' else None
 
     # ------------------------------------------------------------------ settings
 
@@ -156,6 +186,15 @@ class Pipeline:
             self._pre[key] = Preprocessor(m.spec, m.dtype, channels_last=m.device.type == 'cuda')
         return self._pre[key]
 
+    def _on_device(self) -> ContextManager:
+        """Make this pipeline's device and stream current (nothing on the CPU)."""
+        if self._stream is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.cuda.device(self.device))
+        stack.enter_context(torch.cuda.stream(self._stream))
+        return stack
+
     def _upload(self, frames: Sequence[Frame]) -> torch.Tensor:
         """Stack frames into one (B, H, W, C) tensor on the device: one host-to-device copy."""
         arrs = [f.pixels.view(np.int16) if f.pixels.dtype == np.uint16 else f.pixels
@@ -171,28 +210,74 @@ class Pipeline:
         buf = self._staging.get(key)
         if buf is None:
             if len(self._staging) > 4:
+                self._stream.synchronize()  # no copy may still read a buffer dropped here
                 self._staging.clear()
+                self._copied.clear()
             buf = torch.from_numpy(np.empty(shape, arrs[0].dtype)).pin_memory()
             self._staging[key] = buf
+        elif key in self._copied:
+            # The previous async copy out of this pinned buffer may still be reading it.
+            self._copied[key].synchronize()
         host = buf.numpy()
         for i, a in enumerate(arrs):
             host[i] = a
-        return buf.to(self.device, non_blocking=True)
+        dev = buf.to(self.device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(self._stream)
+        self._copied[key] = done
+        return dev
+
+    def _ensure_backend(self, m: LoadedModel, shape: Tuple[int, ...]) -> bool:
+        """Set up the configured backend for this input shape; True when it was new."""
+        backend = self._cfg.model.backend
+        if backend == 'torch' or id(m) in self._backend_off:
+            return False
+        if self._backend_shape.get(id(m)) == shape:
+            return False
+        self._backend_shape[id(m)] = shape
+        apply_backend(m, backend, shape, self._cfg.model.engine_dir, self.log,
+                      cancel=self._cancel.is_set)
+        if m.backend == 'torch':
+            # Unavailable (not installed, refused, failed to build): one line said why;
+            # do not try again on every new shape.
+            self._backend_off[id(m)] = 'unavailable'
+        return True
 
     def _run(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-        shape = tuple(pixel_values.shape)
-        if self._cfg.model.backend != 'torch' and self._backend_shape.get(id(m)) != shape:
-            self._backend_shape[id(m)] = shape
-            apply_backend(m, self._cfg.model.backend, shape, self._cfg.model.engine_dir, self.log)
-            if m.backend != 'torch':
-                try:  # compilers fail lazily, on the first call: never lose the frame to it
-                    return m(pixel_values)
-                except Exception as exc:  # noqa: B902 - any backend failure falls back
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                    self.log(f'model.backend {m.backend} failed on its first frame ({first}); '
-                             'running eager torch.')
-                    m.net, m.backend = m.eager, 'torch'
+        fresh = self._ensure_backend(m, tuple(pixel_values.shape))
+        if m.backend != 'torch':
+            graphs = m.backend == 'compile' and m.device.type == 'cuda'
+            # CUDA graphs record on the 2nd call and replay from the 3rd: pay both now, on
+            # the first frame of a shape, and fall back on a failure at any call.
+            calls = 3 if fresh and graphs else 1
+            try:
+                for _ in range(calls):
+                    out = m(pixel_values)
+                # A graph's output memory is reused by the next replay of any graph (the
+                # segmentation model's, the next frame's): keep a copy of our own.
+                return out.clone() if graphs else out
+            except Exception as exc:  # noqa: B902 - any backend failure falls back
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                self.log(f'model.backend {m.backend} failed on input {tuple(pixel_values.shape)}'
+                         f' ({first}); running eager torch from now on.')
+                m.net, m.backend = m.eager, 'torch'
+                self._backend_off[id(m)] = first
         return m(pixel_values)
+
+    def forward(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Run one model on pixel values already on the device, as a frame would (backend too)."""
+        with self._lock, self._on_device(), torch.inference_mode():
+            return self._run(m, pixel_values)
+
+    def pixel_values(self, m: LoadedModel, frame: Frame) -> torch.Tensor:
+        """Preprocess one frame for a model, on the device, as a frame would be."""
+        with self._lock, self._on_device(), torch.inference_mode():
+            return self._preprocessor(m)(to_rgb(self._upload([frame]), frame.layout))
+
+    def synchronize(self) -> None:
+        """Wait for this pipeline's GPU work (for timing from the host)."""
+        if self._stream is not None:
+            self._stream.synchronize()
 
     # ------------------------------------------------------------------ processing
 
@@ -212,7 +297,7 @@ class Pipeline:
             raise ValueError(f"unsupported layout '{first.layout}'")
         if any(f.pixels.shape != first.pixels.shape or f.layout != first.layout for f in frames):
             return [r for f, i in zip(frames, intrs) for r in self.process_batch([f], [i], want)]
-        with self._lock:
+        with self._lock, self._on_device():
             return self._process(frames, intrs, want)
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
@@ -220,7 +305,7 @@ class Pipeline:
         cfg = self._cfg  # one consistent snapshot per batch
         b, h, w = len(frames), frames[0].height, frames[0].width
         results = [Result(h, w) for _ in frames]
-        clock = _Clock(self.device)
+        clock = _Clock(self.device, self._stream)
         dev_frames = self._upload(frames)
         clock.mark('upload')
         rgb = to_rgb(dev_frames, frames[0].layout)
@@ -317,26 +402,59 @@ class Pipeline:
                 dst.copy_(v, non_blocking=True)
                 pd[k] = dst
             pinned.append(pd)
-        torch.cuda.current_stream(self.device).synchronize()
+        self._stream.synchronize()  # the copies above ran on it
         return [{k: _as_numpy(v) for k, v in d.items()} for d in pinned]
 
     # ------------------------------------------------------------------ lifecycle
 
-    def warmup(self, height: int, width: int, layout: str = 'rgb8') -> float:
-        """Run one frame of this size so first-frame costs happen now; returns ms taken."""
-        ch = LAYOUTS[layout][0]
-        dtype = np.uint16 if layout == 'mono16' else np.uint8
-        frame = Frame(np.zeros((height, width, ch), dtype), layout)
-        t = time.perf_counter()
-        for _ in range(2):  # the second run pays no allocator or autotuning costs
-            self.process(frame, None, Outputs())
-        return (time.perf_counter() - t) * 1e3
+    def prepare(self, height: int = 0, width: int = 0) -> Dict[str, float]:
+        """Do first-frame work now: engine build or load, compile and graph capture, autotune.
+
+        For the network input of height x width camera frames; with 0 x 0, for the models
+        whose network input does not depend on the frame size (ViT DPT: a fixed square), the
+        others then warm up on their first frame. Returns milliseconds per model warmed.
+        cancel() from another thread abandons it (an engine build stops at its next step).
+        """
+        done: Dict[str, float] = {}
+        backend = self._cfg.model.backend
+        if self.device.type != 'cuda' and backend == 'torch':
+            return done  # nothing to build, capture or autotune
+        for m in (self.depth_model, self.seg_model):
+            if m is None or self._cancel.is_set():
+                continue
+            if height and width:
+                h, w = height, width
+            elif _fixed_input(m):
+                h, w = m.spec.height, m.spec.width
+            else:
+                continue
+            t = time.perf_counter()
+            with self._lock, self._on_device(), torch.inference_mode():
+                # A random frame (never zeros) through the real preprocessing, so the warmed
+                # input has the frames' exact shape, dtype and memory layout.
+                frame = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
+                                      device=self.device)
+                pv = self._preprocessor(m)(to_rgb(frame, 'rgb8'))
+                self._run(m, pv)
+                self.synchronize()
+            ms = (time.perf_counter() - t) * 1e3
+            done[m.task] = ms
+            self.log(f'warm-up {m.task}: backend {m.backend}, network input '
+                     f'{pv.shape[-1]}x{pv.shape[-2]}, {ms / 1e3:.1f} s')
+        return done
+
+    def cancel(self) -> None:
+        """Abandon start-up work in progress or to come (shutdown); frames still run."""
+        self._cancel.set()
 
     def close(self) -> None:
         """Free the models and cached device memory."""
+        self._cancel.set()
+        self.synchronize()
         self.depth_model = self.seg_model = None
         self._pre.clear()
         self._staging.clear()
+        self._copied.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
