@@ -45,7 +45,7 @@ setup(
             'dpt_node = dpt_ros.node_entry:main',
             'dpt_bag = dpt_ros.bag:main',
             'dpt_bench = dpt_ros.bench:main',
-            'dpt_demo = dpt_ros.cli:demo_main',
+            'dpt_demo = dpt_ros.demo:main',
             'dpt_build_engine = dpt_ros.tensorrt_backend:main',
         ],
     },

@@ -20,12 +20,14 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dpt_ros import conversions as conv
+from dpt_ros import outputs
 from dpt_ros.config import Config, ConfigError
 from dpt_ros.conversions import FrameError
 from dpt_ros.geometry import IntrinsicsError
 from dpt_ros.models import ModelLoadError
+from dpt_ros.outputs import EncodeOptions, Output, STAGES
 from dpt_ros.params import config_from_params_file
-from dpt_ros.pipeline import Outputs, Pipeline, STAGES
+from dpt_ros.pipeline import Pipeline
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -96,11 +98,12 @@ class _BagOut:
         """Copy an input message through unchanged."""
         self.writer.write(self._conn(topic, msgtype), stamp, data)
 
-    def result(self, fields: Dict[str, Tuple[str, Dict[str, Any]]], header: Any,
+    def result(self, encoded: List[Tuple[Output, Dict[str, Any]]], header: Any,
                info: Any, logtime: int) -> None:
         """Write one frame's outputs under the source header."""
         T = self.store.types
-        for topic, (msgtype, f) in fields.items():
+        for o, f in encoded:
+            topic, msgtype = o.topic, o.msg_type
             if msgtype == conv.INFO_TYPE:
                 msg = dataclasses.replace(info, header=header)
             elif msgtype == conv.CLOUD_TYPE:
@@ -210,9 +213,9 @@ def process_bag(args: argparse.Namespace, log: Any = print) -> Dict[str, Any]:
         pipe = Pipeline(cfg, log=lambda m: log(f'  {m}'))
         log(f'model ready in {time.perf_counter() - t_load:.1f} s: '
             + ', '.join(f'{k}={v}' for k, v in pipe.describe().items()))
-        want = Outputs(points=not args.no_points and info_topic is not None,
-                       colored=not args.no_viewers, seg_colored=not args.no_viewers,
-                       overlay=not args.no_viewers)
+        no_points = args.no_points or info_topic is None
+        want = outputs.names(viewers=not args.no_viewers,
+                             exclude=('points',) if no_points else ())
         storage = StoragePlugin.MCAP if args.storage == 'mcap' else StoragePlugin.SQLITE3
         writer = Writer(dst, version=9, storage_plugin=storage)
         writer.open()
@@ -234,8 +237,8 @@ def process_bag(args: argparse.Namespace, log: Any = print) -> Dict[str, Any]:
                 r.timings['decode'] = decode_ms
                 for w in r.warnings:
                     _warn_once(seen, 'result:' + w[:30], w)
-                fields = conv.result_fields(r, cfg.depth.encoding, info is not None)
-                out.result(fields, header, info, logtime)
+                encoded = outputs.encode(r, EncodeOptions(cfg.depth.encoding, info is not None))
+                out.result(encoded, header, info, logtime)
                 timings.append(r.timings)
                 processed += 1
             batch.clear()

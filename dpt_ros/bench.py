@@ -24,31 +24,20 @@ import platform
 import struct
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import AbstractSet, Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from dpt_ros import client_node
 from dpt_ros import conversions as conv
+from dpt_ros import outputs
 from dpt_ros.config import Config
-from dpt_ros.pipeline import Outputs, Pipeline
+from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
+from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
+from dpt_ros.toolkit import have_rclpy, pct, profile_env, summary
 
-STAGE_ORDER = ('decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
-               'download', 'fill', 'publish')
 STAGE_NAMES = {'upload': 'host-to-device', 'geometry': 'point cloud', 'fill': 'message fill'}
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Return a percentile of a list (nan when empty)."""
-    return float(np.percentile(values, q)) if len(values) else float('nan')
-
-
-def summary(values: Sequence[float]) -> Dict[str, float]:
-    """Return p50 / p95 / mean / n of a list of milliseconds."""
-    return {'p50': pct(values, 50), 'p95': pct(values, 95),
-            'mean': float(np.mean(values)) if len(values) else float('nan'), 'n': len(values)}
 
 
 def _sync(device: torch.device) -> None:
@@ -77,13 +66,13 @@ def _image_msg(rgb: np.ndarray) -> Any:
                                   data=fields['data'].tobytes())
 
 
-def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: Outputs, iters: int,
-                 warmup: int, pub: 'client_node.InProcessPublisher') -> Dict[str, Any]:
+def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[str],
+                 iters: int, warmup: int, pub: Any) -> Dict[str, Any]:
     """Per-stage latency of our path, message fill and publish included."""
     msg = _image_msg(rgb)
     info = conv.camera_info_from_intrinsics(intr) if pub.ok else None
     header = getattr(msg, 'header', None)
-    stages: Dict[str, List[float]] = {s: [] for s in STAGE_ORDER}
+    stages: Dict[str, List[float]] = {s: [] for s in FRAME_STAGES}
     totals: List[float] = []
     for i in range(warmup + iters):
         t0 = time.perf_counter()
@@ -93,8 +82,9 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: Outputs, iter
         t2 = time.perf_counter()
         msgs = {}
         if pub.ok:
-            fields = conv.result_fields(r, '32FC1', True)
-            msgs = {t: conv.fields_to_msg(m, f, header, info) for t, (m, f) in fields.items()}
+            encoded = outputs.encode(r, EncodeOptions('32FC1', camera_info=True))
+            msgs = {o.name: conv.fields_to_msg(o.msg_type, f, header, info)
+                    for o, f in encoded}
         t3 = time.perf_counter()
         if pub.ok:
             pub.publish(msgs)
@@ -186,10 +176,14 @@ def bench_naive(ckpt: Path, rgb: np.ndarray, intr: Any, iters: int, warmup: int,
             'raw_total': totals}
 
 
-# ------------------------------------------------------------------ DDS end to end
-
-
 # ------------------------------------------------------------------ driver and report
+
+def _in_process_publisher() -> Any:
+    """Return rclpy publishers to time message fill and publish, or a stand-in (ok False)."""
+    if have_rclpy():
+        from dpt_ros.dds_clients import InProcessPublisher
+        return InProcessPublisher()
+    return argparse.Namespace(ok=False, close=lambda: None)
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -217,7 +211,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         'torch': torch.__version__, 'precision': precision, 'smoke': bool(args.smoke),
         'models': {}}
     log = print
-    pub = client_node.InProcessPublisher()
+    pub = _in_process_publisher()
     seg_ckpt = checkpoint('tiny-seg', work)
     try:
         for preset in presets:
@@ -235,8 +229,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                                      'sizes': {}}
             for w, h in sizes:
                 s = synthetic_scene(w, h)
-                want = Outputs(relative=False, colored=False, labels=False, seg_colored=False,
-                               overlay=False)
+                want = {'depth', 'depth_info', 'points'}
                 log(f'  {w}x{h}: stages ...')
                 st = bench_stages(pipe, s.rgb, s.intrinsics, want, iters, warmup, pub)
                 fw = bench_forward(pipe, s.rgb, iters, warmup)
@@ -253,12 +246,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                                 'naive': nv['raw_total']}}
                 size['ratio_naive_overhead_vs_ours'] = (
                     nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
-                if not args.no_dds and client_node.have_rclpy() and \
+                if not args.no_dds and have_rclpy() and \
                         (not args.smoke or (w, h) == sizes[0]):
                     est = st['total']['p50']
                     frames = 8 if args.smoke else args.dds_frames
-                    d = client_node.bench_dds(ckpt, None, str(dev), precision, w, h, frames,
-                                              est, log, depth_cfg)
+                    from dpt_ros.dds_clients import bench_dds
+                    d = bench_dds(ckpt, None, str(dev), precision, w, h, frames, est, log,
+                                  depth_cfg)
                     # This machine's speed drifts by 10-15 % over minutes (a shared VM): time
                     # the bare forward again right after the DDS run and compare with both.
                     fw_after = bench_forward(pipe, s.rgb, iters, warmup)
@@ -270,8 +264,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     size['dds'] = d
                     if (w, h) == sizes[0] and (args.smoke or preset.startswith('tiny')
                                                or dev.type == 'cuda'):
-                        ds = client_node.bench_dds(ckpt, seg_ckpt, str(dev), precision, w, h,
-                                                   frames, est * 1.5, log, depth_cfg)
+                        ds = bench_dds(ckpt, seg_ckpt, str(dev), precision, w, h, frames,
+                                       est * 1.5, log, depth_cfg)
                         size['dds_segmentation'] = ds
                 entry['sizes'][f'{w}x{h}'] = size
                 log(f"  {w}x{h}: forward {fw['p50']:.1f} ms, ours total "
@@ -295,7 +289,7 @@ def markdown(res: Dict[str, Any]) -> str:
             lines += [f"**{preset}** ({entry['params_M']:.1f} M params), {size} camera frames, "
                       f"network input {'x'.join(map(str, r['forward_bare']['input'][2:]))}:",
                       '', '| stage | p50 ms | p95 ms |', '|---|---|---|']
-            for k in STAGE_ORDER:
+            for k in FRAME_STAGES:
                 if k in r['stages']:
                     v = r['stages'][k]
                     lines.append(f"| {STAGE_NAMES.get(k, k)} | {v['p50']:.2f} | "
@@ -395,8 +389,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
     ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
     args = ap.parse_args(argv)
-    if args.role == client_node.PUBLISHER_ROLE:
-        return client_node.run_publisher(args)
+    if args.role:
+        from dpt_ros.dds_clients import PUBLISHER_ROLE, run_publisher
+        if args.role == PUBLISHER_ROLE:
+            return run_publisher(args)
+        ap.error(f'unknown --role {args.role}')
     if args.report:
         res = json.loads(Path(args.report).read_text())
         out = Path(args.report).parent
@@ -404,7 +401,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         plot(res, out / 'latency.png')
         print(markdown(res))
         return 0
-    os.environ.update(client_node.profile_env())  # before this process creates a DDS participant
+    os.environ.update(profile_env())  # before this process creates a DDS participant
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     res = run(args)
     out = Path(args.out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
+import importlib
 import sys
 from typing import Any, Dict, Tuple
 
@@ -33,6 +34,11 @@ SUPPORTED_ENCODINGS = tuple(_RAW) + tuple(_YUV)
 FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 POINT_STEP = 16
 _LITTLE = sys.byteorder == 'little'
+
+# Message types of the outputs (ROS type names; msg_class gives the rclpy class).
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
+INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 
 
 class FrameError(ValueError):
@@ -281,66 +287,17 @@ def header_tuple(header: Any) -> Tuple[int, str]:
     return stamp_ns(header), str(header.frame_id)
 
 
-# ---------------------------------------------------------------- pipeline result -> topics
+# ---------------------------------------------------------------- message types
 
-# Output topic names, relative to the node's namespace (depth_image_proc / REP 118 style).
-TOPIC_DEPTH_RELATIVE = 'depth/relative'
-TOPIC_DEPTH = 'depth/image'
-TOPIC_DEPTH_INFO = 'depth/camera_info'
-TOPIC_DEPTH_COLORED = 'depth/colored'
-TOPIC_POINTS = 'points'
-TOPIC_LABELS = 'segmentation/image'
-TOPIC_SEG_COLORED = 'segmentation/colored'
-TOPIC_OVERLAY = 'segmentation/overlay'
-TOPIC_LABEL_INFO = 'segmentation/label_info'
-
-IMAGE_TYPE = 'sensor_msgs/msg/Image'
-CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
-INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
-
-OUTPUT_TOPICS = {
-    TOPIC_DEPTH_RELATIVE: IMAGE_TYPE, TOPIC_DEPTH: IMAGE_TYPE, TOPIC_DEPTH_INFO: INFO_TYPE,
-    TOPIC_DEPTH_COLORED: IMAGE_TYPE, TOPIC_POINTS: CLOUD_TYPE, TOPIC_LABELS: IMAGE_TYPE,
-    TOPIC_SEG_COLORED: IMAGE_TYPE, TOPIC_OVERLAY: IMAGE_TYPE,
-}
-
-
-def result_fields(result: Any, depth_encoding: str,
-                  with_camera_info: bool) -> Dict[str, Tuple[str, Dict[str, Any]]]:
-    """Pipeline Result -> {topic: (message type, fields)} for every output it holds.
-
-    The fields are plain dicts (numpy data); the node turns them into rclpy messages and the
-    bag writer into rosbags messages, so both publish exactly the same content. The
-    depth/camera_info entry (fields empty) means 'the input CameraInfo under this header' and
-    is present only when depth/image is and with_camera_info is set.
-    """
-    out: Dict[str, Tuple[str, Dict[str, Any]]] = {}
-    if result.relative is not None:
-        out[TOPIC_DEPTH_RELATIVE] = (IMAGE_TYPE, image_fields(result.relative, '32FC1'))
-    if result.depth is not None:
-        enc = depth_to_encoded(result.depth, depth_encoding)
-        out[TOPIC_DEPTH] = (IMAGE_TYPE, image_fields(enc, depth_encoding))
-        if with_camera_info:
-            out[TOPIC_DEPTH_INFO] = (INFO_TYPE, {})
-    if result.depth_colored is not None:
-        out[TOPIC_DEPTH_COLORED] = (IMAGE_TYPE, image_fields(result.depth_colored, 'rgb8'))
-    if result.points is not None:
-        h, w = result.points_shape
-        out[TOPIC_POINTS] = (CLOUD_TYPE, pointcloud_fields(result.points, h, w,
-                                                           result.points_rgb))
-    if result.labels is not None:
-        enc = 'mono8' if result.labels.dtype == np.uint8 else 'mono16'
-        out[TOPIC_LABELS] = (IMAGE_TYPE, image_fields(result.labels, enc))
-    if result.seg_colored is not None:
-        out[TOPIC_SEG_COLORED] = (IMAGE_TYPE, image_fields(result.seg_colored, 'rgb8'))
-    if result.overlay is not None:
-        out[TOPIC_OVERLAY] = (IMAGE_TYPE, image_fields(result.overlay, 'rgb8'))
-    return out
+def msg_class(msg_type: str) -> Any:
+    """ROS type name ('sensor_msgs/msg/Image') -> its rclpy message class."""
+    package, _, name = msg_type.split('/')
+    return getattr(importlib.import_module(f'{package}.msg'), name)
 
 
 def fields_to_msg(msg_type: str, fields: Dict[str, Any], header: Any,
                   camera_info: Any = None) -> Any:
-    """Build the sensor_msgs message for one result_fields entry."""
+    """Build the sensor_msgs message for one encoded output (dpt_ros.outputs.encode)."""
     if msg_type == INFO_TYPE:
         return camera_info_msg(camera_info, header)
     if msg_type == CLOUD_TYPE:

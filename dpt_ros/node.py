@@ -10,7 +10,6 @@ pipeline, and every message it fills comes from dpt_ros.conversions.
 from __future__ import annotations
 
 from collections import deque
-import dataclasses
 import signal
 import statistics
 import sys
@@ -28,22 +27,21 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dpt_ros import conversions as conv
+from dpt_ros import outputs
 from dpt_ros.config import Config, config_from_flat, ConfigError, iter_settings
 from dpt_ros.conversions import FrameError
 from dpt_ros.geometry import IntrinsicsError
 from dpt_ros.models import ModelLoadError
+from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
 from dpt_ros.params import param_table, ParamSpec
-from dpt_ros.pipeline import Outputs, Pipeline, STAGES
+from dpt_ros.pipeline import Pipeline
 
-_MSG_CLASSES = {conv.IMAGE_TYPE: Image, conv.CLOUD_TYPE: PointCloud2, conv.INFO_TYPE: CameraInfo}
 _OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
 CLASS_NAMES_PARAM = 'segmentation.class_names'
 _WARN_PERIOD_S = 5.0
-# Stages reported in /diagnostics, in pipeline order.
-_DIAG_STAGES = ('decode',) + STAGES + ('fill', 'publish')
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -72,7 +70,7 @@ class _Stats:
         self.received = self.processed = self.dropped = self.errors = 0
         self.last = (0, 0, 0)  # received, processed, dropped at the last report
         self.last_t = time.monotonic()
-        self.stages: Dict[str, Deque[float]] = {s: deque(maxlen=200) for s in _DIAG_STAGES}
+        self.stages: Dict[str, Deque[float]] = {s: deque(maxlen=200) for s in FRAME_STAGES}
         self.total: Deque[float] = deque(maxlen=200)
         self.age: Deque[float] = deque(maxlen=200)
 
@@ -147,11 +145,8 @@ class DptNode(Node):
         # Advertise only what this node can publish: no segmentation topics without a
         # segmentation model, no depth topics without a depth model (depth.mode is live, so
         # a depth model gets all of them).
-        seg_topics = (conv.TOPIC_LABELS, conv.TOPIC_SEG_COLORED, conv.TOPIC_OVERLAY)
-        p = self._pipeline
-        self._pubs = {topic: self.create_publisher(_MSG_CLASSES[t], topic, out_qos)
-                      for topic, t in conv.OUTPUT_TOPICS.items()
-                      if (p.seg_model if topic in seg_topics else p.depth_model) is not None}
+        self._pubs = {o.name: self.create_publisher(conv.msg_class(o.msg_type), o.topic, out_qos)
+                      for o in outputs.OUTPUTS if self._pipeline.model_for(o.task) is not None}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._publish_label_info()
 
@@ -283,7 +278,7 @@ class DptNode(Node):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._label_pub = self.create_publisher(LabelInfo, conv.TOPIC_LABEL_INFO, qos)
+        self._label_pub = self.create_publisher(LabelInfo, outputs.TOPIC_LABEL_INFO, qos)
         msg = LabelInfo()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(self._labels)]
@@ -356,17 +351,13 @@ class DptNode(Node):
                     self._stats.errors += 1
                 self._warn('internal', f'frame failed: {exc!r}\n{traceback.format_exc()}')
 
-    def _subscribed(self, topic: str) -> bool:
-        pub = self._pubs.get(topic)
+    def _subscribed(self, name: str) -> bool:
+        pub = self._pubs.get(name)
         return pub is not None and pub.get_subscription_count() > 0
 
-    def _wanted(self) -> Outputs:
-        s = self._subscribed
-        return Outputs(relative=s(conv.TOPIC_DEPTH_RELATIVE),
-                       depth=s(conv.TOPIC_DEPTH) or s(conv.TOPIC_DEPTH_INFO),
-                       colored=s(conv.TOPIC_DEPTH_COLORED), points=s(conv.TOPIC_POINTS),
-                       labels=s(conv.TOPIC_LABELS), seg_colored=s(conv.TOPIC_SEG_COLORED),
-                       overlay=s(conv.TOPIC_OVERLAY))
+    def _wanted(self) -> frozenset:
+        """Names of the outputs someone subscribes to."""
+        return frozenset(name for name in self._pubs if self._subscribed(name))
 
     def _intrinsics(self, width: int, height: int) -> Tuple[Any, Any]:
         """(Intrinsics, CameraInfo) usable for this frame size, or (None, None) with a warning."""
@@ -389,7 +380,7 @@ class DptNode(Node):
 
     def _handle(self, msg: Any, arrived: float) -> None:
         want = self._wanted()
-        if want == Outputs.none():
+        if not want:
             return  # no one listens: spend nothing
         t0 = time.perf_counter()
         try:
@@ -404,29 +395,29 @@ class DptNode(Node):
             return
         decode_ms = (time.perf_counter() - t0) * 1e3
         intr = info = None
-        if want.points or want.depth:
+        if want & {'points', 'depth', 'depth_info'}:
             intr, info = self._intrinsics(frame.width, frame.height)
         cfg = self._cfg
         mode = self._pipeline.depth_mode()
-        if want.points and mode == 'relative_inverse' and 'relative_points' not in \
+        if 'points' in want and mode == 'relative_inverse' and 'relative_points' not in \
                 self._warned_once:
             self._warned_once.add('relative_points')
             self.get_logger().warning(
                 'points need metric depth: the depth model is relative (depth.mode '
                 f"'{cfg.depth.mode}'). Set depth.mode to 'metric' or 'affine_inverse' with "
                 'depth.scale/depth.shift, or use a metric checkpoint.')
-        if intr is None and want.points:
-            want = dataclasses.replace(want, points=False)
+        if intr is None:
+            want = want - {'points'}
         result = self._pipeline.process(frame, intr, want)
         for w in result.warnings:
             self._warn('result:' + w[:40], w)
         t1 = time.perf_counter()
-        fields = conv.result_fields(result, cfg.depth.encoding, with_camera_info=info is not None)
-        msgs = [(topic, conv.fields_to_msg(t, f, msg.header, info))
-                for topic, (t, f) in fields.items() if self._subscribed(topic)]
+        encoded = outputs.encode(result, EncodeOptions(cfg.depth.encoding, info is not None), want)
+        msgs = [(o.name, conv.fields_to_msg(o.msg_type, f, msg.header, info))
+                for o, f in encoded if self._subscribed(o.name)]
         t2 = time.perf_counter()
-        for topic, out in msgs:
-            self._pubs[topic].publish(out)
+        for name, out in msgs:
+            self._pubs[name].publish(out)
         t3 = time.perf_counter()
         timings = dict(result.timings, decode=decode_ms, fill=(t2 - t1) * 1e3,
                        publish=(t3 - t2) * 1e3)

@@ -6,63 +6,24 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from dpt_ros import outputs
 from dpt_ros import postprocess as post
 from dpt_ros.config import Config
 from dpt_ros.conversions import Frame
 from dpt_ros.geometry import Backprojector, Intrinsics, IntrinsicsError
 from dpt_ros.models import apply_backend, load_model, LoadedModel
+from dpt_ros.outputs import DEPTH_TASK, Result, SEGMENTATION_TASK
 from dpt_ros.preprocess import LAYOUTS, Preprocessor, to_rgb
 
 LOG = logging.getLogger('dpt_ros')
-
-STAGES = ('upload', 'preprocess', 'forward', 'postprocess', 'geometry', 'download')
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """Which outputs to compute (the node asks only for what has subscribers)."""
-
-    relative: bool = True
-    depth: bool = True
-    colored: bool = True
-    points: bool = True
-    labels: bool = True
-    seg_colored: bool = True
-    overlay: bool = True
-
-    @classmethod
-    def none(cls) -> 'Outputs':
-        """Nothing requested."""
-        return cls(*([False] * 7))
-
-
-@dataclass
-class Result:
-    """What one frame produced; arrays are host numpy, None where not computed."""
-
-    height: int
-    width: int
-    mode: str = ''                              # effective depth mode
-    relative: Optional[np.ndarray] = None       # (H, W) float32 relative inverse depth
-    depth: Optional[np.ndarray] = None          # (H, W) float32 metres, NaN invalid
-    depth_colored: Optional[np.ndarray] = None  # (H, W, 3) uint8
-    points: Optional[np.ndarray] = None         # (N, 4) float32: x, y, z, rgb bits
-    points_shape: Tuple[int, int] = (0, 0)      # cloud height, width
-    points_rgb: bool = False
-    labels: Optional[np.ndarray] = None         # (H, W) uint8 or uint16
-    seg_colored: Optional[np.ndarray] = None
-    overlay: Optional[np.ndarray] = None
-    timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage
-    warnings: List[str] = field(default_factory=list)
 
 
 class _Clock:
@@ -282,14 +243,18 @@ class Pipeline:
     # ------------------------------------------------------------------ processing
 
     def process(self, frame: Frame, intr: Optional[Intrinsics] = None,
-                want: Outputs = Outputs()) -> Result:
+                want: AbstractSet[str] = outputs.ALL) -> Result:
         """Run one frame; see process_batch."""
         return self.process_batch([frame], [intr], want)[0]
 
     @torch.inference_mode()
     def process_batch(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
-                      want: Outputs = Outputs()) -> List[Result]:
-        """Run frames of one size and layout as one batch; one Result per frame."""
+                      want: AbstractSet[str] = outputs.ALL) -> List[Result]:
+        """Run frames of one size and layout as one batch; one Result per frame.
+
+        want names the outputs to compute (rows of dpt_ros.outputs.OUTPUTS); Result.arrays
+        holds exactly the arrays they are encoded from.
+        """
         if not frames:
             return []
         first = frames[0]
@@ -301,8 +266,9 @@ class Pipeline:
             return self._process(frames, intrs, want)
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
-                 want: Outputs) -> List[Result]:
+                 wanted: AbstractSet[str]) -> List[Result]:
         cfg = self._cfg  # one consistent snapshot per batch
+        want = outputs.arrays_needed(wanted)
         b, h, w = len(frames), frames[0].height, frames[0].width
         results = [Result(h, w) for _ in frames]
         clock = _Clock(self.device, self._stream)
@@ -325,7 +291,8 @@ class Pipeline:
         clock.mark('forward')
 
         out: List[Dict[str, torch.Tensor]] = [{} for _ in frames]
-        need_rgb8 = (want.points and cfg.points.rgb) or (want.overlay and logits is not None)
+        need_rgb8 = ('points' in want and cfg.points.rgb) or \
+            ('overlay' in want and logits is not None)
         rgb8 = rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8) if need_rgb8 \
             else None
         metres = None
@@ -336,11 +303,11 @@ class Pipeline:
                                     cfg.depth.min, cfg.depth.max)
             for i in range(b):
                 results[i].mode = mode
-                if want.relative and not self.depth_model.metric:
+                if 'relative' in want and not self.depth_model.metric:
                     out[i]['relative'] = post.relative_valid(depth[i])
-                if want.depth and metres is not None:
+                if 'depth' in want and metres is not None:
                     out[i]['depth'] = metres[i]
-                if want.colored:
+                if 'depth_colored' in want:
                     src = metres[i] if metres is not None else depth[i]
                     out[i]['depth_colored'] = post.colorize_depth(
                         src, cfg.depth.colormap, inverse=metres is None)
@@ -348,17 +315,17 @@ class Pipeline:
             labels = post.segment(logits, (h, w))
             n = len(self.seg_model.labels)
             for i in range(b):
-                if want.labels:
+                if 'labels' in want:
                     out[i]['labels'] = labels[i].to(post.labels_dtype(n))
-                if want.seg_colored or want.overlay:
+                if 'seg_colored' in want or 'overlay' in want:
                     colored = post.colorize_labels(labels[i], n)
-                    if want.seg_colored:
+                    if 'seg_colored' in want:
                         out[i]['seg_colored'] = colored
-                    if want.overlay:
+                    if 'overlay' in want:
                         out[i]['overlay'] = post.overlay(rgb8[i], colored,
                                                          cfg.segmentation.overlay_alpha)
         clock.mark('postprocess')
-        if want.points and metres is not None:
+        if 'points' in want and metres is not None:
             for i, intr in enumerate(intrs):
                 if intr is None:
                     continue
@@ -380,15 +347,16 @@ class Pipeline:
         clock.mark('download')
         timings = clock.result()
         for i, r in enumerate(results):
-            for name, arr in host[i].items():
-                setattr(r, name, arr)
+            r.arrays.update(host[i])
             r.timings = {k: v / b for k, v in timings.items()}
         return results
 
-    def _wants(self, m: LoadedModel, want: Outputs) -> bool:
-        if m.task == 'depth':
-            return want.relative or want.depth or want.colored or want.points
-        return want.labels or want.seg_colored or want.overlay
+    def _wants(self, m: LoadedModel, want: AbstractSet[str]) -> bool:
+        return any(o.task == m.task for o in outputs.OUTPUTS if o.name in want)
+
+    def model_for(self, task: str) -> Optional[LoadedModel]:
+        """Return the loaded model of a task (DEPTH_TASK, SEGMENTATION_TASK), or None."""
+        return {DEPTH_TASK: self.depth_model, SEGMENTATION_TASK: self.seg_model}.get(task)
 
     def _download(self, out: List[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:
         """Copy requested outputs to the host: async into pinned memory, then one sync."""

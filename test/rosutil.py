@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from dpt_ros import conversions as conv
-from dpt_ros.cli import node_command
+from dpt_ros import outputs
+from dpt_ros.toolkit import node_command
 
 rclpy = __import__('pytest').importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
 
@@ -25,30 +26,15 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-MSG_CLASSES = {conv.IMAGE_TYPE: Image, conv.CLOUD_TYPE: PointCloud2, conv.INFO_TYPE: CameraInfo}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def header(i: int, frame_id: str = 'camera_color_optical_frame') -> Header:
     """Return a distinct, recognisable header per frame index."""
     return Header(frame_id=frame_id, stamp=Time(sec=1000 + i, nanosec=1234 * (i + 1)))
-
-
-def write_params(path: Path, params: Dict[str, Any]) -> Path:
-    """Write a ROS 2 params file (/** section, nested groups) from dotted names."""
-    import yaml
-    tree: Dict[str, Any] = {}
-    for name, value in params.items():
-        group, _, key = name.partition('.')
-        if key:
-            tree.setdefault(group, {})[key] = value
-        else:
-            tree[group] = value
-    path.write_text(yaml.safe_dump({'/**': {'ros__parameters': tree}}))
-    return path
 
 
 class Harness:
@@ -88,8 +74,9 @@ class Harness:
 
     def record_outputs(self, ns: str, topics: Optional[List[str]] = None) -> None:
         """Subscribe (default QoS, depth 10) to the node's outputs under namespace ns."""
-        for topic in topics or list(conv.OUTPUT_TOPICS):
-            self.record(f'{ns}/{topic}', MSG_CLASSES[conv.OUTPUT_TOPICS[topic]])
+        for o in outputs.OUTPUTS:
+            if topics is None or o.topic in topics:
+                self.record(f'{ns}/{o.topic}', conv.msg_class(o.msg_type))
 
     def get(self, topic: str) -> List[Any]:
         """Messages received so far on topic."""

@@ -77,8 +77,8 @@ def test_bag_outputs_match_the_live_pipeline(tmp_path, params, storage, compress
         frame = conv.decode_compressed(img) if compressed else conv.decode_image(img)
         live = pipe.process(frame, conv.intrinsics_from_camera_info(info))
         depth = conv.image_to_array(dmsg)
-        assert np.allclose(depth, live.depth, rtol=1e-4, atol=1e-5, equal_nan=True)
-        assert (conv.image_to_array(lab) == live.labels).mean() > 0.999
+        assert np.allclose(depth, live.arrays['depth'], rtol=1e-4, atol=1e-5, equal_nan=True)
+        assert (conv.image_to_array(lab) == live.arrays['labels']).mean() > 0.999
         assert backprojection_error(cloud, depth, info) < 1e-4
 
 

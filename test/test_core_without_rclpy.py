@@ -20,14 +20,15 @@ mods = [m.name for m in pkgutil.iter_modules(dpt_ros.__path__) if m.name != 'nod
 for m in mods:
     __import__('dpt_ros.' + m)
 from dpt_ros.config import Config
-from dpt_ros.conversions import Frame, result_fields
+from dpt_ros.conversions import Frame
+from dpt_ros.outputs import encode, EncodeOptions
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import synthetic_scene
 s = synthetic_scene(64, 48)
 cfg = Config().replace({'model.depth': sys.argv[1], 'model.device': 'cpu'})
 r = Pipeline(cfg, log=lambda m: None).process(Frame(s.rgb, 'rgb8'), s.intrinsics)
-fields = result_fields(r, '32FC1', True)
-assert r.points is not None and 'points' in fields
+encoded = [o.name for o, _ in encode(r, EncodeOptions('32FC1', True))]
+assert 'points' in r.arrays and 'points' in encoded and 'depth_info' in encoded
 try:
     import dpt_ros.node
 except ImportError:
@@ -43,4 +44,4 @@ def test_core_runs_without_ros(tiny_metric):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith('OK')
-    assert int(proc.stdout.split()[1]) >= 9  # config ... sample, cli: all imported
+    assert int(proc.stdout.split()[1]) >= 9  # config ... sample, demo, toolkit: all imported

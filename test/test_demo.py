@@ -15,7 +15,7 @@ import pytest
 
 def run_demo(args, tmp_path):
     exe = Path(sys.executable).parent / 'dpt_demo'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'dpt_ros.cli']
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'dpt_ros.demo']
     out = tmp_path / 'out'
     proc = subprocess.run(cmd + ['--out', str(out), '--frames', '2', '--width', '160',
                                  '--height', '120'] + args,
@@ -68,7 +68,7 @@ def test_demo_with_model_folder_in_process(tmp_path, tiny_metric, tiny_seg):
 
 
 def test_demo_missing_model_is_an_error(tmp_path):
-    exe = [sys.executable, '-m', 'dpt_ros.cli']
+    exe = [sys.executable, '-m', 'dpt_ros.demo']
     proc = subprocess.run(exe + ['--model', str(tmp_path / 'nope'), '--out', str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and str(tmp_path / 'nope') in proc.stderr

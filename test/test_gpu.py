@@ -36,11 +36,11 @@ def rel_diff(a, b):
 def test_cuda_matches_cpu(tiny_metric, tiny_seg, precision, median_tol):
     cpu = run(tiny_metric, tiny_seg, 'cpu')
     gpu = run(tiny_metric, tiny_seg, 'cuda', precision)
-    d = rel_diff(gpu.depth, cpu.depth)
+    d = rel_diff(gpu.arrays['depth'], cpu.arrays['depth'])
     assert np.median(d) <= median_tol and np.percentile(d, 99) <= 10 * median_tol + 0.02
-    assert (gpu.labels == cpu.labels).mean() >= 0.98
+    assert (gpu.arrays['labels'] == cpu.arrays['labels']).mean() >= 0.98
     # Points on the device equal points on the host (same back-projection).
-    a, b = gpu.points[:, :3], cpu.points[:, :3]
+    a, b = gpu.arrays['points'][:, :3], cpu.arrays['points'][:, :3]
     ok = np.isfinite(a).all(1) & np.isfinite(b).all(1)
     assert np.median(np.abs(a[ok] - b[ok])) < 0.05 * max(1.0, float(np.median(np.abs(b[ok]))))
     assert set(gpu.timings) == set(cpu.timings)
@@ -49,5 +49,5 @@ def test_cuda_matches_cpu(tiny_metric, tiny_seg, precision, median_tol):
 def test_cuda_compile_backend_matches_eager(tiny_metric, tiny_seg):
     eager = run(tiny_metric, tiny_seg, 'cuda', 'fp16')
     compiled = run(tiny_metric, tiny_seg, 'cuda', 'fp16', backend='compile')
-    d = rel_diff(compiled.depth, eager.depth)
+    d = rel_diff(compiled.arrays['depth'], eager.arrays['depth'])
     assert np.median(d) <= 1e-2

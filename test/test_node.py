@@ -11,6 +11,7 @@ import pytest
 
 from dpt_ros import conversions as conv
 from dpt_ros.config import Config
+from dpt_ros.outputs import BY_NAME, OUTPUTS
 from dpt_ros.sample import synthetic_scene
 
 from rosutil import backproject_check, Harness, header, stamp_of  # noqa: I100
@@ -85,7 +86,7 @@ def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, ma
         pubs[0].publish(conv.image_msg(h, rgb, 'rgb8'))
         stamp = conv.stamp_ns(h)
         got = {t: wait_stamp(harness, f'{NS}/{t}', stamp)
-               for t in conv.OUTPUT_TOPICS if t != conv.TOPIC_DEPTH_RELATIVE}
+               for t in (o.topic for o in OUTPUTS if o.name != 'relative')}
         height, width = rgb.shape[:2]
         for topic, msg in got.items():
             assert msg.header.frame_id == h.frame_id, topic
@@ -104,7 +105,7 @@ def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, ma
         assert err < 1e-3, f'{name}: points differ from depth back-projection by {err} m'
         labels_img = conv.image_to_array(got['segmentation/image'])
         assert labels_img.max() < 5
-        assert not harness.get(f'{NS}/{conv.TOPIC_DEPTH_RELATIVE}')  # metric model
+        assert not harness.get(f"{NS}/{BY_NAME['relative'].topic}")  # metric model
 
 
 def test_relative_model_publishes_relative_only(harness, tiny_depth):
@@ -281,12 +282,10 @@ def test_outputs_without_subscribers_are_not_computed(harness, tiny_metric, tiny
     harness.wait(lambda: False, 0.5)
     assert asked == []  # nobody listens: no inference at all
     harness.record_outputs(NS, ['depth/colored'])
-    assert harness.wait(lambda: node._pubs['depth/colored'].get_subscription_count() > 0, 10)
+    assert harness.wait(lambda: node._pubs['depth_colored'].get_subscription_count() > 0, 10)
     pubs[0].publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
     wait_stamp(harness, f'{NS}/depth/colored', conv.stamp_ns(header(1)))
-    want = asked[-1]
-    assert want.colored and not want.points and not want.labels and not want.overlay
-    assert not want.depth and not want.seg_colored
+    assert asked[-1] == {'depth_colored'}
 
 
 def test_node_defaults_match_yaml_and_table(harness, tiny_depth):

@@ -8,10 +8,12 @@ import time
 import pytest
 
 from dpt_ros import conversions as conv
+from dpt_ros.outputs import OUTPUTS
 from dpt_ros.sample import synthetic_scene
+from dpt_ros.toolkit import write_params_file
 
 from rosutil import (backproject_check, Harness, header, NodeProcess, ROOT,  # noqa: I100
-                     stamp_of, write_params)
+                     stamp_of)
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -47,7 +49,7 @@ def diagnostics(harness, key, timeout=10.0):
 
 def test_black_box_params_file_and_remaps(harness, tmp_path, tiny_metric, tiny_seg):
     """The documented run: params file pointing at a checkpoint, remaps, every output."""
-    params = write_params(tmp_path / 'p.yaml', {
+    params = write_params_file(tmp_path / 'p.yaml', {
         'model.depth': str(tiny_metric), 'model.segmentation': str(tiny_seg),
         'model.device': 'cpu', 'depth.encoding': '16UC1', 'points.rgb': True})
     node = NodeProcess(['--params-file', str(params)] + remaps())
@@ -66,13 +68,11 @@ def test_black_box_params_file_and_remaps(harness, tmp_path, tiny_metric, tiny_s
             img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
             sent.append(conv.stamp_ns(h))
             # Topics arrive in any order: wait for every output of this frame.
-            outs = [t for t in conv.OUTPUT_TOPICS if t != conv.TOPIC_DEPTH_RELATIVE]
+            outs = [o.topic for o in OUTPUTS if o.name != 'relative']
             assert harness.wait(lambda: all(any(stamp_of(m) == sent[-1]
                                                 for m in harness.get(f'/camera/{t}'))
                                             for t in outs), 30), node.text()
-        for topic in conv.OUTPUT_TOPICS:
-            if topic == conv.TOPIC_DEPTH_RELATIVE:
-                continue
+        for topic in outs:
             msgs = harness.get(f'/camera/{topic}')
             assert msgs, f'nothing on /camera/{topic}\n{node.text()}'
             assert {stamp_of(m) for m in msgs} <= set(sent), topic
@@ -104,7 +104,7 @@ def test_black_box_params_file_and_remaps(harness, tmp_path, tiny_metric, tiny_s
 ])
 def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, params, words):
     params = dict({'model.depth': str(tiny_metric), 'model.device': 'cpu'}, **params)
-    node = NodeProcess(['--params-file', str(write_params(tmp_path / 'p.yaml', params))])
+    node = NodeProcess(['--params-file', str(write_params_file(tmp_path / 'p.yaml', params))])
     rc = node.wait_exit(60)
     err = ''.join(node.err)
     assert rc == 2, node.text()
@@ -117,8 +117,8 @@ def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, 
 
 def test_missing_model_exits_with_path_and_fix(tmp_path):
     missing = tmp_path / 'no_such_model'
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(missing),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(missing),
+                                                     'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)])
     assert node.wait_exit(60) == 2
     err = ''.join(node.err)
@@ -127,8 +127,8 @@ def test_missing_model_exits_with_path_and_fix(tmp_path):
 
 def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
     """ros2 launch delivers SIGINT twice (terminal + launch): no traceback, exit 0."""
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                     'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)])
     deadline = time.monotonic() + 60
     while 'dpt_ros ready' not in node.text() and time.monotonic() < deadline:
@@ -144,8 +144,8 @@ def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
 
 def test_ctrl_c_while_importing_leaves_quietly(tmp_path, tiny_depth):
     """Ctrl-C right after start (torch still importing): no traceback, exit 128 + SIGINT."""
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                     'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)])
     time.sleep(0.5)
     assert node.proc.poll() is None
@@ -160,8 +160,8 @@ def test_ctrl_c_while_importing_leaves_quietly(tmp_path, tiny_depth):
 
 def test_ctrl_c_at_any_moment_of_start_up(tmp_path, tiny_depth):
     """Double Ctrl-C swept across start-up (imports, rclpy init, model loading): all clean."""
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                     'model.device': 'cpu'})
     t0 = time.monotonic()
     node = NodeProcess(['--params-file', str(params)])
     while 'dpt_ros ready' not in node.text():
@@ -184,8 +184,8 @@ def test_ctrl_c_at_any_moment_of_start_up(tmp_path, tiny_depth):
 
 def test_ctrl_c_while_frames_are_processed(harness, tmp_path, tiny_metric):
     """Ctrl-C lands mid-frame (rclpy shuts the context under the worker): still clean."""
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
+                                                     'model.device': 'cpu'})
     s = synthetic_scene(1280, 720)
     harness.record_outputs('/camera')
     img = harness.node.create_publisher(Image, '/camera/color/image_raw', 1)
@@ -219,8 +219,8 @@ def test_ctrl_c_while_frames_are_processed(harness, tmp_path, tiny_metric):
 
 def test_burst_keeps_newest_frame_and_memory_flat(harness, tmp_path, tiny_metric):
     """50 frames faster than the node can process: newest wins, drops counted, no growth."""
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
+                                                     'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)] + remaps())
     try:
         harness.record_outputs('/camera', ['depth/image', 'points', 'depth/colored'])
@@ -297,8 +297,8 @@ def test_large_frames_cross_process(harness, tmp_path, tiny_metric, reliability)
     if reliability == 'best_effort':
         env = {'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
                'FASTRTPS_DEFAULT_PROFILES_FILE': str(PROFILE)}
-    params = write_params(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
-                                                'model.device': 'cpu'})
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
+                                                     'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)] + remaps(), env=env)
     n = 50
     try:

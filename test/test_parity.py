@@ -13,7 +13,7 @@ import torch
 
 from dpt_ros.config import Config
 from dpt_ros.conversions import Frame
-from dpt_ros.pipeline import Outputs, Pipeline
+from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import synthetic_scene
 
 transformers = pytest.importorskip('transformers')
@@ -79,8 +79,8 @@ def test_depth_matches_transformers(preset, checkpoints, shared, record_figure):
     for name, rgb in items:
         ref = reference(ckpt, rgb, 'depth').numpy()
         assert ref.std() > 0.01 * np.abs(ref).mean(), 'flat reference: the check would be empty'
-        r = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
-        ours = r.relative if r.relative is not None else r.depth
+        r = pipe.process(Frame(rgb, 'rgb8'), None)
+        ours = r.arrays['relative'] if 'relative' in r.arrays else r.arrays['depth']
         assert ours.shape == ref.shape == rgb.shape[:2]
         finite = np.isfinite(ours)
         assert finite.mean() > 0.99, f'{preset} {name}: {1 - finite.mean():.3%} invalid'
@@ -97,9 +97,10 @@ def test_labels_match_transformers(tiny_seg, shared, record_figure):
     pipe = Pipeline(cfg, log=lambda m: None)
     for name, rgb in frames(shared):
         ref = reference(tiny_seg, rgb, 'segmentation').numpy()
-        r = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
-        assert r.labels.dtype == np.uint8 and r.labels.shape == ref.shape
-        agree = float((r.labels == ref).mean())
+        r = pipe.process(Frame(rgb, 'rgb8'), None)
+        labels = r.arrays['labels']
+        assert labels.dtype == np.uint8 and labels.shape == ref.shape
+        agree = float((labels == ref).mean())
         record_figure(f'label parity tiny-seg {name}', f'agreement {agree:.5f}')
         assert agree >= 0.99, f'{name}: {agree}'
         assert len(np.unique(ref)) > 1, 'reference labels constant: the check would be empty'

@@ -6,10 +6,12 @@
 import numpy as np
 import pytest
 
+from dpt_ros import outputs
 from dpt_ros.config import Config
 from dpt_ros.conversions import Frame
 from dpt_ros.geometry import Intrinsics
-from dpt_ros.pipeline import Outputs, Pipeline, STAGES
+from dpt_ros.outputs import STAGES
+from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import synthetic_sequence
 
 
@@ -21,23 +23,37 @@ def pipe(checkpoints):
     return Pipeline(cfg, log=lambda m: None)
 
 
-FIELDS = {'relative': 'relative', 'depth': 'depth', 'colored': 'depth_colored',
-          'points': 'points', 'labels': 'labels', 'seg_colored': 'seg_colored',
-          'overlay': 'overlay'}
-
-
 def test_only_requested_outputs(pipe):
     s = synthetic_sequence(1, 96, 72)[0]
-    for name, attr in FIELDS.items():
-        want = Outputs(**{k: k == name for k in FIELDS})
-        r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, want)
-        got = {a for a in FIELDS.values() if getattr(r, a) is not None}
-        expected = set() if name == 'relative' else {attr}  # metric model: no relative output
-        assert got == expected, name
-    r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, Outputs())
+    for o in outputs.OUTPUTS:
+        r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, {o.name})
+        # A metric model has no relative output; depth/camera_info is encoded from depth.
+        expected = set() if o.name == 'relative' else {o.source}
+        assert set(r.arrays) == expected, o.name
+    r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, frozenset())
+    assert not r.arrays
+    r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
+    assert set(r.arrays) == outputs.ALL - {'relative', 'depth_info'}
     assert set(STAGES) <= set(r.timings) and all(v >= 0 for v in r.timings.values())
-    assert r.points.shape == (96 * 72, 4) and r.points_shape == (72, 96)
-    assert r.depth.dtype == np.float32 and r.labels.dtype == np.uint8
+    a = r.arrays
+    assert a['points'].shape == (96 * 72, 4) and r.points_shape == (72, 96)
+    assert a['depth'].dtype == np.float32 and a['labels'].dtype == np.uint8
+    encoded = outputs.encode(r, outputs.EncodeOptions('32FC1', camera_info=True))
+    assert [o.name for o, _ in encoded] == [o.name for o in outputs.OUTPUTS
+                                            if o.name != 'relative']
+    names_only = outputs.encode(r, outputs.EncodeOptions(), {'points', 'depth_info'})
+    assert [o.name for o, _ in names_only] == ['points']  # no CameraInfo at hand
+
+
+def test_output_table_is_consistent():
+    topics = [o.topic for o in outputs.OUTPUTS]
+    assert len(set(topics)) == len(topics) and all(not t.startswith('/') for t in topics)
+    assert all(o.source in outputs.BY_NAME for o in outputs.OUTPUTS)
+    viewers = {'depth_colored', 'seg_colored', 'overlay'}
+    assert outputs.names(viewers=False) == outputs.ALL - viewers
+    assert outputs.names(tasks=['segmentation']) == {'labels', 'seg_colored', 'overlay'}
+    with pytest.raises(ValueError, match='nope'):
+        outputs.names(exclude=['nope'])
 
 
 def test_batch_equals_single_frames(pipe):
@@ -45,9 +61,10 @@ def test_batch_equals_single_frames(pipe):
     frames = [Frame(s.rgb, 'rgb8') for s in seq]
     batch = pipe.process_batch(frames, [s.intrinsics for s in seq])
     for f, s, b in zip(frames, seq, batch):
-        one = pipe.process(f, s.intrinsics)
-        assert np.allclose(one.depth, b.depth, equal_nan=True, rtol=1e-4, atol=1e-5)
-        assert (one.labels == b.labels).mean() > 0.999
+        one = pipe.process(f, s.intrinsics).arrays
+        assert np.allclose(one['depth'], b.arrays['depth'], equal_nan=True, rtol=1e-4,
+                           atol=1e-5)
+        assert (one['labels'] == b.arrays['labels']).mean() > 0.999
 
 
 def test_bad_layout_and_wrong_intrinsics(pipe):
@@ -56,18 +73,18 @@ def test_bad_layout_and_wrong_intrinsics(pipe):
         pipe.process(Frame(s.rgb, 'bayer'), s.intrinsics)
     wrong = Intrinsics(fx=50, fy=50, cx=10, cy=10, width=320, height=240)
     r = pipe.process(Frame(s.rgb, 'rgb8'), wrong)
-    assert r.points is None and r.depth is not None
+    assert 'points' not in r.arrays and 'depth' in r.arrays
     assert any('320x240' in w for w in r.warnings)
 
 
 def test_live_update_applies_next_frame(pipe):
     s = synthetic_sequence(1, 64, 48)[0]
-    before = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics).depth
+    before = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics).arrays['depth']
     old = pipe.config
     try:
         limit = float(np.nanpercentile(before, 50))
         pipe.update(old.replace({'depth.max': limit}))
-        after = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics).depth
+        after = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics).arrays['depth']
         assert np.nanmax(after) <= limit
         assert np.isnan(after).sum() > np.isnan(before).sum()
     finally:
@@ -76,9 +93,10 @@ def test_live_update_applies_next_frame(pipe):
 
 def test_mono_and_bgr_inputs(pipe):
     s = synthetic_sequence(1, 64, 48)[0]
-    rgb = pipe.process(Frame(s.rgb, 'rgb8'), None, Outputs(points=False)).depth
+    want = outputs.ALL - {'points'}
+    rgb = pipe.process(Frame(s.rgb, 'rgb8'), None, want).arrays['depth']
     bgr = pipe.process(Frame(np.ascontiguousarray(s.rgb[:, :, ::-1]), 'bgr8'), None,
-                       Outputs(points=False)).depth
+                       want).arrays['depth']
     assert np.allclose(rgb, bgr, equal_nan=True)
-    mono = pipe.process(Frame(s.rgb[:, :, :1].copy(), 'mono8'), None, Outputs(points=False))
-    assert mono.depth.shape == (48, 64)
+    mono = pipe.process(Frame(s.rgb[:, :, :1].copy(), 'mono8'), None, want)
+    assert mono.arrays['depth'].shape == (48, 64)

@@ -16,7 +16,7 @@ import pytest
 
 from dpt_ros.config import Config
 from dpt_ros.conversions import Frame
-from dpt_ros.pipeline import Outputs, Pipeline
+from dpt_ros.pipeline import Pipeline
 
 pytestmark = pytest.mark.real_model
 
@@ -81,8 +81,8 @@ def test_real_model_matches_transformers(real_model, real_pipe, record_figure):
         real_pipe.depth_model.dtype.itemsize == 4
     for name, rgb in frames(shared)[:4]:
         ref = reference(ckpt, rgb, 'depth').numpy()
-        r = real_pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
-        ours = r.relative if r.relative is not None else r.depth
+        r = real_pipe.process(Frame(rgb, 'rgb8'), None)
+        ours = r.arrays['relative'] if 'relative' in r.arrays else r.arrays['depth']
         med, p99 = rel_stats(np.nan_to_num(ours), ref)
         record_figure(f'real depth parity {name}', f'median {med:.5f}, p99 {p99:.5f}')
         # Half precision on a GPU is compared with the fp32 reference: looser.
@@ -93,8 +93,8 @@ def test_real_model_depth_follows_ground_truth(real_pipe, shared_data, record_fi
     """Trained weights put near things near: rank correlation and scale-aligned AbsRel."""
     metric = real_pipe.depth_mode() == 'metric'
     for name, rgb, gt in rgbd_frames(shared_data):
-        r = real_pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
-        pred = r.depth if metric else r.relative
+        r = real_pipe.process(Frame(rgb, 'rgb8'), None)
+        pred = r.arrays['depth' if metric else 'relative']
         ok = np.isfinite(gt) & np.isfinite(pred) & (pred > 0 if metric else True)
         inv_pred = (1.0 / pred[ok]) if metric else pred[ok].astype(np.float64)
         rho = spearman(inv_pred, 1.0 / gt[ok])

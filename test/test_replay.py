@@ -6,9 +6,10 @@
 from rosbags.rosbag2 import Reader  # noqa: I100  (bagutil skips the module without rosbags)
 
 from dpt_ros.sample import synthetic_sequence
+from dpt_ros.toolkit import write_params_file
 
 from bagutil import IMAGE_TOPIC, INFO_TOPIC, STORE, write_bag  # noqa: I100
-from rosutil import Harness, NodeProcess, stamp_of, write_params
+from rosutil import Harness, NodeProcess, stamp_of
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from rclpy.qos import QoSProfile  # noqa: E402
@@ -40,7 +41,7 @@ def test_replay_with_sim_time_and_loop(tmp_path, tiny_metric):
     with Reader(bag) as r:
         recorded = [(conn.topic, conn.msgtype, t, STORE.deserialize_cdr(raw, conn.msgtype))
                     for conn, t, raw in r.messages()]
-    params = write_params(tmp_path / 'p.yaml', {
+    params = write_params_file(tmp_path / 'p.yaml', {
         'model.depth': str(tiny_metric), 'model.device': 'cpu',
         'input.transport': 'compressed', 'use_sim_time': True})
     node = NodeProcess(['--params-file', str(params), '-r', '__ns:=/camera/color',

@@ -35,9 +35,9 @@ def test_tensorrt_backend_falls_back_to_torch_with_one_line(tiny_metric):
     logs = []
     rgb = synthetic_scene(160, 120).rgb
     base = Config().replace({'model.depth': str(tiny_metric), 'model.device': 'cpu'})
-    torch_out = Pipeline(base, log=quiet).process(Frame(rgb, 'rgb8')).depth
+    torch_out = Pipeline(base, log=quiet).process(Frame(rgb, 'rgb8')).arrays['depth']
     pipe = Pipeline(base.replace({'model.backend': 'tensorrt'}), log=logs.append)
-    out = pipe.process(Frame(rgb, 'rgb8')).depth
+    out = pipe.process(Frame(rgb, 'rgb8')).arrays['depth']
     why = [m for m in logs if 'tensorrt' in m.lower()]
     assert len(why) == 1 and 'running on torch' in why[0] and 'CUDA' in why[0], logs
     assert pipe.depth_model.backend == 'torch'
@@ -233,7 +233,7 @@ def test_pipeline_really_runs_tensorrt_and_reuses_the_engine(tiny_metric, tmp_pa
     s = synthetic_scene(640, 480)
     ref_cfg = Config().replace({'model.depth': str(tiny_metric), 'model.device': 'cuda',
                                 'model.precision': 'fp16'})
-    ref = Pipeline(ref_cfg, log=quiet).process(Frame(s.rgb, 'rgb8'), s.intrinsics).depth
+    ref = Pipeline(ref_cfg, log=quiet).process(Frame(s.rgb, 'rgb8'), s.intrinsics).arrays['depth']
     for start in range(2):
         logs = []
         pipe = pipe_for(tiny_metric, tmp_path, logs=logs)
@@ -247,9 +247,10 @@ def test_pipeline_really_runs_tensorrt_and_reuses_the_engine(tiny_metric, tmp_pa
         for _ in range(3):
             out = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
         assert m.backend == 'tensorrt' and m.net is engine and engine.calls == calls + 3
-        ok = np.isfinite(out.depth) & np.isfinite(ref)
+        depth = out.arrays['depth']
+        ok = np.isfinite(depth) & np.isfinite(ref)
         assert ok.mean() > 0.9
-        assert np.median(np.abs(out.depth[ok] - ref[ok]) / ref[ok]) < 1e-2
+        assert np.median(np.abs(depth[ok] - ref[ok]) / ref[ok]) < 1e-2
         pipe.close()
     assert len(list(Path(tmp_path).glob('*.engine'))) == 1
 
@@ -269,7 +270,7 @@ def test_bf16_engine_builds_or_is_refused_in_one_line(tiny_metric, tmp_path):
     trt_lines = [m for m in logs if 'tensorrt' in m.lower()]
     if hasattr(trt.BuilderFlag, 'BF16'):  # TensorRT 10: an fp32 ONNX, bf16 chosen by the builder
         assert pipe.depth_model.backend == 'tensorrt', logs
-        assert np.isfinite(out.depth).mean() > 0.9
+        assert np.isfinite(out.arrays['depth']).mean() > 0.9
     else:  # TensorRT 11: refused once, with the reason, not once per shape
         assert pipe.depth_model.backend == 'torch'
         assert len(trt_lines) == 1 and 'bf16' in trt_lines[0], logs
@@ -281,11 +282,11 @@ def test_segmentation_engine_matches_torch(tiny_seg, tmp_path):
     s = synthetic_scene(640, 480)
     cfg = Config().replace({'model.depth': '', 'model.segmentation': str(tiny_seg),
                             'model.device': 'cuda', 'model.precision': 'fp16'})
-    ref = Pipeline(cfg, log=quiet).process(Frame(s.rgb, 'rgb8'), s.intrinsics).labels
+    ref = Pipeline(cfg, log=quiet).process(Frame(s.rgb, 'rgb8'), s.intrinsics).arrays['labels']
     pipe = pipe_for(tiny_seg, tmp_path, task='segmentation')
     out = [pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics) for _ in range(2)][-1]
     assert pipe.seg_model.backend == 'tensorrt' and pipe.seg_model.net.calls >= 2
-    assert (out.labels == ref).mean() > 0.98
+    assert (out.arrays['labels'] == ref).mean() > 0.98
 
 
 @pytest.mark.gpu

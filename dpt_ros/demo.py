@@ -12,25 +12,23 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-import shutil
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from dpt_ros import outputs
 from dpt_ros.config import Config, DEFAULT_DEPTH_MODEL
+from dpt_ros.conversions import INFO_TYPE
 from dpt_ros.sample import make_random_checkpoint, SampleFrame, synthetic_sequence
+from dpt_ros.toolkit import have_rclpy, profile_env, Saved, say
 
 _RANDOM_NOTE = ('The output shows that the pipeline runs end to end; it is NOT meaningful '
                 'depth or segmentation.')
-NODE_STAGES = ('decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
-               'download', 'fill', 'publish')
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
+# File names of outputs whose name alone would say less (the rest use the output's name).
+_FILE_NAMES = {'depth': 'depth_mm', 'relative': 'relative_inverse_depth',
+               'seg_colored': 'labels_colored'}
 
 
 def _check_model(source: str, task: str) -> Optional[str]:
@@ -99,19 +97,16 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: Optional[np.ndarray]) -> int:
     return len(data)
 
 
-class Saved:
-    """What one frame produced, as arrays (from node messages or a pipeline Result)."""
-
-    def __init__(self) -> None:
-        self.arrays: Dict[str, np.ndarray] = {}
-        self.cloud: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
-        self.latency_ms = float('nan')
+def _scaled_u16(arr: np.ndarray) -> np.ndarray:
+    """Float image (NaN invalid) stretched over 16 bits for viewing."""
+    finite = np.isfinite(arr)
+    lo, hi = (np.nanmin(arr), np.nanmax(arr)) if finite.any() else (0.0, 1.0)
+    return np.where(finite, (arr - lo) / max(hi - lo, 1e-12) * 65535, 0).astype(np.uint16)
 
 
 def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]:
-    """Write one frame's results; return the file names written."""
+    """Write one frame's results (every output of the table it holds); return the names."""
     written = []
-    a = saved.arrays
 
     def put(name: str, arr: np.ndarray) -> None:
         write_png(out / name, arr)
@@ -119,19 +114,18 @@ def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]
     put(f'input_{i:04d}.png', frame.rgb)
     gt_mm = np.where(np.isfinite(frame.depth), np.rint(frame.depth * 1000), 0)
     put(f'ground_truth_depth_mm_{i:04d}.png', np.clip(gt_mm, 0, 65535).astype(np.uint16))
-    if 'depth' in a:
-        mm = np.where(np.isfinite(a['depth']), np.rint(a['depth'] * 1000), 0)
-        put(f'depth_mm_{i:04d}.png', np.clip(mm, 0, 65535).astype(np.uint16))
-    if 'relative' in a:
-        rel = a['relative']
-        finite = np.isfinite(rel)
-        lo, hi = (np.nanmin(rel), np.nanmax(rel)) if finite.any() else (0.0, 1.0)
-        scaled = np.where(finite, (rel - lo) / max(hi - lo, 1e-12) * 65535, 0)
-        put(f'relative_inverse_depth_{i:04d}.png', scaled.astype(np.uint16))
-    for key, name in (('colored', 'depth_colored'), ('labels', 'labels'),
-                      ('seg_colored', 'labels_colored'), ('overlay', 'overlay')):
-        if key in a:
-            put(f'{name}_{i:04d}.png', a[key])
+    for o in outputs.OUTPUTS:
+        arr = saved.arrays.get(o.name)
+        if arr is None or o.msg_type == INFO_TYPE:
+            continue
+        name = f'{_FILE_NAMES.get(o.name, o.name)}_{i:04d}.png'
+        if o.name == 'depth':
+            mm = np.where(np.isfinite(arr), np.rint(arr * 1000), 0)
+            put(name, np.clip(mm, 0, 65535).astype(np.uint16))
+        elif arr.dtype.kind == 'f':
+            put(name, _scaled_u16(arr))
+        else:
+            put(name, arr)
     if saved.cloud is not None:
         n = write_ply(out / f'points_{i:04d}.ply', *saved.cloud)
         written.append(f'points_{i:04d}.ply ({n} points)')
@@ -141,43 +135,10 @@ def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]
 # ------------------------------------------------------------------ through the node
 
 
-def packaged_config(name: str) -> Optional[Path]:
-    """Find a file of this package's config/ folder (installed share/ or a source checkout)."""
-    candidates = [Path(__file__).resolve().parents[1] / 'config' / name,
-                  Path(sys.prefix) / 'share' / 'dpt_ros' / 'config' / name]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.insert(0, Path(get_package_share_directory('dpt_ros')) / 'config' / name)
-    except Exception:  # noqa: B902 - ament_index is optional; any failure means 'not there'
-        pass
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> Optional[int]:
-    """Stop a node process as Ctrl-C does (SIGINT), killing it if it hangs; return its code."""
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
-def node_command() -> List[str]:
-    """Return the command that starts dpt_node (this environment's executable first)."""
-    exe = Path(sys.executable).parent / 'dpt_node'
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which('dpt_node')
-    return [found] if found else [sys.executable, '-m', 'dpt_ros.node']
-
-
 def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
                    device: str) -> Tuple[List[Saved], Dict[str, float]]:
     """Fallback without ROS: the same pipeline, called directly."""
-    from dpt_ros.conversions import Frame
+    from dpt_ros.conversions import Frame, unpack_rgb
     from dpt_ros.pipeline import Pipeline
     cfg = Config().replace({'model.depth': depth, 'model.segmentation': seg,
                             'model.device': device})
@@ -186,18 +147,11 @@ def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
     for frame in frames:
         t = time.perf_counter()
         r = pipe.process(Frame(frame.rgb, 'rgb8'), frame.intrinsics)
-        saved = Saved()
-        saved.latency_ms = (time.perf_counter() - t) * 1e3
-        for key in ('depth', 'relative', 'labels', 'seg_colored', 'overlay'):
-            if getattr(r, key) is not None:
-                saved.arrays[key] = getattr(r, key)
-        if r.depth_colored is not None:
-            saved.arrays['colored'] = r.depth_colored
-        if r.points is not None:
-            xyz = r.points[:, :3]
-            rgb = r.points[:, 3].copy().view(np.uint32)
-            rgb = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], 1).astype(np.uint8)
-            saved.cloud = (xyz, rgb if r.points_rgb else None)
+        saved = Saved(latency_ms=(time.perf_counter() - t) * 1e3)
+        saved.arrays = {k: v for k, v in r.arrays.items() if k != 'points'}
+        pts = r.arrays.get('points')
+        if pts is not None:
+            saved.cloud = (pts[:, :3], unpack_rgb(pts[:, 3]) if r.points_rgb else None)
         results.append(saved)
         timings.append(r.timings)
     pipe.close()
@@ -206,7 +160,7 @@ def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
     return results, stages
 
 
-def demo_main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of `dpt_demo`."""
     ap = argparse.ArgumentParser(
         prog='dpt_demo', description='Run dpt_ros on the built-in synthetic scene and write '
@@ -226,23 +180,19 @@ def demo_main(argv: Optional[List[str]] = None) -> int:
     if args.frames < 1 or args.width < 16 or args.height < 16:
         ap.error('--frames must be >= 1 and the frame at least 16 x 16')
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    profile = packaged_config('fastdds_large_frames.xml')
-    if profile is not None and not os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'):
-        # 640x480 frames and 5 MB clouds between two processes: the large-frame profile the
-        # README recommends (set before this process creates its first DDS participant).
-        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
-        os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(profile))
+    # 640x480 frames and 5 MB clouds between two processes: the large-frame profile the
+    # README recommends (set before this process creates its first DDS participant).
+    os.environ.update(profile_env())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     depth, seg, random_weights = choose_models(args, out)
     frames = synthetic_sequence(args.frames, args.width, args.height)
     say(f'{args.frames} synthetic frames {args.width}x{args.height} (ray-cast room with exact '
         'depth, made by dpt_ros.sample)')
-    from dpt_ros import client_node  # the DDS client; imports rclpy when it runs
-    if not args.in_process and client_node.have_rclpy():
+    if not args.in_process and have_rclpy():
+        from dpt_ros.dds_clients import run_through_node  # imports rclpy
         say('running the frames through the real node (dpt_node over DDS)')
-        results, stages = client_node.run_through_node(frames, depth, seg, args.device,
-                                                       args.timeout)
+        results, stages = run_through_node(frames, depth, seg, args.device, args.timeout)
         where = 'dpt_node /diagnostics, p50'
     else:
         if not args.in_process:
@@ -278,4 +228,4 @@ def demo_main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(demo_main())
+    sys.exit(main())

@@ -1,0 +1,356 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""DDS clients of the tools: camera publishers and output subscribers around a dpt_node process.
+
+dpt_demo and dpt_bench use them to drive the real node exactly as a robot does. Like node.py
+this module talks DDS through rclpy; it imports rclpy inside its functions, so the rest of
+dpt_ros imports and runs without ROS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from dpt_ros import conversions as conv
+from dpt_ros import outputs
+from dpt_ros.outputs import FRAME_STAGES
+from dpt_ros.sample import SampleFrame, synthetic_scene
+from dpt_ros.toolkit import (node_command, profile_env, Saved, say, stop_process, summary,
+                             write_params_file)
+
+PUBLISHER_ROLE = 'publisher'
+
+
+class InProcessPublisher:
+    """In-process rclpy publishers with a subscriber attached, to time publish() honestly."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        try:
+            import rclpy
+            from rclpy.context import Context
+            from rclpy.node import Node
+        except ImportError:
+            return
+        self.rclpy = rclpy
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = Node('dpt_bench_inproc', context=self.ctx)
+        self.pubs = {}
+        self.subs = []
+        for o in outputs.OUTPUTS:
+            cls, topic = conv.msg_class(o.msg_type), f'/dpt_bench/{o.topic}'
+            self.pubs[o.name] = self.node.create_publisher(cls, topic, 2)
+            self.subs.append(self.node.create_subscription(cls, topic, lambda _m: None, 2))
+        self.ok = True
+
+    def publish(self, msgs: Dict[str, Any]) -> None:
+        """Publish messages keyed by output name."""
+        for name, msg in msgs.items():
+            self.pubs[name].publish(msg)
+
+    def close(self) -> None:
+        """Destroy the node and its context."""
+        if self.ok:
+            self.node.destroy_node()
+            self.rclpy.try_shutdown(context=self.ctx)
+
+
+def wall_header(frame_id: str = 'camera') -> Any:
+    """Return a Header stamped with the wall clock (latency = receive time - stamp)."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    now = time.time_ns()
+    return Header(frame_id=frame_id, stamp=Time(sec=now // 10**9, nanosec=now % 10**9))
+
+
+def run_publisher(args: argparse.Namespace) -> int:
+    """Publish Image + CameraInfo stamped with wall time at a fixed rate (a process)."""
+    import rclpy
+    from sensor_msgs.msg import CameraInfo, Image
+    rclpy.init()
+    node = rclpy.create_node('dpt_bench_publisher')
+    img_pub = node.create_publisher(Image, f'{args.ns}/image', 5)
+    info_pub = node.create_publisher(CameraInfo, f'{args.ns}/camera_info', 5)
+    s = synthetic_scene(args.width, args.height)
+    end = time.monotonic() + 60
+    while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, wall_header()))
+    time.sleep(1.0)  # camera_info first, as a running camera driver would have sent it
+    period = 1.0 / args.rate
+    nxt = time.monotonic()
+    for _ in range(args.count):
+        h = wall_header()
+        info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+        img_pub.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+        nxt += period
+        time.sleep(max(0.0, nxt - time.monotonic()))
+    time.sleep(0.5)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+class Client:
+    """A client node in its own Context, spun from the calling thread."""
+
+    def __init__(self, name: str) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        self.rclpy = rclpy
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = Node(name, context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, pred: Callable[[], bool], limit: float,
+                   proc: Optional[subprocess.Popen] = None, step: float = 0.02) -> bool:
+        """Spin until pred holds, limit seconds pass or proc exits; return pred()."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if pred():
+                return True
+            if proc is not None and proc.poll() is not None:
+                break
+            self.executor.spin_once(timeout_sec=step)
+        return pred()
+
+    def spin_for(self, seconds: float, step: float = 0.02) -> None:
+        """Spin for a while (let messages in flight arrive)."""
+        self.spin_until(lambda: False, seconds, step=step)
+
+    def close(self) -> None:
+        """Stop spinning and shut the context down."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.ctx)
+
+
+def node_stages(diags: List[Any]) -> Dict[str, float]:
+    """Per-stage p50 ms from the newest dpt_ros /diagnostics report that has them."""
+    for arr in reversed(diags):
+        vals = {kv.key: kv.value for st in arr.status if st.name.startswith('dpt_ros')
+                for kv in st.values}
+        if vals.get('forward_p50_ms'):
+            return {s: float(vals[f'{s}_p50_ms']) for s in FRAME_STAGES if f'{s}_p50_ms' in vals}
+    return {}
+
+
+def start_node(params: Dict[str, Any], ns: str, tmp: Path, **popen: Any) -> subprocess.Popen:
+    """Start dpt_node with these dotted parameters (a params file) under namespace ns."""
+    pfile = write_params_file(tmp / 'params.yaml', params)
+    cmd = node_command() + ['--ros-args', '--params-file', str(pfile), '-r', f'__ns:={ns}']
+    return subprocess.Popen(cmd, text=True, **popen)
+
+
+# ------------------------------------------------------------------ dpt_bench: DDS end to end
+
+def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: List[str],
+                   ns: str, width: int, height: int, rate: float, count: int, settle_s: float,
+                   env: Dict[str, str]) -> Dict[str, Any]:
+    """Run one publisher process at a rate; pair stamps with the arrival of every output."""
+    warm = 2  # the first frames of a new size pay allocator / kernel-selection costs
+    for d in arrivals.values():
+        d.clear()
+    cmd = [sys.executable, '-m', 'dpt_ros.bench', '--role', PUBLISHER_ROLE, '--ns', ns,
+           '--width', str(width), '--height', str(height), '--rate', f'{rate:.4f}',
+           '--count', str(count + warm)]
+    pub = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
+    # spin_once returns as soon as a message arrives (its callback stamps the arrival); the
+    # long timeout only keeps this process from stealing CPU from the node.
+    client.spin_until(lambda: pub.poll() is not None, float('inf'), step=0.25)
+    client.spin_for(settle_s, step=0.25)
+    if pub.returncode != 0:
+        raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')
+    done = {s: max(arrivals[k][s] for k in kinds) for s in arrivals['depth']
+            if all(s in arrivals[k] for k in kinds)}
+    for s in sorted(done)[:warm]:
+        del done[s]
+    lat = [(t - s) / 1e6 for s, t in done.items()]
+    times = sorted(done.values())
+    fps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 2 else float('nan')
+    return {'latency': summary(lat), 'raw_latency': lat, 'received': len(done), 'sent': count,
+            'rate_hz': rate, 'fps': fps}
+
+
+def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, width: int,
+              height: int, frames: int, est_ms: float, log: Any,
+              depth_cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Measure publisher process -> dpt_node process -> this process latency, throughput."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, PointCloud2
+
+    ns = '/dpt_bench'
+    tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_'))
+    params = {'model.depth': str(depth), 'model.segmentation': str(seg or ''),
+              'model.device': device, 'model.precision': precision, **(depth_cfg or {})}
+    env = dict(os.environ, **profile_env())
+    node = start_node(params, ns, tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                      env=env)
+    client = Client('dpt_bench_subscriber')
+    arrivals: Dict[str, Dict[int, int]] = {'depth': {}, 'points': {}, 'labels': {}}
+    diags: List[Any] = []
+
+    def arrived(kind: str) -> Callable[[Any], None]:
+        return lambda msg: arrivals[kind].__setitem__(conv.stamp_ns(msg.header), time.time_ns())
+    n = client.node
+    n.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    n.create_subscription(Image, f"{ns}/{outputs.BY_NAME['depth'].topic}", arrived('depth'), 10)
+    n.create_subscription(PointCloud2, f"{ns}/{outputs.BY_NAME['points'].topic}",
+                          arrived('points'), 10)
+    if seg:
+        n.create_subscription(Image, f"{ns}/{outputs.BY_NAME['labels'].topic}",
+                              arrived('labels'), 10)
+    kinds = ['depth', 'points'] + (['labels'] if seg else [])
+    settle = max(3.0, 3 * est_ms / 1e3)
+    try:
+        client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0, 120, proc=node,
+                          step=0.05)
+        if node.poll() is not None:
+            raise RuntimeError(f'dpt_node exited: {node.stderr.read()[-2000:]}')
+        # Latency: paced so the node is idle when each frame arrives.
+        lat_rate = min(10.0, 600.0 / max(est_ms, 1.0))
+        latency = _latency_phase(client, arrivals, kinds, ns, width, height, lat_rate, frames,
+                                 settle, env)
+        latency['node_p50_ms'] = node_stages(diags)
+        # Throughput: faster than the node can go; it keeps the newest frame.
+        thr_rate = min(60.0, 2500.0 / max(est_ms, 1.0))
+        throughput = _latency_phase(client, arrivals, kinds, ns, width, height, thr_rate,
+                                    max(frames, int(thr_rate * 4)), settle, env)
+        throughput['node_p50_ms'] = node_stages(diags)
+    finally:
+        client.close()
+        stop_process(node)
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f'    dds {width}x{height}: e2e p50 {latency["latency"]["p50"]:.1f} ms '
+        f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps')
+    return {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,
+            'segmentation': bool(seg)}
+
+
+# ------------------------------------------------------------------ dpt_demo: frames to files
+
+def _saved_from_messages(msgs: Dict[str, Any], latency_ms: float) -> Saved:
+    """Turn one frame's output messages (by output name) into arrays, as the demo writes them."""
+    saved = Saved(latency_ms=latency_ms)
+    for name, msg in msgs.items():
+        o = outputs.BY_NAME[name]
+        if o.msg_type == conv.CLOUD_TYPE:
+            pts = conv.read_points(msg).reshape(-1)
+            xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1)
+            rgb = conv.unpack_rgb(pts['rgb']) if 'rgb' in pts.dtype.names else None
+            saved.cloud = (xyz, rgb)
+        elif o.msg_type == conv.IMAGE_TYPE:
+            arr = conv.image_to_array(msg)
+            saved.arrays[name] = conv.encoded_to_depth(arr, msg.encoding) if name == 'depth' \
+                else arr
+    return saved
+
+
+class _OutputCollector:
+    """Every output message of the node under ns, by (output name, stamp)."""
+
+    def __init__(self, client: Client, ns: str) -> None:
+        self.got: Dict[Tuple[str, int], Any] = {}
+        self.arrival: Dict[int, float] = {}
+        for o in outputs.OUTPUTS:
+            client.node.create_subscription(conv.msg_class(o.msg_type), f'{ns}/{o.topic}',
+                                            self._callback(o.name), 10)
+
+    def _callback(self, name: str) -> Callable[[Any], None]:
+        def cb(msg: Any) -> None:
+            stamp = conv.stamp_ns(msg.header)
+            self.got[(name, stamp)] = msg
+            self.arrival[stamp] = max(self.arrival.get(stamp, 0.0), time.perf_counter())
+        return cb
+
+    def names(self, stamp: int) -> set:
+        """Return the names of the outputs received for this stamp."""
+        return {n for (n, s) in self.got if s == stamp}
+
+    def messages(self, stamp: int) -> Dict[str, Any]:
+        """Return the messages received for this stamp, by output name."""
+        return {n: m for (n, s), m in list(self.got.items()) if s == stamp}
+
+
+def _first_frame_complete(have: set, seg: bool) -> bool:
+    """Frame 0 is complete once the outputs any checkpoint of its kind produces are in."""
+    return 'depth_colored' in have and ('relative' in have or 'points' in have) and (
+        not seg or 'overlay' in have)
+
+
+def run_through_node(frames: List[SampleFrame], depth: str, seg: str, device: str,
+                     timeout: float) -> Tuple[List[Saved], Dict[str, float]]:
+    """Publish frames to a dpt_node process over DDS; collect every output per frame."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+    from builtin_interfaces.msg import Time
+
+    ns = '/dpt_demo'
+    tmp = Path(tempfile.mkdtemp(prefix='dpt_demo_'))
+    proc = start_node({'model.depth': depth, 'model.segmentation': seg, 'model.device': device},
+                      ns, tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    say(f"started the node: {' '.join(proc.args)}")
+    log: List[str] = []
+    reader = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
+    reader.start()
+    client = Client('dpt_demo_client')
+    collect = _OutputCollector(client, ns)
+    diags: List[Any] = []
+    client.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    img_pub = client.node.create_publisher(Image, f'{ns}/image', 5)
+    info_pub = client.node.create_publisher(CameraInfo, f'{ns}/camera_info', 5)
+    results: List[Saved] = []
+    try:
+        if not client.spin_until(lambda: img_pub.get_subscription_count() > 0, timeout, proc):
+            raise RuntimeError('the node did not come up:\n' + ''.join(log[-20:]))
+        client.spin_for(1.0)  # every output subscription matched: frame 0 is not half-done
+        expected: set = set()
+        for i, frame in enumerate(frames):
+            header = Header(frame_id='camera_color_optical_frame',
+                            stamp=Time(sec=1_700_000_000 + i, nanosec=0))
+            stamp = conv.stamp_ns(header)
+            info_pub.publish(conv.camera_info_from_intrinsics(frame.intrinsics, header))
+            client.spin_for(0.05)
+            sent = time.perf_counter()
+            img_pub.publish(conv.image_msg(header, frame.rgb, 'rgb8'))
+            if expected:  # after frame 0: every output frame 0 produced
+                complete = lambda: expected <= collect.names(stamp)  # noqa: E731
+            else:
+                complete = lambda: _first_frame_complete(collect.names(stamp),  # noqa: E731
+                                                         bool(seg))
+            if not client.spin_until(complete, timeout, proc):
+                raise RuntimeError(f'no outputs for frame {i} within {timeout:.0f} s:\n'
+                                   + ''.join(log[-20:]))
+            if not expected:
+                client.spin_for(1.0)  # let every output of the first frame arrive
+                expected = collect.names(stamp)
+            latency = (collect.arrival[stamp] - sent) * 1e3
+            results.append(_saved_from_messages(collect.messages(stamp), latency))
+        client.spin_for(1.2)  # one more /diagnostics report
+    finally:
+        client.close()
+        stop_process(proc)
+        reader.join(timeout=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if proc.returncode not in (0, -2, None):
+        say(''.join(log[-20:]))
+    return results, node_stages(diags)
