@@ -271,7 +271,7 @@ def process_bag(args: argparse.Namespace, log: Any = print) -> Dict[str, Any]:
                 intr = info = None
                 if info_msg is not None:
                     try:
-                        intr = conv.intrinsics_from_camera_info(info_msg)
+                        intr = conv.intrinsics_from_camera_info(info_msg, cfg.input.rectified)
                         intr.check(frame.width, frame.height)
                         info = info_msg
                     except (IntrinsicsError, FrameError) as exc:

@@ -123,7 +123,7 @@ class SegmentationConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """Input topics and their QoS (changing these needs a restart)."""
+    """Input topics, which image they carry, and their QoS (changing these needs a restart)."""
 
     transport: str = _opt(
         'raw', "'raw' subscribes to image (sensor_msgs/Image); 'compressed' to "
@@ -131,6 +131,10 @@ class InputConfig:
     reliability: str = _opt(
         'auto', "Image subscription reliability: 'auto' matches the publisher, or 'reliable' / "
         "'best_effort'.", choices=INPUT_RELIABILITY, read_only=True)
+    rectified: bool = _opt(
+        True, 'true: image is rectified (image_rect, image_rect_color): intrinsics from '
+        'camera_info P, no undistortion, as depth_image_proc. false: image is raw (image_raw): '
+        'camera_info K and D, undistorted per pixel.', read_only=True)
 
 
 @dataclass(frozen=True)

@@ -131,11 +131,29 @@ def decode_compressed(msg: Any) -> Frame:
     return Frame(img, {1: 'mono8', 3: 'bgr8', 4: 'bgra8'}[ch])
 
 
-def intrinsics_from_camera_info(msg: Any) -> Intrinsics:
-    """sensor_msgs/CameraInfo -> Intrinsics of the published image (binning and ROI applied)."""
+def intrinsics_from_camera_info(msg: Any, rectified: bool = True) -> Intrinsics:
+    """sensor_msgs/CameraInfo -> Intrinsics of the published image (binning and ROI applied).
+
+    rectified=True (image_rect): the projection matrix P and no distortion, as image_geometry
+    and depth_image_proc use it; P's Tx/Ty (stereo baseline) are ignored like they do, so
+    points stay in the image's own optical frame. An all-zero P (uncalibrated drivers fill K
+    only) falls back to K, noted in Intrinsics.source. rectified=False (image_raw): K and D.
+    """
     k = [float(v) for v in msg.k]
     if len(k) != 9:
         raise FrameError(f'camera_info K has {len(k)} values, expected 9.')
+    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    model, d, source = str(msg.distortion_model), tuple(float(v) for v in msg.d), 'K'
+    if rectified:
+        p = [float(v) for v in msg.p]
+        if len(p) != 12:
+            raise FrameError(f'camera_info P has {len(p)} values, expected 12.')
+        if any(p[i] != 0.0 for i in (0, 2, 5, 6)):
+            fx, fy, cx, cy = p[0], p[5], p[2], p[6]
+            source = 'P'
+        else:
+            source = 'K (P is empty)'
+        model, d = '', ()
     bx = int(msg.binning_x) or 1
     by = int(msg.binning_y) or 1
     roi = msg.roi
@@ -144,9 +162,8 @@ def intrinsics_from_camera_info(msg: Any) -> Intrinsics:
     width = int(msg.width) if full else int(roi.width)
     height = int(msg.height) if full else int(roi.height)
     return Intrinsics(
-        fx=k[0] / bx, fy=k[4] / by, cx=(k[2] - x0) / bx, cy=(k[5] - y0) / by,
-        width=width // bx, height=height // by, distortion_model=str(msg.distortion_model),
-        d=tuple(float(v) for v in msg.d))
+        fx=fx / bx, fy=fy / by, cx=(cx - x0) / bx, cy=(cy - y0) / by,
+        width=width // bx, height=height // by, distortion_model=model, d=d, source=source)
 
 
 # ---------------------------------------------------------------- encoders (plain fields)

@@ -23,7 +23,11 @@ class IntrinsicsError(ValueError):
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole intrinsics of the image as published (after binning and ROI), plus distortion."""
+    """Pinhole intrinsics of the image as published (after binning and ROI), plus distortion.
+
+    distortion_model '' with no d means an undistorted (rectified) image; source names the
+    camera_info matrix the numbers came from ('K' or 'P').
+    """
 
     fx: float
     fy: float
@@ -33,16 +37,17 @@ class Intrinsics:
     height: int
     distortion_model: str = ''
     d: Tuple[float, ...] = ()
+    source: str = 'K'
 
     def check(self, width: int, height: int) -> None:
         """Raise IntrinsicsError unless these intrinsics fit an image of this size."""
         vals = (self.fx, self.fy, self.cx, self.cy)
         if not all(math.isfinite(v) for v in vals):
-            raise IntrinsicsError(f'camera_info has a non-finite K ({vals}).')
+            raise IntrinsicsError(f'camera_info has a non-finite {self.source} ({vals}).')
         if self.fx <= 0 or self.fy <= 0:
             raise IntrinsicsError(
-                f'camera_info focal length must be positive (fx={self.fx}, fy={self.fy}); '
-                'is the camera calibrated?')
+                f'camera_info focal length must be positive ({self.source}: fx={self.fx}, '
+                f'fy={self.fy}); is the camera calibrated?')
         if (self.width, self.height) != (width, height):
             raise IntrinsicsError(
                 f'camera_info is for {self.width}x{self.height} but the image is '
@@ -68,44 +73,77 @@ def pixel_grid(width: int, height: int, stride: int) -> Tuple[np.ndarray, np.nda
 def ray_grid(intr: Intrinsics, stride: int = 1) -> Tuple[np.ndarray, str]:
     """(h, w, 2) float32 normalised coordinates (x/z, y/z) per kept pixel, and a note.
 
-    Undistorts exactly (OpenCV) for plumb_bob / rational_polynomial / equidistant, so raw
-    images back-project correctly; unknown models fall back to the pinhole K with a note.
+    Undistorts exactly for plumb_bob / rational_polynomial (OpenCV) and equidistant, so raw
+    images back-project correctly; equidistant is a lens model (r = f * theta) even with an
+    all-zero D, and rays at 90 degrees or more from the axis have no depth along z (NaN).
+    Unknown models fall back to the pinhole K with a note.
     """
     u, v = pixel_grid(intr.width, intr.height, stride)
     note = ''
-    if intr.distorted and intr.distortion_model in _PINHOLE_MODELS + _FISHEYE_MODELS:
+    if intr.distortion_model in _FISHEYE_MODELS:
+        xy = _equidistant_rays((u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, intr.d)
+    elif intr.distorted and intr.distortion_model in _PINHOLE_MODELS:
         import cv2
         pts = np.stack([u, v], axis=-1).reshape(-1, 1, 2)
-        if intr.distortion_model in _FISHEYE_MODELS:
-            d = np.array(intr.d[:4], np.float64)
-            und = cv2.fisheye.undistortPoints(pts, intr.matrix(), d)
-        else:
-            und = cv2.undistortPoints(pts, intr.matrix(), np.array(intr.d, np.float64))
+        und = cv2.undistortPoints(pts, intr.matrix(), np.array(intr.d, np.float64))
         xy = und.reshape(u.shape + (2,))
     else:
         if intr.distorted:
             note = (f"distortion model '{intr.distortion_model}' is not supported; points use "
                     'the pinhole K only (feed rectified images for exact geometry).')
         xy = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy], axis=-1)
+    if intr.source not in ('K', 'P'):
+        note = (f'camera_info has an empty P; points use {intr.source}. Calibrate the camera '
+                'or set input.rectified false for a raw image.')
     return xy.astype(np.float32), note
+
+
+def _equidistant_rays(xd: np.ndarray, yd: np.ndarray, d: Tuple[float, ...]) -> np.ndarray:
+    """Invert theta_d = theta (1 + k1 theta^2 + ... + k4 theta^8) per pixel (Newton).
+
+    Returns (..., 2) x/z, y/z; NaN where no ray in front of the camera (theta >= 90 degrees)
+    maps to the pixel or the inverse does not converge.
+    """
+    k = np.zeros(4)
+    k[:min(4, len(d))] = d[:4]
+    theta_d = np.hypot(xd, yd)
+    theta = theta_d.copy()
+    for _ in range(20):
+        t2 = theta * theta
+        f = theta * (1 + t2 * (k[0] + t2 * (k[1] + t2 * (k[2] + t2 * k[3])))) - theta_d
+        df = 1 + t2 * (3 * k[0] + t2 * (5 * k[1] + t2 * (7 * k[2] + t2 * 9 * k[3])))
+        theta = theta - f / np.where(np.abs(df) > 1e-12, df, 1e-12)
+    t2 = theta * theta
+    resid = theta * (1 + t2 * (k[0] + t2 * (k[1] + t2 * (k[2] + t2 * k[3])))) - theta_d
+    ok = (np.abs(resid) < 1e-9) & (theta >= 0) & (theta < np.pi / 2 - 1e-6)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        scale = np.where(theta_d > 1e-12, np.tan(theta) / theta_d, 1.0)
+    scale = np.where(ok, scale, np.nan)
+    return np.stack([xd * scale, yd * scale], axis=-1)
 
 
 class Backprojector:
     """Depth (H, W) metres -> points, with the ray grid cached per camera and stride."""
 
     def __init__(self) -> None:
-        self._cache: Dict[Tuple, torch.Tensor] = {}
+        self._cache: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
         self.note = ''
 
-    def rays(self, intr: Intrinsics, stride: int, device: torch.device) -> torch.Tensor:
-        """Return the cached (h, w, 2) ray grid on the device."""
+    def _grid(self, intr: Intrinsics, stride: int, device: torch.device
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         key = (intr, stride, device)
         if key not in self._cache:
             if len(self._cache) > 8:
                 self._cache.clear()
             xy, self.note = ray_grid(intr, stride)
-            self._cache[key] = torch.from_numpy(xy).to(device)
+            no_ray = np.isnan(xy[..., 0])
+            self._cache[key] = (torch.from_numpy(xy).to(device),
+                                torch.from_numpy(no_ray).to(device) if no_ray.any() else None)
         return self._cache[key]
+
+    def rays(self, intr: Intrinsics, stride: int, device: torch.device) -> torch.Tensor:
+        """Return the cached (h, w, 2) ray grid on the device (NaN: no ray in front)."""
+        return self._grid(intr, stride, device)[0]
 
     def __call__(self, depth: torch.Tensor, intr: Intrinsics, stride: int = 1,
                  organized: bool = True, rgb: Optional[torch.Tensor] = None
@@ -117,7 +155,9 @@ class Backprojector:
         PointCloud2 'rgb' expects, or 0 when rgb is None.
         """
         z = depth[::stride, ::stride]
-        xy = self.rays(intr, stride, depth.device)
+        xy, no_ray = self._grid(intr, stride, depth.device)
+        if no_ray is not None:  # fisheye pixels past 90 degrees: the whole point is invalid
+            z = z.masked_fill(no_ray, float('nan'))
         h, w = z.shape
         pts = torch.empty((h, w, 4), dtype=torch.float32, device=depth.device)
         pts[..., 0] = xy[..., 0] * z

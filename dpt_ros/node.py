@@ -370,7 +370,7 @@ class DptNode(Node):
                     'without points and depth/camera_info until it arrives.')
             return None, None
         try:
-            intr = conv.intrinsics_from_camera_info(info)
+            intr = conv.intrinsics_from_camera_info(info, self._cfg.input.rectified)
             intr.check(width, height)
         except (IntrinsicsError, ValueError) as exc:
             self._warn('bad_info', f'camera_info on {self._info_topic} unusable ({exc}); '

@@ -179,9 +179,13 @@ class NodeProcess:
 
 
 def backproject_check(points_msg: Any, depth: np.ndarray, info: Any) -> float:
-    """Largest distance (m) between the cloud and depth back-projected through info.K."""
+    """Largest distance (m) between the cloud and depth back-projected as depth_image_proc does.
+
+    depth_image_proc (convertDepth) takes image_geometry's fx(), fy(), cx(), cy(): P's, and
+    ignores distortion and Tx: x = (u - cx) * z / fx.
+    """
     pts = conv.read_points(points_msg)
-    fx, fy, cx, cy = info.k[0], info.k[4], info.k[2], info.k[5]
+    fx, fy, cx, cy = info.p[0], info.p[5], info.p[2], info.p[6]
     h, w = depth.shape
     assert pts.shape == (h, w), f'organized cloud {pts.shape} != depth {depth.shape}'
     v, u = np.mgrid[0:h, 0:w].astype(np.float64)

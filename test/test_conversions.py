@@ -118,9 +118,44 @@ def test_pointcloud_layout_as_ros_tools_expect(organized):
 def test_camera_info_binning_and_roi():
     info = CameraInfo(width=1280, height=960, k=[1000.0, 0, 640, 0, 1000.0, 480, 0, 0, 1])
     info.binning_x = info.binning_y = 2
-    intr = conv.intrinsics_from_camera_info(info)
+    intr = conv.intrinsics_from_camera_info(info, rectified=False)
     assert (intr.width, intr.height, intr.fx, intr.cx) == (640, 480, 500.0, 320.0)
     info = CameraInfo(width=1280, height=960, k=[1000.0, 0, 640, 0, 1000.0, 480, 0, 0, 1])
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 50, 400, 300
-    intr = conv.intrinsics_from_camera_info(info)
+    intr = conv.intrinsics_from_camera_info(info, rectified=False)
     assert (intr.width, intr.height, intr.cx, intr.cy) == (400, 300, 540.0, 430.0)
+
+
+def stereo_right_camera_info():
+    """Return a calibrated right camera of a stereo pair: P != K, D != 0, Tx = -fx' * B."""
+    info = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
+    info.k = [520.0, 0.0, 322.0, 0.0, 518.0, 241.0, 0.0, 0.0, 1.0]
+    info.d = [-0.3, 0.1, 0.001, -0.0005, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [480.0, 0.0, 318.0, -48.0, 0.0, 482.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def test_camera_info_rectified_uses_p_raw_uses_k_and_d():
+    info = stereo_right_camera_info()
+    rect = conv.intrinsics_from_camera_info(info)  # rectified is the default
+    assert (rect.fx, rect.fy, rect.cx, rect.cy) == (480.0, 482.0, 318.0, 236.0)
+    assert rect.source == 'P' and not rect.distorted and rect.distortion_model == ''
+    raw = conv.intrinsics_from_camera_info(info, rectified=False)
+    assert (raw.fx, raw.fy, raw.cx, raw.cy) == (520.0, 518.0, 322.0, 241.0)
+    assert raw.source == 'K' and raw.distortion_model == 'plumb_bob' and raw.d == tuple(info.d)
+    info.binning_x = info.binning_y = 2
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 50, 400, 300
+    binned = conv.intrinsics_from_camera_info(info)
+    assert (binned.width, binned.height) == (200, 150)
+    assert (binned.fx, binned.cx, binned.cy) == (240.0, 109.0, 93.0)
+
+
+def test_camera_info_without_p_falls_back_to_k_with_a_note():
+    from dpt_ros.geometry import ray_grid
+    info = stereo_right_camera_info()
+    info.p = [0.0] * 12  # uncalibrated drivers publish K only
+    intr = conv.intrinsics_from_camera_info(info)
+    assert (intr.fx, intr.cx) == (520.0, 322.0) and intr.source == 'K (P is empty)'
+    _, note = ray_grid(intr, stride=16)
+    assert 'empty P' in note and 'input.rectified' in note

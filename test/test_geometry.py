@@ -92,3 +92,39 @@ def test_intrinsics_check_rejects(change, word):
     with pytest.raises(IntrinsicsError, match=word):
         intr.check(640, 480)
     Intrinsics(**K).check(640, 480)
+
+
+def test_fisheye_with_zero_distortion_is_still_equidistant():
+    """Equidistant with D = 0 is r = f * theta, not the pinhole r = f * tan(theta)."""
+    f = 800.0 / math.pi  # 45 degrees off axis lies 200 px from the principal point
+    intr = Intrinsics(fx=f, fy=f, cx=319.0, cy=239.0, width=640, height=480,
+                      distortion_model='equidistant', d=(0.0, 0.0, 0.0, 0.0))
+    pts, h, w = Backprojector()(torch.full((480, 640), 2.0), intr)
+    p = pts.numpy().reshape(h, w, 4).astype(np.float64)
+    # 200 px right of the centre: a ray at 45 degrees, x = z
+    assert p[239, 519, :3] == pytest.approx([2.0, 0.0, 2.0], abs=1e-5)
+    # 200 px along the diagonal: also 45 degrees, split evenly between x and y
+    d = 200 / math.sqrt(2)
+    u, v = 319 + d, 239 + d
+    ui, vi = int(round(u)), int(round(v))
+    ray = p[vi, ui, :3] / 2.0
+    theta = math.hypot(ui - 319, vi - 239) / f
+    assert math.hypot(ray[0], ray[1]) == pytest.approx(math.tan(theta), rel=1e-5)
+    # 400 px from the centre (the corner) is 90 degrees: no point in front of the camera
+    assert np.isnan(p[479, 639, :3]).all()
+    assert np.isfinite(p[239, 319, :3]).all() and p[239, 319, 0] == 0.0
+
+
+def test_fisheye_rays_reproject_through_opencv():
+    d = (0.05, -0.01, 0.002, -0.0005)
+    intr = Intrinsics(fx=280.0, fy=281.0, cx=322.0, cy=238.0, width=640, height=480,
+                      distortion_model='equidistant', d=d)
+    pts, h, w = Backprojector()(torch.full((480, 640), 1.5), intr, stride=8)
+    p = pts.numpy()[:, :3].astype(np.float64)
+    ok = np.isfinite(p[:, 2])
+    assert ok.mean() > 0.95
+    uv, _ = cv2.fisheye.projectPoints(p[ok].reshape(-1, 1, 3), np.zeros(3), np.zeros(3),
+                                      intr.matrix(), np.array(d))
+    v, u = np.mgrid[0:480:8, 0:640:8]
+    grid = np.stack([u.ravel(), v.ravel()], 1)[ok]
+    assert np.abs(uv.reshape(-1, 2) - grid).max() < 1e-3

@@ -226,6 +226,9 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
         else:
             info.width, info.height = 640, 480
         info.k = k
+        p = list(info.p)
+        p[0], p[5] = k[0], k[4]  # rectified input (the default) reads P
+        info.p = p
         info_pub.publish(info)
         harness.wait(lambda: node._camera_info is not None and
                      conv.stamp_ns(node._camera_info.header) == conv.stamp_ns(info.header), 5)
