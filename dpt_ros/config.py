@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 DEFAULT_DEPTH_MODEL = 'Intel/dpt-hybrid-midas'
+DEFAULT_DEPTH_MAX = 20.0  # metres, where depth.max is 0 and the checkpoint declares none
 
 DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
@@ -95,7 +96,9 @@ class DepthConfig:
         0.0, 'affine_inverse: shift in metres = 1 / (scale * d + shift).', lo=-1.0e6, hi=1.0e6)
     min: float = _opt(0.1, 'Nearest valid depth in metres; nearer becomes NaN.', lo=0.0, hi=1.0e4)
     max: float = _opt(
-        20.0, 'Farthest valid depth in metres; farther becomes NaN.', lo=0.001, hi=1.0e4)
+        0.0, 'Farthest valid depth in metres; farther becomes NaN. 0: the max_depth a metric '
+        f'checkpoint declares (Depth Anything, GLPN, ZoeDepth), else {DEFAULT_DEPTH_MAX:g} m.',
+        lo=0.0, hi=1.0e4)
     encoding: str = _opt(
         '32FC1', "depth/image encoding: '32FC1' metres with NaN invalid (REP 118) or '16UC1' "
         'millimetres with 0 invalid.', choices=DEPTH_ENCODINGS)
@@ -184,7 +187,7 @@ class Config:
             raise ConfigError(
                 'model.depth and model.segmentation are both empty: set at least one checkpoint.')
         d = self.depth
-        if d.min >= d.max:
+        if d.max and d.min >= d.max:
             raise ConfigError(f'depth.min ({d.min}) must be smaller than depth.max ({d.max}).')
         if d.mode == 'affine_inverse' and d.scale == 0.0 and d.shift <= 0.0:
             raise ConfigError(

@@ -17,12 +17,12 @@ from urllib.parse import urlparse
 import torch
 
 from dpt_ros.config import ConfigError, ModelConfig
-from dpt_ros.preprocess import PreprocessSpec
+from dpt_ros.preprocess import PreprocessSpec, UnsupportedProcessor
 
 LOG = logging.getLogger('dpt_ros')
 
 # Architectures whose raw output is already metres (besides configs that say so).
-_METRIC_MODEL_TYPES = ('zoedepth', 'glpn', 'depth_pro')
+_METRIC_MODEL_TYPES = ('zoedepth', 'glpn')
 
 
 class ModelLoadError(RuntimeError):
@@ -48,6 +48,7 @@ class LoadedModel:
     notes: List[str] = field(default_factory=list)
     eager: Optional[torch.nn.Module] = None  # the torch module when a backend replaced net
     weights_hash: str = ''         # set once by dpt_ros.export.model_hash (engine cache keys)
+    max_depth: Optional[float] = None  # metres: the farthest a metric checkpoint outputs
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the network on preprocessed pixel values (already on the device, in dtype)."""
@@ -189,8 +190,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def load_transformers_model(source: str, task: str) -> Tuple[torch.nn.Module, Any, Optional[Path]]:
-    """Load a depth or segmentation checkpoint through transformers' Auto classes, safely."""
+def load_transformers_model(source: str, task: str,
+                            before_weights: Optional[Callable[[Any, Optional[Path]], None]] = None
+                            ) -> Tuple[torch.nn.Module, Any, Optional[Path]]:
+    """Load a depth or segmentation checkpoint through transformers' Auto classes, safely.
+
+    before_weights(config, local folder) runs once the config is read, so a checkpoint that
+    will be refused is refused before its weights are read.
+    """
     from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
     from transformers.utils import logging as hf_logging
 
@@ -204,6 +211,8 @@ def load_transformers_model(source: str, task: str) -> Tuple[torch.nn.Module, An
         raise ModelLoadError(
             f"'{source}' is a {found} checkpoint ({', '.join(config.architectures)}), given as "
             f'model.{task}; set it as model.{other} instead.')
+    if before_weights is not None:
+        before_weights(config, local)
     auto = AutoModelForDepthEstimation if task == 'depth' else AutoModelForSemanticSegmentation
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -240,6 +249,15 @@ def load_transformers_model(source: str, task: str) -> Tuple[torch.nn.Module, An
     return model, config, local
 
 
+def checkpoint_max_depth(config: Any) -> Optional[float]:
+    """Farthest depth in metres a checkpoint declares (max_depth, ZoeDepth bins), or None."""
+    bins = getattr(config, 'bin_configurations', None)
+    values = [b.get('max_depth') for b in bins or [] if isinstance(b, dict)]
+    values.append(getattr(config, 'max_depth', None))
+    values = [float(v) for v in values if isinstance(v, (int, float)) and v > 0]
+    return max(values) if values else None
+
+
 def _needs_square(config: Any) -> bool:
     # ViT DPT (plain and hybrid) reshapes tokens to sqrt(N) x sqrt(N); backbone DPTs do not.
     if config.model_type != 'dpt':
@@ -253,15 +271,24 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     device = resolve_device(cfg.device)
     dtype, note = resolve_dtype(cfg.precision, device)
     notes = [note] if note else []
-    model, config, local = load_transformers_model(source, task)
+    specs: List[PreprocessSpec] = []
+
+    def processor(config: Any, local: Optional[Path]) -> None:
+        proc = _read_preprocessor_config(source, local)
+        try:
+            specs.append(PreprocessSpec.from_processor_dict(
+                proc or {}, cfg, square_only=_needs_square(config), model_type=config.model_type))
+        except UnsupportedProcessor as exc:
+            raise ModelLoadError(f"'{source}' ({config.model_type}): {exc}") from exc
+        if proc is None:
+            notes.append(f"'{source}' has no preprocessor_config.json; using the "
+                         f"{specs[0].kind} image processor's defaults.")
+
+    model, config, local = load_transformers_model(source, task, processor)
+    spec = specs[0]
+    square = _needs_square(config)
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None  # training-only branch, computed on every forward otherwise
-    square = _needs_square(config)
-    proc = _read_preprocessor_config(source, local)
-    if proc is None:
-        notes.append(f"'{source}' has no preprocessor_config.json; using DPTImageProcessor "
-                     'defaults (384 x 384, mean/std 0.5).')
-    spec = PreprocessSpec.from_processor_dict(proc or {}, cfg, square_only=square)
     model.eval().requires_grad_(False)
     model.to(device=device, dtype=dtype)
     if device.type == 'cuda':
@@ -277,7 +304,7 @@ def load_model(source: str, task: str, cfg: ModelConfig,
         task=task, source=source, net=_TensorOut(model, task).eval(), spec=spec, device=device,
         dtype=dtype, model_type=config.model_type, metric=metric, labels=labels,
         square_input=square, num_parameters=sum(p.numel() for p in model.parameters()),
-        notes=notes)
+        notes=notes, max_depth=checkpoint_max_depth(config) if metric else None)
     for n in notes:
         log(n)
     return loaded

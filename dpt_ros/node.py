@@ -204,10 +204,10 @@ class DptNode(Node):
         flat.update(changes)
         try:
             cfg = config_from_flat(flat)
+            self._pipeline.update(cfg)  # checked against the model; applies from the next frame
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._cfg = cfg
-        self._pipeline.update(cfg)  # applies from the next frame
         self.get_logger().info(
             'parameters updated: ' + ', '.join(f'{k}={v!r}' for k, v in changes.items()))
         return SetParametersResult(successful=True)

@@ -16,7 +16,7 @@ import torch
 
 from dpt_ros import outputs
 from dpt_ros import postprocess as post
-from dpt_ros.config import Config
+from dpt_ros.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.conversions import Frame
 from dpt_ros.geometry import Backprojector, Intrinsics, IntrinsicsError
 from dpt_ros.models import apply_backend, load_model, LoadedModel
@@ -89,6 +89,7 @@ class Pipeline:
             self.depth_model = load_model(cfg.model.depth, 'depth', cfg.model, log)
         if self.seg_model is None and cfg.model.segmentation:
             self.seg_model = load_model(cfg.model.segmentation, 'segmentation', cfg.model, log)
+        self.check(cfg)
         first = self.depth_model or self.seg_model
         assert first is not None
         self.device = first.device
@@ -113,18 +114,35 @@ class Pipeline:
 
     def update(self, cfg: Config) -> None:
         """Swap in new live settings (validated); applies from the next frame."""
-        self._cfg = cfg.validate()
+        self._cfg = self.check(cfg.validate())
+
+    def check(self, cfg: Config) -> Config:
+        """Return cfg, or raise ConfigError where it does not fit the loaded models."""
+        if self.depth_model is not None and cfg.depth.min >= self.depth_max(cfg):
+            whose = "the checkpoint's" if self.depth_model.max_depth else 'the default'
+            raise ConfigError(
+                f'depth.min ({cfg.depth.min}) must be smaller than depth.max (0: {whose} '
+                f'{self.depth_max(cfg):g} m); lower depth.min or set depth.max.')
+        return cfg
 
     @property
     def labels(self) -> List[str]:
         """Segmentation class names (empty without a segmentation model)."""
         return list(self.seg_model.labels) if self.seg_model else []
 
-    def depth_mode(self) -> str:
-        """Return the depth mode in force ('' without a depth model)."""
+    def depth_mode(self, cfg: Optional[Config] = None) -> str:
+        """Return the depth mode in force, or under cfg ('' without a depth model)."""
         if self.depth_model is None:
             return ''
-        return post.effective_mode(self._cfg.depth.mode, self.depth_model.metric)
+        return post.effective_mode((cfg or self._cfg).depth.mode, self.depth_model.metric)
+
+    def depth_max(self, cfg: Optional[Config] = None) -> float:
+        """Farthest valid depth in metres: depth.max, or 0 = the checkpoint's, else 20 m."""
+        set_max = (cfg or self._cfg).depth.max
+        if set_max:
+            return set_max
+        declared = self.depth_model.max_depth if self.depth_model is not None else None
+        return declared or DEFAULT_DEPTH_MAX
 
     def describe(self) -> Dict[str, str]:
         """Device, models, precision and backend, for logs and diagnostics."""
@@ -137,6 +155,10 @@ class Pipeline:
                 out['precision'] = str(m.dtype).replace('torch.', '')
                 out['backend'] = m.backend
         out['depth_mode'] = self.depth_mode() or 'off'
+        if self.depth_model is not None:
+            src = 'depth.max' if self._cfg.depth.max else (
+                'checkpoint' if self.depth_model.max_depth else 'default')
+            out['depth_max_m'] = f'{self.depth_max():g} ({src})'
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -296,23 +318,27 @@ class Pipeline:
         rgb8 = rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8) if need_rgb8 \
             else None
         metres = None
-        mode = self.depth_mode()
+        mode = self.depth_mode(cfg)
         if raw is not None:
-            depth = post.resize_depth(raw, (h, w))
+            dm = self.depth_model
+            depth = post.resize_depth(raw, (h, w), dm.spec.placement(h, w))
             metres = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift,
-                                    cfg.depth.min, cfg.depth.max)
+                                    cfg.depth.min, self.depth_max(cfg))
+            # depth/relative is inverse depth (larger is nearer) whatever the checkpoint
+            relative = post.relative_inverse(depth, dm.metric) if metres is None or (
+                'relative' in want and not dm.metric) else None
             for i in range(b):
                 results[i].mode = mode
-                if 'relative' in want and not self.depth_model.metric:
-                    out[i]['relative'] = post.relative_valid(depth[i])
+                if 'relative' in want and relative is not None:
+                    out[i]['relative'] = relative[i]
                 if 'depth' in want and metres is not None:
                     out[i]['depth'] = metres[i]
                 if 'depth_colored' in want:
-                    src = metres[i] if metres is not None else depth[i]
+                    src = metres[i] if metres is not None else relative[i]
                     out[i]['depth_colored'] = post.colorize_depth(
                         src, cfg.depth.colormap, inverse=metres is None)
         if logits is not None:
-            labels = post.segment(logits, (h, w))
+            labels = post.segment(logits, (h, w), self.seg_model.spec.placement(h, w))
             n = len(self.seg_model.labels)
             for i in range(b):
                 if 'labels' in want:

@@ -12,10 +12,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dpt_ros.preprocess import Placement
 
-def resize_depth(pred: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) predicted depth -> (B, H, W) float32, as post_process_depth_estimation does."""
-    x = pred.to(torch.float32).unsqueeze(1)
+
+def _uncrop(x: torch.Tensor, place: Optional[Placement], mode: str) -> torch.Tensor:
+    """(B, C, h, w) model output -> the frame's part of it, padding removed.
+
+    As ZoeDepth's post-processing: resample to the padded grid, then cut the frame out (the
+    output covers the padded input, so resizing it whole would shift and squeeze the frame).
+    """
+    if place is None or not place.padded:
+        return x
+    if tuple(x.shape[-2:]) != tuple(place.ref):
+        x = F.interpolate(x, size=tuple(place.ref), mode=mode, align_corners=False)
+    t, left, h, w = place.box
+    return x[..., t:t + h, left:left + w]
+
+
+def resize_depth(pred: torch.Tensor, size: Tuple[int, int],
+                 place: Optional[Placement] = None) -> torch.Tensor:
+    """(B, h, w) predicted depth -> (B, H, W) float32, as post_process_depth_estimation does.
+
+    With a placement, padding the preprocessing added is cut away first.
+    """
+    x = _uncrop(pred.to(torch.float32).unsqueeze(1), place, 'bicubic')
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode='bicubic', align_corners=False)
     return x.squeeze(1)
@@ -44,9 +64,16 @@ def to_metres(raw: torch.Tensor, mode: str, scale: float, shift: float,
     return z.masked_fill_(bad, float('nan'))
 
 
-def relative_valid(raw: torch.Tensor) -> torch.Tensor:
-    """Relative inverse depth with non-finite values as NaN (published as depth/relative)."""
-    return torch.where(torch.isfinite(raw), raw, torch.full_like(raw, float('nan')))
+def relative_inverse(depth: torch.Tensor, metric: bool) -> torch.Tensor:
+    """depth/relative: inverse depth (larger is nearer), NaN where not finite or not positive.
+
+    A relative checkpoint's output is that already; a metric one's metres are inverted (1/m),
+    so depth/relative and depth/colored mean the same for every checkpoint.
+    """
+    if metric:
+        inv = torch.reciprocal(depth)
+        return inv.masked_fill_(~torch.isfinite(inv) | (depth <= 0), float('nan'))
+    return torch.where(torch.isfinite(depth), depth, torch.full_like(depth, float('nan')))
 
 
 @lru_cache(maxsize=None)
@@ -96,23 +123,26 @@ def colorize_depth(depth: torch.Tensor, name: str, inverse: bool) -> torch.Tenso
     return rgb.masked_fill_(~torch.isfinite(v).unsqueeze(-1), 0)
 
 
-def segment(logits: torch.Tensor, size: Tuple[int, int],
+def segment(logits: torch.Tensor, size: Tuple[int, int], place: Optional[Placement] = None,
             max_elems: int = 1 << 24) -> torch.Tensor:
     """(B, C, h, w) logits -> (B, H, W) class ids: bilinear resize, then argmax.
 
     Same result as transformers' post_process_semantic_segmentation, but the resized logits
     are made a few classes at a time (running max; ties keep the lower id, as argmax does),
-    so 150 classes at 1280x720 never hold 550 MB at once.
+    so 150 classes at 1280x720 never hold 550 MB at once. Padding is cut away as in
+    resize_depth.
     """
     x = logits if logits.dtype == torch.float32 else logits.float()
     size = tuple(size)
-    if tuple(x.shape[-2:]) == size:
+    if tuple(x.shape[-2:]) == size and (place is None or not place.padded):
         return x.argmax(dim=1)
     b, c = x.shape[:2]
     per = max(1, max_elems // (b * size[0] * size[1]))
     best_val = best_idx = None
     for c0 in range(0, c, per):
-        part = F.interpolate(x[:, c0:c0 + per], size=size, mode='bilinear', align_corners=False)
+        part = _uncrop(x[:, c0:c0 + per], place, 'bilinear')
+        if tuple(part.shape[-2:]) != size:
+            part = F.interpolate(part, size=size, mode='bilinear', align_corners=False)
         val, idx = part.max(dim=1)
         if best_val is None:
             best_val, best_idx = val, idx

@@ -93,7 +93,8 @@ def synthetic_sequence(n: int, width: int = 640, height: int = 480) -> List[Samp
 # ------------------------------------------------------------------ random checkpoints
 
 PRESETS = ('tiny-depth', 'tiny-seg', 'tiny-depth-anything', 'small-depth', 'base-depth',
-           'hybrid-depth', 'large-depth', 'tiny-seg-wide')
+           'hybrid-depth', 'large-depth', 'tiny-seg-wide', 'tiny-depth-anything-outdoor',
+           'tiny-dpt-dinov2', 'tiny-glpn', 'tiny-zoedepth')
 
 
 def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], fusion: int,
@@ -104,7 +105,8 @@ def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], 
 
 
 def _preset_config(preset: str):
-    from transformers import DepthAnythingConfig, Dinov2Config, DPTConfig
+    from transformers import (BeitConfig, DepthAnythingConfig, Dinov2Config, DPTConfig,
+                              GLPNConfig, ZoeDepthConfig)
     tiny = _vit_dpt(32, 4, 4, 37, [16, 16, 32, 32], 16, [0, 1, 2, 3], 64)
     names = ['floor', 'wall', 'ceiling', 'object', 'person']
     if preset == 'tiny-depth':
@@ -115,18 +117,47 @@ def _preset_config(preset: str):
         cfg = DPTConfig(**tiny, num_labels=n, id2label=dict(enumerate(labels)),
                         label2id={v: k for k, v in enumerate(labels)})
         return cfg, {'size': {'height': 64, 'width': 64}}
-    if preset == 'tiny-depth-anything':
-        bb = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                          intermediate_size=37, patch_size=14, image_size=56,
-                          out_features=['stage1', 'stage2', 'stage3', 'stage4'],
-                          reshape_hidden_states=False, apply_layernorm=True)
-        cfg = DepthAnythingConfig(backbone_config=bb, reassemble_hidden_size=32,
-                                  neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
-                                  head_hidden_size=8, depth_estimation_type='metric',
-                                  max_depth=10)
+    stages = ['stage1', 'stage2', 'stage3', 'stage4']
+    dinov2 = {'hidden_size': 32, 'num_hidden_layers': 4, 'num_attention_heads': 4,
+              'intermediate_size': 37, 'patch_size': 14, 'image_size': 56,
+              'out_features': stages, 'reshape_hidden_states': False, 'apply_layernorm': True}
+    imagenet = {'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}
+    if preset in ('tiny-depth-anything', 'tiny-depth-anything-outdoor'):
+        # metric Depth Anything: indoor checkpoints declare max_depth 20, outdoor ones 80
+        cfg = DepthAnythingConfig(backbone_config=Dinov2Config(**dinov2),
+                                  reassemble_hidden_size=32, neck_hidden_sizes=[16, 16, 32, 32],
+                                  fusion_hidden_size=16, head_hidden_size=8,
+                                  depth_estimation_type='metric',
+                                  max_depth=10 if preset == 'tiny-depth-anything' else 80)
         return cfg, {'size': {'height': 70, 'width': 70}, 'keep_aspect_ratio': True,
-                     'ensure_multiple_of': 14, 'image_mean': [0.485, 0.456, 0.406],
-                     'image_std': [0.229, 0.224, 0.225]}
+                     'ensure_multiple_of': 14, **imagenet}
+    if preset == 'tiny-dpt-dinov2':  # facebook/dpt-dinov2-*: no resize, centre pad to 14
+        cfg = DPTConfig(backbone_config=Dinov2Config(**dinov2), hidden_size=32,
+                        neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
+                        reassemble_factors=[4, 2, 1, 0.5])
+        return cfg, {'do_resize': False, 'do_rescale': False, 'do_pad': True,
+                     'size_divisor': 14, 'resample': 2, 'image_mean': [123.675, 116.28, 103.53],
+                     'image_std': [58.395, 57.12, 57.375]}
+    if preset == 'tiny-glpn':  # vinvino02/glpn-nyu's processor: multiple of 32, no normalize
+        cfg = GLPNConfig(hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 2, 2],
+                         depths=[1, 1, 1, 1], decoder_hidden_size=16, max_depth=10)
+        return cfg, {'image_processor_type': 'GLPNImageProcessor', 'do_resize': True,
+                     'do_rescale': True, 'resample': 2, 'size_divisor': 32}
+    if preset == 'tiny-zoedepth':  # Intel/zoedepth-nyu's processor, at a tiny size
+        bb = BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=37, patch_size=16, image_size=64, out_features=stages,
+                        use_relative_position_bias=True, reshape_hidden_states=False)
+        cfg = ZoeDepthConfig(backbone_config=bb, neck_hidden_sizes=[16, 16, 32, 32],
+                             fusion_hidden_size=16, bottleneck_features=16,
+                             num_relative_features=8, bin_embedding_dim=16,
+                             num_attractors=[4, 2, 2, 1],
+                             bin_configurations=[{'n_bins': 16, 'min_depth': 0.001,
+                                                  'max_depth': 10.0}])
+        return cfg, {'image_processor_type': 'ZoeDepthImageProcessor', 'do_pad': True,
+                     'do_resize': True, 'size': {'height': 64, 'width': 80},
+                     'keep_aspect_ratio': True, 'ensure_multiple_of': 16, 'resample': 2,
+                     'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+                     'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}
     if preset == 'small-depth':
         return DPTConfig(**_vit_dpt(192, 6, 3, 768, [48, 96, 192, 384], 64, [1, 3, 4, 5],
                                     384)), {'size': {'height': 384, 'width': 384}}
@@ -146,6 +177,10 @@ def _preset_config(preset: str):
     raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
 
 
+_MODEL_CLASS = {'depth_anything': 'DepthAnythingForDepthEstimation',
+                'glpn': 'GLPNForDepthEstimation', 'zoedepth': 'ZoeDepthForDepthEstimation'}
+
+
 def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
                            seed: int = 0) -> Path:
     """Write a random-weight checkpoint (safetensors + preprocessor_config.json) and return it.
@@ -154,39 +189,41 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
     image (a default-initialised DPT outputs ~1e-8 everywhere, useless for parity checks).
     """
     import torch
-    from transformers import (DepthAnythingForDepthEstimation, DPTForDepthEstimation,
-                              DPTForSemanticSegmentation)
+    import transformers
 
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     path = Path(path)
     cfg, proc = _preset_config(preset)
     torch.manual_seed(seed)
+    model = getattr(transformers, _MODEL_CLASS.get(cfg.model_type, 'DPTForDepthEstimation'))(cfg)
     if preset.startswith('tiny-seg'):
-        model = DPTForSemanticSegmentation(cfg)
-    elif 'depth-anything' in preset:
-        model = DepthAnythingForDepthEstimation(cfg)
-    else:
-        model = DPTForDepthEstimation(cfg)
+        model = transformers.DPTForSemanticSegmentation(cfg)
+    encoder = ('dpt', 'backbone', 'glpn')
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for part in ('neck', 'head'):
-            for mod in getattr(model, part).modules():
-                if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                    fan_in = mod.weight[0].numel()
-                    mod.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
-                    if mod.bias is not None:
-                        mod.bias.fill_(0.1 if part == 'head' else 0.0)
-        # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
-        last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-        last.weight.abs_()
+        for name, mod in model.named_modules():
+            if name.split('.')[0] in encoder or not isinstance(
+                    mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                continue
+            fan_in = mod.weight[0].numel()
+            # ZoeDepth's bin head needs a wider init for its output to vary with the image.
+            gain = 2.0 if name.startswith('metric_head') else 1.0
+            mod.weight.normal_(0.0, gain * (2.0 / fan_in) ** 0.5, generator=gen)
+            if mod.bias is not None:
+                mod.bias.fill_(0.1 if 'head' in name.split('.')[0] else 0.0)
+        if cfg.model_type in ('dpt', 'depth_anything'):
+            # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
+            last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            last.weight.abs_()
     model.eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
-    full = {'image_processor_type': 'DPTImageProcessor', 'do_resize': True, 'resample': 3,
-            'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
-            'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5],
-            'keep_aspect_ratio': False, 'ensure_multiple_of': 1, 'do_pad': False}
+    full = {} if 'image_processor_type' in proc else {
+        'image_processor_type': 'DPTImageProcessor', 'do_resize': True, 'resample': 3,
+        'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+        'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5],
+        'keep_aspect_ratio': False, 'ensure_multiple_of': 1, 'do_pad': False}
     full.update(proc)
     (path / 'preprocessor_config.json').write_text(json.dumps(full, indent=2))
     (path / 'RANDOM_WEIGHTS.txt').write_text(

@@ -70,7 +70,8 @@ def test_bag_outputs_match_the_live_pipeline(tmp_path, params, storage, compress
     src_msgs = read_bag(src)[IMAGE_TOPIC + ('/compressed' if compressed else '')]
     pipe = Pipeline(Config().replace({'model.depth': str(tiny_metric),
                                       'model.segmentation': str(tiny_seg),
-                                      'model.device': 'cpu'}), log=lambda m: None)
+                                      'model.device': 'cpu', 'depth.max': 20.0}),
+                    log=lambda m: None)
     for (_, img), (_, dmsg), (_, cloud), (_, info), (_, lab) in zip(
             src_msgs, bag[f'{NS}/depth/image'], bag[f'{NS}/points'],
             bag[f'{NS}/depth/camera_info'], bag[f'{NS}/segmentation/image']):
