@@ -324,9 +324,11 @@ class Pipeline:
             depth = post.resize_depth(raw, (h, w), dm.spec.placement(h, w))
             metres = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift,
                                     cfg.depth.min, self.depth_max(cfg))
-            # depth/relative is inverse depth (larger is nearer) whatever the checkpoint
-            relative = post.relative_inverse(depth, dm.metric) if metres is None or (
-                'relative' in want and not dm.metric) else None
+            # depth/relative is inverse depth (larger is nearer) whatever the checkpoint;
+            # without metres depth/colored shows it too
+            need = ('relative' in want and (metres is None or not dm.metric)) or (
+                'depth_colored' in want and metres is None)
+            relative = post.relative_inverse(depth, dm.metric) if need else None
             for i in range(b):
                 results[i].mode = mode
                 if 'relative' in want and relative is not None:
