@@ -60,9 +60,7 @@ class _Clock:
 
 def _fixed_input(m: LoadedModel) -> bool:
     """Whether the network input size is the same for every camera frame size."""
-    spec = m.spec
-    padded = spec.do_pad and bool(spec.size_divisor)
-    return spec.do_resize and not spec.keep_aspect_ratio and not padded
+    return m.spec.input_fixed
 
 
 def cuda_setup(device: torch.device) -> torch.cuda.Stream:

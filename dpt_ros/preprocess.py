@@ -202,6 +202,13 @@ class PreprocessSpec:
             return Placement((hp, wp), (hp, wp), ((hp - h) // 2, (wp - w) // 2, h, w))
         return Placement((h, w), (h, w), (0, 0, h, w))
 
+    @property
+    def input_fixed(self) -> bool:
+        """True when the network input size is the same for every camera frame size."""
+        padded = self.kind == 'dpt' and self.do_pad and bool(self.size_divisor)
+        return (self.kind != 'glpn' and self.do_resize and not self.keep_aspect_ratio
+                and not padded)
+
     def output_size(self, in_h: int, in_w: int) -> Tuple[int, int]:
         """Network input (pixel_values) size for a camera frame of this size."""
         return self.placement(in_h, in_w).net

@@ -227,3 +227,13 @@ def test_one_config_snapshot_per_frame(tiny_metric):
     after = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
     assert after.mode == 'affine_inverse'
     assert not np.allclose(after.depth, before.depth, equal_nan=True)
+
+
+@pytest.mark.parametrize('preset', ['tiny-depth', 'tiny-depth-anything', 'tiny-dpt-dinov2',
+                                    'tiny-glpn', 'tiny-zoedepth'])
+def test_input_fixed_says_whether_the_network_size_follows_the_frame(checkpoints, preset):
+    spec = load_model(str(checkpoints(preset)), 'depth', ModelConfig(device='cpu'),
+                      lambda m: None).spec
+    sizes = {spec.output_size(h, w) for h, w in ((480, 640), (720, 1280), (251, 333))}
+    assert spec.input_fixed == (len(sizes) == 1), (preset, sizes)
+    assert spec.input_fixed == (preset == 'tiny-depth')
