@@ -103,7 +103,8 @@ def _labels(arr: np.ndarray, _r: Result, _o: EncodeOptions) -> Fields:
 
 OUTPUTS: Tuple[Output, ...] = (
     Output('relative', 'depth/relative', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
-           'Image 32FC1', 'relative model: inverse depth, unitless, larger is nearer'),
+           'Image 32FC1', 'relative checkpoint, or `depth.mode: relative_inverse`: inverse '
+           "depth, larger is nearer (a metric checkpoint's 1 / metres)"),
     Output('depth', 'depth/image', IMAGE_TYPE, DEPTH_TASK, _depth,
            'Image 32FC1 metres, NaN invalid (or 16UC1 mm, 0 invalid)',
            'a metric mode is in force (REP 118)'),

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from dpt_ros import conversions as conv
+from dpt_ros import outputs
 from dpt_ros.sample import synthetic_scene
 
 from rosutil import backproject_check, Harness, header, stamp_of  # noqa: I100
@@ -17,6 +18,7 @@ from rclpy.parameter import Parameter  # noqa: E402, I100
 from dpt_ros.node import DptNode  # noqa: E402
 
 NS = '/stereo/right'
+DEPTH, INFO, POINTS = (outputs.BY_NAME[n].topic for n in ('depth', 'depth_info', 'points'))
 
 
 def run_one_frame(tiny_metric, **params):
@@ -28,7 +30,7 @@ def run_one_frame(tiny_metric, **params):
         node = DptNode('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides)
         harness.add_node(node)
         harness.start()
-        harness.record_outputs(NS, [conv.TOPIC_DEPTH, conv.TOPIC_DEPTH_INFO, conv.TOPIC_POINTS])
+        harness.record_outputs(NS, [DEPTH, INFO, POINTS])
         image_pub, info_pub = harness.publishers(NS)
         assert harness.wait_subscribed(image_pub)
         h = header(7)
@@ -38,7 +40,7 @@ def run_one_frame(tiny_metric, **params):
         assert harness.wait(lambda: node._camera_info is not None, 10)
         image_pub.publish(conv.image_msg(h, synthetic_scene(640, 480).rgb, 'rgb8'))
         out = {}
-        for topic in (conv.TOPIC_DEPTH, conv.TOPIC_DEPTH_INFO, conv.TOPIC_POINTS):
+        for topic in (DEPTH, INFO, POINTS):
             name = f'{NS}/{topic}'
             stamp = conv.stamp_ns(h)
             assert harness.wait(
@@ -52,18 +54,18 @@ def run_one_frame(tiny_metric, **params):
 def test_rectified_input_matches_depth_image_proc(tiny_metric):
     """Default (image_rect): depth_image_proc on depth/image + depth/camera_info = points."""
     out = run_one_frame(tiny_metric)
-    depth = conv.image_to_array(out[conv.TOPIC_DEPTH])
-    info = out[conv.TOPIC_DEPTH_INFO]
+    depth = conv.image_to_array(out[DEPTH])
+    info = out[INFO]
     assert list(info.p) == list(stereo_right_camera_info().p)
     assert np.isfinite(depth).mean() > 0.5
-    err = backproject_check(out[conv.TOPIC_POINTS], depth, info)
+    err = backproject_check(out[POINTS], depth, info)
     assert err < 1e-4, f'points differ from depth_image_proc by {err} m'
 
 
 def test_raw_input_undistorts_with_k_and_d(tiny_metric):
     out = run_one_frame(tiny_metric, **{'input.rectified': False})
-    depth = conv.image_to_array(out[conv.TOPIC_DEPTH]).astype(np.float64)
-    pts = conv.read_points(out[conv.TOPIC_POINTS])
+    depth = conv.image_to_array(out[DEPTH]).astype(np.float64)
+    pts = conv.read_points(out[POINTS])
     info = stereo_right_camera_info()
     k = np.array(info.k).reshape(3, 3)
     v, u = np.mgrid[0:480, 0:640].astype(np.float64)
@@ -75,4 +77,4 @@ def test_raw_input_undistorts_with_k_and_d(tiny_metric):
     assert np.abs(pts['y'][ok] - rays[..., 1][ok] * depth[ok]).max() < 1e-4
     assert np.array_equal(pts['z'][ok], depth[ok].astype(np.float32))
     # and that is not what depth_image_proc would compute from P: the two modes differ
-    assert backproject_check(out[conv.TOPIC_POINTS], depth, out[conv.TOPIC_DEPTH_INFO]) > 0.01
+    assert backproject_check(out[POINTS], depth, out[INFO]) > 0.01

@@ -14,7 +14,7 @@ from dpt_ros import postprocess as post
 from dpt_ros.config import Config, ConfigError, ModelConfig
 from dpt_ros.conversions import Frame
 from dpt_ros.models import load_model, ModelLoadError
-from dpt_ros.pipeline import Outputs, Pipeline
+from dpt_ros.pipeline import Pipeline
 from dpt_ros.preprocess import Placement
 from dpt_ros.sample import synthetic_scene
 
@@ -68,7 +68,7 @@ def test_padding_is_removed_before_resizing(checkpoints, scale):
     pipe.depth_model.net = _Echo(scale)
     row, col = 452, 603  # near the far borders, where a squeezed output is off the most
     img = edge_image(480, 640, row, col)
-    rel = pipe.process(Frame(img, 'rgb8'), None, Outputs()).relative
+    rel = pipe.process(Frame(img, 'rgb8'), None).arrays.get('relative')
     assert rel.shape == (480, 640)
     # the step is between pixels col - 1 and col: half way at col - 0.5
     assert abs(crossing(rel[470, :]) - (col - 0.5)) < 0.3
@@ -160,10 +160,10 @@ def test_depth_max_comes_from_the_checkpoint(checkpoints, tiny_metric):
     """Depth Anything outdoor declares max_depth 80: valid output past 20 m stays."""
     rgb = synthetic_scene(96, 72).rgb
     wide = pipeline(checkpoints('tiny-depth-anything-outdoor'), **{'depth.max': 1.0e4})
-    raw = wide.process(Frame(rgb, 'rgb8'), None, Outputs()).depth
+    raw = wide.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')
     assert np.nanmin(raw) > 20.0  # a random head: sigmoid * 80, all past the old 20 m default
     outdoor = pipeline(checkpoints('tiny-depth-anything-outdoor'))
-    d = outdoor.process(Frame(rgb, 'rgb8'), None, Outputs()).depth
+    d = outdoor.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')
     keep = raw <= 80.0
     assert keep.mean() > 0.5
     assert np.array_equal(np.isfinite(d), keep)
@@ -172,7 +172,7 @@ def test_depth_max_comes_from_the_checkpoint(checkpoints, tiny_metric):
     assert outdoor.describe()['depth_max_m'] == '80 (checkpoint)'
     # the user's value wins, and is what diagnostics show
     set20 = pipeline(checkpoints('tiny-depth-anything-outdoor'), **{'depth.max': 20.0})
-    assert np.isnan(set20.process(Frame(rgb, 'rgb8'), None, Outputs()).depth).all()
+    assert np.isnan(set20.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')).all()
     assert set20.describe()['depth_max_m'] == '20 (depth.max)'
     # no max_depth declared (relative DPT): 20 m
     assert pipeline(checkpoints('tiny-depth')).depth_max() == 20.0
@@ -189,28 +189,29 @@ def test_metric_checkpoint_in_relative_mode(tiny_metric):
     """depth/relative is inverse depth and depth/colored shows near bright, for any checkpoint."""
     rgb = synthetic_scene(96, 72).rgb
     metres = pipeline(tiny_metric, **{'depth.min': 0.0, 'depth.max': 1.0e4}).process(
-        Frame(rgb, 'rgb8'), None, Outputs()).depth
+        Frame(rgb, 'rgb8'), None).arrays.get('depth')
     pipe = pipeline(tiny_metric, **{'depth.mode': 'relative_inverse'})
-    r = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
-    assert r.mode == 'relative_inverse' and r.depth is None
-    assert r.relative is not None
+    r = pipe.process(Frame(rgb, 'rgb8'), None)
+    rel, colored = r.arrays.get('relative'), r.arrays.get('depth_colored')
+    assert r.mode == 'relative_inverse' and 'depth' not in r.arrays
+    assert rel is not None
     ok = np.isfinite(metres) & (metres > 0)
     assert ok.mean() > 0.99
-    assert np.allclose(r.relative[ok], 1.0 / metres[ok], rtol=1e-5)
+    assert np.allclose(rel[ok], 1.0 / metres[ok], rtol=1e-5)
     # colored: the nearest pixel is brighter than the farthest one
-    lum = r.depth_colored.astype(np.float64).sum(-1)
+    lum = colored.astype(np.float64).sum(-1)
     near = np.unravel_index(np.nanargmin(np.where(ok, metres, np.nan)), metres.shape)
     far = np.unravel_index(np.nanargmax(np.where(ok, metres, np.nan)), metres.shape)
     assert lum[near] > lum[far]
-    expected = post.colorize_depth(torch.from_numpy(r.relative), 'inferno', inverse=True)
-    assert np.array_equal(r.depth_colored, expected.numpy())
+    expected = post.colorize_depth(torch.from_numpy(rel), 'inferno', inverse=True)
+    assert np.array_equal(colored, expected.numpy())
 
 
 def test_one_config_snapshot_per_frame(tiny_metric):
     """A live change arriving mid-frame applies from the next frame, never half-way."""
     rgb = synthetic_scene(96, 72).rgb
     pipe = pipeline(tiny_metric)
-    before = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
+    before = pipe.process(Frame(rgb, 'rgb8'), None).arrays['depth']
     changed = pipe.config.replace({'depth.mode': 'affine_inverse', 'depth.scale': 0.5,
                                    'depth.shift': 0.01})
     net = pipe.depth_model.net
@@ -220,13 +221,13 @@ def test_one_config_snapshot_per_frame(tiny_metric):
             pipe.update(changed)  # as the node's parameter callback does, from another thread
             return net(x)
     pipe.depth_model.net = ChangeDuringForward()
-    during = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
+    during = pipe.process(Frame(rgb, 'rgb8'), None)
     pipe.depth_model.net = net
     assert during.mode == 'metric'
-    assert np.array_equal(during.depth, before.depth, equal_nan=True)
-    after = pipe.process(Frame(rgb, 'rgb8'), None, Outputs())
+    assert np.array_equal(during.arrays['depth'], before, equal_nan=True)
+    after = pipe.process(Frame(rgb, 'rgb8'), None)
     assert after.mode == 'affine_inverse'
-    assert not np.allclose(after.depth, before.depth, equal_nan=True)
+    assert not np.allclose(after.arrays['depth'], before, equal_nan=True)
 
 
 @pytest.mark.parametrize('preset', ['tiny-depth', 'tiny-depth-anything', 'tiny-dpt-dinov2',
