@@ -32,6 +32,7 @@ setup(
     ],
     extras_require={
         'bag': ['rosbags>=0.10'],
+        'ray': ['rosbags>=0.10', 'ray>=2.9'],
         'test': ['pytest', 'rosbags>=0.10', 'mcap', 'flake8', 'pydocstyle'],
     },
     zip_safe=True,
@@ -43,7 +44,7 @@ setup(
     entry_points={
         'console_scripts': [
             'dpt_node = dpt_ros.node_entry:main',
-            'dpt_bag = dpt_ros.bag:main',
+            'dpt_bag = dpt_ros.bag_cli:main',
             'dpt_bench = dpt_ros.bench:main',
             'dpt_demo = dpt_ros.demo:main',
             'dpt_build_engine = dpt_ros.tensorrt_backend:main',

@@ -1,51 +1,181 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""`dpt_bag`: process a recorded bag offline, faster than real time, into a new bag.
+"""One bag in, one bag out: the frames through the Pipeline, the outputs under the source stamps.
 
-Reads and writes rosbag2 bags (mcap or sqlite3) with `rosbags`, no ROS install needed. The
+Reads and writes rosbag2 bags (sqlite3 or mcap) with `rosbags`, no ROS install needed. The
 frames go through the same Pipeline and the same result -> message mapping as the live node,
-so the output bag holds what the node would have published, under the source stamps.
+so the output bag holds what the node would have published, under the source headers.
+
+`process_bag` is a pure function of (input bag, BagOptions, the pipeline's config and
+checkpoint): the same inputs give the same output bytes, on one machine or on a Ray worker.
+The many-bag runner (bag_runs.py) and the command line (bag_cli.py) sit on top of it.
 """
 
 from __future__ import annotations
 
-import argparse
+from contextlib import contextmanager
 import dataclasses
+from dataclasses import dataclass, field
+import functools
+from itertools import groupby
 from pathlib import Path
-import shutil
 import statistics
-import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import AbstractSet, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
-from dpt_ros.config import Config, ConfigError
-from dpt_ros.conversions import FrameError
-from dpt_ros.geometry import IntrinsicsError
-from dpt_ros.models import ModelLoadError
+from dpt_ros.conversions import Frame, FrameError
+from dpt_ros.geometry import Intrinsics, IntrinsicsError
 from dpt_ros.outputs import EncodeOptions, Output, STAGES
-from dpt_ros.params import config_from_params_file
 from dpt_ros.pipeline import Pipeline
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+BAG_SUFFIXES = ('.mcap', '.db3')
+# rosbag2 metadata versions rosbags can write. Humble reads offered_qos_profiles as a YAML
+# string with integer enums (version <= 8) and fails on version 9's list; Jazzy and Kilted read
+# both. Humble ignores the fields newer versions add, so 8 is the widest.
+BAG_VERSIONS = (8, 9)
+STORAGES = ('sqlite3', 'mcap')
 
 
 class BagError(RuntimeError):
     """The bag or the options cannot be used; the message says what to do."""
 
 
-def _rosbags():
+@functools.lru_cache(maxsize=None)
+def rosbags() -> SimpleNamespace:
+    """Return the rosbags names dpt_bag uses (imported on first use: optional)."""
     try:
+        from rosbags import interfaces
         from rosbags.rosbag2 import Reader, StoragePlugin, Writer
         from rosbags.typesys import get_typestore, Stores
     except ImportError as exc:
         raise BagError('dpt_bag needs the rosbags package: pip install rosbags') from exc
     store = getattr(Stores, 'ROS2_JAZZY', None) or Stores.ROS2_HUMBLE
-    return Reader, Writer, StoragePlugin, get_typestore(store)
+    return SimpleNamespace(Reader=Reader, Writer=Writer, StoragePlugin=StoragePlugin,
+                           store=get_typestore(store), qos=interfaces)
+
+
+def compatibility_note(storage: str, version: int) -> str:
+    """One line on which ROS 2 distributions can play a bag written with these settings."""
+    if version >= 9:
+        return (f'metadata version {version}: Humble cannot read it (ros2 bag info/play fail); '
+                'write --bag-version 8 for Humble')
+    if storage == 'mcap':
+        return ('mcap: Jazzy and Kilted play it; Humble needs the mcap plugin '
+                '(sudo apt install ros-humble-rosbag2-storage-mcap)')
+    return 'sqlite3, metadata version 8: plays on Humble, Jazzy and Kilted as installed'
+
+
+@dataclass(frozen=True)
+class BagOptions:
+    """What to read from the input bag and how to write the output bag."""
+
+    image_topic: Optional[str] = None        # auto-detected when the bag has exactly one
+    camera_info_topic: Optional[str] = None  # auto-detected (the one next to the image)
+    namespace: Optional[str] = None          # default: the image topic's namespace
+    storage: str = 'sqlite3'
+    version: int = 8
+    copy_inputs: bool = False
+    batch: int = 4
+    start: float = 0.0                       # seconds from the bag start
+    end: Optional[float] = None              # seconds from the bag start (exclusive)
+    every: int = 1
+    points: bool = True
+    viewers: bool = True
+
+    def validate(self) -> 'BagOptions':
+        """Return self, or raise BagError naming the bad option."""
+        if self.storage not in STORAGES:
+            raise BagError(f"storage '{self.storage}' is not one of {', '.join(STORAGES)}")
+        if self.version not in BAG_VERSIONS:
+            raise BagError(f'bag version {self.version} is not one of '
+                           f"{', '.join(map(str, BAG_VERSIONS))}")
+        if self.batch < 1 or self.every < 1:
+            raise BagError('--batch and --every must be >= 1')
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise BagError('need 0 <= --start < --end')
+        return self
+
+
+@dataclass
+class BagReport:
+    """What one bag produced; plain data (it travels back from Ray workers)."""
+
+    image_topic: str = ''
+    camera_info_topic: Optional[str] = None
+    frames: int = 0
+    seconds: float = 0.0
+    no_camera_info: int = 0                  # frames with no camera_info at or before them
+    topics: Dict[str, int] = field(default_factory=dict)
+    skipped: Dict[str, int] = field(default_factory=dict)
+    stages_p50_ms: Dict[str, float] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    def warn_once(self, kind: str, text: str) -> None:
+        """Count a skipped message; keep the text of the first of each kind."""
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        if self.skipped[kind] == 1:
+            self.notes.append(f'warning: {text} (skipped; further ones are counted)')
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over the whole bag."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def is_bag(path: Path) -> bool:
+    """Return whether a path looks like one bag: a rosbag2 folder or a .mcap / .db3 file."""
+    return (path.is_dir() and (path / 'metadata.yaml').is_file()) or \
+        (path.is_file() and path.suffix in BAG_SUFFIXES)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f'{type(exc).__name__}: {text[0][:200]}' if text else type(exc).__name__
+
+
+@contextmanager
+def open_bag(src: Path) -> Iterator[Any]:
+    """Open a bag for reading; anything that is not a readable bag raises one clear BagError."""
+    if not src.exists():
+        raise BagError(f"input '{src}' does not exist")
+    if not is_bag(src):
+        raise BagError(f"'{src}' is not a bag: expected a rosbag2 folder (with metadata.yaml) "
+                       'or a .mcap / .db3 file')
+    reader = rosbags().Reader(src)
+    try:
+        reader.open()
+    except Exception as exc:  # noqa: B902 - garbage raises whatever the parser meets first
+        raise BagError(f"'{src}' is not a readable bag, truncated or corrupt? "
+                       f'({_reason(exc)})') from exc
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _messages(reader: Any, connections: Sequence[Any], src: Path,
+              start: Optional[int] = None, stop: Optional[int] = None) -> Iterator[Tuple]:
+    """reader.messages, with a read failure (truncated, corrupt file) turned into a BagError."""
+    it = reader.messages(connections, start=start, stop=stop)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: B902 - a truncated file raises many types
+            raise BagError(f"'{src}' cannot be read to the end, truncated or corrupt? "
+                           f'({_reason(exc)})') from exc
+        yield item
 
 
 def output_namespace(image_topic: str) -> str:
@@ -81,22 +211,213 @@ def _pick(topics: Dict[str, Any], wanted: Optional[str], types: Sequence[str], w
                    f'choose one with --{what.replace("_", "-")}-topic')
 
 
-class _BagOut:
+@dataclass(frozen=True)
+class BagPlan:
+    """The topics and the time window one bag is read with."""
+
+    image_topic: str
+    image_type: str
+    info_topic: Optional[str]
+    namespace: str
+    start_ns: Optional[int]
+    stop_ns: Optional[int]
+    expected_frames: int
+
+    @property
+    def paired_topics(self) -> Dict[str, str]:
+        """Topics read beside the images, by role; each frame gets the latest of each."""
+        return {'camera_info': self.info_topic} if self.info_topic else {}
+
+
+def plan_bag(reader: Any, opts: BagOptions, src: Path) -> BagPlan:
+    """Choose the topics and window for one open bag; raise BagError if it cannot be used."""
+    topics = reader.topics
+    if reader.message_count == 0:
+        raise BagError(f"the bag '{src}' is empty (no messages)")
+    img = _pick(topics, opts.image_topic, (IMAGE, COMPRESSED), 'image')
+    info = _pick(topics, opts.camera_info_topic, (CAMERA_INFO,), 'camera_info', near=img)
+    if topics[img].msgcount == 0:
+        raise BagError(f"topic '{img}' has no messages")
+    ns = opts.namespace if opts.namespace is not None else output_namespace(img)
+    ns = ('/' + ns.strip('/')) if ns.strip('/') else ''
+    t0 = reader.start_time
+    start = t0 + int(opts.start * 1e9) if opts.start else None
+    stop = t0 + int(opts.end * 1e9) if opts.end is not None else None
+    total = topics[img].msgcount
+    if opts.start or opts.end is not None:  # an estimate, for the progress bar only
+        span = max(reader.end_time - t0, 1)
+        lo = opts.start * 1e9
+        hi = min(opts.end * 1e9 if opts.end is not None else span, span)
+        total = min(total, int(total * max(hi - lo, 0) / span) + 1)
+    total = (total + opts.every - 1) // opts.every
+    return BagPlan(img, topics[img].msgtype, info, ns, start, stop, total)
+
+
+@dataclass
+class FrameIn:
+    """One decoded frame and the latest paired messages (camera_info, ...) at or before it."""
+
+    frame: Frame
+    header: Any
+    logtime: int
+    paired: Dict[str, Any]
+    intrinsics: Optional[Intrinsics]
+    decode_ms: float
+
+
+class _Paired:
+    """The newest message of each paired topic, by role (camera_info; anchors can join)."""
+
+    def __init__(self, topics: Dict[str, str], store: Any, report: BagReport,
+                 rectified: bool) -> None:
+        self.roles = {topic: role for role, topic in topics.items()}
+        self.latest: Dict[str, Any] = {}
+        self.store, self.report, self.rectified = store, report, rectified
+        self._intr: Tuple[Any, Optional[Intrinsics]] = (None, None)
+
+    def update(self, conn: Any, logtime: int, raw: bytes) -> None:
+        """Keep a paired message as the newest of its role (an unreadable one is skipped)."""
+        role = self.roles[conn.topic]
+        try:
+            self.latest[role] = self.store.deserialize_cdr(raw, conn.msgtype)
+        except Exception as exc:  # noqa: B902 - corrupt bytes raise many types
+            self.report.warn_once(role, f'unreadable {role} at {logtime}: {exc}')
+
+    def intrinsics(self, frame: Frame) -> Optional[Intrinsics]:
+        """Intrinsics of the newest camera_info if it fits the frame, else None (counted)."""
+        info = self.latest.get('camera_info')
+        if info is None:
+            return None
+        if self._intr[0] is not info:
+            try:
+                self._intr = (info, conv.intrinsics_from_camera_info(info, self.rectified))
+            except (IntrinsicsError, FrameError) as exc:
+                self.report.warn_once('intrinsics', f'camera_info unusable: {exc}')
+                self._intr = (info, None)
+        intr = self._intr[1]
+        if intr is not None:
+            try:
+                intr.check(frame.width, frame.height)
+            except IntrinsicsError as exc:
+                self.report.warn_once('intrinsics', f'camera_info unusable: {exc}')
+                return None
+        return intr
+
+
+def _seed_paired(reader: Any, plan: BagPlan, paired: _Paired, src: Path,
+                 copy: Callable[[Any, int, bytes], None]) -> None:
+    """Before a --start window: the newest paired message from anywhere earlier in the bag.
+
+    A camera_info is often recorded once, latched, long before the window starts.
+    """
+    if plan.start_ns is None or not plan.paired_topics:
+        return
+    last: Dict[str, Tuple[Any, int, bytes]] = {}
+    conns = [c for c in reader.connections if c.topic in paired.roles]
+    for conn, logtime, raw in _messages(reader, conns, src, stop=plan.start_ns):
+        last[conn.topic] = (conn, logtime, raw)
+    for conn, logtime, raw in last.values():
+        paired.update(conn, logtime, raw)
+        copy(conn, logtime, raw)
+
+
+def _decode(store: Any, conn: Any, raw: bytes, logtime: int,
+            report: BagReport) -> Optional[Tuple[Frame, Any]]:
+    """Image or CompressedImage bytes -> (Frame, header); None (counted) if unusable."""
+    try:
+        msg = store.deserialize_cdr(raw, conn.msgtype)
+        frame = (conv.decode_compressed(msg) if conn.msgtype == COMPRESSED
+                 else conv.decode_image(msg))
+    except FrameError as exc:
+        report.warn_once('frame', f'bad frame at {logtime}: {exc}')
+        return None
+    except Exception as exc:  # noqa: B902 - corrupt CDR raises many types
+        report.warn_once('cdr', f'undecodable {conn.msgtype} at {logtime}: {exc}')
+        return None
+    return frame, msg.header
+
+
+def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: Any,
+                report: BagReport, copy: Callable[[Any, int, bytes], None],
+                rectified: bool) -> Iterator[FrameIn]:
+    """Yield the window's frames (every N-th), each with the paired messages at or before it.
+
+    rectified: the images are rectified (intrinsics from camera_info P, else K and D).
+    """
+    paired = _Paired(plan.paired_topics, store, report, rectified)
+    _seed_paired(reader, plan, paired, src, copy)
+    conns = [c for c in reader.connections
+             if c.topic == plan.image_topic or c.topic in paired.roles]
+    n_img = 0
+    stream = _messages(reader, conns, src, start=plan.start_ns, stop=plan.stop_ns)
+    # Messages sharing one log time: paired ones first, so 'at or before' holds on ties.
+    for _, same_time in groupby(stream, key=lambda m: m[1]):
+        group = sorted(same_time, key=lambda m: m[0].topic == plan.image_topic)
+        for conn, logtime, raw in group:
+            copy(conn, logtime, raw)
+            if conn.topic != plan.image_topic:
+                paired.update(conn, logtime, raw)
+                continue
+            n_img += 1
+            if (n_img - 1) % opts.every:
+                continue
+            t_dec = time.perf_counter()
+            decoded = _decode(store, conn, raw, logtime, report)
+            if decoded is None:
+                continue
+            frame, header = decoded
+            intr = paired.intrinsics(frame)
+            if plan.info_topic and 'camera_info' not in paired.latest:
+                report.no_camera_info += 1
+            yield FrameIn(frame, header, logtime, dict(paired.latest), intr,
+                          (time.perf_counter() - t_dec) * 1e3)
+
+
+def batches(frames: Iterator[FrameIn], size: int) -> Iterator[List[FrameIn]]:
+    """Group consecutive frames of one size and layout, at most `size` per batch."""
+    batch: List[FrameIn] = []
+    for f in frames:
+        if batch and (batch[0].frame.pixels.shape != f.frame.pixels.shape
+                      or batch[0].frame.layout != f.frame.layout):
+            yield batch
+            batch = []
+        batch.append(f)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class BagOut:
     """Writes node-equivalent messages into the output bag, one connection per topic."""
 
-    def __init__(self, writer: Any, store: Any, namespace: str) -> None:
-        self.writer, self.store, self.ns = writer, store, namespace
+    def __init__(self, writer: Any, rb: Any, namespace: str, cfg: Any) -> None:
+        self.writer, self.store, self.ns = writer, rb.store, namespace
         self.conns: Dict[str, Any] = {}
         self.counts: Dict[str, int] = {}
+        q = rb.qos
+        # What the node offers on its outputs, so a player offers the same.
+        self.output_qos = [q.Qos(
+            q.QosHistory.KEEP_LAST, cfg.output.history_depth,
+            q.QosReliability.RELIABLE if cfg.output.reliability == 'reliable'
+            else q.QosReliability.BEST_EFFORT, q.QosDurability.VOLATILE, q.QosTime(0, 0),
+            q.QosTime(0, 0), q.QosLiveliness.AUTOMATIC, q.QosTime(0, 0), False)]
 
-    def _conn(self, topic: str, msgtype: str) -> Any:
+    def _conn(self, topic: str, msgtype: str, qos: Sequence[Any]) -> Any:
         if topic not in self.conns:
-            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            self.conns[topic] = self.writer.add_connection(
+                topic, msgtype, typestore=self.store, offered_qos_profiles=qos)
         return self.conns[topic]
 
-    def raw(self, topic: str, msgtype: str, stamp: int, data: bytes) -> None:
-        """Copy an input message through unchanged."""
-        self.writer.write(self._conn(topic, msgtype), stamp, data)
+    def raw(self, conn: Any, stamp: int, data: bytes) -> None:
+        """Copy an input message through unchanged, with the QoS it was recorded with."""
+        qos = getattr(conn.ext, 'offered_qos_profiles', None) or []
+        self.writer.write(self._conn(conn.topic, conn.msgtype, qos), stamp, data)
+        self.counts[conn.topic] = self.counts.get(conn.topic, 0) + 1
 
     def result(self, encoded: List[Tuple[Output, Dict[str, Any]]], header: Any,
                info: Any, logtime: int) -> None:
@@ -119,240 +440,78 @@ class _BagOut:
                                  encoding=f['encoding'], is_bigendian=f['is_bigendian'],
                                  step=f['step'], data=f['data'])
             full = f'{self.ns}/{topic}'
-            self.writer.write(self._conn(full, msgtype), logtime,
+            self.writer.write(self._conn(full, msgtype, self.output_qos), logtime,
                               self.store.serialize_cdr(msg, msgtype))
             self.counts[full] = self.counts.get(full, 0) + 1
 
 
-class _Progress:
-    """One stderr line: done/total, frames/s, ETA (no dependency)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = max(total, 1), enabled
-        self.t0 = self.last = time.monotonic()
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.5 and not force):
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float('inf')
-        bar = '#' * int(30 * done / self.total)
-        sys.stderr.write(f'\r[{bar:<30}] {done}/{self.total} frames  {rate:5.1f} frames/s  '
-                         f'ETA {eta:5.0f} s ')
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write('\n')
-
-
-def _warn_once(seen: Dict[str, int], kind: str, text: str) -> None:
-    seen[kind] = seen.get(kind, 0) + 1
-    if seen[kind] == 1:
-        print(f'dpt_bag: warning: {text} (skipped; further ones are counted)', file=sys.stderr)
-
-
-def build_config(args: argparse.Namespace) -> Config:
-    """Config from --params-file (same YAML as the node) plus command-line overrides."""
-    overrides = {k: v for k, v in (('model.depth', args.model),
-                                   ('model.segmentation', args.segmentation),
-                                   ('model.device', args.device)) if v is not None}
-    if args.params_file:
-        return config_from_params_file(args.params_file, args.node_name, overrides)
-    from dpt_ros.config import config_from_flat
-    return config_from_flat(overrides)
-
-
-def process_bag(args: argparse.Namespace, log: Any = print) -> Dict[str, Any]:
-    """Run the whole job; return a summary dict (raises BagError / ConfigError / ...)."""
-    Reader, Writer, StoragePlugin, store = _rosbags()
-    src, dst = Path(args.input), Path(args.output)
-    if not src.exists():
-        raise BagError(f"input bag '{src}' does not exist")
-    if dst.exists():
-        if not args.force:
-            raise BagError(f"output '{dst}' exists; pass --force to overwrite it")
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        else:
-            dst.unlink()
-    cfg = build_config(args)
-    with Reader(src) as reader:
-        topics = reader.topics
-        if reader.message_count == 0:
-            raise BagError(f"the bag '{src}' is empty (no messages)")
-        img_topic = _pick(topics, args.image_topic, (IMAGE, COMPRESSED), 'image')
-        info_topic = _pick(topics, args.camera_info_topic, (CAMERA_INFO,), 'camera_info',
-                           near=img_topic)
-        if topics[img_topic].msgcount == 0:
-            raise BagError(f"topic '{img_topic}' has no messages")
-        if info_topic is None:
-            log('no CameraInfo topic in the bag: writing depth without points and '
-                'depth/camera_info (give --camera-info-topic if it has another name)')
-        img_type = topics[img_topic].msgtype
-        ns = args.namespace if args.namespace is not None else output_namespace(img_topic)
-        ns = ('/' + ns.strip('/')) if ns.strip('/') else ''
-        t0 = reader.start_time
-        start = t0 + int(args.start * 1e9) if args.start else None
-        stop = t0 + int(args.end * 1e9) if args.end is not None else None
-        conns = [c for c in reader.connections if c.topic in (img_topic, info_topic)]
-        total = topics[img_topic].msgcount
-        if args.start or args.end is not None:
-            span = max(reader.end_time - t0, 1)
-            lo = (args.start or 0) * 1e9
-            hi = min((args.end * 1e9) if args.end is not None else span, span)
-            total = int(total * max(hi - lo, 0) / span) + 1
-        total = (total + args.every - 1) // args.every
-
-        log(f'input {src} ({img_topic} {img_type.split("/")[-1]}'
-            f'{", " + info_topic if info_topic else ""}) -> {dst} ({args.storage}, '
-            f"outputs under '{ns or '/'}')")
-        t_load = time.perf_counter()
-        pipe = Pipeline(cfg, log=lambda m: log(f'  {m}'))
-        log(f'model ready in {time.perf_counter() - t_load:.1f} s: '
-            + ', '.join(f'{k}={v}' for k, v in pipe.describe().items()))
-        no_points = args.no_points or info_topic is None
-        want = outputs.names(viewers=not args.no_viewers,
-                             exclude=('points',) if no_points else ())
-        storage = StoragePlugin.MCAP if args.storage == 'mcap' else StoragePlugin.SQLITE3
-        writer = Writer(dst, version=9, storage_plugin=storage)
-        writer.open()
-        out = _BagOut(writer, store, ns)
-        progress = _Progress(total, not args.quiet)
-        seen: Dict[str, int] = {}
-        timings: List[Dict[str, float]] = []
-        batch: List[Tuple[Any, Any, Any, Any, int, float]] = []
-        info_msg: Any = None
-        n_img = processed = 0
-        t_run = time.perf_counter()
-
-        def flush() -> None:
-            nonlocal processed
-            if not batch:
-                return
-            results = pipe.process_batch([b[0] for b in batch], [b[1] for b in batch], want)
-            for (frame, intr, header, info, logtime, decode_ms), r in zip(batch, results):
-                r.timings['decode'] = decode_ms
-                for w in r.warnings:
-                    _warn_once(seen, 'result:' + w[:30], w)
-                encoded = outputs.encode(r, EncodeOptions(cfg.depth.encoding, info is not None))
-                out.result(encoded, header, info, logtime)
-                timings.append(r.timings)
-                processed += 1
-            batch.clear()
-            progress.update(processed)
-
-        try:
-            for conn, logtime, raw in reader.messages(conns, start=start, stop=stop):
-                if args.copy_inputs:
-                    out.raw(conn.topic, conn.msgtype, logtime, raw)
-                if conn.topic == info_topic:
-                    try:
-                        info_msg = store.deserialize_cdr(raw, conn.msgtype)
-                    except Exception as exc:  # noqa: B902 - corrupt bytes raise many types
-                        _warn_once(seen, 'info', f'unreadable CameraInfo at {logtime}: {exc}')
-                    continue
-                n_img += 1
-                if (n_img - 1) % args.every:
-                    continue
-                t_dec = time.perf_counter()
-                try:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                    frame = (conv.decode_compressed(msg) if conn.msgtype == COMPRESSED
-                             else conv.decode_image(msg))
-                except FrameError as exc:
-                    _warn_once(seen, 'frame', f'bad frame at {logtime}: {exc}')
-                    continue
-                except Exception as exc:  # noqa: B902 - corrupt CDR raises many types
-                    _warn_once(seen, 'cdr', f'undecodable {conn.msgtype} at {logtime}: {exc}')
-                    continue
-                intr = info = None
-                if info_msg is not None:
-                    try:
-                        intr = conv.intrinsics_from_camera_info(info_msg, cfg.input.rectified)
-                        intr.check(frame.width, frame.height)
-                        info = info_msg
-                    except (IntrinsicsError, FrameError) as exc:
-                        _warn_once(seen, 'intrinsics', f'camera_info unusable: {exc}')
-                        intr = None
-                if batch and (batch[0][0].pixels.shape != frame.pixels.shape
-                              or batch[0][0].layout != frame.layout):
-                    flush()
-                decode_ms = (time.perf_counter() - t_dec) * 1e3
-                batch.append((frame, intr, msg.header, info, logtime, decode_ms))
-                if len(batch) >= args.batch:
-                    flush()
-            flush()
-        finally:
-            progress.update(processed, force=True)
-            progress.close()
-            writer.close()
-            pipe.close()
-    seconds = time.perf_counter() - t_run
-    stages = {k: statistics.median(t[k] for t in timings) for k in ('decode',) + STAGES
-              if timings and k in timings[0]}
-    skipped = dict(seen)
-    return {'frames': processed, 'seconds': seconds,
-            'fps': processed / seconds if seconds > 0 else 0.0, 'stages_p50_ms': stages,
-            'skipped': skipped, 'topics': dict(out.counts), 'output': str(dst),
-            'image_topic': img_topic, 'camera_info_topic': info_topic}
-
-
-def parser() -> argparse.ArgumentParser:
-    """Command-line interface of dpt_bag."""
-    ap = argparse.ArgumentParser(
-        prog='dpt_bag', description='Run dpt_ros over a rosbag2 bag (mcap or sqlite3) and write '
-        'depth, points and segmentation into a new bag, stamped like the source frames.')
-    ap.add_argument('input', help='input bag: a rosbag2 folder, or a .mcap / .db3 file')
-    ap.add_argument('output', help='output bag folder (must not exist, unless --force)')
-    ap.add_argument('--image-topic', help='image topic (Image or CompressedImage); '
-                    'auto-detected when the bag has exactly one')
-    ap.add_argument('--camera-info-topic', help='CameraInfo topic; auto-detected')
-    ap.add_argument('--params-file', help="the node's params YAML (same file as ros2 launch)")
-    ap.add_argument('--node-name', default='dpt', help='node section in the params file')
-    ap.add_argument('--model', help='override model.depth (folder or hub id)')
-    ap.add_argument('--segmentation', help='override model.segmentation')
-    ap.add_argument('--device', help='override model.device')
-    ap.add_argument('--namespace', help="output topic namespace (default: the image topic's)")
-    ap.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
-    ap.add_argument('--copy-inputs', action='store_true',
-                    help='copy the image and camera_info topics into the output bag')
-    ap.add_argument('--batch', type=int, default=4, help='frames per forward pass')
-    ap.add_argument('--start', type=float, default=0.0, help='seconds from the bag start')
-    ap.add_argument('--end', type=float, help='seconds from the bag start (exclusive)')
-    ap.add_argument('--every', type=int, default=1, help='process every N-th frame')
-    ap.add_argument('--no-points', action='store_true', help='do not write points')
-    ap.add_argument('--no-viewers', action='store_true',
-                    help='do not write colored depth / segmentation viewing images')
-    ap.add_argument('--force', action='store_true', help='overwrite the output')
-    ap.add_argument('--quiet', action='store_true', help='no progress bar')
-    return ap
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of `dpt_bag`; errors print one line and exit 2."""
-    args = parser().parse_args(argv)
-    if args.batch < 1 or args.every < 1 or args.start < 0 or (
-            args.end is not None and args.end <= args.start):
-        parser().error('--batch and --every must be >= 1, and 0 <= --start < --end')
+@contextmanager
+def open_output(dst: Path, opts: BagOptions, rb: Any) -> Iterator[Any]:
+    """Open a rosbags Writer on dst (which must not exist); close it (metadata) on success."""
+    plugin = rb.StoragePlugin.MCAP if opts.storage == 'mcap' else rb.StoragePlugin.SQLITE3
+    writer = rb.Writer(dst, version=opts.version, storage_plugin=plugin)
+    writer.open()
     try:
-        s = process_bag(args)
-    except (BagError, ConfigError, ModelLoadError, FileNotFoundError) as exc:
-        print(f'dpt_bag: error: {exc}', file=sys.stderr)
-        return 2
-    print(f"processed {s['frames']} frames in {s['seconds']:.2f} s ({s['fps']:.1f} frames/s) "
-          f"-> {s['output']}")
-    if s['stages_p50_ms']:
-        stages = ', '.join(f'{k} {v:.1f}' for k, v in s['stages_p50_ms'].items())
-        print(f'per-stage p50 (ms): {stages}')
-    for topic, n in sorted(s['topics'].items()):
-        print(f'  {topic}: {n} messages')
-    if s['skipped']:
-        print('skipped: ' + ', '.join(f'{k} {v}' for k, v in s['skipped'].items()))
-    return 0
+        yield writer
+    except BaseException:
+        abort = getattr(writer, 'abort', None)  # rosbags >= 0.11; the caller removes dst
+        if abort is not None:
+            abort()
+        raise
+    writer.close()
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+# ---------------------------------------------------------------------------- one bag
+
+
+def _run_batch(batch: List[FrameIn], pipe: Pipeline, want: AbstractSet[str], out: BagOut,
+               report: BagReport, timings: List[Dict[str, float]]) -> None:
+    """Run one batch through the pipeline and write each frame's outputs."""
+    results = pipe.process_batch([f.frame for f in batch], [f.intrinsics for f in batch], want)
+    for f, r in zip(batch, results):
+        r.timings['decode'] = f.decode_ms
+        for w in r.warnings:
+            report.warn_once('result:' + w[:30], w)
+        info = f.paired.get('camera_info') if f.intrinsics is not None else None
+        encoded = outputs.encode(r, EncodeOptions(pipe.config.depth.encoding, info is not None))
+        out.result(encoded, f.header, info, f.logtime)
+        timings.append(r.timings)
+        report.frames += 1
+
+
+def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
+                on_frames: Callable[[int], None] = lambda n: None) -> BagReport:
+    """Read src, run every frame through pipe, write dst (a new folder); return the report.
+
+    Raises BagError when src is not a usable bag; dst is then incomplete and the caller
+    removes it (bag_runs writes into a staging folder and commits only complete bags).
+    """
+    rb = rosbags()
+    t_run = time.perf_counter()
+    with open_bag(src) as reader:
+        plan = plan_bag(reader, opts, src)
+        report = BagReport(plan.image_topic, plan.info_topic)
+        if plan.info_topic is None:
+            report.notes.append('no CameraInfo topic in the bag: writing depth without points '
+                                'and depth/camera_info (give --camera-info-topic if it has '
+                                'another name)')
+        no_points = not opts.points or plan.info_topic is None
+        want = outputs.names(viewers=opts.viewers, exclude=('points',) if no_points else ())
+        timings: List[Dict[str, float]] = []
+        with open_output(dst, opts, rb) as writer:
+            out = BagOut(writer, rb, plan.namespace, pipe.config)
+            copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
+            frames = read_frames(reader, plan, opts, src, rb.store, report, copy,
+                                 pipe.config.input.rectified)
+            for batch in batches(frames, opts.batch):
+                _run_batch(batch, pipe, want, out, report, timings)
+                on_frames(report.frames)
+    if report.no_camera_info:
+        report.notes.append(f'{report.no_camera_info} of {report.frames} frames had no '
+                            f'camera_info at or before them on {plan.info_topic}: no points '
+                            'or depth/camera_info for those')
+    report.seconds = time.perf_counter() - t_run
+    report.topics = dict(sorted(out.counts.items()))
+    report.stages_p50_ms = {k: statistics.median(t[k] for t in timings)
+                            for k in ('decode',) + STAGES if timings and k in timings[0]}
+    return report

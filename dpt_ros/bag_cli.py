@@ -1,0 +1,177 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""`dpt_bag`: run dpt_ros over one bag or many (serially, or on Ray) into new bags.
+
+Exit status: 0 when every bag is done or skipped as complete; N (1 to 100) when N bags failed
+(100 means 100 or more); 101 when nothing ran (bad options or parameters, a model that does
+not load, Ray asked for and not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+from typing import List, NoReturn, Optional
+
+from dpt_ros.bag import BAG_VERSIONS, BagError, BagOptions, compatibility_note, STORAGES
+from dpt_ros.bag_runs import (BagResult, make_jobs, RayOptions, run_bags, SUMMARY,
+                              summary_table, totals, write_summary)
+from dpt_ros.config import Config, config_from_flat, ConfigError
+from dpt_ros.models import ModelLoadError
+from dpt_ros.params import config_from_params_file
+
+EXIT_NOTHING_RAN = 101
+MAX_FAILED_EXIT = 100
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_NOTHING_RAN, f'{self.prog}: error: {message}\n')
+
+
+def parser() -> argparse.ArgumentParser:
+    """Command-line interface of dpt_bag."""
+    ap = _Parser(
+        prog='dpt_bag', description='Run dpt_ros over rosbag2 bags (sqlite3 or mcap) and write '
+        'depth, points and segmentation into new bags, stamped like the source frames.',
+        epilog='Exit status: 0 all done (or complete already), N = N bags failed (at most 100), '
+        '101 = nothing ran.')
+    ap.add_argument('inputs', nargs='+', metavar='INPUT',
+                    help='a bag (rosbag2 folder, .mcap or .db3 file) or a folder of bags')
+    ap.add_argument('output', metavar='OUTPUT',
+                    help='the output bag for one input bag; for several inputs or a folder of '
+                    'bags, the folder that gets one output bag per input, named after it')
+    ap.add_argument('--image-topic', help='image topic (Image or CompressedImage); '
+                    'auto-detected when the bag has exactly one')
+    ap.add_argument('--camera-info-topic', help='CameraInfo topic; auto-detected')
+    ap.add_argument('--params-file', help="the node's params YAML (same file as ros2 launch)")
+    ap.add_argument('--node-name', default='dpt', help='node section in the params file')
+    ap.add_argument('--model', help='override model.depth (folder or hub id)')
+    ap.add_argument('--segmentation', help='override model.segmentation')
+    ap.add_argument('--device', help='override model.device')
+    ap.add_argument('--namespace', help="output topic namespace (default: the image topic's)")
+    ap.add_argument('--storage', choices=STORAGES, default='sqlite3',
+                    help='output storage (default sqlite3: every ROS 2 install plays it; '
+                    'Humble needs ros-humble-rosbag2-storage-mcap for mcap)')
+    ap.add_argument('--bag-version', type=int, choices=BAG_VERSIONS, default=8,
+                    help='rosbag2 metadata version (default 8: Humble, Jazzy and Kilted read '
+                    'it; Humble cannot read 9)')
+    ap.add_argument('--copy-inputs', action='store_true',
+                    help='copy the image and camera_info topics into the output bag')
+    ap.add_argument('--batch', type=int, default=4, help='frames per forward pass')
+    ap.add_argument('--start', type=float, default=0.0, help='seconds from the bag start')
+    ap.add_argument('--end', type=float, help='seconds from the bag start (exclusive)')
+    ap.add_argument('--every', type=int, default=1, help='process every N-th frame')
+    ap.add_argument('--no-points', action='store_true', help='do not write points')
+    ap.add_argument('--no-viewers', action='store_true',
+                    help='do not write colored depth / segmentation viewing images')
+    ap.add_argument('--force', action='store_true',
+                    help='redo every output (by default complete ones are skipped)')
+    ap.add_argument('--summary-json', metavar='PATH',
+                    help=f'write the summary here (default for several bags: OUTPUT/{SUMMARY})')
+    ap.add_argument('--quiet', action='store_true', help='no progress bar')
+    ray = ap.add_argument_group('Ray (pip install dpt_ros[ray])')
+    ray.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
+                     help="run each bag as a Ray task: no ADDRESS (or 'local') starts a local "
+                     "Ray for this run, 'auto' joins the running cluster, or host:port / "
+                     'ray://host:port')
+    ray.add_argument('--workers', type=int, default=0,
+                     help='Ray workers, each loading the model once (default: one per GPU when '
+                     'the model runs on CUDA, else one per --cpus-per-task CPUs)')
+    ray.add_argument('--cpus-per-task', type=int, default=1,
+                     help='CPUs (torch threads) per Ray task when the model runs on the CPU')
+    return ap
+
+
+def _ray_flag_first(argv: List[str]) -> List[str]:
+    """`--ray IN1 IN2 OUT`: a path after a bare --ray is an input, not an address."""
+    out = list(argv)
+    for i, tok in enumerate(out[:-1]):
+        nxt = out[i + 1]
+        if tok == '--ray' and not (nxt in ('auto', 'local') or ':' in nxt or
+                                   nxt.startswith('-')):
+            out[i] = '--ray=local'
+    return out
+
+
+def options_from_args(args: argparse.Namespace) -> BagOptions:
+    """Return the per-bag options of the command line."""
+    return BagOptions(
+        image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+        namespace=args.namespace, storage=args.storage, version=args.bag_version,
+        copy_inputs=args.copy_inputs, batch=args.batch, start=args.start, end=args.end,
+        every=args.every, points=not args.no_points, viewers=not args.no_viewers).validate()
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Config from --params-file (same YAML as the node) plus command-line overrides."""
+    overrides = {k: v for k, v in (('model.depth', args.model),
+                                   ('model.segmentation', args.segmentation),
+                                   ('model.device', args.device)) if v is not None}
+    if args.params_file:
+        return config_from_params_file(args.params_file, args.node_name, overrides)
+    return config_from_flat(overrides)
+
+
+def ray_options(args: argparse.Namespace) -> Optional[RayOptions]:
+    """Return RayOptions for --ray, None without it."""
+    if args.ray is None:
+        if args.workers:
+            raise BagError('--workers needs --ray')
+        return None
+    if args.workers < 0 or args.cpus_per_task < 1:
+        raise BagError('--workers must be >= 0 and --cpus-per-task >= 1')
+    return RayOptions(None if args.ray == 'local' else args.ray, args.workers,
+                      args.cpus_per_task)
+
+
+def _print_single(r: BagResult) -> None:
+    if r.status != 'done':
+        if r.status == 'skipped':
+            print(f'{r.output}: skipped, {r.reason}')
+        return
+    print(f'processed {r.frames} frames in {r.seconds:.2f} s ({r.fps:.1f} frames/s) '
+          f'-> {r.output}')
+    if r.stages_p50_ms:
+        stages = ', '.join(f'{k} {v:.1f}' for k, v in r.stages_p50_ms.items())
+        print(f'per-stage p50 (ms): {stages}')
+    for topic, n in r.topics.items():
+        print(f'  {topic}: {n} messages')
+    if r.skipped_messages:
+        print('skipped: ' + ', '.join(f'{k} {v}' for k, v in r.skipped_messages.items()))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of `dpt_bag`."""
+    args = parser().parse_args(_ray_flag_first(sys.argv[1:] if argv is None else argv))
+    try:
+        opts = options_from_args(args)
+        ray_opts = ray_options(args)
+        cfg = build_config(args)
+        jobs, bad, several = make_jobs(args.inputs, args.output)
+        print(f'writing {compatibility_note(opts.storage, opts.version)}', file=sys.stderr)
+        results, how = run_bags(jobs, cfg, opts, args.force, ray_opts, not args.quiet,
+                                not several, lambda m: print(m, file=sys.stderr))
+    except (BagError, ConfigError, ModelLoadError) as exc:
+        print(f'dpt_bag: error: {exc}', file=sys.stderr)
+        return EXIT_NOTHING_RAN
+    results = bad + results
+    summary = args.summary_json or (str(Path(args.output) / SUMMARY) if several else None)
+    if summary:
+        write_summary(Path(summary), results, how['wall_seconds'], how)
+    if several:
+        print(summary_table(results))
+        t = totals(results, how['wall_seconds'])
+        print(f"{t['done']} done, {t['skipped']} skipped, {t['failed']} failed: {t['frames']} "
+              f"frames in {t['wall_seconds']:.1f} s ({t['fps']:.1f} frames/s)"
+              + (f'; summary in {summary}' if summary else ''))
+    else:
+        _print_single(results[0])
+    return min(sum(r.status == 'failed' for r in results), MAX_FAILED_EXIT)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
