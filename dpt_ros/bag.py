@@ -88,6 +88,9 @@ class BagOptions:
     every: int = 1
     points: bool = True
     viewers: bool = True
+    # CPU threads per bag. On the CPU, oneDNN's convolutions give results that differ in the
+    # last bits with the thread count, so it is part of what makes the output bytes.
+    threads: int = 1
 
     def validate(self) -> 'BagOptions':
         """Return self, or raise BagError naming the bad option."""
@@ -96,8 +99,8 @@ class BagOptions:
         if self.version not in BAG_VERSIONS:
             raise BagError(f'bag version {self.version} is not one of '
                            f"{', '.join(map(str, BAG_VERSIONS))}")
-        if self.batch < 1 or self.every < 1:
-            raise BagError('--batch and --every must be >= 1')
+        if self.batch < 1 or self.every < 1 or self.threads < 1:
+            raise BagError('--batch, --every and --threads must be >= 1')
         if self.start < 0 or (self.end is not None and self.end <= self.start):
             raise BagError('need 0 <= --start < --end')
         return self

@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument('--start', type=float, default=0.0, help='seconds from the bag start')
     ap.add_argument('--end', type=float, help='seconds from the bag start (exclusive)')
     ap.add_argument('--every', type=int, default=1, help='process every N-th frame')
+    ap.add_argument('--threads', type=int, default=1,
+                    help='CPU threads per bag (with --ray: CPUs each task asks for). On the CPU '
+                    'the output bytes depend on it: runs with the same value are identical')
     ap.add_argument('--no-points', action='store_true', help='do not write points')
     ap.add_argument('--no-viewers', action='store_true',
                     help='do not write colored depth / segmentation viewing images')
@@ -80,9 +83,7 @@ def parser() -> argparse.ArgumentParser:
                      'ray://host:port')
     ray.add_argument('--workers', type=int, default=0,
                      help='Ray workers, each loading the model once (default: one per GPU when '
-                     'the model runs on CUDA, else one per --cpus-per-task CPUs)')
-    ray.add_argument('--cpus-per-task', type=int, default=1,
-                     help='CPUs (torch threads) per Ray task when the model runs on the CPU')
+                     'the model runs on CUDA, else one per --threads CPUs)')
     return ap
 
 
@@ -103,7 +104,8 @@ def options_from_args(args: argparse.Namespace) -> BagOptions:
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
         namespace=args.namespace, storage=args.storage, version=args.bag_version,
         copy_inputs=args.copy_inputs, batch=args.batch, start=args.start, end=args.end,
-        every=args.every, points=not args.no_points, viewers=not args.no_viewers).validate()
+        every=args.every, points=not args.no_points, viewers=not args.no_viewers,
+        threads=args.threads).validate()
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -122,10 +124,9 @@ def ray_options(args: argparse.Namespace) -> Optional[RayOptions]:
         if args.workers:
             raise BagError('--workers needs --ray')
         return None
-    if args.workers < 0 or args.cpus_per_task < 1:
-        raise BagError('--workers must be >= 0 and --cpus-per-task >= 1')
-    return RayOptions(None if args.ray == 'local' else args.ray, args.workers,
-                      args.cpus_per_task)
+    if args.workers < 0:
+        raise BagError('--workers must be >= 0')
+    return RayOptions(args.ray, args.workers)
 
 
 def _print_single(r: BagResult) -> None:

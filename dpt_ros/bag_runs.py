@@ -26,6 +26,8 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from dpt_ros.bag import BagError, BagOptions, is_bag, open_bag, plan_bag, process_bag
 from dpt_ros.config import Config
 from dpt_ros.pipeline import Pipeline
@@ -200,20 +202,20 @@ def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
 class BagWorker:
     """Loads the model once, then runs bags one after another (in-process or as a Ray actor)."""
 
-    def __init__(self, cfg: Config, opts: BagOptions, threads: int = 0) -> None:
-        if threads:
-            import torch
-            torch.set_num_threads(threads)
+    def __init__(self, cfg: Config, opts: BagOptions) -> None:
         self.cfg, self.opts = cfg, opts
         self.pipe: Optional[Pipeline] = None
         self.frames = 0
         self.loads = 0
         self.log: List[str] = []
+        self._threads = 0
 
     def load(self) -> Dict[str, Any]:
         """Load the model (once); return how long it took and what was loaded."""
         t0 = time.perf_counter()
         if self.pipe is None:
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(self.opts.threads)
             self.pipe = Pipeline(self.cfg, log=self.log.append)
             self.loads += 1
         return {'seconds': time.perf_counter() - t0, 'describe': self.pipe.describe(),
@@ -235,58 +237,68 @@ class BagWorker:
         return self.frames
 
     def close(self) -> None:
-        """Free the model."""
+        """Free the model and give the process its thread count back."""
         if self.pipe is not None:
             self.pipe.close()
             self.pipe = None
+            torch.set_num_threads(self._threads)
 
 
 # ---------------------------------------------------------------------------- progress
 
 
 class ProgressBar:
-    """One stderr line for the whole run: bags done, frames, frames/s, ETA."""
+    """One stderr line for the whole run: bags done, frames, frames/s, ETA.
+
+    On a terminal the line is redrawn twice a second; in a log it is a new line every 10 s.
+    """
 
     def __init__(self, bags: int, frames: int, enabled: bool) -> None:
         self.bags, self.total, self.enabled = bags, max(frames, 1), enabled
         self.done_bags = self.done_frames = self.running = 0
+        self.tty = sys.stderr.isatty()
+        self.every = 0.5 if self.tty else 10.0
         self.t0 = time.monotonic()
         self.last = 0.0
 
+    def line(self) -> str:
+        """Return the bar as text."""
+        done = self.done_frames + self.running
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        eta = f'{max(self.total - done, 0) / rate:5.0f} s' if rate > 0 else '    ? s'
+        bar = '#' * int(24 * min(done / self.total, 1.0))
+        return (f'[{bar:<24}] {self.done_bags}/{self.bags} bags  {done} frames  '
+                f'{rate:6.1f} frames/s  ETA {eta}')
+
     def update(self, running_frames: int = 0, force: bool = False) -> None:
-        """Redraw with the frames of the bags still running (at most twice a second)."""
+        """Redraw with the frames of the bags still running (rate-limited)."""
         self.running = running_frames
         now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.5 and not force):
+        if not self.enabled or (now - self.last < self.every and not force):
             return
         self.last = now
-        done = self.done_frames + self.running
-        rate = done / max(now - self.t0, 1e-9)
-        left = max(self.total - done, 0)
-        eta = f'{left / rate:5.0f} s' if rate > 0 else '    ? s'
-        bar = '#' * int(24 * min(done / self.total, 1.0))
-        sys.stderr.write(f'\r[{bar:<24}] {self.done_bags}/{self.bags} bags  {done} frames  '
-                         f'{rate:6.1f} frames/s  ETA {eta} ')
+        sys.stderr.write(f'\r{self.line()} ' if self.tty else f'{self.line()}\n')
         sys.stderr.flush()
 
     def finished(self, result: BagResult) -> None:
         """Count a finished bag."""
         self.done_bags += 1
         self.done_frames += result.frames
-        self.update(0, force=True)
+        self.update(0, force=self.tty)
 
     def say(self, line: str) -> None:
         """Print a line above the bar."""
-        if self.enabled:
+        if self.enabled and self.tty:
             sys.stderr.write('\r\033[K')
         print(line, file=sys.stderr)
-        self.update(self.running, force=True)
+        self.update(self.running, force=self.tty)
 
     def close(self) -> None:
-        """End the bar's line."""
+        """Draw the final state."""
         if self.enabled:
             self.update(self.running, force=True)
-            sys.stderr.write('\n')
+            if self.tty:
+                sys.stderr.write('\n')
 
 
 def _say_result(result: BagResult, say: Callable[[str], None], single: bool) -> None:
@@ -309,9 +321,8 @@ def _report_finished(result: BagResult, bar: ProgressBar, single: bool) -> None:
 class RayOptions:
     """Where and how wide to run with Ray."""
 
-    address: Optional[str] = None            # None: a local Ray for this run; 'auto'; host:port
+    address: str = 'local'                   # 'local': a new Ray for this run; 'auto'; host:port
     workers: int = 0                         # 0: as many as the cluster's GPUs / CPUs allow
-    cpus_per_task: int = 1
 
 
 def run_serial(jobs: Sequence[Job], cfg: Config, opts: BagOptions, bar: ProgressBar,
@@ -354,8 +365,14 @@ def run_ray(jobs: Sequence[Job], cfg: Config, opts: BagOptions, ray_opts: RayOpt
     """Run the bags as Ray tasks on a pool of actors (one model each); return results + stats."""
     ray = import_ray()
     t_init = time.perf_counter()
-    ray.init(address=ray_opts.address, include_dashboard=False, ignore_reinit_error=True,
-             logging_level=logging.WARNING)
+    local = {'include_dashboard': False} if ray_opts.address == 'local' else {}
+    try:
+        ray.init(address=ray_opts.address, ignore_reinit_error=True,
+                 logging_level=logging.WARNING, **local)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise BagError(f"could not start or join Ray at '{ray_opts.address}': "
+                       f'{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}'
+                       ) from exc
     init_seconds = round(time.perf_counter() - t_init, 3)
     try:
         pool = _RayPool(ray, jobs, cfg, opts, ray_opts, bar, log)
@@ -380,16 +397,16 @@ class _RayPool:
         if self.gpu:
             # Ray makes each task's GPU the only visible one: cuda:N would not exist there.
             cfg = cfg.replace({'model.device': 'cuda'})
-            ask, room = {'num_gpus': 1, 'num_cpus': 1}, int(cluster.get('GPU', 0))
+            ask, room = {'num_gpus': 1, 'num_cpus': opts.threads}, int(cluster.get('GPU', 0))
         else:
-            ask = {'num_cpus': ray_opts.cpus_per_task}
-            room = int(cluster.get('CPU', 1) // ray_opts.cpus_per_task)
+            ask = {'num_cpus': opts.threads}
+            room = int(cluster.get('CPU', 1) // opts.threads)
         self.size = max(1, min(ray_opts.workers or room, len(jobs)))
-        each = '1 GPU' if self.gpu else f'{ray_opts.cpus_per_task} CPU'
+        each = f'1 GPU + {opts.threads} CPU' if self.gpu else f'{opts.threads} CPU'
         log(f'Ray: {self.size} workers, each {each} (cluster: {cluster.get("CPU", 0):g} CPU, '
             f'{cluster.get("GPU", 0):g} GPU)')
         self.actor_cls = ray.remote(**ask, max_concurrency=2)(BagWorker)
-        self.args = (cfg, opts, 0 if self.gpu else ray_opts.cpus_per_task)
+        self.args = (cfg, opts)
         self.queue = list(jobs)
         self.results: List[BagResult] = []
         self.pending: Dict[Any, Tuple] = {}   # ref -> ('load', actor, t) / ('run', actor, job, t)
