@@ -216,7 +216,11 @@ class BagWorker:
         if self.pipe is None:
             self._threads = torch.get_num_threads()
             torch.set_num_threads(self.opts.threads)
-            self.pipe = Pipeline(self.cfg, log=self.log.append)
+            try:
+                self.pipe = Pipeline(self.cfg, log=self.log.append)
+            except BaseException:
+                torch.set_num_threads(self._threads)
+                raise
             self.loads += 1
         return {'seconds': time.perf_counter() - t0, 'describe': self.pipe.describe(),
                 'worker': f'{os.uname().nodename}:{os.getpid()}', 'loads': self.loads}
@@ -326,16 +330,15 @@ class RayOptions:
 
 
 def run_serial(jobs: Sequence[Job], cfg: Config, opts: BagOptions, bar: ProgressBar,
-               single: bool, log: Callable[[str], None]) -> List[BagResult]:
+               single: bool, log: Callable[[str], None]) -> Tuple[List[BagResult], Dict]:
     """Run the bags one after another in this process, with one model."""
     worker = BagWorker(cfg, opts)
     results = []
+    info = worker.load()
+    log(f"model ready in {info['seconds']:.1f} s: "
+        + ', '.join(f'{k}={v}' for k, v in info['describe'].items()))
     try:
         for job in jobs:
-            if worker.pipe is None:
-                info = worker.load()
-                log(f"model ready in {info['seconds']:.1f} s: "
-                    + ', '.join(f'{k}={v}' for k, v in info['describe'].items()))
             t0 = time.perf_counter()
             result = worker.run(job, on_frames=lambda n: bar.update(n))
             result.wall_seconds = time.perf_counter() - t0
@@ -343,7 +346,7 @@ def run_serial(jobs: Sequence[Job], cfg: Config, opts: BagOptions, bar: Progress
             results.append(result)
     finally:
         worker.close()
-    return results
+    return results, {'model_load_seconds': round(info['seconds'], 3), 'model_loads': 1}
 
 
 def import_ray() -> Any:
@@ -543,11 +546,12 @@ def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
         _say_result(r, lambda line: print(line, file=sys.stderr), single)
     bar = ProgressBar(len(todo), total, bar_enabled and bool(todo))
     how: Dict[str, Any] = {'runner': 'ray' if ray_opts else 'serial'}
+    done: List[BagResult] = []
     try:
         if todo and ray_opts is not None:
             done, how['ray'] = run_ray(todo, cfg, opts, ray_opts, bar, log)
-        else:
-            done = run_serial(todo, cfg, opts, bar, single, log) if todo else []
+        elif todo:
+            done, how['serial'] = run_serial(todo, cfg, opts, bar, single, log)
     finally:
         bar.close()
     results.update((r.bag, r) for r in done)

@@ -162,3 +162,16 @@ def test_ray_gives_the_same_bytes_as_serial(tmp_path, params):
     assert len({b['worker'] for b in doc['bags']}) <= 2
     assert len(ray_stats['model_load_seconds']) == 2
     assert ray_stats['per_bag_overhead_seconds_p50'] is not None
+
+
+def test_bag_bench_smoke(tmp_path):
+    """The README's benchmark command runs: serial and Ray, byte-identical, figures written."""
+    pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    from dpt_ros import bag_bench
+    out = tmp_path / 'bench'
+    assert bag_bench.main(['--smoke', '--out', str(out), '--work-dir', str(tmp_path / 'w')]) == 0
+    res = json.loads((out / 'results.json').read_text())
+    assert res['byte_identical'] and res['frames'] == 4 and res['ray_workers'] == 2
+    assert res['serial']['seconds'] > 0 and res['ray']['seconds'] > 0 and res['speedup'] > 0
+    assert len(res['ray']['model_load_seconds']) == 2 and res['ray']['init_seconds'] > 0
+    assert '| Ray, 2 workers |' in (out / 'results.md').read_text()
