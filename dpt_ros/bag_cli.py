@@ -5,7 +5,7 @@
 
 Exit status: 0 when every bag is done or skipped as complete; N (1 to 100) when N bags failed
 (100 means 100 or more); 101 when nothing ran (bad options or parameters, a model that does
-not load, Ray asked for and not installed).
+not load, Ray asked for and not installed); 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -159,6 +159,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (BagError, ConfigError, ModelLoadError) as exc:
         print(f'dpt_bag: error: {exc}', file=sys.stderr)
         return EXIT_NOTHING_RAN
+    except KeyboardInterrupt:
+        print('dpt_bag: interrupted: finished outputs are kept, run the same command again to '
+              'do the rest', file=sys.stderr)
+        return 130
     results = bad + results
     summary = args.summary_json or (str(Path(args.output) / SUMMARY) if several else None)
     if summary:

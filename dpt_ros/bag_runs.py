@@ -15,7 +15,9 @@ serial run and a Ray run write byte-identical bags.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
+import hashlib
 import json
 import logging
 import os
@@ -45,6 +47,7 @@ class Job:
     name: str
     src: str
     dst: str
+    settings: str = ''  # digest of the config and options it is made with (in the marker)
 
 
 @dataclass
@@ -124,6 +127,28 @@ def is_complete(dst: Path) -> bool:
     return (dst / MARKER).is_file()
 
 
+def settings_digest(cfg: Config, opts: BagOptions) -> str:
+    """Return a digest of everything that shapes an output besides the input bag."""
+    text = json.dumps({'config': asdict(cfg), 'options': asdict(opts)}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _marker_settings(dst: Path) -> str:
+    try:
+        return json.loads((dst / MARKER).read_text()).get('settings', '')
+    except (OSError, ValueError):
+        return ''
+
+
+def _replaceable(dst: Path) -> bool:
+    """Return whether --force may delete dst: an empty folder or one holding only a bag."""
+    bag_files = ('metadata.yaml', MARKER)
+    return dst.is_dir() and all(c.is_file() and (c.name in bag_files or c.suffix in (
+        '.mcap', '.db3', '.zstd') or c.name.endswith(('.db3-journal', '.db3-wal', '.db3-shm')))
+        for c in dst.iterdir())
+
+
 def _staging(dst: Path) -> Path:
     # The inner folder keeps the bag's name: rosbags names the storage file after it.
     return dst.parent / f'.{dst.name}.partial' / dst.name
@@ -132,10 +157,20 @@ def _staging(dst: Path) -> Path:
 def triage(job: Job, force: bool) -> Optional[BagResult]:
     """Return a result for a job that must not run (complete, or not ours); else None."""
     dst = Path(job.dst)
-    if not dst.exists() or force:
+    if not dst.exists():
         return None
-    if is_complete(dst):
+    if not _replaceable(dst):
+        return BagResult(job.name, job.src, job.dst, reason=(
+            f"output '{dst}' exists and holds more than a bag: dpt_bag never deletes it, even "
+            'with --force; remove it or choose another output'))
+    if force:
+        return None
+    if is_complete(dst) and _marker_settings(dst) == job.settings:
         return BagResult(job.name, job.src, job.dst, 'skipped', 'complete (--force redoes it)')
+    if is_complete(dst):
+        return BagResult(job.name, job.src, job.dst, reason=(
+            f"output '{dst}' is complete but was made with other parameters or options; pass "
+            '--force to redo it'))
     return BagResult(job.name, job.src, job.dst, reason=(
         f"output '{dst}' exists and is not a complete dpt_bag output (no {MARKER}); pass "
         '--force to replace it'))
@@ -163,7 +198,7 @@ def _remove(path: Path) -> None:
 def _commit(job: Job, opts: BagOptions, staging: Path, result: BagResult) -> None:
     """Write the marker last, then move the finished bag into place."""
     marker = {'input': job.src, 'frames': result.frames, 'topics': result.topics,
-              'no_camera_info': result.no_camera_info,
+              'no_camera_info': result.no_camera_info, 'settings': job.settings,
               'skipped_messages': result.skipped_messages, 'options': asdict(opts)}
     (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + '\n')
     dst = Path(job.dst)
@@ -532,6 +567,8 @@ def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
     results: Dict[str, BagResult] = {}
     todo: List[Job] = []
     total = 0
+    settings = settings_digest(cfg, opts)
+    jobs = [dataclasses.replace(j, settings=settings) for j in jobs]
     for job in jobs:
         early = triage(job, force)
         if early is None:

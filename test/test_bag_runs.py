@@ -118,10 +118,20 @@ def test_rerun_skips_complete_redoes_half_written_and_force_redoes_all(tmp_path,
     assert (root / 'a' / MARKER).stat().st_mtime_ns == first['a']  # not redone
     assert (root / 'b' / MARKER).is_file() and not (root / '.b.partial').exists()
     assert (root / 'c' / 'notes.txt').read_text() == 'mine'  # never replaced without --force
-    assert run(fleet, root, '--params-file', params, '--force') == 0
-    assert statuses(root) == {'a': 'done', 'b': 'done', 'c': 'done'}
+    # --force redoes every output, but never deletes a folder holding more than a bag.
+    assert run(fleet, root, '--params-file', params, '--force') == 1
+    assert statuses(root) == {'a': 'done', 'b': 'done', 'c': 'failed'}
     assert (root / 'a' / MARKER).stat().st_mtime_ns != first['a']
-    assert not (root / 'c' / 'notes.txt').exists()
+    assert (root / 'c' / 'notes.txt').read_text() == 'mine'
+    (root / 'c' / 'notes.txt').unlink()  # an empty folder may be replaced
+    assert run(fleet, root, '--params-file', params, '--force') == 0
+    # Outputs made with other settings are not taken for complete.
+    assert run(fleet, root, '--params-file', params, '--no-viewers') == 3
+    reasons = {b['bag']: b['reason'] for b in summary(root)['bags']}
+    assert all('other parameters or options' in reasons[n] for n in 'abc')
+    assert run(fleet, root, '--params-file', params, '--no-viewers', '--force') == 0
+    assert run(fleet, root, '--params-file', params, '--no-viewers') == 0
+    assert set(statuses(root).values()) == {'skipped'}
 
 
 def test_progress_bar_counts_bags_and_frames(tmp_path, params, capsys):
@@ -175,3 +185,22 @@ def test_bag_bench_smoke(tmp_path):
     assert res['serial']['seconds'] > 0 and res['ray']['seconds'] > 0 and res['speedup'] > 0
     assert len(res['ray']['model_load_seconds']) == 2 and res['ray']['init_seconds'] > 0
     assert '| Ray, 2 workers |' in (out / 'results.md').read_text()
+
+
+def test_ctrl_c_keeps_finished_outputs_and_leaves_no_half_written_one(tmp_path, params,
+                                                                      monkeypatch, capsys):
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'])
+    real = bag_runs.process_bag
+
+    def interrupted_at_b(src, dst, *a, **k):
+        if src.name == 'b':
+            dst.mkdir()
+            (dst / 'b.db3').write_bytes(b'half')
+            raise KeyboardInterrupt
+        return real(src, dst, *a, **k)
+    monkeypatch.setattr(bag_runs, 'process_bag', interrupted_at_b)
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 130
+    assert 'interrupted' in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir()) == ['a']
+    assert (root / 'a' / MARKER).is_file()
