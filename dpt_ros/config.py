@@ -18,7 +18,15 @@ DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 COLORMAPS = ('inferno', 'turbo', 'magma', 'viridis', 'plasma', 'jet', 'gray')
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-BACKENDS = ('torch', 'compile', 'tensorrt')
+# model.backend choices and what each runs: the one list the description, the validation and
+# models.apply_backend follow. Runtimes other than torch fall back to torch with a log line.
+BACKENDS = {
+    'torch': 'eager PyTorch',
+    'compile': 'torch.compile, CUDA graphs on GPU',
+    'tensorrt': 'a TensorRT engine, CUDA only',
+    'onnxruntime': 'ONNX Runtime: CPU provider, or CUDA / TensorRT providers with '
+                   'onnxruntime-gpu',
+}
 ASPECT_CHOICES = ('checkpoint', 'true', 'false')
 TRANSPORTS = ('raw', 'compressed')
 INPUT_RELIABILITY = ('auto', 'reliable', 'best_effort')
@@ -59,9 +67,9 @@ class ModelConfig:
         "'bf16'. Half precision on CPU falls back to fp32 with a log line.",
         choices=PRECISIONS, read_only=True)
     backend: str = _opt(
-        'torch', "Inference backend: 'torch' (eager), 'compile' (torch.compile, CUDA graphs on "
-        "GPU) or 'tensorrt' (falls back to torch with a log line when unavailable).",
-        choices=BACKENDS, read_only=True)
+        'torch', 'Inference backend: ' + ', '.join(f"'{k}' ({v})" for k, v in BACKENDS.items())
+        + '. Exported runtimes fall back to torch with a log line when unavailable.',
+        choices=tuple(BACKENDS), read_only=True)
     input_height: int = _opt(
         0, 'Network input height in pixels; 0 takes it from the checkpoint preprocessor_config.',
         lo=0, hi=4096, read_only=True)
@@ -76,7 +84,8 @@ class ModelConfig:
         0, 'Round the network input size to a multiple of this; 0 takes it from the checkpoint.',
         lo=0, hi=256, read_only=True)
     engine_dir: str = _opt(
-        '', 'Folder for cached TensorRT engines; empty means ~/.cache/dpt_ros/engines.',
+        '', 'Folder for cached TensorRT engines and ONNX exports; empty means '
+        '~/.cache/dpt_ros/engines.',
         read_only=True)
 
 

@@ -50,7 +50,8 @@ def weights_hash(net: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(net.state_dict().items()):
         h.update(f'{name}:{tuple(t.shape)}:{t.dtype}'.encode())
-        h.update(t.detach().to('cpu').contiguous().view(torch.uint8).numpy().tobytes())
+        flat = t.detach().to('cpu').contiguous().reshape(-1)  # 0-d buffers cannot be viewed
+        h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import importlib
 import json
 import logging
 import os
@@ -310,10 +311,16 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     return loaded
 
 
+# config.BACKENDS that run an exported graph: name -> module whose try_build(loaded,
+# input_shape, cache, cancel=...) returns (module, description) or (None, why not). Imported
+# only when asked for: each runtime is optional.
+RUNTIMES = {'tensorrt': 'dpt_ros.tensorrt_backend', 'onnxruntime': 'dpt_ros.onnx_backend'}
+
+
 def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int, int, int],
                   engine_dir: str = '', log: Callable[[str], None] = LOG.info,
                   cancel: Optional[Callable[[], bool]] = None) -> None:
-    """Switch a loaded model to 'compile' or 'tensorrt' for a fixed input shape (or keep torch).
+    """Switch a loaded model to a config.BACKENDS choice for a fixed input shape.
 
     When the backend cannot be used, the model stays on (or returns to) eager torch and one
     line says why. cancel() returning True abandons a long engine build (shutdown).
@@ -322,16 +329,16 @@ def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int
         return
     if loaded.eager is None:
         loaded.eager = loaded.net
-    if backend == 'tensorrt':
-        from dpt_ros import tensorrt_backend
-        engine, info = tensorrt_backend.try_build(loaded, input_shape, engine_dir, cancel=cancel)
-        if engine is None:
-            log(f'model.backend tensorrt unavailable ({info}); running on torch.')
+    if backend in RUNTIMES:
+        try_build = importlib.import_module(RUNTIMES[backend]).try_build
+        module, info = try_build(loaded, input_shape, engine_dir, cancel=cancel)
+        if module is None:
+            log(f'model.backend {backend} unavailable ({info}); running on torch.')
             loaded.net, loaded.backend = loaded.eager, 'torch'
             return
-        loaded.net = engine
-        loaded.backend = 'tensorrt'
-        log(f'TensorRT engine for input {tuple(input_shape)}: {info}')
+        loaded.net = module
+        loaded.backend = backend
+        log(f'model.backend {backend} for input {tuple(input_shape)}: {info}')
         return
     if backend == 'compile':
         if loaded.backend == 'compile':
