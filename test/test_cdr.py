@@ -10,8 +10,9 @@ import pytest
 
 from dpt_ros import cdr
 from dpt_ros import conversions as conv
+from dpt_ros import outputs
 from dpt_ros.geometry import Intrinsics
-from dpt_ros.pipeline import Result
+from dpt_ros.outputs import EncodeOptions, Result
 
 serialization = pytest.importorskip('rclpy.serialization',
                                     reason='rclpy (ROS 2) is not installed')
@@ -19,8 +20,6 @@ msgs = pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs (ROS 2) is not
 Time = pytest.importorskip('builtin_interfaces.msg').Time
 Header = pytest.importorskip('std_msgs.msg').Header
 
-CLASSES = {conv.IMAGE_TYPE: msgs.Image, conv.CLOUD_TYPE: msgs.PointCloud2,
-           conv.INFO_TYPE: msgs.CameraInfo}
 RNG = np.random.default_rng(3)
 # Frame ids of every length mod 4 (the header's string sets the alignment of what follows).
 FRAME_IDS = ['', 'c', 'ca', 'cam', 'camera_color_optical_frame', 'x' * 301]
@@ -54,7 +53,7 @@ def check(msg_type, fields, hdr, info=None):
     expected = conv.fields_to_msg(msg_type, fields, hdr, info)
     ours = cdr.fields_to_cdr(msg_type, fields, hdr, info)
     assert isinstance(ours, bytes)
-    got = serialization.deserialize_message(ours, CLASSES[msg_type])
+    got = serialization.deserialize_message(ours, conv.msg_class(msg_type))
     same(got, expected)
     # As long as what rclpy writes (its padding bytes are not zeroed, so not compared).
     assert len(ours) == len(serialization.serialize_message(expected))
@@ -66,21 +65,27 @@ def full_result(h, w, labels_dtype=np.uint8, rgb=True, dense=False):
     r = Result(h, w)
     depth = RNG.uniform(0.2, 9.0, (h, w)).astype(np.float32)
     depth[RNG.random((h, w)) < 0.2] = np.nan
-    r.relative = RNG.random((h, w)).astype(np.float32)
-    r.depth = depth
-    r.depth_colored = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
     pts = RNG.normal(size=(h * w, 4)).astype(np.float32)
     pts[RNG.random(h * w) < 0.2, :3] = np.nan
     if dense:
         pts = pts[np.isfinite(pts[:, 2])]
-        r.points, r.points_shape = pts, (1, len(pts))
+        r.points_shape = (1, len(pts))
     else:
-        r.points, r.points_shape = pts, (h, w)
+        r.points_shape = (h, w)
     r.points_rgb = rgb
-    r.labels = RNG.integers(0, np.iinfo(labels_dtype).max, (h, w)).astype(labels_dtype)
-    r.seg_colored = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    r.overlay = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    r.arrays = {
+        'relative': RNG.random((h, w)).astype(np.float32), 'depth': depth, 'points': pts,
+        'depth_colored': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
+        'labels': RNG.integers(0, np.iinfo(labels_dtype).max, (h, w)).astype(labels_dtype),
+        'seg_colored': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
+        'overlay': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)}
     return r
+
+
+def encoded(result, depth_encoding='32FC1'):
+    """Return {output name: (message type, fields)} for every output of a Result."""
+    return {o.name: (o.msg_type, f)
+            for o, f in outputs.encode(result, EncodeOptions(depth_encoding, camera_info=True))}
 
 
 def camera_info(w, h):
@@ -99,18 +104,17 @@ def camera_info(w, h):
 def test_every_output_deserializes_to_the_message_path(frame_id, h, w, encoding, labels_dtype,
                                                        rgb, dense):
     result = full_result(h, w, labels_dtype, rgb, dense)
-    fields = conv.result_fields(result, encoding, with_camera_info=True)
-    assert set(fields) == set(conv.OUTPUT_TOPICS), 'every published topic is covered'
+    fields = encoded(result, encoding)
+    assert set(fields) == outputs.ALL, 'every published output is covered'
     hdr = header(frame_id)
     info = camera_info(w, h)
     for topic, (msg_type, f) in fields.items():
         ours = check(msg_type, f, hdr, info)
-        back = serialization.deserialize_message(ours, CLASSES[msg_type])
+        back = serialization.deserialize_message(ours, conv.msg_class(msg_type))
         assert back.header.frame_id == frame_id, topic
-    assert fields[conv.TOPIC_DEPTH][1]['encoding'] == encoding
-    assert fields[conv.TOPIC_LABELS][1]['encoding'] == \
-        ('mono8' if labels_dtype == np.uint8 else 'mono16')
-    cloud = fields[conv.TOPIC_POINTS][1]
+    assert fields['depth'][1]['encoding'] == encoding
+    assert fields['labels'][1]['encoding'] == ('mono8' if labels_dtype == np.uint8 else 'mono16')
+    cloud = fields['points'][1]
     assert [f[0] for f in cloud['fields']] == (['x', 'y', 'z', 'rgb'] if rgb else ['x', 'y', 'z'])
 
 
@@ -160,15 +164,16 @@ def test_published_bytes_arrive_as_the_message(tmp_path):
     ex.add_node(node)
     try:
         result = full_result(48, 64, np.uint16, rgb=True)
-        fields = conv.result_fields(result, '32FC1', with_camera_info=True)
+        fields = encoded(result)
         hdr = header('camera_optical')
         info = camera_info(64, 48)
         got = {}
         pubs = {}
-        for topic, (msg_type, _) in fields.items():
-            pubs[topic] = node.create_publisher(CLASSES[msg_type], f'/cdr_test/{topic}', 2)
-            node.create_subscription(CLASSES[msg_type], f'/cdr_test/{topic}',
-                                     lambda m, t=topic: got.__setitem__(t, m), 2)
+        for name, (msg_type, _) in fields.items():
+            topic = f'/cdr_test/{outputs.BY_NAME[name].topic}'
+            pubs[name] = node.create_publisher(conv.msg_class(msg_type), topic, 2)
+            node.create_subscription(conv.msg_class(msg_type), topic,
+                                     lambda m, n=name: got.__setitem__(n, m), 2)
         end = time.monotonic() + 10
         while time.monotonic() < end and any(p.get_subscription_count() == 0
                                              for p in pubs.values()):
