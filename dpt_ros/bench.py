@@ -5,12 +5,17 @@
 
 Sections, all measured in one run on one device:
   stages   per-stage p50/p95 in-process: decode, host-to-device, preprocess, forward,
-           postprocess, point cloud, download, message fill, publish;
+           postprocess, point cloud, download, then fill + publish of the outputs both as
+           messages and as serialized CDR bytes, side by side (a subscriber is attached);
   forward  the same network on the same pixel_values, timed alone (the floor);
+  backends the bare forward and the in-process pipeline for each model.backend, each timed
+           alone in its own process (runtimes' spinning thread pools slow each other);
   naive    the way typical wrappers are written: DPTImageProcessor + model +
            post_process_depth_estimation + a point cloud built with Python lists;
-  dds      publisher process -> dpt_node process -> this process over real DDS: end-to-end
-           latency (receive - stamp) and sustained throughput.
+  dds      publisher process -> dpt_node process (fastest backend) -> this process over
+           real DDS: end-to-end latency (receive - stamp) and sustained throughput; then a
+           relay process in the node's place (prebuilt depth + cloud of the same sizes, no
+           model) gives this run's transport floor.
 Writes results.json, results.md and latency.png to --out.
 """
 
@@ -22,13 +27,15 @@ import os
 from pathlib import Path
 import platform
 import struct
+import subprocess
 import sys
 import time
-from typing import AbstractSet, Any, Dict, List, Optional
+from typing import AbstractSet, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from dpt_ros import cdr
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
 from dpt_ros.config import Config
@@ -37,7 +44,14 @@ from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
 from dpt_ros.toolkit import have_rclpy, pct, profile_env, summary
 
-STAGE_NAMES = {'upload': 'host-to-device', 'geometry': 'point cloud', 'fill': 'message fill'}
+# Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
+# and as serialized CDR (dpt_ros.cdr); the in-process total counts the bytes path.
+BYTES_STAGES = ('fill_bytes', 'publish_bytes')
+STAGE_NAMES = {'upload': 'host-to-device', 'geometry': 'point cloud',
+               'fill': 'fill, message path', 'publish': 'publish, message path',
+               'fill_bytes': 'fill, bytes path (CDR)', 'publish_bytes': 'publish, bytes path'}
+BENCH_OUTPUTS = frozenset({'depth', 'depth_info', 'points'})
+BACKEND_ROLE = 'backend'
 
 
 def _sync(device: torch.device) -> None:
@@ -66,41 +80,56 @@ def _image_msg(rgb: np.ndarray) -> Any:
                                   data=fields['data'].tobytes())
 
 
+def _fill_publish(pub: Any, encoded: List[Any], header: Any, info: Any,
+                  as_bytes: bool) -> Tuple[float, float]:
+    """Fill then publish one frame's outputs as messages or CDR bytes; return the two ms."""
+    make = cdr.fields_to_cdr if as_bytes else conv.fields_to_msg
+    t0 = time.perf_counter()
+    out = {o.name: make(o.msg_type, f, header, info) for o, f in encoded}
+    t1 = time.perf_counter()
+    pub.publish(out)
+    return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+
+
 def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[str],
                  iters: int, warmup: int, pub: Any) -> Dict[str, Any]:
-    """Per-stage latency of our path, message fill and publish included."""
+    """Per-stage latency of our path, fill + publish as messages and as bytes included."""
     msg = _image_msg(rgb)
     info = conv.camera_info_from_intrinsics(intr) if pub.ok else None
     header = getattr(msg, 'header', None)
-    stages: Dict[str, List[float]] = {s: [] for s in FRAME_STAGES}
+    stages: Dict[str, List[float]] = {s: [] for s in FRAME_STAGES + BYTES_STAGES}
     totals: List[float] = []
+    pipeline: List[float] = []
     for i in range(warmup + iters):
         t0 = time.perf_counter()
         frame = conv.decode_image(msg)
         t1 = time.perf_counter()
         r = pipe.process(frame, intr, want)
         t2 = time.perf_counter()
-        msgs = {}
+        times = {}
         if pub.ok:
             encoded = outputs.encode(r, EncodeOptions('32FC1', camera_info=True))
-            msgs = {o.name: conv.fields_to_msg(o.msg_type, f, header, info)
-                    for o, f in encoded}
-        t3 = time.perf_counter()
-        if pub.ok:
-            pub.publish(msgs)
-        t4 = time.perf_counter()
+            # Alternate which path goes first: neither always finds the caches warm.
+            for as_bytes in ((False, True) if i % 2 else (True, False)):
+                keys = BYTES_STAGES if as_bytes else ('fill', 'publish')
+                times.update(zip(keys, _fill_publish(pub, encoded, header, info, as_bytes)))
         if i < warmup:
             continue
         stages['decode'].append((t1 - t0) * 1e3)
-        for k, v in r.timings.items():
+        for k, v in list(r.timings.items()) + list(times.items()):
             stages[k].append(v)
-        stages['fill'].append((t3 - t2) * 1e3)
-        stages['publish'].append((t4 - t3) * 1e3)
-        totals.append((t4 - t0) * 1e3)
+        pipeline.append((t2 - t0) * 1e3)
+        totals.append(pipeline[-1] + sum(times.get(k, 0.0) for k in BYTES_STAGES))
     out = {k: summary(v) for k, v in stages.items() if v}
     out['total'] = summary(totals)
+    out['pipeline'] = summary(pipeline)
     out['raw_total'] = totals
+    out['raw_pipeline'] = pipeline
     out['raw_forward'] = stages['forward']
+    if pub.ok:
+        msg_path = [a + b for a, b in zip(stages['fill'], stages['publish'])]
+        byte_path = [a + b for a, b in zip(*(stages[k] for k in BYTES_STAGES))]
+        out['fill_publish'] = {'message': summary(msg_path), 'bytes': summary(byte_path)}
     return out
 
 
@@ -176,6 +205,68 @@ def bench_naive(ckpt: Path, rgb: np.ndarray, intr: Any, iters: int, warmup: int,
             'raw_total': totals}
 
 
+# ------------------------------------------------------------------ backends, each alone
+
+def default_backends(dev: torch.device) -> List[str]:
+    """Return eager torch plus the runtimes worth comparing on this device."""
+    if dev.type == 'cuda':
+        return ['torch', 'compile', 'tensorrt', 'onnxruntime']
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return ['torch']
+    return ['torch', 'onnxruntime']
+
+
+def make_pipeline(ckpt: Path, device: str, precision: str,
+                  backend: str = 'torch') -> Tuple[Pipeline, Dict[str, Any]]:
+    """Return the benchmark's pipeline and its depth settings (depth + points, all valid)."""
+    cfg = Config().replace({'model.depth': str(ckpt), 'model.device': device,
+                            'model.precision': precision, 'model.backend': backend})
+    pipe = Pipeline(cfg, log=lambda m: None)
+    # Relative checkpoints run through affine_inverse (as a robot would run DPT-style
+    # models), with the whole cloud valid (worst case).
+    depth_cfg = {'depth.min': 0.0, 'depth.max': 10000.0, 'depth.mode':
+                 'metric' if pipe.depth_model.metric else 'affine_inverse'}
+    pipe.update(pipe.config.replace(depth_cfg))
+    return pipe, depth_cfg
+
+
+def run_backend(args: argparse.Namespace) -> int:
+    """Child process of bench_backend: time one backend, print its raw figures as JSON."""
+    ckpt = checkpoint(args.models[0], Path(args.work_dir).expanduser())
+    pipe, _ = make_pipeline(ckpt, args.device, args.precision, args.backend)
+    s = synthetic_scene(args.width, args.height)
+    no_pub = argparse.Namespace(ok=False)
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, args.iters, 2, no_pub)
+    fw = bench_forward(pipe, s.rgb, args.iters, 2)
+    print(json.dumps({'ran': pipe.depth_model.backend, 'forward': fw['raw'],
+                      'pipeline': st['raw_pipeline'], 'in_pipeline': st['raw_forward']}))
+    return 0
+
+
+def bench_backend(preset: str, backend: str, work: Path, device: str, precision: str,
+                  width: int, height: int, iters: int) -> Dict[str, Any]:
+    """Time one backend alone in a process of its own: bare forward and in-process pipeline."""
+    cmd = [sys.executable, '-m', 'dpt_ros.bench', '--role', BACKEND_ROLE, '--backend', backend,
+           '--models', preset, '--device', device, '--precision', precision, '--width',
+           str(width), '--height', str(height), '--iters', str(iters), '--work-dir', str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or [f'exit {proc.returncode}'])[-1]
+        return {'ran': 'failed', 'error': why[:300]}
+    raw = json.loads(lines[-1])
+    return _backend_row(raw['ran'], raw['forward'], raw['pipeline'], raw['in_pipeline'])
+
+
+def _backend_row(ran: str, forward: List[float], pipeline: List[float],
+                 in_pipeline: List[float]) -> Dict[str, Any]:
+    over = [p - f for p, f in zip(pipeline, in_pipeline)]
+    return {'ran': ran, 'forward': summary(forward), 'pipeline': summary(pipeline),
+            'overhead': summary(over), 'raw_forward': forward}
+
+
 # ------------------------------------------------------------------ driver and report
 
 def _in_process_publisher() -> Any:
@@ -184,6 +275,75 @@ def _in_process_publisher() -> Any:
         from dpt_ros.dds_clients import InProcessPublisher
         return InProcessPublisher()
     return argparse.Namespace(ok=False, close=lambda: None)
+
+
+def _strip_raw(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if not k.startswith('raw')}
+
+
+def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
+               depth_cfg: Dict[str, Any], w: int, h: int) -> Dict[str, Any]:
+    """Every section for one model at one camera size."""
+    log, first = ctx.log, (w, h) == ctx.sizes[0]
+    s = synthetic_scene(w, h)
+    log(f'  {w}x{h}: stages ...')
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, ctx.iters, ctx.warmup, ctx.pub)
+    fw = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup)
+    naive_iters = max(2, ctx.iters // 2) if w * h > 640 * 480 else ctx.iters
+    log(f'  {w}x{h}: naive wrapper ...')
+    nv = bench_naive(ckpt, s.rgb, s.intrinsics, naive_iters, 1, ctx.dev, pipe.depth_model.dtype)
+    ours_over = [t - f for t, f in zip(st['raw_total'], st['raw_forward'])]
+    size = {'stages': _strip_raw(st), 'forward_bare': _strip_raw(fw), 'naive': _strip_raw(nv),
+            'our_overhead': summary(ours_over),
+            'raw': {'ours': st['raw_total'], 'forward': fw['raw'], 'naive': nv['raw_total']}}
+    size['ratio_naive_overhead_vs_ours'] = (
+        nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
+    backends = {'torch': _backend_row('torch', fw['raw'], st['raw_pipeline'],
+                                      st['raw_forward'])}
+    for b in ctx.backends:
+        if b != 'torch':
+            log(f'  {w}x{h}: backend {b} (own process) ...')
+            backends[b] = bench_backend(preset, b, ctx.work, str(ctx.dev), ctx.precision, w, h,
+                                        ctx.iters)
+    ran = {b: r for b, r in backends.items() if r['ran'] == b}
+    best = min(ran, key=lambda b: ran[b]['forward']['p50'])
+    size['backends'] = {b: _strip_raw(r) for b, r in backends.items()}
+    size['best_backend'] = best
+    if not ctx.dds or (ctx.smoke and not first):
+        return size
+    from dpt_ros.dds_clients import bench_dds
+    # The node's frame time with that backend: its pipeline plus this run's fill + publish.
+    est = backends[best]['pipeline']['p50'] + st['total']['p50'] - st['pipeline']['p50']
+    frames = 8 if ctx.smoke else ctx.dds_frames
+    d = bench_dds(ckpt, None, str(ctx.dev), ctx.precision, w, h, frames, est, log, depth_cfg,
+                  backend=best, relay=True)
+    # This machine's speed drifts by 10-15 % over minutes (a shared VM): time the bare
+    # forward again right after the DDS run and compare with both.
+    if best == 'torch':
+        after = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup)['raw']
+    else:
+        after = bench_backend(preset, best, ctx.work, str(ctx.dev), ctx.precision, w, h,
+                              ctx.iters).get('raw_forward', [])
+    bare = pct(backends[best]['raw_forward'] + after, 50)
+    d['forward_bare_before'] = backends[best]['forward']
+    d['forward_bare_after'] = summary(after)
+    d['forward_bare_pooled_p50'] = bare
+    d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / bare
+    d['ratio_fps_vs_forward'] = d['throughput']['fps'] * bare / 1e3
+    if 'relay' in d:
+        node_share = d['latency']['latency']['p50'] - d['relay']['latency']['p50']
+        inproc = backends[best]['overhead']['p50']
+        if 'fill_publish' in size['stages']:
+            inproc += size['stages']['fill_publish']['bytes']['p50']
+        d['e2e_minus_floor'] = node_share
+        d['inprocess_overhead'] = inproc
+        d['ratio_node_share_vs_inprocess_overhead'] = node_share / max(inproc, 1e-6)
+    size['dds'] = d
+    if first and (ctx.smoke or preset.startswith('tiny') or ctx.dev.type == 'cuda'):
+        # Eager torch: a runtime would export the segmentation model on the first frames.
+        size['dds_segmentation'] = bench_dds(ckpt, ctx.seg_ckpt, str(ctx.dev), ctx.precision, w,
+                                             h, frames, st['total']['p50'] * 1.5, log, depth_cfg)
+    return size
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -202,81 +362,38 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     precision = args.precision
     if precision == 'auto':
         precision = 'fp16' if dev.type == 'cuda' else 'fp32'
-    sizes = [(640, 480)] if args.smoke else [(640, 480), (1280, 720)]
     iters, warmup = (3, 1) if args.smoke else (args.iters, 2)
+    ctx = argparse.Namespace(
+        log=print, dev=dev, precision=precision, work=work, iters=iters, warmup=warmup,
+        sizes=[(640, 480)] if args.smoke else [(640, 480), (1280, 720)], smoke=args.smoke,
+        backends=args.backends or default_backends(dev), dds=not args.no_dds and have_rclpy(),
+        dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work))
     results: Dict[str, Any] = {
         'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else
         f'CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
         f'{torch.get_num_threads()} torch threads)',
         'torch': torch.__version__, 'precision': precision, 'smoke': bool(args.smoke),
-        'models': {}}
-    log = print
-    pub = _in_process_publisher()
-    seg_ckpt = checkpoint('tiny-seg', work)
+        'backends': ctx.backends, 'models': {}}
+    ctx.pub = _in_process_publisher()
     try:
         for preset in presets:
             ckpt = checkpoint(preset, work)
-            log(f'{preset}: {ckpt}')
-            cfg = Config().replace({'model.depth': str(ckpt), 'model.device': str(dev),
-                                    'model.precision': precision})
-            pipe = Pipeline(cfg, log=lambda m: None)
-            # Depth + points for every model: relative checkpoints through affine_inverse (as
-            # a robot would run DPT-style models), and the whole cloud valid (worst case).
-            depth_cfg = {'depth.min': 0.0, 'depth.max': 10000.0, 'depth.mode':
-                         'metric' if pipe.depth_model.metric else 'affine_inverse'}
-            pipe.update(pipe.config.replace(depth_cfg))
+            ctx.log(f'{preset}: {ckpt}')
+            pipe, depth_cfg = make_pipeline(ckpt, str(dev), precision)
             entry: Dict[str, Any] = {'params_M': pipe.depth_model.num_parameters / 1e6,
                                      'sizes': {}}
-            for w, h in sizes:
-                s = synthetic_scene(w, h)
-                want = {'depth', 'depth_info', 'points'}
-                log(f'  {w}x{h}: stages ...')
-                st = bench_stages(pipe, s.rgb, s.intrinsics, want, iters, warmup, pub)
-                fw = bench_forward(pipe, s.rgb, iters, warmup)
-                naive_iters = max(2, iters // 2) if w * h > 640 * 480 else iters
-                log(f'  {w}x{h}: naive wrapper ...')
-                nv = bench_naive(ckpt, s.rgb, s.intrinsics, naive_iters, 1, dev,
-                                 pipe.depth_model.dtype)
-                ours_over = [t - f for t, f in zip(st['raw_total'], st['raw_forward'])]
-                size = {'stages': {k: v for k, v in st.items() if not k.startswith('raw')},
-                        'forward_bare': {k: v for k, v in fw.items() if k != 'raw'},
-                        'naive': {k: v for k, v in nv.items() if k != 'raw_total'},
-                        'our_overhead': summary(ours_over),
-                        'raw': {'ours': st['raw_total'], 'forward': fw['raw'],
-                                'naive': nv['raw_total']}}
-                size['ratio_naive_overhead_vs_ours'] = (
-                    nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
-                if not args.no_dds and have_rclpy() and \
-                        (not args.smoke or (w, h) == sizes[0]):
-                    est = st['total']['p50']
-                    frames = 8 if args.smoke else args.dds_frames
-                    from dpt_ros.dds_clients import bench_dds
-                    d = bench_dds(ckpt, None, str(dev), precision, w, h, frames, est, log,
-                                  depth_cfg)
-                    # This machine's speed drifts by 10-15 % over minutes (a shared VM): time
-                    # the bare forward again right after the DDS run and compare with both.
-                    fw_after = bench_forward(pipe, s.rgb, iters, warmup)
-                    bare = pct(fw['raw'] + fw_after['raw'], 50)
-                    d['forward_bare_after'] = {k: v for k, v in fw_after.items() if k != 'raw'}
-                    d['forward_bare_pooled_p50'] = bare
-                    d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / bare
-                    d['ratio_fps_vs_forward'] = d['throughput']['fps'] * bare / 1e3
-                    size['dds'] = d
-                    if (w, h) == sizes[0] and (args.smoke or preset.startswith('tiny')
-                                               or dev.type == 'cuda'):
-                        ds = bench_dds(ckpt, seg_ckpt, str(dev), precision, w, h, frames,
-                                       est * 1.5, log, depth_cfg)
-                        size['dds_segmentation'] = ds
+            for w, h in ctx.sizes:
+                size = bench_size(ctx, preset, ckpt, pipe, depth_cfg, w, h)
                 entry['sizes'][f'{w}x{h}'] = size
-                log(f"  {w}x{h}: forward {fw['p50']:.1f} ms, ours total "
-                    f"{st['total']['p50']:.1f} ms (overhead {size['our_overhead']['p50']:.1f})"
-                    f", naive total {nv['total']['p50']:.1f} ms (overhead "
-                    f"{nv['overhead']['p50']:.1f}), ratio "
-                    f"{size['ratio_naive_overhead_vs_ours']:.1f}x")
+                ctx.log(f"  {w}x{h}: forward {size['forward_bare']['p50']:.1f} ms, ours total "
+                        f"{size['stages']['total']['p50']:.1f} ms (overhead "
+                        f"{size['our_overhead']['p50']:.1f}), naive overhead "
+                        f"{size['naive']['overhead']['p50']:.1f} ms, fastest backend "
+                        f"{size['best_backend']}")
             pipe.close()
             results['models'][preset] = entry
     finally:
-        pub.close()
+        ctx.pub.close()
     return results
 
 
@@ -289,19 +406,27 @@ def markdown(res: Dict[str, Any]) -> str:
             lines += [f"**{preset}** ({entry['params_M']:.1f} M params), {size} camera frames, "
                       f"network input {'x'.join(map(str, r['forward_bare']['input'][2:]))}:",
                       '', '| stage | p50 ms | p95 ms |', '|---|---|---|']
-            for k in FRAME_STAGES:
+            for k in FRAME_STAGES + BYTES_STAGES:
                 if k in r['stages']:
                     v = r['stages'][k]
                     lines.append(f"| {STAGE_NAMES.get(k, k)} | {v['p50']:.2f} | "
                                  f"{v['p95']:.2f} |")
             t, f = r['stages']['total'], r['forward_bare']
-            lines += [f"| **total (ours, in-process)** | {t['p50']:.2f} | {t['p95']:.2f} |",
+            lines += [f"| **total (ours, in-process, bytes path)** | {t['p50']:.2f} | "
+                      f"{t['p95']:.2f} |",
                       f"| bare forward | {f['p50']:.2f} | {f['p95']:.2f} |",
                       f"| naive wrapper total | {r['naive']['total']['p50']:.2f} | "
                       f"{r['naive']['total']['p95']:.2f} |", '']
             lines.append(f"- overhead outside the forward: ours {r['our_overhead']['p50']:.1f} "
                          f"ms, naive {r['naive']['overhead']['p50']:.1f} ms -> "
                          f"**{r['ratio_naive_overhead_vs_ours']:.1f}x lower**")
+            fp = r['stages'].get('fill_publish')
+            if fp:
+                m, b = fp['message']['p50'], fp['bytes']['p50']
+                lines.append(f"- fill + publish of depth + points (in-process, subscriber "
+                             f"attached): message path {m:.2f} ms, bytes path {b:.2f} ms -> "
+                             f"**{m / max(b, 1e-6):.2f}x lower**")
+            lines += _backend_lines(r)
             for key, label in (('dds', 'depth + points'),
                                ('dds_segmentation', 'depth + points + segmentation')):
                 if key in r:
@@ -313,20 +438,55 @@ def markdown(res: Dict[str, Any]) -> str:
                             f"{d['latency']['rate_hz']:.1f} Hz); sustained "
                             f"{d['throughput']['fps']:.2f} frames/s")
                     if 'forward_bare_pooled_p50' in d:
-                        line += (f"; bare forward p50 {r['forward_bare']['p50']:.1f} ms before "
+                        before = d.get('forward_bare_before', r['forward_bare'])['p50']
+                        line += (f"; bare forward p50 {before:.1f} ms before "
                                  f"and {d['forward_bare_after']['p50']:.1f} ms after this run "
                                  f"(pooled {d['forward_bare_pooled_p50']:.1f} ms)")
                     if 'ratio_e2e_vs_forward' in d:
                         line += (f"; e2e / bare forward **{d['ratio_e2e_vs_forward']:.2f}x**, "
                                  f"throughput / (1 / bare forward) "
                                  f"**{d['ratio_fps_vs_forward']:.2f}x**")
+                    if 'backend' in d:
+                        line += f"; backend {d['backend']}"
                     node_fw = d['latency'].get('node_p50_ms', {}).get('forward')
                     if node_fw:
                         line += (f"; forward as timed inside the node {node_fw:.1f} ms, e2e / "
                                  f"that {lat['p50'] / node_fw:.2f}x")
                     lines.append(line)
+                    if 'relay' in d:
+                        lines.append(_floor_line(d))
             lines.append('')
     return '\n'.join(lines)
+
+
+def _backend_lines(r: Dict[str, Any]) -> List[str]:
+    """Render the backend table: each backend timed alone in its own process."""
+    rows = r.get('backends', {})
+    torch_fw = rows.get('torch', {}).get('forward', {}).get('p50')
+    if len(rows) < 2 or not torch_fw:
+        return []
+    lines = ['', '| backend (alone in its process) | bare forward p50 ms | in-process pipeline '
+             'p50 ms | forward vs eager torch |', '|---|---|---|---|']
+    for b, row in rows.items():
+        if row['ran'] != b:
+            why = row.get('error') or f"unavailable, ran {row['ran']}"
+            lines.append(f'| {b} | - | - | {why} |')
+            continue
+        fw = row['forward']['p50']
+        lines.append(f"| {b}{' (fastest)' if b == r.get('best_backend') else ''} | {fw:.2f} | "
+                     f"{row['pipeline']['p50']:.2f} | {torch_fw / max(fw, 1e-6):.2f}x |")
+    return lines + ['']
+
+
+def _floor_line(d: Dict[str, Any]) -> str:
+    """Render the relay floor and the node's share of the DDS end to end."""
+    f = d['relay']['latency']
+    return (f"- transport floor (a relay process in the node's place republishing a prebuilt "
+            f"depth + cloud of this size with each image's header, same publisher and "
+            f"subscriber, same run): p50 {f['p50']:.1f} ms ({d['relay']['received']}/"
+            f"{d['relay']['sent']}); our e2e - floor {d['e2e_minus_floor']:.1f} ms vs our "
+            f"in-process overhead outside the forward {d['inprocess_overhead']:.1f} ms -> "
+            f"**{d['ratio_node_share_vs_inprocess_overhead']:.2f}x**")
 
 
 def plot(res: Dict[str, Any], path: Path) -> bool:
@@ -379,6 +539,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--iters', type=int, default=10, help='timed frames per section')
     ap.add_argument('--dds-frames', type=int, default=10, help='frames for DDS latency')
     ap.add_argument('--no-dds', action='store_true', help='skip the DDS end-to-end section')
+    ap.add_argument('--backends', nargs='*', help='model.backend values to compare, each in '
+                    'its own process (default: torch and onnxruntime when installed on CPU; '
+                    'torch, compile, tensorrt, onnxruntime on CUDA)')
     ap.add_argument('--work-dir', default='~/.cache/dpt_ros/bench',
                     help='where random-weight checkpoints are cached')
     ap.add_argument('--role', default='', help=argparse.SUPPRESS)
@@ -387,13 +550,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--height', type=int, default=480, help=argparse.SUPPRESS)
     ap.add_argument('--rate', type=float, default=10.0, help=argparse.SUPPRESS)
     ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
+    ap.add_argument('--backend', default='torch', help=argparse.SUPPRESS)
     ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
     args = ap.parse_args(argv)
+    if args.role == BACKEND_ROLE:
+        return run_backend(args)
     if args.role:
-        from dpt_ros.dds_clients import PUBLISHER_ROLE, run_publisher
-        if args.role == PUBLISHER_ROLE:
-            return run_publisher(args)
-        ap.error(f'unknown --role {args.role}')
+        from dpt_ros.dds_clients import PUBLISHER_ROLE, RELAY_ROLE, run_publisher, run_relay
+        roles = {PUBLISHER_ROLE: run_publisher, RELAY_ROLE: run_relay}
+        if args.role not in roles:
+            ap.error(f'unknown --role {args.role}')
+        return roles[args.role](args)
     if args.report:
         res = json.loads(Path(args.report).read_text())
         out = Path(args.report).parent

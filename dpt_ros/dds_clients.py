@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from dpt_ros import cdr
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
 from dpt_ros.outputs import FRAME_STAGES
@@ -31,6 +32,7 @@ from dpt_ros.toolkit import (node_command, profile_env, Saved, say, stop_process
                              write_params_file)
 
 PUBLISHER_ROLE = 'publisher'
+RELAY_ROLE = 'relay'
 
 
 class InProcessPublisher:
@@ -101,6 +103,40 @@ def run_publisher(args: argparse.Namespace) -> int:
     time.sleep(0.5)
     node.destroy_node()
     rclpy.try_shutdown()
+    return 0
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    """Republish a prebuilt depth image and cloud with each camera image's header (a process).
+
+    dpt_bench's transport floor: dpt_node's depth + points topics, sizes and QoS, published the
+    way the node publishes (serialized CDR, dpt_ros.cdr), with no model and no computation.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import Image, PointCloud2
+    w, h = args.width, args.height
+    depth = conv.image_fields(np.full((h, w), 2.0, np.float32), '32FC1')
+    points = np.zeros((h * w, 4), np.float32)
+    points[:, 2] = 2.0
+    cloud = conv.pointcloud_fields(points, h, w, True)
+    rclpy.init()
+    node = rclpy.create_node('dpt_bench_relay')
+    depth_pub = node.create_publisher(Image, f"{args.ns}/{outputs.BY_NAME['depth'].topic}", 2)
+    cloud_pub = node.create_publisher(PointCloud2,
+                                      f"{args.ns}/{outputs.BY_NAME['points'].topic}", 2)
+
+    def relay(msg: Any) -> None:
+        depth_pub.publish(cdr.image_cdr(depth, msg.header))
+        cloud_pub.publish(cdr.pointcloud_cdr(cloud, msg.header))
+    node.create_subscription(Image, f'{args.ns}/image', relay, 1)  # keep-last 1, as the node
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 
@@ -190,17 +226,30 @@ def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: L
             'rate_hz': rate, 'fps': fps}
 
 
+def _start_relay(ns: str, width: int, height: int, env: Dict[str, str]) -> subprocess.Popen:
+    cmd = [sys.executable, '-m', 'dpt_ros.bench', '--role', RELAY_ROLE, '--ns', ns,
+           '--width', str(width), '--height', str(height)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, width: int,
               height: int, frames: int, est_ms: float, log: Any,
-              depth_cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Measure publisher process -> dpt_node process -> this process latency, throughput."""
+              depth_cfg: Optional[Dict[str, Any]] = None, backend: str = 'torch',
+              relay: bool = False) -> Dict[str, Any]:
+    """Measure publisher process -> dpt_node process -> this process latency, throughput.
+
+    With relay, the same publisher and subscriber then time a relay process in the node's
+    place (run_relay): the transport floor of this run, reported beside the node's figures.
+    """
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image, PointCloud2
 
     ns = '/dpt_bench'
     tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_'))
     params = {'model.depth': str(depth), 'model.segmentation': str(seg or ''),
-              'model.device': device, 'model.precision': precision, **(depth_cfg or {})}
+              'model.device': device, 'model.precision': precision, 'model.backend': backend,
+              **(depth_cfg or {})}
     env = dict(os.environ, **profile_env())
     node = start_node(params, ns, tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                       env=env)
@@ -220,13 +269,14 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
                               arrived('labels'), 10)
     kinds = ['depth', 'points'] + (['labels'] if seg else [])
     settle = max(3.0, 3 * est_ms / 1e3)
+    # Latency: paced so the node is idle when each frame arrives.
+    lat_rate = min(10.0, 600.0 / max(est_ms, 1.0))
+    floor = None
     try:
         client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0, 120, proc=node,
                           step=0.05)
         if node.poll() is not None:
             raise RuntimeError(f'dpt_node exited: {node.stderr.read()[-2000:]}')
-        # Latency: paced so the node is idle when each frame arrives.
-        lat_rate = min(10.0, 600.0 / max(est_ms, 1.0))
         latency = _latency_phase(client, arrivals, kinds, ns, width, height, lat_rate, frames,
                                  settle, env)
         latency['node_p50_ms'] = node_stages(diags)
@@ -235,14 +285,29 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
         throughput = _latency_phase(client, arrivals, kinds, ns, width, height, thr_rate,
                                     max(frames, int(thr_rate * 4)), settle, env)
         throughput['node_p50_ms'] = node_stages(diags)
+        stop_process(node)
+        if relay:
+            node = _start_relay(ns, width, height, env)
+            client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0 and
+                              n.count_publishers(f"{ns}/{outputs.BY_NAME['points'].topic}") > 0,
+                              60, proc=node, step=0.05)
+            if node.poll() is not None:
+                raise RuntimeError(f'relay exited: {node.stderr.read()[-2000:]}')
+            client.spin_for(1.0)  # let both output topics match this subscriber
+            floor = _latency_phase(client, arrivals, ['depth', 'points'], ns, width, height,
+                                   lat_rate, frames, 3.0, env)
     finally:
         client.close()
         stop_process(node)
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f'    dds {width}x{height}: e2e p50 {latency["latency"]["p50"]:.1f} ms '
-        f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps')
-    return {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,
-            'segmentation': bool(seg)}
+    log(f'    dds {width}x{height} ({backend}): e2e p50 {latency["latency"]["p50"]:.1f} ms '
+        f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps'
+        + (f', relay floor p50 {floor["latency"]["p50"]:.1f} ms' if floor else ''))
+    out = {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,
+           'segmentation': bool(seg), 'backend': backend}
+    if floor is not None:
+        out['relay'] = floor
+    return out
 
 
 # ------------------------------------------------------------------ dpt_demo: frames to files

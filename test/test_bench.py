@@ -24,7 +24,7 @@ def test_bench_smoke(tmp_path, record_figure):
                 'download']
     try:
         import rclpy  # noqa: F401
-        expected += ['fill', 'publish']
+        expected += ['fill', 'publish', 'fill_bytes', 'publish_bytes']
         have_ros = True
     except ImportError:
         have_ros = False
@@ -34,14 +34,31 @@ def test_bench_smoke(tmp_path, record_figure):
     ratio = r['ratio_naive_overhead_vs_ours']
     assert math.isfinite(ratio) and ratio > 0
     assert r['naive']['overhead']['p50'] > 0 and r['forward_bare']['p50'] > 0
+    backends = r['backends']
+    assert backends['torch']['ran'] == 'torch' and r['best_backend'] in backends
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
+    else:  # timed in its own process, and really run (not fallen back to torch)
+        assert backends['onnxruntime']['ran'] == 'onnxruntime', backends['onnxruntime']
+        assert backends['onnxruntime']['forward']['p50'] > 0
     if have_ros:
         d = r['dds']
         assert d['latency']['received'] >= 0.75 * d['latency']['sent']
         assert d['latency']['latency']['p50'] > 0 and math.isfinite(d['ratio_e2e_vs_forward'])
-        assert d['throughput']['fps'] > 0
+        assert d['throughput']['fps'] > 0 and d['backend'] == r['best_backend']
+        fp = stages['fill_publish']
+        assert fp['message']['p50'] > 0 and fp['bytes']['p50'] > 0
+        floor = d['relay']
+        assert floor['received'] >= 0.75 * floor['sent'] and floor['latency']['p50'] > 0
+        assert math.isfinite(d['ratio_node_share_vs_inprocess_overhead'])
         assert r['dds_segmentation']['latency']['received'] > 0
     md = (out / 'results.md').read_text()
     assert 'bare forward' in md and 'naive wrapper' in md and 'lower' in md
+    assert '| backend (alone in its process) |' in md or len(backends) == 1
+    if have_ros:
+        assert 'bytes path' in md and 'transport floor' in md
     if (out / 'latency.png').exists():
         assert (out / 'latency.png').read_bytes()[:4] == b'\x89PNG'
     else:
