@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from dpt_ros import onnx_backend
+from dpt_ros import outputs
 from dpt_ros.config import BACKENDS, Config, ModelConfig
 from dpt_ros.conversions import Frame
 from dpt_ros.models import load_model, RUNTIMES
-from dpt_ros.pipeline import Outputs, Pipeline
+from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import synthetic_scene
 
 RGB = synthetic_scene(160, 120).rgb
@@ -41,7 +42,7 @@ def test_onnxruntime_matches_torch(checkpoints, tmp_path, preset, task, record_f
     pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
     logs = []
     ref, ort = _pipelines(checkpoints(preset), task, tmp_path, logs)
-    want = Outputs(points=False)
+    want = outputs.names(exclude=('points',))
     a = ref.process(Frame(RGB, 'rgb8'), None, want)
     b = ort.process(Frame(RGB, 'rgb8'), None, want)
     m = ort.depth_model or ort.seg_model
@@ -49,15 +50,16 @@ def test_onnxruntime_matches_torch(checkpoints, tmp_path, preset, task, record_f
     assert isinstance(m.net, onnx_backend.OnnxRuntimeModule)
     assert len([x for x in logs if 'onnxruntime' in x]) == 1, logs
     if task == 'depth':
-        ra, rb = (a.relative, b.relative) if a.relative is not None else (a.depth, b.depth)
+        key = 'relative' if 'relative' in a.arrays else 'depth'
+        ra, rb = a.arrays[key], b.arrays[key]
         ok = np.isfinite(ra)
         assert ok.mean() > 0.5 and np.array_equal(ok, np.isfinite(rb))
         err = float(np.max(np.abs(rb[ok] - ra[ok])) / max(np.max(np.abs(ra[ok])), 1e-6))
         record_figure(f'onnxruntime {preset}', f'max |ort - torch| / max |torch| = {err:.2e}')
         assert err < 1e-4
-        assert np.array_equal(a.depth_colored.shape, b.depth_colored.shape)
+        assert a.arrays['depth_colored'].shape == b.arrays['depth_colored'].shape
     else:
-        agree = float(np.mean(a.labels == b.labels))
+        agree = float(np.mean(a.arrays['labels'] == b.arrays['labels']))
         record_figure(f'onnxruntime {preset}', f'labels equal to torch on {agree:.4f} of pixels')
         assert agree > 0.999
     # A second frame of the same size reuses the session: no new export, no new log line.
@@ -106,8 +108,8 @@ def test_cpu_session_uses_torch_thread_count(checkpoints, tmp_path):
 def _check_fallback(ckpt, tmp_path, word):
     logs = []
     ref, ort = _pipelines(ckpt, 'depth', tmp_path, logs)
-    a = ref.process(Frame(RGB, 'rgb8')).depth_colored
-    b = ort.process(Frame(RGB, 'rgb8')).depth_colored
+    a = ref.process(Frame(RGB, 'rgb8')).arrays['depth_colored']
+    b = ort.process(Frame(RGB, 'rgb8')).arrays['depth_colored']
     lines = [x for x in logs if 'onnxruntime' in x]
     assert len(lines) == 1 and 'running on torch' in lines[0] and word in lines[0], logs
     assert ort.depth_model.backend == 'torch'
