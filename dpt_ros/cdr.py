@@ -3,9 +3,11 @@
 
 """Serialized CDR of Image, PointCloud2 and CameraInfo straight from result_fields (no rclpy).
 
-rclpy's Publisher.publish also takes the serialized message as `bytes`. Building those bytes
-here skips the message path's copies (numpy -> array('B') -> C message -> CDR): the big
-buffer is copied once, by bytes.join, into the bytes object that is published.
+rclpy's Publisher.publish also takes the serialized message as `bytes` (Humble and later), on
+the publisher created for the message class. Building those bytes here skips the message
+path's copies (numpy -> array('B') -> C message -> CDR): the big buffer is copied once, by
+bytes.join, into the bytes object that is published. For each (row, fields) of
+outputs.encode: publisher.publish(fields_to_cdr(row.msg_type, fields, header, camera_info)).
 
 The layout is classic CDR (XCDR1) as ROS 2's rmw implementations write it: a 4-byte
 encapsulation header (CDR_LE or CDR_BE), then every primitive aligned to its own size counted
