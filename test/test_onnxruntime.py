@@ -21,8 +21,10 @@ RGB = synthetic_scene(160, 120).rgb
 
 
 def _pipelines(ckpt, task, tmp_path, logs):
+    # No depth limits: a value within rounding of a limit must not flip between NaN and metres.
     base = Config().replace({f'model.{task}': str(ckpt), 'model.device': 'cpu',
-                             'model.engine_dir': str(tmp_path)})
+                             'model.engine_dir': str(tmp_path), 'depth.min': 0.0,
+                             'depth.max': 1.0e4})
     if task == 'segmentation':
         base = base.replace({'model.depth': ''})
     ref = Pipeline(base, log=lambda m: None)
