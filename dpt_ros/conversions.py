@@ -242,7 +242,8 @@ def camera_info_msg(info: Any, header: Any) -> Any:
     for name in ('height', 'width', 'distortion_model', 'd', 'k', 'r', 'p', 'binning_x',
                  'binning_y', 'roi'):
         setattr(out, name, getattr(info, name))
-    out.header = header
+    if header is not None:
+        out.header = header
     return out
 
 
@@ -252,12 +253,15 @@ def camera_info_from_intrinsics(intr: Intrinsics, header: Any = None) -> Any:
     msg = CameraInfo()
     if header is not None:
         msg.header = header
-    msg.width, msg.height = intr.width, intr.height
-    msg.distortion_model = intr.distortion_model or 'plumb_bob'
-    msg.d = list(intr.d) or [0.0] * 5
-    msg.k = [intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0]
+    # Plain int / float only: Humble's generated setters always assert the Python type, and
+    # numpy scalars (np.float32, np.int64) or an int in a float64 array fail that check.
+    fx, fy, cx, cy = (float(v) for v in (intr.fx, intr.fy, intr.cx, intr.cy))
+    msg.width, msg.height = int(intr.width), int(intr.height)
+    msg.distortion_model = str(intr.distortion_model or 'plumb_bob')
+    msg.d = [float(v) for v in intr.d] or [0.0] * 5
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    msg.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg
 
 
@@ -329,6 +333,7 @@ def fields_to_msg(msg_type: str, fields: Dict[str, Any], header: Any,
         msg = Image()
         for key in ('height', 'width', 'encoding', 'is_bigendian', 'step'):
             setattr(msg, key, fields[key])
-    msg.header = header
+    if header is not None:  # None keeps the default Header (assigning None fails on Humble)
+        msg.header = header
     msg.data = _bytes_array(fields['data'])
     return msg

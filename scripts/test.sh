@@ -7,4 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TESTS=1 bash scripts/setup_venv.sh
+# Humble's generated messages always check field types; Jazzy/Kilted only with this set.
+export ROS_PYTHON_CHECK_FIELDS=1
 exec .venv/bin/python -m pytest test -ra "$@"

@@ -16,6 +16,9 @@ os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_LOCALHOST_ONLY', '1')  # Humble's spelling of the same
 os.environ.setdefault('HF_HUB_OFFLINE', '1')       # tests never reach for the network
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+# Jazzy/Kilted messages check field types only with this set; Humble's always do (rosidl_python
+# humble runs the checks under `if __debug__`). Forced, so the suite fails here as it would there.
+os.environ['ROS_PYTHON_CHECK_FIELDS'] = '1'
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get('DPT_ROS_DATA', ROOT.parent / 'shared' / 'data'))

@@ -115,12 +115,15 @@ def test_pointcloud_layout_as_ros_tools_expect(organized):
     assert np.array_equal(conv.unpack_rgb(flat['rgb'])[4], [4 * 1, 4 * 2, 4 * 3])
 
 
+K_1280 = [1000.0, 0.0, 640.0, 0.0, 1000.0, 480.0, 0.0, 0.0, 1.0]  # floats: Humble checks types
+
+
 def test_camera_info_binning_and_roi():
-    info = CameraInfo(width=1280, height=960, k=[1000.0, 0, 640, 0, 1000.0, 480, 0, 0, 1])
+    info = CameraInfo(width=1280, height=960, k=K_1280)
     info.binning_x = info.binning_y = 2
     intr = conv.intrinsics_from_camera_info(info, rectified=False)
     assert (intr.width, intr.height, intr.fx, intr.cx) == (640, 480, 500.0, 320.0)
-    info = CameraInfo(width=1280, height=960, k=[1000.0, 0, 640, 0, 1000.0, 480, 0, 0, 1])
+    info = CameraInfo(width=1280, height=960, k=K_1280)
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 50, 400, 300
     intr = conv.intrinsics_from_camera_info(info, rectified=False)
     assert (intr.width, intr.height, intr.cx, intr.cy) == (400, 300, 540.0, 430.0)
