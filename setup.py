@@ -48,6 +48,7 @@ setup(
             'dpt_bench = dpt_ros.bench:main',
             'dpt_demo = dpt_ros.demo:main',
             'dpt_build_engine = dpt_ros.tensorrt_backend:main',
+            'dpt_checkpoints = dpt_ros.checkpoints:main',
         ],
     },
 )

@@ -11,7 +11,8 @@ import math
 import re
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-DEFAULT_DEPTH_MODEL = 'Intel/dpt-hybrid-midas'
+# Metric (metres out of the box) and Apache-2.0; README.md "Which checkpoint" says why.
+DEFAULT_DEPTH_MODEL = 'depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf'
 DEFAULT_DEPTH_MAX = 20.0  # metres, where depth.max is 0 and the checkpoint declares none
 
 DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse')

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import json
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -95,6 +95,8 @@ def synthetic_sequence(n: int, width: int = 640, height: int = 480) -> List[Samp
 PRESETS = ('tiny-depth', 'tiny-seg', 'tiny-depth-anything', 'small-depth', 'base-depth',
            'hybrid-depth', 'large-depth', 'tiny-seg-wide', 'tiny-depth-anything-outdoor',
            'tiny-dpt-dinov2', 'tiny-glpn', 'tiny-zoedepth')
+# Full-size shapes of published checkpoints (dpt_ros.checkpoints times them with random weights).
+SHAPE_PRESETS = ('da2-small', 'da2-base', 'da2-large', 'da1-small', 'zoedepth-nk', 'depth-pro')
 
 
 def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], fusion: int,
@@ -174,7 +176,56 @@ def _preset_config(preset: str):
                         reassemble_factors=[1, 1, 1, 0.5], readout_type='project',
                         backbone_featmap_shape=[1, 1024, 24, 24], neck_ignore_stages=[0, 1])
         return cfg, {'size': {'height': 384, 'width': 384}}
-    raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    if preset in SHAPE_PRESETS:
+        return _published_shape(preset)
+    raise ValueError(f"unknown preset '{preset}'; choose one of "
+                     f"{', '.join(PRESETS + SHAPE_PRESETS)}")
+
+
+_IMAGENET = {'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}
+
+
+def _published_shape(preset: str):
+    """Config + preprocessor dict with a published checkpoint's shapes (from its config.json)."""
+    from transformers import DepthAnythingConfig, DepthProConfig, Dinov2Config, ZoeDepthConfig
+    if preset.startswith(('da2-', 'da1-')):
+        # DINOv2 ViT-S/B/L/14 backbone + DPT head; V2 taps earlier layers than V1.
+        hidden, layers, heads, fusion, neck = {
+            'small': (384, 12, 6, 64, [48, 96, 192, 384]),
+            'base': (768, 12, 12, 128, [96, 192, 384, 768]),
+            'large': (1024, 24, 16, 256, [256, 512, 1024, 1024])}[preset[4:]]
+        taps = ([5, 12, 18, 24] if layers == 24 else [3, 6, 9, 12]) if preset.startswith('da2') \
+            else list(range(layers - 3, layers + 1))
+        bb = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          patch_size=14, image_size=518, out_indices=taps, apply_layernorm=True,
+                          reshape_hidden_states=False)
+        cfg = DepthAnythingConfig(backbone_config=bb, reassemble_hidden_size=hidden, patch_size=14,
+                                  fusion_hidden_size=fusion, neck_hidden_sizes=neck)
+        return cfg, {'size': {'height': 518, 'width': 518}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 14, **_IMAGENET}
+    if preset == 'zoedepth-nk':  # Intel/zoedepth-nyu-kitti: BEiT-L/16 384, two metric bin heads
+        from transformers import BeitConfig
+        bb = BeitConfig(image_size=384, num_hidden_layers=24, hidden_size=1024,
+                        intermediate_size=4096, num_attention_heads=16,
+                        use_relative_position_bias=True, reshape_hidden_states=False,
+                        out_features=['stage6', 'stage12', 'stage18', 'stage24'])
+        bins = [{'name': 'nyu', 'n_bins': 64, 'min_depth': 1e-3, 'max_depth': 10.0},
+                {'name': 'kitti', 'n_bins': 64, 'min_depth': 1e-3, 'max_depth': 80.0}]
+        cfg = ZoeDepthConfig(backbone_config=bb, neck_hidden_sizes=[256, 512, 1024, 1024],
+                             bin_centers_type='softplus', bin_configurations=bins,
+                             num_patch_transformer_layers=4, patch_transformer_hidden_size=128,
+                             patch_transformer_intermediate_size=1024,
+                             patch_transformer_num_attention_heads=4)
+        return cfg, {'size': {'height': 384, 'width': 512}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 32, **_IMAGENET}
+    # apple/DepthPro-hf: DINOv2-L/16 encoders at 384 (patches, whole image, field of view) over
+    # a 1536 x 1536 image pyramid.
+    vit_l = {'hidden_size': 1024, 'num_hidden_layers': 24, 'num_attention_heads': 16,
+             'patch_size': 16, 'image_size': 384, 'layer_norm_eps': 1e-6}
+    cfg = DepthProConfig(image_model_config=Dinov2Config(**vit_l),
+                         patch_model_config=Dinov2Config(**vit_l),
+                         fov_model_config=Dinov2Config(**vit_l), use_fov_model=True)
+    return cfg, {'size': {'height': 1536, 'width': 1536}}
 
 
 _MODEL_CLASS = {'depth_anything': 'DepthAnythingForDepthEstimation',
@@ -182,11 +233,12 @@ _MODEL_CLASS = {'depth_anything': 'DepthAnythingForDepthEstimation',
 
 
 def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
-                           seed: int = 0) -> Path:
+                           seed: int = 0, overrides: Optional[Dict] = None) -> Path:
     """Write a random-weight checkpoint (safetensors + preprocessor_config.json) and return it.
 
     Neck and head weights get He-normal init and head biases 0.1, so outputs vary with the
     image (a default-initialised DPT outputs ~1e-8 everywhere, useless for parity checks).
+    overrides sets config fields (e.g. max_depth to match a published checkpoint).
     """
     import torch
     import transformers
@@ -195,6 +247,8 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
     hf_logging.disable_progress_bar()
     path = Path(path)
     cfg, proc = _preset_config(preset)
+    for key, value in (overrides or {}).items():
+        setattr(cfg, key, value)
     torch.manual_seed(seed)
     model = getattr(transformers, _MODEL_CLASS.get(cfg.model_type, 'DPTForDepthEstimation'))(cfg)
     if preset.startswith('tiny-seg'):
