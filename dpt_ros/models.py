@@ -150,14 +150,14 @@ def _arch_task(config: Any) -> Optional[str]:
 
 def _hub_unreachable(source: str) -> Optional[str]:
     """Return why the hub cannot serve an uncached id now (None if it may); fails in seconds."""
-    if os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes'):
-        return 'HF_HUB_OFFLINE is set'
     try:
         from huggingface_hub import try_to_load_from_cache
         if isinstance(try_to_load_from_cache(source, 'config.json'), str):
-            return None  # cached: transformers can load it offline
+            return None  # cached (`hf download ID`): transformers loads it offline too
     except Exception:  # noqa: B902 - a cache probe must never stop loading
         pass
+    if os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes'):
+        return 'HF_HUB_OFFLINE is set and it is not in the Hugging Face cache'
     url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
