@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from dpt_ros import conversions as conv
+from dpt_ros import outputs
 from dpt_ros.checkpoints import DEFAULT
 from dpt_ros.params import read_params_file
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
@@ -36,6 +37,8 @@ DISPLAY_TYPES = {'rviz_default_plugins/PointCloud2': conv.CLOUD_TYPE,
                  'rviz_default_plugins/Image': conv.IMAGE_TYPE,
                  'rviz_default_plugins/Camera': conv.IMAGE_TYPE,
                  'rviz_default_plugins/DepthCloud': conv.IMAGE_TYPE}
+# What a metric checkpoint with camera_info must give: metres, their calibration, the cloud.
+METRIC_OUTPUTS = tuple(outputs.BY_NAME[n] for n in ('depth', 'depth_info', 'points'))
 RVIZ_QOS = {'Reliable': ReliabilityPolicy.RELIABLE, 'Best Effort': ReliabilityPolicy.BEST_EFFORT,
             'Volatile': DurabilityPolicy.VOLATILE,
             'Transient Local': DurabilityPolicy.TRANSIENT_LOCAL,
@@ -91,7 +94,7 @@ def rviz_config():
 
 def expected_topics(args):
     """Map topic -> type: what the node publishes under the namespace, and its inputs."""
-    out = {f"{args['namespace'].rstrip('/')}/{t}": ty for t, ty in conv.OUTPUT_TOPICS.items()}
+    out = {f"{args['namespace'].rstrip('/')}/{o.topic}": o.msg_type for o in outputs.OUTPUTS}
     out[args['image']] = conv.IMAGE_TYPE
     out[args['camera_info']] = conv.INFO_TYPE
     return out
@@ -141,15 +144,14 @@ def first_run(default_family_checkpoint):
         for _, cls, topic, qos, enabled in displays:
             if enabled and topic != args['image']:
                 h.record(topic, classes[DISPLAY_TYPES[cls]], qos)
-        for t in (conv.TOPIC_DEPTH, conv.TOPIC_DEPTH_INFO, conv.TOPIC_POINTS):
-            h.record(f'{ns}/{t}', classes[conv.OUTPUT_TOPICS[t]])
+        for o in METRIC_OUTPUTS:
+            h.record(f'{ns}/{o.topic}', classes[o.msg_type])
         img = h.node.create_publisher(Image, args['image'], 5)
         info = h.node.create_publisher(CameraInfo, args['camera_info'], 5)
         assert h.wait_subscribed(img, 90), node.text()
         s = synthetic_scene(320, 240)
         wanted = [topic for _, _, topic, _, on in displays if on and topic != args['image']]
-        wanted += [f'{ns}/{t}' for t in (conv.TOPIC_DEPTH, conv.TOPIC_DEPTH_INFO,
-                                         conv.TOPIC_POINTS)]
+        wanted += [f'{ns}/{o.topic}' for o in METRIC_OUTPUTS]
         for i in range(20):
             hdr = header(i, frame_id=fixed)
             info.publish(conv.camera_info_from_intrinsics(s.intrinsics, hdr))
@@ -169,15 +171,15 @@ def first_run(default_family_checkpoint):
 
 def test_shipped_config_publishes_metric_depth_and_points(first_run):
     h, ns, node = first_run['h'], first_run['ns'], first_run['node']
-    for t in (conv.TOPIC_DEPTH, conv.TOPIC_DEPTH_INFO, conv.TOPIC_POINTS):
-        assert h.get(f'{ns}/{t}'), f'nothing on {ns}/{t}\n{node.text()}'
-    depth_msg = h.get(f'{ns}/{conv.TOPIC_DEPTH}')[-1]
+    for o in METRIC_OUTPUTS:
+        assert h.get(f'{ns}/{o.topic}'), f'nothing on {ns}/{o.topic}\n{node.text()}'
+    depth_msg = h.get(f"{ns}/{outputs.BY_NAME['depth'].topic}")[-1]
     assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ('32FC1', 240, 320)
     depth = conv.image_to_array(depth_msg)
     valid = depth[depth == depth]
     assert valid.size > 0.5 * depth.size
     assert valid.min() > 0 and valid.max() <= DEFAULT.max_depth
-    cloud = [m for m in h.get(f'{ns}/{conv.TOPIC_POINTS}')
+    cloud = [m for m in h.get(f"{ns}/{outputs.BY_NAME['points'].topic}")
              if stamp_of(m) == stamp_of(depth_msg)]
     assert cloud and (cloud[0].height, cloud[0].width) == (240, 320)
 
