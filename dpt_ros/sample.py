@@ -187,8 +187,10 @@ _IMAGENET = {'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.
 
 def _published_shape(preset: str):
     """Config + preprocessor dict with a published checkpoint's shapes (from its config.json)."""
-    from transformers import DepthAnythingConfig, DepthProConfig, Dinov2Config, ZoeDepthConfig
+    # Imported per family: older transformers releases lack the newer ones (Depth Pro).
+    from transformers import Dinov2Config
     if preset.startswith(('da2-', 'da1-')):
+        from transformers import DepthAnythingConfig
         # DINOv2 ViT-S/B/L/14 backbone + DPT head; V2 taps earlier layers than V1.
         hidden, layers, heads, fusion, neck = {
             'small': (384, 12, 6, 64, [48, 96, 192, 384]),
@@ -204,7 +206,7 @@ def _published_shape(preset: str):
         return cfg, {'size': {'height': 518, 'width': 518}, 'keep_aspect_ratio': True,
                      'ensure_multiple_of': 14, **_IMAGENET}
     if preset == 'zoedepth-nk':  # Intel/zoedepth-nyu-kitti: BEiT-L/16 384, two metric bin heads
-        from transformers import BeitConfig
+        from transformers import BeitConfig, ZoeDepthConfig
         bb = BeitConfig(image_size=384, num_hidden_layers=24, hidden_size=1024,
                         intermediate_size=4096, num_attention_heads=16,
                         use_relative_position_bias=True, reshape_hidden_states=False,
@@ -220,6 +222,7 @@ def _published_shape(preset: str):
                      'ensure_multiple_of': 32, **_IMAGENET}
     # apple/DepthPro-hf: DINOv2-L/16 encoders at 384 (patches, whole image, field of view) over
     # a 1536 x 1536 image pyramid.
+    from transformers import DepthProConfig
     vit_l = {'hidden_size': 1024, 'num_hidden_layers': 24, 'num_attention_heads': 16,
              'patch_size': 16, 'image_size': 384, 'layer_norm_eps': 1e-6}
     cfg = DepthProConfig(image_model_config=Dinov2Config(**vit_l),
