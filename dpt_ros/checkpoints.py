@@ -49,6 +49,16 @@ class Checkpoint:
     max_depth: Optional[int] = None  # metric Depth Anything: config.max_depth in metres
     gpu: str = ''            # published GPU figure, with a SOURCES footnote
 
+    @property
+    def supported(self) -> bool:
+        """True when dpt_ros implements this family's image processor (else it is refused)."""
+        from dpt_ros.preprocess import processor_kind, UnsupportedProcessor
+        try:
+            processor_kind({}, self.family)
+        except UnsupportedProcessor:
+            return False
+        return True
+
     def config_overrides(self) -> Dict[str, Any]:
         """Config fields that turn the preset's architecture into this checkpoint's type."""
         if self.family == 'depth_anything':
@@ -130,6 +140,8 @@ def table_rows(cpu_ms: Optional[Dict[str, float]] = None) -> List[List[str]]:
 
 
 def _mode_text(c: Checkpoint) -> str:
+    if not c.supported:
+        return 'refused at start-up (not implemented)'
     if c.output == 'metric':
         return f'`{c.depth_mode}` (metric)'
     return f'`{c.depth_mode}`; metres: `affine_inverse` with a fitted scale and shift'
@@ -145,29 +157,34 @@ def markdown_table(cpu_ms: Optional[Dict[str, float]] = None) -> str:
 
 # ------------------------------------------------------------------ CPU timing, random weights
 
-def build(c: Checkpoint) -> Tuple[Any, Any]:
-    """Build the checkpoint's architecture with random weights; return it and its spec."""
+def build(c: Checkpoint, camera: Tuple[int, int] = (480, 640)) -> Tuple[Any, Tuple[int, int]]:
+    """Build c's architecture with random weights; return it and its input size for camera."""
     import torch
     from transformers import AutoModelForDepthEstimation
     from transformers.utils import logging as hf_logging
 
-    from dpt_ros.preprocess import PreprocessSpec
+    from dpt_ros.preprocess import PreprocessSpec, UnsupportedProcessor
     from dpt_ros.sample import _preset_config
     hf_logging.set_verbosity_error()
     cfg, proc = _preset_config(c.preset)
     for key, value in c.config_overrides().items():
         setattr(cfg, key, value)
+    try:
+        size = PreprocessSpec.from_processor_dict(proc, model_type=cfg.model_type).output_size(
+            *camera)
+    except UnsupportedProcessor:  # refused by the node (Depth Pro): time its fixed input
+        size = (proc['size']['height'], proc['size']['width'])
     torch.manual_seed(0)
     model = AutoModelForDepthEstimation.from_config(cfg).eval().requires_grad_(False)
-    return model, PreprocessSpec.from_processor_dict(proc)
+    return model, size
 
 
 def time_forward(c: Checkpoint, camera: Tuple[int, int] = (480, 640), iters: int = 3,
                  warmup: int = 1, net_input: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
     """Time c's architecture on the CPU for a camera frame of (h, w); median in ms_p50."""
     import torch
-    model, spec = build(c)
-    h, w = net_input or spec.output_size(*camera)
+    model, size = build(c, camera)
+    h, w = net_input or size
     x = torch.randn(1, 3, h, w)
     times = []
     with torch.inference_mode():
@@ -190,7 +207,11 @@ def bench(ids: Sequence[str], camera: Tuple[int, int], iters: int, warmup: int,
         c = by_id(hub_id)
         if c.preset in results:
             continue
-        r = time_forward(c, camera, iters, warmup, net_input)
+        try:
+            r = time_forward(c, camera, iters, warmup, net_input)
+        except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. an input too small
+            log(f'{c.preset:14s} failed: {str(exc).splitlines()[0][:200]}  ({hub_id})')
+            continue
         results[c.preset] = r
         log(f"{c.preset:14s} {r['params_m']:8.1f} M  input {r['input'][0]}x{r['input'][1]}  "
             f"forward p50 {r['ms_p50']:9.1f} ms  ({hub_id})")

@@ -218,8 +218,10 @@ def _published_shape(preset: str):
                              num_patch_transformer_layers=4, patch_transformer_hidden_size=128,
                              patch_transformer_intermediate_size=1024,
                              patch_transformer_num_attention_heads=4)
-        return cfg, {'size': {'height': 384, 'width': 512}, 'keep_aspect_ratio': True,
-                     'ensure_multiple_of': 32, **_IMAGENET}
+        return cfg, {'image_processor_type': 'ZoeDepthImageProcessor', 'do_pad': True,
+                     'size': {'height': 384, 'width': 512}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 32, 'resample': 2, 'image_mean': [0.5, 0.5, 0.5],
+                     'image_std': [0.5, 0.5, 0.5]}
     # apple/DepthPro-hf: DINOv2-L/16 encoders at 384 (patches, whole image, field of view) over
     # a 1536 x 1536 image pyramid.
     from transformers import DepthProConfig

@@ -21,8 +21,10 @@ def test_default_is_a_metric_checkpoint_a_commercial_robot_may_use():
     assert DEFAULT.output == 'metric' and DEFAULT.depth_mode == 'auto'
     assert DEFAULT.commercial and DEFAULT.license == 'Apache-2.0'
     assert DEFAULT.family == 'depth_anything' and DEFAULT.max_depth == 20
-    # The shipped depth.max must not blank the range the default checkpoint can output.
-    assert Config().depth.max >= DEFAULT.max_depth
+    assert DEFAULT.supported
+    # The shipped depth.max must not blank the range the default checkpoint can output
+    # (0: the checkpoint's own max_depth).
+    assert Config().depth.max == 0 or Config().depth.max >= DEFAULT.max_depth
 
 
 def test_table_entries_are_consistent():
