@@ -17,7 +17,7 @@ ROSDEP_KEYS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'pytho
 ROBOT_PIP = {'torch', 'transformers', 'safetensors'}
 # Optional extras, each imported only by the tool that needs it and installed by hand.
 OPTIONAL = {'huggingface_hub', 'rosbags', 'mcap', 'matplotlib', 'tensorrt', 'onnx', 'onnxruntime',
-            'openvino'}
+            'openvino', 'ray'}
 
 
 def _imports(path: Path):
