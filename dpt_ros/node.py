@@ -315,6 +315,8 @@ class DptNode(Node):
             with self._cond:
                 self._stop = True
                 self._cond.notify_all()
+            if self._pipeline is not None:
+                self._pipeline.cancel()  # an engine build stops at its next step
             self._ready.wait()
             self._worker.join(timeout=10.0)
             raise
@@ -326,6 +328,8 @@ class DptNode(Node):
                 self._pipeline = Pipeline(self._cfg, log=self.get_logger().info)
             else:
                 self._pipeline.update(self._cfg)
+            if not self._stop:
+                self._pipeline.prepare()  # engine build/load, compile, autotune: not on frame 1
         except BaseException as exc:  # noqa: B902 - handed to __init__, which raises it
             self._load_error = exc
             return
@@ -487,6 +491,8 @@ class DptNode(Node):
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        if self._pipeline is not None:
+            self._pipeline.cancel()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=10.0)
         if self._pipeline is not None:
