@@ -8,14 +8,17 @@ Sections, all measured in one run on one device:
            postprocess, point cloud, download, then fill + publish of the outputs both as
            messages and as serialized CDR bytes, side by side (a subscriber is attached);
   forward  the same network on the same pixel_values, timed alone (the floor);
-  backends the bare forward and the in-process pipeline for each model.backend, each timed
-           alone in its own process (runtimes' spinning thread pools slow each other);
+  backends the bare forward and the in-process pipeline for each model.backend (--backend),
+           each runtime timed alone in its own process (runtimes' spinning thread pools slow
+           each other), with the backend that really ran named (a fallback is shown as such);
   naive    the way typical wrappers are written: DPTImageProcessor + model +
            post_process_depth_estimation + a point cloud built with Python lists;
   dds      publisher process -> dpt_node process (fastest backend) -> this process over
            real DDS: end-to-end latency (receive - stamp) and sustained throughput; then a
            relay process in the node's place (prebuilt depth + cloud of the same sizes, no
            model) gives this run's transport floor.
+Start-up work (engine build or load, compile and CUDA-graph capture, cuDNN autotuning) is
+done by Pipeline.prepare before any timing, in every process.
 Writes results.json, results.md and latency.png to --out.
 """
 
@@ -30,7 +33,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import AbstractSet, Any, Dict, List, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,7 +41,7 @@ import torch
 from dpt_ros import cdr
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
-from dpt_ros.config import Config
+from dpt_ros.config import BACKENDS, Config
 from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
@@ -134,20 +137,17 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
 
 
 def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int) -> Dict[str, Any]:
-    """Time the network alone on already-preprocessed pixel_values on the device."""
-    from dpt_ros.preprocess import to_rgb
+    """Time the network alone (its backend too) on already-preprocessed pixel_values."""
     m = pipe.depth_model
-    with torch.inference_mode():
-        x = torch.from_numpy(rgb)[None].to(m.device)
-        pv = pipe._preprocessor(m)(to_rgb(x, 'rgb8'))
-        times = []
-        for i in range(warmup + iters):
-            _sync(m.device)
-            t = time.perf_counter()
-            m(pv)
-            _sync(m.device)
-            if i >= warmup:
-                times.append((time.perf_counter() - t) * 1e3)
+    pv = pipe.pixel_values(m, conv.Frame(rgb, 'rgb8'))
+    times = []
+    for i in range(warmup + iters):
+        pipe.synchronize()
+        t = time.perf_counter()
+        pipe.forward(m, pv)
+        pipe.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1e3)
     res = summary(times)
     res['raw'] = times
     res['input'] = list(pv.shape)
@@ -218,30 +218,60 @@ def default_backends(dev: torch.device) -> List[str]:
     return ['torch', 'onnxruntime']
 
 
-def make_pipeline(ckpt: Path, device: str, precision: str,
-                  backend: str = 'torch') -> Tuple[Pipeline, Dict[str, Any]]:
-    """Return the benchmark's pipeline and its depth settings (depth + points, all valid)."""
+def parse_backends(text: str) -> List[str]:
+    """'torch,compile,...' -> a list of model.backend values (argparse type); each checked."""
+    names = [b.strip() for b in text.split(',') if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {', '.join(bad) or repr(text)}: choose from "
+            f"{', '.join(BACKENDS)} (comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+def use_device(device: str) -> torch.device:
+    """Make cuda:N this process's current device (helpers, engine builder); return it."""
+    dev = torch.device(device)
+    if dev.type == 'cuda' and dev.index is not None:
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def make_pipeline(ckpt: Path, device: str, precision: str, backend: str = 'torch',
+                  engine_dir: str = '', log: Callable[[str], None] = lambda m: None
+                  ) -> Tuple[Pipeline, Dict[str, Any]]:
+    """Return the benchmark's pipeline and the node settings that match it (depth + points)."""
     cfg = Config().replace({'model.depth': str(ckpt), 'model.device': device,
-                            'model.precision': precision, 'model.backend': backend})
-    pipe = Pipeline(cfg, log=lambda m: None)
+                            'model.precision': precision, 'model.backend': backend,
+                            'model.engine_dir': engine_dir})
+    pipe = Pipeline(cfg, log=log)
     # Relative checkpoints run through affine_inverse (as a robot would run DPT-style
     # models), with the whole cloud valid (worst case).
     depth_cfg = {'depth.min': 0.0, 'depth.max': 10000.0, 'depth.mode':
                  'metric' if pipe.depth_model.metric else 'affine_inverse'}
     pipe.update(pipe.config.replace(depth_cfg))
-    return pipe, depth_cfg
+    # The DDS node shares the engine / export cache, so it loads what was built here.
+    return pipe, dict(depth_cfg, **{'model.engine_dir': engine_dir})
 
 
 def run_backend(args: argparse.Namespace) -> int:
     """Child process of bench_backend: time one backend, print its raw figures as JSON."""
-    ckpt = checkpoint(args.models[0], Path(args.work_dir).expanduser())
-    pipe, _ = make_pipeline(ckpt, args.device, args.precision, args.backend)
+    work = Path(args.work_dir).expanduser()
+    ckpt = checkpoint(args.models[0], work)
+    notes: List[str] = []
+    use_device(args.device)
+    pipe, _ = make_pipeline(ckpt, args.device, args.precision, args.backend[0],
+                            str(work / 'engines'), notes.append)
+    warm = pipe.prepare(args.height, args.width)  # engine build/load, compile: not timed
     s = synthetic_scene(args.width, args.height)
     no_pub = argparse.Namespace(ok=False)
     st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, args.iters, 2, no_pub)
     fw = bench_forward(pipe, s.rgb, args.iters, 2)
+    # Read after the timings: a backend may fall back on any call, not only the first.
     print(json.dumps({'ran': pipe.depth_model.backend, 'forward': fw['raw'],
-                      'pipeline': st['raw_pipeline'], 'in_pipeline': st['raw_forward']}))
+                      'pipeline': st['raw_pipeline'], 'in_pipeline': st['raw_forward'],
+                      'warmup_s': warm.get('depth', 0.0) / 1e3, 'log': notes}))
+    pipe.close()
     return 0
 
 
@@ -257,14 +287,27 @@ def bench_backend(preset: str, backend: str, work: Path, device: str, precision:
         why = (proc.stderr.strip().splitlines() or [f'exit {proc.returncode}'])[-1]
         return {'ran': 'failed', 'error': why[:300]}
     raw = json.loads(lines[-1])
-    return _backend_row(raw['ran'], raw['forward'], raw['pipeline'], raw['in_pipeline'])
+    row = _backend_row(raw['ran'], raw['forward'], raw['pipeline'], raw['in_pipeline'],
+                       raw['warmup_s'])
+    row['log'] = raw['log']
+    if raw['ran'] != backend:  # the fallback's one log line says why
+        row['error'] = next((ln for ln in raw['log'] if 'running' in ln),
+                            f"fell back to {raw['ran']}")[:300]
+    return row
+
+
+def fastest(rows: Dict[str, Dict[str, Any]]) -> str:
+    """Return the backend with the lowest bare forward p50 among those that really ran."""
+    # A fallback is eager torch under another name: it never competes.
+    ran = {b: r for b, r in rows.items() if r['ran'] == b}
+    return min(ran, key=lambda b: ran[b]['forward']['p50'])
 
 
 def _backend_row(ran: str, forward: List[float], pipeline: List[float],
-                 in_pipeline: List[float]) -> Dict[str, Any]:
+                 in_pipeline: List[float], warmup_s: float) -> Dict[str, Any]:
     over = [p - f for p, f in zip(pipeline, in_pipeline)]
     return {'ran': ran, 'forward': summary(forward), 'pipeline': summary(pipeline),
-            'overhead': summary(over), 'raw_forward': forward}
+            'overhead': summary(over), 'warmup_s': warmup_s, 'raw_forward': forward}
 
 
 # ------------------------------------------------------------------ driver and report
@@ -286,6 +329,7 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     """Every section for one model at one camera size."""
     log, first = ctx.log, (w, h) == ctx.sizes[0]
     s = synthetic_scene(w, h)
+    warm = pipe.prepare(h, w)  # autotune (and any backend's start-up): not in the timings
     log(f'  {w}x{h}: stages ...')
     st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, ctx.iters, ctx.warmup, ctx.pub)
     fw = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup)
@@ -298,15 +342,14 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
             'raw': {'ours': st['raw_total'], 'forward': fw['raw'], 'naive': nv['raw_total']}}
     size['ratio_naive_overhead_vs_ours'] = (
         nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
-    backends = {'torch': _backend_row('torch', fw['raw'], st['raw_pipeline'],
-                                      st['raw_forward'])}
+    backends = {'torch': _backend_row(pipe.depth_model.backend, fw['raw'], st['raw_pipeline'],
+                                      st['raw_forward'], warm.get('depth', 0.0) / 1e3)}
     for b in ctx.backends:
         if b != 'torch':
             log(f'  {w}x{h}: backend {b} (own process) ...')
             backends[b] = bench_backend(preset, b, ctx.work, str(ctx.dev), ctx.precision, w, h,
                                         ctx.iters)
-    ran = {b: r for b, r in backends.items() if r['ran'] == b}
-    best = min(ran, key=lambda b: ran[b]['forward']['p50'])
+    best = fastest(backends)
     size['backends'] = {b: _strip_raw(r) for b, r in backends.items()}
     size['best_backend'] = best
     if not ctx.dds or (ctx.smoke and not first):
@@ -350,8 +393,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Run every section for every configured model; return the results dict."""
     work = Path(args.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
-    dev = torch.device('cuda' if (args.device == 'auto' and torch.cuda.is_available())
-                       else ('cpu' if args.device == 'auto' else args.device))
+    # cuda:N: the naive wrapper and every helper of this process run there too.
+    dev = use_device('cuda' if (args.device == 'auto' and torch.cuda.is_available())
+                     else ('cpu' if args.device == 'auto' else args.device))
     if args.models:
         presets = args.models
     elif args.smoke:
@@ -366,7 +410,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     ctx = argparse.Namespace(
         log=print, dev=dev, precision=precision, work=work, iters=iters, warmup=warmup,
         sizes=[(640, 480)] if args.smoke else [(640, 480), (1280, 720)], smoke=args.smoke,
-        backends=args.backends or default_backends(dev), dds=not args.no_dds and have_rclpy(),
+        backends=args.backend or default_backends(dev), dds=not args.no_dds and have_rclpy(),
         dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work))
     results: Dict[str, Any] = {
         'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else
@@ -379,7 +423,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for preset in presets:
             ckpt = checkpoint(preset, work)
             ctx.log(f'{preset}: {ckpt}')
-            pipe, depth_cfg = make_pipeline(ckpt, str(dev), precision)
+            pipe, depth_cfg = make_pipeline(ckpt, str(dev), precision,
+                                            engine_dir=str(work / 'engines'),
+                                            log=lambda m: ctx.log(f'  {m}'))
             entry: Dict[str, Any] = {'params_M': pipe.depth_model.num_parameters / 1e6,
                                      'sizes': {}}
             for w, h in ctx.sizes:
@@ -403,8 +449,9 @@ def markdown(res: Dict[str, Any]) -> str:
              f"{' (smoke run)' if res['smoke'] else ''}.", '']
     for preset, entry in res['models'].items():
         for size, r in entry['sizes'].items():
-            lines += [f"**{preset}** ({entry['params_M']:.1f} M params), {size} camera frames, "
-                      f"network input {'x'.join(map(str, r['forward_bare']['input'][2:]))}:",
+            net_in = 'x'.join(map(str, r['forward_bare']['input'][2:]))
+            lines += [f"**{preset}** ({entry['params_M']:.1f} M params, stages with eager "
+                      f"torch), {size} camera frames, network input {net_in}:",
                       '', '| stage | p50 ms | p95 ms |', '|---|---|---|']
             for k in FRAME_STAGES + BYTES_STAGES:
                 if k in r['stages']:
@@ -466,15 +513,16 @@ def _backend_lines(r: Dict[str, Any]) -> List[str]:
     if len(rows) < 2 or not torch_fw:
         return []
     lines = ['', '| backend (alone in its process) | bare forward p50 ms | in-process pipeline '
-             'p50 ms | forward vs eager torch |', '|---|---|---|---|']
+             'p50 ms | forward vs eager torch | start-up warm-up s |', '|---|---|---|---|---|']
     for b, row in rows.items():
-        if row['ran'] != b:
-            why = row.get('error') or f"unavailable, ran {row['ran']}"
-            lines.append(f'| {b} | - | - | {why} |')
+        if row['ran'] != b:  # never timed under the name it was asked by
+            why = row.get('error') or f"fell back to {row['ran']}"
+            lines.append(f"| {b} (ran {row['ran']}) | - | - | {why} | - |")
             continue
         fw = row['forward']['p50']
         lines.append(f"| {b}{' (fastest)' if b == r.get('best_backend') else ''} | {fw:.2f} | "
-                     f"{row['pipeline']['p50']:.2f} | {torch_fw / max(fw, 1e-6):.2f}x |")
+                     f"{row['pipeline']['p50']:.2f} | {torch_fw / max(fw, 1e-6):.2f}x | "
+                     f"{row.get('warmup_s', 0.0):.1f} |")
     return lines + ['']
 
 
@@ -536,12 +584,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                     'base-depth on CPU; hybrid-depth and large-depth on CUDA)')
     ap.add_argument('--device', default='auto')
     ap.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'))
+    ap.add_argument('--backend', type=parse_backends, default=None,
+                    help='model.backend values to compare, comma-separated '
+                    f"({', '.join(BACKENDS)}); eager torch runs in this process, every other "
+                    'alone in its own; one that cannot run is shown as the backend it fell '
+                    'back to (default: torch, and onnxruntime when installed, on CPU; '
+                    'torch,compile,tensorrt,onnxruntime on CUDA)')
     ap.add_argument('--iters', type=int, default=10, help='timed frames per section')
     ap.add_argument('--dds-frames', type=int, default=10, help='frames for DDS latency')
     ap.add_argument('--no-dds', action='store_true', help='skip the DDS end-to-end section')
-    ap.add_argument('--backends', nargs='*', help='model.backend values to compare, each in '
-                    'its own process (default: torch and onnxruntime when installed on CPU; '
-                    'torch, compile, tensorrt, onnxruntime on CUDA)')
     ap.add_argument('--work-dir', default='~/.cache/dpt_ros/bench',
                     help='where random-weight checkpoints are cached')
     ap.add_argument('--role', default='', help=argparse.SUPPRESS)
@@ -550,7 +601,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--height', type=int, default=480, help=argparse.SUPPRESS)
     ap.add_argument('--rate', type=float, default=10.0, help=argparse.SUPPRESS)
     ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
-    ap.add_argument('--backend', default='torch', help=argparse.SUPPRESS)
     ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
     args = ap.parse_args(argv)
     if args.role == BACKEND_ROLE:

@@ -43,6 +43,8 @@ def test_bench_smoke(tmp_path, record_figure):
     else:  # timed in its own process, and really run (not fallen back to torch)
         assert backends['onnxruntime']['ran'] == 'onnxruntime', backends['onnxruntime']
         assert backends['onnxruntime']['forward']['p50'] > 0
+        # The export and session were made by the warm-up, before any timing.
+        assert backends['onnxruntime']['warmup_s'] > 0
     if have_ros:
         d = r['dds']
         assert d['latency']['received'] >= 0.75 * d['latency']['sent']
@@ -67,3 +69,28 @@ def test_bench_smoke(tmp_path, record_figure):
     record_figure('bench smoke (CPU, tiny, 640x480)',
                   f"ours overhead {r['our_overhead']['p50']:.1f} ms vs naive "
                   f"{r['naive']['overhead']['p50']:.1f} ms ({ratio:.0f}x lower)")
+
+
+def test_backend_option_takes_what_the_config_lists():
+    import argparse
+    from dpt_ros.bench import parse_backends
+    from dpt_ros.config import BACKENDS
+    assert parse_backends(','.join(BACKENDS)) == list(BACKENDS)
+    assert parse_backends('torch, compile,torch') == ['torch', 'compile']
+    for bad in ('torch,onnx-magic', '', ','):
+        with pytest.raises(argparse.ArgumentTypeError, match='choose from'):
+            parse_backends(bad)
+
+
+def test_a_fallback_is_named_and_never_the_fastest(tmp_path):
+    """A backend that cannot run (TensorRT on a CPU) is shown as what it fell back to."""
+    from dpt_ros.bench import _backend_lines, bench_backend, fastest
+    row = bench_backend('tiny-depth-anything', 'tensorrt', tmp_path, 'cpu', 'fp32', 160, 120, 2)
+    assert row['ran'] == 'torch', row
+    assert 'tensorrt unavailable' in row['error'] and row['forward']['p50'] > 0
+    torch_row = dict(row, ran='torch', forward={'p50': 10 * row['forward']['p50']})
+    rows = {'torch': torch_row, 'tensorrt': row}
+    assert fastest(rows) == 'torch'  # though the fallback's forward was 10x lower
+    table = '\n'.join(_backend_lines({'backends': rows, 'best_backend': fastest(rows)}))
+    assert '| tensorrt (ran torch) | - | - |' in table and 'tensorrt unavailable' in table
+    assert '| torch (fastest) |' in table
