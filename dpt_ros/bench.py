@@ -154,6 +154,26 @@ def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int) -> D
     return res
 
 
+def bench_cuda_flags(pipe: Pipeline, rgb: np.ndarray, iters: int,
+                     warmup: int) -> Dict[str, float]:
+    """Bare forward p50 with cuDNN autotuning off / on and, at fp32, TF32 off / on."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    fp32 = pipe.depth_model.dtype == torch.float32
+    out = {}
+    try:
+        for autotune in (False, True):
+            for tf32 in ((False, True) if fp32 else (None,)):
+                cudnn.benchmark = autotune
+                if tf32 is not None:
+                    cudnn.allow_tf32 = matmul.allow_tf32 = tf32
+                name = f'cudnn.benchmark {autotune}' + ('' if tf32 is None else f', TF32 {tf32}')
+                out[name] = bench_forward(pipe, rgb, iters, warmup)['p50']
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+    return out
+
+
 def naive_pointcloud(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float,
                      rgb: np.ndarray) -> bytes:
     """Build a point cloud the way many wrappers do: Python lists, struct.pack per point."""
@@ -342,6 +362,8 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
             'raw': {'ours': st['raw_total'], 'forward': fw['raw'], 'naive': nv['raw_total']}}
     size['ratio_naive_overhead_vs_ours'] = (
         nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
+    if ctx.cuda_flags and ctx.dev.type == 'cuda':
+        size['cuda_flags'] = bench_cuda_flags(pipe, s.rgb, ctx.iters, ctx.warmup)
     backends = {'torch': _backend_row(pipe.depth_model.backend, fw['raw'], st['raw_pipeline'],
                                       st['raw_forward'], warm.get('depth', 0.0) / 1e3)}
     for b in ctx.backends:
@@ -411,7 +433,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         log=print, dev=dev, precision=precision, work=work, iters=iters, warmup=warmup,
         sizes=[(640, 480)] if args.smoke else [(640, 480), (1280, 720)], smoke=args.smoke,
         backends=args.backend or default_backends(dev), dds=not args.no_dds and have_rclpy(),
-        dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work))
+        dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work),
+        cuda_flags=args.cuda_flags)
     results: Dict[str, Any] = {
         'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else
         f'CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
@@ -467,6 +490,9 @@ def markdown(res: Dict[str, Any]) -> str:
             lines.append(f"- overhead outside the forward: ours {r['our_overhead']['p50']:.1f} "
                          f"ms, naive {r['naive']['overhead']['p50']:.1f} ms -> "
                          f"**{r['ratio_naive_overhead_vs_ours']:.1f}x lower**")
+            if 'cuda_flags' in r:
+                lines.append('- bare forward p50 by setting: ' + '; '.join(
+                    f'{k}: {v:.2f} ms' for k, v in r['cuda_flags'].items()))
             fp = r['stages'].get('fill_publish')
             if fp:
                 m, b = fp['message']['p50'], fp['bytes']['p50']
@@ -591,6 +617,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     'back to (default: torch, and onnxruntime when installed, on CPU; '
                     'torch,compile,tensorrt,onnxruntime on CUDA)')
     ap.add_argument('--iters', type=int, default=10, help='timed frames per section')
+    ap.add_argument('--cuda-flags', action='store_true', help='CUDA: also time the bare torch '
+                    'forward with cuDNN autotuning off/on (and TF32 off/on at fp32)')
     ap.add_argument('--dds-frames', type=int, default=10, help='frames for DDS latency')
     ap.add_argument('--no-dds', action='store_true', help='skip the DDS end-to-end section')
     ap.add_argument('--work-dir', default='~/.cache/dpt_ros/bench',

@@ -5,10 +5,11 @@
 # The GPU check: on a CUDA machine, run the gpu-marked tests and dpt_bench on the hybrid- and
 # large-sized random-weight models for every backend that can run there; results in $OUT.
 #
-#   bash scripts/gpu_check.sh [--dry-run] STEP...     STEP: env tests bench-hybrid bench-large all
+#   bash scripts/gpu_check.sh [--dry-run] STEP...
+#   STEP: env tests bench-hybrid bench-large bench-flags, or all (every one, in that order)
 #
-# Each step fits in 10 minutes on one H100-class GPU, so the steps can run as separate
-# commands. Every step first makes sure what it needs is importable (idempotent):
+# Each step is sized to finish within 10 minutes on one H100-class GPU (to be confirmed by the
+# first run), so the steps can run as separate commands. Every step first makes sure what it needs is importable (idempotent):
 #   - torch with CUDA, transformers, safetensors, opencv, pyyaml, pytest: the machine's own
 #     when present, else pip (requirements/core.txt);
 #   - optional: tensorrt ("tensorrt>=10,<12"), ROS 2 Jazzy wheels (requirements/ros-jazzy.txt,
@@ -28,18 +29,19 @@ WORK=${GPU_CHECK_WORK:-/tmp/dpt_gpu_work}
 ITERS=${ITERS:-20}
 DRY=0
 STEPS=()
+NAMES='env, tests, bench-hybrid, bench-large, bench-flags, all'
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    env|tests|bench-hybrid|bench-large) STEPS+=("$arg") ;;
-    all) STEPS+=(env tests bench-hybrid bench-large) ;;
-    -h|--help) sed -n '5,22p' "$0"; exit 0 ;;
-    *) echo "gpu_check: unknown step '$arg' (env, tests, bench-hybrid, bench-large, all)" >&2
+    env|tests|bench-hybrid|bench-large|bench-flags) STEPS+=("$arg") ;;
+    all) STEPS+=(env tests bench-hybrid bench-large bench-flags) ;;
+    -h|--help) sed -n '5,21p' "$0"; exit 0 ;;
+    *) echo "gpu_check: unknown step '$arg' ($NAMES)" >&2
        exit 2 ;;
   esac
 done
 if [ ${#STEPS[@]} -eq 0 ]; then
-  echo "gpu_check: name at least one step (env, tests, bench-hybrid, bench-large, all)" >&2
+  echo "gpu_check: name at least one step ($NAMES)" >&2
   exit 2
 fi
 mkdir -p "$OUT" "$SITE" "$WORK"
@@ -136,11 +138,17 @@ step_tests() {
     | tee "$OUT/tests.txt"
 }
 
-step_bench() {  # step_bench PRESET
+step_bench() {  # step_bench PRESET: fp16 (the CUDA default), every backend that runs here
   local preset=$1
   run "$PY" -m dpt_ros.bench --models "$preset" --backend "$(backends)" --iters "$ITERS" \
-    --work-dir "$WORK/bench" --out "$OUT/bench_${preset%%-*}" 2>&1 \
+    --cuda-flags --work-dir "$WORK/bench" --out "$OUT/bench_${preset%%-*}" 2>&1 \
     | tee "$OUT/bench_${preset%%-*}.txt"
+}
+
+step_flags() {  # fp32 on torch: what cuDNN autotuning and TF32 change
+  run "$PY" -m dpt_ros.bench --models hybrid-depth large-depth --precision fp32 --backend torch \
+    --cuda-flags --no-dds --iters 10 --work-dir "$WORK/bench" --out "$OUT/bench_fp32" 2>&1 \
+    | tee "$OUT/bench_fp32.txt"
 }
 
 ensure
@@ -152,6 +160,7 @@ for s in "${STEPS[@]}"; do
     tests) step_tests || status=1 ;;
     bench-hybrid) step_bench hybrid-depth || status=1 ;;
     bench-large) step_bench large-depth || status=1 ;;
+    bench-flags) step_flags || status=1 ;;
   esac
 done
 say "done (status $status); results in $OUT"

@@ -425,14 +425,15 @@ def test_gpu_check_script_plan(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan = [ln for ln in proc.stdout.splitlines() if ln.startswith('would run:')]
-    assert len(plan) == 3, proc.stdout
+    assert len(plan) == 4, proc.stdout
     # Every file holding gpu-marked tests, whole.
     gpu_files = {f'test/{p.name}' for p in Path(root, 'test').glob('test_*.py')
                  if 'mark.gpu' in p.read_text()}
     assert {'test/test_gpu.py', 'test/test_tensorrt.py', 'test/test_onnxruntime.py'} <= gpu_files
     assert '-m pytest ' in plan[0] and gpu_files <= set(plan[0].split())
     assert '--junitxml=' in plan[0] and str(tmp_path / 'out') in plan[0]
-    for line, preset in zip(plan[1:], ('hybrid-depth', 'large-depth')):
+    assert '--precision fp32 --backend torch --cuda-flags' in plan[3]
+    for line, preset in zip(plan[1:3], ('hybrid-depth', 'large-depth')):
         assert f'-m dpt_ros.bench --models {preset} --backend ' in line
         backends = line.split('--backend ')[1].split()[0]
         assert parse_backends(backends)[:2] == ['torch', 'compile'], line  # dpt_bench's parser
