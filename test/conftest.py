@@ -111,3 +111,39 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section('dpt_ros measured figures')
         for name, text in _FIGURES:
             terminalreporter.write_line(f'{name}: {text}')
+
+
+@pytest.fixture
+def ctrl_c_after():
+    """Run a command until it prints a marker, then Ctrl-C it twice as launch does.
+
+    Returns (exit status, everything it printed); a process that does not exit within
+    timeout seconds of the Ctrl-C is killed (status None).
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def run(args, marker, start_timeout=120.0, timeout=30.0, cwd=None):
+        proc = subprocess.Popen([sys.executable] + [str(a) for a in args], cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED='1'))
+        out = ''
+        try:
+            end = time.monotonic() + start_timeout
+            while marker not in out and time.monotonic() < end and proc.poll() is None:
+                out += proc.stdout.readline()
+            assert marker in out, out
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            out += proc.communicate(timeout=timeout)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                out += proc.communicate()[0]
+                return None, out
+        return proc.returncode, out
+    return run

@@ -9,12 +9,10 @@ what happens on a GPU.
 
 import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -184,7 +182,8 @@ def test_prepare_does_nothing_for_torch_on_cpu(tiny_depth, monkeypatch):
     assert pipe.prepare() == {} and pipe.prepare(480, 640) == {} and seen == []
 
 
-def test_ctrl_c_during_start_up_warm_up_cancels_and_exits_cleanly(tiny_depth, tmp_path):
+def test_ctrl_c_during_start_up_warm_up_cancels_and_exits_cleanly(tiny_depth, tmp_path,
+                                                                  ctrl_c_after):
     """Double Ctrl-C while the node warms up (an engine build): cancelled, no traceback."""
     pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
     script = tmp_path / 'slow_node.py'
@@ -207,26 +206,8 @@ def test_ctrl_c_during_start_up_warm_up_cancels_and_exits_cleanly(tiny_depth, tm
     params = tmp_path / 'p.yaml'
     params.write_text(f'/**:\n  ros__parameters:\n    model:\n      depth: {tiny_depth}\n'
                       '      device: cpu\n')
-    proc = subprocess.Popen([sys.executable, str(script), '--ros-args', '--params-file',
-                             str(params)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
-    out = ''
-    try:
-        end = time.monotonic() + 120
-        while 'warming up' not in out and time.monotonic() < end and proc.poll() is None:
-            out += proc.stdout.readline()
-        assert 'warming up' in out, out
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
-        out += rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode in (0, 130), out
+    rc, out = ctrl_c_after([script, '--ros-args', '--params-file', params], 'warming up')
+    assert rc in (0, 130), out
     assert 'warm-up saw cancel' in out, out
     for bad in ('Traceback', 'Exception ignored', 'terminate called', 'dpt_ros ready'):
         assert bad not in out, out

@@ -3,13 +3,10 @@
 
 """TensorRT backend: fallback, cache key, ONNX export, build modes, cancel; engines on a GPU."""
 
-import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import types
 
 import numpy as np
@@ -156,7 +153,7 @@ def test_build_engine_command_says_why_on_cpu(tiny_metric):
     assert proc.returncode == 1 and 'CUDA' in proc.stderr and 'not built' in proc.stderr
 
 
-def test_ctrl_c_during_a_long_engine_build_cancels_it(tiny_metric, tmp_path):
+def test_ctrl_c_during_a_long_engine_build_cancels_it(tiny_metric, tmp_path, ctrl_c_after):
     """Ctrl-C (twice, as launch sends it) while the engine builds: cancelled, exit 130."""
     script = tmp_path / 'slow_build.py'
     script.write_text(textwrap.dedent("""
@@ -175,21 +172,9 @@ def test_ctrl_c_during_a_long_engine_build_cancels_it(tiny_metric, tmp_path):
         tb.try_build = slow_build
         sys.exit(tb.main(sys.argv[1:]))
         """))
-    proc = subprocess.Popen([sys.executable, str(script), '--model', str(tiny_metric),
-                             '--device', 'cpu', '--height', '120', '--width', '160'],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED='1'))
-    out = ''
-    end = time.monotonic() + 90
-    while 'building' not in out and time.monotonic() < end and proc.poll() is None:
-        out += proc.stdout.readline()
-    assert 'building' in out, out
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=30)
-    out += rest
-    assert proc.returncode == 130, out
+    rc, out = ctrl_c_after([script, '--model', tiny_metric, '--device', 'cpu', '--height',
+                            '120', '--width', '160'], 'building', start_timeout=90, cwd=ROOT)
+    assert rc == 130, out
     assert 'build saw cancel' in out and 'interrupted' in out, out
     assert 'Traceback' not in out, out
 
