@@ -15,7 +15,9 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 DEFAULT_DEPTH_MODEL = 'depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf'
 DEFAULT_DEPTH_MAX = 20.0  # metres, where depth.max is 0 and the checkpoint declares none
 
-DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse')
+DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse', 'fitted')
+CONFIDENCE_MODES = ('off', 'flip')
+ANCHOR_SOURCES = ('none', 'depth_image', 'points')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 COLORMAPS = ('inferno', 'turbo', 'magma', 'viridis', 'plasma', 'jet', 'gray')
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
@@ -97,8 +99,9 @@ class DepthConfig:
     mode: str = _opt(
         'auto', "'relative_inverse' (unitless, larger is nearer; published on depth/relative "
         "only), 'metric' (the checkpoint outputs metres), 'affine_inverse' (metres = "
-        "1 / (scale * d + shift)) or 'auto' (metric if the checkpoint says so, else relative).",
-        choices=DEPTH_MODES)
+        "1 / (scale * d + shift)), 'fitted' (scale and shift fitted per frame to the metric "
+        "anchors of anchors.source) or 'auto' (metric if the checkpoint says so, else "
+        'relative).', choices=DEPTH_MODES)
     scale: float = _opt(
         1.0, 'affine_inverse: scale in metres = 1 / (scale * d + shift); metric: depth is '
         'multiplied by it.', lo=0.0, hi=1.0e6)
@@ -114,6 +117,17 @@ class DepthConfig:
         'millimetres with 0 invalid.', choices=DEPTH_ENCODINGS)
     colormap: str = _opt(
         'inferno', 'Colormap of depth/colored (near is bright).', choices=COLORMAPS)
+    temporal: bool = _opt(
+        True, 'fitted: filter scale and shift over time (log-scale, outlier fits gated) so a '
+        'frame with few or bad anchors does not jump; relative_inverse: align each '
+        'depth/relative to the previous ones so it stops flickering.')
+    confidence: str = _opt(
+        'off', "'flip': also run the horizontally mirrored frame (same batch) and publish "
+        'depth/confidence (1 = both agree); costs a second forward per frame.',
+        choices=CONFIDENCE_MODES)
+    confidence_tolerance: float = _opt(
+        0.1, 'Relative disagreement of the mirrored prediction at which depth/confidence '
+        'falls to exp(-1).', lo=0.001, hi=10.0)
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,38 @@ class PointsConfig:
     organized: bool = _opt(
         True, 'true: H x W cloud with NaN for invalid pixels; false: dense list of valid points.')
     rgb: bool = _opt(True, 'Add the packed rgb field from the camera image.')
+    min_confidence: float = _opt(
+        0.5, 'With depth.confidence flip: points whose depth/confidence is below this are '
+        'dropped (NaN); 0 keeps all.', lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class AnchorsConfig:
+    """Sparse metric depths that depth.mode fitted scales the model output to."""
+
+    source: str = _opt(
+        'none', "'depth_image': anchors/depth (Image 16UC1 mm or 32FC1 m, 0 / NaN = none, "
+        "registered to this camera; another size needs anchors/camera_info); 'points': "
+        "anchors/points (PointCloud2 x, y, z); 'none'.", choices=ANCHOR_SOURCES,
+        read_only=True)
+    max_age: float = _opt(
+        0.1, 'Pair each image with the anchor message nearest in stamp, if within this many '
+        'seconds.', lo=0.0, hi=10.0)
+    hold: float = _opt(
+        1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps), '
+        'then publish no metres until anchors return.', lo=0.0, hi=3600.0)
+    extrinsic: str = _opt(
+        '', "anchors/points in another frame: 'x y z qx qy qz qw', the fixed pose of that "
+        'frame in the camera optical frame (metres, unit quaternion). Empty: the cloud is in '
+        "the image's frame_id.")
+    min_count: int = _opt(
+        10, 'Fewest inlier anchors for a frame to count as fitted.', lo=3, hi=100000)
+    max_points: int = _opt(
+        2000, 'At most this many anchors per frame are fitted (a random subset of denser '
+        'sources).', lo=10, hi=1000000)
+    inlier_threshold: float = _opt(
+        0.1, 'Relative depth error above which an anchor is an outlier of the fit.',
+        lo=0.001, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -176,6 +222,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     points: PointsConfig = field(default_factory=PointsConfig)
+    anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -203,6 +250,11 @@ class Config:
             raise ConfigError(
                 'depth.mode affine_inverse needs depth.scale > 0 or depth.shift > 0 '
                 '(metres = 1 / (scale * d + shift)).')
+        if d.mode == 'fitted' and self.anchors.source == 'none':
+            raise ConfigError(
+                "depth.mode fitted needs anchors: set anchors.source to 'depth_image' or "
+                "'points'.")
+        parse_extrinsic(self.anchors.extrinsic)
         return self
 
     def replace(self, flat: Dict[str, Any]) -> 'Config':
@@ -270,3 +322,20 @@ def config_from_flat(flat: Dict[str, Any], base: Optional[Config] = None) -> Con
             raise ConfigError(f"unknown setting '{key}'.")
         typed[key] = coerce(key, value, types[key])
     return base.replace(typed).validate()
+
+
+def parse_extrinsic(text: str) -> Optional[Tuple[float, ...]]:
+    """anchors.extrinsic 'x y z qx qy qz qw' -> 7 floats (quaternion normalised); None if empty."""
+    if not text.strip():
+        return None
+    try:
+        vals = [float(v) for v in text.replace(',', ' ').split()]
+    except ValueError:
+        vals = []
+    if len(vals) != 7 or not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"anchors.extrinsic '{text}' must be 7 numbers 'x y z qx qy qz qw'.")
+    norm = math.sqrt(sum(v * v for v in vals[3:]))
+    if abs(norm - 1.0) > 1e-3:
+        raise ConfigError(f'anchors.extrinsic quaternion has norm {norm:.4f}; give a unit '
+                          'quaternion (qx qy qz qw).')
+    return tuple(vals[:3] + [v / norm for v in vals[3:]])

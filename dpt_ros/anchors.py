@@ -1,0 +1,219 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Sparse metric anchors from sensors: depth images and point clouds -> colour-image pixels.
+
+Decoders read any object with the message's fields (rclpy or rosbags messages), like
+dpt_ros.conversions; a message that cannot be used raises AnchorError naming the problem.
+AnchorBuffer pairs anchor messages with images by stamp. No rclpy.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Deque, Optional, Tuple
+
+import numpy as np
+
+from dpt_ros.config import parse_extrinsic
+from dpt_ros.conversions import _buffer, stamp_ns
+from dpt_ros.geometry import Intrinsics
+from dpt_ros.metric import Anchors
+
+# Depth image encodings -> (numpy dtype, metres per unit).
+_DEPTH_ENCODINGS = {'16UC1': ('u2', 1e-3), 'mono16': ('u2', 1e-3), '32FC1': ('f4', 1.0)}
+# PointField datatypes usable for x, y, z.
+_FLOAT_FIELDS = {7: 'f4', 8: 'f8'}
+
+
+class AnchorError(ValueError):
+    """An anchor message cannot be used; the message says why."""
+
+
+def _depth_array(msg: Any) -> np.ndarray:
+    """Image (16UC1 mm / 32FC1 m) -> (H, W) float32 metres, NaN where no reading."""
+    enc = str(msg.encoding)
+    if enc not in _DEPTH_ENCODINGS:
+        raise AnchorError(f"anchor depth encoding '{enc}' is not supported: use 16UC1 "
+                          '(millimetres) or 32FC1 (metres).')
+    kind, unit = _DEPTH_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = _buffer(msg.data)
+    row = w * 4 if kind == 'f4' else w * 2
+    if h <= 0 or w <= 0 or step < row or data.size != step * h:
+        raise AnchorError(f'anchor depth image {w}x{h} {enc} with step {step} has {data.size} '
+                          f'bytes; expected step >= {row} and step x height bytes.')
+    order = '>' if msg.is_bigendian else '<'
+    rows = np.ascontiguousarray(data.reshape(h, step)[:, :row])
+    raw = rows.view(order + kind).reshape(h, w)
+    z = raw.astype(np.float32) * np.float32(unit)
+    z[~np.isfinite(z) | (z <= 0)] = np.nan
+    return z
+
+
+def from_depth_image(msg: Any, image_size: Tuple[int, int],
+                     image_intr: Optional[Intrinsics] = None,
+                     anchor_intr: Optional[Intrinsics] = None) -> Anchors:
+    """Turn a depth image registered to the colour camera into anchors at colour pixels.
+
+    image_size is the colour image's (width, height). A depth image of that size with no
+    camera_info of its own is taken pixel for pixel; otherwise both calibrations are needed
+    and each depth pixel is re-projected through them (same optical frame, other intrinsics).
+    """
+    z = _depth_array(msg)
+    h, w = z.shape
+    vv, uu = np.nonzero(np.isfinite(z))
+    zz = z[vv, uu]
+    if zz.size == 0:
+        raise AnchorError(f'anchor depth image ({w}x{h}) has no valid depth (all 0 or NaN).')
+    same = (w, h) == tuple(image_size)
+    if same and (anchor_intr is None or anchor_intr == image_intr):
+        return Anchors(uu.astype(np.float32), vv.astype(np.float32), zz, int(zz.size),
+                       stamp_ns(msg.header) * 1e-9)
+    if anchor_intr is None or image_intr is None:
+        which = 'anchors/camera_info' if anchor_intr is None else 'camera_info'
+        raise AnchorError(f'anchor depth image is {w}x{h} but the image is '
+                          f'{image_size[0]}x{image_size[1]}: resampling it needs {which}.')
+    if (anchor_intr.width, anchor_intr.height) != (w, h):
+        raise AnchorError(f'anchors/camera_info is for {anchor_intr.width}x{anchor_intr.height} '
+                          f'but the anchor depth image is {w}x{h}.')
+    x = (uu - anchor_intr.cx) / anchor_intr.fx * zz
+    y = (vv - anchor_intr.cy) / anchor_intr.fy * zz
+    pts = np.stack([x, y, zz], axis=1)
+    return _project(pts, image_intr, int(zz.size), stamp_ns(msg.header) * 1e-9)
+
+
+def _cloud_xyz(msg: Any) -> np.ndarray:
+    """PointCloud2 -> (N, 3) float64 x, y, z of its finite points; AnchorError if unusable."""
+    fields = {str(f.name): f for f in msg.fields}
+    missing = [n for n in 'xyz' if n not in fields]
+    if missing:
+        raise AnchorError(f"anchor cloud has no {', '.join(missing)} field(s) (fields: "
+                          f"{', '.join(fields) or 'none'}).")
+    h, w = int(msg.height), int(msg.width)
+    ps, rs = int(msg.point_step), int(msg.row_step)
+    data = _buffer(msg.data)
+    if h * w == 0:
+        raise AnchorError('anchor cloud is empty.')
+    formats, offsets = [], []
+    order = '>' if msg.is_bigendian else '<'
+    for n in 'xyz':
+        f = fields[n]
+        kind = _FLOAT_FIELDS.get(int(f.datatype))
+        if kind is None:
+            raise AnchorError(f'anchor cloud field {n} has datatype {int(f.datatype)}; x, y, z '
+                              'must be FLOAT32 or FLOAT64.')
+        if int(f.offset) + int(kind[1]) > ps:
+            raise AnchorError(f'anchor cloud field {n} at offset {int(f.offset)} does not fit '
+                              f'point_step {ps}.')
+        formats.append(order + kind)
+        offsets.append(int(f.offset))
+    if rs < w * ps or data.size < rs * (h - 1) + w * ps:
+        raise AnchorError(f'anchor cloud {w}x{h} (point_step {ps}, row_step {rs}) has '
+                          f'{data.size} bytes of data.')
+    need = rs * h
+    if data.size < need:  # the last row may stop at its last point
+        data = np.concatenate([data, np.zeros(need - data.size, np.uint8)])
+    rows = data[:need].reshape(h, rs)[:, :w * ps]
+    dtype = np.dtype({'names': list('xyz'), 'formats': formats, 'offsets': offsets,
+                      'itemsize': ps})
+    rec = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    xyz = np.stack([rec['x'], rec['y'], rec['z']], axis=1).astype(np.float64)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if xyz.shape[0] == 0:
+        raise AnchorError(f'anchor cloud ({h * w} points) has no finite point.')
+    return xyz
+
+
+def extrinsic_matrix(text: str) -> Optional[np.ndarray]:
+    """anchors.extrinsic -> 4x4 transform (cloud frame -> optical frame), None if empty."""
+    vals = parse_extrinsic(text)
+    if vals is None:
+        return None
+    x, y, z, qx, qy, qz, qw = vals
+    t = np.eye(4)
+    t[:3, :3] = [[1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+                 [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+                 [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]]
+    t[:3, 3] = [x, y, z]
+    return t
+
+
+def from_points(msg: Any, image_intr: Optional[Intrinsics], image_frame: str,
+                extrinsic: Optional[np.ndarray] = None) -> Anchors:
+    """Turn a PointCloud2 into anchors at colour pixels (points behind or outside dropped).
+
+    Without an extrinsic the cloud must be in the image's frame_id; with one, it is taken as
+    the fixed pose of the cloud's frame in the optical frame.
+    """
+    if image_intr is None:
+        raise AnchorError('anchors/points need camera_info to be projected into the image.')
+    frame = str(msg.header.frame_id)
+    if extrinsic is None and frame and image_frame and frame != image_frame:
+        raise AnchorError(f"anchor cloud is in frame '{frame}' but the image in "
+                          f"'{image_frame}': set anchors.extrinsic to the fixed pose of "
+                          f"'{frame}' in the camera optical frame ('0 0 0 0 0 0 1' if they "
+                          'are the same).')
+    xyz = _cloud_xyz(msg)
+    if extrinsic is not None:
+        xyz = xyz @ extrinsic[:3, :3].T + extrinsic[:3, 3]
+    return _project(xyz, image_intr, int(xyz.shape[0]), stamp_ns(msg.header) * 1e-9)
+
+
+def _project(pts: np.ndarray, intr: Intrinsics, received: int, stamp: float) -> Anchors:
+    """Optical-frame points -> pixels (with the camera's distortion) inside the image."""
+    front = pts[:, 2] > 1e-6
+    pts = pts[front]
+    if pts.shape[0] and intr.distorted and intr.distortion_model in (
+            'plumb_bob', 'rational_polynomial', 'equidistant'):
+        import cv2
+        zero = np.zeros(3)
+        obj = pts.reshape(-1, 1, 3).astype(np.float64)
+        if intr.distortion_model == 'equidistant':
+            uv, _ = cv2.fisheye.projectPoints(obj, zero, zero, intr.matrix(),
+                                              np.array(intr.d[:4], np.float64))
+        else:
+            uv, _ = cv2.projectPoints(obj, zero, zero, intr.matrix(),
+                                      np.array(intr.d, np.float64))
+        uv = uv.reshape(-1, 2)
+    else:
+        uv = np.stack([pts[:, 0] / pts[:, 2] * intr.fx + intr.cx,
+                       pts[:, 1] / pts[:, 2] * intr.fy + intr.cy], axis=1)
+    inside = ((uv[:, 0] > -0.5) & (uv[:, 0] < intr.width - 0.5) & (uv[:, 1] > -0.5)
+              & (uv[:, 1] < intr.height - 0.5))
+    return Anchors(uv[inside, 0].astype(np.float32), uv[inside, 1].astype(np.float32),
+                   pts[inside, 2].astype(np.float32), received, stamp)
+
+
+def subsample(a: Anchors, max_points: int, rng: np.random.Generator) -> Anchors:
+    """At most max_points anchors, a uniform random subset (dense depth images)."""
+    if a.z.size <= max_points:
+        return a
+    keep = np.sort(rng.choice(a.z.size, max_points, replace=False))
+    return Anchors(a.u[keep], a.v[keep], a.z[keep], a.received, a.stamp)
+
+
+class AnchorBuffer:
+    """The last anchor messages of one source, for pairing with images by stamp."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._items: Deque[Tuple[int, Any]] = deque(maxlen=size)
+
+    def add(self, msg: Any) -> None:
+        """Keep a message (a stamp far behind the newest clears the buffer: a looping bag)."""
+        t = stamp_ns(msg.header)
+        if self._items and t < self._items[-1][0] - 1_000_000_000:
+            self._items.clear()
+        self._items.append((t, msg))
+
+    def nearest(self, stamp: int, max_age_s: float) -> Optional[Any]:
+        """Return the message nearest in stamp to an image stamp (ns), if within max_age_s."""
+        best, gap = None, max_age_s * 1e9
+        for t, msg in self._items:
+            if abs(t - stamp) <= gap:
+                best, gap = msg, abs(t - stamp)
+        return best
+
+    def __len__(self) -> int:
+        """Messages held."""
+        return len(self._items)

@@ -1,0 +1,150 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Anchor decoding: depth images and clouds -> colour-image pixels, bad messages, pairing."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dpt_ros import anchors as anc
+from dpt_ros.conversions import image_fields
+from dpt_ros.geometry import Intrinsics
+
+INTR = Intrinsics(fx=100.0, fy=100.0, cx=31.5, cy=23.5, width=64, height=48)
+
+
+def _header(stamp_ns=0, frame='cam'):
+    return SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // 10**9,
+                                                 nanosec=stamp_ns % 10**9), frame_id=frame)
+
+
+def _image(arr, encoding, stamp_ns=0, pad=0, bigendian=False):
+    if bigendian:
+        arr = arr.astype(arr.dtype.newbyteorder('>'))
+    f = image_fields(arr, encoding)
+    data = f['data'].reshape(arr.shape[0], -1)
+    if pad:
+        data = np.concatenate([data, np.zeros((arr.shape[0], pad), np.uint8)], 1)
+    return SimpleNamespace(height=f['height'], width=f['width'], encoding=encoding,
+                           is_bigendian=int(bigendian), step=f['step'] + pad,
+                           data=data.tobytes(), header=_header(stamp_ns))
+
+
+def _cloud(xyz, frame='cam', stamp_ns=0, dtype='<f4', extra=0, names='xyz'):
+    n = xyz.shape[0]
+    size = np.dtype(dtype).itemsize
+    step = xyz.shape[1] * size + extra
+    rec = np.zeros((n, step), np.uint8)
+    raw = np.ascontiguousarray(xyz.astype(dtype)).view(np.uint8).reshape(n, -1)
+    rec[:, :xyz.shape[1] * size] = raw
+    kind = 7 if size == 4 else 8
+    fields = [SimpleNamespace(name=c, offset=i * size, datatype=kind, count=1)
+              for i, c in enumerate(names)]
+    return SimpleNamespace(height=1, width=n, fields=fields, is_bigendian=False,
+                           point_step=step, row_step=step * n, data=rec.tobytes(),
+                           header=_header(stamp_ns, frame))
+
+
+def test_registered_depth_16uc1_and_32fc1():
+    mm = np.zeros((48, 64), np.uint16)
+    mm[10, 20], mm[30, 5] = 1500, 2750
+    a = anc.from_depth_image(_image(mm, '16UC1', pad=6), (64, 48))
+    assert sorted(zip(a.u.tolist(), a.v.tolist(), a.z.tolist())) == \
+        [(5.0, 30.0, pytest.approx(2.75)), (20.0, 10.0, pytest.approx(1.5))]
+    assert a.received == 2
+    m = np.full((48, 64), np.nan, np.float32)
+    m[1, 2], m[3, 4], m[5, 6] = 0.8, 0.0, -1.0  # 0 and negative are no reading
+    b = anc.from_depth_image(_image(m, '32FC1', stamp_ns=2_500_000_000, bigendian=True),
+                             (64, 48))
+    assert (b.u.tolist(), b.v.tolist(), b.z.tolist()) == ([2.0], [1.0], [pytest.approx(0.8)])
+    assert b.stamp == 2.5
+
+
+def test_other_resolution_resampled_with_its_camera_info():
+    half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
+    z = np.zeros((24, 32), np.float32)
+    z[6, 8] = 2.0
+    a = anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, half)
+    # Same optical frame, other intrinsics: the ray through depth pixel (8, 6).
+    assert a.u[0] == pytest.approx((8 - 15.75) / 50 * 100 + 31.5)
+    assert a.v[0] == pytest.approx((6 - 11.75) / 50 * 100 + 23.5)
+    assert a.z[0] == pytest.approx(2.0)
+    with pytest.raises(anc.AnchorError, match='anchors/camera_info'):
+        anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, None)
+
+
+@pytest.mark.parametrize('msg, words', [
+    (_image(np.ones((4, 4, 3), np.uint8), 'rgb8'), ['rgb8', '16UC1']),
+    (_image(np.zeros((48, 64), np.uint16), '16UC1'), ['no valid depth']),
+    (_image(np.full((48, 64), np.nan, np.float32), '32FC1'), ['no valid depth']),
+    (SimpleNamespace(height=48, width=64, encoding='16UC1', is_bigendian=0, step=128,
+                     data=b'\x00' * 100, header=_header()), ['100 bytes']),
+])
+def test_bad_depth_messages_name_the_problem(msg, words):
+    with pytest.raises(anc.AnchorError) as info:
+        anc.from_depth_image(msg, (64, 48))
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_cloud_projection_drops_behind_and_outside():
+    xyz = np.array([[0.0, 0.0, 2.0],     # centre
+                    [0.2, -0.1, 1.0],    # (51.5, 13.5)
+                    [0.0, 0.0, -1.0],    # behind
+                    [5.0, 0.0, 1.0],     # outside
+                    [np.nan, 0.0, 1.0]])
+    a = anc.from_points(_cloud(xyz, extra=4), INTR, 'cam')
+    assert a.received == 4
+    assert np.allclose(np.c_[a.u, a.v, a.z], [[31.5, 23.5, 2.0], [51.5, 13.5, 1.0]])
+    b = anc.from_points(_cloud(xyz, dtype='<f8'), INTR, '')
+    assert b.z.size == 2
+
+
+def test_cloud_through_the_extrinsic():
+    # A lidar frame: x forward, y left, z up; pose in the optical frame (x right, y down,
+    # z forward) is the rotation taking lidar x -> optical z, lidar y -> optical -x.
+    rot = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], float)
+    ext = anc.extrinsic_matrix('0.1 0 0 0.5 -0.5 0.5 0.5')  # that rotation as qx qy qz qw
+    assert np.allclose(ext[:3, :3], rot) and np.allclose(ext[:3, 3], [0.1, 0, 0])
+    lidar = np.array([[2.0, -0.1, 0.0]])  # 2 m ahead, 0.1 m right
+    a = anc.from_points(_cloud(lidar, frame='lidar'), INTR, 'cam', ext)
+    assert a.z[0] == pytest.approx(2.0)
+    assert a.u[0] == pytest.approx((0.1 + 0.1) / 2.0 * 100 + 31.5)
+    with pytest.raises(anc.AnchorError, match="'lidar'.*anchors.extrinsic"):
+        anc.from_points(_cloud(lidar, frame='lidar'), INTR, 'cam')
+
+
+@pytest.mark.parametrize('msg, intr, words', [
+    (_cloud(np.ones((3, 2)), names='xy'), INTR, ['no z field']),
+    (_cloud(np.full((3, 3), np.nan)), INTR, ['no finite point']),
+    (_cloud(np.ones((2, 3))), None, ['camera_info']),
+])
+def test_bad_clouds_name_the_problem(msg, intr, words):
+    with pytest.raises(anc.AnchorError) as info:
+        anc.from_points(msg, intr, 'cam')
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_short_cloud_data_is_refused():
+    msg = _cloud(np.ones((4, 3)))
+    msg.data = msg.data[:20]
+    with pytest.raises(anc.AnchorError, match='bytes'):
+        anc.from_points(msg, INTR, 'cam')
+
+
+def test_subsample_and_pairing_by_stamp():
+    a = anc.Anchors(np.arange(100.0), np.zeros(100), np.ones(100), 100, 0.0)
+    s = anc.subsample(a, 10, np.random.default_rng(0))
+    assert s.z.size == 10 and s.received == 100 and len(set(s.u.tolist())) == 10
+    buf = anc.AnchorBuffer(size=4)
+    for t in (1.0, 1.1, 1.2, 1.3, 1.4):
+        buf.add(SimpleNamespace(header=_header(int(t * 1e9)), t=t))
+    assert len(buf) == 4  # bounded
+    assert buf.nearest(int(1.26e9), 0.1).t == 1.3
+    assert buf.nearest(int(0.95e9), 0.1) is None  # 1.0 fell out, 1.1 is too far
+    assert buf.nearest(int(2.0e9), 0.1) is None
+    buf.add(SimpleNamespace(header=_header(int(0.1e9)), t=0.1))  # a looping bag
+    assert len(buf) == 1 and buf.nearest(int(0.12e9), 0.1).t == 0.1
