@@ -13,19 +13,23 @@ is one row here plus its computation in the pipeline. No rclpy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import (AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple,
+                    TYPE_CHECKING)
 
 import numpy as np
 
 from dpt_ros import conversions as conv
 from dpt_ros.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
 
+if TYPE_CHECKING:
+    from dpt_ros.metric import FitReport
+
 DEPTH_TASK = 'depth'
 SEGMENTATION_TASK = 'segmentation'
 
 # Stages timed inside the pipeline, in order; a frame through the node adds decode before
 # them and message fill + publish after them.
-STAGES = ('upload', 'preprocess', 'forward', 'postprocess', 'geometry', 'download')
+STAGES = ('upload', 'preprocess', 'forward', 'postprocess', 'fit', 'geometry', 'download')
 FRAME_STAGES = ('decode',) + STAGES + ('fill', 'publish')
 
 # Published once (transient local) with vision_msgs, not per frame: not a row of the table.
@@ -44,6 +48,7 @@ class Result:
     points_rgb: bool = False
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     warnings: List[str] = field(default_factory=list)
+    fit: Optional['FitReport'] = None       # depth.mode fitted / temporal: what the fit did
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,9 @@ OUTPUTS: Tuple[Output, ...] = (
     Output('points', 'points', CLOUD_TYPE, DEPTH_TASK, _points,
            'PointCloud2 (x, y, z float32 + packed rgb; point_step 16)',
            'metric depth + camera_info; optical frame, organized H x W with NaN or dense'),
+    Output('confidence', 'depth/confidence', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
+           'Image 32FC1 in [0, 1]', '`depth.confidence: flip`: 1 where the mirrored frame '
+           'agrees, towards 0 where it does not'),
     Output('labels', 'segmentation/image', IMAGE_TYPE, SEGMENTATION_TASK, _labels,
            'Image mono8 (<= 256 classes) or mono16',
            'segmentation model set; pixel = class id'),

@@ -19,6 +19,7 @@ from dpt_ros import postprocess as post
 from dpt_ros.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.conversions import Frame
 from dpt_ros.geometry import Backprojector, Intrinsics, IntrinsicsError
+from dpt_ros.metric import Anchors, FitReport, MetricTracker
 from dpt_ros.models import apply_backend, load_model, LoadedModel
 from dpt_ros.outputs import DEPTH_TASK, Result, SEGMENTATION_TASK
 from dpt_ros.preprocess import LAYOUTS, Preprocessor, to_rgb
@@ -94,6 +95,7 @@ class Pipeline:
         self._pre: Dict[int, Preprocessor] = {}
         self._backend_shape: Dict[int, Tuple[int, ...]] = {}
         self._project = Backprojector()
+        self._tracker = MetricTracker(self.device)
         self._staging: Dict[Tuple, torch.Tensor] = {}
         self._copied: Dict[Tuple, torch.cuda.Event] = {}  # staging key -> its last H2D copy
         self._lock = threading.Lock()
@@ -141,6 +143,10 @@ class Pipeline:
             return set_max
         declared = self.depth_model.max_depth if self.depth_model is not None else None
         return declared or DEFAULT_DEPTH_MAX
+
+    def fit_report(self, source: str = '') -> FitReport:
+        """Return the last scale/shift fit of a frame source (depth.mode fitted, temporal)."""
+        return self._tracker.report(source)
 
     def describe(self) -> Dict[str, str]:
         """Device, models, precision and backend, for logs and diagnostics."""
@@ -263,30 +269,44 @@ class Pipeline:
     # ------------------------------------------------------------------ processing
 
     def process(self, frame: Frame, intr: Optional[Intrinsics] = None,
-                want: AbstractSet[str] = outputs.ALL) -> Result:
+                want: AbstractSet[str] = outputs.ALL, anchors: Optional[Anchors] = None,
+                source: str = '', stamp: Optional[float] = None) -> Result:
         """Run one frame; see process_batch."""
-        return self.process_batch([frame], [intr], want)[0]
+        return self.process_batch([frame], [intr], want, [anchors], [source],
+                                  None if stamp is None else [stamp])[0]
 
     @torch.inference_mode()
     def process_batch(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
-                      want: AbstractSet[str] = outputs.ALL) -> List[Result]:
+                      want: AbstractSet[str] = outputs.ALL,
+                      anchors: Optional[Sequence[Optional[Anchors]]] = None,
+                      sources: Optional[Sequence[str]] = None,
+                      stamps: Optional[Sequence[float]] = None) -> List[Result]:
         """Run frames of one size and layout as one batch; one Result per frame.
 
         want names the outputs to compute (rows of dpt_ros.outputs.OUTPUTS); Result.arrays
-        holds exactly the arrays they are encoded from.
+        holds exactly the arrays they are encoded from. For depth.mode fitted and
+        depth.temporal: the anchors (metric depths at pixels) of each frame, the source
+        (camera) each frame comes from and image stamps in seconds (wall time when omitted);
+        the frames of one source must come in time order.
         """
         if not frames:
             return []
+        n = len(frames)
+        anchors = list(anchors) if anchors is not None else [None] * n
+        sources = list(sources) if sources is not None else [''] * n
+        stamps = list(stamps) if stamps is not None else [time.time()] * n
         first = frames[0]
         if first.layout not in LAYOUTS:
             raise ValueError(f"unsupported layout '{first.layout}'")
         if any(f.pixels.shape != first.pixels.shape or f.layout != first.layout for f in frames):
-            return [r for f, i in zip(frames, intrs) for r in self.process_batch([f], [i], want)]
+            return [r for k in range(n) for r in self.process_batch(
+                [frames[k]], [intrs[k]], want, [anchors[k]], [sources[k]], [stamps[k]])]
         with self._lock, self._on_device():
-            return self._process(frames, intrs, want)
+            return self._process(frames, intrs, want, anchors, sources, stamps)
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
-                 wanted: AbstractSet[str]) -> List[Result]:
+                 wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
+                 sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
         cfg = self._cfg  # one consistent snapshot per batch
         want = outputs.arrays_needed(wanted)
         b, h, w = len(frames), frames[0].height, frames[0].width
@@ -304,8 +324,14 @@ class Pipeline:
                 pixel[id(m)] = pixel[same] if same is not None else pre(rgb)
         clock.mark('preprocess')
         raw = logits = None
+        mode = self.depth_mode(cfg)
+        flip = (cfg.depth.confidence == 'flip' and self.depth_model is not None and
+                ('confidence' in want or ('points' in want and cfg.points.min_confidence > 0)))
         if self.depth_model is not None and id(self.depth_model) in pixel:
-            raw = self._run(self.depth_model, pixel[id(self.depth_model)])
+            pv = pixel[id(self.depth_model)]
+            if flip:  # the mirrored frame rides in the same batch
+                pv = torch.cat([pv, pv.flip(-1)])
+            raw = self._run(self.depth_model, pv)
         if self.seg_model is not None and id(self.seg_model) in pixel:
             logits = self._run(self.seg_model, pixel[id(self.seg_model)])
         clock.mark('forward')
@@ -315,28 +341,32 @@ class Pipeline:
             ('overlay' in want and logits is not None)
         rgb8 = rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8) if need_rgb8 \
             else None
-        metres = None
-        mode = self.depth_mode(cfg)
+        metres: List[Optional[torch.Tensor]] = [None] * b
+        conf = None
         if raw is not None:
             dm = self.depth_model
             depth = post.resize_depth(raw, (h, w), dm.spec.placement(h, w))
-            metres = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift,
-                                    cfg.depth.min, self.depth_max(cfg))
-            # depth/relative is inverse depth (larger is nearer) whatever the checkpoint;
-            # without metres depth/colored shows it too
-            need = ('relative' in want and (metres is None or not dm.metric)) or (
-                'depth_colored' in want and metres is None)
-            relative = post.relative_inverse(depth, dm.metric) if need else None
+            depth, flipped = (depth[:b], depth[b:].flip(-1)) if flip else (depth, None)
+            clock.mark('postprocess')
+            relative, metres, conf = self._metres(depth, flipped, mode, cfg, results, anchors,
+                                                  sources, stamps, clock, want)
             for i in range(b):
                 results[i].mode = mode
-                if 'relative' in want and relative is not None:
+                # depth/relative is inverse depth (larger is nearer) whatever the checkpoint;
+                # without metres depth/colored shows it too
+                if 'relative' in want and relative is not None and (
+                        metres[i] is None or not dm.metric):
                     out[i]['relative'] = relative[i]
-                if 'depth' in want and metres is not None:
+                if 'depth' in want and metres[i] is not None:
                     out[i]['depth'] = metres[i]
                 if 'depth_colored' in want:
-                    src = metres[i] if metres is not None else relative[i]
+                    src = metres[i] if metres[i] is not None else relative[i]
                     out[i]['depth_colored'] = post.colorize_depth(
-                        src, cfg.depth.colormap, inverse=metres is None)
+                        src, cfg.depth.colormap, inverse=metres[i] is None)
+                if 'confidence' in want and conf is not None:
+                    out[i]['confidence'] = conf[i]
+        else:
+            clock.mark('fit')
         if logits is not None:
             labels = post.segment(logits, (h, w), self.seg_model.spec.placement(h, w))
             n = len(self.seg_model.labels)
@@ -351,16 +381,19 @@ class Pipeline:
                         out[i]['overlay'] = post.overlay(rgb8[i], colored,
                                                          cfg.segmentation.overlay_alpha)
         clock.mark('postprocess')
-        if 'points' in want and metres is not None:
+        if 'points' in want:
             for i, intr in enumerate(intrs):
-                if intr is None:
+                if intr is None or metres[i] is None:
                     continue
                 try:
                     intr.check(w, h)
                 except IntrinsicsError as exc:
                     results[i].warnings.append(str(exc))
                     continue
-                pts, ph, pw = self._project(metres[i], intr, cfg.points.stride,
+                z = metres[i]
+                if conf is not None and cfg.points.min_confidence > 0:
+                    z = z.masked_fill(conf[i] < cfg.points.min_confidence, float('nan'))
+                pts, ph, pw = self._project(z, intr, cfg.points.stride,
                                             cfg.points.organized,
                                             rgb8[i] if cfg.points.rgb else None)
                 if self._project.note:
@@ -377,8 +410,47 @@ class Pipeline:
             r.timings = {k: v / b for k, v in timings.items()}
         return results
 
+    def _metres(self, depth: torch.Tensor, flipped: Optional[torch.Tensor], mode: str,
+                cfg: Config, results: List[Result], anchors: Sequence[Optional[Anchors]],
+                sources: Sequence[str], stamps: Sequence[float], clock: _Clock,
+                want: AbstractSet[str]) -> Tuple[Optional[torch.Tensor],
+                                                 List[Optional[torch.Tensor]],
+                                                 Optional[torch.Tensor]]:
+        """Fit (its own 'fit' stage) and convert: relative output, metres per frame, confidence."""
+        dm = self.depth_model
+        b = depth.shape[0]
+        dmax = self.depth_max(cfg)
+        temporal_relative = mode == 'relative_inverse' and cfg.depth.temporal
+        if mode != 'fitted' and flipped is None and not temporal_relative:
+            clock.mark('fit')
+            m = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift, cfg.depth.min,
+                               dmax)
+            need = ('relative' in want and (m is None or not dm.metric)) or (
+                'depth_colored' in want and m is None)
+            relative = post.relative_inverse(depth, dm.metric) if need else None
+            return relative, [None] * b if m is None else list(m), None
+        # Fitted in inverse depth: what a relative checkpoint gives, a metric one's 1/metres.
+        d = post.relative_inverse(depth, dm.metric)
+        fits, conf = self._tracker.run(
+            d, anchors, sources, stamps, cfg, mode == 'fitted',
+            None if flipped is None else post.relative_inverse(flipped, dm.metric))
+        clock.mark('fit')
+        for r, f in zip(results, fits):
+            r.fit = f.report
+            r.warnings.extend(f.warnings)
+        if mode == 'fitted':
+            return d, [None if f.scale is None else post.to_metres(
+                d[i], 'affine_inverse', f.scale, f.shift, cfg.depth.min, dmax)
+                for i, f in enumerate(fits)], conf
+        if temporal_relative:
+            d = torch.stack([d[i] * f.scale + f.shift for i, f in enumerate(fits)])
+        m = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift, cfg.depth.min, dmax)
+        return d, [None] * b if m is None else list(m), conf
+
     def _wants(self, m: LoadedModel, want: AbstractSet[str]) -> bool:
-        return any(o.task == m.task for o in outputs.OUTPUTS if o.name in want)
+        # depth/confidence alone needs the depth model only when it is switched on.
+        return any(o.task == m.task for o in outputs.OUTPUTS if o.name in want
+                   and (o.name != 'confidence' or self._cfg.depth.confidence == 'flip'))
 
     def model_for(self, task: str) -> Optional[LoadedModel]:
         """Return the loaded model of a task (DEPTH_TASK, SEGMENTATION_TASK), or None."""

@@ -27,20 +27,21 @@ def test_only_requested_outputs(pipe):
     s = synthetic_sequence(1, 96, 72)[0]
     for o in outputs.OUTPUTS:
         r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, {o.name})
-        # A metric model has no relative output; depth/camera_info is encoded from depth.
-        expected = set() if o.name == 'relative' else {o.source}
+        # A metric model has no relative output; depth/camera_info is encoded from depth;
+        # depth/confidence needs depth.confidence flip.
+        expected = set() if o.name in ('relative', 'confidence') else {o.source}
         assert set(r.arrays) == expected, o.name
     r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, frozenset())
     assert not r.arrays
     r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
-    assert set(r.arrays) == outputs.ALL - {'relative', 'depth_info'}
+    assert set(r.arrays) == outputs.ALL - {'relative', 'depth_info', 'confidence'}
     assert set(STAGES) <= set(r.timings) and all(v >= 0 for v in r.timings.values())
     a = r.arrays
     assert a['points'].shape == (96 * 72, 4) and r.points_shape == (72, 96)
     assert a['depth'].dtype == np.float32 and a['labels'].dtype == np.uint8
     encoded = outputs.encode(r, outputs.EncodeOptions('32FC1', camera_info=True))
     assert [o.name for o, _ in encoded] == [o.name for o in outputs.OUTPUTS
-                                            if o.name != 'relative']
+                                            if o.name not in ('relative', 'confidence')]
     names_only = outputs.encode(r, outputs.EncodeOptions(), {'points', 'depth_info'})
     assert [o.name for o, _ in names_only] == ['points']  # no CameraInfo at hand
 
