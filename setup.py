@@ -46,6 +46,7 @@ setup(
             'dpt_node = dpt_ros.node_entry:main',
             'dpt_bag = dpt_ros.bag_cli:main',
             'dpt_bench = dpt_ros.bench:main',
+            'dpt_eval = dpt_ros.evaluation:main',
             'dpt_demo = dpt_ros.demo:main',
             'dpt_build_engine = dpt_ros.tensorrt_backend:main',
             'dpt_checkpoints = dpt_ros.checkpoints:main',
