@@ -10,7 +10,8 @@ smooth low-frequency error and pixel noise). It is injected through the same Loa
 seam as a real checkpoint and exists only here; no parameter selects it.
 Sections: accuracy and scale drift (no fit, a static first-frame fit, a per-frame fit, the
 fitted + temporal filter), an anchor outage (hold, then no metres, then recovery), per-stage
-cost, flip confidence, and real weights on ../shared/data frames with --model DIR.
+cost, flip confidence (and its cost on a random-weight checkpoint of a real architecture's
+shape), and real weights on ../shared/data frames with --model DIR.
 Writes results.json, results.md and metric.png (per-frame scale and error) to --out.
 """
 
@@ -128,11 +129,12 @@ class OracleDepth(torch.nn.Module):
         return torch.stack(outs).to(pixel_values.device)
 
 
-def oracle_model(oracle: OracleDepth, height: int, width: int) -> LoadedModel:
+def oracle_model(oracle: OracleDepth, height: int, width: int,
+                 device: str = 'cpu') -> LoadedModel:
     """Wrap the oracle as a LoadedModel whose network input is height x width."""
     spec = PreprocessSpec(height=height, width=width, keep_aspect_ratio=False)
     return LoadedModel(task='depth', source='oracle (evaluation only)', net=oracle, spec=spec,
-                       device=torch.device('cpu'), dtype=torch.float32, model_type='oracle')
+                       device=torch.device(device), dtype=torch.float32, model_type='oracle')
 
 
 # ------------------------------------------------------------------ data
@@ -224,24 +226,28 @@ def _summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def accuracy(model: LoadedModel, seq: Sequence[Any], anchors: List[Anchors], fps: float,
-             log: Callable[[str], None]) -> Dict[str, Any]:
-    """Measure AbsRel and scale drift of the four ways of getting metres."""
+             log: Callable[[str], None], sparse_count: int = 30) -> Dict[str, Any]:
+    """Measure AbsRel and scale drift of the four ways of getting metres (and sparser)."""
     thr = Config().anchors.inlier_threshold
     s0, b0 = first_frame_fit(model, seq, anchors[0], thr)
+    none = [None] * len(seq)
+    sparse = [Anchors(a.u[:sparse_count], a.v[:sparse_count], a.z[:sparse_count],
+                      min(a.received, sparse_count), a.stamp) for a in anchors]
+    per_frame = {'depth.mode': 'fitted', 'anchors.source': 'points', 'depth.temporal': False}
+    temporal = dict(per_frame, **{'depth.temporal': True})
     runs = {
-        'no fit (depth.scale 1, shift 0)': ({'depth.mode': 'affine_inverse'}, False),
+        'no fit (depth.scale 1, shift 0)': ({'depth.mode': 'affine_inverse'}, none),
         'static first-frame fit': ({'depth.mode': 'affine_inverse', 'depth.scale': max(s0, 0.0),
-                                    'depth.shift': b0}, False),
-        'per-frame fit': ({'depth.mode': 'fitted', 'anchors.source': 'points',
-                           'depth.temporal': False}, True),
-        'fitted + temporal': ({'depth.mode': 'fitted', 'anchors.source': 'points',
-                               'depth.temporal': True}, True),
+                                    'depth.shift': b0}, none),
+        'per-frame fit': (per_frame, anchors),
+        'fitted + temporal': (temporal, anchors),
+        f'per-frame fit, {sparse_count} anchors': (per_frame, sparse),
+        f'fitted + temporal, {sparse_count} anchors': (temporal, sparse),
     }
     out: Dict[str, Any] = {'modes': {}, 'series': {}}
-    for name, (settings, with_anchors) in runs.items():
+    for name, (settings, frame_anchors) in runs.items():
         log(f'  accuracy: {name} ...')
-        recs = run_sequence(model, seq, anchors if with_anchors else [None] * len(seq),
-                            settings, fps)
+        recs = run_sequence(model, seq, frame_anchors, settings, fps)
         out['modes'][name] = _summary(recs)
         out['series'][name] = {'absrel': [r['absrel'] for r in recs],
                                'ratio': [r['ratio'] for r in recs],
@@ -325,6 +331,36 @@ def confidence(seq: Sequence[Any], anchors: List[Anchors], fps: float, net_hw: T
     return out
 
 
+def confidence_cost(preset: str, work_dir: str, width: int, height: int,
+                    iters: int) -> Dict[str, Any]:
+    """Per-frame cost of depth.confidence flip on a random-weight checkpoint of a real shape."""
+    from dpt_ros.bench import checkpoint, summary
+    work = Path(work_dir).expanduser()
+    work.mkdir(parents=True, exist_ok=True)
+    s = synthetic_scene(width, height)
+    want = Outputs(relative=False, colored=False, labels=False, seg_colored=False,
+                   overlay=False, confidence=True)
+    base = {'model.depth': str(checkpoint(preset, work)), 'model.device': 'cpu',
+            'depth.mode': 'affine_inverse', 'depth.min': 0.0, 'depth.max': 1.0e4}
+    out: Dict[str, Any] = {'preset': preset, 'size': f'{width}x{height}'}
+    for conf in ('off', 'flip'):
+        pipe = Pipeline(Config().replace(dict(base, **{'depth.confidence': conf})),
+                        log=lambda m: None)
+        totals: List[float] = []
+        stages: Dict[str, List[float]] = {}
+        for i in range(iters + 1):  # the first frame pays one-time costs
+            t = time.perf_counter()
+            r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, want)
+            if i:
+                totals.append((time.perf_counter() - t) * 1e3)
+                for k, v in r.timings.items():
+                    stages.setdefault(k, []).append(v)
+        pipe.close()
+        out[conf] = {'total': summary(totals), 'forward': summary(stages['forward']),
+                     'fit': summary(stages['fit'])}
+    return out
+
+
 def real_weights(model_dir: str, data: Path, log: Callable[[str], None]) -> Dict[str, Any]:
     """Run fitted with 300 ground-truth anchors on the TUM / ICL frames, real checkpoint."""
     if not model_dir:
@@ -403,6 +439,10 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> Di
     conf = confidence(seq, anchors, fps, net_hw, min(args.confidence_frames, n))
     res['confidence'] = {k: v for k, v in conf.items() if not k.endswith('_example')}
     res['_examples'] = {k: v for k, v in conf.items() if k.endswith('_example')}
+    if args.cost_preset:
+        log(f'confidence cost ({args.cost_preset}) ...')
+        res['confidence_cost'] = confidence_cost(args.cost_preset, args.work_dir, w, h,
+                                                 args.cost_iters)
     log('real weights ...')
     res['real'] = real_weights(args.model, Path(args.data), log)
     res['seconds'] = time.perf_counter() - t0
@@ -465,6 +505,15 @@ def markdown(res: Dict[str, Any]) -> str:
               f"{_f(cf['iou'], 3)}; mean confidence on a mirror-symmetric oracle "
               f"{_f(cf['symmetric_mean'], 3)} ({_f(cf['symmetric_low_fraction'] * 100, 2)} % of "
               'pixels below 0.5).', '']
+    cost = res.get('confidence_cost')
+    if cost:
+        off, on = cost['off'], cost['flip']
+        lines.append(f"Cost of depth.confidence flip ({cost['preset']} random-weight checkpoint, "
+                     f"{cost['size']}, depth + points + confidence): total p50 "
+                     f"{off['total']['p50']:.1f} ms off, {on['total']['p50']:.1f} ms flip "
+                     f"(forward {off['forward']['p50']:.1f} -> {on['forward']['p50']:.1f} ms, "
+                     f"fit + confidence stage {on['fit']['p50']:.2f} ms).")
+        lines.append('')
     real = res['real']
     if 'skipped' in real:
         lines.append(f"Real weights: skipped ({real['skipped']}).")
@@ -486,16 +535,19 @@ def plot(res: Dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     series = res['accuracy']['series']
-    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
     for name, s in series.items():
         if name.startswith('no fit'):
             continue
-        axes[0].plot(s['ratio'], label=name)
+        if not name.startswith('static'):  # its swings (tens of %) would hide the others
+            axes[0].plot(s['ratio'], label=name)
         axes[1].plot(s['absrel'], label=name)
     axes[0].set_ylabel('median(depth / truth)')
+    axes[0].set_title('per-frame scale of the published depth', fontsize=9)
     axes[1].set_ylabel('AbsRel')
     axes[1].set_yscale('log')
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
     c = res['outage']
     axes[2].plot(c['series']['absrel'], 'k.-', label='fitted + temporal, anchors cut')
     axes[2].axvspan(c['cut_start_frame'] - 0.5, c['cut_end_frame'] - 0.5, color='orange',
@@ -540,12 +592,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--hold', type=float, default=1.0, help='anchors.hold for the outage run')
     ap.add_argument('--confidence-frames', type=int, default=10)
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--cost-preset', default='small-depth',
+                    help="random-weight preset timed with and without depth.confidence flip "
+                    "('' skips)")
+    ap.add_argument('--cost-iters', type=int, default=5)
+    ap.add_argument('--work-dir', default='~/.cache/dpt_ros/bench',
+                    help='where random-weight checkpoints are cached')
     ap.add_argument('--model', default='', help='a real depth checkpoint folder (TUM/ICL run)')
     ap.add_argument('--data', default=str(Path('..') / 'shared' / 'data'),
                     help='folder with tum/ and icl_livingroom/ ground truth')
     args = ap.parse_args(argv)
     if args.smoke:
         args.width, args.height, args.frames, args.anchors = 320, 240, 60, args.anchors or 300
+        args.cost_preset, args.cost_iters = args.cost_preset and 'tiny-depth', 2
     if args.frames < 60:
         ap.error('--frames must be at least 60')
     res = evaluate(args)

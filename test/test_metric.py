@@ -330,3 +330,34 @@ def test_pipeline_fitted_on_a_metric_checkpoint(checkpoints):
     a = Anchors(uu.astype(np.float32), vv.astype(np.float32), 2 * plain[vv, uu], vv.size)
     r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, anchors=a)
     assert np.allclose(r.arrays['depth'], 2 * plain, rtol=1e-3, equal_nan=True)
+
+
+@pytest.mark.gpu
+def test_fit_and_pipeline_on_cuda():
+    from dpt_ros.conversions import Frame
+    from dpt_ros.evaluation import make_sequence, oracle_model, OracleDepth
+    from dpt_ros.pipeline import Pipeline
+    rng = np.random.default_rng(0)
+    d, z = _problem(rng, 300, 0.3, 0.05)
+    args = [torch.tensor(np.stack([d]), dtype=torch.float32),
+            torch.tensor(np.stack([z]), dtype=torch.float32)]
+    cpu = robust_fit(args[0], args[1], torch.ones(1, 300, dtype=torch.bool), 0.1)
+    ones = torch.ones(1, 300, dtype=torch.bool, device='cuda')
+    gpu = robust_fit(args[0].cuda(), args[1].cuda(), ones, 0.1)
+    assert gpu.device.type == 'cuda'
+    assert torch.allclose(cpu[0, :2], gpu[0, :2].cpu(), rtol=1e-3, atol=1e-4)
+    seq = make_sequence(3, 96, 72)
+    oracle = OracleDepth(symmetric=True)
+    for s in seq:
+        oracle.register(s.rgb, s.depth)
+    cfg = Config().replace({'model.depth': 'oracle', 'model.device': 'cuda',
+                            'depth.mode': 'fitted', 'anchors.source': 'points',
+                            'depth.confidence': 'flip'})
+    pipe = Pipeline(cfg, log=lambda m: None, depth_model=oracle_model(oracle, 36, 48, 'cuda'))
+    for i, s in enumerate(seq):
+        r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, anchors=_true_anchors(rng, s),
+                         stamp=0.1 * i)
+        depth = r.arrays['depth']
+        ok = np.isfinite(depth)
+        assert np.abs(depth[ok] / s.depth[ok] - 1).mean() < 0.03
+        assert r.arrays['confidence'].mean() > 0.9 and 'points' in r.arrays
