@@ -235,18 +235,11 @@ class MetricTracker:
         idx_align: List[Optional[int]] = [None] * b
         idx_flip: List[Optional[int]] = [None] * b
         grids = grid_of(d)
-        used = [0] * b
         for i in range(b):
             a = anchors[i] if fitted else None
             if a is not None and len(a.z):
-                u = torch.as_tensor(np.rint(a.u), dtype=torch.long).to(self.device)
-                v = torch.as_tensor(np.rint(a.v), dtype=torch.long).to(self.device)
-                z = torch.as_tensor(a.z, dtype=torch.float32).to(self.device)
-                inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-                da = d[i].reshape(-1)[(v.clamp(0, h - 1) * w + u.clamp(0, w - 1))]
-                m = inside & torch.isfinite(da) & torch.isfinite(z) & (z > 0)
                 idx_anchor[i] = len(problems)
-                problems.append((da, z, m))
+                problems.append(self._at_anchors(d[i], a))
             if temporal:
                 prev = self._previous_grid(i, sources, grids, (h, w))
                 if prev is not None:
@@ -260,17 +253,15 @@ class MetricTracker:
                 idx_flip[i] = len(problems)
                 problems.append((gf, 1.0 / g.clamp(min=1e-30), m))
         stats = self._solve(problems, thr)
-        for i in range(b):
-            if idx_anchor[i] is not None:
-                used[i] = int(stats[idx_anchor[i]][6])
         out: List[FrameFit] = []
         for i in range(b):
             src, t = sources[i], float(stamps[i])
             anc = stats[idx_anchor[i]] if idx_anchor[i] is not None else None
             ali = stats[idx_align[i]] if idx_align[i] is not None else None
-            received = anchors[i].received if (fitted and anchors[i] is not None) else 0
             if fitted:
-                ff = self._step_fitted(src, t, anc, ali, cfg, received, used[i])
+                received = anchors[i].received if anchors[i] is not None else 0
+                ff = self._step_fitted(src, t, anc, ali, cfg, received,
+                                       int(anc[6]) if anc is not None else 0)
             else:
                 ff = self._step_relative(src, t, ali, temporal)
             track = self._tracks[src]
@@ -282,6 +273,17 @@ class MetricTracker:
             conf = self._confidence(d, flipped, [stats[j] for j in idx_flip], out,
                                     cfg.depth.confidence_tolerance)
         return out, conf
+
+    def _at_anchors(self, d: torch.Tensor, a: Anchors) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                torch.Tensor]:
+        """Return d at the anchors' nearest pixels, their metres and which are usable."""
+        h, w = d.shape
+        u = torch.as_tensor(np.rint(a.u), dtype=torch.long).to(self.device)
+        v = torch.as_tensor(np.rint(a.v), dtype=torch.long).to(self.device)
+        z = torch.as_tensor(a.z, dtype=torch.float32).to(self.device)
+        inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        da = d.reshape(-1)[v.clamp(0, h - 1) * w + u.clamp(0, w - 1)]
+        return da, z, inside & torch.isfinite(da) & torch.isfinite(z) & (z > 0)
 
     def _previous_grid(self, i: int, sources: Sequence[str], grids: torch.Tensor,
                        shape: Tuple[int, int]) -> Optional[torch.Tensor]:
