@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from dpt_ros.config import Config
 from dpt_ros.conversions import Frame
 from dpt_ros.metric import Anchors, robust_fit
 from dpt_ros.models import LoadedModel
-from dpt_ros.pipeline import Outputs, Pipeline
+from dpt_ros.pipeline import Pipeline
 from dpt_ros.preprocess import PreprocessSpec
 from dpt_ros.sample import synthetic_scene
 
@@ -173,9 +173,7 @@ def _frame_metrics(depth: Optional[np.ndarray], truth: np.ndarray) -> Dict[str, 
 
 def run_sequence(model: LoadedModel, seq: Sequence[Any], anchors: Sequence[Optional[Anchors]],
                  settings: Dict[str, Any], fps: float,
-                 want: Outputs = Outputs(relative=False, colored=False, points=False,
-                                         labels=False, seg_colored=False, overlay=False)
-                 ) -> List[Dict[str, Any]]:
+                 want: AbstractSet[str] = frozenset({'depth'})) -> List[Dict[str, Any]]:
     """Run frames through a fresh Pipeline with these settings; per-frame records."""
     cfg = Config().replace(dict({'model.depth': model.source, 'model.segmentation': '',
                                  'model.device': 'cpu', 'depth.min': 0.0, 'depth.max': 1.0e4},
@@ -185,9 +183,10 @@ def run_sequence(model: LoadedModel, seq: Sequence[Any], anchors: Sequence[Optio
     for i, s in enumerate(seq):
         r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, want, anchors=anchors[i],
                          source='eval', stamp=i / fps)
-        rec = _frame_metrics(r.depth, s.depth)
-        rec.update({'frame': i, 'metric': r.depth is not None, 'timings': r.timings,
-                    'warnings': list(r.warnings), 'confidence': r.confidence})
+        depth = r.arrays.get('depth')
+        rec = _frame_metrics(depth, s.depth)
+        rec.update({'frame': i, 'metric': depth is not None, 'timings': r.timings,
+                    'warnings': list(r.warnings), 'confidence': r.arrays.get('confidence')})
         if r.fit is not None:
             rec.update({'scale': r.fit.scale, 'shift': r.fit.shift, 'held': r.fit.held,
                         'gated': r.fit.gated, 'inliers': r.fit.inliers, 'state': r.fit.state})
@@ -202,10 +201,8 @@ def first_frame_fit(model: LoadedModel, seq: Sequence[Any], first: Anchors,
     cfg = Config().replace({'model.depth': model.source, 'model.device': 'cpu',
                             'depth.mode': 'relative_inverse', 'depth.temporal': False})
     pipe = Pipeline(cfg, log=lambda m: None, depth_model=model)
-    r = pipe.process(Frame(seq[0].rgb, 'rgb8'), None, Outputs(
-        depth=False, colored=False, points=False, labels=False, seg_colored=False,
-        overlay=False))
-    d = torch.from_numpy(r.relative)
+    r = pipe.process(Frame(seq[0].rgb, 'rgb8'), None, {'relative'})
+    d = torch.from_numpy(r.arrays['relative'])
     u, v = np.rint(first.u).astype(int), np.rint(first.v).astype(int)
     da = d[v, u][None]
     z = torch.from_numpy(first.z)[None]
@@ -304,8 +301,7 @@ def confidence(seq: Sequence[Any], anchors: List[Anchors], fps: float, net_hw: T
     """
     region = (0.15, 0.4, 0.3, 0.6)
     settings = {'depth.mode': 'fitted', 'anchors.source': 'points', 'depth.confidence': 'flip'}
-    want = Outputs(relative=False, colored=False, points=False, labels=False,
-                   seg_colored=False, overlay=False, confidence=True)
+    want = {'depth', 'confidence'}
     out: Dict[str, Any] = {'region': region}
     for name, oracle in (('corrupted', OracleDepth(seed=1, symmetric=True, corrupt=region)),
                          ('symmetric', OracleDepth(seed=2, symmetric=True))):
@@ -334,12 +330,12 @@ def confidence(seq: Sequence[Any], anchors: List[Anchors], fps: float, net_hw: T
 def confidence_cost(preset: str, work_dir: str, width: int, height: int,
                     iters: int) -> Dict[str, Any]:
     """Per-frame cost of depth.confidence flip on a random-weight checkpoint of a real shape."""
-    from dpt_ros.bench import checkpoint, summary
+    from dpt_ros.bench import checkpoint
+    from dpt_ros.toolkit import summary
     work = Path(work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     s = synthetic_scene(width, height)
-    want = Outputs(relative=False, colored=False, labels=False, seg_colored=False,
-                   overlay=False, confidence=True)
+    want = {'depth', 'points', 'confidence'}
     base = {'model.depth': str(checkpoint(preset, work)), 'model.device': 'cpu',
             'depth.mode': 'affine_inverse', 'depth.min': 0.0, 'depth.max': 1.0e4}
     out: Dict[str, Any] = {'preset': preset, 'size': f'{width}x{height}'}
@@ -376,9 +372,8 @@ def real_weights(model_dir: str, data: Path, log: Callable[[str], None]) -> Dict
     out: Dict[str, Any] = {'model': model_dir, 'frames': {}}
     for name, rgb, depth in frames:
         a = make_anchors(depth, 300, 0.0, 0.0, rng)
-        want = Outputs(points=False, labels=False, seg_colored=False, overlay=False)
-        r = pipe.process(Frame(rgb, 'rgb8'), None, want, anchors=a, source=name)
-        out['frames'][name] = _frame_metrics(r.depth, depth)['absrel']
+        r = pipe.process(Frame(rgb, 'rgb8'), None, {'depth'}, anchors=a, source=name)
+        out['frames'][name] = _frame_metrics(r.arrays.get('depth'), depth)['absrel']
     pipe.close()
     vals = list(out['frames'].values())
     out['absrel'] = float(np.nanmean(vals))
