@@ -45,7 +45,7 @@ from dpt_ros.config import BACKENDS, Config
 from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
-from dpt_ros.toolkit import have_rclpy, pct, profile_env, summary
+from dpt_ros.toolkit import have_rclpy, pct, profile_env, pyplot, summary, write_report
 
 # Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
 # and as serialized CDR (dpt_ros.cdr); the in-process total counts the bytes path.
@@ -565,11 +565,8 @@ def _floor_line(d: Dict[str, Any]) -> str:
 
 def plot(res: Dict[str, Any], path: Path) -> bool:
     """Draw box plots of per-frame latency: ours, bare forward, naive, DDS e2e."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     rows = [(p, s, r) for p, e in res['models'].items() for s, r in e['sizes'].items()]
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
@@ -589,16 +586,6 @@ def plot(res: Dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -649,15 +636,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.update(profile_env())  # before this process creates a DDS participant
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     res = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'results.json').write_text(json.dumps(_jsonable(res), indent=1))
-    md = markdown(res)
-    (out / 'results.md').write_text(md + '\n')
-    made_plot = plot(res, out / 'latency.png')
-    print('\n' + md)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}"
-          + (f", {out / 'latency.png'}" if made_plot else ' (no matplotlib: no plot)'))
+    write_report(Path(args.out), res, markdown, plot, 'latency.png')
     return 0
 
 

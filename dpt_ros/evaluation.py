@@ -18,7 +18,6 @@ Writes results.json, results.md and metric.png (per-frame scale and error) to --
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 import sys
@@ -36,6 +35,7 @@ from dpt_ros.models import LoadedModel
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.preprocess import PreprocessSpec
 from dpt_ros.sample import synthetic_scene
+from dpt_ros.toolkit import pyplot, write_report
 
 TARGETS = {'absrel': 0.03, 'scale_cv': 0.01, 'recovery_frames': 3, 'fit_p50_ms': 2.0,
            'iou': 0.5, 'real_absrel': 0.1}
@@ -523,11 +523,8 @@ def markdown(res: Dict[str, Any]) -> str:
 
 def plot(res: Dict[str, Any], path: Path) -> bool:
     """Per-frame scale (median depth / truth) and AbsRel over time, plus the outage run."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     series = res['accuracy']['series']
     fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
@@ -555,18 +552,6 @@ def plot(res: Dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items() if not k.startswith('_')}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return _jsonable(obj.item())
-    return obj
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -604,15 +589,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error('--frames must be at least 60')
     res = evaluate(args)
     res['checks'] = checks(res)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'results.json').write_text(json.dumps(_jsonable(res), indent=1))
-    md = markdown(res)
-    (out / 'results.md').write_text(md + '\n')
-    made = plot(res, out / 'metric.png')
-    print('\n' + md)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}"
-          + (f", {out / 'metric.png'}" if made else ' (no matplotlib: no plot)'))
+    write_report(Path(args.out), res, markdown, plot, 'metric.png')
     return 0
 
 

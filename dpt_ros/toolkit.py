@@ -10,12 +10,14 @@ latency summaries and printing. Nothing here imports the tools back, nor rclpy o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
+import math
 import os
 from pathlib import Path
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -110,3 +112,40 @@ class Saved:
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)
     cloud: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None  # xyz, rgb uint8
     latency_ms: float = float('nan')
+
+
+def jsonable(obj: Any) -> Any:
+    """Make results JSON-safe: NaN/inf -> null, numpy scalars -> Python, '_' keys dropped."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items() if not str(k).startswith('_')}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_report(out: Path, res: Dict[str, Any], markdown: Callable[[Dict[str, Any]], str],
+                 plot: Callable[[Dict[str, Any], Path], bool], png: str) -> None:
+    """Write results.json, results.md and a plot to a folder, and print the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'results.json').write_text(json.dumps(jsonable(res), indent=1))
+    md = markdown(res)
+    (out / 'results.md').write_text(md + '\n')
+    made = plot(res, out / png)
+    say('\n' + md)
+    say(f"wrote {out / 'results.json'}, {out / 'results.md'}"
+        + (f', {out / png}' if made else ' (no matplotlib: no plot)'))
+
+
+def pyplot() -> Any:
+    """Return matplotlib.pyplot drawing to files only (Agg), or None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
