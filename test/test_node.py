@@ -85,8 +85,9 @@ def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, ma
         harness.wait(lambda: node._camera_info is not None, 5)
         pubs[0].publish(conv.image_msg(h, rgb, 'rgb8'))
         stamp = conv.stamp_ns(h)
-        got = {t: wait_stamp(harness, f'{NS}/{t}', stamp)
-               for t in (o.topic for o in OUTPUTS if o.name != 'relative')}
+        # A metric model has no depth/relative; depth/confidence needs depth.confidence flip.
+        got = {t: wait_stamp(harness, f'{NS}/{t}', stamp) for t in (
+            o.topic for o in OUTPUTS if o.name not in ('relative', 'confidence'))}
         height, width = rgb.shape[:2]
         for topic, msg in got.items():
             assert msg.header.frame_id == h.frame_id, topic
