@@ -15,8 +15,8 @@ from typing import Any, Deque, Optional, Tuple
 
 import numpy as np
 
-from dpt_ros.config import parse_extrinsic
-from dpt_ros.conversions import _buffer, stamp_ns
+from dpt_ros.config import AnchorsConfig, parse_extrinsic
+from dpt_ros.conversions import _buffer, FrameError, intrinsics_from_camera_info, stamp_ns
 from dpt_ros.geometry import Intrinsics
 from dpt_ros.metric import Anchors
 
@@ -217,3 +217,55 @@ class AnchorBuffer:
     def __len__(self) -> int:
         """Messages held."""
         return len(self._items)
+
+
+class AnchorInput:
+    """One camera's anchor stream: messages kept for pairing, decoded for the frame they pair.
+
+    The node (or the bag tool) hands every anchors/depth, anchors/camera_info or anchors/points
+    message to add() / set_info() and asks for_frame() with each image; decoding happens only
+    for the message that pairs, in the caller's thread. Bad messages raise AnchorError there.
+    """
+
+    def __init__(self, source: str, seed: int = 0) -> None:
+        self.source = source
+        self.messages = 0
+        self.bad = 0
+        self._buffer = AnchorBuffer()
+        self._info: Optional[Any] = None
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, msg: Any) -> None:
+        """Keep an anchors/depth or anchors/points message."""
+        self.messages += 1
+        self._buffer.add(msg)
+
+    def set_info(self, msg: Any) -> None:
+        """Keep the latest anchors/camera_info (for depth images of another resolution)."""
+        self._info = msg
+
+    def for_frame(self, stamp: int, image_size: Tuple[int, int],
+                  image_intr: Optional[Intrinsics], image_frame: str,
+                  cfg: AnchorsConfig) -> Optional[Anchors]:
+        """Anchors for an image (stamp in ns), or None when no message pairs with it.
+
+        AnchorError when the paired message cannot be used (counted in bad).
+        """
+        msg = self._buffer.nearest(stamp, cfg.max_age)
+        if msg is None:
+            return None
+        try:
+            if self.source == 'depth_image':
+                info = None
+                if self._info is not None:
+                    try:
+                        info = intrinsics_from_camera_info(self._info)
+                    except FrameError as exc:
+                        raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
+                a = from_depth_image(msg, image_size, image_intr, info)
+            else:
+                a = from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))
+        except AnchorError:
+            self.bad += 1
+            raise
+        return subsample(a, cfg.max_points, self._rng)

@@ -148,3 +148,32 @@ def test_subsample_and_pairing_by_stamp():
     assert buf.nearest(int(2.0e9), 0.1) is None
     buf.add(SimpleNamespace(header=_header(int(0.1e9)), t=0.1))  # a looping bag
     assert len(buf) == 1 and buf.nearest(int(0.12e9), 0.1).t == 0.1
+
+
+def test_anchor_input_pairs_decodes_counts_and_subsamples():
+    from dpt_ros.config import AnchorsConfig
+    cfg = AnchorsConfig(max_age=0.05, max_points=50)
+    inp = anc.AnchorInput('depth_image')
+    z = np.full((48, 64), 1.5, np.float32)
+    inp.add(_image(z, '32FC1', stamp_ns=1_000_000_000))
+    inp.add(_image(np.zeros((4, 4, 3), np.uint8), 'rgb8', stamp_ns=2_000_000_000))
+    a = inp.for_frame(1_020_000_000, (64, 48), INTR, 'cam', cfg)
+    assert a.received == 48 * 64 and a.z.size == 50 and np.allclose(a.z, 1.5)
+    assert inp.for_frame(1_500_000_000, (64, 48), INTR, 'cam', cfg) is None  # none near
+    with pytest.raises(anc.AnchorError, match='rgb8'):
+        inp.for_frame(2_000_000_000, (64, 48), INTR, 'cam', cfg)
+    assert (inp.messages, inp.bad) == (2, 1)
+    # Another resolution: its camera_info comes on anchors/camera_info.
+    from dpt_ros.conversions import camera_info_from_intrinsics
+    half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
+    inp.add(_image(np.full((24, 32), 2.0, np.float32), '32FC1', stamp_ns=3_000_000_000))
+    with pytest.raises(anc.AnchorError, match='anchors/camera_info'):
+        inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
+    pytest.importorskip('sensor_msgs', reason='CameraInfo messages need sensor_msgs')
+    inp.set_info(camera_info_from_intrinsics(half))
+    b = inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
+    assert b.received == 32 * 24 and b.u.min() >= -0.5 and b.u.max() <= 63.5
+    pts = anc.AnchorInput('points')
+    pts.add(_cloud(np.array([[0.0, 0.0, 2.0]]), frame='lidar'))
+    c = pts.for_frame(0, (64, 48), INTR, 'cam', AnchorsConfig(extrinsic='0 0 0 0 0 0 1'))
+    assert c.z.tolist() == [2.0]
