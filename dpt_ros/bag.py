@@ -14,6 +14,7 @@ The many-bag runner (bag_runs.py) and the command line (bag_cli.py) sit on top o
 
 from __future__ import annotations
 
+from collections import deque
 from contextlib import contextmanager
 import dataclasses
 from dataclasses import dataclass, field
@@ -23,18 +24,23 @@ from pathlib import Path
 import statistics
 import time
 from types import SimpleNamespace
-from typing import AbstractSet, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (AbstractSet, Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
+from dpt_ros.anchors import AnchorError, AnchorInput
+from dpt_ros.config import AnchorsConfig
 from dpt_ros.conversions import Frame, FrameError
 from dpt_ros.geometry import Intrinsics, IntrinsicsError
+from dpt_ros.metric import Anchors
 from dpt_ros.outputs import EncodeOptions, Output, STAGES
 from dpt_ros.pipeline import Pipeline
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+CLOUD = 'sensor_msgs/msg/PointCloud2'
 BAG_SUFFIXES = ('.mcap', '.db3')
 # rosbag2 metadata versions rosbags can write. Humble reads offered_qos_profiles as a YAML
 # string with integer enums (version <= 8) and fails on version 9's list; Jazzy and Kilted read
@@ -78,6 +84,8 @@ class BagOptions:
 
     image_topic: Optional[str] = None        # auto-detected when the bag has exactly one
     camera_info_topic: Optional[str] = None  # auto-detected (the one next to the image)
+    anchors_topic: Optional[str] = None      # anchors.source's topic; auto-detected
+    anchors_info_topic: Optional[str] = None  # CameraInfo of a depth image of another size
     namespace: Optional[str] = None          # default: the image topic's namespace
     storage: str = 'sqlite3'
     version: int = 8
@@ -115,6 +123,8 @@ class BagReport:
     frames: int = 0
     seconds: float = 0.0
     no_camera_info: int = 0                  # frames with no camera_info at or before them
+    anchors_topic: Optional[str] = None
+    frames_with_anchors: int = 0             # frames paired with a usable anchor message
     topics: Dict[str, int] = field(default_factory=dict)
     skipped: Dict[str, int] = field(default_factory=dict)
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
@@ -225,20 +235,47 @@ class BagPlan:
     start_ns: Optional[int]
     stop_ns: Optional[int]
     expected_frames: int
+    anchors_topic: Optional[str] = None
+    anchors_info_topic: Optional[str] = None
 
     @property
     def paired_topics(self) -> Dict[str, str]:
         """Topics read beside the images, by role; each frame gets the latest of each."""
-        return {'camera_info': self.info_topic} if self.info_topic else {}
+        roles = {'camera_info': self.info_topic, 'anchors': self.anchors_topic,
+                 'anchors_info': self.anchors_info_topic}
+        return {role: topic for role, topic in roles.items() if topic}
 
 
-def plan_bag(reader: Any, opts: BagOptions, src: Path) -> BagPlan:
-    """Choose the topics and window for one open bag; raise BagError if it cannot be used."""
+def _pick_anchors(topics: Dict[str, Any], opts: BagOptions, source: str, img: str,
+                  info: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """Pick the anchors topic of anchors.source and, for depth images, its camera_info."""
+    if source == 'none':
+        return None, None
+    types = (IMAGE,) if source == 'depth_image' else (CLOUD,)
+    others = {t: i for t, i in topics.items() if t != img}
+    anchors = _pick(others, opts.anchors_topic, types, 'anchors')
+    if source != 'depth_image':
+        return anchors, None
+    if opts.anchors_info_topic:
+        return anchors, _pick(topics, opts.anchors_info_topic, (CAMERA_INFO,), 'camera_info')
+    # Auto: a CameraInfo beside the anchors (not the image's), if there is exactly one.
+    near = [t for t, i in topics.items() if i.msgtype == CAMERA_INFO and t != info
+            and output_namespace(t) == output_namespace(anchors)]
+    return anchors, near[0] if len(near) == 1 else None
+
+
+def plan_bag(reader: Any, opts: BagOptions, src: Path, anchors: str = 'none') -> BagPlan:
+    """Choose the topics and window for one open bag; raise BagError if it cannot be used.
+
+    anchors: anchors.source; its topic is read beside the images ('none': no anchors).
+    """
     topics = reader.topics
     if reader.message_count == 0:
         raise BagError(f"the bag '{src}' is empty (no messages)")
-    img = _pick(topics, opts.image_topic, (IMAGE, COMPRESSED), 'image')
+    candidates = {t: i for t, i in topics.items() if t != opts.anchors_topic}
+    img = _pick(candidates, opts.image_topic, (IMAGE, COMPRESSED), 'image')
     info = _pick(topics, opts.camera_info_topic, (CAMERA_INFO,), 'camera_info', near=img)
+    anchors_topic, anchors_info = _pick_anchors(topics, opts, anchors, img, info)
     if topics[img].msgcount == 0:
         raise BagError(f"topic '{img}' has no messages")
     ns = opts.namespace if opts.namespace is not None else output_namespace(img)
@@ -253,7 +290,8 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path) -> BagPlan:
         hi = min(opts.end * 1e9 if opts.end is not None else span, span)
         total = min(total, int(total * max(hi - lo, 0) / span) + 1)
     total = (total + opts.every - 1) // opts.every
-    return BagPlan(img, topics[img].msgtype, info, ns, start, stop, total)
+    return BagPlan(img, topics[img].msgtype, info, ns, start, stop, total, anchors_topic,
+                   anchors_info)
 
 
 @dataclass
@@ -266,25 +304,36 @@ class FrameIn:
     paired: Dict[str, Any]
     intrinsics: Optional[Intrinsics]
     decode_ms: float
+    anchors: Optional[Anchors] = None         # paired by stamp (anchors.max_age)
 
 
 class _Paired:
-    """The newest message of each paired topic, by role (camera_info; anchors can join)."""
+    """The newest message of each paired topic, by role; every anchor message for pairing."""
 
     def __init__(self, topics: Dict[str, str], store: Any, report: BagReport,
-                 rectified: bool) -> None:
+                 rectified: bool, anchors: Optional[AnchorInput] = None) -> None:
         self.roles = {topic: role for role, topic in topics.items()}
         self.latest: Dict[str, Any] = {}
         self.store, self.report, self.rectified = store, report, rectified
+        self.anchors = anchors
+        self.anchor_stamp = -1  # newest anchor message stamp seen
         self._intr: Tuple[Any, Optional[Intrinsics]] = (None, None)
 
     def update(self, conn: Any, logtime: int, raw: bytes) -> None:
         """Keep a paired message as the newest of its role (an unreadable one is skipped)."""
         role = self.roles[conn.topic]
         try:
-            self.latest[role] = self.store.deserialize_cdr(raw, conn.msgtype)
+            msg = self.store.deserialize_cdr(raw, conn.msgtype)
         except Exception as exc:  # noqa: B902 - corrupt bytes raise many types
             self.report.warn_once(role, f'unreadable {role} at {logtime}: {exc}')
+            return
+        if role == 'anchors' and self.anchors is not None:
+            self.anchors.add(msg)
+            self.anchor_stamp = max(self.anchor_stamp, conv.stamp_ns(msg.header))
+            return
+        if role == 'anchors_info' and self.anchors is not None:
+            self.anchors.set_info(msg)
+        self.latest[role] = msg
 
     def intrinsics(self, frame: Frame) -> Optional[Intrinsics]:
         """Intrinsics of the newest camera_info if it fits the frame, else None (counted)."""
@@ -340,15 +389,46 @@ def _decode(store: Any, conn: Any, raw: bytes, logtime: int,
     return frame, msg.header
 
 
+def _pair_anchors(f: FrameIn, paired: _Paired, cfg: AnchorsConfig, report: BagReport) -> None:
+    """Give a frame the anchors nearest in stamp (a bad message is counted, not fatal)."""
+    try:
+        f.anchors = paired.anchors.for_frame(conv.stamp_ns(f.header),
+                                             (f.frame.width, f.frame.height), f.intrinsics,
+                                             str(f.header.frame_id), cfg)
+    except AnchorError as exc:
+        report.warn_once('anchors', f'bad anchor message for the frame at {f.logtime}: {exc}')
+    if f.anchors is not None:
+        report.frames_with_anchors += 1
+
+
 def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: Any,
                 report: BagReport, copy: Callable[[Any, int, bytes], None],
-                rectified: bool) -> Iterator[FrameIn]:
+                rectified: bool, anchors: Optional[AnchorsConfig] = None) -> Iterator[FrameIn]:
     """Yield the window's frames (every N-th), each with the paired messages at or before it.
 
     rectified: the images are rectified (intrinsics from camera_info P, else K and D).
+    anchors: with the plan's anchors topic, each frame gets the anchor message nearest in
+    stamp; a frame waits until a later-stamped anchor message (or a second of log time past
+    anchors.max_age) shows that no nearer one can come.
     """
-    paired = _Paired(plan.paired_topics, store, report, rectified)
+    anchor_input = AnchorInput(anchors.source) if plan.anchors_topic and anchors else None
+    paired = _Paired(plan.paired_topics, store, report, rectified, anchor_input)
     _seed_paired(reader, plan, paired, src, copy)
+    pending: Deque[FrameIn] = deque()
+
+    def settled(f: FrameIn, now: int) -> bool:
+        if anchor_input is None:
+            return True
+        return paired.anchor_stamp >= conv.stamp_ns(f.header) or \
+            now - f.logtime > anchors.max_age * 1e9 + 1e9
+
+    def release(now: Optional[int]) -> Iterator[FrameIn]:
+        while pending and (now is None or settled(pending[0], now)):
+            f = pending.popleft()
+            if anchor_input is not None:
+                _pair_anchors(f, paired, anchors, report)
+            yield f
+
     conns = [c for c in reader.connections
              if c.topic == plan.image_topic or c.topic in paired.roles]
     n_img = 0
@@ -372,8 +452,10 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
             intr = paired.intrinsics(frame)
             if plan.info_topic and 'camera_info' not in paired.latest:
                 report.no_camera_info += 1
-            yield FrameIn(frame, header, logtime, dict(paired.latest), intr,
-                          (time.perf_counter() - t_dec) * 1e3)
+            pending.append(FrameIn(frame, header, logtime, dict(paired.latest), intr,
+                                   (time.perf_counter() - t_dec) * 1e3))
+        yield from release(logtime)
+    yield from release(None)
 
 
 def batches(frames: Iterator[FrameIn], size: int) -> Iterator[List[FrameIn]]:
@@ -468,9 +550,11 @@ def open_output(dst: Path, opts: BagOptions, rb: Any) -> Iterator[Any]:
 
 
 def _run_batch(batch: List[FrameIn], pipe: Pipeline, want: AbstractSet[str], out: BagOut,
-               report: BagReport, timings: List[Dict[str, float]]) -> None:
+               report: BagReport, timings: List[Dict[str, float]], source: str) -> None:
     """Run one batch through the pipeline and write each frame's outputs."""
-    results = pipe.process_batch([f.frame for f in batch], [f.intrinsics for f in batch], want)
+    results = pipe.process_batch([f.frame for f in batch], [f.intrinsics for f in batch], want,
+                                 [f.anchors for f in batch], [source] * len(batch),
+                                 [conv.stamp_ns(f.header) * 1e-9 for f in batch])
     for f, r in zip(batch, results):
         r.timings['decode'] = f.decode_ms
         for w in r.warnings:
@@ -492,8 +576,9 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
     rb = rosbags()
     t_run = time.perf_counter()
     with open_bag(src) as reader:
-        plan = plan_bag(reader, opts, src)
-        report = BagReport(plan.image_topic, plan.info_topic)
+        cfg = pipe.config
+        plan = plan_bag(reader, opts, src, cfg.anchors.source)
+        report = BagReport(plan.image_topic, plan.info_topic, anchors_topic=plan.anchors_topic)
         if plan.info_topic is None:
             report.notes.append('no CameraInfo topic in the bag: writing depth without points '
                                 'and depth/camera_info (give --camera-info-topic if it has '
@@ -505,14 +590,17 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
             out = BagOut(writer, rb, plan.namespace, pipe.config)
             copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
             frames = read_frames(reader, plan, opts, src, rb.store, report, copy,
-                                 pipe.config.input.rectified)
+                                 cfg.input.rectified, cfg.anchors)
             for batch in batches(frames, opts.batch):
-                _run_batch(batch, pipe, want, out, report, timings)
+                _run_batch(batch, pipe, want, out, report, timings, plan.image_topic)
                 on_frames(report.frames)
     if report.no_camera_info:
         report.notes.append(f'{report.no_camera_info} of {report.frames} frames had no '
                             f'camera_info at or before them on {plan.info_topic}: no points '
                             'or depth/camera_info for those')
+    if plan.anchors_topic:
+        report.notes.append(f'{report.frames_with_anchors} of {report.frames} frames paired '
+                            f'with anchors on {plan.anchors_topic}')
     report.seconds = time.perf_counter() - t_run
     report.topics = dict(sorted(out.counts.items()))
     report.stages_p50_ms = {k: statistics.median(t[k] for t in timings)

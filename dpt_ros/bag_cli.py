@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument('--image-topic', help='image topic (Image or CompressedImage); '
                     'auto-detected when the bag has exactly one')
     ap.add_argument('--camera-info-topic', help='CameraInfo topic; auto-detected')
+    ap.add_argument('--anchors-topic', help='with anchors.source set (depth.mode fitted): the '
+                    'recorded depth image (depth_image) or PointCloud2 (points) topic; '
+                    'auto-detected when the bag has exactly one other of that type')
+    ap.add_argument('--anchors-info-topic', help='CameraInfo of an anchor depth image of '
+                    'another size; auto-detected beside the anchors topic')
     ap.add_argument('--params-file', help="the node's params YAML (same file as ros2 launch)")
     ap.add_argument('--node-name', default='dpt', help='node section in the params file')
     ap.add_argument('--model', help='override model.depth (folder or hub id)')
@@ -102,6 +107,7 @@ def options_from_args(args: argparse.Namespace) -> BagOptions:
     """Return the per-bag options of the command line."""
     return BagOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+        anchors_topic=args.anchors_topic, anchors_info_topic=args.anchors_info_topic,
         namespace=args.namespace, storage=args.storage, version=args.bag_version,
         copy_inputs=args.copy_inputs, batch=args.batch, start=args.start, end=args.end,
         every=args.every, points=not args.no_points, viewers=not args.no_viewers,
