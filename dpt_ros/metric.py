@@ -41,6 +41,8 @@ _MAX_GATED = 3
 # relative_inverse with temporal: each frame pulls the aligned output back towards its own
 # values with this measurement variance (gain ~ sqrt(process / this)), so it cannot wander.
 _RELATIVE_PULL_VAR = 0.25
+# Fraction of grid points that must follow the frame-to-frame alignment for it to be used.
+_MIN_ALIGNED = 0.5
 
 
 @dataclass
@@ -324,8 +326,10 @@ class MetricTracker:
         """Carry the previous map through the model's change: d_prev = s_a * d + b_a."""
         if ali is None or not t.has_map or not math.isfinite(ali[0]):
             return None
-        s_a, b_a = ali[0], ali[1]
-        if s_a <= 0:
+        s_a, b_a, inliers, used = ali[0], ali[1], ali[2], ali[6]
+        # Most of the frame must follow one affine map of the previous frame; else it is not
+        # the same view any more (a cut, a jump, frames of another camera): no prediction.
+        if s_a <= 0 or inliers < _MIN_ALIGNED * used:
             return None
         return t.scale * s_a, t.scale * b_a + t.shift
 

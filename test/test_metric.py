@@ -361,3 +361,17 @@ def test_fit_and_pipeline_on_cuda():
         ok = np.isfinite(depth)
         assert np.abs(depth[ok] / s.depth[ok] - 1).mean() < 0.03
         assert r.arrays['confidence'].mean() > 0.9 and 'points' in r.arrays
+
+
+def test_frames_of_another_view_are_not_aligned_to_each_other():
+    # Two unrelated views alternate under one source (e.g. a caller that names no cameras):
+    # the alignment fails its inlier test, so each frame keeps its own values.
+    rng = np.random.default_rng(9)
+    tr = MetricTracker(torch.device('cpu'))
+    cfg = Config().replace({'depth.mode': 'relative_inverse'})
+    views = [_frame(rng)[1], torch.rand(48, 64) * 50 + 1]
+    for i in range(6):
+        fits, _ = tr.run(views[i % 2][None], [None], [''], [0.1 * i], cfg, False)
+        assert (fits[0].scale, fits[0].shift) == (1.0, 0.0), i
+    fits, _ = tr.run((2 * views[1] + 3)[None], [None], [''], [0.7], cfg, False)
+    assert fits[0].scale != 1.0  # the same view again: aligned
