@@ -78,7 +78,8 @@ def full_result(h, w, labels_dtype=np.uint8, rgb=True, dense=False):
         'depth_colored': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
         'labels': RNG.integers(0, np.iinfo(labels_dtype).max, (h, w)).astype(labels_dtype),
         'seg_colored': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
-        'overlay': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)}
+        'overlay': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
+        'confidence': RNG.random((h, w)).astype(np.float32)}
     return r
 
 

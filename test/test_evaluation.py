@@ -6,6 +6,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from dpt_ros import evaluation as ev
@@ -56,3 +57,18 @@ def test_dpt_eval_writes_results_that_meet_the_targets(tmp_path):
     assert res['accuracy']['stages_ms']['fit']['p50'] > 0
     cost = res['confidence_cost']
     assert cost['flip']['total']['n'] == 1 and 'Cost of depth.confidence flip' in md
+
+
+def test_real_weights_section_runs_on_the_shared_frames(tiny_depth, shared_data):
+    # Random weights: the figure means nothing, but every frame goes through fitted mode.
+    res = ev.real_weights(str(tiny_depth), shared_data, lambda m: None)
+    assert set(res['frames']) == {'tum', 'icl_0', 'icl_1', 'icl_2'}
+    assert all(np.isfinite(v) for v in res['frames'].values())
+    assert 'skipped' in ev.real_weights('', shared_data, print)
+
+
+@pytest.mark.real_model
+def test_real_weights_fitted_with_300_anchors(real_model, shared_data):
+    """Trained weights + 300 ground-truth anchors: AbsRel < 0.1 on the TUM / ICL frames."""
+    res = ev.real_weights(real_model, shared_data, print)
+    assert res['absrel'] < 0.1, res
