@@ -45,7 +45,8 @@ from dpt_ros.config import BACKENDS, Config
 from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
-from dpt_ros.toolkit import have_rclpy, pct, profile_env, pyplot, summary, write_report
+from dpt_ros.toolkit import (have_rclpy, jsonable, pct, profile_env, pyplot, summary,
+                             write_report)
 
 # Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
 # and as serialized CDR (dpt_ros.cdr); the in-process total counts the bytes path.
@@ -257,6 +258,16 @@ def use_device(device: str) -> torch.device:
     return dev
 
 
+def depth_points_config(metric: bool) -> Dict[str, Any]:
+    """Return depth settings that publish depth + points for every model, all valid.
+
+    Relative checkpoints run through affine_inverse (as a robot would run DPT-style models),
+    with the whole cloud valid (worst case).
+    """
+    return {'depth.min': 0.0, 'depth.max': 10000.0,
+            'depth.mode': 'metric' if metric else 'affine_inverse'}
+
+
 def make_pipeline(ckpt: Path, device: str, precision: str, backend: str = 'torch',
                   engine_dir: str = '', log: Callable[[str], None] = lambda m: None
                   ) -> Tuple[Pipeline, Dict[str, Any]]:
@@ -265,10 +276,7 @@ def make_pipeline(ckpt: Path, device: str, precision: str, backend: str = 'torch
                             'model.precision': precision, 'model.backend': backend,
                             'model.engine_dir': engine_dir})
     pipe = Pipeline(cfg, log=log)
-    # Relative checkpoints run through affine_inverse (as a robot would run DPT-style
-    # models), with the whole cloud valid (worst case).
-    depth_cfg = {'depth.min': 0.0, 'depth.max': 10000.0, 'depth.mode':
-                 'metric' if pipe.depth_model.metric else 'affine_inverse'}
+    depth_cfg = depth_points_config(pipe.depth_model.metric)
     pipe.update(pipe.config.replace(depth_cfg))
     # The DDS node shares the engine / export cache, so it loads what was built here.
     return pipe, dict(depth_cfg, **{'model.engine_dir': engine_dir})
@@ -411,8 +419,8 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     return size
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    """Run every section for every configured model; return the results dict."""
+def _setup(args: argparse.Namespace) -> Tuple[Path, torch.device, List[str], Dict[str, Any]]:
+    """Return the work folder, device, model presets and the results header of a run."""
     work = Path(args.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     # cuda:N: the naive wrapper and every helper of this process run there too.
@@ -428,6 +436,19 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     precision = args.precision
     if precision == 'auto':
         precision = 'fp16' if dev.type == 'cuda' else 'fp32'
+    results: Dict[str, Any] = {
+        'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else
+        f'CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+        f'{torch.get_num_threads()} torch threads)',
+        'torch': torch.__version__, 'precision': precision, 'smoke': bool(args.smoke),
+        'models': {}}
+    return work, dev, presets, results
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run every section for every configured model; return the results dict."""
+    work, dev, presets, results = _setup(args)
+    precision = results['precision']
     iters, warmup = (3, 1) if args.smoke else (args.iters, 2)
     ctx = argparse.Namespace(
         log=print, dev=dev, precision=precision, work=work, iters=iters, warmup=warmup,
@@ -435,12 +456,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         backends=args.backend or default_backends(dev), dds=not args.no_dds and have_rclpy(),
         dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work),
         cuda_flags=args.cuda_flags)
-    results: Dict[str, Any] = {
-        'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else
-        f'CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-        f'{torch.get_num_threads()} torch threads)',
-        'torch': torch.__version__, 'precision': precision, 'smoke': bool(args.smoke),
-        'backends': ctx.backends, 'models': {}}
+    results['backends'] = ctx.backends
     ctx.pub = _in_process_publisher()
     try:
         for preset in presets:
@@ -464,6 +480,48 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     finally:
         ctx.pub.close()
     return results
+
+
+def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
+    """Many cameras: one multi-camera node against one node per camera, per model."""
+    from dpt_ros.dds_clients import bench_cameras
+    work, dev, presets, results = _setup(args)
+    for preset in presets:
+        ckpt = checkpoint(preset, work)
+        config = json.loads((ckpt / 'config.json').read_text())
+        metric = config.get('depth_estimation_type') == 'metric'
+        print(f'{preset}: {args.cameras} cameras {args.width}x{args.height} at '
+              f'{args.camera_rate:g} Hz, {args.seconds:g} s')
+        entry = {}
+        for one_node in (True, False):
+            r = bench_cameras(ckpt, str(dev), results['precision'], args.cameras, args.width,
+                              args.height, args.camera_rate, args.seconds, one_node,
+                              depth_points_config(metric), print)
+            entry['one_node' if one_node else 'separate'] = r
+        results['models'][preset] = entry
+    return results
+
+
+def markdown_cameras(res: Dict[str, Any]) -> str:
+    """Render the many-cameras results as markdown (README format)."""
+    lines = [f"Device: {res['device']}; torch {res['torch']}; precision {res['precision']}"
+             f"{' (smoke run)' if res['smoke'] else ''}.", '']
+    for preset, entry in res['models'].items():
+        one = entry['one_node']
+        lines += [f"**{preset}**, {one['cameras']} cameras {one['width']}x{one['height']} at "
+                  f"{one['rate_hz']:g} Hz each ({one['sent_per_camera']} frames each in "
+                  f"{one['seconds']:g} s), depth + points:", '',
+                  '| layout | resident memory MiB | output frames/s (all cameras) | '
+                  'per-camera latency p50 / p95 ms | frames per camera | lowest fair share |',
+                  '|---|---|---|---|---|---|']
+        for r in (entry['one_node'], entry['separate']):
+            cams = r['per_camera'].values()
+            lat = ', '.join(f"{c['p50']:.0f} / {c['p95']:.0f}" for c in cams)
+            got = ', '.join(str(c['received']) for c in cams)
+            lines.append(f"| {r['layout']} | {r['rss_mb']:.0f} | {r['fps']:.2f} | {lat} | "
+                         f"{got} | {r['min_share']:.2f} |")
+        lines.append('')
+    return '\n'.join(lines)
 
 
 def markdown(res: Dict[str, Any]) -> str:
@@ -610,10 +668,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--no-dds', action='store_true', help='skip the DDS end-to-end section')
     ap.add_argument('--work-dir', default='~/.cache/dpt_ros/bench',
                     help='where random-weight checkpoints are cached')
+    ap.add_argument('--cameras', type=int, default=0,
+                    help='instead of the sections above: N cameras through one multi-camera '
+                    'node against N single-camera nodes (memory, frames/s, latency, share)')
+    ap.add_argument('--camera-rate', type=float, default=15.0,
+                    help='with --cameras: frames/s of each camera (default 15)')
+    ap.add_argument('--seconds', type=float, default=30.0,
+                    help='with --cameras: measured seconds per layout (default 30)')
+    ap.add_argument('--width', type=int, default=640, help='with --cameras: frame width')
+    ap.add_argument('--height', type=int, default=480, help='with --cameras: frame height')
     ap.add_argument('--role', default='', help=argparse.SUPPRESS)
-    ap.add_argument('--ns', default='/dpt_bench', help=argparse.SUPPRESS)
-    ap.add_argument('--width', type=int, default=640, help=argparse.SUPPRESS)
-    ap.add_argument('--height', type=int, default=480, help=argparse.SUPPRESS)
+    ap.add_argument('--ns', nargs='+', default=['/dpt_bench'], help=argparse.SUPPRESS)
     ap.add_argument('--rate', type=float, default=10.0, help=argparse.SUPPRESS)
     ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
     ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
@@ -635,6 +700,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     os.environ.update(profile_env())  # before this process creates a DDS participant
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    if args.cameras:
+        if args.cameras < 1 or args.camera_rate <= 0 or args.seconds <= 0:
+            ap.error('--cameras, --camera-rate and --seconds must be positive')
+        if not have_rclpy():
+            ap.error('--cameras runs dpt_node processes over DDS: it needs rclpy (ROS 2)')
+        res = run_cameras(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'cameras.json').write_text(json.dumps(jsonable(res), indent=1))
+        md = markdown_cameras(res)
+        (out / 'cameras.md').write_text(md + '\n')
+        print('\n' + md)
+        print(f"wrote {out / 'cameras.json'}, {out / 'cameras.md'}")
+        return 0
     res = run(args)
     write_report(Path(args.out), res, markdown, plot, 'latency.png')
     return 0

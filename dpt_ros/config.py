@@ -36,6 +36,11 @@ INPUT_RELIABILITY = ('auto', 'reliable', 'best_effort')
 OUTPUT_RELIABILITY = ('reliable', 'best_effort')
 
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
+# A camera name is a relative or absolute ROS namespace: its topics are <name>/image, ...
+_CAMERA_RE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
+MAX_CAMERAS = 32
+# Python type of each kind of setting, by its annotation (list settings are tuples: frozen).
+_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'Tuple[str, ...]': tuple}
 
 
 class ConfigError(ValueError):
@@ -208,6 +213,18 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """One forward for frames of several cameras (with `cameras`; live)."""
+
+    max_size: int = _opt(
+        4, 'Most frames (one per camera) in one batched forward; 1 runs the cameras one at a '
+        'time.', lo=1, hi=MAX_CAMERAS)
+    max_wait_ms: float = _opt(
+        5.0, 'How long a waiting frame may be held for frames of other cameras to join its '
+        'batch, in milliseconds; 0 never holds one.', lo=0.0, hi=1000.0)
+
+
+@dataclass(frozen=True)
 class DiagnosticsConfig:
     """/diagnostics publishing."""
 
@@ -219,6 +236,11 @@ class DiagnosticsConfig:
 class Config:
     """All dpt_ros settings; each group maps to a dotted ROS parameter prefix."""
 
+    cameras: Tuple[str, ...] = _opt(
+        (), 'Camera names, e.g. [front, rear]: camera C subscribes C/image (or '
+        'C/image/compressed) and C/camera_info and publishes every output under C/, all '
+        'through one model. Empty: one camera on image and camera_info, outputs at the top.',
+        read_only=True)
     model: ModelConfig = field(default_factory=ModelConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     points: PointsConfig = field(default_factory=PointsConfig)
@@ -226,6 +248,7 @@ class Config:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def validate(self) -> 'Config':
@@ -255,19 +278,26 @@ class Config:
                 "depth.mode fitted needs anchors: set anchors.source to 'depth_image' or "
                 "'points'.")
         parse_extrinsic(self.anchors.extrinsic)
+        _check_cameras(self.cameras)
         return self
 
     def replace(self, flat: Dict[str, Any]) -> 'Config':
         """Return a copy with dotted settings ({'depth.max': 10.0}) replaced, not validated."""
         groups: Dict[str, Dict[str, Any]] = {}
+        top: Dict[str, Any] = {}
         for key, value in flat.items():
             group, _, name = key.partition('.')
+            if not name and key in _field_names(self) and \
+                    not dataclasses.is_dataclass(getattr(self, key)):
+                top[key] = value
+                continue
             sub = getattr(self, group, None)
             if sub is None or not dataclasses.is_dataclass(sub) or name not in _field_names(sub):
                 raise ConfigError(f"unknown setting '{key}'.")
             groups.setdefault(group, {})[name] = value
         return dataclasses.replace(
-            self, **{g: dataclasses.replace(getattr(self, g), **kv) for g, kv in groups.items()})
+            self, **top,
+            **{g: dataclasses.replace(getattr(self, g), **kv) for g, kv in groups.items()})
 
 
 def _field_names(obj: Any) -> Tuple[str, ...]:
@@ -279,14 +309,23 @@ def iter_settings(cfg: Optional[Config] = None) -> Iterator[Tuple[str, Any, dict
     cfg = cfg if cfg is not None else Config()
     for group in dataclasses.fields(cfg):
         sub = getattr(cfg, group.name)
+        if not dataclasses.is_dataclass(sub):  # a top-level setting (cameras)
+            yield group.name, sub, dict(group.metadata), _TYPES[group.type]
+            continue
         for f in dataclasses.fields(sub):
-            ftype = {'str': str, 'int': int, 'float': float, 'bool': bool}[
-                f.type if isinstance(f.type, str) else f.type.__name__]
+            ftype = _TYPES[f.type if isinstance(f.type, str) else f.type.__name__]
             yield f'{group.name}.{f.name}', getattr(sub, f.name), dict(f.metadata), ftype
 
 
 def coerce(name: str, value: Any, ftype: type) -> Any:
     """Convert a parameter value to the setting's type (int -> float only); else ConfigError."""
+    if ftype is tuple:
+        # An empty list in a params file reaches rclpy as 'not set' (None).
+        items = () if value is None else value
+        if isinstance(items, str) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f'{name} must be a list of names, e.g. [front, rear]; '
+                              f'got {value!r}.')
+        return tuple(items)
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if ftype is bool and not isinstance(value, bool):
@@ -296,6 +335,20 @@ def coerce(name: str, value: Any, ftype: type) -> Any:
     if not isinstance(value, ftype):
         raise ConfigError(f'{name} must be a {ftype.__name__}, got {value!r}.')
     return value
+
+
+def _check_cameras(names: Tuple[str, ...]) -> None:
+    bad = [n for n in names if not _CAMERA_RE.match(n)]
+    if bad:
+        raise ConfigError(
+            f"cameras: {', '.join(repr(n) for n in bad)} is not a valid name: use letters, "
+            "digits and '_', namespaces separated by '/' (e.g. front or robot/front_left).")
+    dup = sorted({n.strip('/') for n in names if [m.strip('/') for m in names].count(
+        n.strip('/')) > 1})
+    if dup:
+        raise ConfigError(f"cameras: {', '.join(dup)} given more than once.")
+    if len(names) > MAX_CAMERAS:
+        raise ConfigError(f'cameras: {len(names)} names; at most {MAX_CAMERAS}.')
 
 
 def _check_one(name: str, value: Any, meta: dict, ftype: type) -> None:

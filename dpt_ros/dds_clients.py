@@ -79,31 +79,48 @@ def wall_header(frame_id: str = 'camera') -> Any:
 
 
 def run_publisher(args: argparse.Namespace) -> int:
-    """Publish Image + CameraInfo stamped with wall time at a fixed rate (a process)."""
+    """Publish Image + CameraInfo stamped with wall time at a fixed rate (a process).
+
+    Several namespaces (cameras) each get the rate, their frames spread evenly over the
+    period, as unsynchronised cameras would send them.
+    """
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
     rclpy.init()
     node = rclpy.create_node('dpt_bench_publisher')
-    img_pub = node.create_publisher(Image, f'{args.ns}/image', 5)
-    info_pub = node.create_publisher(CameraInfo, f'{args.ns}/camera_info', 5)
+    pubs = [(node.create_publisher(Image, f'{ns}/image', 5),
+             node.create_publisher(CameraInfo, f'{ns}/camera_info', 5)) for ns in args.ns]
     s = synthetic_scene(args.width, args.height)
     end = time.monotonic() + 60
-    while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
+    while any(img.get_subscription_count() == 0 for img, _ in pubs) and \
+            time.monotonic() < end:
         time.sleep(0.05)
-    info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, wall_header()))
+    for _, info in pubs:
+        info.publish(conv.camera_info_from_intrinsics(s.intrinsics, wall_header()))
     time.sleep(1.0)  # camera_info first, as a running camera driver would have sent it
-    period = 1.0 / args.rate
+    step = 1.0 / args.rate / len(pubs)
     nxt = time.monotonic()
     for _ in range(args.count):
-        h = wall_header()
-        info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
-        img_pub.publish(conv.image_msg(h, s.rgb, 'rgb8'))
-        nxt += period
-        time.sleep(max(0.0, nxt - time.monotonic()))
+        for img, info in pubs:
+            h = wall_header()
+            info.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+            img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+            nxt += step
+            time.sleep(max(0.0, nxt - time.monotonic()))
     time.sleep(0.5)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
+
+
+def _publisher_process(spaces: List[str], width: int, height: int, rate: float, count: int,
+                       env: Dict[str, str]) -> subprocess.Popen:
+    """Start run_publisher in its own process (as a camera driver would be)."""
+    cmd = [sys.executable, '-m', 'dpt_ros.bench', '--role', PUBLISHER_ROLE, '--ns', *spaces,
+           '--width', str(width), '--height', str(height), '--rate', f'{rate:.4f}',
+           '--count', str(count)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def run_relay(args: argparse.Namespace) -> int:
@@ -115,21 +132,21 @@ def run_relay(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image, PointCloud2
-    w, h = args.width, args.height
+    w, h, ns = args.width, args.height, args.ns[0]
     depth = conv.image_fields(np.full((h, w), 2.0, np.float32), '32FC1')
     points = np.zeros((h * w, 4), np.float32)
     points[:, 2] = 2.0
     cloud = conv.pointcloud_fields(points, h, w, True)
     rclpy.init()
     node = rclpy.create_node('dpt_bench_relay')
-    depth_pub = node.create_publisher(Image, f"{args.ns}/{outputs.BY_NAME['depth'].topic}", 2)
-    cloud_pub = node.create_publisher(PointCloud2,
-                                      f"{args.ns}/{outputs.BY_NAME['points'].topic}", 2)
+    depth_pub = node.create_publisher(Image, f"{ns}/{outputs.BY_NAME['depth'].topic}", 2)
+    cloud_pub = node.create_publisher(PointCloud2, f"{ns}/{outputs.BY_NAME['points'].topic}",
+                                      2)
 
     def relay(msg: Any) -> None:
         depth_pub.publish(cdr.image_cdr(depth, msg.header))
         cloud_pub.publish(cdr.pointcloud_cdr(cloud, msg.header))
-    node.create_subscription(Image, f'{args.ns}/image', relay, 1)  # keep-last 1, as the node
+    node.create_subscription(Image, f'{ns}/image', relay, 1)  # keep-last 1, as the node
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -190,7 +207,7 @@ def node_stages(diags: List[Any]) -> Dict[str, float]:
 
 def start_node(params: Dict[str, Any], ns: str, tmp: Path, **popen: Any) -> subprocess.Popen:
     """Start dpt_node with these dotted parameters (a params file) under namespace ns."""
-    pfile = write_params_file(tmp / 'params.yaml', params)
+    pfile = write_params_file(tmp / f"params{ns.replace('/', '_')}.yaml", params)
     cmd = node_command() + ['--ros-args', '--params-file', str(pfile), '-r', f'__ns:={ns}']
     return subprocess.Popen(cmd, text=True, **popen)
 
@@ -204,11 +221,7 @@ def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: L
     warm = 2  # the first frames of a new size pay allocator / kernel-selection costs
     for d in arrivals.values():
         d.clear()
-    cmd = [sys.executable, '-m', 'dpt_ros.bench', '--role', PUBLISHER_ROLE, '--ns', ns,
-           '--width', str(width), '--height', str(height), '--rate', f'{rate:.4f}',
-           '--count', str(count + warm)]
-    pub = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True)
+    pub = _publisher_process([ns], width, height, rate, count + warm, env)
     # spin_once returns as soon as a message arrives (its callback stamps the arrival); the
     # long timeout only keeps this process from stealing CPU from the node.
     client.spin_until(lambda: pub.poll() is not None, float('inf'), step=0.25)
@@ -307,6 +320,105 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
            'segmentation': bool(seg), 'backend': backend}
     if floor is not None:
         out['relay'] = floor
+    return out
+
+
+# ------------------------------------------------------------------ dpt_bench: many cameras
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (Linux; nan elsewhere or once it is gone)."""
+    try:
+        for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float('nan')
+
+
+def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: int,
+                  height: int, rate: float, seconds: float, one_node: bool,
+                  depth_cfg: Dict[str, Any], log: Any) -> Dict[str, Any]:
+    """Cameras at a rate through one multi-camera dpt_node, or one dpt_node per camera.
+
+    Same topics either way (camera K: /dpt_cams/camK/image in, /dpt_cams/camK/depth/image
+    and .../points out), one publisher process for all cameras, depth + points. Returns the
+    nodes' resident memory, all cameras' output frames/s, per-camera latency (receive -
+    stamp) and each camera's share of the frames against an equal split.
+    """
+    from sensor_msgs.msg import Image, PointCloud2
+
+    root = '/dpt_cams'
+    names = [f'cam{k}' for k in range(cameras)]
+    tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_cams_'))
+    env = dict(os.environ, **profile_env())
+    params = {'model.depth': str(ckpt), 'model.device': device, 'model.precision': precision,
+              **depth_cfg}
+    popen = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.PIPE, 'env': env}
+    if one_node:
+        nodes = [start_node(dict(params, cameras=names), root, tmp, **popen)]
+    else:
+        nodes = [start_node(params, f'{root}/{n}', tmp, **popen) for n in names]
+    client = Client('dpt_bench_cameras')
+    arrivals = {(n, kind): {} for n in names for kind in ('depth', 'points')}
+
+    def arrived(key: Tuple[str, str]) -> Callable[[Any], None]:
+        return lambda msg: arrivals[key].__setitem__(conv.stamp_ns(msg.header), time.time_ns())
+    for n in names:
+        client.node.create_subscription(Image, f"{root}/{n}/{outputs.BY_NAME['depth'].topic}",
+                                        arrived((n, 'depth')), 10)
+        client.node.create_subscription(
+            PointCloud2, f"{root}/{n}/{outputs.BY_NAME['points'].topic}",
+            arrived((n, 'points')), 10)
+    rss: Dict[int, float] = {}
+    warm_s = 3.0  # first frames of each camera pay allocator and first-call costs
+    try:
+        up = client.spin_until(lambda: all(client.node.count_subscribers(f'{root}/{n}/image')
+                                           for n in names) or
+                               any(p.poll() is not None for p in nodes), 300, step=0.1)
+        if not up or any(p.poll() is not None for p in nodes):
+            raise RuntimeError('dpt_node did not come up: ' + ' | '.join(
+                p.stderr.read()[-1500:] for p in nodes if p.poll() is not None))
+        count = int((seconds + warm_s) * rate)
+        t_start = time.time_ns()
+        pub = _publisher_process([f'{root}/{n}' for n in names], width, height, rate, count,
+                                 env)
+        last = 0.0
+        while pub.poll() is None:
+            client.executor.spin_once(timeout_sec=0.1)
+            if time.monotonic() - last > 0.5:
+                last = time.monotonic()
+                for p in nodes:
+                    rss[p.pid] = max(rss.get(p.pid, 0.0), _rss_mb(p.pid))
+        client.spin_for(3.0, step=0.1)
+        if pub.returncode != 0:
+            raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')
+    finally:
+        client.close()
+        for p in nodes:
+            stop_process(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+    t_from = t_start + int((1.0 + warm_s) * 1e9)  # the publisher waits 1 s before frames
+    per_camera: Dict[str, Dict[str, Any]] = {}
+    done_all: List[int] = []
+    for n in names:
+        depth, points = arrivals[(n, 'depth')], arrivals[(n, 'points')]
+        done = {s: max(t, points[s]) for s, t in depth.items() if s in points and s >= t_from}
+        lat = [(t - s) / 1e6 for s, t in done.items()]
+        per_camera[n] = dict(summary(lat), received=len(done))
+        done_all += list(done.values())
+    total = sum(c['received'] for c in per_camera.values())
+    for c in per_camera.values():
+        c['share'] = c['received'] * len(names) / total if total else 0.0
+    span = (max(done_all) - min(done_all)) / 1e9 if len(done_all) > 1 else float('nan')
+    out = {'layout': 'one node' if one_node else f'{cameras} nodes', 'cameras': cameras,
+           'rate_hz': rate, 'width': width, 'height': height, 'seconds': seconds,
+           'sent_per_camera': int(seconds * rate), 'rss_mb': sum(rss.values()),
+           'fps': (len(done_all) - 1) / span if span > 0 else float('nan'),
+           'per_camera': per_camera,
+           'min_share': min((c['share'] for c in per_camera.values()), default=0.0)}
+    log(f"    {out['layout']}: {out['rss_mb']:.0f} MiB resident, {out['fps']:.2f} frames/s, "
+        f"lowest share {out['min_share']:.2f}")
     return out
 
 

@@ -267,8 +267,12 @@ def _needs_square(config: Any) -> bool:
 
 
 def load_model(source: str, task: str, cfg: ModelConfig,
-               log: Callable[[str], None] = LOG.info) -> LoadedModel:
-    """Load one checkpoint for a task ('depth' or 'segmentation') as cfg says."""
+               log: Callable[[str], None] = LOG.info, on_host: bool = False) -> LoadedModel:
+    """Load one checkpoint for a task ('depth' or 'segmentation') as cfg says.
+
+    on_host: keep the weights in host memory, in the precision of the configured device;
+    move_model then puts them there (a managed node's configure, then activate).
+    """
     device = resolve_device(cfg.device)
     dtype, note = resolve_dtype(cfg.precision, device)
     notes = [note] if note else []
@@ -291,6 +295,8 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None  # training-only branch, computed on every forward otherwise
     model.eval().requires_grad_(False)
+    if on_host:
+        device = torch.device('cpu')
     model.to(device=device, dtype=dtype)
     if device.type == 'cuda':
         model.to(memory_format=torch.channels_last)
@@ -309,6 +315,23 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     for n in notes:
         log(n)
     return loaded
+
+
+def move_model(loaded: LoadedModel, device: torch.device) -> None:
+    """Move a loaded model's weights to device, precision unchanged, back on eager torch.
+
+    A backend's compiled form (engine, compiled graph) belongs to the old device: it is
+    dropped, and the next frame applies the backend again.
+    """
+    if loaded.eager is not None:
+        loaded.net, loaded.eager = loaded.eager, None
+    loaded.backend = 'torch'
+    if loaded.device == device:
+        return
+    loaded.net.to(device=device)
+    if device.type == 'cuda':
+        loaded.net.to(memory_format=torch.channels_last)
+    loaded.device = device
 
 
 # config.BACKENDS that run an exported graph: name -> module whose try_build(loaded,

@@ -10,34 +10,38 @@ pipeline, and every message it fills comes from dpt_ros.conversions.
 from __future__ import annotations
 
 from collections import deque
+import gc
 import signal
 import statistics
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 import rclpy
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+import torch
 
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
 from dpt_ros.config import Config, config_from_flat, ConfigError, iter_settings
 from dpt_ros.conversions import FrameError
 from dpt_ros.geometry import IntrinsicsError
-from dpt_ros.models import ModelLoadError
-from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
+from dpt_ros.models import load_model, ModelLoadError, move_model, resolve_device
+from dpt_ros.outputs import DEPTH_TASK, EncodeOptions, FRAME_STAGES, SEGMENTATION_TASK
 from dpt_ros.params import param_table, ParamSpec
 from dpt_ros.pipeline import Pipeline
+from dpt_ros.scheduler import Job, Scheduler, Taken
 
 _OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
 CLASS_NAMES_PARAM = 'segmentation.class_names'
@@ -56,6 +60,8 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
         if spec.range is not None:
             d.floating_point_range = [FloatingPointRange(
                 from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+    elif spec.type is tuple:
+        d.type = ParameterType.PARAMETER_STRING_ARRAY
     elif spec.type is int and spec.range is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.range[0]),
                                         to_value=int(spec.range[1]), step=1)]
@@ -75,6 +81,7 @@ class _Stats:
         self.age: Deque[float] = deque(maxlen=200)
 
     def add_timings(self, timings: Dict[str, float], total_ms: float, age_ms: float) -> None:
+        """Count one processed frame with its stage timings, latency and age."""
         with self.lock:
             self.processed += 1
             for k, v in timings.items():
@@ -82,6 +89,38 @@ class _Stats:
                     self.stages[k].append(v)
             self.total.append(total_ms)
             self.age.append(age_ms)
+
+    def report(self) -> Tuple[Dict[str, str], bool]:
+        """Rates since the last report, counters and latency; and whether frames go unused."""
+        now = time.monotonic()
+        with self.lock:
+            dt = max(now - self.last_t, 1e-6)
+            rec, proc, drop = self.received, self.processed, self.dropped
+            rates = ((rec - self.last[0]) / dt, (proc - self.last[1]) / dt, drop - self.last[2])
+            self.last, self.last_t = (rec, proc, drop), now
+            total = sorted(self.total)
+            age = statistics.median(self.age) if self.age else float('nan')
+            errors = self.errors
+        values = {
+            'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
+            'frames_received': str(rec), 'frames_processed': str(proc),
+            'frames_dropped': str(drop), 'dropped_since_last_report': str(rates[2]),
+            'bad_frames': str(errors), 'latency_p50_ms': f'{_pct(total, 50):.2f}',
+            'latency_p95_ms': f'{_pct(total, 95):.2f}', 'frame_age_p50_ms': f'{age:.2f}',
+        }
+        return values, bool(rec and not proc)
+
+    def stage_p50(self) -> Dict[str, str]:
+        """Per-stage p50 in ms, as /diagnostics values."""
+        with self.lock:
+            return {f'{k}_p50_ms': f'{statistics.median(v):.2f}'
+                    for k, v in self.stages.items() if v}
+
+
+def _pct(ordered: List[float], q: float) -> float:
+    if not ordered:
+        return float('nan')
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 class _Throttle:
@@ -103,85 +142,90 @@ class _Throttle:
         self.last[key] = (now, 0)
 
 
-class DptNode(Node):
-    """Depth, point clouds and segmentation from a camera stream with DPT models."""
+class Camera:
+    """One camera's topics, calibration, output publishers and counters."""
 
-    def __init__(self, node_name: str = 'dpt', *, pipeline: Optional[Pipeline] = None,
-                 **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+    def __init__(self, name: str) -> None:
+        self.name = name  # '' for the single camera of a node without `cameras`
+        self.prefix = name.rstrip('/') + '/' if name else ''
+        self.image_topic = self.info_topic = ''
+        self.image_type: Any = Image
+        self.camera_info: Optional[CameraInfo] = None
+        self.pubs: Dict[str, Any] = {}  # output name -> publisher
+        self.subs: Dict[str, Any] = {}  # topic -> subscription
+        self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
+        self.stats = _Stats()
+
+    def subscribed(self, name: str) -> bool:
+        """Whether output `name` of this camera has a subscriber."""
+        pub = self.pubs.get(name)
+        return pub is not None and pub.get_subscription_count() > 0
+
+    def wanted(self) -> FrozenSet[str]:
+        """Names of this camera's outputs someone subscribes to."""
+        return frozenset(name for name in self.pubs if self.subscribed(name))
+
+    @property
+    def label(self) -> str:
+        """How log lines name this camera."""
+        return f"camera '{self.name}'" if self.name else 'camera'
+
+
+class _Frame:
+    """A decoded frame of one camera on its way through a batch."""
+
+    def __init__(self, cam: Camera, taken: Taken, frame: Any, want: FrozenSet[str],
+                 intr: Any, info: Any, decode_ms: float) -> None:
+        self.cam, self.taken, self.frame, self.want = cam, taken, frame, want
+        self.intr, self.info, self.decode_ms = intr, info, decode_ms
+
+    @property
+    def group(self) -> Tuple[Tuple[int, ...], str]:
+        """Frames with the same key share a forward (same size and pixel layout)."""
+        return self.frame.pixels.shape, self.frame.layout
+
+
+class _DptCore:
+    """What the plain and the managed (lifecycle) node share.
+
+    configure: read and validate the parameters, load the weights into host memory;
+    activate: move them to the device, advertise, subscribe; deactivate: unsubscribe,
+    unadvertise, free device memory; cleanup: free everything. One worker thread does all
+    torch work (loading, moving, every frame): on the CPU a forward from a thread other than
+    the one whose OpenMP pool ran the loading is slower, and on CUDA it keeps the current
+    device and stream in one thread.
+    """
+
+    def _init_core(self, pipeline: Optional[Pipeline]) -> None:
+        """Set up state and declare the parameters (ConfigError for a wrongly typed one)."""
         self._warn = _Throttle(self.get_logger())
         self._warned_once: set = set()
-        self._cfg = self._declare_parameters()
-        self._stats = _Stats()
-        self._cond = threading.Condition()
-        self._pending: Optional[Tuple[Any, float]] = None
-        self._camera_info: Optional[CameraInfo] = None
-        self._stop = False
-        # One thread does all torch work: it loads the model, then runs every frame. On the
-        # CPU a forward from a thread other than the one whose OpenMP pool ran the loading is
-        # ~20 % slower (measured: DPT-base 1.15 s vs 1.40 s on 2 cores); on CUDA it keeps the
-        # current device and streams in one thread.
-        self._pipeline: Optional[Pipeline] = pipeline
-        self._load_error: Optional[BaseException] = None
-        self._ready = threading.Event()
-        self._worker = threading.Thread(target=self._worker_main, name='dpt_worker', daemon=True)
-        self._worker.start()
-        self._wait_loaded()
-        if self._load_error is not None:
-            raise self._load_error
-        assert self._pipeline is not None
-        self._labels = self._pipeline.labels
-        self.declare_parameter(
-            CLASS_NAMES_PARAM, self._labels or Parameter.Type.STRING_ARRAY,
-            ParameterDescriptor(description='Class names of the segmentation model, by id '
-                                '(index = value in segmentation/image). Read-only.',
-                                read_only=True))
+        self._given_pipeline = pipeline
+        self._pipeline: Optional[Pipeline] = None
+        self._host_models: Dict[str, Any] = {}  # task -> LoadedModel kept between activations
+        self._cfg: Optional[Config] = None
+        self._cameras: List[Camera] = []
+        self._scheduler: Optional[Scheduler] = None
+        self._worker: Optional[threading.Thread] = None
+        self._stage_stats = _Stats()
+        self._batch_sizes: Dict[int, int] = {}
+        self._timers: List[Any] = []
+        self._diag_pub = self._label_pub = None
+        self._labels: List[str] = []
+        self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        out_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=self._cfg.output.history_depth,
-            reliability=(ReliabilityPolicy.RELIABLE if self._cfg.output.reliability == 'reliable'
-                         else ReliabilityPolicy.BEST_EFFORT))
-        # Advertise only what this node can publish: no segmentation topics without a
-        # segmentation model, no depth topics without a depth model (depth.mode is live, so
-        # a depth model gets all of them).
-        self._pubs = {o.name: self.create_publisher(conv.msg_class(o.msg_type), o.topic, out_qos)
-                      for o in outputs.OUTPUTS if self._pipeline.model_for(o.task) is not None}
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._publish_label_info()
-
-        base = self._resolve('image')
-        compressed = self._cfg.input.transport == 'compressed'
-        self._image_topic = base + '/compressed' if compressed else base
-        self._image_type = CompressedImage if compressed else Image
-        self._info_topic = self._resolve('camera_info')
-        self._subs: Dict[str, Any] = {}
-        self._sub_reliability: Dict[str, ReliabilityPolicy] = {}
-        self._subscribe(self._image_topic, self._image_type, self._on_image)
-        self._subscribe(self._info_topic, CameraInfo, self._on_camera_info)
-
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        # Timers on the steady clock: under use_sim_time a paused bag must not stop them.
-        self._diag_timer = self.create_timer(self._cfg.diagnostics.period, self._diagnostics,
-                                             clock=steady)
-        self._qos_timer = None
-        if self._cfg.input.reliability == 'auto':
-            self._qos_timer = self.create_timer(1.0, self._match_publishers, clock=steady)
-        info = self._pipeline.describe()
-        self.get_logger().info(
-            f"dpt_ros ready: {', '.join(f'{k}={v}' for k, v in info.items())}; "
-            f'input {self._image_topic} + {self._info_topic}')
-        if self._labels:
-            self.get_logger().info(f'segmentation classes: {self._labels}')
 
     # ------------------------------------------------------------------ parameters
 
-    def _declare_parameters(self) -> Config:
-        """Declare every table parameter; return the validated config (ConfigError if bad)."""
+    def _declare_parameters(self) -> None:
+        """Declare every table parameter (values are validated by _read_config)."""
         overrides = dict(getattr(self, '_parameter_overrides', {}) or {})
         for spec in param_table():
+            # An empty list has no type of its own in rclpy: declare string arrays by type.
+            default = (list(spec.default) or Parameter.Type.STRING_ARRAY) \
+                if spec.type is tuple else spec.default
             try:
-                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                self.declare_parameter(spec.name, default, _descriptor(spec))
             except Exception as exc:  # noqa: B902 - rclpy raises several types here
                 given = overrides.get(spec.name)
                 shown = f' = {given.value!r}' if given is not None else ''
@@ -192,46 +236,219 @@ class DptNode(Node):
         if unknown:
             known = ', '.join(p.name for p in param_table())
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; known: {known}.")
-        flat = {spec.name: self.get_parameter(spec.name).value for spec in param_table()}
-        return config_from_flat(flat)
+
+    def _flat_parameters(self) -> Dict[str, Any]:
+        return {spec.name: self._parameter_value(spec.name) for spec in param_table()}
+
+    def _parameter_value(self, name: str) -> Any:
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None  # a list declared by type and not given (an empty list)
+
+    def _read_config(self) -> Config:
+        """Return the validated config from the parameters in force (ConfigError if bad)."""
+        return config_from_flat(self._flat_parameters())
 
     def _on_set_parameters(self, params: List[Parameter]) -> SetParametersResult:
         names = {p.name for p in param_table()}
         changes = {p.name: p.value for p in params if p.name in names}
         if not changes:
             return SetParametersResult(successful=True)
-        flat = {name: value for name, value, _, _ in iter_settings(self._cfg)}
+        flat = self._flat_parameters()
         flat.update(changes)
         try:
             cfg = config_from_flat(flat)
-            self._pipeline.update(cfg)  # checked against the model; applies from the next frame
+            if self._pipeline is not None:
+                self._pipeline.update(cfg)  # checked against the model; applies next frame
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self._cfg = cfg
+        if self._cfg is not None:
+            self._cfg = cfg
         self.get_logger().info(
             'parameters updated: ' + ', '.join(f'{k}={v!r}' for k, v in changes.items()))
         return SetParametersResult(successful=True)
 
     @property
-    def config(self) -> Config:
-        """The settings in force."""
+    def config(self) -> Optional[Config]:
+        """The settings in force (None before configuration)."""
         return self._cfg
 
     @property
-    def pipeline(self) -> Pipeline:
-        """The pipeline this node runs."""
+    def pipeline(self) -> Optional[Pipeline]:
+        """The pipeline this node runs (None unless active)."""
         return self._pipeline
 
+    @property
+    def cameras(self) -> List[Camera]:
+        """The cameras this node serves (one unnamed camera without `cameras`)."""
+        return list(self._cameras)
+
+    # ------------------------------------------------------------------ transitions
+
+    def _configure(self) -> None:
+        """Validate the parameters, start the worker and load the weights into host memory."""
+        self._cfg = self._read_config()
+        self._cameras = [Camera(n) for n in (self._cfg.cameras or ('',))]
+        self._scheduler = Scheduler([c.name for c in self._cameras])
+        self._worker = threading.Thread(target=self._work, name='dpt_worker', daemon=True)
+        self._worker.start()
+        if self._given_pipeline is None:
+            self._in_worker(self._load_host_models)
+
+    def _activate(self) -> None:
+        """Put the models on the device, then advertise, subscribe and report."""
+        self._pipeline = self._in_worker(self._make_pipeline)
+        self._labels = self._pipeline.labels
+        if not self.has_parameter(CLASS_NAMES_PARAM):
+            self.declare_parameter(
+                CLASS_NAMES_PARAM, self._labels or Parameter.Type.STRING_ARRAY,
+                ParameterDescriptor(description='Class names of the segmentation model, by id '
+                                    '(index = value in segmentation/image). Read-only.',
+                                    read_only=True))
+        self._open_topics()
+        info = self._pipeline.describe()
+        inputs = '; '.join(f'{c.image_topic} + {c.info_topic}' for c in self._cameras)
+        self.get_logger().info(
+            f"dpt_ros ready: {', '.join(f'{k}={v}' for k, v in info.items())}; input {inputs}")
+        if self._labels:
+            self.get_logger().info(f'segmentation classes: {self._labels}')
+
+    def _deactivate(self) -> None:
+        """Stop subscribing and publishing, drop waiting frames, free device memory."""
+        self._close_topics()
+        if self._scheduler is not None:
+            self._scheduler.clear()
+            self._in_worker(self._free_device)
+
+    def _cleanup(self) -> None:
+        """Release everything configure made: the worker, the weights, the cameras."""
+        self._close_topics()
+        self._stop_worker()
+        if self._pipeline is not None:
+            self._pipeline.close()
+        self._pipeline = None
+        self._host_models = {}
+        self._cameras = []
+        self._scheduler = None
+        self._cfg = None
+        gc.collect()
+
+    # ------------------------------------------------------------------ worker jobs
+
+    def _in_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the worker thread and return its result (raise what it raised).
+
+        On Ctrl-C meanwhile, let fn finish (a process that exits while a thread is inside
+        torch's C++ aborts), stop the worker, then re-raise.
+        """
+        job = self._scheduler.submit(fn)
+        try:
+            job.done.wait()
+        except BaseException:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the second Ctrl-C of launch
+            self._scheduler.stop()
+            job.done.wait()
+            self._worker.join(timeout=10.0)
+            raise
+        return job.result()
+
+    def _load_host_models(self) -> None:
+        """Load every configured checkpoint into host memory (worker thread)."""
+        m = self._cfg.model
+        for task, source in ((DEPTH_TASK, m.depth), (SEGMENTATION_TASK, m.segmentation)):
+            if source:
+                self._host_models[task] = load_model(source, task, m, self.get_logger().info,
+                                                     on_host=True)
+
+    def _make_pipeline(self) -> Pipeline:
+        """Move the host models to the device and build the pipeline (worker thread)."""
+        if self._given_pipeline is not None:
+            self._given_pipeline.update(self._cfg)
+            return self._given_pipeline
+        device = resolve_device(self._cfg.model.device)
+        for model in self._host_models.values():
+            move_model(model, device)
+        return Pipeline(self._cfg, log=self.get_logger().info,
+                        depth_model=self._host_models.get(DEPTH_TASK),
+                        seg_model=self._host_models.get(SEGMENTATION_TASK))
+
+    def _free_device(self) -> None:
+        """Back to host memory: close the pipeline, move the weights home (worker thread)."""
+        if self._pipeline is None or self._pipeline is self._given_pipeline:
+            self._pipeline = None
+            return
+        self._pipeline.close()
+        self._pipeline = None
+        for model in self._host_models.values():
+            move_model(model, torch.device('cpu'))
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _stop_worker(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        if self._worker is not None and self._worker.is_alive() and \
+                threading.current_thread() is not self._worker:
+            self._worker.join(timeout=10.0)
+        self._worker = None
+
     # ------------------------------------------------------------------ topics and QoS
+
+    def _open_topics(self) -> None:
+        cfg = self._cfg
+        out_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=cfg.output.history_depth,
+            reliability=(ReliabilityPolicy.RELIABLE if cfg.output.reliability == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT))
+        compressed = cfg.input.transport == 'compressed'
+        for cam in self._cameras:
+            # Advertise only what this node can publish: no segmentation topics without a
+            # segmentation model, no depth topics without a depth model (depth.mode is live,
+            # so a depth model gets all of them).
+            cam.pubs = {o.name: self.create_publisher(conv.msg_class(o.msg_type),
+                                                      cam.prefix + o.topic, out_qos)
+                        for o in outputs.OUTPUTS
+                        if self._pipeline.model_for(o.task) is not None}
+            base = self._resolve(cam.prefix + 'image')
+            cam.image_topic = base + '/compressed' if compressed else base
+            cam.image_type = CompressedImage if compressed else Image
+            cam.info_topic = self._resolve(cam.prefix + 'camera_info')
+            self._subscribe_camera(cam)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._publish_label_info()
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        # Timers on the steady clock: under use_sim_time a paused bag must not stop them.
+        self._timers = [self.create_timer(cfg.diagnostics.period, self._diagnostics,
+                                          clock=steady)]
+        if cfg.input.reliability == 'auto':
+            self._timers.append(self.create_timer(1.0, self._match_publishers, clock=steady))
+
+    def _close_topics(self) -> None:
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        for cam in self._cameras:
+            for sub in cam.subs.values():
+                self.destroy_subscription(sub)
+            for pub in cam.pubs.values():
+                self.destroy_publisher(pub)
+            cam.subs, cam.pubs, cam.sub_reliability = {}, {}, {}
+        for pub in (self._diag_pub, self._label_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._diag_pub = self._label_pub = None
 
     def _resolve(self, name: str) -> str:
         """Fully qualified, remapped topic name (image_transport appends '/compressed')."""
         if hasattr(self, 'resolve_topic_name'):
             return self.resolve_topic_name(name)
         ns = self.get_namespace().rstrip('/')
-        return f'{ns}/{name}'
+        return name if name.startswith('/') else f'{ns}/{name}'
 
-    def _reliability(self, topic: str) -> ReliabilityPolicy:
+    def _reliability(self, cam: Camera, topic: str) -> ReliabilityPolicy:
         """Return the configured reliability, or in 'auto' what the publishers offer."""
         choice = self._cfg.input.reliability
         if choice == 'reliable':
@@ -240,30 +457,35 @@ class DptNode(Node):
             return ReliabilityPolicy.BEST_EFFORT
         offered = [i.qos_profile.reliability for i in self.get_publishers_info_by_topic(topic)]
         if not offered:
-            return self._sub_reliability.get(topic, ReliabilityPolicy.RELIABLE)
+            return cam.sub_reliability.get(topic, ReliabilityPolicy.RELIABLE)
         # A reliable subscription cannot match a best-effort publisher; the reverse works.
         if any(r == ReliabilityPolicy.BEST_EFFORT for r in offered):
             return ReliabilityPolicy.BEST_EFFORT
         return ReliabilityPolicy.RELIABLE
 
-    def _subscribe(self, topic: str, msg_type: Any, callback: Any) -> None:
-        rel = self._reliability(topic)
-        old = self._subs.pop(topic, None)
-        if old is not None:
-            self.destroy_subscription(old)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=rel)
-        self._subs[topic] = self.create_subscription(msg_type, topic, callback, qos)
-        self._sub_reliability[topic] = rel
+    def _inputs(self, cam: Camera) -> List[Tuple[str, Any, Callable[[Any], None]]]:
+        return [(cam.image_topic, cam.image_type, lambda msg: self._on_image(cam, msg)),
+                (cam.info_topic, CameraInfo, lambda msg: setattr(cam, 'camera_info', msg))]
+
+    def _subscribe_camera(self, cam: Camera, only_changed: bool = False) -> None:
+        for topic, msg_type, callback in self._inputs(cam):
+            rel = self._reliability(cam, topic)
+            if only_changed and rel == cam.sub_reliability.get(topic):
+                continue
+            if only_changed:
+                name = 'best_effort' if rel == ReliabilityPolicy.BEST_EFFORT else 'reliable'
+                self.get_logger().info(f'{topic}: publisher offers {name}; resubscribing {name}')
+            old = cam.subs.pop(topic, None)
+            if old is not None:
+                self.destroy_subscription(old)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=rel)
+            cam.subs[topic] = self.create_subscription(msg_type, topic, callback, qos)
+            cam.sub_reliability[topic] = rel
 
     def _match_publishers(self) -> None:
         """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""
-        for topic, msg_type, cb in ((self._image_topic, self._image_type, self._on_image),
-                                    (self._info_topic, CameraInfo, self._on_camera_info)):
-            rel = self._reliability(topic)
-            if rel != self._sub_reliability.get(topic):
-                name = 'best_effort' if rel == ReliabilityPolicy.BEST_EFFORT else 'reliable'
-                self.get_logger().info(f'{topic}: publisher offers {name}; resubscribing {name}')
-                self._subscribe(topic, msg_type, cb)
+        for cam in self._cameras:
+            self._subscribe_camera(cam, only_changed=True)
 
     def _publish_label_info(self) -> None:
         """Publish vision_msgs/LabelInfo (transient local) when vision_msgs is installed."""
@@ -286,125 +508,84 @@ class DptNode(Node):
 
     # ------------------------------------------------------------------ callbacks
 
-    def _on_image(self, msg: Any) -> None:
-        # Only keep the newest frame; the worker takes it when free (arrival order, never
-        # stamps, so a looping bag or a clock jump cannot stall it).
-        with self._stats.lock:
-            self._stats.received += 1
-        with self._cond:
-            if self._pending is not None:
-                with self._stats.lock:
-                    self._stats.dropped += 1
-            self._pending = (msg, time.monotonic())
-            self._cond.notify()
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+    def _on_image(self, cam: Camera, msg: Any) -> None:
+        # Only keep the newest frame per camera; the worker takes it when free (arrival
+        # order, never stamps, so a looping bag or a clock jump cannot stall it).
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        dropped = scheduler.put(cam.name, msg)
+        with cam.stats.lock:
+            cam.stats.received += 1
+            cam.stats.dropped += int(dropped)
 
     # ------------------------------------------------------------------ worker
 
-    def _wait_loaded(self) -> None:
-        """Wait for the worker to load the model; on Ctrl-C let it finish, stop it, re-raise."""
-        try:
-            self._ready.wait()
-        except BaseException:
-            # A process that exits while a thread is inside torch's C++ aborts ('terminate
-            # called without an active exception'): finish loading (seconds), then leave.
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the second Ctrl-C of launch
-            with self._cond:
-                self._stop = True
-                self._cond.notify_all()
-            if self._pipeline is not None:
-                self._pipeline.cancel()  # an engine build stops at its next step
-            self._ready.wait()
-            self._worker.join(timeout=10.0)
-            raise
-
-    def _worker_main(self) -> None:
-        """Load the pipeline (unless given), report to __init__, then process frames."""
-        try:
-            if self._pipeline is None:
-                self._pipeline = Pipeline(self._cfg, log=self.get_logger().info)
-            else:
-                self._pipeline.update(self._cfg)
-            if not self._stop:
-                self._pipeline.prepare()  # engine build/load, compile, autotune: not on frame 1
-        except BaseException as exc:  # noqa: B902 - handed to __init__, which raises it
-            self._load_error = exc
-            return
-        finally:
-            self._ready.set()
-        self._work()
-
     def _work(self) -> None:
+        """Run jobs and batches on the worker thread until stopped."""
+        scheduler = self._scheduler
+        by_name = {c.name: c for c in self._cameras}
         while True:
-            with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait(0.5)
-                if self._stop:
-                    return
-                msg, arrived = self._pending
-                self._pending = None
+            item = scheduler.next(lambda: self._cfg.batch.max_size,
+                                  lambda: self._cfg.batch.max_wait_ms / 1e3)
+            if item is None:
+                return
+            if isinstance(item, Job):
+                item()
+                continue
+            if self._pipeline is None:
+                continue  # frames that arrived just before deactivation
             try:
-                self._handle(msg, arrived)
+                self._handle_batch([(by_name[t.camera], t) for t in item])
             except Exception as exc:  # noqa: B902 - the worker must outlive any frame
-                if self._stop or not self.context.ok():
+                if scheduler.stopped or not self.context.ok():
                     return  # Ctrl-C: rclpy shut the context down while a frame was in flight
-                with self._stats.lock:
-                    self._stats.errors += 1
+                for cam, _ in ((by_name[t.camera], t) for t in item):
+                    with cam.stats.lock:
+                        cam.stats.errors += 1
                 self._warn('internal', f'frame failed: {exc!r}\n{traceback.format_exc()}')
 
-    def _subscribed(self, name: str) -> bool:
-        pub = self._pubs.get(name)
-        return pub is not None and pub.get_subscription_count() > 0
-
-    def _wanted(self) -> frozenset:
-        """Names of the outputs someone subscribes to."""
-        return frozenset(name for name in self._pubs if self._subscribed(name))
-
-    def _intrinsics(self, width: int, height: int) -> Tuple[Any, Any]:
+    def _intrinsics(self, cam: Camera, width: int, height: int) -> Tuple[Any, Any]:
         """(Intrinsics, CameraInfo) usable for this frame size, or (None, None) with a warning."""
-        info = self._camera_info
+        info = cam.camera_info
         if info is None:
-            if 'no_info' not in self._warned_once:
-                self._warned_once.add('no_info')
+            if ('no_info', cam.name) not in self._warned_once:
+                self._warned_once.add(('no_info', cam.name))
                 self.get_logger().warning(
-                    f'no camera_info received on {self._info_topic} yet: publishing depth '
+                    f'no camera_info received on {cam.info_topic} yet: publishing depth '
                     'without points and depth/camera_info until it arrives.')
             return None, None
         try:
             intr = conv.intrinsics_from_camera_info(info, self._cfg.input.rectified)
             intr.check(width, height)
         except (IntrinsicsError, ValueError) as exc:
-            self._warn('bad_info', f'camera_info on {self._info_topic} unusable ({exc}); '
-                                   'publishing depth without points for this frame.')
+            self._warn('bad_info' + cam.name, f'camera_info on {cam.info_topic} unusable '
+                       f'({exc}); publishing depth without points for this frame.')
             return None, None
         return intr, info
 
-    def _handle(self, msg: Any, arrived: float) -> None:
-        want = self._wanted()
+    def _decode(self, cam: Camera, taken: Taken, cfg: Config) -> Optional[_Frame]:
+        """Decode one taken frame; None when no one listens or it is unusable (warned)."""
+        want = cam.wanted()
         if not want:
-            return  # no one listens: spend nothing
+            return None  # no one listens: spend nothing
         t0 = time.perf_counter()
         try:
-            if isinstance(msg, CompressedImage):
-                frame = conv.decode_compressed(msg)
+            if isinstance(taken.msg, CompressedImage):
+                frame = conv.decode_compressed(taken.msg)
             else:
-                frame = conv.decode_image(msg)
+                frame = conv.decode_image(taken.msg)
         except FrameError as exc:
-            with self._stats.lock:
-                self._stats.errors += 1
-            self._warn('frame', f'skipping frame from {self._image_topic}: {exc}')
-            return
+            with cam.stats.lock:
+                cam.stats.errors += 1
+            self._warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
+            return None
         decode_ms = (time.perf_counter() - t0) * 1e3
         intr = info = None
         if want & {'points', 'depth', 'depth_info'}:
-            intr, info = self._intrinsics(frame.width, frame.height)
-        cfg = self._cfg
-        mode = self._pipeline.depth_mode()
-        if 'points' in want and mode == 'relative_inverse' and 'relative_points' not in \
-                self._warned_once:
+            intr, info = self._intrinsics(cam, frame.width, frame.height)
+        if 'points' in want and self._pipeline.depth_mode() == 'relative_inverse' and \
+                'relative_points' not in self._warned_once:
             self._warned_once.add('relative_points')
             self.get_logger().warning(
                 'points need metric depth: the depth model is relative (depth.mode '
@@ -412,95 +593,144 @@ class DptNode(Node):
                 'depth.scale/depth.shift, or use a metric checkpoint.')
         if intr is None:
             want = want - {'points'}
-        result = self._pipeline.process(frame, intr, want)
+        return _Frame(cam, taken, frame, want, intr, info, decode_ms)
+
+    def _handle_batch(self, taken: List[Tuple[Camera, Taken]]) -> None:
+        """Decode, run frames of one size and layout as one forward, publish per camera."""
+        cfg = self._cfg  # one snapshot for the whole batch
+        frames = [f for f in (self._decode(cam, t, cfg) for cam, t in taken) if f is not None]
+        groups: Dict[Tuple, List[_Frame]] = {}
+        for f in frames:
+            groups.setdefault(f.group, []).append(f)
+        for group in groups.values():
+            # One forward for the group, computing what any of its cameras wants; each camera
+            # then publishes only what its own subscribers want.
+            want = frozenset().union(*(f.want for f in group))
+            results = self._pipeline.process_batch([f.frame for f in group],
+                                                   [f.intr for f in group], want)
+            with self._stage_stats.lock:
+                self._batch_sizes[len(group)] = self._batch_sizes.get(len(group), 0) + 1
+            for f, result in zip(group, results):
+                self._publish(f, result, cfg)
+
+    def _publish(self, f: _Frame, result: Any, cfg: Config) -> None:
+        cam, header = f.cam, f.taken.msg.header
         for w in result.warnings:
-            self._warn('result:' + w[:40], w)
+            self._warn('result:' + cam.name + w[:40], w)
         t1 = time.perf_counter()
-        encoded = outputs.encode(result, EncodeOptions(cfg.depth.encoding, info is not None), want)
-        msgs = [(o.name, conv.fields_to_msg(o.msg_type, f, msg.header, info))
-                for o, f in encoded if self._subscribed(o.name)]
+        encoded = outputs.encode(result, EncodeOptions(cfg.depth.encoding, f.info is not None),
+                                 f.want)
+        msgs = [(o.name, conv.fields_to_msg(o.msg_type, fields, header, f.info))
+                for o, fields in encoded if cam.subscribed(o.name)]
         t2 = time.perf_counter()
         for name, out in msgs:
-            self._pubs[name].publish(out)
+            cam.pubs[name].publish(out)
         t3 = time.perf_counter()
-        timings = dict(result.timings, decode=decode_ms, fill=(t2 - t1) * 1e3,
+        timings = dict(result.timings, decode=f.decode_ms, fill=(t2 - t1) * 1e3,
                        publish=(t3 - t2) * 1e3)
-        age_ms = (self.get_clock().now().nanoseconds - conv.stamp_ns(msg.header)) / 1e6
-        self._stats.add_timings(timings, (time.monotonic() - arrived) * 1e3, age_ms)
+        total_ms = (time.monotonic() - f.taken.arrived) * 1e3
+        age_ms = (self.get_clock().now().nanoseconds - conv.stamp_ns(header)) / 1e6
+        cam.stats.add_timings(timings, total_ms, age_ms)
+        self._stage_stats.add_timings(timings, total_ms, age_ms)
 
     # ------------------------------------------------------------------ diagnostics
 
-    def diagnostics_status(self) -> DiagnosticStatus:
-        """Build one DiagnosticStatus with rates, latencies, drops and the model in use."""
-        s = self._stats
-        now = time.monotonic()
-        with s.lock:
-            dt = max(now - s.last_t, 1e-6)
-            rec, proc, drop = s.received, s.processed, s.dropped
-            rates = ((rec - s.last[0]) / dt, (proc - s.last[1]) / dt, drop - s.last[2])
-            s.last, s.last_t = (rec, proc, drop), now
-            p50 = {k: statistics.median(v) for k, v in s.stages.items() if v}
-            total = statistics.median(s.total) if s.total else float('nan')
-            age = statistics.median(s.age) if s.age else float('nan')
-            errors = s.errors
-        values = {
-            'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
-            'frames_received': str(rec), 'frames_processed': str(proc),
-            'frames_dropped': str(drop), 'dropped_since_last_report': str(rates[2]),
-            'bad_frames': str(errors), 'latency_p50_ms': f'{total:.2f}',
-            'frame_age_p50_ms': f'{age:.2f}',
-        }
-        values.update({f'{k}_p50_ms': f'{v:.2f}' for k, v in p50.items()})
-        values.update(self._pipeline.describe())
-        values['input_topic'] = self._image_topic
+    def _status(self, name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         status = DiagnosticStatus()
-        status.name = f'dpt_ros: {self.get_fully_qualified_name()}'
+        status.name = name
         status.hardware_id = values.get('gpu', values.get('device', ''))
-        if rec and not proc:
+        rates = (float(values.get('input_rate_hz', 0)), float(values.get('output_rate_hz', 0)),
+                 int(values.get('dropped_since_last_report', 0)))
+        status.level = DiagnosticStatus.OK
+        if idle:
             status.level = DiagnosticStatus.WARN
             status.message = 'frames arrive but none were processed (no subscribers?)'
         elif rates[2] and rates[1] < 0.5 * rates[0]:
-            status.level = DiagnosticStatus.OK
             status.message = 'keeping up with the newest frame, dropping older ones'
         else:
-            status.level = DiagnosticStatus.OK
             status.message = 'ok'
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return status
 
+    def diagnostics_status(self) -> List[DiagnosticStatus]:
+        """Build the /diagnostics statuses: the node, then one per named camera.
+
+        Without `cameras` the node's status also holds its camera's counters and latency.
+        """
+        fqn = self.get_fully_qualified_name()
+        node_values: Dict[str, str] = {}
+        idle = False
+        named = bool(self._cfg.cameras)
+        if not named:
+            node_values, idle = self._cameras[0].stats.report()
+        node_values.update(self._stage_stats.stage_p50())
+        with self._stage_stats.lock:
+            sizes = dict(sorted(self._batch_sizes.items()))
+        forwards = sum(sizes.values())
+        node_values['batches'] = str(forwards)
+        node_values['mean_batch_size'] = \
+            f'{sum(k * v for k, v in sizes.items()) / forwards:.2f}' if forwards else 'nan'
+        node_values['max_batch_size'] = str(max(sizes, default=0))
+        node_values.update(self._pipeline.describe() if self._pipeline else {})
+        if not named:
+            node_values['input_topic'] = self._cameras[0].image_topic
+            return [self._status(f'dpt_ros: {fqn}', node_values, idle)]
+        node_values['cameras'] = ', '.join(c.name for c in self._cameras)
+        out = [self._status(f'dpt_ros: {fqn}', node_values, False)]
+        for cam in self._cameras:
+            values, cam_idle = cam.stats.report()
+            values['input_topic'] = cam.image_topic
+            out.append(self._status(f'dpt_ros: {fqn} camera {cam.name}', values, cam_idle))
+        return out
+
     def _diagnostics(self) -> None:
+        if self._diag_pub is None:
+            return
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostics_status()]
+        arr.status = self.diagnostics_status()
         self._diag_pub.publish(arr)
 
     @property
     def dropped(self) -> int:
-        """Frames replaced by a newer one before the worker took them."""
-        return self._stats.dropped
+        """Frames replaced by a newer one before the worker took them (all cameras)."""
+        return sum(c.stats.dropped for c in self._cameras)
 
     @property
     def processed(self) -> int:
-        """Frames fully processed and published."""
-        return self._stats.processed
+        """Frames fully processed and published (all cameras)."""
+        return sum(c.stats.processed for c in self._cameras)
 
     # ------------------------------------------------------------------ teardown
 
     def close(self) -> None:
         """Stop the worker and free the models (idempotent)."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
         if self._pipeline is not None:
-            self._pipeline.cancel()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=10.0)
+            self._pipeline.cancel()  # an engine build stops at its next step
+        self._stop_worker()
         if self._pipeline is not None:
             self._pipeline.close()
+            self._pipeline = None
+        self._host_models = {}
+
+
+class DptNode(_DptCore, Node):
+    """Depth, point clouds and segmentation from one or more cameras with DPT models."""
+
+    def __init__(self, node_name: str = 'dpt', *, pipeline: Optional[Pipeline] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._init_core(pipeline)
+        try:
+            self._configure()
+            self._activate()
+        except BaseException:
+            self.close()
+            raise
 
     def destroy_node(self) -> None:
         """Stop the worker before the node's handles go away."""
-        if hasattr(self, '_worker'):
+        if hasattr(self, '_scheduler'):
             self.close()
         super().destroy_node()
 

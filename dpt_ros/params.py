@@ -41,6 +41,8 @@ class ParamSpec:
             return f'[{_fmt(self.range[0])}, {_fmt(self.range[1])}]'
         if self.type is bool:
             return 'true | false'
+        if self.type is tuple:
+            return 'list of names'
         return 'text'
 
 
@@ -49,6 +51,8 @@ def _fmt(v: Any) -> str:
         return 'true' if v else 'false'
     if isinstance(v, float):
         return f'{v:g}'
+    if isinstance(v, tuple):
+        return '[' + ', '.join(v) + ']'
     return str(v)
 
 
@@ -114,6 +118,15 @@ def config_from_params_file(path: Union[str, Path], node_name: str = 'dpt',
     if unknown:
         raise ConfigError(f"unknown parameter(s) in {path}: {', '.join(unknown)}.")
     return config_from_flat({k: v for k, v in flat.items() if k in known})
+
+
+def parse_camera_list(text: str) -> List[str]:
+    """Parse a camera list as a launch argument gives it: 'front,rear' or '[front, rear]'."""
+    text = text.strip()
+    if text.startswith('[') and text.endswith(']'):
+        text = text[1:-1]
+    names = [n.strip().strip('\'"') for n in text.split(',')]
+    return [n for n in names if n]
 
 
 # Parameters the node accepts that are not dpt_ros settings.

@@ -1,17 +1,22 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Start dpt_node: ros2 launch dpt_ros dpt.launch.py image:=/camera/color/image_raw ..."""
+"""Start dpt_node: ros2 launch dpt_ros dpt.launch.py image:=/camera/color/image_raw ...
+
+Several cameras through one model: cameras:=[front,rear].
+"""
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from dpt_ros.params import parse_camera_list
 
 # Argument defaults; test_launch_defaults.py checks them against the node and config/dpt.yaml.
 LAUNCH_DEFAULTS = {
@@ -22,6 +27,7 @@ LAUNCH_DEFAULTS = {
     'camera_info': 'camera_info',
     'use_sim_time': 'false',
     'large_frames': 'false',
+    'cameras': '',
 }
 
 DESCRIPTIONS = {
@@ -34,7 +40,34 @@ DESCRIPTIONS = {
     'use_sim_time': 'true when replaying a bag with `ros2 bag play --clock`.',
     'large_frames': 'true: use the packaged Fast DDS profile (64 MB shared memory segment) '
                     'for every process this launch starts; see the README.',
+    'cameras': 'Camera names, e.g. [front,rear]: one node, one model, camera C on C/image and '
+               'C/camera_info with its outputs under C/. Empty: the single camera of image '
+               'and camera_info. Overrides cameras in params_file.',
 }
+
+
+def _node(context, *_args, **_kwargs):
+    """Return the node action, once the camera list is known."""
+    parameters = [
+        LaunchConfiguration('params_file'),
+        {'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)},
+    ]
+    cameras = parse_camera_list(LaunchConfiguration('cameras').perform(context))
+    if cameras:  # an empty list has no parameter type: leave the params file's value
+        parameters.append({'cameras': cameras})
+    return [Node(
+        package='dpt_ros',
+        executable='dpt_node',
+        name=LaunchConfiguration('node_name'),
+        namespace=LaunchConfiguration('namespace'),
+        parameters=parameters,
+        remappings=[
+            ('image', LaunchConfiguration('image')),
+            ('camera_info', LaunchConfiguration('camera_info')),
+        ],
+        output='screen',
+        emulate_tty=True,
+    )]
 
 
 def generate_launch_description():
@@ -48,21 +81,4 @@ def generate_launch_description():
     large = IfCondition(LaunchConfiguration('large_frames'))
     env = [SetEnvironmentVariable(var, profile, condition=large)
            for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')]
-    node = Node(
-        package='dpt_ros',
-        executable='dpt_node',
-        name=LaunchConfiguration('node_name'),
-        namespace=LaunchConfiguration('namespace'),
-        parameters=[
-            LaunchConfiguration('params_file'),
-            {'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'),
-                                            value_type=bool)},
-        ],
-        remappings=[
-            ('image', LaunchConfiguration('image')),
-            ('camera_info', LaunchConfiguration('camera_info')),
-        ],
-        output='screen',
-        emulate_tty=True,
-    )
-    return LaunchDescription(args + env + [node])
+    return LaunchDescription(args + env + [OpaqueFunction(function=_node)])

@@ -94,3 +94,27 @@ def test_a_fallback_is_named_and_never_the_fastest(tmp_path):
     table = '\n'.join(_backend_lines({'backends': rows, 'best_backend': fastest(rows)}))
     assert '| tensorrt (ran torch) | - | - |' in table and 'tensorrt unavailable' in table
     assert '| torch (fastest) |' in table
+
+
+def test_bench_cameras_smoke(tmp_path):
+    """dpt_bench --cameras: one multi-camera node against one node per camera, both run."""
+    pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.bench', '--cameras', '2',
+                           '--camera-rate', '5', '--seconds', '3', '--width', '96',
+                           '--height', '72', '--models', 'tiny-depth-anything', '--out',
+                           str(out), '--work-dir', str(tmp_path / 'work')],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / 'cameras.json').read_text())['models']['tiny-depth-anything']
+    for layout, nodes in (('one_node', 1), ('separate', 2)):
+        r = res[layout]
+        assert set(r['per_camera']) == {'cam0', 'cam1'}, layout
+        assert all(c['received'] > 0 and c['p95'] >= c['p50'] > 0
+                   for c in r['per_camera'].values()), (layout, r)
+        assert r['fps'] > 0 and 0 < r['min_share'] <= 1.0
+        # A node process holds torch and a model: far more than 50 MiB each.
+        assert r['rss_mb'] > 50 * nodes, (layout, r['rss_mb'])
+    assert res['separate']['rss_mb'] > res['one_node']['rss_mb']
+    md = (out / 'cameras.md').read_text()
+    assert '| one node |' in md and '| 2 nodes |' in md

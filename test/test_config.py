@@ -75,3 +75,21 @@ def test_params_file_sections_and_nesting(tmp_path):
     (tmp_path / 'junk.yaml').write_text('a: [1, 2\n')
     with pytest.raises(ConfigError, match='not valid YAML'):
         config_from_params_file(tmp_path / 'junk.yaml')
+
+
+def test_camera_list_setting_and_launch_argument():
+    from dpt_ros.params import parse_camera_list
+    assert config_from_flat({'cameras': ['front', 'robot/rear', '/side']}).cameras == \
+        ('front', 'robot/rear', '/side')
+    assert config_from_flat({'cameras': None}).cameras == ()  # rclpy: an empty list is unset
+    for bad, word in ((['a', 'a'], 'more than once'), (['a b'], 'not a valid name'),
+                      ('front', 'list of names'), ([''], 'not a valid name'),
+                      ([f'c{i}' for i in range(40)], 'at most')):
+        with pytest.raises(ConfigError, match=word):
+            config_from_flat({'cameras': bad})
+    for text, names in (('', []), ('[]', []), ('front,rear', ['front', 'rear']),
+                        ("[front, 'rear']", ['front', 'rear'])):
+        assert parse_camera_list(text) == names, text
+    by = {p.name: p for p in param_table()}
+    assert by['cameras'].read_only and by['cameras'].constraint() == 'list of names'
+    assert not by['batch.max_size'].read_only and by['batch.max_size'].range == (1, 32)

@@ -1,0 +1,149 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""What the node's one worker thread runs next: jobs first, then fair batches of camera frames.
+
+Each camera has one latest-frame slot: a new frame replaces the one waiting (counted as a
+drop), so nothing queues. A batch takes at most one frame per camera, least recently served
+camera first, so a fast camera cannot lock out a slow one. A ready frame may be held up to
+max_wait for frames of other cameras to join its batch. Jobs (load, move to the device, free)
+run on the same thread because all torch work happens there. No rclpy, no torch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+
+@dataclass
+class Taken:
+    """One frame taken for a batch: its camera, the message and when it arrived (monotonic)."""
+
+    camera: str
+    msg: Any
+    arrived: float
+
+
+class Job:
+    """A function to run on the worker thread; the caller waits on done."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+
+    def __call__(self) -> None:
+        """Run it, keeping the result or the exception for the caller."""
+        try:
+            self.value = self.fn()
+        except BaseException as exc:  # noqa: B902 - handed to the caller, which raises it
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self) -> Any:
+        """Return the value, or raise what the function raised (after done is set)."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Scheduler:
+    """Latest-frame slots per camera, a job queue and the worker's wait for the next thing."""
+
+    def __init__(self, cameras: Sequence[str]) -> None:
+        self._cond = threading.Condition()
+        self._slots: Dict[str, Optional[Tuple[Any, float]]] = dict.fromkeys(cameras)
+        self._served: Dict[str, int] = dict.fromkeys(cameras, 0)  # batch it was last in
+        self._batches = 0
+        self._jobs: Deque[Job] = deque()
+        self._stopped = False
+
+    @property
+    def cameras(self) -> List[str]:
+        """Camera names, in the order given."""
+        return list(self._slots)
+
+    def put(self, camera: str, msg: Any) -> bool:
+        """Store the newest frame of a camera; return True if it replaced one (a drop)."""
+        with self._cond:
+            dropped = self._slots[camera] is not None
+            self._slots[camera] = (msg, time.monotonic())
+            self._cond.notify()
+        return dropped
+
+    def clear(self) -> int:
+        """Forget waiting frames (deactivation); return how many there were."""
+        with self._cond:
+            n = sum(s is not None for s in self._slots.values())
+            self._slots = dict.fromkeys(self._slots)
+        return n
+
+    def submit(self, fn: Callable[[], Any]) -> Job:
+        """Queue a job for the worker; it runs before any further frame."""
+        job = Job(fn)
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify_all()
+        return job
+
+    def stop(self) -> None:
+        """Make next() return None from now on (queued jobs still run first)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether stop() was called."""
+        return self._stopped
+
+    def next(self, max_size: Callable[[], int],
+             max_wait_s: Callable[[], float]) -> Optional[Any]:
+        """Block until there is work: a Job, a list of Taken (a batch), or None once stopped.
+
+        max_size and max_wait_s are read when a batch is formed (live settings).
+        """
+        with self._cond:
+            while True:
+                if self._jobs:
+                    return self._jobs.popleft()
+                if self._stopped:
+                    return None
+                if any(s is not None for s in self._slots.values()):
+                    return self._take(max(1, max_size()), max_wait_s())
+                self._cond.wait(0.5)
+
+    def _ready(self) -> List[str]:
+        return [c for c, s in self._slots.items() if s is not None]
+
+    def _take(self, max_size: int, max_wait_s: float) -> Any:
+        """Form a batch (lock held); a job or stop arriving meanwhile ends the wait early."""
+        ready = self._ready()
+        full = min(max_size, len(self._slots))
+        if max_wait_s > 0 and len(ready) < full:
+            deadline = min(self._slots[c][1] for c in ready) + max_wait_s
+            while len(ready) < full and not self._jobs and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+                ready = self._ready()
+        if self._jobs:
+            return self._jobs.popleft()
+        if self._stopped:
+            return None
+        self._batches += 1
+        chosen = sorted(ready, key=lambda c: self._served[c])[:max_size]
+        out = []
+        for c in chosen:
+            msg, arrived = self._slots[c]
+            self._slots[c] = None
+            self._served[c] = self._batches
+            out.append(Taken(c, msg, arrived))
+        return out
