@@ -135,10 +135,12 @@ def test_cameras_at_different_rates_and_sizes_share_one_model_fairly(harness, ti
         assert len(got[c]) >= 0.8 * share[c], (c, len(got[c]), share, len(sent[c]))
     # Different sizes are never batched together: side (96x72) runs alone.
     assert sizes and max(sizes) <= 2, sizes
-    assert harness.wait(lambda: set(camera_statuses(harness)) == set(rates), 5)
+    # /diagnostics counts what was published (its next report, at most 1 s later).
+    assert harness.wait(lambda: all(
+        int(camera_statuses(harness).get(c, {}).get('frames_processed', -1)) == len(got[c])
+        for c in rates), 5), (camera_statuses(harness), {c: len(g) for c, g in got.items()})
     status = camera_statuses(harness)
     for c in rates:
-        assert int(status[c]['frames_processed']) == len(got[c]), (c, status[c])
         assert float(status[c]['latency_p95_ms']) >= float(status[c]['latency_p50_ms']) > 0
         assert status[c]['input_topic'] == f'{NS}/{c}/image'
 
