@@ -44,6 +44,7 @@ setup(
     entry_points={
         'console_scripts': [
             'dpt_node = dpt_ros.node_entry:main',
+            'dpt_lifecycle_node = dpt_ros.node_entry:lifecycle_main',
             'dpt_bag = dpt_ros.bag_cli:main',
             'dpt_bench = dpt_ros.bench:main',
             'dpt_eval = dpt_ros.evaluation:main',

@@ -26,6 +26,8 @@ import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -42,6 +44,8 @@ from dpt_ros.outputs import DEPTH_TASK, EncodeOptions, FRAME_STAGES, SEGMENTATIO
 from dpt_ros.params import param_table, ParamSpec
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.scheduler import Job, Scheduler, Taken
+
+RCLError = _rclpy.RCLError
 
 _OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
 CLASS_NAMES_PARAM = 'segmentation.class_names'
@@ -532,6 +536,7 @@ class _DptCore:
                 return
             if isinstance(item, Job):
                 item()
+                del item  # its result may be a pipeline: hold no reference while waiting
                 continue
             if self._pipeline is None:
                 continue  # frames that arrived just before deactivation
@@ -735,15 +740,96 @@ class DptNode(_DptCore, Node):
         super().destroy_node()
 
 
-def main(args: Optional[List[str]] = None) -> int:
-    """Entry point of `dpt_node`; exits 2 with one message on a bad parameter or model."""
+class DptLifecycleNode(_DptCore, LifecycleNode):
+    """The same node, managed: `ros2 lifecycle set`, nav2's lifecycle manager.
+
+    unconfigured: parameters declared, nothing loaded; configure: parameters validated,
+    weights loaded into host memory; activate: weights on the device, topics advertised and
+    subscribed; deactivate: topics gone, device memory freed (weights stay in host memory);
+    cleanup / shutdown: everything released. A failed transition logs why and leaves the
+    node in the state it came from.
+    """
+
+    def __init__(self, node_name: str = 'dpt', *, pipeline: Optional[Pipeline] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._init_core(pipeline)
+        # rclpy (Humble to Kilted) raises out of the change_state service for a transition
+        # the current state does not have (`ros2 lifecycle set` activate while unconfigured),
+        # which stops the executor: answer success false instead, as later rclpy does.
+        service = getattr(self, '_service_change_state', None)
+        if service is not None:
+            service.callback = self._refuse_unknown_transitions(service.callback)
+
+    def _refuse_unknown_transitions(self, handle: Callable[[Any, Any], Any]
+                                    ) -> Callable[[Any, Any], Any]:
+        def change_state(request: Any, response: Any) -> Any:
+            try:
+                return handle(request, response)
+            except RCLError as exc:
+                t = request.transition
+                self.get_logger().error(
+                    f"transition '{t.label or t.id}' is not possible from this state: {exc}")
+                response.success = False
+                return response
+        return change_state
+
+    def _transition(self, name: str, step: Callable[[], None],
+                    undo: Callable[[], None]) -> TransitionCallbackReturn:
+        try:
+            step()
+        except (ConfigError, ModelLoadError) as exc:
+            self.get_logger().error(f'{name} failed: {exc}')
+            undo()
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # noqa: B902 - any other failure: log it, then ERROR
+            self.get_logger().error(f'{name} failed: {exc!r}\n{traceback.format_exc()}')
+            undo()
+            return TransitionCallbackReturn.ERROR
+        self.get_logger().info(f'{name}: done')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate the parameters and load the weights into host memory."""
+        return self._transition('configure', self._configure, self._cleanup)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Move the weights to the device, advertise and subscribe."""
+        return self._transition('activate', self._activate, self._deactivate)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop subscribing and publishing; free device memory."""
+        return self._transition('deactivate', self._deactivate, self._deactivate)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the weights, the worker and the cameras."""
+        return self._transition('cleanup', self._cleanup, self._cleanup)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything, from whichever state."""
+        return self._transition('shutdown', self._cleanup, self._cleanup)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything after a failed transition; back to unconfigured."""
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Stop the worker before the node's handles go away."""
+        if hasattr(self, '_scheduler'):
+            self.close()
+        super().destroy_node()
+
+
+def _run(make_node: Callable[[], Node], program: str, args: Optional[List[str]]) -> int:
+    """Spin a node until Ctrl-C; exit 2 with one message on a bad parameter or model."""
     rclpy.init(args=args)
     node = None
     try:
-        node = DptNode()
+        node = make_node()
         rclpy.spin(node)
     except (ConfigError, ModelLoadError) as exc:
-        print(f'dpt_node: error: {exc}', file=sys.stderr, flush=True)
+        print(f'{program}: error: {exc}', file=sys.stderr, flush=True)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -760,6 +846,16 @@ def main(args: Optional[List[str]] = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point of `dpt_node`: configured and active from the start."""
+    return _run(DptNode, 'dpt_node', args)
+
+
+def lifecycle_main(args: Optional[List[str]] = None) -> int:
+    """Entry point of `dpt_lifecycle_node`: starts unconfigured, driven by lifecycle services."""
+    return _run(DptLifecycleNode, 'dpt_lifecycle_node', args)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""`dpt_node` entry point: a Ctrl-C while torch and rclpy are still importing leaves quietly."""
+"""Entry points of dpt_node and dpt_lifecycle_node: Ctrl-C during the imports leaves quietly."""
 
 import os
 import signal
@@ -14,9 +14,18 @@ def _leave(signum: int, _frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def _enter(name: str) -> int:
+    signal.signal(signal.SIGINT, _leave)
+    from dpt_ros import node
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return getattr(node, name)()
+
+
 def main() -> int:
     """Run dpt_ros.node.main once the imports are done."""
-    signal.signal(signal.SIGINT, _leave)
-    from dpt_ros.node import main as node_main
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return node_main()
+    return _enter('main')
+
+
+def lifecycle_main() -> int:
+    """Run the managed node (dpt_ros.node.lifecycle_main) once the imports are done."""
+    return _enter('lifecycle_main')

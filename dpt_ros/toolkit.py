@@ -58,13 +58,17 @@ def profile_env() -> Dict[str, str]:
             'FASTRTPS_DEFAULT_PROFILES_FILE': str(profile)}
 
 
-def node_command() -> List[str]:
-    """Return the command that starts dpt_node (this environment's executable first)."""
-    exe = Path(sys.executable).parent / 'dpt_node'
+def node_command(executable: str = 'dpt_node') -> List[str]:
+    """Return the command that starts dpt_node or dpt_lifecycle_node (this environment's first)."""
+    exe = Path(sys.executable).parent / executable
     if exe.exists():
         return [str(exe)]
-    found = shutil.which('dpt_node')
-    return [found] if found else [sys.executable, '-m', 'dpt_ros.node']
+    found = shutil.which(executable)
+    if found:
+        return [found]
+    entry = 'lifecycle_main' if executable == 'dpt_lifecycle_node' else 'main'
+    return [sys.executable, '-c', f'import sys; from dpt_ros.node_entry import {entry}; '
+            f'sys.exit({entry}())']
 
 
 def write_params_file(path: Union[str, Path], params: Dict[str, Any]) -> Path:

@@ -3,7 +3,8 @@
 
 """Start dpt_node: ros2 launch dpt_ros dpt.launch.py image:=/camera/color/image_raw ...
 
-Several cameras through one model: cameras:=[front,rear].
+Several cameras through one model: cameras:=[front,rear]. A managed (lifecycle) node that
+a lifecycle manager or `ros2 lifecycle set` brings up: lifecycle:=true.
 """
 
 import os
@@ -13,7 +14,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from dpt_ros.params import parse_camera_list
@@ -28,6 +29,7 @@ LAUNCH_DEFAULTS = {
     'use_sim_time': 'false',
     'large_frames': 'false',
     'cameras': '',
+    'lifecycle': 'false',
 }
 
 DESCRIPTIONS = {
@@ -43,11 +45,13 @@ DESCRIPTIONS = {
     'cameras': 'Camera names, e.g. [front,rear]: one node, one model, camera C on C/image and '
                'C/camera_info with its outputs under C/. Empty: the single camera of image '
                'and camera_info. Overrides cameras in params_file.',
+    'lifecycle': 'true: start the managed node (dpt_lifecycle_node), unconfigured; bring it '
+                 'up with `ros2 lifecycle set` or a lifecycle manager.',
 }
 
 
 def _node(context, *_args, **_kwargs):
-    """Return the node action, once the camera list is known."""
+    """Return the node action, once the camera list and the node kind are known."""
     parameters = [
         LaunchConfiguration('params_file'),
         {'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)},
@@ -55,9 +59,11 @@ def _node(context, *_args, **_kwargs):
     cameras = parse_camera_list(LaunchConfiguration('cameras').perform(context))
     if cameras:  # an empty list has no parameter type: leave the params file's value
         parameters.append({'cameras': cameras})
-    return [Node(
+    managed = LaunchConfiguration('lifecycle').perform(context).lower() in ('true', '1')
+    kind, executable = (LifecycleNode, 'dpt_lifecycle_node') if managed else (Node, 'dpt_node')
+    return [kind(
         package='dpt_ros',
-        executable='dpt_node',
+        executable=executable,
         name=LaunchConfiguration('node_name'),
         namespace=LaunchConfiguration('namespace'),
         parameters=parameters,
@@ -71,7 +77,7 @@ def _node(context, *_args, **_kwargs):
 
 
 def generate_launch_description():
-    """Declare the arguments and the dpt_node."""
+    """Declare the arguments and the node (dpt_node or dpt_lifecycle_node)."""
     share = get_package_share_directory('dpt_ros')
     defaults = dict(LAUNCH_DEFAULTS)
     defaults['params_file'] = os.path.join(share, 'config', defaults['params_file'])

@@ -128,11 +128,12 @@ def stamp_of(msg: Any) -> int:
 
 
 class NodeProcess:
-    """dpt_node started by its executable with --ros-args (a separate process)."""
+    """dpt_node (or dpt_lifecycle_node) started by its executable with --ros-args."""
 
-    def __init__(self, ros_args: List[str], env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, ros_args: List[str], env: Optional[Dict[str, str]] = None,
+                 executable: str = 'dpt_node') -> None:
         self.env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-        self.proc = subprocess.Popen(node_command() + ['--ros-args'] + ros_args,
+        self.proc = subprocess.Popen(node_command(executable) + ['--ros-args'] + ros_args,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=self.env)
         self.out: List[str] = []
