@@ -206,6 +206,7 @@ class _DptCore:
         self._warned_once: set = set()
         self._given_pipeline = pipeline
         self._pipeline: Optional[Pipeline] = None
+        self._building: Optional[Pipeline] = None  # being warmed up on the worker
         self._host_models: Dict[str, Any] = {}  # task -> LoadedModel kept between activations
         self._cfg: Optional[Config] = None
         self._cameras: List[Camera] = []
@@ -352,6 +353,9 @@ class _DptCore:
         except BaseException:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the second Ctrl-C of launch
+            building = self._building
+            if building is not None:
+                building.cancel()  # an engine build stops at its next step
             self._scheduler.stop()
             job.done.wait()
             self._worker.join(timeout=10.0)
@@ -374,9 +378,17 @@ class _DptCore:
         device = resolve_device(self._cfg.model.device)
         for model in self._host_models.values():
             move_model(model, device)
-        return Pipeline(self._cfg, log=self.get_logger().info,
+        pipe = Pipeline(self._cfg, log=self.get_logger().info,
                         depth_model=self._host_models.get(DEPTH_TASK),
                         seg_model=self._host_models.get(SEGMENTATION_TASK))
+        # First-frame work (engine build or load, graph capture) now, not on a robot's first
+        # frame; Ctrl-C meanwhile cancels it (_in_worker).
+        self._building = pipe
+        try:
+            pipe.prepare()
+        finally:
+            self._building = None
+        return pipe
 
     def _free_device(self) -> None:
         """Back to host memory: close the pipeline, move the weights home (worker thread)."""

@@ -37,7 +37,7 @@ def run_one_frame(tiny_metric, **params):
         info = stereo_right_camera_info()
         info.header = h
         info_pub.publish(info)
-        assert harness.wait(lambda: node._camera_info is not None, 10)
+        assert harness.wait(lambda: node.cameras[0].camera_info is not None, 10)
         image_pub.publish(conv.image_msg(h, synthetic_scene(640, 480).rgb, 'rgb8'))
         out = {}
         for topic in (DEPTH, INFO, POINTS):
