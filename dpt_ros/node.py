@@ -623,8 +623,12 @@ class _DptCore:
             # One forward for the group, computing what any of its cameras wants; each camera
             # then publishes only what its own subscribers want.
             want = frozenset().union(*(f.want for f in group))
-            results = self._pipeline.process_batch([f.frame for f in group],
-                                                   [f.intr for f in group], want)
+            # Each camera is its own source: depth.temporal follows every camera separately,
+            # by its image stamps.
+            results = self._pipeline.process_batch(
+                [f.frame for f in group], [f.intr for f in group], want,
+                sources=[f.cam.name for f in group],
+                stamps=[conv.stamp_ns(f.taken.msg.header) / 1e9 for f in group])
             with self._stage_stats.lock:
                 self._batch_sizes[len(group)] = self._batch_sizes.get(len(group), 0) + 1
             for f, result in zip(group, results):
@@ -722,8 +726,9 @@ class _DptCore:
 
     def close(self) -> None:
         """Stop the worker and free the models (idempotent)."""
-        if self._pipeline is not None:
-            self._pipeline.cancel()  # an engine build stops at its next step
+        for pipe in (self._building, self._pipeline):
+            if pipe is not None:
+                pipe.cancel()  # an engine build stops at its next step
         self._stop_worker()
         if self._pipeline is not None:
             self._pipeline.close()

@@ -40,14 +40,16 @@ def start(harness, cameras, **params):
     return node
 
 
-def spy_batches(node):
-    """Record the number of frames of every forward the node runs."""
+def spy_batches(node, sources=None):
+    """Record the number of frames (and the sources) of every forward the node runs."""
     sizes = []
     real = node.pipeline.process_batch
 
-    def spy(frames, intrs, want):
+    def spy(frames, intrs, want, **kwargs):
         sizes.append(len(frames))
-        return real(frames, intrs, want)
+        if sources is not None:
+            sources.append(list(kwargs['sources']))
+        return real(frames, intrs, want, **kwargs)
     node.pipeline.process_batch = spy
     return sizes
 
@@ -133,7 +135,8 @@ def test_cameras_at_different_rates_and_sizes_share_one_model_fairly(harness, ti
 def test_frames_waiting_together_run_as_one_batch(harness, tiny_metric):
     node = start(harness, ['a', 'b'], **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
                                          'batch.max_wait_ms': 500.0})
-    sizes = spy_batches(node)
+    sources = []
+    sizes = spy_batches(node, sources)
     pubs = {c: harness.publishers(f'{NS}/{c}') for c in 'ab'}
     for c in 'ab':
         harness.record_outputs(f'{NS}/{c}', ['depth/image'])
@@ -145,6 +148,7 @@ def test_frames_waiting_together_run_as_one_batch(harness, tiny_metric):
     for c in 'ab':
         assert harness.wait(lambda c=c: harness.get(f'{NS}/{c}/depth/image'), 20), c
     assert sizes == [2]
+    assert sorted(sources[0]) == ['a', 'b']  # each camera its own source (depth.temporal)
     # batch.max_size 1: cameras one at a time, live.
     node.set_parameters([Parameter('batch.max_size', value=1)])
     for c in 'ab':

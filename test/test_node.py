@@ -275,9 +275,9 @@ def test_outputs_without_subscribers_are_not_computed(harness, tiny_metric, tiny
     asked = []
     real = node.pipeline.process_batch
 
-    def spy(frames, intrs, want):
+    def spy(frames, intrs, want, **kwargs):
         asked.append(want)
-        return real(frames, intrs, want)
+        return real(frames, intrs, want, **kwargs)
     node.pipeline.process_batch = spy
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
