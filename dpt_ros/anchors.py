@@ -11,6 +11,7 @@ AnchorBuffer pairs anchor messages with images by stamp. No rclpy.
 from __future__ import annotations
 
 from collections import deque
+import threading
 from typing import Any, Deque, Optional, Tuple
 
 import numpy as np
@@ -224,25 +225,33 @@ class AnchorInput:
 
     The node (or the bag tool) hands every anchors/depth, anchors/camera_info or anchors/points
     message to add() / set_info() and asks for_frame() with each image; decoding happens only
-    for the message that pairs, in the caller's thread. Bad messages raise AnchorError there.
+    for the message that pairs, in the caller's thread (add() may come from another thread).
+    The last decoded message is reused while it stays the nearest (a camera faster than its
+    anchors). Bad messages raise AnchorError there.
     """
 
     def __init__(self, source: str, seed: int = 0) -> None:
         self.source = source
-        self.messages = 0
-        self.bad = 0
+        self.messages = 0   # anchor messages received
+        self.paired = 0     # frames given usable anchors
+        self.unpaired = 0   # frames with no anchor message within anchors.max_age
+        self.bad = 0        # frames whose paired message could not be used
+        self._lock = threading.Lock()
         self._buffer = AnchorBuffer()
         self._info: Optional[Any] = None
         self._rng = np.random.default_rng(seed)
+        self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
 
     def add(self, msg: Any) -> None:
         """Keep an anchors/depth or anchors/points message."""
-        self.messages += 1
-        self._buffer.add(msg)
+        with self._lock:
+            self.messages += 1
+            self._buffer.add(msg)
 
     def set_info(self, msg: Any) -> None:
         """Keep the latest anchors/camera_info (for depth images of another resolution)."""
-        self._info = msg
+        with self._lock:
+            self._info = msg
 
     def for_frame(self, stamp: int, image_size: Tuple[int, int],
                   image_intr: Optional[Intrinsics], image_frame: str,
@@ -251,21 +260,40 @@ class AnchorInput:
 
         AnchorError when the paired message cannot be used (counted in bad).
         """
-        msg = self._buffer.nearest(stamp, cfg.max_age)
+        with self._lock:
+            msg = self._buffer.nearest(stamp, cfg.max_age)
+            info_msg = self._info
         if msg is None:
+            self.unpaired += 1
             return None
+        key = (tuple(image_size), image_intr, image_frame, cfg.extrinsic, cfg.max_points)
+        last = self._last
+        if last is not None and last[0] is msg and last[1] is info_msg and last[2] == key:
+            self.paired += 1
+            return last[3]
         try:
-            if self.source == 'depth_image':
-                info = None
-                if self._info is not None:
-                    try:
-                        info = intrinsics_from_camera_info(self._info)
-                    except FrameError as exc:
-                        raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
-                a = from_depth_image(msg, image_size, image_intr, info)
-            else:
-                a = from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))
+            a = self._decode(msg, info_msg, image_size, image_intr, image_frame, cfg)
         except AnchorError:
             self.bad += 1
             raise
-        return subsample(a, cfg.max_points, self._rng)
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+            # Fields that contradict each other in ways the checks above did not foresee.
+            self.bad += 1
+            raise AnchorError(f'undecodable anchor message: {exc!r}') from exc
+        a = subsample(a, cfg.max_points, self._rng)
+        self._last = (msg, info_msg, key, a)
+        self.paired += 1
+        return a
+
+    def _decode(self, msg: Any, info_msg: Optional[Any], image_size: Tuple[int, int],
+                image_intr: Optional[Intrinsics], image_frame: str,
+                cfg: AnchorsConfig) -> Anchors:
+        if self.source == 'depth_image':
+            info = None
+            if info_msg is not None:
+                try:
+                    info = intrinsics_from_camera_info(info_msg)
+                except FrameError as exc:
+                    raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
+            return from_depth_image(msg, image_size, image_intr, info)
+        return from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))

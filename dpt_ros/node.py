@@ -31,14 +31,16 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 import torch
 
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
+from dpt_ros.anchors import AnchorError, AnchorInput
 from dpt_ros.config import Config, config_from_flat, ConfigError, iter_settings
 from dpt_ros.conversions import FrameError
 from dpt_ros.geometry import IntrinsicsError
+from dpt_ros.metric import Anchors
 from dpt_ros.models import load_model, ModelLoadError, move_model, resolve_device
 from dpt_ros.outputs import DEPTH_TASK, EncodeOptions, FRAME_STAGES, SEGMENTATION_TASK
 from dpt_ros.params import param_table, ParamSpec
@@ -159,6 +161,9 @@ class Camera:
         self.subs: Dict[str, Any] = {}  # topic -> subscription
         self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
         self.stats = _Stats()
+        self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
+        self.anchor_topics: Tuple[str, ...] = ()
+        self.suspended = False  # depth.mode fitted: no metres for want of anchors
 
     def subscribed(self, name: str) -> bool:
         """Whether output `name` of this camera has a subscriber."""
@@ -182,6 +187,7 @@ class _Frame:
                  intr: Any, info: Any, decode_ms: float) -> None:
         self.cam, self.taken, self.frame, self.want = cam, taken, frame, want
         self.intr, self.info, self.decode_ms = intr, info, decode_ms
+        self.anchors: Optional[Anchors] = None  # paired by stamp (depth.mode fitted)
 
     @property
     def group(self) -> Tuple[Tuple[int, ...], str]:
@@ -313,7 +319,8 @@ class _DptCore:
                                     read_only=True))
         self._open_topics()
         info = self._pipeline.describe()
-        inputs = '; '.join(f'{c.image_topic} + {c.info_topic}' for c in self._cameras)
+        inputs = '; '.join(' + '.join((c.image_topic, c.info_topic) + c.anchor_topics)
+                           for c in self._cameras)
         self.get_logger().info(
             f"dpt_ros ready: {', '.join(f'{k}={v}' for k, v in info.items())}; input {inputs}")
         if self._labels:
@@ -432,6 +439,7 @@ class _DptCore:
             cam.image_topic = base + '/compressed' if compressed else base
             cam.image_type = CompressedImage if compressed else Image
             cam.info_topic = self._resolve(cam.prefix + 'camera_info')
+            self._open_anchors(cam, cfg.anchors.source)
             self._subscribe_camera(cam)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._publish_label_info()
@@ -439,7 +447,7 @@ class _DptCore:
         # Timers on the steady clock: under use_sim_time a paused bag must not stop them.
         self._timers = [self.create_timer(cfg.diagnostics.period, self._diagnostics,
                                           clock=steady)]
-        if cfg.input.reliability == 'auto':
+        if cfg.input.reliability == 'auto' or cfg.anchors.source != 'none':
             self._timers.append(self.create_timer(1.0, self._match_publishers, clock=steady))
 
     def _close_topics(self) -> None:
@@ -452,6 +460,7 @@ class _DptCore:
             for pub in cam.pubs.values():
                 self.destroy_publisher(pub)
             cam.subs, cam.pubs, cam.sub_reliability = {}, {}, {}
+            cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
         for pub in (self._diag_pub, self._label_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
@@ -465,8 +474,12 @@ class _DptCore:
         return name if name.startswith('/') else f'{ns}/{name}'
 
     def _reliability(self, cam: Camera, topic: str) -> ReliabilityPolicy:
-        """Return the configured reliability, or in 'auto' what the publishers offer."""
-        choice = self._cfg.input.reliability
+        """Return the configured reliability, or in 'auto' what the publishers offer.
+
+        Anchor topics always follow their publishers: lidar and depth drivers often publish
+        best effort, which a reliable subscription would never receive.
+        """
+        choice = 'auto' if topic in cam.anchor_topics else self._cfg.input.reliability
         if choice == 'reliable':
             return ReliabilityPolicy.RELIABLE
         if choice == 'best_effort':
@@ -483,8 +496,27 @@ class _DptCore:
         return [(cam.image_topic, cam.image_type, lambda msg: self._on_image(cam, msg)),
                 (cam.info_topic, CameraInfo, lambda msg: setattr(cam, 'camera_info', msg))]
 
+    def _open_anchors(self, cam: Camera, source: str) -> None:
+        """Give a camera its anchor stream and topic names (anchors.source; read-only)."""
+        if source == 'none':
+            cam.anchors, cam.anchor_topics = None, ()
+            return
+        cam.anchors = AnchorInput(source)
+        names = ('anchors/points',) if source == 'points' else \
+            ('anchors/depth', 'anchors/camera_info')
+        cam.anchor_topics = tuple(self._resolve(cam.prefix + n) for n in names)
+
+    def _anchor_inputs(self, cam: Camera) -> List[Tuple[str, Any, Callable[[Any], None]]]:
+        a = cam.anchors
+        if a is None:
+            return []
+        if a.source == 'points':
+            return [(cam.anchor_topics[0], PointCloud2, a.add)]
+        return [(cam.anchor_topics[0], Image, a.add),
+                (cam.anchor_topics[1], CameraInfo, a.set_info)]
+
     def _subscribe_camera(self, cam: Camera, only_changed: bool = False) -> None:
-        for topic, msg_type, callback in self._inputs(cam):
+        for topic, msg_type, callback in self._inputs(cam) + self._anchor_inputs(cam):
             rel = self._reliability(cam, topic)
             if only_changed and rel == cam.sub_reliability.get(topic):
                 continue
@@ -599,7 +631,8 @@ class _DptCore:
             return None
         decode_ms = (time.perf_counter() - t0) * 1e3
         intr = info = None
-        if want & {'points', 'depth', 'depth_info'}:
+        fitted = cam.anchors is not None and self._pipeline.depth_mode(cfg) == 'fitted'
+        if fitted or want & {'points', 'depth', 'depth_info'}:
             intr, info = self._intrinsics(cam, frame.width, frame.height)
         if 'points' in want and self._pipeline.depth_mode() == 'relative_inverse' and \
                 'relative_points' not in self._warned_once:
@@ -610,7 +643,24 @@ class _DptCore:
                 'depth.scale/depth.shift, or use a metric checkpoint.')
         if intr is None:
             want = want - {'points'}
-        return _Frame(cam, taken, frame, want, intr, info, decode_ms)
+        out = _Frame(cam, taken, frame, want, intr, info, decode_ms)
+        if fitted:
+            out.anchors = self._pair_anchors(out, cfg)
+        return out
+
+    def _pair_anchors(self, f: _Frame, cfg: Config) -> Optional[Anchors]:
+        """Return the anchors nearest in stamp to a frame; None (warned) if unusable."""
+        cam, header = f.cam, f.taken.msg.header
+        try:
+            return cam.anchors.for_frame(conv.stamp_ns(header), (f.frame.width, f.frame.height),
+                                         f.intr, str(header.frame_id), cfg.anchors)
+        except AnchorError as exc:
+            # Throttled per camera and kind of problem: a driver sending the same bad
+            # message at 30 Hz logs once a period, a second problem still gets its line.
+            self._warn(f'anchors:{cam.name}:{str(exc)[:40]}',
+                       f'skipping the anchors on {cam.anchor_topics[0]} for a frame of '
+                       f'{cam.label}: {exc}')
+            return None
 
     def _handle_batch(self, taken: List[Tuple[Camera, Taken]]) -> None:
         """Decode, run frames of one size and layout as one forward, publish per camera."""
@@ -627,12 +677,21 @@ class _DptCore:
             # by its image stamps.
             results = self._pipeline.process_batch(
                 [f.frame for f in group], [f.intr for f in group], want,
-                sources=[f.cam.name for f in group],
+                anchors=[f.anchors for f in group], sources=[f.cam.name for f in group],
                 stamps=[conv.stamp_ns(f.taken.msg.header) / 1e9 for f in group])
             with self._stage_stats.lock:
                 self._batch_sizes[len(group)] = self._batch_sizes.get(len(group), 0) + 1
             for f, result in zip(group, results):
+                self._note_fit(f.cam, result)
                 self._publish(f, result, cfg)
+
+    def _note_fit(self, cam: Camera, result: Any) -> None:
+        """Log when a camera's metres come back after an outage (the stop was warned)."""
+        if cam.anchors is None or result.mode != 'fitted' or result.fit is None:
+            return
+        if cam.suspended and result.fit.metric:
+            self.get_logger().info(f'{cam.label}: anchors are back; publishing metres again.')
+        cam.suspended = not result.fit.metric
 
     def _publish(self, f: _Frame, result: Any, cfg: Config) -> None:
         cam, header = f.cam, f.taken.msg.header
@@ -666,6 +725,9 @@ class _DptCore:
         if idle:
             status.level = DiagnosticStatus.WARN
             status.message = 'frames arrive but none were processed (no subscribers?)'
+        elif values.get('metric_suspended') == 'true':
+            status.level = DiagnosticStatus.WARN
+            status.message = 'no usable anchors: depth/image and points suspended'
         elif rates[2] and rates[1] < 0.5 * rates[0]:
             status.message = 'keeping up with the newest frame, dropping older ones'
         else:
@@ -695,14 +757,37 @@ class _DptCore:
         node_values.update(self._pipeline.describe() if self._pipeline else {})
         if not named:
             node_values['input_topic'] = self._cameras[0].image_topic
+            node_values.update(self._anchor_values(self._cameras[0]))
             return [self._status(f'dpt_ros: {fqn}', node_values, idle)]
         node_values['cameras'] = ', '.join(c.name for c in self._cameras)
         out = [self._status(f'dpt_ros: {fqn}', node_values, False)]
         for cam in self._cameras:
             values, cam_idle = cam.stats.report()
             values['input_topic'] = cam.image_topic
+            values.update(self._anchor_values(cam))
             out.append(self._status(f'dpt_ros: {fqn} camera {cam.name}', values, cam_idle))
         return out
+
+    def _anchor_values(self, cam: Camera) -> Dict[str, str]:
+        """Return a camera's anchor counters and, in depth.mode fitted, its last fit."""
+        a, pipe = cam.anchors, self._pipeline
+        if a is None or pipe is None:
+            return {}
+        values = {'anchors_topic': cam.anchor_topics[0], 'anchor_messages': str(a.messages),
+                  'frames_with_anchors': str(a.paired),
+                  'frames_without_anchors': str(a.unpaired),
+                  'frames_with_bad_anchors': str(a.bad)}
+        if pipe.depth_mode() != 'fitted':
+            return values
+        rep = pipe.fit_report(cam.name)
+        values.update({
+            'anchors_received': str(rep.received), 'anchors_used': str(rep.used),
+            'anchors_inliers': str(rep.inliers), 'scale': f'{rep.scale:.6g}',
+            'shift': f'{rep.shift:.6g}', 'residual_absrel': f'{rep.residual:.4f}',
+            'fit_age_s': f'{rep.age:.3f}', 'fit_state': rep.state or 'no frames yet',
+            'fit_held': str(rep.held).lower(),
+            'metric_suspended': str(bool(rep.state) and not rep.metric).lower()})
+        return values
 
     def _diagnostics(self) -> None:
         if self._diag_pub is None:
