@@ -26,6 +26,9 @@ LAUNCH_DEFAULTS = {
     'params_file': 'dpt.yaml',  # in this package's share/config folder
     'image': 'image',
     'camera_info': 'camera_info',
+    'anchors_depth': 'anchors/depth',
+    'anchors_camera_info': 'anchors/camera_info',
+    'anchors_points': 'anchors/points',
     'use_sim_time': 'false',
     'large_frames': 'false',
     'cameras': '',
@@ -39,6 +42,10 @@ DESCRIPTIONS = {
     'image': 'Input image topic (remap target, e.g. /camera/color/image_raw); with '
              'input.transport compressed the node subscribes to <image>/compressed.',
     'camera_info': 'Input CameraInfo topic (remap target, e.g. /camera/color/camera_info).',
+    'anchors_depth': 'depth.mode fitted, anchors.source depth_image: depth registered to the '
+                     'colour image (e.g. /camera/aligned_depth_to_color/image_raw).',
+    'anchors_camera_info': 'CameraInfo of anchors_depth when its resolution differs.',
+    'anchors_points': 'depth.mode fitted, anchors.source points: a PointCloud2 (lidar, ToF).',
     'use_sim_time': 'true when replaying a bag with `ros2 bag play --clock`.',
     'large_frames': 'true: use the packaged Fast DDS profile (64 MB shared memory segment) '
                     'for every process this launch starts; see the README.',
@@ -70,6 +77,8 @@ def _node(context, *_args, **_kwargs):
         remappings=[
             ('image', LaunchConfiguration('image')),
             ('camera_info', LaunchConfiguration('camera_info')),
+            *((name.replace('_', '/', 1), LaunchConfiguration(name))
+              for name in ('anchors_depth', 'anchors_camera_info', 'anchors_points')),
         ],
         output='screen',
         emulate_tty=True,
