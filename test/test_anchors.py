@@ -177,3 +177,27 @@ def test_anchor_input_pairs_decodes_counts_and_subsamples():
     pts.add(_cloud(np.array([[0.0, 0.0, 2.0]]), frame='lidar'))
     c = pts.for_frame(0, (64, 48), INTR, 'cam', AnchorsConfig(extrinsic='0 0 0 0 0 0 1'))
     assert c.z.tolist() == [2.0]
+
+
+def test_anchor_input_reuses_the_decoded_message_and_counts_frames():
+    from dpt_ros.config import AnchorsConfig
+    cfg = AnchorsConfig(max_age=0.05, max_points=50)
+    inp = anc.AnchorInput('depth_image')
+    inp.add(_image(np.full((48, 64), 1.5, np.float32), '32FC1', stamp_ns=1_000_000_000))
+    a = inp.for_frame(1_000_000_000, (64, 48), INTR, 'cam', cfg)
+    # A camera faster than its anchors: the next frame pairs the same message, decoded once.
+    assert inp.for_frame(1_030_000_000, (64, 48), INTR, 'cam', cfg) is a
+    # Another image size or setting decodes again.
+    assert inp.for_frame(1_030_000_000, (64, 48), INTR, 'cam',
+                         AnchorsConfig(max_age=0.05, max_points=20)).z.size == 20
+    inp.add(_image(np.full((48, 64), 2.5, np.float32), '32FC1', stamp_ns=1_060_000_000))
+    b = inp.for_frame(1_060_000_000, (64, 48), INTR, 'cam', cfg)
+    assert b is not a and np.allclose(b.z, 2.5)
+    assert inp.for_frame(2_000_000_000, (64, 48), INTR, 'cam', cfg) is None
+    # Fields that make no sense together are an AnchorError, never another exception.
+    broken = _image(np.ones((48, 64), np.float32), '32FC1', stamp_ns=3_000_000_000)
+    broken.data = None
+    inp.add(broken)
+    with pytest.raises(anc.AnchorError, match='undecodable'):
+        inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
+    assert (inp.messages, inp.paired, inp.unpaired, inp.bad) == (3, 4, 1, 1)
