@@ -54,22 +54,30 @@ def _depth_array(msg: Any) -> np.ndarray:
 
 def from_depth_image(msg: Any, image_size: Tuple[int, int],
                      image_intr: Optional[Intrinsics] = None,
-                     anchor_intr: Optional[Intrinsics] = None) -> Anchors:
+                     anchor_intr: Optional[Intrinsics] = None, max_points: int = 0,
+                     rng: Optional[np.random.Generator] = None) -> Anchors:
     """Turn a depth image registered to the colour camera into anchors at colour pixels.
 
     image_size is the colour image's (width, height). A depth image of that size with no
     camera_info of its own is taken pixel for pixel; otherwise both calibrations are needed
     and each depth pixel is re-projected through them (same optical frame, other intrinsics).
+    max_points > 0: keep a uniform random subset of that many valid pixels (picked before
+    anything else is computed from them: a dense depth image has hundreds of thousands).
     """
     z = _depth_array(msg)
     h, w = z.shape
-    vv, uu = np.nonzero(np.isfinite(z))
-    zz = z[vv, uu]
-    if zz.size == 0:
+    idx = np.flatnonzero(np.isfinite(z))
+    received = int(idx.size)
+    if received == 0:
         raise AnchorError(f'anchor depth image ({w}x{h}) has no valid depth (all 0 or NaN).')
+    if 0 < max_points < received:
+        rng = rng if rng is not None else np.random.default_rng()
+        idx = idx[np.sort(rng.choice(received, max_points, replace=False))]
+    vv, uu = np.divmod(idx, w)
+    zz = z.reshape(-1)[idx]
     same = (w, h) == tuple(image_size)
     if same and (anchor_intr is None or anchor_intr == image_intr):
-        return Anchors(uu.astype(np.float32), vv.astype(np.float32), zz, int(zz.size),
+        return Anchors(uu.astype(np.float32), vv.astype(np.float32), zz, received,
                        stamp_ns(msg.header) * 1e-9)
     if anchor_intr is None or image_intr is None:
         which = 'anchors/camera_info' if anchor_intr is None else 'camera_info'
@@ -81,7 +89,7 @@ def from_depth_image(msg: Any, image_size: Tuple[int, int],
     x = (uu - anchor_intr.cx) / anchor_intr.fx * zz
     y = (vv - anchor_intr.cy) / anchor_intr.fy * zz
     pts = np.stack([x, y, zz], axis=1)
-    return _project(pts, image_intr, int(zz.size), stamp_ns(msg.header) * 1e-9)
+    return _project(pts, image_intr, received, stamp_ns(msg.header) * 1e-9)
 
 
 def _cloud_xyz(msg: Any) -> np.ndarray:
@@ -295,5 +303,6 @@ class AnchorInput:
                     info = intrinsics_from_camera_info(info_msg)
                 except FrameError as exc:
                     raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
-            return from_depth_image(msg, image_size, image_intr, info)
+            return from_depth_image(msg, image_size, image_intr, info, cfg.max_points,
+                                    self._rng)
         return from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))

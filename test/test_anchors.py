@@ -201,3 +201,18 @@ def test_anchor_input_reuses_the_decoded_message_and_counts_frames():
     with pytest.raises(anc.AnchorError, match='undecodable'):
         inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
     assert (inp.messages, inp.paired, inp.unpaired, inp.bad) == (3, 4, 1, 1)
+
+
+def test_dense_depth_image_subsampled_before_decoding_the_rest():
+    rng = np.random.default_rng(0)
+    mm = rng.integers(500, 5000, (48, 64)).astype(np.uint16)
+    mm[rng.random((48, 64)) < 0.3] = 0
+    a = anc.from_depth_image(_image(mm, '16UC1'), (64, 48), max_points=100, rng=rng)
+    assert a.received == int((mm > 0).sum()) and a.z.size == 100
+    u, v = a.u.astype(int), a.v.astype(int)
+    assert len(set(zip(u.tolist(), v.tolist()))) == 100  # distinct pixels
+    assert np.allclose(a.z, mm[v, u] / 1000.0) and (mm[v, u] > 0).all()
+    half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
+    b = anc.from_depth_image(_image(mm[::2, ::2].copy(), '16UC1'), (64, 48), INTR, half,
+                             max_points=40, rng=rng)
+    assert b.received == int((mm[::2, ::2] > 0).sum()) and b.z.size == 40
