@@ -9,6 +9,8 @@ must equal the scene's truth.
 """
 
 import math
+from pathlib import Path
+import re
 import time
 
 import numpy as np
@@ -17,11 +19,13 @@ import pytest
 from dpt_ros import conversions as conv
 from dpt_ros.anchors import extrinsic_matrix
 from dpt_ros.config import Config
+from dpt_ros.conversions import Frame
 from dpt_ros.evaluation import make_sequence, oracle_model, OracleDepth
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import synthetic_scene
+from dpt_ros.toolkit import write_params_file
 
-from rosutil import backproject_check, Harness, stamp_of  # noqa: I100
+from rosutil import backproject_check, Harness, NodeProcess, stamp_of  # noqa: I100
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -448,3 +452,75 @@ def test_anchor_subscriptions_follow_the_lifecycle(harness):
     assert rig.got('depth/image', rig.frame(s, stamped(0))) is not None
     # anchors.source needs a restart: read-only, refused live.
     assert not node.set_parameters([Parameter('anchors.source', value='points')])[0].successful
+
+
+def readme_wiring(marker):
+    """Return the -r and -p arguments of a command in the README's anchor wiring section."""
+    text = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    section = text[text.index('### Wiring anchors on a robot'):]
+    command = []
+    for line in section[section.index(marker):].splitlines():
+        command.append(line.split('#')[0].rstrip(' \\'))
+        if not line.rstrip().endswith('\\'):
+            break
+    return re.findall(r'-([rp]) (\S+?):=(\S+)', ' '.join(command))
+
+
+def test_realsense_wiring_of_the_readme_in_the_node_process(tmp_path, tiny_depth):
+    """dpt_node started as the README wires a RealSense: metres only once anchors arrive."""
+    wiring = readme_wiring('ros2 run dpt_ros dpt_node')
+    remaps = {a: b for kind, a, b in wiring if kind == 'r'}
+    assert remaps['anchors/depth'] == '/camera/aligned_depth_to_color/image_raw'
+    args = [x for kind, a, b in wiring for x in (f'-{kind}', f'{a}:={b}')]
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                     'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params)] + args)
+    h = Harness().start()
+    try:
+        ns = remaps['__ns']
+        for t in ('depth/image', 'depth/relative'):
+            h.record(f'{ns}/{t}', Image)
+        h.record('/diagnostics', DiagnosticArray)
+        qos = QoSProfile(depth=5)
+        img = h.node.create_publisher(Image, remaps['image'], qos)
+        info = h.node.create_publisher(CameraInfo, remaps['camera_info'], qos)
+        anchors = h.node.create_publisher(
+            Image, remaps['anchors/depth'], QoSProfile(depth=5,
+                                                       reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert h.wait_subscribed(img, 60) and h.wait_subscribed(anchors, 30), node.text()
+        s = synthetic_scene(W, H)
+        pipe = Pipeline(Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu',
+                                          'depth.temporal': False}), log=lambda m: None)
+        rel = pipe.process(Frame(s.rgb, 'rgb8'), None, {'relative'}).arrays['relative']
+        info.publish(conv.camera_info_from_intrinsics(s.intrinsics, stamped(0)))
+        # No anchors yet: relative depth only, never guessed metres.
+        img.publish(conv.image_msg(stamped(0), s.rgb, 'rgb8'))
+        first = conv.stamp_ns(stamped(0))
+        assert h.wait(lambda: any(stamp_of(m) == first
+                                  for m in h.get(f'{ns}/depth/relative')), 30), node.text()
+        # Anchors that follow the model's own output through a known map: the first fit is it.
+        scale, shift = 0.02, 0.05
+        z = np.zeros((H, W), np.float32)
+        pick = np.random.default_rng(6).choice(H * W, 300, replace=False)
+        z.flat[pick] = 1.0 / (scale * rel.flat[pick] + shift)
+        anchors.publish(conv.image_msg(stamped(1), z, '32FC1'))
+        assert h.wait(lambda: any(kv.key == 'anchor_messages' and kv.value == '1' for arr in
+                                  h.get('/diagnostics') for st in arr.status
+                                  for kv in st.values), 15), node.text()
+        img.publish(conv.image_msg(stamped(1), s.rgb, 'rgb8'))
+        second = conv.stamp_ns(stamped(1))
+        assert h.wait(lambda: any(stamp_of(m) == second
+                                  for m in h.get(f'{ns}/depth/image')), 30), node.text()
+        assert not any(stamp_of(m) == first for m in h.get(f'{ns}/depth/image'))
+        depth = conv.image_to_array(next(m for m in h.get(f'{ns}/depth/image')
+                                         if stamp_of(m) == second))
+        want = 1.0 / (scale * rel + shift)
+        ok = np.isfinite(depth)
+        assert ok.mean() > 0.9 and np.allclose(depth[ok], want[ok], rtol=2e-3)
+        assert remaps['anchors/depth'] in node.text()  # the input line names it
+        assert h.wait(lambda: any(kv.value == remaps['anchors/depth'] for arr in
+                                  h.get('/diagnostics') for st in arr.status
+                                  for kv in st.values if kv.key == 'anchors_topic'), 10)
+    finally:
+        h.close()
+        assert node.stop() == 0
