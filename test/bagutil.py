@@ -14,7 +14,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402, I100
 
 from dpt_ros.bag import rosbags as _rosbags  # noqa: E402
 from dpt_ros.bag_sample import (camera_info, header, image, IMAGE_TOPIC,  # noqa: E402, F401
-                                INFO_TOPIC, synthetic_frames, write_bag)
+                                INFO_TOPIC, Stream, synthetic_frames, write_bag,
+                                write_streams)
 
 STORE = _rosbags().store
 T = STORE.types
