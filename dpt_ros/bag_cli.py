@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 import sys
-from typing import List, NoReturn, Optional
+from typing import List, NoReturn, Optional, Sequence
 
 from dpt_ros.bag import BAG_VERSIONS, BagError, BagOptions, compatibility_note, STORAGES
 from dpt_ros.bag_runs import (BagResult, make_jobs, RayOptions, run_bags, SUMMARY,
                               summary_table, totals, write_summary)
 from dpt_ros.config import Config, config_from_flat, ConfigError
 from dpt_ros.models import ModelLoadError
-from dpt_ros.params import config_from_params_file
+from dpt_ros.params import config_from_params_file, parse_camera_list
 
 EXIT_NOTHING_RAN = 101
 MAX_FAILED_EXIT = 100
@@ -44,20 +44,38 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument('output', metavar='OUTPUT',
                     help='the output bag for one input bag; for several inputs or a folder of '
                     'bags, the folder that gets one output bag per input, named after it')
-    ap.add_argument('--image-topic', help='image topic (Image or CompressedImage); '
-                    'auto-detected when the bag has exactly one')
-    ap.add_argument('--camera-info-topic', help='CameraInfo topic; auto-detected')
-    ap.add_argument('--anchors-topic', help='with anchors.source set (depth.mode fitted): the '
-                    'recorded depth image (depth_image) or PointCloud2 (points) topic; '
-                    'auto-detected when the bag has exactly one other of that type')
-    ap.add_argument('--anchors-info-topic', help='CameraInfo of an anchor depth image of '
-                    'another size; auto-detected beside the anchors topic')
+    cams = ap.add_argument_group(
+        'cameras', "One camera by default: the bag's only image topic. For several, repeat "
+        "--image-topic (outputs under each image topic's namespace) or name the cameras like "
+        "the node's `cameras` (outputs under NAMESPACE/C). The other topic options are then "
+        'given once per camera, in the same order, or not at all (auto-detected).')
+    cams.add_argument('--image-topic', action='append', metavar='TOPIC',
+                      help='image topic (Image or CompressedImage) of a camera; repeat it for '
+                      'several cameras; with --cameras, the topic camera C reads instead of '
+                      'C/image (a remap)')
+    cams.add_argument('--cameras', type=parse_camera_list, metavar='C1,C2',
+                      help="override the params file's `cameras` ('front,rear' or "
+                      "'[front, rear]'): camera C reads NAMESPACE/C/image (or image/compressed, "
+                      'or the one image topic in NAMESPACE/C) and NAMESPACE/C/camera_info; '
+                      "'' for one camera")
+    cams.add_argument('--camera-info-topic', action='append', metavar='TOPIC',
+                      help="CameraInfo topic (per camera); auto: the one in the image topic's "
+                      'namespace')
+    cams.add_argument('--anchors-topic', action='append', metavar='TOPIC',
+                      help='with anchors.source set (depth.mode fitted): the recorded depth '
+                      'image (depth_image) or PointCloud2 (points) topic (per camera); with one '
+                      'camera auto-detected when the bag has exactly one other of that type')
+    cams.add_argument('--anchors-info-topic', action='append', metavar='TOPIC',
+                      help='CameraInfo of an anchor depth image of another size (per camera); '
+                      'auto-detected beside the anchors topic')
+    cams.add_argument('--namespace', help="the node's namespace: outputs go to NAMESPACE/... "
+                      "(one camera; default: the image topic's namespace) or NAMESPACE/C/... "
+                      '(named cameras; default: none)')
     ap.add_argument('--params-file', help="the node's params YAML (same file as ros2 launch)")
     ap.add_argument('--node-name', default='dpt', help='node section in the params file')
     ap.add_argument('--model', help='override model.depth (folder or hub id)')
     ap.add_argument('--segmentation', help='override model.segmentation')
     ap.add_argument('--device', help='override model.device')
-    ap.add_argument('--namespace', help="output topic namespace (default: the image topic's)")
     ap.add_argument('--storage', choices=STORAGES, default='sqlite3',
                     help='output storage (default sqlite3: every ROS 2 install plays it; '
                     'Humble needs ros-humble-rosbag2-storage-mcap for mcap)')
@@ -66,10 +84,12 @@ def parser() -> argparse.ArgumentParser:
                     'it; Humble cannot read 9)')
     ap.add_argument('--copy-inputs', action='store_true',
                     help='copy the image and camera_info topics into the output bag')
-    ap.add_argument('--batch', type=int, default=4, help='frames per forward pass')
+    ap.add_argument('--batch', type=int, default=4,
+                    help='most frames per forward pass (of one size, from any camera)')
     ap.add_argument('--start', type=float, default=0.0, help='seconds from the bag start')
     ap.add_argument('--end', type=float, help='seconds from the bag start (exclusive)')
-    ap.add_argument('--every', type=int, default=1, help='process every N-th frame')
+    ap.add_argument('--every', type=int, default=1,
+                    help='process every N-th frame (of each camera)')
     ap.add_argument('--threads', type=int, default=1,
                     help='CPU threads per bag (with --ray: CPUs each task asks for). On the CPU '
                     'the output bytes depend on it: runs with the same value are identical')
@@ -103,22 +123,25 @@ def _ray_flag_first(argv: List[str]) -> List[str]:
     return out
 
 
-def options_from_args(args: argparse.Namespace) -> BagOptions:
-    """Return the per-bag options of the command line."""
+def options_from_args(args: argparse.Namespace, cameras: Sequence[str] = ()) -> BagOptions:
+    """Return the per-bag options of the command line (cameras: the node's `cameras`)."""
     return BagOptions(
-        image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-        anchors_topic=args.anchors_topic, anchors_info_topic=args.anchors_info_topic,
-        namespace=args.namespace, storage=args.storage, version=args.bag_version,
+        image_topics=tuple(args.image_topic or ()),
+        camera_info_topics=tuple(args.camera_info_topic or ()),
+        anchors_topics=tuple(args.anchors_topic or ()),
+        anchors_info_topics=tuple(args.anchors_info_topic or ()), namespace=args.namespace,
+        storage=args.storage, version=args.bag_version,
         copy_inputs=args.copy_inputs, batch=args.batch, start=args.start, end=args.end,
         every=args.every, points=not args.no_points, viewers=not args.no_viewers,
-        threads=args.threads).validate()
+        threads=args.threads).validate(cameras)
 
 
 def build_config(args: argparse.Namespace) -> Config:
     """Config from --params-file (same YAML as the node) plus command-line overrides."""
     overrides = {k: v for k, v in (('model.depth', args.model),
                                    ('model.segmentation', args.segmentation),
-                                   ('model.device', args.device)) if v is not None}
+                                   ('model.device', args.device),
+                                   ('cameras', args.cameras)) if v is not None}
     if args.params_file:
         return config_from_params_file(args.params_file, args.node_name, overrides)
     return config_from_flat(overrides)
@@ -145,6 +168,10 @@ def _print_single(r: BagResult) -> None:
     if r.stages_p50_ms:
         stages = ', '.join(f'{k} {v:.1f}' for k, v in r.stages_p50_ms.items())
         print(f'per-stage p50 (ms): {stages}')
+    if len(r.cameras) > 1:
+        for c in r.cameras:
+            print(f"camera {c['name']}: {c['image_topic']} -> {c['namespace']}/..., "
+                  f"{c['frames']} frames")
     for topic, n in r.topics.items():
         print(f'  {topic}: {n} messages')
     if r.skipped_messages:
@@ -155,9 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of `dpt_bag`."""
     args = parser().parse_args(_ray_flag_first(sys.argv[1:] if argv is None else argv))
     try:
-        opts = options_from_args(args)
-        ray_opts = ray_options(args)
         cfg = build_config(args)
+        opts = options_from_args(args, cfg.cameras)
+        ray_opts = ray_options(args)
         jobs, bad, several = make_jobs(args.inputs, args.output)
         print(f'writing {compatibility_note(opts.storage, opts.version)}', file=sys.stderr)
         results, how = run_bags(jobs, cfg, opts, args.force, ray_opts, not args.quiet,

@@ -65,8 +65,7 @@ class BagResult:
     wall_seconds: float = 0.0                # as the driver saw it (queueing, transfer)
     fps: float = 0.0
     no_camera_info: int = 0
-    image_topic: str = ''
-    camera_info_topic: Optional[str] = None
+    cameras: List[Dict[str, Any]] = field(default_factory=list)  # bag.CameraReport each
     topics: Dict[str, int] = field(default_factory=dict)
     skipped_messages: Dict[str, int] = field(default_factory=dict)
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
@@ -176,11 +175,11 @@ def triage(job: Job, force: bool) -> Optional[BagResult]:
         '--force to replace it'))
 
 
-def expected_frames(job: Job, opts: BagOptions) -> Tuple[int, str]:
+def expected_frames(job: Job, opts: BagOptions, cfg: Config) -> Tuple[int, str]:
     """(frames the bag should give, '') or (0, why it cannot be used), read from its index."""
     try:
         with open_bag(Path(job.src)) as reader:
-            return plan_bag(reader, opts, Path(job.src)).expected_frames, ''
+            return plan_bag(reader, opts, Path(job.src), cfg).expected_frames, ''
     except BagError as exc:
         return 0, str(exc)
 
@@ -218,8 +217,7 @@ def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
         report = process_bag(Path(job.src), staging, opts, pipe, on_frames)
         result.status, result.frames, result.seconds = 'done', report.frames, report.seconds
         result.fps, result.no_camera_info = report.fps, report.no_camera_info
-        result.image_topic, result.camera_info_topic = report.image_topic, \
-            report.camera_info_topic
+        result.cameras = [asdict(c) for c in report.cameras]
         result.topics, result.skipped_messages = report.topics, report.skipped
         result.stages_p50_ms, result.notes = report.stages_p50_ms, report.notes
         _commit(job, opts, staging, result)
@@ -572,7 +570,7 @@ def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
     for job in jobs:
         early = triage(job, force)
         if early is None:
-            n, reason = expected_frames(job, opts)
+            n, reason = expected_frames(job, opts, cfg)
             early = BagResult(job.name, job.src, job.dst, reason=reason) if reason else None
             total += n
         if early is not None:

@@ -122,6 +122,21 @@ class Harness:
         rclpy.try_shutdown(context=self.ctx)
 
 
+def rclpy_message(msg: Any, msgtype: str) -> Any:
+    """Convert a rosbags Image, CompressedImage or CameraInfo to what ros2 bag play publishes."""
+    h = Header(frame_id=msg.header.frame_id,
+               stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec))
+    if msgtype.endswith('CameraInfo'):
+        out = CameraInfo(header=h, height=msg.height, width=msg.width,
+                         distortion_model=msg.distortion_model)
+        out.d, out.k, out.r, out.p = (list(map(float, v)) for v in (msg.d, msg.k, msg.r, msg.p))
+        return out
+    if msgtype.endswith('CompressedImage'):
+        return CompressedImage(header=h, format=msg.format, data=msg.data.tobytes())
+    return Image(header=h, height=msg.height, width=msg.width, encoding=msg.encoding,
+                 is_bigendian=msg.is_bigendian, step=msg.step, data=msg.data.tobytes())
+
+
 def stamp_of(msg: Any) -> int:
     """Stamp of a message in nanoseconds."""
     return conv.stamp_ns(msg.header)

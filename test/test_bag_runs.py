@@ -15,7 +15,8 @@ from dpt_ros import bag_runs
 from dpt_ros.bag_cli import EXIT_NOTHING_RAN, main
 from dpt_ros.bag_runs import MARKER, SUMMARY
 
-from bagutil import empty_bag, read_bag, synthetic_frames, write_bag  # noqa: I100
+from bagutil import (empty_bag, read_bag, Stream, synthetic_frames, write_bag,  # noqa: I100
+                     write_streams)
 
 NS = '/camera/color'
 
@@ -154,12 +155,36 @@ def _tree(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob('*') if p.name != SUMMARY)
 
 
-def test_ray_gives_the_same_bytes_as_serial(tmp_path, params):
+def camera_bags(folder, names):
+    """Write bags of three cameras: two sizes (batched across cameras), three rates."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        write_streams(folder / name, [
+            Stream(synthetic_frames(n, w, w * 3 // 4, t0=10**18 + i * 10**9 + k * 10**6,
+                                    period=period), f'/{cam}/image', f'/{cam}/camera_info')
+            for k, (cam, w, n, period) in enumerate((('front', 48, 4, 10**8),
+                                                     ('rear', 48, 2, 2 * 10**8),
+                                                     ('side', 64, 3, 13 * 10**7)))])
+    return folder
+
+
+@pytest.mark.parametrize('cameras', [(), ('front', 'rear', 'side')],
+                         ids=['one camera', 'three cameras'])
+def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, cameras):
     pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
-    fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c.mcap'], n=4)
+    if cameras:
+        fleet = camera_bags(tmp_path / 'fleet', ['a', 'b', 'c'])
+        args = ['--params-file', params, '--cameras', ','.join(cameras)]
+    else:
+        fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c.mcap'], n=4)
+        args = ['--params-file', params]
     serial, ray_root = tmp_path / 'serial', tmp_path / 'ray'
-    assert run(fleet, serial, '--params-file', params) == 0
-    assert run('--ray', fleet, ray_root, '--params-file', params, '--workers', 2) == 0
+    assert run(fleet, serial, *args) == 0
+    assert run('--ray', fleet, ray_root, *args, '--workers', 2) == 0
+    if cameras:
+        bag = read_bag(serial / 'a')
+        assert {t.split('/')[1] for t in bag} == set(cameras)
+        assert len(bag['/side/points']) == 3 and len(bag['/rear/depth/image']) == 2
     assert _tree(serial) == _tree(ray_root)
     assert sum((serial / rel).is_file() for rel in _tree(serial)) == 9  # 3 x (bag, yaml, marker)
     for rel in _tree(serial):

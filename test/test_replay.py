@@ -9,28 +9,12 @@ from dpt_ros.sample import synthetic_sequence
 from dpt_ros.toolkit import write_params_file
 
 from bagutil import IMAGE_TOPIC, INFO_TOPIC, STORE, write_bag  # noqa: I100
-from rosutil import Harness, NodeProcess, stamp_of
+from rosutil import Harness, NodeProcess, rclpy_message, stamp_of
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from rclpy.qos import QoSProfile  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-
-def to_rclpy(msg, msgtype):
-    """Convert a rosbags message to the rclpy message ros2 bag play would publish."""
-    h = Header(frame_id=msg.header.frame_id,
-               stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec))
-    if msgtype.endswith('CameraInfo'):
-        out = CameraInfo(header=h, height=msg.height, width=msg.width,
-                         distortion_model=msg.distortion_model)
-        out.d, out.k, out.r, out.p = (list(map(float, v)) for v in (msg.d, msg.k, msg.r, msg.p))
-        return out
-    if msgtype.endswith('CompressedImage'):
-        return CompressedImage(header=h, format=msg.format, data=msg.data.tobytes())
-    return Image(header=h, height=msg.height, width=msg.width, encoding=msg.encoding,
-                 is_bigendian=msg.is_bigendian, step=msg.step, data=msg.data.tobytes())
 
 
 def test_replay_with_sim_time_and_loop(tmp_path, tiny_metric):
@@ -63,7 +47,7 @@ def test_replay_with_sim_time_and_loop(tmp_path, tiny_metric):
         for loop in range(2):  # the second pass is the bag looping: the clock jumps back
             for topic, msgtype, t, msg in recorded:
                 clock.publish(Clock(clock=Time(sec=t // 10**9, nanosec=t % 10**9)))
-                pubs[topic].publish(to_rclpy(msg, msgtype))
+                pubs[topic].publish(rclpy_message(msg, msgtype))
                 if topic == INFO_TOPIC:
                     continue
                 want = [s for s in stamps if s <= t][-1]
