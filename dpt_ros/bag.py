@@ -335,14 +335,21 @@ def _pick_info(topics: Dict[str, Any], wanted: Optional[str], img: str,
 
 
 def _pick_anchors(topics: Dict[str, Any], wanted: Optional[str], wanted_info: Optional[str],
-                  source: str, images: Sequence[str],
-                  info: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    """Pick a camera's anchors topic of anchors.source and, for depth images, its camera_info."""
+                  source: str, images: Sequence[str], info: Optional[str],
+                  ns: str) -> Tuple[Optional[str], Optional[str]]:
+    """Pick a camera's anchors topic of anchors.source and, for depth images, its camera_info.
+
+    With several cameras, camera NS reads NS/anchors/depth (or NS/anchors/points) as the
+    node does, unless --anchors-topic names them.
+    """
     if source == 'none':
         return None, None
     if not wanted and len(images) > 1:
-        raise BagError(f'anchors.source is {source} and the bag is read with {len(images)} '
-                       'cameras: give --anchors-topic once per camera, in camera order')
+        wanted = f"{ns}/anchors/{'depth' if source == 'depth_image' else 'points'}"
+        if wanted not in topics:
+            raise BagError(f'anchors.source is {source} and the bag has no {wanted} (the '
+                           f"node's topic for camera {ns}): give --anchors-topic once per "
+                           'camera, in camera order')
     types = (IMAGE,) if source == 'depth_image' else (CLOUD,)
     others = {t: i for t, i in topics.items() if t not in images}
     anchors = _pick(others, wanted, types, 'anchors')
@@ -449,7 +456,7 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
                 opts.camera_info_topics, opts.anchors_topics, opts.anchors_info_topics))
         info = _pick_info(topics, info_topic, img, len(found) > 1)
         anchors, anchors_info = _pick_anchors(topics, anchors_topic, anchors_info_topic,
-                                              cfg.anchors.source, images, info)
+                                              cfg.anchors.source, images, info, ns)
         cameras.append(CameraPlan(name, img, topics[img].msgtype, info, ns, anchors,
                                   anchors_info))
     t0 = reader.start_time

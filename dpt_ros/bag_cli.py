@@ -63,8 +63,9 @@ def parser() -> argparse.ArgumentParser:
                       'namespace')
     cams.add_argument('--anchors-topic', action='append', metavar='TOPIC',
                       help='with anchors.source set (depth.mode fitted): the recorded depth '
-                      'image (depth_image) or PointCloud2 (points) topic (per camera); with one '
-                      'camera auto-detected when the bag has exactly one other of that type')
+                      'image (depth_image) or PointCloud2 (points) topic (per camera); auto: '
+                      'with one camera the only other topic of that type, with several '
+                      "each camera's anchors/depth or anchors/points, as the node")
     cams.add_argument('--anchors-info-topic', action='append', metavar='TOPIC',
                       help='CameraInfo of an anchor depth image of another size (per camera); '
                       'auto-detected beside the anchors topic')

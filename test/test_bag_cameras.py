@@ -276,27 +276,33 @@ def test_each_camera_is_fitted_to_its_own_anchors(tmp_path, tiny_depth, capsys):
             valid = np.isfinite(conv.image_to_array(msg))
             depth = np.where(valid, z, np.nan).astype(np.float32)
             msg.data = np.ascontiguousarray(depth).view(np.uint8).ravel()
-            anchors.append((f'/drivers/{s.image_topic.split("/")[2]}/depth', IMAGE_TYPE,
+            anchors.append((s.image_topic.rsplit('/', 1)[0] + '/anchors/depth', IMAGE_TYPE,
                             stamp + 20 * MS, msg))
     src = tmp_path / 'rig'
     write_streams(src, streams, more=anchors)
+    other = tmp_path / 'other_names'  # rear's anchors under another name
+    write_streams(other, streams, more=[(t.replace('rear/anchors', 'rear'), *m)
+                                        for t, *m in anchors])
     params = tmp_path / 'fitted.yaml'
     params.write_text('/**:\n  ros__parameters:\n    model:\n'
                       f'      depth: {tiny_depth}\n      device: cpu\n'
                       '    depth: {mode: fitted, max: 10000.0, min: 0.0, temporal: false}\n'
                       '    anchors: {source: depth_image, max_age: 0.05}\n')
-    dst = tmp_path / 'out'
-    assert run(src, dst, '--params-file', params, *image_topics(streams)) == 1
-    assert 'give --anchors-topic once per camera' in capsys.readouterr().err
-    assert run(src, dst, '--params-file', params, *image_topics(streams), '--anchors-topic',
-               '/drivers/front/depth', '--anchors-topic', '/drivers/rear/depth') == 0
-    err = capsys.readouterr().err
-    assert "camera 'drivers/rear' (/drivers/rear/image_raw): 4 of 4 frames paired with " \
-        'anchors on /drivers/rear/depth' in err
-    bag = read_bag(dst)
-    for k, s in enumerate(streams):
-        got = bag[s.image_topic.rsplit('/', 1)[0] + '/depth/image']
-        assert len(got) == len(s.frames)
-        for _, m in got:
-            assert np.allclose(conv.image_to_array(m), truth[(k, stamp_ns(m))], rtol=2e-3,
-                               equal_nan=True), (k, stamp_ns(m))
+    # Each camera's anchors/depth, as the node subscribes them, or named per camera.
+    named = ('--anchors-topic', '/drivers/front/anchors/depth', '--anchors-topic',
+             '/drivers/rear/depth')
+    for bag_in, named in ((src, ()), (other, named)):
+        dst = tmp_path / f'out_{bag_in.name}'
+        assert run(bag_in, dst, '--params-file', params, *image_topics(streams), *named) == 0
+        rear = named[-1] if named else '/drivers/rear/anchors/depth'
+        assert "camera 'drivers/rear' (/drivers/rear/image_raw): 4 of 4 frames paired with " \
+            f'anchors on {rear}' in capsys.readouterr().err
+        bag = read_bag(dst)
+        for k, s in enumerate(streams):
+            got = bag[s.image_topic.rsplit('/', 1)[0] + '/depth/image']
+            assert len(got) == len(s.frames)
+            for _, m in got:
+                assert np.allclose(conv.image_to_array(m), truth[(k, stamp_ns(m))],
+                                   rtol=2e-3, equal_nan=True), (k, stamp_ns(m))
+    assert run(other, tmp_path / 'o', '--params-file', params, *image_topics(streams)) == 1
+    assert 'no /drivers/rear/anchors/depth' in capsys.readouterr().err
