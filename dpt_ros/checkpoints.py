@@ -61,9 +61,12 @@ class Checkpoint:
 
     def config_overrides(self) -> Dict[str, Any]:
         """Config fields that turn the preset's architecture into this checkpoint's type."""
-        if self.family == 'depth_anything':
-            return {'depth_estimation_type': self.output, 'max_depth': self.max_depth}
-        return {}
+        if self.family != 'depth_anything':
+            return {}
+        out: Dict[str, Any] = {'depth_estimation_type': self.output}
+        if self.max_depth is not None:  # relative heads keep the config's own (None breaks them)
+            out['max_depth'] = self.max_depth
+        return out
 
 
 _DA2 = 'DINOv2 ViT-{}/14 + DPT head'

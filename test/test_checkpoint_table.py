@@ -94,3 +94,12 @@ def test_bench_times_the_default_architecture_with_random_weights(capsys):
     cpu = row.strip('|').split(' | ')[CPU_COLUMN].strip()
     assert cpu.isdigit() and int(cpu) > 0
     assert checkpoints.main(['--bench', '--ids', 'nobody/nothing']) == 2
+
+
+@pytest.mark.parametrize('hub_id', [c.hub_id for c in checkpoints.CHECKPOINTS
+                                    if c.preset in ('da2-small', 'da1-small')])
+def test_small_rows_build_as_their_own_type_and_run(hub_id):
+    """Each small row's architecture, with its type's config overrides, runs a forward."""
+    c = checkpoints.by_id(hub_id)
+    r = checkpoints.time_forward(c, iters=1, warmup=0, net_input=(28, 28))
+    assert r['ms_p50'] > 0 and r['input'] == [28, 28]
