@@ -203,13 +203,17 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Output QoS (changing these needs a restart)."""
+    """Output QoS (changing these needs a restart) and how outputs are published."""
 
     reliability: str = _opt(
         'reliable', "Reliability of the output topics: 'reliable' or 'best_effort'.",
         choices=OUTPUT_RELIABILITY, read_only=True)
     history_depth: int = _opt(
         2, 'Keep-last depth of the output topics.', lo=1, hi=100, read_only=True)
+    overlap: bool = _opt(
+        True, "true: a frame's outputs are filled and published on their own thread while the "
+        'next frame runs through the model (at most one frame in flight). false: the worker '
+        'publishes before taking the next frame.')
 
 
 @dataclass(frozen=True)

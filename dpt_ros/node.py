@@ -34,6 +34,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 import torch
 
+from dpt_ros import cdr
 from dpt_ros import conversions as conv
 from dpt_ros import outputs
 from dpt_ros.anchors import AnchorError, AnchorInput
@@ -45,13 +46,26 @@ from dpt_ros.models import load_model, ModelLoadError, move_model, resolve_devic
 from dpt_ros.outputs import DEPTH_TASK, EncodeOptions, FRAME_STAGES, SEGMENTATION_TASK
 from dpt_ros.params import param_table, ParamSpec
 from dpt_ros.pipeline import Pipeline
-from dpt_ros.scheduler import Job, Scheduler, Taken
+from dpt_ros.scheduler import Handoff, Job, Scheduler, Taken
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    try:
+        from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
+    except ImportError:
+        SubscriptionEventCallbacks = UnsupportedEventTypeError = None
 
 RCLError = _rclpy.RCLError
 
 _OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
 CLASS_NAMES_PARAM = 'segmentation.class_names'
 _WARN_PERIOD_S = 5.0
+# Transport loss is judged over windows of this many frames (received + lost) per camera.
+_LOSS_WINDOW = 20
+# Frames larger than one UDP datagram travel in fragments: with Fast DDS defaults a
+# best-effort reader between processes loses the whole frame when one fragment is late.
+_LARGE_FRAME_BYTES = 64 * 1024
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -80,7 +94,9 @@ class _Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.received = self.processed = self.dropped = self.errors = 0
-        self.last = (0, 0, 0)  # received, processed, dropped at the last report
+        self.lost = 0  # reported lost in transport by the middleware (message_lost events)
+        self.last = (0, 0, 0, 0)  # received, processed, dropped, lost at the last report
+        self._window = (0, 0)  # received, lost when the current loss window began
         self.last_t = time.monotonic()
         self.stages: Dict[str, Deque[float]] = {s: deque(maxlen=200) for s in FRAME_STAGES}
         self.total: Deque[float] = deque(maxlen=200)
@@ -96,14 +112,29 @@ class _Stats:
             self.total.append(total_ms)
             self.age.append(age_ms)
 
+    def add_lost(self, count: int) -> Optional[Tuple[int, int]]:
+        """Count frames lost in transport; at the end of a loss window return (lost, seen) in it.
+
+        A window ends once _LOSS_WINDOW frames were seen (received + lost) since it began.
+        """
+        with self.lock:
+            self.lost += count
+            rec0, lost0 = self._window
+            lost, seen = self.lost - lost0, self.received - rec0 + self.lost - lost0
+            if seen < _LOSS_WINDOW:
+                return None
+            self._window = (self.received, self.lost)
+            return lost, seen
+
     def report(self) -> Tuple[Dict[str, str], bool]:
         """Rates since the last report, counters and latency; and whether frames go unused."""
         now = time.monotonic()
         with self.lock:
             dt = max(now - self.last_t, 1e-6)
-            rec, proc, drop = self.received, self.processed, self.dropped
-            rates = ((rec - self.last[0]) / dt, (proc - self.last[1]) / dt, drop - self.last[2])
-            self.last, self.last_t = (rec, proc, drop), now
+            rec, proc, drop, lost = self.received, self.processed, self.dropped, self.lost
+            rates = ((rec - self.last[0]) / dt, (proc - self.last[1]) / dt, drop - self.last[2],
+                     lost - self.last[3], rec - self.last[0])
+            self.last, self.last_t = (rec, proc, drop, lost), now
             total = sorted(self.total)
             age = statistics.median(self.age) if self.age else float('nan')
             errors = self.errors
@@ -111,7 +142,9 @@ class _Stats:
             'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
             'frames_received': str(rec), 'frames_processed': str(proc),
             'frames_dropped': str(drop), 'dropped_since_last_report': str(rates[2]),
-            'bad_frames': str(errors), 'latency_p50_ms': f'{_pct(total, 50):.2f}',
+            'frames_lost': str(lost), 'lost_since_last_report': str(rates[3]),
+            'received_since_last_report': str(rates[4]), 'bad_frames': str(errors),
+            'latency_p50_ms': f'{_pct(total, 50):.2f}',
             'latency_p95_ms': f'{_pct(total, 95):.2f}', 'frame_age_p50_ms': f'{age:.2f}',
         }
         return values, bool(rec and not proc)
@@ -160,6 +193,7 @@ class Camera:
         self.pubs: Dict[str, Any] = {}  # output name -> publisher
         self.subs: Dict[str, Any] = {}  # topic -> subscription
         self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
+        self.frame_bytes = 0  # size of the last image received (the loss warning's 'large')
         self.stats = _Stats()
         self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
         self.anchor_topics: Tuple[str, ...] = ()
@@ -203,7 +237,9 @@ class _DptCore:
     unadvertise, free device memory; cleanup: free everything. One worker thread does all
     torch work (loading, moving, every frame): on the CPU a forward from a thread other than
     the one whose OpenMP pool ran the loading is slower, and on CUDA it keeps the current
-    device and stream in one thread.
+    device and stream in one thread. With output.overlap a second thread fills and publishes
+    a batch's outputs while the worker runs the next forward (scheduler.Handoff: one batch in
+    flight, the worker waits for it, nothing queues).
     """
 
     def _init_core(self, pipeline: Optional[Pipeline]) -> None:
@@ -218,6 +254,7 @@ class _DptCore:
         self._cameras: List[Camera] = []
         self._scheduler: Optional[Scheduler] = None
         self._worker: Optional[threading.Thread] = None
+        self._handoff: Optional[Handoff] = None
         self._stage_stats = _Stats()
         self._batch_sizes: Dict[int, int] = {}
         self._timers: List[Any] = []
@@ -302,6 +339,7 @@ class _DptCore:
         self._cfg = self._read_config()
         self._cameras = [Camera(n) for n in (self._cfg.cameras or ('',))]
         self._scheduler = Scheduler([c.name for c in self._cameras])
+        self._handoff = Handoff(on_error=self._publish_failed)
         self._worker = threading.Thread(target=self._work, name='dpt_worker', daemon=True)
         self._worker.start()
         if self._given_pipeline is None:
@@ -318,6 +356,7 @@ class _DptCore:
                                     '(index = value in segmentation/image). Read-only.',
                                     read_only=True))
         self._open_topics()
+        self._handoff.open()
         info = self._pipeline.describe()
         inputs = '; '.join(' + '.join((c.image_topic, c.info_topic) + c.anchor_topics)
                            for c in self._cameras)
@@ -331,6 +370,7 @@ class _DptCore:
         self._close_topics()
         if self._scheduler is not None:
             self._scheduler.clear()
+            # A batch in its forward now is dropped at its hand-off (the Handoff is closed).
             self._in_worker(self._free_device)
 
     def _cleanup(self) -> None:
@@ -411,12 +451,17 @@ class _DptCore:
             torch.cuda.empty_cache()
 
     def _stop_worker(self) -> None:
+        if self._handoff is not None:
+            self._handoff.close()  # wakes a worker waiting to hand a batch over
         if self._scheduler is not None:
             self._scheduler.stop()
         if self._worker is not None and self._worker.is_alive() and \
                 threading.current_thread() is not self._worker:
             self._worker.join(timeout=10.0)
         self._worker = None
+        if self._handoff is not None:
+            self._handoff.stop()
+        self._handoff = None
 
     # ------------------------------------------------------------------ topics and QoS
 
@@ -451,15 +496,21 @@ class _DptCore:
             self._timers.append(self.create_timer(1.0, self._match_publishers, clock=steady))
 
     def _close_topics(self) -> None:
+        """Unsubscribe, finish (or drop) the batch being published, then unadvertise."""
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
         for cam in self._cameras:
             for sub in cam.subs.values():
                 self.destroy_subscription(sub)
+            cam.subs, cam.sub_reliability = {}, {}
+        if self._handoff is not None:
+            # From here on no batch is published: the publishers can go.
+            self._handoff.close()
+        for cam in self._cameras:
             for pub in cam.pubs.values():
                 self.destroy_publisher(pub)
-            cam.subs, cam.pubs, cam.sub_reliability = {}, {}, {}
+            cam.pubs = {}
             cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
         for pub in (self._diag_pub, self._label_pub):
             if pub is not None:
@@ -527,8 +578,26 @@ class _DptCore:
             if old is not None:
                 self.destroy_subscription(old)
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=rel)
-            cam.subs[topic] = self.create_subscription(msg_type, topic, callback, qos)
+            lost = (lambda info: self._on_lost(cam, info)) if topic == cam.image_topic else None
+            cam.subs[topic] = self._create_subscription(msg_type, topic, callback, qos, lost)
             cam.sub_reliability[topic] = rel
+
+    def _create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None],
+                             qos: QoSProfile, on_lost: Optional[Callable[[Any], None]]) -> Any:
+        """Subscribe; with on_lost, also to the middleware's lost-message events if it has them."""
+        if on_lost is not None and SubscriptionEventCallbacks is not None:
+            try:
+                return self.create_subscription(
+                    msg_type, topic, callback, qos,
+                    event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+            except UnsupportedEventTypeError as exc:
+                self.get_logger().debug(
+                    f'{topic}: the middleware does not report lost messages ({exc}); '
+                    'frames_lost stays 0')
+        elif on_lost is not None:
+            self.get_logger().debug(
+                'this rclpy has no SubscriptionEventCallbacks: frames_lost stays 0')
+        return self.create_subscription(msg_type, topic, callback, qos)
 
     def _match_publishers(self) -> None:
         """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""
@@ -563,15 +632,40 @@ class _DptCore:
         if scheduler is None:
             return
         dropped = scheduler.put(cam.name, msg)
+        cam.frame_bytes = len(msg.data)
         with cam.stats.lock:
             cam.stats.received += 1
             cam.stats.dropped += int(dropped)
+
+    def _on_lost(self, cam: Camera, info: Any) -> None:
+        """Count frames the middleware lost; warn once when a large best-effort stream loses most.
+
+        info is rmw_message_lost_status_t (total_count, total_count_change).
+        """
+        window = cam.stats.add_lost(int(info.total_count_change))
+        if window is None or 'transport_loss' in self._warned_once:
+            return
+        lost, seen = window
+        best_effort = cam.sub_reliability.get(cam.image_topic) == ReliabilityPolicy.BEST_EFFORT
+        large = cam.frame_bytes == 0 or cam.frame_bytes >= _LARGE_FRAME_BYTES  # 0: none came
+        if not (best_effort and large and 2 * lost > seen):
+            return
+        self._warned_once.add('transport_loss')
+        size = f'{cam.frame_bytes / 1e6:.1f} MB frames' if cam.frame_bytes else 'no frame arrived'
+        self.get_logger().warning(
+            f'{cam.label}: {lost} of the last {seen} frames on {cam.image_topic} were lost in '
+            f'transport (best-effort subscription, {size}). With Fast DDS defaults most large '
+            'best-effort frames between processes are lost: run the camera driver and this '
+            'node with the shipped profile config/fastdds_large_frames.xml '
+            '(`ros2 launch dpt_ros dpt.launch.py large_frames:=true`, or '
+            'FASTDDS_DEFAULT_PROFILES_FILE), or publish the camera reliable. /diagnostics '
+            'counts them (frames_lost).')
 
     # ------------------------------------------------------------------ worker
 
     def _work(self) -> None:
         """Run jobs and batches on the worker thread until stopped."""
-        scheduler = self._scheduler
+        scheduler, handoff = self._scheduler, self._handoff
         by_name = {c.name: c for c in self._cameras}
         while True:
             item = scheduler.next(lambda: self._cfg.batch.max_size,
@@ -585,7 +679,7 @@ class _DptCore:
             if self._pipeline is None:
                 continue  # frames that arrived just before deactivation
             try:
-                self._handle_batch([(by_name[t.camera], t) for t in item])
+                self._handle_batch([(by_name[t.camera], t) for t in item], handoff)
             except Exception as exc:  # noqa: B902 - the worker must outlive any frame
                 if scheduler.stopped or not self.context.ok():
                     return  # Ctrl-C: rclpy shut the context down while a frame was in flight
@@ -664,7 +758,7 @@ class _DptCore:
                        f'{cam.label}: {exc}')
             return None
 
-    def _handle_batch(self, taken: List[Tuple[Camera, Taken]]) -> None:
+    def _handle_batch(self, taken: List[Tuple[Camera, Taken]], handoff: Handoff) -> None:
         """Decode, run frames of one size and layout as one forward, publish per camera."""
         cfg = self._cfg  # one snapshot for the whole batch
         frames = [f for f in (self._decode(cam, t, cfg) for cam, t in taken) if f is not None]
@@ -685,7 +779,26 @@ class _DptCore:
                 self._batch_sizes[len(group)] = self._batch_sizes.get(len(group), 0) + 1
             for f, result in zip(group, results):
                 self._note_fit(f.cam, result)
+            done = list(zip(group, results))
+            # Fill and publish on the publishing thread while this one runs the next forward
+            # (waits here while the previous batch is still being published).
+            handoff.submit(lambda done=done: self._publish_batch(done, cfg), cfg.output.overlap)
+
+    def _publish_batch(self, done: List[Tuple[_Frame, Any]], cfg: Config) -> None:
+        """Publish every camera's outputs of one forward (publishing thread, or the worker)."""
+        for f, result in done:
+            try:
                 self._publish(f, result, cfg)
+            except Exception:  # noqa: B902 - one camera's failure must not lose the others'
+                if not self.context.ok():
+                    return  # Ctrl-C: rclpy shut the context down while publishing
+                with f.cam.stats.lock:
+                    f.cam.stats.errors += 1
+                self._publish_failed()
+
+    def _publish_failed(self, _exc: Optional[BaseException] = None) -> None:
+        """Warn about a failed publication (inside its except block)."""
+        self._warn('publish', f'publishing failed:\n{traceback.format_exc()}')
 
     def _note_fit(self, cam: Camera, result: Any) -> None:
         """Log when a camera's metres come back after an outage (the stop was warned)."""
@@ -702,11 +815,13 @@ class _DptCore:
         t1 = time.perf_counter()
         encoded = outputs.encode(result, EncodeOptions(cfg.depth.encoding, f.info is not None),
                                  f.want)
-        msgs = [(o.name, conv.fields_to_msg(o.msg_type, fields, header, f.info))
+        # Serialized CDR straight from the arrays (dpt_ros.cdr): rclpy publishes bytes as
+        # they are, without building a message and copying the arrays into it.
+        data = [(cam.pubs[o.name], cdr.fields_to_cdr(o.msg_type, fields, header, f.info))
                 for o, fields in encoded if cam.subscribed(o.name)]
         t2 = time.perf_counter()
-        for name, out in msgs:
-            cam.pubs[name].publish(out)
+        for pub, out in data:
+            pub.publish(out)
         t3 = time.perf_counter()
         timings = dict(result.timings, decode=f.decode_ms, fill=(t2 - t1) * 1e3,
                        publish=(t3 - t2) * 1e3)
@@ -723,8 +838,13 @@ class _DptCore:
         status.hardware_id = values.get('gpu', values.get('device', ''))
         rates = (float(values.get('input_rate_hz', 0)), float(values.get('output_rate_hz', 0)),
                  int(values.get('dropped_since_last_report', 0)))
+        lost, got = int(values.get('lost_since_last_report', 0)), \
+            int(values.get('received_since_last_report', 0))
         status.level = DiagnosticStatus.OK
-        if idle:
+        if lost > got:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'most input frames are lost in transport (frames_lost; see the log)'
+        elif idle:
             status.level = DiagnosticStatus.WARN
             status.message = 'frames arrive but none were processed (no subscribers?)'
         elif values.get('metric_suspended') == 'true':
@@ -812,11 +932,11 @@ class _DptCore:
     # ------------------------------------------------------------------ teardown
 
     def close(self) -> None:
-        """Stop the worker and free the models (idempotent)."""
+        """Stop the worker and the publishing, free the models (idempotent)."""
         for pipe in (self._building, self._pipeline):
             if pipe is not None:
                 pipe.cancel()  # an engine build stops at its next step
-        self._stop_worker()
+        self._stop_worker()  # no batch is published after this: the publishers can go
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None

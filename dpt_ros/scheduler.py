@@ -1,13 +1,14 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What the node's one worker thread runs next: jobs first, then fair batches of camera frames.
+"""What the node's one worker thread runs next, and the hand-off of its results to publishing.
 
 Each camera has one latest-frame slot: a new frame replaces the one waiting (counted as a
 drop), so nothing queues. A batch takes at most one frame per camera, least recently served
 camera first, so a fast camera cannot lock out a slow one. A ready frame may be held up to
 max_wait for frames of other cameras to join its batch. Jobs (load, move to the device, free)
-run on the same thread because all torch work happens there. No rclpy, no torch.
+run on the same thread because all torch work happens there. Handoff publishes a batch on a
+thread of its own while the worker runs the next one, one batch at a time. No rclpy, no torch.
 """
 
 from __future__ import annotations
@@ -147,3 +148,97 @@ class Scheduler:
             self._served[c] = self._batches
             out.append(Taken(c, msg, arrived))
         return out
+
+
+class Handoff:
+    """Publishing of one batch at a time, on its own thread while the worker computes the next.
+
+    submit(fn, overlap=True) hands fn to the publishing thread and returns at once, unless the
+    previous batch is still being published: then the worker waits for it, so at most one
+    batch is published while one is computed and nothing queues. overlap=False runs fn on the
+    caller's thread under the same rules. Nothing runs unless open: close() drops a batch not
+    yet started and waits for the one being published, so the publishers can go after it.
+    """
+
+    def __init__(self, on_error: Callable[[BaseException], None],
+                 name: str = 'dpt_publisher') -> None:
+        self._cond = threading.Condition()
+        self._pending: Optional[Callable[[], None]] = None
+        self._busy = False
+        self._runner: Optional[threading.Thread] = None  # the thread publishing a batch now
+        self._open = False
+        self._stopped = False
+        self._on_error = on_error
+        self.dropped = 0  # batches dropped by close() or handed over while closed
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def open(self) -> None:
+        """Accept batches (the publishers exist)."""
+        with self._cond:
+            self._open = not self._stopped
+
+    def submit(self, fn: Callable[[], None], overlap: bool = True) -> bool:
+        """Publish fn's batch (here or on the publishing thread); False if it was dropped."""
+        with self._cond:
+            while (self._busy or self._pending is not None) and self._open:
+                self._cond.wait()
+            if not self._open:
+                self.dropped += 1
+                return False
+            if overlap:
+                self._pending = fn
+                self._cond.notify_all()
+                return True
+            self._busy = True
+        self._call(fn)
+        return True
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        self._runner = threading.current_thread()
+        try:
+            fn()
+        except Exception as exc:  # noqa: B902 - the publishing thread must outlive any batch
+            self._on_error(exc)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._runner = None
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                fn, self._pending = self._pending, None
+                self._busy = True
+            self._call(fn)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no batch is being published or waiting to be."""
+        with self._cond:
+            return not self._busy and self._pending is None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, drop a batch not yet started, wait for the one being published."""
+        with self._cond:
+            self._open = False
+            if self._pending is not None:
+                self._pending = None
+                self.dropped += 1
+            self._cond.notify_all()
+            if threading.current_thread() is not self._runner:  # not from inside a batch
+                self._cond.wait_for(lambda: not self._busy, timeout)
+
+    def stop(self) -> None:
+        """close(), then end the publishing thread (for good)."""
+        self.close()
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10.0)
