@@ -45,8 +45,7 @@ from dpt_ros.config import BACKENDS, Config
 from dpt_ros.outputs import EncodeOptions, FRAME_STAGES
 from dpt_ros.pipeline import Pipeline
 from dpt_ros.sample import make_random_checkpoint, synthetic_scene
-from dpt_ros.toolkit import (have_rclpy, jsonable, pct, profile_env, pyplot, summary,
-                             write_report)
+from dpt_ros.toolkit import jsonable, pct, profile_env, pyplot, summary, write_report
 
 # Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
 # and as serialized CDR (dpt_ros.cdr); the in-process total counts the bytes path.
@@ -342,8 +341,8 @@ def _backend_row(ran: str, forward: List[float], pipeline: List[float],
 
 def _in_process_publisher() -> Any:
     """Return rclpy publishers to time message fill and publish, or a stand-in (ok False)."""
+    from dpt_ros.dds_client_node import have_rclpy, InProcessPublisher
     if have_rclpy():
-        from dpt_ros.dds_clients import InProcessPublisher
         return InProcessPublisher()
     return argparse.Namespace(ok=False, close=lambda: None)
 
@@ -384,7 +383,7 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     size['best_backend'] = best
     if not ctx.dds or (ctx.smoke and not first):
         return size
-    from dpt_ros.dds_clients import bench_dds
+    from dpt_ros.dds_client_node import bench_dds
     # The node's frame time with that backend: its pipeline plus this run's fill + publish.
     est = backends[best]['pipeline']['p50'] + st['total']['p50'] - st['pipeline']['p50']
     frames = 8 if ctx.smoke else ctx.dds_frames
@@ -447,6 +446,7 @@ def _setup(args: argparse.Namespace) -> Tuple[Path, torch.device, List[str], Dic
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Run every section for every configured model; return the results dict."""
+    from dpt_ros.dds_client_node import have_rclpy
     work, dev, presets, results = _setup(args)
     precision = results['precision']
     iters, warmup = (3, 1) if args.smoke else (args.iters, 2)
@@ -484,7 +484,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
     """Many cameras: one multi-camera node against one node per camera, per model."""
-    from dpt_ros.dds_clients import bench_cameras
+    from dpt_ros.dds_client_node import bench_cameras
     work, dev, presets, results = _setup(args)
     for preset in presets:
         ckpt = checkpoint(preset, work)
@@ -686,7 +686,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.role == BACKEND_ROLE:
         return run_backend(args)
     if args.role:
-        from dpt_ros.dds_clients import PUBLISHER_ROLE, RELAY_ROLE, run_publisher, run_relay
+        from dpt_ros.dds_client_node import PUBLISHER_ROLE, RELAY_ROLE, run_publisher, run_relay
         roles = {PUBLISHER_ROLE: run_publisher, RELAY_ROLE: run_relay}
         if args.role not in roles:
             ap.error(f'unknown --role {args.role}')
@@ -703,6 +703,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cameras:
         if args.cameras < 1 or args.camera_rate <= 0 or args.seconds <= 0:
             ap.error('--cameras, --camera-rate and --seconds must be positive')
+        from dpt_ros.dds_client_node import have_rclpy
         if not have_rclpy():
             ap.error('--cameras runs dpt_node processes over DDS: it needs rclpy (ROS 2)')
         res = run_cameras(args)

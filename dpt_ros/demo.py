@@ -22,7 +22,7 @@ from dpt_ros import outputs
 from dpt_ros.config import Config, DEFAULT_DEPTH_MODEL
 from dpt_ros.conversions import INFO_TYPE
 from dpt_ros.sample import make_random_checkpoint, SampleFrame, synthetic_sequence
-from dpt_ros.toolkit import have_rclpy, profile_env, Saved, say
+from dpt_ros.toolkit import profile_env, Saved, say
 
 _RANDOM_NOTE = ('The output shows that the pipeline runs end to end; it is NOT meaningful '
                 'depth or segmentation.')
@@ -189,10 +189,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     frames = synthetic_sequence(args.frames, args.width, args.height)
     say(f'{args.frames} synthetic frames {args.width}x{args.height} (ray-cast room with exact '
         'depth, made by dpt_ros.sample)')
-    if not args.in_process and have_rclpy():
-        from dpt_ros.dds_clients import run_through_node  # imports rclpy
+    from dpt_ros import dds_client_node  # its rclpy imports wait until it talks DDS
+    if not args.in_process and dds_client_node.have_rclpy():
         say('running the frames through the real node (dpt_node over DDS)')
-        results, stages = run_through_node(frames, depth, seg, args.device, args.timeout)
+        results, stages = dds_client_node.run_through_node(frames, depth, seg, args.device,
+                                                           args.timeout)
         where = 'dpt_node /diagnostics, p50'
     else:
         if not args.in_process:

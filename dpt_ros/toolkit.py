@@ -27,16 +27,6 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def have_rclpy() -> bool:
-    """Return True when rclpy and the message packages import (a ROS 2 is there)."""
-    try:
-        import rclpy  # noqa: F401
-        from sensor_msgs.msg import Image  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def packaged_config(name: str) -> Optional[Path]:
     """Find a file of this package's config/ folder (installed share/ or a source checkout)."""
     candidates = [Path(__file__).resolve().parents[1] / 'config' / name,

@@ -1,11 +1,12 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""DDS clients of the tools: camera publishers and output subscribers around a dpt_node process.
+"""The tools' DDS client nodes: camera publishers and output subscribers around dpt_node.
 
-dpt_demo and dpt_bench use them to drive the real node exactly as a robot does. Like node.py
-this module talks DDS through rclpy; it imports rclpy inside its functions, so the rest of
-dpt_ros imports and runs without ROS.
+dpt_demo and dpt_bench use them to drive the real node exactly as a robot does (and the
+benchmark's relay process, its transport floor). Like node.py this module talks DDS through
+rclpy; it imports rclpy inside its functions, so the tools import it, and the rest of dpt_ros
+runs, without ROS (have_rclpy says whether a ROS 2 is there).
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ from dpt_ros.toolkit import (node_command, profile_env, Saved, say, stop_process
 
 PUBLISHER_ROLE = 'publisher'
 RELAY_ROLE = 'relay'
+
+
+def have_rclpy() -> bool:
+    """Return True when rclpy and the message packages import (a ROS 2 is there)."""
+    try:
+        import rclpy  # noqa: F401
+        from sensor_msgs.msg import Image  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class InProcessPublisher:
