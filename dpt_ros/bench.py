@@ -14,9 +14,10 @@ Sections, all measured in one run on one device:
   naive    the way typical wrappers are written: DPTImageProcessor + model +
            post_process_depth_estimation + a point cloud built with Python lists;
   dds      publisher process -> dpt_node process (fastest backend) -> this process over
-           real DDS: end-to-end latency (receive - stamp) and sustained throughput; then a
-           relay process in the node's place (prebuilt depth + cloud of the same sizes, no
-           model) gives this run's transport floor.
+           real DDS, the node as deployed (CDR bytes, output.overlap on): end-to-end latency
+           (receive - stamp) and sustained throughput, then throughput again with
+           output.overlap off; then a relay process in the node's place (prebuilt depth +
+           cloud of the same sizes, no model) gives this run's transport floor.
 Start-up work (engine build or load, compile and CUDA-graph capture, cuDNN autotuning) is
 done by Pipeline.prepare before any timing, in every process.
 Writes results.json, results.md and latency.png to --out.
@@ -568,6 +569,9 @@ def markdown(res: Dict[str, Any]) -> str:
                             f"({d['latency']['received']}/{d['latency']['sent']} at "
                             f"{d['latency']['rate_hz']:.1f} Hz); sustained "
                             f"{d['throughput']['fps']:.2f} frames/s")
+                    if 'throughput_no_overlap' in d:
+                        line += (f" with `output.overlap` on, "
+                                 f"{d['throughput_no_overlap']['fps']:.2f} off")
                     if 'forward_bare_pooled_p50' in d:
                         before = d.get('forward_bare_before', r['forward_bare'])['p50']
                         line += (f"; bare forward p50 {before:.1f} ms before "

@@ -199,6 +199,21 @@ class Client:
         """Spin for a while (let messages in flight arrive)."""
         self.spin_until(lambda: False, seconds, step=step)
 
+    def set_parameters(self, node: str, values: Dict[str, Any], timeout: float = 30.0) -> bool:
+        """Set parameters of a running node (fully qualified name) through its service."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+        cli = self.node.create_client(SetParameters, f'{node}/set_parameters')
+        try:
+            if not cli.wait_for_service(timeout_sec=timeout):
+                return False
+            fut = cli.call_async(SetParameters.Request(parameters=[
+                Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
+            self.spin_until(fut.done, timeout)
+            return fut.done() and all(r.successful for r in fut.result().results)
+        finally:
+            self.node.destroy_client(cli)
+
     def close(self) -> None:
         """Stop spinning and shut the context down."""
         self.executor.shutdown()
@@ -263,6 +278,8 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
               relay: bool = False) -> Dict[str, Any]:
     """Measure publisher process -> dpt_node process -> this process latency, throughput.
 
+    The node runs as deployed (outputs published as CDR bytes, output.overlap on); its
+    throughput is then measured again with output.overlap off (set live, same process).
     With relay, the same publisher and subscriber then time a relay process in the node's
     place (run_relay): the transport floor of this run, reported beside the node's figures.
     """
@@ -306,9 +323,14 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
         latency['node_p50_ms'] = node_stages(diags)
         # Throughput: faster than the node can go; it keeps the newest frame.
         thr_rate = min(60.0, 2500.0 / max(est_ms, 1.0))
+        thr_frames = max(frames, int(thr_rate * 4))
         throughput = _latency_phase(client, arrivals, kinds, ns, width, height, thr_rate,
-                                    max(frames, int(thr_rate * 4)), settle, env)
+                                    thr_frames, settle, env)
         throughput['node_p50_ms'] = node_stages(diags)
+        sequential = None
+        if client.set_parameters(f'{ns}/dpt', {'output.overlap': False}):
+            sequential = _latency_phase(client, arrivals, kinds, ns, width, height, thr_rate,
+                                        thr_frames, settle, env)
         stop_process(node)
         if relay:
             node = _start_relay(ns, width, height, env)
@@ -326,9 +348,12 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
         shutil.rmtree(tmp, ignore_errors=True)
     log(f'    dds {width}x{height} ({backend}): e2e p50 {latency["latency"]["p50"]:.1f} ms '
         f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps'
+        + (f' ({sequential["fps"]:.2f} without overlap)' if sequential else '')
         + (f', relay floor p50 {floor["latency"]["p50"]:.1f} ms' if floor else ''))
     out = {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,
            'segmentation': bool(seg), 'backend': backend}
+    if sequential is not None:
+        out['throughput_no_overlap'] = sequential
     if floor is not None:
         out['relay'] = floor
     return out

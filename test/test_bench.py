@@ -50,6 +50,7 @@ def test_bench_smoke(tmp_path, record_figure):
         assert d['latency']['received'] >= 0.75 * d['latency']['sent']
         assert d['latency']['latency']['p50'] > 0 and math.isfinite(d['ratio_e2e_vs_forward'])
         assert d['throughput']['fps'] > 0 and d['backend'] == r['best_backend']
+        assert d['throughput_no_overlap']['fps'] > 0  # output.overlap set off, live
         fp = stages['fill_publish']
         assert fp['message']['p50'] > 0 and fp['bytes']['p50'] > 0
         floor = d['relay']
@@ -60,7 +61,7 @@ def test_bench_smoke(tmp_path, record_figure):
     assert 'bare forward' in md and 'naive wrapper' in md and 'lower' in md
     assert '| backend (alone in its process) |' in md or len(backends) == 1
     if have_ros:
-        assert 'bytes path' in md and 'transport floor' in md
+        assert 'bytes path' in md and 'transport floor' in md and 'output.overlap' in md
     if (out / 'latency.png').exists():
         assert (out / 'latency.png').read_bytes()[:4] == b'\x89PNG'
     else:
