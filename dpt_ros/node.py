@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 import gc
+import os
 import signal
 import statistics
 import sys
@@ -652,14 +653,17 @@ class _DptCore:
             return
         self._warned_once.add('transport_loss')
         size = f'{cam.frame_bytes / 1e6:.1f} MB frames' if cam.frame_bytes else 'no frame arrived'
+        profile = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or \
+            os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+        fix = (f'this node runs with the Fast DDS profile {profile}: run the camera driver '
+               'with it too' if profile else 'run the camera driver and this node with the '
+               'shipped profile config/fastdds_large_frames.xml (`ros2 launch dpt_ros '
+               'dpt.launch.py large_frames:=true`, or FASTDDS_DEFAULT_PROFILES_FILE)')
         self.get_logger().warning(
             f'{cam.label}: {lost} of the last {seen} frames on {cam.image_topic} were lost in '
             f'transport (best-effort subscription, {size}). With Fast DDS defaults most large '
-            'best-effort frames between processes are lost: run the camera driver and this '
-            'node with the shipped profile config/fastdds_large_frames.xml '
-            '(`ros2 launch dpt_ros dpt.launch.py large_frames:=true`, or '
-            'FASTDDS_DEFAULT_PROFILES_FILE), or publish the camera reliable. /diagnostics '
-            'counts them (frames_lost).')
+            f'best-effort frames between processes are lost: {fix}, or publish the camera '
+            'reliable. /diagnostics counts them (frames_lost).')
 
     # ------------------------------------------------------------------ worker
 
