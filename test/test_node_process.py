@@ -3,6 +3,9 @@
 
 """dpt_node as a separate process started by its executable: --params-file, remaps, exit."""
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -283,6 +286,17 @@ rclpy.try_shutdown()
 """
 
 
+def send_large_frames(harness, reliability, n, env=None):
+    """Send n 1280x720 frames at 10 Hz from a publisher process; record /diagnostics."""
+    harness.record('/diagnostics', DiagnosticArray)
+    pub = subprocess.run(
+        [sys.executable, '-c', PUBLISHER, reliability, str(n)], capture_output=True,
+        text=True, timeout=120, cwd=str(ROOT / 'test'),
+        env=dict(os.environ, PYTHONPATH=str(ROOT / 'test'), **(env or {})))
+    assert pub.returncode == 0 and 'sent' in pub.stdout, pub.stderr
+    time.sleep(1.5)  # the last frames and a /diagnostics report
+
+
 @pytest.mark.parametrize('reliability', ['reliable', 'best_effort'])
 def test_large_frames_cross_process(harness, tmp_path, tiny_metric, reliability):
     """1280x720 rgb8 at 10 Hz from a publisher process reaches the idle node (>= 90 %).
@@ -291,8 +305,6 @@ def test_large_frames_cross_process(harness, tmp_path, tiny_metric, reliability)
     to: with Fast DDS defaults most large best-effort frames between processes are lost
     (FACTS.md: 1 to 40 of 100). Outputs reach a default-QoS subscriber (checked above).
     """
-    import subprocess
-    import sys
     env = {}
     if reliability == 'best_effort':
         env = {'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
@@ -302,13 +314,7 @@ def test_large_frames_cross_process(harness, tmp_path, tiny_metric, reliability)
     node = NodeProcess(['--params-file', str(params)] + remaps(), env=env)
     n = 50
     try:
-        harness.record('/diagnostics', DiagnosticArray)
-        pub = subprocess.run(
-            [sys.executable, '-c', PUBLISHER, reliability, str(n)], capture_output=True,
-            text=True, timeout=120, cwd=str(ROOT / 'test'),
-            env=dict(__import__('os').environ, PYTHONPATH=str(ROOT / 'test'), **env))
-        assert pub.returncode == 0 and 'sent' in pub.stdout, pub.stderr
-        time.sleep(1.5)
+        send_large_frames(harness, reliability, n, env)
         got = int(diagnostics(harness, 'frames_received', 5))
         offered = diagnostics(harness, 'input_topic')
         assert offered == '/camera/color/image_raw'
@@ -326,20 +332,12 @@ def test_transport_loss_is_counted_and_warned_about_once(harness, tmp_path, tiny
     reported lost): every frame is received or reported lost, /diagnostics counts the lost
     ones and one warning names the remedy. A reliable stream loses none and warns nothing.
     """
-    import subprocess
-    import sys
     params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_metric),
                                                      'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)] + remaps())
     n = 60
     try:
-        harness.record('/diagnostics', DiagnosticArray)
-        pub = subprocess.run(
-            [sys.executable, '-c', PUBLISHER, reliability, str(n)], capture_output=True,
-            text=True, timeout=120, cwd=str(ROOT / 'test'),
-            env=dict(__import__('os').environ, PYTHONPATH=str(ROOT / 'test')))
-        assert pub.returncode == 0 and 'sent' in pub.stdout, pub.stderr
-        time.sleep(1.5)
+        send_large_frames(harness, reliability, n)
         got = int(diagnostics(harness, 'frames_received', 5))
         lost = int(diagnostics(harness, 'frames_lost', 5))
     finally:

@@ -87,6 +87,17 @@ def slow_publishing(node, delay_s, started=None):
     return published
 
 
+def depth_from_one_camera(harness):
+    """Record depth/image, send camera_info once; return the image publisher and the scene."""
+    harness.record_outputs(NS, ['depth/image'])
+    img, info = harness.publishers(NS)
+    assert harness.wait_subscribed(img)
+    harness.wait(lambda: False, 1.0)  # the output subscription matched
+    s = synthetic_scene(64, 48)
+    info.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
+    return img, s
+
+
 @pytest.mark.parametrize('models, params', [
     (('tiny_metric', 'tiny_seg'), {'depth.confidence': 'flip', 'depth.encoding': '16UC1'}),
     (('tiny_depth',), {}),
@@ -173,12 +184,7 @@ def test_overlap_hides_a_slow_publish_and_keeps_one_batch_in_flight(harness, tin
                              'output.overlap': False})
     forwards = spy_results(node, delay)
     published = slow_publishing(node, delay)
-    harness.record_outputs(NS, ['depth/image'])
-    img, info = harness.publishers(NS)
-    assert harness.wait_subscribed(img)
-    harness.wait(lambda: False, 1.0)
-    s = synthetic_scene(64, 48)
-    info.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
+    img, s = depth_from_one_camera(harness)
     phases = {}
     sent = []
     for phase, overlap in enumerate((False, True)):
@@ -239,12 +245,7 @@ def test_deactivate_while_publishing_never_publishes_on_destroyed_publishers(har
     warnings = []
     real_warn = node._warn
     node._warn = lambda key, text: (warnings.append(text), real_warn(key, text))
-    harness.record_outputs(NS, ['depth/image'])
-    img, info = harness.publishers(NS)
-    assert harness.wait_subscribed(img)
-    harness.wait(lambda: False, 1.0)
-    s = synthetic_scene(64, 48)
-    info.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
+    img, s = depth_from_one_camera(harness)
     img.publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
     assert publishing.wait(20)  # batch 0 is being published (for 0.5 s)
     img.publish(conv.image_msg(header(2), s.rgb, 'rgb8'))
