@@ -47,14 +47,16 @@ def test_bench_smoke(tmp_path, record_figure):
         assert backends['onnxruntime']['warmup_s'] > 0
     if have_ros:
         d = r['dds']
-        assert d['latency']['received'] >= 0.75 * d['latency']['sent']
+        # Smoke only: how many frames a loaded machine delivers is a benchmark figure, not a
+        # test (the node keeps the newest frame and drops the rest by design).
+        assert 1 <= d['latency']['received'] <= d['latency']['sent']
         assert d['latency']['latency']['p50'] > 0 and math.isfinite(d['ratio_e2e_vs_forward'])
         assert d['throughput']['fps'] > 0 and d['backend'] == r['best_backend']
         assert d['throughput_no_overlap']['fps'] > 0  # output.overlap set off, live
         fp = stages['fill_publish']
         assert fp['message']['p50'] > 0 and fp['bytes']['p50'] > 0
         floor = d['relay']
-        assert floor['received'] >= 0.75 * floor['sent'] and floor['latency']['p50'] > 0
+        assert 1 <= floor['received'] <= floor['sent'] and floor['latency']['p50'] > 0
         assert math.isfinite(d['ratio_node_share_vs_inprocess_overhead'])
         assert r['dds_segmentation']['latency']['received'] > 0
     md = (out / 'results.md').read_text()
