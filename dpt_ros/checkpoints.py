@@ -147,7 +147,7 @@ def _mode_text(c: Checkpoint) -> str:
         return 'refused at start-up (not implemented)'
     if c.output == 'metric':
         return f'`{c.depth_mode}` (metric)'
-    return f'`{c.depth_mode}`; metres: `affine_inverse` with a fitted scale and shift'
+    return f'`{c.depth_mode}`; metres: `fitted` with sparse anchors (or `affine_inverse`)'
 
 
 def markdown_table(cpu_ms: Optional[Dict[str, float]] = None) -> str:
