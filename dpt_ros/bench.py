@@ -483,6 +483,56 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return results
 
 
+def other_size(width: int, height: int) -> Tuple[int, int]:
+    """Return a second camera resolution of another aspect ratio (mixed-sizes figures)."""
+    return (640, 480) if (width, height) == (1280, 720) else (1280, 720)
+
+
+def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
+                   sizes: List[Tuple[int, int]], iters: int = 3, warmup: int = 1
+                   ) -> Dict[str, Any]:
+    """Time the network alone: what batching cameras buys, and what padding would cost.
+
+    same: `cameras` frames of sizes[0] as one batch vs one forward each (the node batches
+    frames of one size). mixed: one frame of each of sizes[0] and sizes[1] as the node runs
+    them (one forward per frame size) vs one batch padded to the largest network input (the
+    alternative the node does not take; it would also change what the model sees).
+    """
+    pipe, _ = make_pipeline(ckpt, device, precision)
+    m = pipe.depth_model
+
+    def timed(fn: Callable[[], Any]) -> float:
+        times = []
+        for i in range(warmup + iters):
+            pipe.synchronize()
+            t = time.perf_counter()
+            fn()
+            pipe.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1e3)
+        return float(np.median(times))
+
+    try:
+        pvs = [pipe.pixel_values(m, conv.Frame(synthetic_scene(w, h).rgb, 'rgb8'))
+               for w, h in sizes[:2]]
+        a, b = pvs
+        batch = a.expand(cameras, *a.shape[1:]).contiguous()
+        single_ms = timed(lambda: [pipe.forward(m, a) for _ in range(cameras)])
+        batch_ms = timed(lambda: pipe.forward(m, batch))
+        hh, ww = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
+        padded = a.new_zeros((2, a.shape[1], hh, ww))
+        separate_ms = timed(lambda: (pipe.forward(m, a), pipe.forward(m, b)))
+        padded_ms = timed(lambda: pipe.forward(m, padded))
+    finally:
+        pipe.close()
+    return {'cameras': cameras, 'sizes': [f'{w}x{h}' for w, h in sizes[:2]],
+            'inputs': [list(a.shape[-2:]), list(b.shape[-2:])], 'padded_input': [hh, ww],
+            'same': {'single_ms': single_ms, 'batch_ms': batch_ms,
+                     'speedup': single_ms / batch_ms},
+            'mixed': {'separate_ms': separate_ms, 'padded_ms': padded_ms,
+                      'padded_vs_separate': padded_ms / separate_ms}}
+
+
 def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
     """Many cameras: one multi-camera node against one node per camera, per model."""
     from dpt_ros.dds_client_node import bench_cameras
@@ -493,7 +543,9 @@ def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
         metric = config.get('depth_estimation_type') == 'metric'
         print(f'{preset}: {args.cameras} cameras {args.width}x{args.height} at '
               f'{args.camera_rate:g} Hz, {args.seconds:g} s')
-        entry = {}
+        entry: Dict[str, Any] = {'batching': bench_batching(
+            ckpt, str(dev), results['precision'], args.cameras,
+            [(args.width, args.height), other_size(args.width, args.height)])}
         for one_node in (True, False):
             r = bench_cameras(ckpt, str(dev), results['precision'], args.cameras, args.width,
                               args.height, args.camera_rate, args.seconds, one_node,
@@ -522,6 +574,18 @@ def markdown_cameras(res: Dict[str, Any]) -> str:
             lines.append(f"| {r['layout']} | {r['rss_mb']:.0f} | {r['fps']:.2f} | {lat} | "
                          f"{got} | {r['min_share']:.2f} |")
         lines.append('')
+        b = entry.get('batching')
+        if b:
+            same, mixed = b['same'], b['mixed']
+            (ha, wa), (hb, wb) = b['inputs']
+            lines += [f"- network alone, {b['cameras']} frames of {b['sizes'][0]} (input "
+                      f"{wa}x{ha}): one batch {same['batch_ms']:.1f} ms vs one forward each "
+                      f"{same['single_ms']:.1f} ms -> batching **{same['speedup']:.2f}x**",
+                      f"- two cameras, {b['sizes'][0]} and {b['sizes'][1]} (inputs {wa}x{ha} "
+                      f"and {wb}x{hb}): one forward per camera size, as the node runs them, "
+                      f"{mixed['separate_ms']:.1f} ms vs one batch padded to "
+                      f"{b['padded_input'][1]}x{b['padded_input'][0]} {mixed['padded_ms']:.1f}"
+                      f" ms -> padding **{mixed['padded_vs_separate']:.2f}x** the time", '']
     return '\n'.join(lines)
 
 

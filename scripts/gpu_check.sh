@@ -87,7 +87,8 @@ ensure() {
     [ "$DRY" = 1 ] || exit 1
   fi
   have tensorrt || pip_get tensorrt 'tensorrt>=10,<12' || true
-  have onnxruntime || pip_get onnxruntime onnxruntime || true
+  # the CUDA build: the CPU-only onnxruntime would make model.backend onnxruntime fall back
+  have onnxruntime || pip_get onnxruntime-gpu onnxruntime-gpu || true
   have rclpy || pip_get 'ROS 2 Jazzy' -r requirements/ros-jazzy.txt || true
   [ "$DRY" = 1 ] || touch "$SITE/.done"
 }
@@ -96,7 +97,7 @@ backends() {  # every model.backend whose runtime imports here, comma-separated
   "$PY" - <<'EOF'
 import importlib.util
 from dpt_ros.config import BACKENDS
-needs = {'tensorrt': 'tensorrt', 'onnxruntime': 'onnxruntime', 'openvino': 'openvino'}
+needs = {'tensorrt': 'tensorrt', 'onnxruntime': 'onnxruntime'}
 print(','.join(b for b in BACKENDS
                if b not in needs or importlib.util.find_spec(needs[b]) is not None))
 EOF

@@ -121,3 +121,19 @@ def test_bench_cameras_smoke(tmp_path):
     assert res['separate']['rss_mb'] > res['one_node']['rss_mb']
     md = (out / 'cameras.md').read_text()
     assert '| one node |' in md and '| 2 nodes |' in md
+
+
+def test_batching_figures_time_what_the_node_runs(tmp_path):
+    """Same-size frames as one batch vs one forward each; mixed sizes vs a padded batch."""
+    from dpt_ros.bench import bench_batching, checkpoint, other_size
+    assert other_size(640, 480) == (1280, 720) and other_size(1280, 720) == (640, 480)
+    ckpt = checkpoint('tiny-depth-anything', tmp_path)
+    r = bench_batching(ckpt, 'cpu', 'fp32', 3, [(640, 480), (1280, 720)], iters=1, warmup=0)
+    # Depth Anything keeps the aspect ratio: the two cameras get different network inputs,
+    # and the padded batch takes the larger of each side.
+    (ha, wa), (hb, wb) = r['inputs']
+    assert ha == hb and wa < wb, r['inputs']
+    assert r['padded_input'] == [max(ha, hb), max(wa, wb)]
+    for section in ('same', 'mixed'):
+        assert all(v > 0 and math.isfinite(v) for v in r[section].values()), r
+    assert r['same']['speedup'] == pytest.approx(r['same']['single_ms'] / r['same']['batch_ms'])
