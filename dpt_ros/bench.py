@@ -137,18 +137,24 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
     return out
 
 
-def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int) -> Dict[str, Any]:
-    """Time the network alone (its backend too) on already-preprocessed pixel_values."""
-    m = pipe.depth_model
-    pv = pipe.pixel_values(m, conv.Frame(rgb, 'rgb8'))
+def timed_ms(pipe: Pipeline, fn: Callable[[], Any], iters: int, warmup: int) -> List[float]:
+    """Milliseconds of each timed call of fn (after warmup calls), the pipeline's GPU work in."""
     times = []
     for i in range(warmup + iters):
         pipe.synchronize()
         t = time.perf_counter()
-        pipe.forward(m, pv)
+        fn()
         pipe.synchronize()
         if i >= warmup:
             times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int) -> Dict[str, Any]:
+    """Time the network alone (its backend too) on already-preprocessed pixel_values."""
+    m = pipe.depth_model
+    pv = pipe.pixel_values(m, conv.Frame(rgb, 'rgb8'))
+    times = timed_ms(pipe, lambda: pipe.forward(m, pv), iters, warmup)
     res = summary(times)
     res['raw'] = times
     res['input'] = list(pv.shape)
@@ -502,20 +508,11 @@ def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
     m = pipe.depth_model
 
     def timed(fn: Callable[[], Any]) -> float:
-        times = []
-        for i in range(warmup + iters):
-            pipe.synchronize()
-            t = time.perf_counter()
-            fn()
-            pipe.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t) * 1e3)
-        return float(np.median(times))
+        return float(np.median(timed_ms(pipe, fn, iters, warmup)))
 
     try:
-        pvs = [pipe.pixel_values(m, conv.Frame(synthetic_scene(w, h).rgb, 'rgb8'))
-               for w, h in sizes[:2]]
-        a, b = pvs
+        a, b = [pipe.pixel_values(m, conv.Frame(synthetic_scene(w, h).rgb, 'rgb8'))
+                for w, h in sizes[:2]]
         batch = a.expand(cameras, *a.shape[1:]).contiguous()
         single_ms = timed(lambda: [pipe.forward(m, a) for _ in range(cameras)])
         batch_ms = timed(lambda: pipe.forward(m, batch))
