@@ -43,14 +43,14 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'dpt_node = dpt_ros.node_entry:main',
-            'dpt_lifecycle_node = dpt_ros.node_entry:lifecycle_main',
-            'dpt_bag = dpt_ros.bag_cli:main',
-            'dpt_bench = dpt_ros.bench:main',
-            'dpt_eval = dpt_ros.evaluation:main',
-            'dpt_demo = dpt_ros.demo:main',
-            'dpt_build_engine = dpt_ros.tensorrt_backend:main',
-            'dpt_checkpoints = dpt_ros.checkpoints:main',
+            'dpt_node = dpt_ros.ros.entry:main',
+            'dpt_lifecycle_node = dpt_ros.ros.entry:lifecycle_main',
+            'dpt_bag = dpt_ros.offline.cli:main',
+            'dpt_bench = dpt_ros.tools.bench:main',
+            'dpt_eval = dpt_ros.tools.evaluation:main',
+            'dpt_demo = dpt_ros.tools.demo:main',
+            'dpt_build_engine = dpt_ros.core.backends.tensorrt:main',
+            'dpt_checkpoints = dpt_ros.tools.checkpoints:main',
         ],
     },
 )

@@ -17,7 +17,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from dpt_ros.params import parse_camera_list
+from dpt_ros.core.params import parse_camera_list
 
 # Argument defaults; test_launch_defaults.py checks them against the node and config/dpt.yaml.
 LAUNCH_DEFAULTS = {

@@ -96,7 +96,7 @@ ensure() {
 backends() {  # every model.backend whose runtime imports here, comma-separated
   "$PY" - <<'EOF'
 import importlib.util
-from dpt_ros.config import BACKENDS
+from dpt_ros.core.config import BACKENDS
 needs = {'tensorrt': 'tensorrt', 'onnxruntime': 'onnxruntime'}
 print(','.join(b for b in BACKENDS
                if b not in needs or importlib.util.find_spec(needs[b]) is not None))
@@ -133,7 +133,7 @@ step_tests() {
   # The files holding the gpu-marked tests (other files need packages such a machine lacks),
   # whole: their CPU-side logic tests run too.
   local files
-  files=$(grep -l 'mark.gpu' test/test_*.py | tr '\n' ' ')
+  files=$(grep -rl --include='test_*.py' 'mark.gpu' test | sort | tr '\n' ' ')
   # shellcheck disable=SC2086
   run "$PY" -m pytest $files -ra -p no:cacheprovider --junitxml="$OUT/tests.xml" 2>&1 \
     | tee "$OUT/tests.txt"
@@ -141,13 +141,13 @@ step_tests() {
 
 step_bench() {  # step_bench PRESET: fp16 (the CUDA default), every backend that runs here
   local preset=$1
-  run "$PY" -m dpt_ros.bench --models "$preset" --backend "$(backends)" --iters "$ITERS" \
+  run "$PY" -m dpt_ros.tools.bench --models "$preset" --backend "$(backends)" --iters "$ITERS" \
     --cuda-flags --work-dir "$WORK/bench" --out "$OUT/bench_${preset%%-*}" 2>&1 \
     | tee "$OUT/bench_${preset%%-*}.txt"
 }
 
 step_flags() {  # fp32 on torch: what cuDNN autotuning and TF32 change
-  run "$PY" -m dpt_ros.bench --models hybrid-depth large-depth --precision fp32 --backend torch \
+  run "$PY" -m dpt_ros.tools.bench --models hybrid-depth large-depth --precision fp32 --backend torch \
     --cuda-flags --no-dds --iters 10 --work-dir "$WORK/bench" --out "$OUT/bench_fp32" 2>&1 \
     | tee "$OUT/bench_fp32.txt"
 }

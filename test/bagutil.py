@@ -1,7 +1,7 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Test bags: written with dpt_ros.bag_sample, read back with rosbags."""
+"""Test bags: written with dpt_ros.tools.bag_sample, read back with rosbags."""
 
 from pathlib import Path
 from typing import Optional
@@ -12,10 +12,10 @@ rosbags = pytest.importorskip('rosbags', reason='rosbags is not installed (requi
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402, I100
 
-from dpt_ros.bag import rosbags as _rosbags  # noqa: E402
-from dpt_ros.bag_sample import (camera_info, header, image, IMAGE_TOPIC,  # noqa: E402, F401
-                                INFO_TOPIC, Stream, synthetic_frames, write_bag,
-                                write_streams)
+from dpt_ros.offline.bag import rosbags as _rosbags  # noqa: E402
+from dpt_ros.tools.bag_sample import (camera_info, header, image, IMAGE_TOPIC,  # noqa: E402, F401
+                                      INFO_TOPIC, Stream, synthetic_frames, write_bag,
+                                      write_streams)
 
 STORE = _rosbags().store
 T = STORE.types

@@ -6,6 +6,7 @@
 import os
 from pathlib import Path
 import random
+import sys
 
 import pytest
 
@@ -21,6 +22,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 os.environ['ROS_PYTHON_CHECK_FIELDS'] = '1'
 
 ROOT = Path(__file__).resolve().parents[1]
+# The shared test helpers (rosutil, bagutil) live beside this file; tests sit in sub-folders.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATA = Path(os.environ.get('DPT_ROS_DATA', ROOT.parent / 'shared' / 'data'))
 
 
@@ -58,7 +61,7 @@ def real_model(request):
 @pytest.fixture(scope='session')
 def checkpoints(tmp_path_factory):
     """Tiny random-weight checkpoints written with save_pretrained, by preset name."""
-    from dpt_ros.sample import make_random_checkpoint
+    from dpt_ros.tools.sample import make_random_checkpoint
     base = tmp_path_factory.mktemp('ckpt')
     made = {}
 

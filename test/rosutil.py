@@ -15,9 +15,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from dpt_ros import conversions as conv
-from dpt_ros import outputs
-from dpt_ros.toolkit import node_command
+from dpt_ros.core import conversions as conv
+from dpt_ros.core import outputs
+from dpt_ros.tools.toolkit import node_command
 
 rclpy = __import__('pytest').importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
 

@@ -1,0 +1,308 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Sparse metric anchors from sensors: depth images and point clouds -> colour-image pixels.
+
+Decoders read any object with the message's fields (rclpy or rosbags messages), like
+dpt_ros.core.conversions; a message that cannot be used raises AnchorError naming the problem.
+AnchorBuffer pairs anchor messages with images by stamp. No rclpy.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+import threading
+from typing import Any, Deque, Optional, Tuple
+
+import numpy as np
+
+from dpt_ros.core.config import AnchorsConfig, parse_extrinsic
+from dpt_ros.core.conversions import _buffer, FrameError, intrinsics_from_camera_info, stamp_ns
+from dpt_ros.core.geometry import Intrinsics
+from dpt_ros.core.metric import Anchors
+
+# Depth image encodings -> (numpy dtype, metres per unit).
+_DEPTH_ENCODINGS = {'16UC1': ('u2', 1e-3), 'mono16': ('u2', 1e-3), '32FC1': ('f4', 1.0)}
+# PointField datatypes usable for x, y, z.
+_FLOAT_FIELDS = {7: 'f4', 8: 'f8'}
+
+
+class AnchorError(ValueError):
+    """An anchor message cannot be used; the message says why."""
+
+
+def _depth_array(msg: Any) -> np.ndarray:
+    """Image (16UC1 mm / 32FC1 m) -> (H, W) float32 metres, NaN where no reading."""
+    enc = str(msg.encoding)
+    if enc not in _DEPTH_ENCODINGS:
+        raise AnchorError(f"anchor depth encoding '{enc}' is not supported: use 16UC1 "
+                          '(millimetres) or 32FC1 (metres).')
+    kind, unit = _DEPTH_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = _buffer(msg.data)
+    row = w * 4 if kind == 'f4' else w * 2
+    if h <= 0 or w <= 0 or step < row or data.size != step * h:
+        raise AnchorError(f'anchor depth image {w}x{h} {enc} with step {step} has {data.size} '
+                          f'bytes; expected step >= {row} and step x height bytes.')
+    order = '>' if msg.is_bigendian else '<'
+    rows = np.ascontiguousarray(data.reshape(h, step)[:, :row])
+    raw = rows.view(order + kind).reshape(h, w)
+    z = raw.astype(np.float32) * np.float32(unit)
+    z[~np.isfinite(z) | (z <= 0)] = np.nan
+    return z
+
+
+def from_depth_image(msg: Any, image_size: Tuple[int, int],
+                     image_intr: Optional[Intrinsics] = None,
+                     anchor_intr: Optional[Intrinsics] = None, max_points: int = 0,
+                     rng: Optional[np.random.Generator] = None) -> Anchors:
+    """Turn a depth image registered to the colour camera into anchors at colour pixels.
+
+    image_size is the colour image's (width, height). A depth image of that size with no
+    camera_info of its own is taken pixel for pixel; otherwise both calibrations are needed
+    and each depth pixel is re-projected through them (same optical frame, other intrinsics).
+    max_points > 0: keep a uniform random subset of that many valid pixels (picked before
+    anything else is computed from them: a dense depth image has hundreds of thousands).
+    """
+    z = _depth_array(msg)
+    h, w = z.shape
+    idx = np.flatnonzero(np.isfinite(z))
+    received = int(idx.size)
+    if received == 0:
+        raise AnchorError(f'anchor depth image ({w}x{h}) has no valid depth (all 0 or NaN).')
+    if 0 < max_points < received:
+        rng = rng if rng is not None else np.random.default_rng()
+        idx = idx[np.sort(rng.choice(received, max_points, replace=False))]
+    vv, uu = np.divmod(idx, w)
+    zz = z.reshape(-1)[idx]
+    same = (w, h) == tuple(image_size)
+    if same and (anchor_intr is None or anchor_intr == image_intr):
+        return Anchors(uu.astype(np.float32), vv.astype(np.float32), zz, received,
+                       stamp_ns(msg.header) * 1e-9)
+    if anchor_intr is None or image_intr is None:
+        which = 'anchors/camera_info' if anchor_intr is None else 'camera_info'
+        raise AnchorError(f'anchor depth image is {w}x{h} but the image is '
+                          f'{image_size[0]}x{image_size[1]}: resampling it needs {which}.')
+    if (anchor_intr.width, anchor_intr.height) != (w, h):
+        raise AnchorError(f'anchors/camera_info is for {anchor_intr.width}x{anchor_intr.height} '
+                          f'but the anchor depth image is {w}x{h}.')
+    x = (uu - anchor_intr.cx) / anchor_intr.fx * zz
+    y = (vv - anchor_intr.cy) / anchor_intr.fy * zz
+    pts = np.stack([x, y, zz], axis=1)
+    return _project(pts, image_intr, received, stamp_ns(msg.header) * 1e-9)
+
+
+def _cloud_xyz(msg: Any) -> np.ndarray:
+    """PointCloud2 -> (N, 3) float64 x, y, z of its finite points; AnchorError if unusable."""
+    fields = {str(f.name): f for f in msg.fields}
+    missing = [n for n in 'xyz' if n not in fields]
+    if missing:
+        raise AnchorError(f"anchor cloud has no {', '.join(missing)} field(s) (fields: "
+                          f"{', '.join(fields) or 'none'}).")
+    h, w = int(msg.height), int(msg.width)
+    ps, rs = int(msg.point_step), int(msg.row_step)
+    data = _buffer(msg.data)
+    if h * w == 0:
+        raise AnchorError('anchor cloud is empty.')
+    formats, offsets = [], []
+    order = '>' if msg.is_bigendian else '<'
+    for n in 'xyz':
+        f = fields[n]
+        kind = _FLOAT_FIELDS.get(int(f.datatype))
+        if kind is None:
+            raise AnchorError(f'anchor cloud field {n} has datatype {int(f.datatype)}; x, y, z '
+                              'must be FLOAT32 or FLOAT64.')
+        if int(f.offset) + int(kind[1]) > ps:
+            raise AnchorError(f'anchor cloud field {n} at offset {int(f.offset)} does not fit '
+                              f'point_step {ps}.')
+        formats.append(order + kind)
+        offsets.append(int(f.offset))
+    if rs < w * ps or data.size < rs * (h - 1) + w * ps:
+        raise AnchorError(f'anchor cloud {w}x{h} (point_step {ps}, row_step {rs}) has '
+                          f'{data.size} bytes of data.')
+    need = rs * h
+    if data.size < need:  # the last row may stop at its last point
+        data = np.concatenate([data, np.zeros(need - data.size, np.uint8)])
+    rows = data[:need].reshape(h, rs)[:, :w * ps]
+    dtype = np.dtype({'names': list('xyz'), 'formats': formats, 'offsets': offsets,
+                      'itemsize': ps})
+    rec = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    xyz = np.stack([rec['x'], rec['y'], rec['z']], axis=1).astype(np.float64)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if xyz.shape[0] == 0:
+        raise AnchorError(f'anchor cloud ({h * w} points) has no finite point.')
+    return xyz
+
+
+def extrinsic_matrix(text: str) -> Optional[np.ndarray]:
+    """anchors.extrinsic -> 4x4 transform (cloud frame -> optical frame), None if empty."""
+    vals = parse_extrinsic(text)
+    if vals is None:
+        return None
+    x, y, z, qx, qy, qz, qw = vals
+    t = np.eye(4)
+    t[:3, :3] = [[1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+                 [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+                 [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]]
+    t[:3, 3] = [x, y, z]
+    return t
+
+
+def from_points(msg: Any, image_intr: Optional[Intrinsics], image_frame: str,
+                extrinsic: Optional[np.ndarray] = None) -> Anchors:
+    """Turn a PointCloud2 into anchors at colour pixels (points behind or outside dropped).
+
+    Without an extrinsic the cloud must be in the image's frame_id; with one, it is taken as
+    the fixed pose of the cloud's frame in the optical frame.
+    """
+    if image_intr is None:
+        raise AnchorError('anchors/points need camera_info to be projected into the image.')
+    frame = str(msg.header.frame_id)
+    if extrinsic is None and frame and image_frame and frame != image_frame:
+        raise AnchorError(f"anchor cloud is in frame '{frame}' but the image in "
+                          f"'{image_frame}': set anchors.extrinsic to the fixed pose of "
+                          f"'{frame}' in the camera optical frame ('0 0 0 0 0 0 1' if they "
+                          'are the same).')
+    xyz = _cloud_xyz(msg)
+    if extrinsic is not None:
+        xyz = xyz @ extrinsic[:3, :3].T + extrinsic[:3, 3]
+    return _project(xyz, image_intr, int(xyz.shape[0]), stamp_ns(msg.header) * 1e-9)
+
+
+def _project(pts: np.ndarray, intr: Intrinsics, received: int, stamp: float) -> Anchors:
+    """Optical-frame points -> pixels (with the camera's distortion) inside the image."""
+    front = pts[:, 2] > 1e-6
+    pts = pts[front]
+    if pts.shape[0] and intr.distorted and intr.distortion_model in (
+            'plumb_bob', 'rational_polynomial', 'equidistant'):
+        import cv2
+        zero = np.zeros(3)
+        obj = pts.reshape(-1, 1, 3).astype(np.float64)
+        if intr.distortion_model == 'equidistant':
+            uv, _ = cv2.fisheye.projectPoints(obj, zero, zero, intr.matrix(),
+                                              np.array(intr.d[:4], np.float64))
+        else:
+            uv, _ = cv2.projectPoints(obj, zero, zero, intr.matrix(),
+                                      np.array(intr.d, np.float64))
+        uv = uv.reshape(-1, 2)
+    else:
+        uv = np.stack([pts[:, 0] / pts[:, 2] * intr.fx + intr.cx,
+                       pts[:, 1] / pts[:, 2] * intr.fy + intr.cy], axis=1)
+    inside = ((uv[:, 0] > -0.5) & (uv[:, 0] < intr.width - 0.5) & (uv[:, 1] > -0.5)
+              & (uv[:, 1] < intr.height - 0.5))
+    return Anchors(uv[inside, 0].astype(np.float32), uv[inside, 1].astype(np.float32),
+                   pts[inside, 2].astype(np.float32), received, stamp)
+
+
+def subsample(a: Anchors, max_points: int, rng: np.random.Generator) -> Anchors:
+    """At most max_points anchors, a uniform random subset (dense depth images)."""
+    if a.z.size <= max_points:
+        return a
+    keep = np.sort(rng.choice(a.z.size, max_points, replace=False))
+    return Anchors(a.u[keep], a.v[keep], a.z[keep], a.received, a.stamp)
+
+
+class AnchorBuffer:
+    """The last anchor messages of one source, for pairing with images by stamp."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._items: Deque[Tuple[int, Any]] = deque(maxlen=size)
+
+    def add(self, msg: Any) -> None:
+        """Keep a message (a stamp far behind the newest clears the buffer: a looping bag)."""
+        t = stamp_ns(msg.header)
+        if self._items and t < self._items[-1][0] - 1_000_000_000:
+            self._items.clear()
+        self._items.append((t, msg))
+
+    def nearest(self, stamp: int, max_age_s: float) -> Optional[Any]:
+        """Return the message nearest in stamp to an image stamp (ns), if within max_age_s."""
+        best, gap = None, max_age_s * 1e9
+        for t, msg in self._items:
+            if abs(t - stamp) <= gap:
+                best, gap = msg, abs(t - stamp)
+        return best
+
+    def __len__(self) -> int:
+        """Messages held."""
+        return len(self._items)
+
+
+class AnchorInput:
+    """One camera's anchor stream: messages kept for pairing, decoded for the frame they pair.
+
+    The node (or the bag tool) hands every anchors/depth, anchors/camera_info or anchors/points
+    message to add() / set_info() and asks for_frame() with each image; decoding happens only
+    for the message that pairs, in the caller's thread (add() may come from another thread).
+    The last decoded message is reused while it stays the nearest (a camera faster than its
+    anchors). Bad messages raise AnchorError there.
+    """
+
+    def __init__(self, source: str, seed: int = 0) -> None:
+        self.source = source
+        self.messages = 0   # anchor messages received
+        self.paired = 0     # frames given usable anchors
+        self.unpaired = 0   # frames with no anchor message within anchors.max_age
+        self.bad = 0        # frames whose paired message could not be used
+        self._lock = threading.Lock()
+        self._buffer = AnchorBuffer()
+        self._info: Optional[Any] = None
+        self._rng = np.random.default_rng(seed)
+        self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
+
+    def add(self, msg: Any) -> None:
+        """Keep an anchors/depth or anchors/points message."""
+        with self._lock:
+            self.messages += 1
+            self._buffer.add(msg)
+
+    def set_info(self, msg: Any) -> None:
+        """Keep the latest anchors/camera_info (for depth images of another resolution)."""
+        with self._lock:
+            self._info = msg
+
+    def for_frame(self, stamp: int, image_size: Tuple[int, int],
+                  image_intr: Optional[Intrinsics], image_frame: str,
+                  cfg: AnchorsConfig) -> Optional[Anchors]:
+        """Anchors for an image (stamp in ns), or None when no message pairs with it.
+
+        AnchorError when the paired message cannot be used (counted in bad).
+        """
+        with self._lock:
+            msg = self._buffer.nearest(stamp, cfg.max_age)
+            info_msg = self._info
+        if msg is None:
+            self.unpaired += 1
+            return None
+        key = (tuple(image_size), image_intr, image_frame, cfg.extrinsic, cfg.max_points)
+        last = self._last
+        if last is not None and last[0] is msg and last[1] is info_msg and last[2] == key:
+            self.paired += 1
+            return last[3]
+        try:
+            a = self._decode(msg, info_msg, image_size, image_intr, image_frame, cfg)
+        except AnchorError:
+            self.bad += 1
+            raise
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+            # Fields that contradict each other in ways the checks above did not foresee.
+            self.bad += 1
+            raise AnchorError(f'undecodable anchor message: {exc!r}') from exc
+        a = subsample(a, cfg.max_points, self._rng)
+        self._last = (msg, info_msg, key, a)
+        self.paired += 1
+        return a
+
+    def _decode(self, msg: Any, info_msg: Optional[Any], image_size: Tuple[int, int],
+                image_intr: Optional[Intrinsics], image_frame: str,
+                cfg: AnchorsConfig) -> Anchors:
+        if self.source == 'depth_image':
+            info = None
+            if info_msg is not None:
+                try:
+                    info = intrinsics_from_camera_info(info_msg)
+                except FrameError as exc:
+                    raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
+            return from_depth_image(msg, image_size, image_intr, info, cfg.max_points,
+                                    self._rng)
+        return from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))

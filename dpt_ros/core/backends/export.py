@@ -1,0 +1,101 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""ONNX export and cache keys shared by the ONNX-based backends (TensorRT, ONNX Runtime, ...).
+
+A loaded model is exported at one fixed input shape; whatever a backend builds from it is
+cached under a key made of the model's weights hash (computed once per loaded model), the
+input shape, the precision, the ONNX opset and the backend's own target (runtime version and
+device). bf16 models are exported in fp32: the TorchScript exporter cannot write bf16
+("ScalarType ComplexDouble is an unexpected tensor scalar type"), and the runtime chooses the
+precision of an fp32 graph itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+import re
+from typing import Tuple, Union
+import warnings
+
+import torch
+
+from dpt_ros.core.models import LoadedModel
+
+ONNX_OPSET = 17
+INPUT_NAME = 'pixel_values'
+OUTPUT_NAME = 'output'
+PRECISION_NAMES = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """Name a torch dtype: 'fp32', 'fp16' or 'bf16'."""
+    return PRECISION_NAMES.get(dtype, 'fp32')
+
+
+def export_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Return the dtype a model of this dtype is exported in (bf16 goes out as fp32)."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
+def eager_module(loaded: LoadedModel) -> torch.nn.Module:
+    """Return the torch module of a loaded model, also when a backend replaced loaded.net."""
+    return loaded.eager if loaded.eager is not None else loaded.net
+
+
+def weights_hash(net: torch.nn.Module) -> str:
+    """SHA-256 over parameter and buffer names, shapes, dtypes and bytes (first 16 hex)."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(f'{name}:{tuple(t.shape)}:{t.dtype}'.encode())
+        flat = t.detach().to('cpu').contiguous().reshape(-1)  # 0-d buffers cannot be viewed
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_hash(loaded: LoadedModel) -> str:
+    """Return the weights hash of a loaded model: computed on first use, then kept on it."""
+    if not loaded.weights_hash:
+        # DPT-Large is ~1 GB of weights: copy to the host and hash once, not per input shape.
+        loaded.weights_hash = weights_hash(eager_module(loaded))
+    return loaded.weights_hash
+
+
+def _slug(text: str) -> str:
+    return re.sub(r'[^A-Za-z0-9.]+', '-', text).strip('-')
+
+
+def cache_key(model: Union[LoadedModel, str], input_shape: Tuple[int, ...], precision: str,
+              target: str, opset: int = ONNX_OPSET) -> str:
+    """File stem for a cached export or engine: target, shape, precision, opset, weights hash.
+
+    model is a LoadedModel (its hash is computed once and kept) or a weights hash string;
+    target names what the artefact is built for, e.g. 'NVIDIA-H100_trt10.3.0' or 'onnx'.
+    """
+    digest = model if isinstance(model, str) else model_hash(model)
+    shape = 'x'.join(str(int(s)) for s in input_shape)
+    return f'dpt_{_slug(target)}_{shape}_{precision}_opset{int(opset)}_{digest}'
+
+
+def export_onnx(net: torch.nn.Module, input_shape: Tuple[int, ...], path: Union[str, Path],
+                dtype: torch.dtype = torch.float32, opset: int = ONNX_OPSET) -> Path:
+    """Export pixel_values -> output (depth or logits) at a fixed shape to ONNX.
+
+    A bf16 request exports an fp32 copy of the module (the model in memory is left as is).
+    """
+    dtype = export_dtype(dtype)
+    params = next(net.parameters())
+    device = params.device
+    if params.dtype != dtype:
+        net = copy.deepcopy(net).to(dtype)
+    net.eval()  # export restores the mode it finds: it must find eval
+    dummy = torch.zeros(input_shape, dtype=dtype, device=device)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer notes on shapes fixed by design
+        torch.onnx.export(net, (dummy,), str(path), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False)
+    return path

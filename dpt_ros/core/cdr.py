@@ -1,0 +1,139 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Serialized CDR of Image, PointCloud2 and CameraInfo straight from result_fields (no rclpy).
+
+rclpy's Publisher.publish also takes the serialized message as `bytes` (Humble and later), on
+the publisher created for the message class. Building those bytes here skips the message
+path's copies (numpy -> array('B') -> C message -> CDR): the big buffer is copied once, by
+bytes.join, into the bytes object that is published. For each (row, fields) of
+outputs.encode: publisher.publish(fields_to_cdr(row.msg_type, fields, header, camera_info)).
+
+The layout is classic CDR (XCDR1) as ROS 2's rmw implementations write it: a 4-byte
+encapsulation header (CDR_LE or CDR_BE), then every primitive aligned to its own size counted
+from the end of that header; strings are a uint32 length including the NUL, the characters
+and the NUL; sequences a uint32 count then the items. Decoders stay in rclpy (tests check
+every output against rclpy.serialization.deserialize_message).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from typing import Any, Dict, List, Sequence
+
+from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
+
+_LITTLE = sys.byteorder == 'little'
+_ORDER = '<' if _LITTLE else '>'
+_ENCAPSULATION = b'\x00\x01\x00\x00' if _LITTLE else b'\x00\x00\x00\x00'  # CDR_LE / CDR_BE
+
+
+class _Writer:
+    """Small fields into a list of byte chunks, tracking the CDR offset for alignment."""
+
+    def __init__(self) -> None:
+        self.chunks: List[Any] = [_ENCAPSULATION]
+        self.pos = 0  # offset from the end of the encapsulation header
+
+    def _align(self, size: int) -> None:
+        pad = -self.pos % size
+        if pad:
+            self.chunks.append(b'\x00' * pad)
+            self.pos += pad
+
+    def raw(self, data: Any, size: int) -> None:
+        self.chunks.append(data)
+        self.pos += size
+
+    def pack(self, fmt: str, *values: Any) -> None:
+        """Write aligned primitives of one size: 'II' two uint32, 'B' one byte, '9d' ..."""
+        size = struct.calcsize(fmt.lstrip('0123456789')[0])
+        self._align(size)
+        self.raw(struct.pack(_ORDER + fmt, *values), struct.calcsize(_ORDER + fmt))
+
+    def string(self, text: str) -> None:
+        encoded = text.encode('utf-8') + b'\x00'
+        self.pack('I', len(encoded))
+        self.raw(encoded, len(encoded))
+
+    def header(self, header: Any) -> None:
+        self.pack('iI', int(header.stamp.sec), int(header.stamp.nanosec))
+        self.string(str(header.frame_id))
+
+    def bytes_sequence(self, data: Any) -> None:
+        view = memoryview(data).cast('B')  # the big buffer: referenced here, copied in join
+        self.pack('I', view.nbytes)
+        self.raw(view, view.nbytes)
+
+    def doubles(self, values: Sequence[float], fixed: int = 0) -> None:
+        values = [float(v) for v in values]
+        if fixed:
+            if len(values) != fixed:
+                raise ValueError(f'expected {fixed} values, got {len(values)}')
+        else:
+            self.pack('I', len(values))
+        if values:
+            self.pack(f'{len(values)}d', *values)
+
+    def getvalue(self) -> bytes:
+        return b''.join(self.chunks)
+
+
+def image_cdr(fields: Dict[str, Any], header: Any) -> bytes:
+    """sensor_msgs/Image CDR from image_fields() output and a std_msgs/Header."""
+    w = _Writer()
+    w.header(header)
+    w.pack('II', int(fields['height']), int(fields['width']))
+    w.string(str(fields['encoding']))
+    w.pack('B', int(fields['is_bigendian']))
+    w.pack('I', int(fields['step']))
+    w.bytes_sequence(fields['data'])
+    return w.getvalue()
+
+
+def pointcloud_cdr(fields: Dict[str, Any], header: Any) -> bytes:
+    """sensor_msgs/PointCloud2 CDR from pointcloud_fields() output and a header."""
+    w = _Writer()
+    w.header(header)
+    w.pack('II', int(fields['height']), int(fields['width']))
+    w.pack('I', len(fields['fields']))
+    for name, offset, datatype, count in fields['fields']:
+        w.string(str(name))
+        w.pack('I', int(offset))
+        w.pack('B', int(datatype))
+        w.pack('I', int(count))
+    w.pack('B', int(bool(fields['is_bigendian'])))
+    w.pack('II', int(fields['point_step']), int(fields['row_step']))
+    w.bytes_sequence(fields['data'])
+    w.pack('B', int(bool(fields['is_dense'])))
+    return w.getvalue()
+
+
+def camera_info_cdr(info: Any, header: Any) -> bytes:
+    """sensor_msgs/CameraInfo CDR: a received CameraInfo's content under another header."""
+    w = _Writer()
+    w.header(header)
+    w.pack('II', int(info.height), int(info.width))
+    w.string(str(info.distortion_model))
+    w.doubles(info.d)
+    w.doubles(info.k, 9)
+    w.doubles(info.r, 9)
+    w.doubles(info.p, 12)
+    w.pack('II', int(info.binning_x), int(info.binning_y))
+    roi = info.roi
+    w.pack('IIII', int(roi.x_offset), int(roi.y_offset), int(roi.height), int(roi.width))
+    w.pack('B', int(bool(roi.do_rectify)))
+    return w.getvalue()
+
+
+def fields_to_cdr(msg_type: str, fields: Dict[str, Any], header: Any,
+                  camera_info: Any = None) -> bytes:
+    """Serialize one result_fields entry (the bytes twin of conversions.fields_to_msg)."""
+    if msg_type == INFO_TYPE:
+        return camera_info_cdr(camera_info, header)
+    if msg_type == CLOUD_TYPE:
+        return pointcloud_cdr(fields, header)
+    if msg_type == IMAGE_TYPE:
+        return image_cdr(fields, header)
+    raise ValueError(f"no CDR writer for '{msg_type}'")

@@ -1,0 +1,339 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Image / CompressedImage / CameraInfo / PointCloud2 <-> numpy (message classes only, no rclpy).
+
+Decoders read any object with the message's fields (rclpy messages, rosbags messages); the
+*_fields encoders return plain dicts with numpy data so other writers (bags) can reuse them;
+the *_msg helpers build sensor_msgs classes.
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+import importlib
+import sys
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from dpt_ros.core.geometry import Intrinsics
+
+# encoding -> (channels, numpy dtype, pipeline layout)
+_RAW = {
+    'rgb8': (3, np.uint8, 'rgb8'), 'bgr8': (3, np.uint8, 'bgr8'),
+    'rgba8': (4, np.uint8, 'rgba8'), 'bgra8': (4, np.uint8, 'bgra8'),
+    'mono8': (1, np.uint8, 'mono8'), '8UC1': (1, np.uint8, 'mono8'),
+    'mono16': (1, np.uint16, 'mono16'), '16UC1': (1, np.uint16, 'mono16'),
+}
+# Packed YUV 4:2:2 from USB cameras, converted on the CPU.
+_YUV = {'yuv422': 'UYVY', 'uyvy': 'UYVY', 'yuv422_yuy2': 'YUYV', 'yuyv': 'YUYV'}
+SUPPORTED_ENCODINGS = tuple(_RAW) + tuple(_YUV)
+
+FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
+POINT_STEP = 16
+_LITTLE = sys.byteorder == 'little'
+
+# Message types of the outputs (ROS type names; msg_class gives the rclpy class).
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
+INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+
+
+class FrameError(ValueError):
+    """An input message cannot be used; the message names the problem."""
+
+
+@dataclass
+class Frame:
+    """A decoded camera frame: (H, W, C) pixels (views into the message where possible)."""
+
+    pixels: np.ndarray
+    layout: str
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Columns."""
+        return int(self.pixels.shape[1])
+
+
+def _buffer(data: Any) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def decode_image(msg: Any) -> Frame:
+    """sensor_msgs/Image -> Frame, honouring step padding and is_bigendian; FrameError if bad."""
+    enc = str(msg.encoding)
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise FrameError(f'image is empty ({w}x{h}).')
+    data = _buffer(msg.data)
+    if enc in _YUV:
+        return _decode_yuv(data, h, w, step, enc)
+    if enc not in _RAW:
+        raise FrameError(f"unsupported image encoding '{enc}'; supported: "
+                         f"{', '.join(SUPPORTED_ENCODINGS)} (or use input.transport compressed).")
+    ch, dtype, layout = _RAW[enc]
+    row = w * ch * np.dtype(dtype).itemsize
+    if step < row:
+        raise FrameError(f'image step {step} is smaller than width x pixel size ({row}) for '
+                         f'{w}x{h} {enc}.')
+    if data.size != step * h:
+        raise FrameError(f'image data has {data.size} bytes but step x height is {step * h} '
+                         f'({w}x{h} {enc}, step {step}).')
+    rows = data.reshape(h, step)[:, :row]
+    if dtype == np.uint16:
+        src = np.ascontiguousarray(rows).view('>u2' if msg.is_bigendian else '<u2')
+        px = src.astype(np.uint16, copy=False).reshape(h, w, 1)  # native order; no copy if so
+    else:
+        px = rows.reshape(h, w, ch)
+    return Frame(px, layout)
+
+
+def _decode_yuv(data: np.ndarray, h: int, w: int, step: int, enc: str) -> Frame:
+    import cv2
+    if w % 2 or step < 2 * w or data.size != step * h:
+        raise FrameError(f'{enc} image {w}x{h} with step {step} and {data.size} bytes is '
+                         'inconsistent.')
+    yuv = np.ascontiguousarray(data.reshape(h, step)[:, :2 * w]).reshape(h, w, 2)
+    code = cv2.COLOR_YUV2RGB_UYVY if _YUV[enc] == 'UYVY' else cv2.COLOR_YUV2RGB_YUYV
+    return Frame(cv2.cvtColor(yuv, code), 'rgb8')
+
+
+def decode_compressed(msg: Any) -> Frame:
+    """sensor_msgs/CompressedImage (JPEG/PNG) -> Frame; FrameError for undecodable data."""
+    import cv2
+    data = _buffer(msg.data)
+    if data.size == 0:
+        raise FrameError('compressed image is empty.')
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FrameError(f"compressed image ({data.size} bytes, format '{msg.format}') could not "
+                         'be decoded as JPEG or PNG.')
+    if img.ndim == 2:
+        img = img[:, :, None]
+    ch = img.shape[2]
+    if img.dtype == np.uint16:
+        if ch != 1:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if ch == 4 else cv2.COLOR_BGR2GRAY)
+            img = img[:, :, None]
+        return Frame(img, 'mono16')
+    if img.dtype != np.uint8:
+        raise FrameError(f'compressed image decodes to {img.dtype}, not 8 or 16 bit.')
+    return Frame(img, {1: 'mono8', 3: 'bgr8', 4: 'bgra8'}[ch])
+
+
+def intrinsics_from_camera_info(msg: Any, rectified: bool = True) -> Intrinsics:
+    """sensor_msgs/CameraInfo -> Intrinsics of the published image (binning and ROI applied).
+
+    rectified=True (image_rect): the projection matrix P and no distortion, as image_geometry
+    and depth_image_proc use it; P's Tx/Ty (stereo baseline) are ignored like they do, so
+    points stay in the image's own optical frame. An all-zero P (uncalibrated drivers fill K
+    only) falls back to K, noted in Intrinsics.source. rectified=False (image_raw): K and D.
+    """
+    k = [float(v) for v in msg.k]
+    if len(k) != 9:
+        raise FrameError(f'camera_info K has {len(k)} values, expected 9.')
+    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    model, d, source = str(msg.distortion_model), tuple(float(v) for v in msg.d), 'K'
+    if rectified:
+        p = [float(v) for v in msg.p]
+        if len(p) != 12:
+            raise FrameError(f'camera_info P has {len(p)} values, expected 12.')
+        if any(p[i] != 0.0 for i in (0, 2, 5, 6)):
+            fx, fy, cx, cy = p[0], p[5], p[2], p[6]
+            source = 'P'
+        else:
+            source = 'K (P is empty)'
+        model, d = '', ()
+    bx = int(msg.binning_x) or 1
+    by = int(msg.binning_y) or 1
+    roi = msg.roi
+    full = int(roi.width) == 0 or int(roi.height) == 0
+    x0, y0 = (0, 0) if full else (int(roi.x_offset), int(roi.y_offset))
+    width = int(msg.width) if full else int(roi.width)
+    height = int(msg.height) if full else int(roi.height)
+    return Intrinsics(
+        fx=fx / bx, fy=fy / by, cx=(cx - x0) / bx, cy=(cy - y0) / by,
+        width=width // bx, height=height // by, distortion_model=model, d=d, source=source)
+
+
+# ---------------------------------------------------------------- encoders (plain fields)
+
+def image_fields(arr: np.ndarray, encoding: str) -> Dict[str, Any]:
+    """(H, W[, C]) array -> Image fields (height, width, encoding, is_bigendian, step, data)."""
+    arr = np.ascontiguousarray(arr)
+    h, w = arr.shape[:2]
+    return {'height': h, 'width': w, 'encoding': encoding,
+            'is_bigendian': int(arr.dtype.byteorder == '>' or
+                                (arr.dtype.byteorder == '=' and not _LITTLE)),
+            'step': int(arr.strides[0]), 'data': arr.reshape(-1).view(np.uint8)}
+
+
+def depth_to_encoded(depth: np.ndarray, encoding: str) -> np.ndarray:
+    """Metres with NaN invalid -> 32FC1 float32 (as is) or 16UC1 millimetres (0 invalid)."""
+    if encoding == '32FC1':
+        return depth.astype(np.float32, copy=False)
+    if encoding == '16UC1':
+        mm = np.rint(depth * 1000.0)
+        ok = np.isfinite(mm) & (mm > 0) & (mm <= 65535)
+        return np.where(ok, mm, 0).astype(np.uint16)
+    raise ValueError(f"unknown depth encoding '{encoding}'")
+
+
+def encoded_to_depth(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """Inverse of depth_to_encoded: metres float32 with NaN invalid."""
+    if encoding == '32FC1':
+        return arr.astype(np.float32)
+    out = arr.astype(np.float32) / 1000.0
+    out[arr == 0] = np.nan
+    return out
+
+
+def pointcloud_fields(points: np.ndarray, height: int, width: int,
+                      rgb: bool) -> Dict[str, Any]:
+    """(N, 4) float32 [x, y, z, rgb bits] -> PointCloud2 fields (point_step 16, one buffer).
+
+    Fields are (name, offset, datatype, count): x 0, y 4, z 8 and rgb 12 when rgb is set;
+    without rgb the 4th float is padding, as depth_image_proc's xyz clouds have.
+    """
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    assert pts.ndim == 2 and pts.shape[1] == 4 and pts.shape[0] == height * width
+    names = ('x', 'y', 'z', 'rgb') if rgb else ('x', 'y', 'z')
+    fields = [(n, 4 * i, FLOAT32, 1) for i, n in enumerate(names)]
+    return {'height': int(height), 'width': int(width), 'fields': fields,
+            'is_bigendian': not _LITTLE, 'point_step': POINT_STEP,
+            'row_step': POINT_STEP * int(width), 'data': pts.reshape(-1).view(np.uint8),
+            'is_dense': bool(np.isfinite(pts[:, 2]).all())}
+
+
+# ---------------------------------------------------------------- sensor_msgs builders
+
+def _bytes_array(data: np.ndarray) -> array.array:
+    # array('B') is the type rclpy stores uint8[] in; frombytes is a single memcpy.
+    out = array.array('B')
+    out.frombytes(np.ascontiguousarray(data).data)
+    return out
+
+
+def image_msg(header: Any, arr: np.ndarray, encoding: str) -> Any:
+    """Build a sensor_msgs/Image from an array, with the given header."""
+    return fields_to_msg(IMAGE_TYPE, image_fields(arr, encoding), header)
+
+
+def pointcloud_msg(header: Any, points: np.ndarray, height: int, width: int,
+                   rgb: bool) -> Any:
+    """Build a sensor_msgs/PointCloud2 from (N, 4) float32 points."""
+    return fields_to_msg(CLOUD_TYPE, pointcloud_fields(points, height, width, rgb), header)
+
+
+def camera_info_msg(info: Any, header: Any) -> Any:
+    """Copy a CameraInfo under another header (depth/camera_info)."""
+    from sensor_msgs.msg import CameraInfo
+    out = CameraInfo()
+    for name in ('height', 'width', 'distortion_model', 'd', 'k', 'r', 'p', 'binning_x',
+                 'binning_y', 'roi'):
+        setattr(out, name, getattr(info, name))
+    if header is not None:
+        out.header = header
+    return out
+
+
+def camera_info_from_intrinsics(intr: Intrinsics, header: Any = None) -> Any:
+    """Make a CameraInfo for an ideal pinhole camera (samples, tests, bags without one)."""
+    from sensor_msgs.msg import CameraInfo
+    msg = CameraInfo()
+    if header is not None:
+        msg.header = header
+    # Plain int / float only: Humble's generated setters always assert the Python type, and
+    # numpy scalars (np.float32, np.int64) or an int in a float64 array fail that check.
+    fx, fy, cx, cy = (float(v) for v in (intr.fx, intr.fy, intr.cx, intr.cy))
+    msg.width, msg.height = int(intr.width), int(intr.height)
+    msg.distortion_model = str(intr.distortion_model or 'plumb_bob')
+    msg.d = [float(v) for v in intr.d] or [0.0] * 5
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+# ---------------------------------------------------------------- readers (tools, tests)
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """Any Image this package publishes (rgb8, mono8, mono16/16UC1, 32FC1) -> (H, W[, C])."""
+    if msg.encoding == '32FC1':
+        data = _buffer(msg.data).reshape(msg.height, msg.step)[:, :msg.width * 4]
+        order = '>f4' if msg.is_bigendian else '<f4'
+        return np.ascontiguousarray(data).view(order).astype(np.float32).reshape(
+            msg.height, msg.width)
+    frame = decode_image(msg)
+    px = frame.pixels
+    return px[:, :, 0] if px.shape[2] == 1 else px
+
+
+def read_points(msg: Any) -> np.ndarray:
+    """PointCloud2 -> (height, width) structured array with one column per field."""
+    np_types = {7: 'f4', 8: 'f8', 1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4'}
+    order = '>' if msg.is_bigendian else '<'
+    dtype = np.dtype({'names': [f.name for f in msg.fields],
+                      'formats': [order + np_types[int(f.datatype)] for f in msg.fields],
+                      'offsets': [int(f.offset) for f in msg.fields],
+                      'itemsize': int(msg.point_step)})
+    data = _buffer(msg.data)
+    rows = data.reshape(int(msg.height), int(msg.row_step))[:, :int(msg.width) * msg.point_step]
+    return np.ascontiguousarray(rows).view(dtype).reshape(int(msg.height), int(msg.width))
+
+
+def unpack_rgb(rgb_field: np.ndarray) -> np.ndarray:
+    """Packed float32 'rgb' -> (..., 3) uint8."""
+    bits = np.ascontiguousarray(rgb_field).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=-1).astype(np.uint8)
+
+
+def stamp_ns(header: Any) -> int:
+    """Header stamp as integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def header_tuple(header: Any) -> Tuple[int, str]:
+    """(stamp ns, frame_id) for comparisons in tests and tools."""
+    return stamp_ns(header), str(header.frame_id)
+
+
+# ---------------------------------------------------------------- message types
+
+def msg_class(msg_type: str) -> Any:
+    """ROS type name ('sensor_msgs/msg/Image') -> its rclpy message class."""
+    package, _, name = msg_type.split('/')
+    return getattr(importlib.import_module(f'{package}.msg'), name)
+
+
+def fields_to_msg(msg_type: str, fields: Dict[str, Any], header: Any,
+                  camera_info: Any = None) -> Any:
+    """Build the sensor_msgs message for one encoded output (dpt_ros.core.outputs.encode)."""
+    if msg_type == INFO_TYPE:
+        return camera_info_msg(camera_info, header)
+    if msg_type == CLOUD_TYPE:
+        from sensor_msgs.msg import PointCloud2, PointField
+        msg = PointCloud2()
+        msg.fields = [PointField(name=n, offset=o, datatype=t, count=c)
+                      for n, o, t, c in fields['fields']]
+        for key in ('height', 'width', 'is_bigendian', 'point_step', 'row_step', 'is_dense'):
+            setattr(msg, key, fields[key])
+    else:
+        from sensor_msgs.msg import Image
+        msg = Image()
+        for key in ('height', 'width', 'encoding', 'is_bigendian', 'step'):
+            setattr(msg, key, fields[key])
+    if header is not None:  # None keeps the default Header (assigning None fails on Humble)
+        msg.header = header
+    msg.data = _bytes_array(fields['data'])
+    return msg

@@ -1,0 +1,447 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Metric depth from a relative model: robust scale/shift fits, temporal filter, confidence.
+
+A relative model predicts d, an affine function of inverse depth that changes from frame to
+frame. Per frame we fit `1 / (scale * d + shift)` to sparse metric anchors (RANSAC on
+minimal pairs, then least squares on the inliers, every problem of a batch at once on the
+model's device). Over time a per-source tracker carries the fit forward through the model's
+own frame-to-frame change (a robust affine alignment of d to the previous frame's d), blends
+it with the new anchor fit in log-scale (a scalar Kalman filter with gating of outlier fits),
+holds it for anchors.hold seconds without anchors and then reports no metres at all.
+No rclpy, no message types: numpy and torch only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from dpt_ros.core.config import Config
+
+# RANSAC hypotheses per problem, and how many points score each one.
+_HYPOTHESES = 32
+_SCORE_POINTS = 256
+_REFINE_ITERS = 2
+# Grid points (about) on which frames are aligned to each other (temporal, flip).
+_GRID_POINTS = 1024
+# Log-scale filter: per-frame drift of the carried-forward fit (process noise), the error
+# floor of one anchor fit (a model's low-frequency error does not average out), the gate
+# in standard deviations with a floor, and gated fits in a row before the filter resets.
+_PROCESS_VAR = 0.01 ** 2
+_MEAS_FLOOR_VAR = 0.005 ** 2
+_GATE_SIGMAS = 4.0
+_GATE_MIN = 0.05
+_MAX_GATED = 3
+# relative_inverse with temporal: each frame pulls the aligned output back towards its own
+# values with this measurement variance (gain ~ sqrt(process / this)), so it cannot wander.
+_RELATIVE_PULL_VAR = 0.25
+# Fraction of grid points that must follow the frame-to-frame alignment for it to be used.
+_MIN_ALIGNED = 0.5
+
+
+@dataclass
+class Anchors:
+    """Sparse metric depths at pixels of the colour image (see dpt_ros.core.anchors)."""
+
+    u: np.ndarray          # (N,) column, pixel centres at integers
+    v: np.ndarray          # (N,) row
+    z: np.ndarray          # (N,) metres along the optical axis, > 0
+    received: int = 0      # valid depths in the message (before projection and subsampling)
+    stamp: float = 0.0     # seconds
+
+
+@dataclass
+class FitReport:
+    """What the fit did for one frame (diagnostics, evaluation)."""
+
+    received: int = 0
+    used: int = 0
+    inliers: int = 0
+    scale: float = float('nan')
+    shift: float = float('nan')
+    residual: float = float('nan')   # AbsRel of the fit on its inlier anchors
+    age: float = float('nan')        # seconds since the last accepted anchor fit
+    held: bool = False               # metres from a fit older than this frame
+    metric: bool = False             # metres published for this frame
+    gated: bool = False              # this frame's anchor fit was rejected as an outlier
+    state: str = ''                  # 'fitted', 'held', 'no anchors', 'relative'
+
+
+@dataclass
+class FrameFit:
+    """Per-frame outcome: the map d -> output inverse depth, or None, plus reports."""
+
+    scale: Optional[float]
+    shift: Optional[float]
+    report: FitReport
+    warnings: List[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ the robust fit
+
+def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: float,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Fit s, b with s * d + b = 1 / z for P problems at once, robust to outliers.
+
+    d, z, mask: (P, N); z in metres (> 0 where mask). The residual of a point is the relative
+    inverse-depth error (s * d + b) * z - 1, about the relative depth error. RANSAC on
+    minimal pairs scored by truncated squared residuals (MSAC) on a random subset, then least
+    squares on the points within threshold, twice. Returns (P, 6) float32 on the device:
+    s, b, inliers, AbsRel on the inliers, mean squared residual on the inliers, median d.
+    Problems with fewer than 2 points get NaN s and b.
+    """
+    p, n = d.shape
+    dev = d.device
+    d = d.float()
+    z = torch.where(mask, z.float(), torch.ones_like(d))
+    d = torch.where(mask, d, torch.zeros_like(d))
+    q = 1.0 / z
+    nv = mask.sum(1)
+    # Valid points first (stable), so uniform indices below nv pick valid points only.
+    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
+    span = nv.clamp(min=1).to(torch.float32)
+
+    def pick(k: int) -> torch.Tensor:
+        r = torch.rand((p, k), generator=generator, device=dev)
+        idx = (r * span[:, None]).long().clamp_(max=n - 1)
+        return torch.gather(order, 1, idx)
+
+    pair = pick(2 * _HYPOTHESES).view(p, _HYPOTHESES, 2)
+    dp = torch.gather(d, 1, pair.view(p, -1)).view(p, _HYPOTHESES, 2)
+    qp = torch.gather(q, 1, pair.view(p, -1)).view(p, _HYPOTHESES, 2)
+    dd = dp[..., 0] - dp[..., 1]
+    s_h = (qp[..., 0] - qp[..., 1]) / dd
+    b_h = qp[..., 0] - s_h * dp[..., 0]
+    score = pick(min(n, _SCORE_POINTS))
+    ds = torch.gather(d, 1, score)[:, None, :]
+    zs = torch.gather(z, 1, score)[:, None, :]
+    res = (s_h[..., None] * ds + b_h[..., None]) * zs - 1.0
+    cost = res.square().clamp_(max=threshold * threshold).sum(-1)
+    bad = ~torch.isfinite(cost) | ~(s_h > 0) | (dd.abs() < 1e-12)
+    cost = cost.masked_fill(bad, float('inf'))
+    best = cost.argmin(1, keepdim=True)
+    s = torch.gather(s_h, 1, best).squeeze(1)
+    b = torch.gather(b_h, 1, best).squeeze(1)
+    # No valid hypothesis (e.g. every anchor at one depth): start from the scale alone.
+    none = ~torch.isfinite(torch.gather(cost, 1, best).squeeze(1))
+    s0 = (q * d).sum(1) / (d * d).sum(1).clamp(min=1e-30)
+    s = torch.where(none, s0, s)
+    b = torch.where(none, torch.zeros_like(b), b)
+    dz, zz = d * z, z * z
+    for _ in range(_REFINE_ITERS):
+        res = (s[:, None] * d + b[:, None]) * z - 1.0
+        w = (mask & (res.abs() < threshold)).to(torch.float32)
+        sdd = (w * dz * dz).sum(1)
+        sd = (w * dz * z).sum(1)
+        szz = (w * zz).sum(1)
+        sdz = (w * dz).sum(1)
+        sz = (w * z).sum(1)
+        det = sdd * szz - sd * sd
+        # A narrow spread of d leaves the shift undetermined (in float32): scale only.
+        ok = det > 1e-5 * sdd * szz
+        s_ls = (sdz * szz - sd * sz) / det
+        b_ls = (sdd * sz - sd * sdz) / det
+        s_new = torch.where(ok, s_ls, sdz / sdd.clamp(min=1e-30))
+        b_new = torch.where(ok, b_ls, torch.zeros_like(b))
+        keep = (w.sum(1) < 2) | ~torch.isfinite(s_new) | ~torch.isfinite(b_new)
+        s = torch.where(keep, s, s_new)
+        b = torch.where(keep, b, b_new)
+    res = (s[:, None] * d + b[:, None]) * z - 1.0
+    inl = mask & (res.abs() < threshold)
+    cnt = inl.sum(1).to(torch.float32)
+    absrel = torch.where(inl, (res / (1.0 + res)).abs(), torch.zeros_like(res)).sum(1) / \
+        cnt.clamp(min=1)
+    msr = torch.where(inl, res * res, torch.zeros_like(res)).sum(1) / cnt.clamp(min=1)
+    dmed = torch.where(mask, d, torch.full_like(d, float('nan'))).nanmedian(1).values
+    few = nv < 2
+    s = s.masked_fill(few, float('nan'))
+    b = b.masked_fill(few, float('nan'))
+    return torch.stack([s, b, cnt, absrel, msr, dmed], 1)
+
+
+def grid_of(d: torch.Tensor) -> torch.Tensor:
+    """Flattened strided samples of (H, W) maps (..., H, W) -> (..., n), about _GRID_POINTS."""
+    h, w = d.shape[-2:]
+    step = max(1, int(round(math.sqrt(h * w / _GRID_POINTS))))
+    return d[..., step // 2::step, step // 2::step].reshape(*d.shape[:-2], -1)
+
+
+# ------------------------------------------------------------------ per-source tracking
+
+@dataclass
+class _Track:
+    """What one frame source remembers between frames."""
+
+    grid: Optional[torch.Tensor] = None   # previous frame's d on the grid
+    shape: Tuple[int, int] = (0, 0)
+    scale: float = float('nan')           # previous map d -> output inverse depth
+    shift: float = float('nan')
+    var: float = 0.0                      # log-scale variance of that map
+    has_map: bool = False
+    last_fit: Optional[float] = None      # stamp of the last accepted anchor fit
+    last_stamp: Optional[float] = None
+    lost: bool = True                     # no metres (before the first fit, or after hold)
+    warned: bool = False                  # the 'no metres' warning of this outage was given
+    gated_run: int = 0
+    report: FitReport = field(default_factory=FitReport)
+
+
+class MetricTracker:
+    """Per-source scale/shift state: fits anchors, filters over time, holds, gives up."""
+
+    def __init__(self, device: torch.device, seed: int = 0) -> None:
+        self.device = device
+        self._gen = torch.Generator(device=device).manual_seed(seed)
+        self._tracks: Dict[str, _Track] = {}
+
+    def reset(self, source: Optional[str] = None) -> None:
+        """Forget one source's history (or every source's)."""
+        if source is None:
+            self._tracks.clear()
+        else:
+            self._tracks.pop(source, None)
+
+    def report(self, source: str = '') -> FitReport:
+        """Return the last report of a source (an empty one if it has none)."""
+        t = self._tracks.get(source)
+        return t.report if t is not None else FitReport()
+
+    def sources(self) -> List[str]:
+        """Return the sources seen so far."""
+        return list(self._tracks)
+
+    # -------------------------------------------------------------- batch entry point
+
+    def run(self, d: torch.Tensor, anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
+            stamps: Sequence[float], cfg: Config, fitted: bool,
+            flipped: Optional[torch.Tensor] = None) -> Tuple[List[FrameFit],
+                                                             Optional[torch.Tensor]]:
+        """Fit a batch of (B, H, W) relative inverse depth maps; frames in time order.
+
+        fitted: anchors give metres (depth.mode fitted); else only the temporal alignment of
+        relative output runs (when depth.temporal). flipped: the mirrored frames' output,
+        already flipped back, for the confidence map. Returns one FrameFit per frame and
+        the (B, H, W) confidence (None without flipped).
+        """
+        b, h, w = d.shape
+        temporal = cfg.depth.temporal
+        thr = cfg.anchors.inlier_threshold
+        problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        idx_anchor: List[Optional[int]] = [None] * b
+        idx_align: List[Optional[int]] = [None] * b
+        idx_flip: List[Optional[int]] = [None] * b
+        grids = grid_of(d)
+        for i in range(b):
+            a = anchors[i] if fitted else None
+            if a is not None and len(a.z):
+                idx_anchor[i] = len(problems)
+                problems.append(self._at_anchors(d[i], a))
+            if temporal:
+                prev = self._previous_grid(i, sources, grids, (h, w))
+                if prev is not None:
+                    # Align this frame's d to the previous frame's d: z = 1 / d_prev.
+                    m = torch.isfinite(grids[i]) & torch.isfinite(prev) & (prev > 0)
+                    idx_align[i] = len(problems)
+                    problems.append((grids[i], 1.0 / prev.clamp(min=1e-30), m))
+            if flipped is not None:
+                g, gf = grids[i], grid_of(flipped[i])
+                m = torch.isfinite(g) & torch.isfinite(gf) & (g > 0)
+                idx_flip[i] = len(problems)
+                problems.append((gf, 1.0 / g.clamp(min=1e-30), m))
+        stats = self._solve(problems, thr)
+        out: List[FrameFit] = []
+        for i in range(b):
+            src, t = sources[i], float(stamps[i])
+            anc = stats[idx_anchor[i]] if idx_anchor[i] is not None else None
+            ali = stats[idx_align[i]] if idx_align[i] is not None else None
+            if fitted:
+                received = anchors[i].received if anchors[i] is not None else 0
+                ff = self._step_fitted(src, t, anc, ali, cfg, received,
+                                       int(anc[6]) if anc is not None else 0)
+            else:
+                ff = self._step_relative(src, t, ali, temporal)
+            track = self._tracks[src]
+            track.grid, track.shape = grids[i], (h, w)
+            track.last_stamp = t
+            out.append(ff)
+        conf = None
+        if flipped is not None:
+            conf = self._confidence(d, flipped, [stats[j] for j in idx_flip], out,
+                                    cfg.depth.confidence_tolerance)
+        return out, conf
+
+    def _at_anchors(self, d: torch.Tensor, a: Anchors) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                torch.Tensor]:
+        """Return d at the anchors' nearest pixels, their metres and which are usable."""
+        h, w = d.shape
+        u = torch.as_tensor(np.rint(a.u), dtype=torch.long).to(self.device)
+        v = torch.as_tensor(np.rint(a.v), dtype=torch.long).to(self.device)
+        z = torch.as_tensor(a.z, dtype=torch.float32).to(self.device)
+        inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        da = d.reshape(-1)[v.clamp(0, h - 1) * w + u.clamp(0, w - 1)]
+        return da, z, inside & torch.isfinite(da) & torch.isfinite(z) & (z > 0)
+
+    def _previous_grid(self, i: int, sources: Sequence[str], grids: torch.Tensor,
+                       shape: Tuple[int, int]) -> Optional[torch.Tensor]:
+        for j in range(i - 1, -1, -1):  # an earlier frame of this source in the batch
+            if sources[j] == sources[i]:
+                return grids[j]
+        t = self._tracks.get(sources[i])
+        if t is None or t.grid is None or t.shape != shape:
+            return None
+        return t.grid
+
+    def _solve(self, problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+               thr: float) -> Optional[List[List[float]]]:
+        """Run every problem in one padded batch; one device-to-host copy."""
+        if not problems:
+            return None
+        n = max(1, max(int(p[0].numel()) for p in problems))
+        k = len(problems)
+        d = torch.zeros((k, n), device=self.device)
+        z = torch.ones((k, n), device=self.device)
+        m = torch.zeros((k, n), dtype=torch.bool, device=self.device)
+        for j, (dj, zj, mj) in enumerate(problems):
+            c = int(dj.numel())
+            d[j, :c], z[j, :c], m[j, :c] = dj, zj, mj
+        res = robust_fit(d, z, m, thr, self._gen)
+        res = torch.cat([res, m.sum(1, keepdim=True).to(res.dtype)], 1)
+        return res.tolist()
+
+    # -------------------------------------------------------------- filter steps
+
+    def _track(self, src: str) -> _Track:
+        if src not in self._tracks:
+            self._tracks[src] = _Track()
+        return self._tracks[src]
+
+    @staticmethod
+    def _predict(t: _Track, ali: Optional[List[float]]) -> Optional[Tuple[float, float]]:
+        """Carry the previous map through the model's change: d_prev = s_a * d + b_a."""
+        if ali is None or not t.has_map or not math.isfinite(ali[0]):
+            return None
+        s_a, b_a, inliers, used = ali[0], ali[1], ali[2], ali[6]
+        # Most of the frame must follow one affine map of the previous frame; else it is not
+        # the same view any more (a cut, a jump, frames of another camera): no prediction.
+        if s_a <= 0 or inliers < _MIN_ALIGNED * used:
+            return None
+        return t.scale * s_a, t.scale * b_a + t.shift
+
+    def _step_fitted(self, src: str, stamp: float, anc: Optional[List[float]],
+                     ali: Optional[List[float]], cfg: Config, received: int,
+                     used: int) -> FrameFit:
+        t = self._track(src)
+        if t.last_stamp is not None and stamp < t.last_stamp - 1.0:
+            # Time went backwards (a looping bag): the history is not this frame's past.
+            self._tracks[src] = t = _Track()
+        warnings: List[str] = []
+        rep = FitReport(received=received, used=used)
+        meas = None
+        if anc is not None:
+            s_m, b_m, n_in, absrel, msr, dmed = anc[:6]
+            rep.inliers, rep.residual = int(n_in), absrel
+            if math.isfinite(s_m) and s_m > 0 and n_in >= cfg.anchors.min_count:
+                r = msr / max(n_in, 1.0) + _MEAS_FLOOR_VAR
+                meas = (s_m, b_m, r, dmed)
+        pred = None
+        if t.has_map and not t.lost:
+            # Carried through the model's change when temporal, else the last fit as it was.
+            pred = (self._predict(t, ali) if cfg.depth.temporal else None) or \
+                (t.scale, t.shift)
+        p_var = t.var + _PROCESS_VAR
+        if meas is not None and pred is not None and cfg.depth.temporal:
+            s_m, b_m, r, dmed = meas
+            s_p, b_p = pred
+            # Innovation: log ratio of the two fits' inverse depth at the frame's median d.
+            ratio = (s_m * dmed + b_m) / (s_p * dmed + b_p) if s_p * dmed + b_p > 0 else -1
+            nu = math.log(ratio) if ratio > 0 else float('inf')
+            gate = max(_GATE_SIGMAS * math.sqrt(p_var + r), _GATE_MIN)
+            if abs(nu) > gate and t.gated_run < _MAX_GATED:
+                t.gated_run += 1
+                rep.gated = True
+                meas = None
+            else:
+                if abs(nu) > gate:
+                    p_var = float('inf')  # gated too often: the prediction is what is wrong
+                t.gated_run = 0
+                k = 1.0 if math.isinf(p_var) else p_var / (p_var + r)
+                s_new, b_new = s_p + k * (s_m - s_p), b_p + k * (b_m - b_p)
+                var = r if math.isinf(p_var) else (1 - k) * p_var
+        if meas is not None and (pred is None or not cfg.depth.temporal):
+            s_new, b_new, var = meas[0], meas[1], meas[2]
+            t.gated_run = 0
+        if meas is not None:
+            t.last_fit = stamp
+        elif pred is not None:
+            s_new, b_new, var = pred[0], pred[1], p_var
+        age = stamp - t.last_fit if t.last_fit is not None else float('inf')
+        rep.age = age if math.isfinite(age) else float('nan')
+        if (meas is None and pred is None) or age > cfg.anchors.hold + 1e-6:
+            t.has_map = False
+            if not t.lost or not t.warned:
+                why = (f'no usable anchors for {age:.1f} s (anchors.hold {cfg.anchors.hold} s)'
+                       if math.isfinite(age) else 'no usable anchors yet')
+                warnings.append(f'depth.mode fitted: {why}; publishing no metres (depth/image, '
+                                'points) until anchors return.')
+                t.warned = True
+            t.lost = True
+            rep.state = 'no anchors'
+            t.report = rep
+            return FrameFit(None, None, rep, warnings)
+        if t.lost:
+            t.warned = False
+        t.lost, t.has_map = False, True
+        t.scale, t.shift, t.var = s_new, b_new, var
+        rep.scale, rep.shift, rep.metric = s_new, b_new, True
+        rep.held = meas is None
+        rep.state = 'held' if rep.held else 'fitted'
+        t.report = rep
+        return FrameFit(s_new, b_new, rep, warnings)
+
+    def _step_relative(self, src: str, stamp: float, ali: Optional[List[float]],
+                       temporal: bool) -> FrameFit:
+        t = self._track(src)
+        rep = FitReport(state='relative')
+        if not temporal:
+            t.has_map = False
+            t.report = rep
+            return FrameFit(None, None, rep)
+        pred = self._predict(t, ali)
+        if pred is None:
+            s_new, b_new, var = 1.0, 0.0, 0.0
+        else:
+            p_var = t.var + _PROCESS_VAR
+            k = p_var / (p_var + _RELATIVE_PULL_VAR)
+            s_new = pred[0] + k * (1.0 - pred[0])
+            b_new = pred[1] + k * (0.0 - pred[1])
+            var = (1 - k) * p_var
+        t.scale, t.shift, t.var, t.has_map = s_new, b_new, var, True
+        rep.scale, rep.shift = s_new, b_new
+        t.report = rep
+        return FrameFit(s_new, b_new, rep)
+
+    # -------------------------------------------------------------- confidence
+
+    @staticmethod
+    def _confidence(d: torch.Tensor, flipped: torch.Tensor, fits: List[List[float]],
+                    frames: List[FrameFit], tolerance: float) -> torch.Tensor:
+        """1 where the mirrored prediction (aligned to this one) agrees, towards 0 where not."""
+        dev = d.device
+        n = d.shape[0]
+        ab = torch.tensor([[f[0], f[1]] if math.isfinite(f[0]) else [1.0, 0.0] for f in fits],
+                          dtype=torch.float32, device=dev).view(n, 2, 1, 1)
+        aligned = ab[:, 0] * flipped + ab[:, 1]
+        # Compare in output inverse depth where a metric map exists, else in d.
+        mb = torch.tensor([[ff.scale, ff.shift] if ff.scale is not None else [1.0, 0.0]
+                           for ff in frames], dtype=torch.float32, device=dev).view(n, 2, 1, 1)
+        v = mb[:, 0] * d + mb[:, 1]
+        va = mb[:, 0] * aligned + mb[:, 1]
+        rel = (v - va).abs() / (0.5 * (v.abs() + va.abs())).clamp(min=1e-12)
+        conf = torch.exp(-(rel / tolerance).square())
+        return conf.nan_to_num_(0.0)

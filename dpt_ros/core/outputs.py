@@ -1,0 +1,179 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""What a frame produces: the one table of outputs, the Result holding them, the stage names.
+
+Each row of OUTPUTS is one output: its name, its topic (relative, depth_image_proc / REP 118
+style), its message type, the model task it needs and how its array becomes message fields
+(the plain dicts of dpt_ros.core.conversions). The pipeline computes the outputs it is asked for by
+name, and the node, the bag writer, the demo and the benchmark iterate the rows: a new output
+is one row here plus its computation in the pipeline. No rclpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import (AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple,
+                    TYPE_CHECKING)
+
+import numpy as np
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
+
+if TYPE_CHECKING:
+    from dpt_ros.core.metric import FitReport
+
+DEPTH_TASK = 'depth'
+SEGMENTATION_TASK = 'segmentation'
+
+# Stages timed inside the pipeline, in order; a frame through the node adds decode before
+# them and message fill + publish after them.
+STAGES = ('upload', 'preprocess', 'forward', 'postprocess', 'fit', 'geometry', 'download')
+FRAME_STAGES = ('decode',) + STAGES + ('fill', 'publish')
+
+# Published once (transient local) with vision_msgs, not per frame: not a row of the table.
+TOPIC_LABEL_INFO = 'segmentation/label_info'
+
+
+@dataclass
+class Result:
+    """What one frame produced: host numpy arrays by output name, only those computed."""
+
+    height: int
+    width: int
+    mode: str = ''                          # effective depth mode
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+    points_shape: Tuple[int, int] = (0, 0)  # cloud height, width ('points' is (N, 4) float32)
+    points_rgb: bool = False
+    timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    warnings: List[str] = field(default_factory=list)
+    fit: Optional['FitReport'] = None       # depth.mode fitted / temporal: what the fit did
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """What encoding needs beyond the Result: the frame's settings and what came with it."""
+
+    depth_encoding: str = '32FC1'
+    camera_info: bool = False  # the input CameraInfo is at hand (for depth/camera_info)
+
+
+Fields = Dict[str, Any]
+Encoder = Callable[[np.ndarray, Result, EncodeOptions], Optional[Fields]]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One row of the output table."""
+
+    name: str           # key in Result.arrays and in the set of wanted outputs
+    topic: str          # relative to the node's (or the camera's) namespace
+    msg_type: str       # ROS type name, e.g. sensor_msgs/msg/Image
+    task: str           # the model it needs: DEPTH_TASK or SEGMENTATION_TASK
+    encode: Encoder     # Result array -> message fields; None: nothing to publish this frame
+    shown: str          # the type as the README's topic table shows it
+    when: str           # what it holds and when it is published (README)
+    array: str = ''     # the Result array it is encoded from, when not its own name
+    viewer: bool = False  # a picture for people (colormaps, overlays), not data
+
+    @property
+    def source(self) -> str:
+        """Name of the Result array this output is encoded from."""
+        return self.array or self.name
+
+
+def _image(encoding: str) -> Encoder:
+    return lambda arr, _r, _o: conv.image_fields(arr, encoding)
+
+
+def _depth(arr: np.ndarray, _r: Result, opts: EncodeOptions) -> Fields:
+    enc = opts.depth_encoding
+    return conv.image_fields(conv.depth_to_encoded(arr, enc), enc)
+
+
+def _depth_info(_arr: np.ndarray, _r: Result, opts: EncodeOptions) -> Optional[Fields]:
+    # Empty fields mean 'the input CameraInfo under the output header'.
+    return {} if opts.camera_info else None
+
+
+def _points(arr: np.ndarray, r: Result, _o: EncodeOptions) -> Fields:
+    h, w = r.points_shape
+    return conv.pointcloud_fields(arr, h, w, r.points_rgb)
+
+
+def _labels(arr: np.ndarray, _r: Result, _o: EncodeOptions) -> Fields:
+    return conv.image_fields(arr, 'mono8' if arr.dtype == np.uint8 else 'mono16')
+
+
+OUTPUTS: Tuple[Output, ...] = (
+    Output('relative', 'depth/relative', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
+           'Image 32FC1', 'relative checkpoint, or `depth.mode: relative_inverse`: inverse '
+           "depth, larger is nearer (a metric checkpoint's 1 / metres)"),
+    Output('depth', 'depth/image', IMAGE_TYPE, DEPTH_TASK, _depth,
+           'Image 32FC1 metres, NaN invalid (or 16UC1 mm, 0 invalid)',
+           'a metric mode is in force (REP 118)'),
+    Output('depth_info', 'depth/camera_info', INFO_TYPE, DEPTH_TASK, _depth_info,
+           'CameraInfo', 'with `depth/image`: the input calibration under the output header',
+           array='depth'),
+    Output('depth_colored', 'depth/colored', IMAGE_TYPE, DEPTH_TASK, _image('rgb8'),
+           'Image rgb8', 'colormapped depth for viewers (near is bright)', viewer=True),
+    Output('points', 'points', CLOUD_TYPE, DEPTH_TASK, _points,
+           'PointCloud2 (x, y, z float32 + packed rgb; point_step 16)',
+           'metric depth + camera_info; optical frame, organized H x W with NaN or dense'),
+    Output('confidence', 'depth/confidence', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
+           'Image 32FC1 in [0, 1]', '`depth.confidence: flip`: 1 where the mirrored frame '
+           'agrees, towards 0 where it does not'),
+    Output('labels', 'segmentation/image', IMAGE_TYPE, SEGMENTATION_TASK, _labels,
+           'Image mono8 (<= 256 classes) or mono16',
+           'segmentation model set; pixel = class id'),
+    Output('seg_colored', 'segmentation/colored', IMAGE_TYPE, SEGMENTATION_TASK,
+           _image('rgb8'), 'Image rgb8', 'class colours', viewer=True),
+    Output('overlay', 'segmentation/overlay', IMAGE_TYPE, SEGMENTATION_TASK, _image('rgb8'),
+           'Image rgb8', 'class colours blended over the camera image', viewer=True),
+)
+
+BY_NAME: Dict[str, Output] = {o.name: o for o in OUTPUTS}
+BY_TOPIC: Dict[str, Output] = {o.topic: o for o in OUTPUTS}
+ALL: FrozenSet[str] = frozenset(BY_NAME)
+
+
+def names(*, tasks: Iterable[str] = (DEPTH_TASK, SEGMENTATION_TASK), viewers: bool = True,
+          exclude: Iterable[str] = ()) -> FrozenSet[str]:
+    """Select output names: of these tasks, with or without viewing images, minus exclude."""
+    tasks, exclude = set(tasks), set(exclude)
+    unknown = exclude - ALL
+    if unknown:
+        raise ValueError(f"unknown output(s) {', '.join(sorted(unknown))}")
+    return frozenset(o.name for o in OUTPUTS if o.task in tasks and (viewers or not o.viewer)
+                     and o.name not in exclude)
+
+
+def arrays_needed(wanted: AbstractSet[str]) -> FrozenSet[str]:
+    """Return the Result arrays the pipeline must compute for these outputs."""
+    return frozenset(BY_NAME[n].source for n in wanted)
+
+
+def encode(result: Result, opts: EncodeOptions,
+           wanted: Optional[AbstractSet[str]] = None) -> List[Tuple[Output, Fields]]:
+    """Encode a Result: [(row, fields)] for every output it holds (only those wanted, if given).
+
+    The fields are plain dicts (numpy data). The node turns them into rclpy messages and the
+    bag writer into rosbags messages, so both publish exactly the same content.
+    """
+    out = []
+    for o in OUTPUTS:
+        if wanted is not None and o.name not in wanted:
+            continue
+        arr = result.arrays.get(o.source)
+        if arr is None:
+            continue
+        fields = o.encode(arr, result, opts)
+        if fields is not None:
+            out.append((o, fields))
+    return out
+
+
+def markdown_rows() -> str:
+    """Return the output rows of the README's topic table."""
+    return '\n'.join(f'| `{o.topic}` | {o.shown} | {o.when} |' for o in OUTPUTS)

@@ -1,0 +1,594 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Many bags: find them, skip finished outputs, run each one serially or as a Ray task, report.
+
+Each output bag is written into a hidden staging folder beside it (`.NAME.partial/NAME`),
+gets a completion marker written last, and is then renamed into place: an output folder is
+complete or absent. A re-run skips outputs with the marker, clears staging folders left by a
+killed run, and refuses a folder without the marker (not ours) unless --force.
+
+The model is loaded once per worker (BagWorker: one in-process for a serial run, one Ray actor
+per worker), and each bag is the pure function bag.process_bag of (bag, options, config), so a
+serial run and a Ray run write byte-identical bags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+import shutil
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from dpt_ros.core.config import Config
+from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.offline.bag import BagError, BagOptions, is_bag, open_bag, plan_bag, process_bag
+
+MARKER = 'dpt_bag_complete.json'
+SUMMARY = 'dpt_bag_summary.json'
+RAY_INSTALL = ("--ray needs Ray: pip install 'dpt_ros[ray]' (or pip install -r "
+               'requirements/ray.txt); without --ray the bags run one after another')
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input bag and the output bag it becomes."""
+
+    name: str
+    src: str
+    dst: str
+    settings: str = ''  # digest of the config and options it is made with (in the marker)
+
+
+@dataclass
+class BagResult:
+    """One line of the summary: what happened to one bag."""
+
+    bag: str
+    input: str
+    output: str
+    status: str = 'failed'                   # done, skipped or failed
+    reason: str = ''
+    frames: int = 0
+    expected_frames: int = 0
+    seconds: float = 0.0                     # inside the worker, reading to closing the bag
+    wall_seconds: float = 0.0                # as the driver saw it (queueing, transfer)
+    fps: float = 0.0
+    no_camera_info: int = 0
+    cameras: List[Dict[str, Any]] = field(default_factory=list)  # bag.CameraReport each
+    topics: Dict[str, int] = field(default_factory=dict)
+    skipped_messages: Dict[str, int] = field(default_factory=dict)
+    stages_p50_ms: Dict[str, float] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+    worker: str = ''
+    traceback: str = ''
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def _bag_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.resolve().name
+
+
+def _bags_inside(folder: Path) -> List[Path]:
+    return sorted(c for c in folder.iterdir() if not c.name.startswith('.') and is_bag(c))
+
+
+def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagResult], bool]:
+    """Return (jobs, inputs that are no bags, whether output is a root of several bags).
+
+    One input that is a bag (or not a bag at all) writes the output bag itself; several inputs,
+    or a folder of bags, write one bag per input under the output root, named after the input.
+    """
+    paths = [Path(p) for p in inputs]
+    if len(paths) == 1 and (is_bag(paths[0]) or not paths[0].is_dir()
+                            or not _bags_inside(paths[0])):
+        return [Job(_bag_name(paths[0]) if paths[0].exists() else paths[0].name,
+                    str(paths[0]), output)], [], False
+    root = Path(output)
+    jobs: List[Job] = []
+    bad: List[BagResult] = []
+    for p in paths:
+        if is_bag(p):
+            found = [p]
+        elif p.is_dir() and _bags_inside(p):
+            found = _bags_inside(p)
+        else:
+            reason = 'does not exist' if not p.exists() else \
+                'is not a bag (a rosbag2 folder with metadata.yaml, or a .mcap / .db3 file) ' \
+                'nor a folder of bags'
+            bad.append(BagResult(p.name, str(p), '', reason=f"input '{p}' {reason}"))
+            continue
+        for bag in found:
+            name = _bag_name(bag)
+            twin = next((j for j in jobs if j.name == name), None)
+            if twin is not None:
+                bad.append(BagResult(name, str(bag), str(root / name), reason=(
+                    f"same output name as '{twin.src}': rename one of them")))
+                continue
+            jobs.append(Job(name, str(bag), str(root / name)))
+    return jobs, bad, True
+
+
+def is_complete(dst: Path) -> bool:
+    """Return whether dst is a finished output (its marker is written last)."""
+    return (dst / MARKER).is_file()
+
+
+def settings_digest(cfg: Config, opts: BagOptions) -> str:
+    """Return a digest of everything that shapes an output besides the input bag."""
+    text = json.dumps({'config': asdict(cfg), 'options': asdict(opts)}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _marker_settings(dst: Path) -> str:
+    try:
+        return json.loads((dst / MARKER).read_text()).get('settings', '')
+    except (OSError, ValueError):
+        return ''
+
+
+def _replaceable(dst: Path) -> bool:
+    """Return whether --force may delete dst: an empty folder or one holding only a bag."""
+    bag_files = ('metadata.yaml', MARKER)
+    return dst.is_dir() and all(c.is_file() and (c.name in bag_files or c.suffix in (
+        '.mcap', '.db3', '.zstd') or c.name.endswith(('.db3-journal', '.db3-wal', '.db3-shm')))
+        for c in dst.iterdir())
+
+
+def _staging(dst: Path) -> Path:
+    # The inner folder keeps the bag's name: rosbags names the storage file after it.
+    return dst.parent / f'.{dst.name}.partial' / dst.name
+
+
+def triage(job: Job, force: bool) -> Optional[BagResult]:
+    """Return a result for a job that must not run (complete, or not ours); else None."""
+    dst = Path(job.dst)
+    if not dst.exists():
+        return None
+    if not _replaceable(dst):
+        return BagResult(job.name, job.src, job.dst, reason=(
+            f"output '{dst}' exists and holds more than a bag: dpt_bag never deletes it, even "
+            'with --force; remove it or choose another output'))
+    if force:
+        return None
+    if is_complete(dst) and _marker_settings(dst) == job.settings:
+        return BagResult(job.name, job.src, job.dst, 'skipped', 'complete (--force redoes it)')
+    if is_complete(dst):
+        return BagResult(job.name, job.src, job.dst, reason=(
+            f"output '{dst}' is complete but was made with other parameters or options; pass "
+            '--force to redo it'))
+    return BagResult(job.name, job.src, job.dst, reason=(
+        f"output '{dst}' exists and is not a complete dpt_bag output (no {MARKER}); pass "
+        '--force to replace it'))
+
+
+def expected_frames(job: Job, opts: BagOptions, cfg: Config) -> Tuple[int, str]:
+    """(frames the bag should give, '') or (0, why it cannot be used), read from its index."""
+    try:
+        with open_bag(Path(job.src)) as reader:
+            return plan_bag(reader, opts, Path(job.src), cfg).expected_frames, ''
+    except BagError as exc:
+        return 0, str(exc)
+
+
+# ---------------------------------------------------------------------------- one worker
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _commit(job: Job, opts: BagOptions, staging: Path, result: BagResult) -> None:
+    """Write the marker last, then move the finished bag into place."""
+    marker = {'input': job.src, 'frames': result.frames, 'topics': result.topics,
+              'no_camera_info': result.no_camera_info, 'settings': job.settings,
+              'skipped_messages': result.skipped_messages, 'options': asdict(opts)}
+    (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + '\n')
+    dst = Path(job.dst)
+    _remove(dst)
+    staging.rename(dst)
+
+
+def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
+            on_frames: Callable[[int], None] = lambda n: None) -> BagResult:
+    """Process one bag into its output; any failure becomes the result's reason."""
+    result = BagResult(job.name, job.src, job.dst, worker=f'{os.uname().nodename}:{os.getpid()}')
+    staging = _staging(Path(job.dst))
+    t0 = time.perf_counter()
+    try:
+        _remove(staging.parent)  # left by a run that was killed
+        staging.parent.mkdir(parents=True)
+        report = process_bag(Path(job.src), staging, opts, pipe, on_frames)
+        result.status, result.frames, result.seconds = 'done', report.frames, report.seconds
+        result.fps, result.no_camera_info = report.fps, report.no_camera_info
+        result.cameras = [asdict(c) for c in report.cameras]
+        result.topics, result.skipped_messages = report.topics, report.skipped
+        result.stages_p50_ms, result.notes = report.stages_p50_ms, report.notes
+        _commit(job, opts, staging, result)
+    except BagError as exc:
+        result.reason = str(exc)
+    except Exception as exc:  # noqa: B902 - one bag's bug must not stop the others
+        result.reason = f'{type(exc).__name__}: {exc}'
+        result.traceback = traceback.format_exc()
+    finally:
+        _remove(staging.parent)
+    result.seconds = result.seconds or time.perf_counter() - t0
+    return result
+
+
+class BagWorker:
+    """Loads the model once, then runs bags one after another (in-process or as a Ray actor)."""
+
+    def __init__(self, cfg: Config, opts: BagOptions) -> None:
+        self.cfg, self.opts = cfg, opts
+        self.pipe: Optional[Pipeline] = None
+        self.frames = 0
+        self.loads = 0
+        self.log: List[str] = []
+        self._threads = 0
+
+    def load(self) -> Dict[str, Any]:
+        """Load the model (once); return how long it took and what was loaded."""
+        t0 = time.perf_counter()
+        if self.pipe is None:
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(self.opts.threads)
+            try:
+                self.pipe = Pipeline(self.cfg, log=self.log.append)
+            except BaseException:
+                torch.set_num_threads(self._threads)
+                raise
+            self.loads += 1
+        return {'seconds': time.perf_counter() - t0, 'describe': self.pipe.describe(),
+                'worker': f'{os.uname().nodename}:{os.getpid()}', 'loads': self.loads}
+
+    def run(self, job: Job, on_frames: Optional[Callable[[int], None]] = None) -> BagResult:
+        """Run one bag."""
+        self.load()
+
+        def frames(n: int) -> None:
+            self.frames = n
+            if on_frames is not None:
+                on_frames(n)
+        self.frames = 0
+        return run_job(job, self.opts, self.pipe, frames)
+
+    def progress(self) -> int:
+        """Frames done in the bag being run (polled by the Ray driver)."""
+        return self.frames
+
+    def close(self) -> None:
+        """Free the model and give the process its thread count back."""
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
+            torch.set_num_threads(self._threads)
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """One stderr line for the whole run: bags done, frames, frames/s, ETA.
+
+    On a terminal the line is redrawn twice a second; in a log it is a new line every 10 s.
+    """
+
+    def __init__(self, bags: int, frames: int, enabled: bool) -> None:
+        self.bags, self.total, self.enabled = bags, max(frames, 1), enabled
+        self.done_bags = self.done_frames = self.running = 0
+        self.tty = sys.stderr.isatty()
+        self.every = 0.5 if self.tty else 10.0
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def line(self) -> str:
+        """Return the bar as text."""
+        done = self.done_frames + self.running
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        eta = f'{max(self.total - done, 0) / rate:5.0f} s' if rate > 0 else '    ? s'
+        bar = '#' * int(24 * min(done / self.total, 1.0))
+        return (f'[{bar:<24}] {self.done_bags}/{self.bags} bags  {done} frames  '
+                f'{rate:6.1f} frames/s  ETA {eta}')
+
+    def update(self, running_frames: int = 0, force: bool = False) -> None:
+        """Redraw with the frames of the bags still running (rate-limited)."""
+        self.running = running_frames
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < self.every and not force):
+            return
+        self.last = now
+        sys.stderr.write(f'\r{self.line()} ' if self.tty else f'{self.line()}\n')
+        sys.stderr.flush()
+
+    def finished(self, result: BagResult) -> None:
+        """Count a finished bag."""
+        self.done_bags += 1
+        self.done_frames += result.frames
+        self.update(0, force=self.tty)
+
+    def say(self, line: str) -> None:
+        """Print a line above the bar."""
+        if self.enabled and self.tty:
+            sys.stderr.write('\r\033[K')
+        print(line, file=sys.stderr)
+        self.update(self.running, force=self.tty)
+
+    def close(self) -> None:
+        """Draw the final state."""
+        if self.enabled:
+            self.update(self.running, force=True)
+            if self.tty:
+                sys.stderr.write('\n')
+
+
+def _say_result(result: BagResult, say: Callable[[str], None], single: bool) -> None:
+    prefix = 'dpt_bag: ' if single else f'dpt_bag: {result.bag}: '
+    for note in result.notes:
+        say(prefix + note)
+    if result.status == 'failed':
+        say(f'{prefix}error: {result.reason}')
+
+
+def _report_finished(result: BagResult, bar: ProgressBar, single: bool) -> None:
+    _say_result(result, bar.say, single)
+    bar.finished(result)
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run with Ray."""
+
+    address: str = 'local'                   # 'local': a new Ray for this run; 'auto'; host:port
+    workers: int = 0                         # 0: as many as the cluster's GPUs / CPUs allow
+
+
+def run_serial(jobs: Sequence[Job], cfg: Config, opts: BagOptions, bar: ProgressBar,
+               single: bool, log: Callable[[str], None]) -> Tuple[List[BagResult], Dict]:
+    """Run the bags one after another in this process, with one model."""
+    worker = BagWorker(cfg, opts)
+    results = []
+    info = worker.load()
+    log(f"model ready in {info['seconds']:.1f} s: "
+        + ', '.join(f'{k}={v}' for k, v in info['describe'].items()))
+    try:
+        for job in jobs:
+            t0 = time.perf_counter()
+            result = worker.run(job, on_frames=lambda n: bar.update(n))
+            result.wall_seconds = time.perf_counter() - t0
+            _report_finished(result, bar, single)
+            results.append(result)
+    finally:
+        worker.close()
+    return results, {'model_load_seconds': round(info['seconds'], 3), 'model_loads': 1}
+
+
+def import_ray() -> Any:
+    """Import Ray or say how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise BagError(RAY_INSTALL) from exc
+    return ray
+
+
+def _uses_gpu(cfg: Config, cluster: Dict[str, float]) -> bool:
+    device = cfg.model.device
+    return device.startswith('cuda') or (device == 'auto' and cluster.get('GPU', 0) > 0)
+
+
+def run_ray(jobs: Sequence[Job], cfg: Config, opts: BagOptions, ray_opts: RayOptions,
+            bar: ProgressBar, log: Callable[[str], None]) -> Tuple[List[BagResult], Dict]:
+    """Run the bags as Ray tasks on a pool of actors (one model each); return results + stats."""
+    ray = import_ray()
+    t_init = time.perf_counter()
+    local = {'include_dashboard': False} if ray_opts.address == 'local' else {}
+    try:
+        ray.init(address=ray_opts.address, ignore_reinit_error=True,
+                 logging_level=logging.WARNING, **local)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise BagError(f"could not start or join Ray at '{ray_opts.address}': "
+                       f'{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}'
+                       ) from exc
+    init_seconds = round(time.perf_counter() - t_init, 3)
+    try:
+        pool = _RayPool(ray, jobs, cfg, opts, ray_opts, bar, log)
+        pool.stats['init_seconds'] = init_seconds
+        return pool.run(), pool.stats
+    finally:
+        ray.shutdown()
+
+
+class _RayPool:
+    """A pool of BagWorker actors: each loads the model once, then takes bags until none are left.
+
+    Failures are per bag: a bag's own error comes back as its result; a worker that dies fails
+    its bag and is replaced. A model that does not load stops the run (every bag would fail).
+    """
+
+    def __init__(self, ray: Any, jobs: Sequence[Job], cfg: Config, opts: BagOptions,
+                 ray_opts: RayOptions, bar: ProgressBar, log: Callable[[str], None]) -> None:
+        self.ray, self.bar, self.log = ray, bar, log
+        cluster = ray.cluster_resources()
+        self.gpu = _uses_gpu(cfg, cluster)
+        if self.gpu:
+            # Ray makes each task's GPU the only visible one: cuda:N would not exist there.
+            cfg = cfg.replace({'model.device': 'cuda'})
+            ask, room = {'num_gpus': 1, 'num_cpus': opts.threads}, int(cluster.get('GPU', 0))
+        else:
+            ask = {'num_cpus': opts.threads}
+            room = int(cluster.get('CPU', 1) // opts.threads)
+        self.size = max(1, min(ray_opts.workers or room, len(jobs)))
+        each = f'1 GPU + {opts.threads} CPU' if self.gpu else f'{opts.threads} CPU'
+        log(f'Ray: {self.size} workers, each {each} (cluster: {cluster.get("CPU", 0):g} CPU, '
+            f'{cluster.get("GPU", 0):g} GPU)')
+        self.actor_cls = ray.remote(**ask, max_concurrency=2)(BagWorker)
+        self.args = (cfg, opts)
+        self.queue = list(jobs)
+        self.results: List[BagResult] = []
+        self.pending: Dict[Any, Tuple] = {}   # ref -> ('load', actor, t) / ('run', actor, job, t)
+        self.spare_starts = len(jobs)         # replacements for workers that die, bounded
+        self.stats: Dict[str, Any] = {'workers': self.size, 'gpu': self.gpu,
+                                      'worker_start_seconds': [], 'model_load_seconds': [],
+                                      'model_loads': 0}
+
+    def run(self) -> List[BagResult]:
+        """Run every job; return the results in the order they finished."""
+        for _ in range(self.size):
+            self._start_worker()
+        while self.pending:
+            ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                self._finished(ref)
+            self._show_progress()
+        done = sorted(r.wall_seconds - r.seconds for r in self.results if r.status == 'done')
+        self.stats['per_bag_overhead_seconds_p50'] = \
+            round(done[len(done) // 2], 4) if done else None
+        return self.results
+
+    def _start_worker(self) -> None:
+        actor = self.actor_cls.remote(*self.args)
+        self.pending[actor.load.remote()] = ('load', actor, time.perf_counter())
+
+    def _give_work(self, actor: Any) -> None:
+        if self.queue:
+            job = self.queue.pop(0)
+            self.pending[actor.run.remote(job)] = ('run', actor, job, time.perf_counter())
+
+    def _finished(self, ref: Any) -> None:
+        kind, actor, *rest = self.pending.pop(ref)
+        try:
+            value = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            if kind == 'load':
+                raise BagError('the model did not load on a Ray worker: '
+                               f'{_ray_reason(exc)}') from exc
+            job, t_submit = rest
+            value = BagResult(job.name, job.src, job.dst,
+                              reason=f'Ray worker died: {_ray_reason(exc)}')
+            actor = None
+            if self.queue and self.spare_starts > 0:
+                self.spare_starts -= 1
+                self._start_worker()
+        if kind == 'load':
+            self._worker_ready(value, time.perf_counter() - rest[0])
+        else:
+            value.wall_seconds = time.perf_counter() - rest[1]
+            _report_finished(value, self.bar, False)
+            self.results.append(value)
+        if actor is not None:
+            self._give_work(actor)
+
+    def _worker_ready(self, info: Dict[str, Any], startup: float) -> None:
+        self.stats['worker_start_seconds'].append(round(startup - info['seconds'], 3))
+        self.stats['model_load_seconds'].append(round(info['seconds'], 3))
+        self.stats['model_loads'] += info['loads']
+        self.log(f"Ray worker {info['worker']} ready in {startup:.1f} s "
+                 f"(model {info['seconds']:.1f} s)")
+
+    def _show_progress(self) -> None:
+        busy = [info[1] for info in self.pending.values() if info[0] == 'run']
+        try:
+            self.bar.update(sum(self.ray.get([a.progress.remote() for a in busy], timeout=5)))
+        except self.ray.exceptions.RayError:
+            pass  # a worker that died is reported with its bag
+
+
+def _ray_reason(exc: BaseException) -> str:
+    cause = getattr(exc, 'cause', None) or exc
+    text = str(cause).strip().splitlines()
+    return text[-1][:300] if text else type(cause).__name__
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def summary_table(results: Sequence[BagResult]) -> str:
+    """Per bag: frames, time, frames/s and status, as an aligned text table."""
+    width = max([len(r.bag) for r in results] + [3])
+    rows = [f"{'bag':<{width}}  {'frames':>7}  {'time s':>8}  {'frames/s':>8}  status"]
+    for r in results:
+        status = r.status if r.status != 'failed' else f'failed: {r.reason.splitlines()[0]}'
+        if r.status == 'skipped':
+            status = f'skipped: {r.reason}'
+        timing = f'{r.seconds:8.2f}  {r.fps:8.1f}' if r.status == 'done' else \
+            f"{'-':>8}  {'-':>8}"
+        rows.append(f'{r.bag:<{width}}  {r.frames:>7}  {timing}  {status}')
+    return '\n'.join(rows)
+
+
+def totals(results: Sequence[BagResult], wall: float) -> Dict[str, Any]:
+    """Return counts by status, frames and frames/s over the whole run."""
+    frames = sum(r.frames for r in results)
+    return {'bags': len(results), 'frames': frames, 'wall_seconds': round(wall, 3),
+            'fps': round(frames / wall, 3) if wall > 0 else 0.0,
+            **{s: sum(r.status == s for r in results) for s in ('done', 'skipped', 'failed')}}
+
+
+def write_summary(path: Path, results: Sequence[BagResult], wall: float,
+                  extra: Dict[str, Any]) -> None:
+    """Write the summary as JSON: per-bag results, totals, and how it ran."""
+    doc = {'totals': totals(results, wall), **extra, 'bags': [asdict(r) for r in results]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(doc, indent=1) + '\n')
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------- the whole run
+
+
+def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
+             ray_opts: Optional[RayOptions], bar_enabled: bool, single: bool,
+             log: Callable[[str], None]) -> Tuple[List[BagResult], Dict[str, Any]]:
+    """Triage, plan and run every job; return the results in input order and how it ran."""
+    t0 = time.perf_counter()
+    results: Dict[str, BagResult] = {}
+    todo: List[Job] = []
+    total = 0
+    settings = settings_digest(cfg, opts)
+    jobs = [dataclasses.replace(j, settings=settings) for j in jobs]
+    for job in jobs:
+        early = triage(job, force)
+        if early is None:
+            n, reason = expected_frames(job, opts, cfg)
+            early = BagResult(job.name, job.src, job.dst, reason=reason) if reason else None
+            total += n
+        if early is not None:
+            results[job.name] = early
+        else:
+            todo.append(job)
+    for r in results.values():
+        _say_result(r, lambda line: print(line, file=sys.stderr), single)
+    bar = ProgressBar(len(todo), total, bar_enabled and bool(todo))
+    how: Dict[str, Any] = {'runner': 'ray' if ray_opts else 'serial'}
+    done: List[BagResult] = []
+    try:
+        if todo and ray_opts is not None:
+            done, how['ray'] = run_ray(todo, cfg, opts, ray_opts, bar, log)
+        elif todo:
+            done, how['serial'] = run_serial(todo, cfg, opts, bar, single, log)
+    finally:
+        bar.close()
+    results.update((r.bag, r) for r in done)
+    how['wall_seconds'] = round(time.perf_counter() - t0, 3)
+    return [results[j.name] for j in jobs], how

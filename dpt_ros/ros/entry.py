@@ -1,0 +1,31 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Entry points of dpt_node and dpt_lifecycle_node: Ctrl-C during the imports leaves quietly."""
+
+import os
+import signal
+from typing import Any
+
+
+def _leave(signum: int, _frame: Any) -> None:
+    # Nothing runs yet (no ROS context, no model, no thread): leave at once, without the
+    # KeyboardInterrupt traceback an interrupted import prints, whatever signal comes next.
+    os._exit(128 + signum)
+
+
+def _enter(name: str) -> int:
+    signal.signal(signal.SIGINT, _leave)
+    from dpt_ros.ros import node
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return getattr(node, name)()
+
+
+def main() -> int:
+    """Run dpt_ros.ros.node.main once the imports are done."""
+    return _enter('main')
+
+
+def lifecycle_main() -> int:
+    """Run the managed node (dpt_ros.ros.node.lifecycle_main) once the imports are done."""
+    return _enter('lifecycle_main')

@@ -1,0 +1,790 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""`dpt_bench`: where each frame's time goes, against the bare forward and a naive wrapper.
+
+Sections, all measured in one run on one device:
+  stages   per-stage p50/p95 in-process: decode, host-to-device, preprocess, forward,
+           postprocess, point cloud, download, then fill + publish of the outputs both as
+           messages and as serialized CDR bytes, side by side (a subscriber is attached);
+  forward  the same network on the same pixel_values, timed alone (the floor);
+  backends the bare forward and the in-process pipeline for each model.backend (--backend),
+           each runtime timed alone in its own process (runtimes' spinning thread pools slow
+           each other), with the backend that really ran named (a fallback is shown as such);
+  naive    the way typical wrappers are written: DPTImageProcessor + model +
+           post_process_depth_estimation + a point cloud built with Python lists;
+  dds      publisher process -> dpt_node process (fastest backend) -> this process over
+           real DDS, the node as deployed (CDR bytes, output.overlap on): end-to-end latency
+           (receive - stamp) and sustained throughput, then throughput again with
+           output.overlap off; then a relay process in the node's place (prebuilt depth +
+           cloud of the same sizes, no model) gives this run's transport floor.
+Start-up work (engine build or load, compile and CUDA-graph capture, cuDNN autotuning) is
+done by Pipeline.prepare before any timing, in every process.
+Writes results.json, results.md and latency.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import platform
+import struct
+import subprocess
+import sys
+import time
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from dpt_ros.core import cdr
+from dpt_ros.core import conversions as conv
+from dpt_ros.core import outputs
+from dpt_ros.core.config import BACKENDS, Config
+from dpt_ros.core.outputs import EncodeOptions, FRAME_STAGES
+from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
+from dpt_ros.tools.toolkit import jsonable, pct, profile_env, pyplot, summary, write_report
+
+# Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
+# and as serialized CDR (dpt_ros.core.cdr); the in-process total counts the bytes path.
+BYTES_STAGES = ('fill_bytes', 'publish_bytes')
+STAGE_NAMES = {'upload': 'host-to-device', 'geometry': 'point cloud',
+               'fill': 'fill, message path', 'publish': 'publish, message path',
+               'fill_bytes': 'fill, bytes path (CDR)', 'publish_bytes': 'publish, bytes path'}
+BENCH_OUTPUTS = frozenset({'depth', 'depth_info', 'points'})
+BACKEND_ROLE = 'backend'
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def checkpoint(preset: str, work: Path) -> Path:
+    """Return a random-weight checkpoint of a preset's shape, cached in the work folder."""
+    path = work / preset
+    if not (path / 'config.json').exists():
+        make_random_checkpoint(path, preset, seed=0)
+    return path
+
+
+# ------------------------------------------------------------------ in-process sections
+
+def _image_msg(rgb: np.ndarray) -> Any:
+    try:
+        from sensor_msgs.msg import Image  # noqa: F401
+        from std_msgs.msg import Header
+        return conv.image_msg(Header(frame_id='camera'), rgb, 'rgb8')
+    except ImportError:
+        fields = conv.image_fields(rgb, 'rgb8')
+        return argparse.Namespace(**{k: v for k, v in fields.items() if k != 'data'},
+                                  data=fields['data'].tobytes())
+
+
+def _fill_publish(pub: Any, encoded: List[Any], header: Any, info: Any,
+                  as_bytes: bool) -> Tuple[float, float]:
+    """Fill then publish one frame's outputs as messages or CDR bytes; return the two ms."""
+    make = cdr.fields_to_cdr if as_bytes else conv.fields_to_msg
+    t0 = time.perf_counter()
+    out = {o.name: make(o.msg_type, f, header, info) for o, f in encoded}
+    t1 = time.perf_counter()
+    pub.publish(out)
+    return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+
+
+def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[str],
+                 iters: int, warmup: int, pub: Any) -> Dict[str, Any]:
+    """Per-stage latency of our path, fill + publish as messages and as bytes included."""
+    msg = _image_msg(rgb)
+    info = conv.camera_info_from_intrinsics(intr) if pub.ok else None
+    header = getattr(msg, 'header', None)
+    stages: Dict[str, List[float]] = {s: [] for s in FRAME_STAGES + BYTES_STAGES}
+    totals: List[float] = []
+    pipeline: List[float] = []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        frame = conv.decode_image(msg)
+        t1 = time.perf_counter()
+        r = pipe.process(frame, intr, want)
+        t2 = time.perf_counter()
+        times = {}
+        if pub.ok:
+            encoded = outputs.encode(r, EncodeOptions('32FC1', camera_info=True))
+            # Alternate which path goes first: neither always finds the caches warm.
+            for as_bytes in ((False, True) if i % 2 else (True, False)):
+                keys = BYTES_STAGES if as_bytes else ('fill', 'publish')
+                times.update(zip(keys, _fill_publish(pub, encoded, header, info, as_bytes)))
+        if i < warmup:
+            continue
+        stages['decode'].append((t1 - t0) * 1e3)
+        for k, v in list(r.timings.items()) + list(times.items()):
+            stages[k].append(v)
+        pipeline.append((t2 - t0) * 1e3)
+        totals.append(pipeline[-1] + sum(times.get(k, 0.0) for k in BYTES_STAGES))
+    out = {k: summary(v) for k, v in stages.items() if v}
+    out['total'] = summary(totals)
+    out['pipeline'] = summary(pipeline)
+    out['raw_total'] = totals
+    out['raw_pipeline'] = pipeline
+    out['raw_forward'] = stages['forward']
+    if pub.ok:
+        msg_path = [a + b for a, b in zip(stages['fill'], stages['publish'])]
+        byte_path = [a + b for a, b in zip(*(stages[k] for k in BYTES_STAGES))]
+        out['fill_publish'] = {'message': summary(msg_path), 'bytes': summary(byte_path)}
+    return out
+
+
+def timed_ms(pipe: Pipeline, fn: Callable[[], Any], iters: int, warmup: int) -> List[float]:
+    """Milliseconds of each timed call of fn (after warmup calls), the pipeline's GPU work in."""
+    times = []
+    for i in range(warmup + iters):
+        pipe.synchronize()
+        t = time.perf_counter()
+        fn()
+        pipe.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int) -> Dict[str, Any]:
+    """Time the network alone (its backend too) on already-preprocessed pixel_values."""
+    m = pipe.depth_model
+    pv = pipe.pixel_values(m, conv.Frame(rgb, 'rgb8'))
+    times = timed_ms(pipe, lambda: pipe.forward(m, pv), iters, warmup)
+    res = summary(times)
+    res['raw'] = times
+    res['input'] = list(pv.shape)
+    return res
+
+
+def bench_cuda_flags(pipe: Pipeline, rgb: np.ndarray, iters: int,
+                     warmup: int) -> Dict[str, float]:
+    """Bare forward p50 with cuDNN autotuning off / on and, at fp32, TF32 off / on."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    fp32 = pipe.depth_model.dtype == torch.float32
+    out = {}
+    try:
+        for autotune in (False, True):
+            for tf32 in ((False, True) if fp32 else (None,)):
+                cudnn.benchmark = autotune
+                if tf32 is not None:
+                    cudnn.allow_tf32 = matmul.allow_tf32 = tf32
+                name = f'cudnn.benchmark {autotune}' + ('' if tf32 is None else f', TF32 {tf32}')
+                out[name] = bench_forward(pipe, rgb, iters, warmup)['p50']
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+    return out
+
+
+def naive_pointcloud(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                     rgb: np.ndarray) -> bytes:
+    """Build a point cloud the way many wrappers do: Python lists, struct.pack per point."""
+    points = []
+    h, w = depth.shape
+    for v in range(h):
+        for u in range(w):
+            z = float(depth[v, u])
+            if z > 0:
+                r, g, b = (int(c) for c in rgb[v, u])
+                points.append([(u - cx) * z / fx, (v - cy) * z / fy, z,
+                               struct.unpack('f', struct.pack('I', r << 16 | g << 8 | b))[0]])
+    return b''.join(struct.pack('ffff', *p) for p in points)
+
+
+def bench_naive(ckpt: Path, rgb: np.ndarray, intr: Any, iters: int, warmup: int,
+                device: torch.device, dtype: torch.dtype) -> Dict[str, Any]:
+    """Time DPTImageProcessor + model + post_process_depth_estimation + Python-list cloud."""
+    from transformers import AutoModelForDepthEstimation
+    try:
+        from transformers import DPTImageProcessor as Processor
+        proc = Processor.from_pretrained(str(ckpt))
+    except (ImportError, OSError, ValueError):
+        from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+        proc = DPTImageProcessorPil.from_pretrained(str(ckpt))
+    model = AutoModelForDepthEstimation.from_pretrained(str(ckpt), use_safetensors=True)
+    model = model.to(device, dtype).eval()
+    totals, forwards = [], []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        inputs = proc(images=rgb, return_tensors='pt')
+        pv = inputs['pixel_values'].to(device, dtype)
+        _sync(device)
+        tf = time.perf_counter()
+        with torch.no_grad():
+            out = model(pixel_values=pv)
+        _sync(device)
+        tf2 = time.perf_counter()
+        out.predicted_depth = out.predicted_depth.float()
+        depth = proc.post_process_depth_estimation(
+            out, target_sizes=[rgb.shape[:2]])[0]['predicted_depth'].cpu().numpy()
+        naive_pointcloud(depth, intr.fx, intr.fy, intr.cx, intr.cy, rgb)
+        t1 = time.perf_counter()
+        if i >= warmup:
+            totals.append((t1 - t0) * 1e3)
+            forwards.append((tf2 - tf) * 1e3)
+    over = [t - f for t, f in zip(totals, forwards)]
+    return {'total': summary(totals), 'forward': summary(forwards), 'overhead': summary(over),
+            'raw_total': totals}
+
+
+# ------------------------------------------------------------------ backends, each alone
+
+def default_backends(dev: torch.device) -> List[str]:
+    """Return eager torch plus the runtimes worth comparing on this device."""
+    if dev.type == 'cuda':
+        return ['torch', 'compile', 'tensorrt', 'onnxruntime']
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return ['torch']
+    return ['torch', 'onnxruntime']
+
+
+def parse_backends(text: str) -> List[str]:
+    """'torch,compile,...' -> a list of model.backend values (argparse type); each checked."""
+    names = [b.strip() for b in text.split(',') if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {', '.join(bad) or repr(text)}: choose from "
+            f"{', '.join(BACKENDS)} (comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+def use_device(device: str) -> torch.device:
+    """Make cuda:N this process's current device (helpers, engine builder); return it."""
+    dev = torch.device(device)
+    if dev.type == 'cuda' and dev.index is not None:
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def depth_points_config(metric: bool) -> Dict[str, Any]:
+    """Return depth settings that publish depth + points for every model, all valid.
+
+    Relative checkpoints run through affine_inverse (as a robot would run DPT-style models),
+    with the whole cloud valid (worst case).
+    """
+    return {'depth.min': 0.0, 'depth.max': 10000.0,
+            'depth.mode': 'metric' if metric else 'affine_inverse'}
+
+
+def make_pipeline(ckpt: Path, device: str, precision: str, backend: str = 'torch',
+                  engine_dir: str = '', log: Callable[[str], None] = lambda m: None
+                  ) -> Tuple[Pipeline, Dict[str, Any]]:
+    """Return the benchmark's pipeline and the node settings that match it (depth + points)."""
+    cfg = Config().replace({'model.depth': str(ckpt), 'model.device': device,
+                            'model.precision': precision, 'model.backend': backend,
+                            'model.engine_dir': engine_dir})
+    pipe = Pipeline(cfg, log=log)
+    depth_cfg = depth_points_config(pipe.depth_model.metric)
+    pipe.update(pipe.config.replace(depth_cfg))
+    # The DDS node shares the engine / export cache, so it loads what was built here.
+    return pipe, dict(depth_cfg, **{'model.engine_dir': engine_dir})
+
+
+def run_backend(args: argparse.Namespace) -> int:
+    """Child process of bench_backend: time one backend, print its raw figures as JSON."""
+    work = Path(args.work_dir).expanduser()
+    ckpt = checkpoint(args.models[0], work)
+    notes: List[str] = []
+    use_device(args.device)
+    pipe, _ = make_pipeline(ckpt, args.device, args.precision, args.backend[0],
+                            str(work / 'engines'), notes.append)
+    warm = pipe.prepare(args.height, args.width)  # engine build/load, compile: not timed
+    s = synthetic_scene(args.width, args.height)
+    no_pub = argparse.Namespace(ok=False)
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, args.iters, 2, no_pub)
+    fw = bench_forward(pipe, s.rgb, args.iters, 2)
+    # Read after the timings: a backend may fall back on any call, not only the first.
+    print(json.dumps({'ran': pipe.depth_model.backend, 'forward': fw['raw'],
+                      'pipeline': st['raw_pipeline'], 'in_pipeline': st['raw_forward'],
+                      'warmup_s': warm.get('depth', 0.0) / 1e3, 'log': notes}))
+    pipe.close()
+    return 0
+
+
+def bench_backend(preset: str, backend: str, work: Path, device: str, precision: str,
+                  width: int, height: int, iters: int) -> Dict[str, Any]:
+    """Time one backend alone in a process of its own: bare forward and in-process pipeline."""
+    cmd = [sys.executable, '-m', 'dpt_ros.tools.bench', '--role', BACKEND_ROLE,
+           '--backend', backend,
+           '--models', preset, '--device', device, '--precision', precision, '--width',
+           str(width), '--height', str(height), '--iters', str(iters), '--work-dir', str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or [f'exit {proc.returncode}'])[-1]
+        return {'ran': 'failed', 'error': why[:300]}
+    raw = json.loads(lines[-1])
+    row = _backend_row(raw['ran'], raw['forward'], raw['pipeline'], raw['in_pipeline'],
+                       raw['warmup_s'])
+    row['log'] = raw['log']
+    if raw['ran'] != backend:  # the fallback's one log line says why
+        row['error'] = next((ln for ln in raw['log'] if 'running' in ln),
+                            f"fell back to {raw['ran']}")[:300]
+    return row
+
+
+def fastest(rows: Dict[str, Dict[str, Any]]) -> str:
+    """Return the backend with the lowest bare forward p50 among those that really ran."""
+    # A fallback is eager torch under another name: it never competes.
+    ran = {b: r for b, r in rows.items() if r['ran'] == b}
+    return min(ran, key=lambda b: ran[b]['forward']['p50'])
+
+
+def _backend_row(ran: str, forward: List[float], pipeline: List[float],
+                 in_pipeline: List[float], warmup_s: float) -> Dict[str, Any]:
+    over = [p - f for p, f in zip(pipeline, in_pipeline)]
+    return {'ran': ran, 'forward': summary(forward), 'pipeline': summary(pipeline),
+            'overhead': summary(over), 'warmup_s': warmup_s, 'raw_forward': forward}
+
+
+# ------------------------------------------------------------------ driver and report
+
+def _in_process_publisher() -> Any:
+    """Return rclpy publishers to time message fill and publish, or a stand-in (ok False)."""
+    from dpt_ros.tools.dds_clients import have_rclpy, InProcessPublisher
+    if have_rclpy():
+        return InProcessPublisher()
+    return argparse.Namespace(ok=False, close=lambda: None)
+
+
+def _strip_raw(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if not k.startswith('raw')}
+
+
+def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
+               depth_cfg: Dict[str, Any], w: int, h: int) -> Dict[str, Any]:
+    """Every section for one model at one camera size."""
+    log, first = ctx.log, (w, h) == ctx.sizes[0]
+    s = synthetic_scene(w, h)
+    warm = pipe.prepare(h, w)  # autotune (and any backend's start-up): not in the timings
+    log(f'  {w}x{h}: stages ...')
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, ctx.iters, ctx.warmup, ctx.pub)
+    fw = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup)
+    naive_iters = max(2, ctx.iters // 2) if w * h > 640 * 480 else ctx.iters
+    log(f'  {w}x{h}: naive wrapper ...')
+    nv = bench_naive(ckpt, s.rgb, s.intrinsics, naive_iters, 1, ctx.dev, pipe.depth_model.dtype)
+    ours_over = [t - f for t, f in zip(st['raw_total'], st['raw_forward'])]
+    size = {'stages': _strip_raw(st), 'forward_bare': _strip_raw(fw), 'naive': _strip_raw(nv),
+            'our_overhead': summary(ours_over),
+            'raw': {'ours': st['raw_total'], 'forward': fw['raw'], 'naive': nv['raw_total']}}
+    size['ratio_naive_overhead_vs_ours'] = (
+        nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
+    if ctx.cuda_flags and ctx.dev.type == 'cuda':
+        size['cuda_flags'] = bench_cuda_flags(pipe, s.rgb, ctx.iters, ctx.warmup)
+    backends = {'torch': _backend_row(pipe.depth_model.backend, fw['raw'], st['raw_pipeline'],
+                                      st['raw_forward'], warm.get('depth', 0.0) / 1e3)}
+    for b in ctx.backends:
+        if b != 'torch':
+            log(f'  {w}x{h}: backend {b} (own process) ...')
+            backends[b] = bench_backend(preset, b, ctx.work, str(ctx.dev), ctx.precision, w, h,
+                                        ctx.iters)
+    best = fastest(backends)
+    size['backends'] = {b: _strip_raw(r) for b, r in backends.items()}
+    size['best_backend'] = best
+    if not ctx.dds or (ctx.smoke and not first):
+        return size
+    from dpt_ros.tools.dds_clients import bench_dds
+    # The node's frame time with that backend: its pipeline plus this run's fill + publish.
+    est = backends[best]['pipeline']['p50'] + st['total']['p50'] - st['pipeline']['p50']
+    frames = 8 if ctx.smoke else ctx.dds_frames
+    d = bench_dds(ckpt, None, str(ctx.dev), ctx.precision, w, h, frames, est, log, depth_cfg,
+                  backend=best, relay=True)
+    # This machine's speed drifts by 10-15 % over minutes (a shared VM): time the bare
+    # forward again right after the DDS run and compare with both.
+    if best == 'torch':
+        after = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup)['raw']
+    else:
+        after = bench_backend(preset, best, ctx.work, str(ctx.dev), ctx.precision, w, h,
+                              ctx.iters).get('raw_forward', [])
+    bare = pct(backends[best]['raw_forward'] + after, 50)
+    d['forward_bare_before'] = backends[best]['forward']
+    d['forward_bare_after'] = summary(after)
+    d['forward_bare_pooled_p50'] = bare
+    d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / bare
+    d['ratio_fps_vs_forward'] = d['throughput']['fps'] * bare / 1e3
+    if 'relay' in d:
+        node_share = d['latency']['latency']['p50'] - d['relay']['latency']['p50']
+        inproc = backends[best]['overhead']['p50']
+        if 'fill_publish' in size['stages']:
+            inproc += size['stages']['fill_publish']['bytes']['p50']
+        d['e2e_minus_floor'] = node_share
+        d['inprocess_overhead'] = inproc
+        d['ratio_node_share_vs_inprocess_overhead'] = node_share / max(inproc, 1e-6)
+    size['dds'] = d
+    if first and (ctx.smoke or preset.startswith('tiny') or ctx.dev.type == 'cuda'):
+        # Eager torch: a runtime would export the segmentation model on the first frames.
+        size['dds_segmentation'] = bench_dds(ckpt, ctx.seg_ckpt, str(ctx.dev), ctx.precision, w,
+                                             h, frames, st['total']['p50'] * 1.5, log, depth_cfg)
+    return size
+
+
+def _setup(args: argparse.Namespace) -> Tuple[Path, torch.device, List[str], Dict[str, Any]]:
+    """Return the work folder, device, model presets and the results header of a run."""
+    work = Path(args.work_dir).expanduser()
+    work.mkdir(parents=True, exist_ok=True)
+    # cuda:N: the naive wrapper and every helper of this process run there too.
+    dev = use_device('cuda' if (args.device == 'auto' and torch.cuda.is_available())
+                     else ('cpu' if args.device == 'auto' else args.device))
+    if args.models:
+        presets = args.models
+    elif args.smoke:
+        presets = ['tiny-depth-anything']
+    else:
+        presets = ['hybrid-depth', 'large-depth'] if dev.type == 'cuda' else \
+            ['tiny-depth-anything', 'base-depth']
+    precision = args.precision
+    if precision == 'auto':
+        precision = 'fp16' if dev.type == 'cuda' else 'fp32'
+    results: Dict[str, Any] = {
+        'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else
+        f'CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+        f'{torch.get_num_threads()} torch threads)',
+        'torch': torch.__version__, 'precision': precision, 'smoke': bool(args.smoke),
+        'models': {}}
+    return work, dev, presets, results
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run every section for every configured model; return the results dict."""
+    from dpt_ros.tools.dds_clients import have_rclpy
+    work, dev, presets, results = _setup(args)
+    precision = results['precision']
+    iters, warmup = (3, 1) if args.smoke else (args.iters, 2)
+    ctx = argparse.Namespace(
+        log=print, dev=dev, precision=precision, work=work, iters=iters, warmup=warmup,
+        sizes=[(640, 480)] if args.smoke else [(640, 480), (1280, 720)], smoke=args.smoke,
+        backends=args.backend or default_backends(dev), dds=not args.no_dds and have_rclpy(),
+        dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work),
+        cuda_flags=args.cuda_flags)
+    results['backends'] = ctx.backends
+    ctx.pub = _in_process_publisher()
+    try:
+        for preset in presets:
+            ckpt = checkpoint(preset, work)
+            ctx.log(f'{preset}: {ckpt}')
+            pipe, depth_cfg = make_pipeline(ckpt, str(dev), precision,
+                                            engine_dir=str(work / 'engines'),
+                                            log=lambda m: ctx.log(f'  {m}'))
+            entry: Dict[str, Any] = {'params_M': pipe.depth_model.num_parameters / 1e6,
+                                     'sizes': {}}
+            for w, h in ctx.sizes:
+                size = bench_size(ctx, preset, ckpt, pipe, depth_cfg, w, h)
+                entry['sizes'][f'{w}x{h}'] = size
+                ctx.log(f"  {w}x{h}: forward {size['forward_bare']['p50']:.1f} ms, ours total "
+                        f"{size['stages']['total']['p50']:.1f} ms (overhead "
+                        f"{size['our_overhead']['p50']:.1f}), naive overhead "
+                        f"{size['naive']['overhead']['p50']:.1f} ms, fastest backend "
+                        f"{size['best_backend']}")
+            pipe.close()
+            results['models'][preset] = entry
+    finally:
+        ctx.pub.close()
+    return results
+
+
+def other_size(width: int, height: int) -> Tuple[int, int]:
+    """Return a second camera resolution of another aspect ratio (mixed-sizes figures)."""
+    return (640, 480) if (width, height) == (1280, 720) else (1280, 720)
+
+
+def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
+                   sizes: List[Tuple[int, int]], iters: int = 3, warmup: int = 1
+                   ) -> Dict[str, Any]:
+    """Time the network alone: what batching cameras buys, and what padding would cost.
+
+    same: `cameras` frames of sizes[0] as one batch vs one forward each (the node batches
+    frames of one size). mixed: one frame of each of sizes[0] and sizes[1] as the node runs
+    them (one forward per frame size) vs one batch padded to the largest network input (the
+    alternative the node does not take; it would also change what the model sees).
+    """
+    pipe, _ = make_pipeline(ckpt, device, precision)
+    m = pipe.depth_model
+
+    def timed(fn: Callable[[], Any]) -> float:
+        return float(np.median(timed_ms(pipe, fn, iters, warmup)))
+
+    try:
+        a, b = [pipe.pixel_values(m, conv.Frame(synthetic_scene(w, h).rgb, 'rgb8'))
+                for w, h in sizes[:2]]
+        batch = a.expand(cameras, *a.shape[1:]).contiguous()
+        single_ms = timed(lambda: [pipe.forward(m, a) for _ in range(cameras)])
+        batch_ms = timed(lambda: pipe.forward(m, batch))
+        hh, ww = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
+        padded = a.new_zeros((2, a.shape[1], hh, ww))
+        separate_ms = timed(lambda: (pipe.forward(m, a), pipe.forward(m, b)))
+        padded_ms = timed(lambda: pipe.forward(m, padded))
+    finally:
+        pipe.close()
+    return {'cameras': cameras, 'sizes': [f'{w}x{h}' for w, h in sizes[:2]],
+            'inputs': [list(a.shape[-2:]), list(b.shape[-2:])], 'padded_input': [hh, ww],
+            'same': {'single_ms': single_ms, 'batch_ms': batch_ms,
+                     'speedup': single_ms / batch_ms},
+            'mixed': {'separate_ms': separate_ms, 'padded_ms': padded_ms,
+                      'padded_vs_separate': padded_ms / separate_ms}}
+
+
+def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
+    """Many cameras: one multi-camera node against one node per camera, per model."""
+    from dpt_ros.tools.dds_clients import bench_cameras
+    work, dev, presets, results = _setup(args)
+    for preset in presets:
+        ckpt = checkpoint(preset, work)
+        config = json.loads((ckpt / 'config.json').read_text())
+        metric = config.get('depth_estimation_type') == 'metric'
+        print(f'{preset}: {args.cameras} cameras {args.width}x{args.height} at '
+              f'{args.camera_rate:g} Hz, {args.seconds:g} s')
+        entry: Dict[str, Any] = {'batching': bench_batching(
+            ckpt, str(dev), results['precision'], args.cameras,
+            [(args.width, args.height), other_size(args.width, args.height)])}
+        for one_node in (True, False):
+            r = bench_cameras(ckpt, str(dev), results['precision'], args.cameras, args.width,
+                              args.height, args.camera_rate, args.seconds, one_node,
+                              depth_points_config(metric), print)
+            entry['one_node' if one_node else 'separate'] = r
+        results['models'][preset] = entry
+    return results
+
+
+def markdown_cameras(res: Dict[str, Any]) -> str:
+    """Render the many-cameras results as markdown (README format)."""
+    lines = [f"Device: {res['device']}; torch {res['torch']}; precision {res['precision']}"
+             f"{' (smoke run)' if res['smoke'] else ''}.", '']
+    for preset, entry in res['models'].items():
+        one = entry['one_node']
+        lines += [f"**{preset}**, {one['cameras']} cameras {one['width']}x{one['height']} at "
+                  f"{one['rate_hz']:g} Hz each ({one['sent_per_camera']} frames each in "
+                  f"{one['seconds']:g} s), depth + points:", '',
+                  '| layout | resident memory MiB | output frames/s (all cameras) | '
+                  'per-camera latency p50 / p95 ms | frames per camera | lowest fair share |',
+                  '|---|---|---|---|---|---|']
+        for r in (entry['one_node'], entry['separate']):
+            cams = r['per_camera'].values()
+            lat = ', '.join(f"{c['p50']:.0f} / {c['p95']:.0f}" for c in cams)
+            got = ', '.join(str(c['received']) for c in cams)
+            lines.append(f"| {r['layout']} | {r['rss_mb']:.0f} | {r['fps']:.2f} | {lat} | "
+                         f"{got} | {r['min_share']:.2f} |")
+        lines.append('')
+        b = entry.get('batching')
+        if b:
+            same, mixed = b['same'], b['mixed']
+            (ha, wa), (hb, wb) = b['inputs']
+            lines += [f"- network alone, {b['cameras']} frames of {b['sizes'][0]} (input "
+                      f"{wa}x{ha}): one batch {same['batch_ms']:.1f} ms vs one forward each "
+                      f"{same['single_ms']:.1f} ms -> batching **{same['speedup']:.2f}x**",
+                      f"- two cameras, {b['sizes'][0]} and {b['sizes'][1]} (inputs {wa}x{ha} "
+                      f"and {wb}x{hb}): one forward per camera size, as the node runs them, "
+                      f"{mixed['separate_ms']:.1f} ms vs one batch padded to "
+                      f"{b['padded_input'][1]}x{b['padded_input'][0]} {mixed['padded_ms']:.1f}"
+                      f" ms -> padding **{mixed['padded_vs_separate']:.2f}x** the time", '']
+    return '\n'.join(lines)
+
+
+def markdown(res: Dict[str, Any]) -> str:
+    """Render the results as markdown tables (README Performance section format)."""
+    lines = [f"Device: {res['device']}; torch {res['torch']}; precision {res['precision']}"
+             f"{' (smoke run)' if res['smoke'] else ''}.", '']
+    for preset, entry in res['models'].items():
+        for size, r in entry['sizes'].items():
+            net_in = 'x'.join(map(str, r['forward_bare']['input'][2:]))
+            lines += [f"**{preset}** ({entry['params_M']:.1f} M params, stages with eager "
+                      f"torch), {size} camera frames, network input {net_in}:",
+                      '', '| stage | p50 ms | p95 ms |', '|---|---|---|']
+            for k in FRAME_STAGES + BYTES_STAGES:
+                if k in r['stages']:
+                    v = r['stages'][k]
+                    lines.append(f"| {STAGE_NAMES.get(k, k)} | {v['p50']:.2f} | "
+                                 f"{v['p95']:.2f} |")
+            t, f = r['stages']['total'], r['forward_bare']
+            lines += [f"| **total (ours, in-process, bytes path)** | {t['p50']:.2f} | "
+                      f"{t['p95']:.2f} |",
+                      f"| bare forward | {f['p50']:.2f} | {f['p95']:.2f} |",
+                      f"| naive wrapper total | {r['naive']['total']['p50']:.2f} | "
+                      f"{r['naive']['total']['p95']:.2f} |", '']
+            lines.append(f"- overhead outside the forward: ours {r['our_overhead']['p50']:.1f} "
+                         f"ms, naive {r['naive']['overhead']['p50']:.1f} ms -> "
+                         f"**{r['ratio_naive_overhead_vs_ours']:.1f}x lower**")
+            if 'cuda_flags' in r:
+                lines.append('- bare forward p50 by setting: ' + '; '.join(
+                    f'{k}: {v:.2f} ms' for k, v in r['cuda_flags'].items()))
+            fp = r['stages'].get('fill_publish')
+            if fp:
+                m, b = fp['message']['p50'], fp['bytes']['p50']
+                lines.append(f"- fill + publish of depth + points (in-process, subscriber "
+                             f"attached): message path {m:.2f} ms, bytes path {b:.2f} ms -> "
+                             f"**{m / max(b, 1e-6):.2f}x lower**")
+            lines += _backend_lines(r)
+            for key, label in (('dds', 'depth + points'),
+                               ('dds_segmentation', 'depth + points + segmentation')):
+                if key in r:
+                    d = r[key]
+                    lat = d['latency']['latency']
+                    line = (f"- DDS end-to-end ({label}, publisher -> dpt_node -> subscriber "
+                            f"processes): p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms "
+                            f"({d['latency']['received']}/{d['latency']['sent']} at "
+                            f"{d['latency']['rate_hz']:.1f} Hz); sustained "
+                            f"{d['throughput']['fps']:.2f} frames/s")
+                    if 'throughput_no_overlap' in d:
+                        line += (f" with `output.overlap` on, "
+                                 f"{d['throughput_no_overlap']['fps']:.2f} off")
+                    if 'forward_bare_pooled_p50' in d:
+                        before = d.get('forward_bare_before', r['forward_bare'])['p50']
+                        line += (f"; bare forward p50 {before:.1f} ms before "
+                                 f"and {d['forward_bare_after']['p50']:.1f} ms after this run "
+                                 f"(pooled {d['forward_bare_pooled_p50']:.1f} ms)")
+                    if 'ratio_e2e_vs_forward' in d:
+                        line += (f"; e2e / bare forward **{d['ratio_e2e_vs_forward']:.2f}x**, "
+                                 f"throughput / (1 / bare forward) "
+                                 f"**{d['ratio_fps_vs_forward']:.2f}x**")
+                    if 'backend' in d:
+                        line += f"; backend {d['backend']}"
+                    node_fw = d['latency'].get('node_p50_ms', {}).get('forward')
+                    if node_fw:
+                        line += (f"; forward as timed inside the node {node_fw:.1f} ms, e2e / "
+                                 f"that {lat['p50'] / node_fw:.2f}x")
+                    lines.append(line)
+                    if 'relay' in d:
+                        lines.append(_floor_line(d))
+            lines.append('')
+    return '\n'.join(lines)
+
+
+def _backend_lines(r: Dict[str, Any]) -> List[str]:
+    """Render the backend table: each backend timed alone in its own process."""
+    rows = r.get('backends', {})
+    torch_fw = rows.get('torch', {}).get('forward', {}).get('p50')
+    if len(rows) < 2 or not torch_fw:
+        return []
+    lines = ['', '| backend (alone in its process) | bare forward p50 ms | in-process pipeline '
+             'p50 ms | forward vs eager torch | start-up warm-up s |', '|---|---|---|---|---|']
+    for b, row in rows.items():
+        if row['ran'] != b:  # never timed under the name it was asked by
+            why = row.get('error') or f"fell back to {row['ran']}"
+            lines.append(f"| {b} (ran {row['ran']}) | - | - | {why} | - |")
+            continue
+        fw = row['forward']['p50']
+        lines.append(f"| {b}{' (fastest)' if b == r.get('best_backend') else ''} | {fw:.2f} | "
+                     f"{row['pipeline']['p50']:.2f} | {torch_fw / max(fw, 1e-6):.2f}x | "
+                     f"{row.get('warmup_s', 0.0):.1f} |")
+    return lines + ['']
+
+
+def _floor_line(d: Dict[str, Any]) -> str:
+    """Render the relay floor and the node's share of the DDS end to end."""
+    f = d['relay']['latency']
+    return (f"- transport floor (a relay process in the node's place republishing a prebuilt "
+            f"depth + cloud of this size with each image's header, same publisher and "
+            f"subscriber, same run): p50 {f['p50']:.1f} ms ({d['relay']['received']}/"
+            f"{d['relay']['sent']}); our e2e - floor {d['e2e_minus_floor']:.1f} ms vs our "
+            f"in-process overhead outside the forward {d['inprocess_overhead']:.1f} ms -> "
+            f"**{d['ratio_node_share_vs_inprocess_overhead']:.2f}x**")
+
+
+def plot(res: Dict[str, Any], path: Path) -> bool:
+    """Draw box plots of per-frame latency: ours, bare forward, naive, DDS e2e."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    rows = [(p, s, r) for p, e in res['models'].items() for s, r in e['sizes'].items()]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
+    for ax, (preset, size, r) in zip(axes[0], rows):
+        data = [r['raw']['forward'], r['raw']['ours'], r['raw']['naive']]
+        labels = ['bare forward', 'ours', 'naive']
+        if 'dds' in r:
+            data.append(r['dds']['latency']['raw_latency'])
+            labels.append('DDS e2e')
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=20)
+        ax.set_yscale('log')
+        ax.set_ylabel('ms per frame')
+        ax.set_title(f'{preset} {size}')
+    fig.suptitle(res['device'])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of `dpt_bench`."""
+    ap = argparse.ArgumentParser(prog='dpt_bench', description=__doc__.split('\n')[0])
+    ap.add_argument('--smoke', action='store_true', help='short run (CI): tiny model, 640x480')
+    ap.add_argument('--out', default='bench_out', help='folder for results.json/.md/latency.png')
+    ap.add_argument('--models', nargs='*', help='presets (default: tiny-depth-anything and '
+                    'base-depth on CPU; hybrid-depth and large-depth on CUDA)')
+    ap.add_argument('--device', default='auto')
+    ap.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'))
+    ap.add_argument('--backend', type=parse_backends, default=None,
+                    help='model.backend values to compare, comma-separated '
+                    f"({', '.join(BACKENDS)}); eager torch runs in this process, every other "
+                    'alone in its own; one that cannot run is shown as the backend it fell '
+                    'back to (default: torch, and onnxruntime when installed, on CPU; '
+                    'torch,compile,tensorrt,onnxruntime on CUDA)')
+    ap.add_argument('--iters', type=int, default=10, help='timed frames per section')
+    ap.add_argument('--cuda-flags', action='store_true', help='CUDA: also time the bare torch '
+                    'forward with cuDNN autotuning off/on (and TF32 off/on at fp32)')
+    ap.add_argument('--dds-frames', type=int, default=10, help='frames for DDS latency')
+    ap.add_argument('--no-dds', action='store_true', help='skip the DDS end-to-end section')
+    ap.add_argument('--work-dir', default='~/.cache/dpt_ros/tools/bench',
+                    help='where random-weight checkpoints are cached')
+    ap.add_argument('--cameras', type=int, default=0,
+                    help='instead of the sections above: N cameras through one multi-camera '
+                    'node against N single-camera nodes (memory, frames/s, latency, share)')
+    ap.add_argument('--camera-rate', type=float, default=15.0,
+                    help='with --cameras: frames/s of each camera (default 15)')
+    ap.add_argument('--seconds', type=float, default=30.0,
+                    help='with --cameras: measured seconds per layout (default 30)')
+    ap.add_argument('--width', type=int, default=640, help='with --cameras: frame width')
+    ap.add_argument('--height', type=int, default=480, help='with --cameras: frame height')
+    ap.add_argument('--role', default='', help=argparse.SUPPRESS)
+    ap.add_argument('--ns', nargs='+', default=['/dpt_bench'], help=argparse.SUPPRESS)
+    ap.add_argument('--rate', type=float, default=10.0, help=argparse.SUPPRESS)
+    ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
+    ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
+    args = ap.parse_args(argv)
+    if args.role == BACKEND_ROLE:
+        return run_backend(args)
+    if args.role:
+        from dpt_ros.tools.dds_clients import PUBLISHER_ROLE, RELAY_ROLE, run_publisher, run_relay
+        roles = {PUBLISHER_ROLE: run_publisher, RELAY_ROLE: run_relay}
+        if args.role not in roles:
+            ap.error(f'unknown --role {args.role}')
+        return roles[args.role](args)
+    if args.report:
+        res = json.loads(Path(args.report).read_text())
+        out = Path(args.report).parent
+        (out / 'results.md').write_text(markdown(res) + '\n')
+        plot(res, out / 'latency.png')
+        print(markdown(res))
+        return 0
+    os.environ.update(profile_env())  # before this process creates a DDS participant
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    if args.cameras:
+        if args.cameras < 1 or args.camera_rate <= 0 or args.seconds <= 0:
+            ap.error('--cameras, --camera-rate and --seconds must be positive')
+        from dpt_ros.tools.dds_clients import have_rclpy
+        if not have_rclpy():
+            ap.error('--cameras runs dpt_node processes over DDS: it needs rclpy (ROS 2)')
+        res = run_cameras(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'cameras.json').write_text(json.dumps(jsonable(res), indent=1))
+        md = markdown_cameras(res)
+        (out / 'cameras.md').write_text(md + '\n')
+        print('\n' + md)
+        print(f"wrote {out / 'cameras.json'}, {out / 'cameras.md'}")
+        return 0
+    res = run(args)
+    write_report(Path(args.out), res, markdown, plot, 'latency.png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,291 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Built-in sample input: a ray-cast synthetic scene with exact depth, and random checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+from dpt_ros.core.geometry import Intrinsics, pixel_grid
+
+
+@dataclass
+class SampleFrame:
+    """One synthetic frame: RGB, ground-truth depth (metres along z) and intrinsics."""
+
+    rgb: np.ndarray      # (H, W, 3) uint8
+    depth: np.ndarray    # (H, W) float32 metres
+    intrinsics: Intrinsics
+
+
+def default_intrinsics(width: int = 640, height: int = 480) -> Intrinsics:
+    """Return a ~64 degree pinhole camera with the principal point at the centre."""
+    f = 0.8 * width
+    return Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0,
+                      width=width, height=height, distortion_model='plumb_bob', d=(0.0,) * 5)
+
+
+def synthetic_scene(width: int = 640, height: int = 480, t: float = 0.0) -> SampleFrame:
+    """Render a room (floor, walls, two spheres); the camera slides sideways with t."""
+    intr = default_intrinsics(width, height)
+    u, v = pixel_grid(width, height, 1)
+    dx = (u - intr.cx) / intr.fx
+    dy = (v - intr.cy) / intr.fy
+    ox = 0.3 * np.sin(t)  # camera x offset
+    inf = np.full(dx.shape, np.inf)
+    depth = inf.copy()
+    albedo = np.zeros(dx.shape + (3,))
+    normal_z = np.zeros(dx.shape)
+
+    def hit(z: np.ndarray, colour: np.ndarray, shade: np.ndarray) -> None:
+        nonlocal depth
+        closer = (z > 0.05) & (z < depth)
+        depth = np.where(closer, z, depth)
+        albedo[closer] = colour[closer] if colour.ndim == 3 else colour
+        normal_z[closer] = shade[closer] if np.ndim(shade) else shade
+
+    # planes, in the optical frame (x right, y down, z forward): z = distance along the axis
+    with np.errstate(divide='ignore', invalid='ignore'):
+        z_floor = np.where(dy > 1e-6, 1.2 / dy, inf)          # floor at y = +1.2 m
+        z_left = np.where(dx < -1e-6, (-2.0 - ox) / dx, inf)  # wall at x = -2 m
+        z_right = np.where(dx > 1e-6, (2.5 - ox) / dx, inf)   # wall at x = +2.5 m
+    z_back = np.full(dx.shape, 7.0)
+    x_f = np.where(np.isfinite(z_floor), ox + dx * np.where(np.isfinite(z_floor), z_floor, 0), 0)
+    z_f = np.where(np.isfinite(z_floor), z_floor, 0)
+    checker = ((np.floor(x_f * 2) + np.floor(z_f * 2)) % 2)[..., None]
+    hit(z_floor, np.where(checker > 0, [0.85, 0.8, 0.7], [0.35, 0.3, 0.25]), np.full(dx.shape,
+                                                                                     0.9))
+    stripes = (np.floor(dy * np.where(np.isfinite(z_left), z_left, 0) * 3) % 2)[..., None]
+    hit(z_left, np.where(stripes > 0, [0.7, 0.3, 0.3], [0.6, 0.25, 0.25]), np.full(dx.shape,
+                                                                                   0.6))
+    hit(z_right, np.broadcast_to([0.3, 0.5, 0.75], dx.shape + (3,)).copy(),
+        np.full(dx.shape, 0.7))
+    grid = ((np.floor((ox + dx * 7.0) * 1.5) + np.floor((dy * 7.0) * 1.5)) % 2)[..., None]
+    hit(z_back, np.where(grid > 0, [0.9, 0.9, 0.85], [0.55, 0.6, 0.5]), np.full(dx.shape, 1.0))
+    # spheres: |o + s*d - c|^2 = r^2 with ray d = (dx, dy, 1) so s is the depth z
+    for c, r, col in (((-0.6, 0.6, 3.2), 0.6, (0.2, 0.7, 0.3)),
+                      ((1.0, 0.2, 4.5), 0.9, (0.8, 0.6, 0.1))):
+        cx, cy, cz = c[0] - ox, c[1], c[2]
+        a = dx * dx + dy * dy + 1.0
+        bq = -2.0 * (dx * cx + dy * cy + cz)
+        cq = cx * cx + cy * cy + cz * cz - r * r
+        disc = bq * bq - 4 * a * cq
+        with np.errstate(invalid='ignore'):
+            s = np.where(disc >= 0, (-bq - np.sqrt(np.maximum(disc, 0))) / (2 * a), inf)
+        nz = np.clip((cz - s) / r, 0.0, 1.0)  # facing the camera -> bright
+        hit(s, np.broadcast_to(col, dx.shape + (3,)).copy(), 0.35 + 0.65 * nz)
+    light = normal_z[..., None] * (1.0 / (1.0 + 0.04 * depth[..., None] ** 2)) ** 0.5
+    rgb = np.clip(albedo * light * 255.0, 0, 255).astype(np.uint8)
+    return SampleFrame(rgb=rgb, depth=depth.astype(np.float32), intrinsics=intr)
+
+
+def synthetic_sequence(n: int, width: int = 640, height: int = 480) -> List[SampleFrame]:
+    """Render n frames of the scene with the camera sliding sideways."""
+    return [synthetic_scene(width, height, t=0.35 * i) for i in range(n)]
+
+
+# ------------------------------------------------------------------ random checkpoints
+
+PRESETS = ('tiny-depth', 'tiny-seg', 'tiny-depth-anything', 'small-depth', 'base-depth',
+           'hybrid-depth', 'large-depth', 'tiny-seg-wide', 'tiny-depth-anything-outdoor',
+           'tiny-dpt-dinov2', 'tiny-glpn', 'tiny-zoedepth')
+# Full-size shapes of published checkpoints (tools.checkpoints times them with random weights).
+SHAPE_PRESETS = ('da2-small', 'da2-base', 'da2-large', 'da1-small', 'zoedepth-nk', 'depth-pro')
+
+
+def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], fusion: int,
+             out_idx: List[int], image: int, **extra) -> Dict:
+    return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=inter, neck_hidden_sizes=neck, fusion_hidden_size=fusion,
+                backbone_out_indices=out_idx, image_size=image, patch_size=16, **extra)
+
+
+def _preset_config(preset: str):
+    from transformers import (BeitConfig, DepthAnythingConfig, Dinov2Config, DPTConfig,
+                              GLPNConfig, ZoeDepthConfig)
+    tiny = _vit_dpt(32, 4, 4, 37, [16, 16, 32, 32], 16, [0, 1, 2, 3], 64)
+    names = ['floor', 'wall', 'ceiling', 'object', 'person']
+    if preset == 'tiny-depth':
+        return DPTConfig(**tiny), {'size': {'height': 64, 'width': 64}}
+    if preset in ('tiny-seg', 'tiny-seg-wide'):
+        n = 5 if preset == 'tiny-seg' else 300  # 300 classes exercises 16-bit labels
+        labels = names if n == 5 else [f'class_{i}' for i in range(n)]
+        cfg = DPTConfig(**tiny, num_labels=n, id2label=dict(enumerate(labels)),
+                        label2id={v: k for k, v in enumerate(labels)})
+        return cfg, {'size': {'height': 64, 'width': 64}}
+    stages = ['stage1', 'stage2', 'stage3', 'stage4']
+    dinov2 = {'hidden_size': 32, 'num_hidden_layers': 4, 'num_attention_heads': 4,
+              'intermediate_size': 37, 'patch_size': 14, 'image_size': 56,
+              'out_features': stages, 'reshape_hidden_states': False, 'apply_layernorm': True}
+    imagenet = {'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}
+    if preset in ('tiny-depth-anything', 'tiny-depth-anything-outdoor'):
+        # metric Depth Anything: indoor checkpoints declare max_depth 20, outdoor ones 80
+        cfg = DepthAnythingConfig(backbone_config=Dinov2Config(**dinov2),
+                                  reassemble_hidden_size=32, neck_hidden_sizes=[16, 16, 32, 32],
+                                  fusion_hidden_size=16, head_hidden_size=8,
+                                  depth_estimation_type='metric',
+                                  max_depth=10 if preset == 'tiny-depth-anything' else 80)
+        return cfg, {'size': {'height': 70, 'width': 70}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 14, **imagenet}
+    if preset == 'tiny-dpt-dinov2':  # facebook/dpt-dinov2-*: no resize, centre pad to 14
+        cfg = DPTConfig(backbone_config=Dinov2Config(**dinov2), hidden_size=32,
+                        neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
+                        reassemble_factors=[4, 2, 1, 0.5])
+        return cfg, {'do_resize': False, 'do_rescale': False, 'do_pad': True,
+                     'size_divisor': 14, 'resample': 2, 'image_mean': [123.675, 116.28, 103.53],
+                     'image_std': [58.395, 57.12, 57.375]}
+    if preset == 'tiny-glpn':  # vinvino02/glpn-nyu's processor: multiple of 32, no normalize
+        cfg = GLPNConfig(hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 2, 2],
+                         depths=[1, 1, 1, 1], decoder_hidden_size=16, max_depth=10)
+        return cfg, {'image_processor_type': 'GLPNImageProcessor', 'do_resize': True,
+                     'do_rescale': True, 'resample': 2, 'size_divisor': 32}
+    if preset == 'tiny-zoedepth':  # Intel/zoedepth-nyu's processor, at a tiny size
+        bb = BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=37, patch_size=16, image_size=64, out_features=stages,
+                        use_relative_position_bias=True, reshape_hidden_states=False)
+        cfg = ZoeDepthConfig(backbone_config=bb, neck_hidden_sizes=[16, 16, 32, 32],
+                             fusion_hidden_size=16, bottleneck_features=16,
+                             num_relative_features=8, bin_embedding_dim=16,
+                             num_attractors=[4, 2, 2, 1],
+                             bin_configurations=[{'n_bins': 16, 'min_depth': 0.001,
+                                                  'max_depth': 10.0}])
+        return cfg, {'image_processor_type': 'ZoeDepthImageProcessor', 'do_pad': True,
+                     'do_resize': True, 'size': {'height': 64, 'width': 80},
+                     'keep_aspect_ratio': True, 'ensure_multiple_of': 16, 'resample': 2,
+                     'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+                     'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}
+    if preset == 'small-depth':
+        return DPTConfig(**_vit_dpt(192, 6, 3, 768, [48, 96, 192, 384], 64, [1, 3, 4, 5],
+                                    384)), {'size': {'height': 384, 'width': 384}}
+    if preset == 'base-depth':
+        return DPTConfig(**_vit_dpt(768, 12, 12, 3072, [96, 192, 384, 768], 256,
+                                    [2, 5, 8, 11], 384)), {'size': {'height': 384, 'width': 384}}
+    if preset == 'large-depth':  # Intel/dpt-large shapes
+        return DPTConfig(**_vit_dpt(1024, 24, 16, 4096, [256, 512, 1024, 1024], 256,
+                                    [5, 11, 17, 23], 384)), \
+            {'size': {'height': 384, 'width': 384}}
+    if preset == 'hybrid-depth':  # Intel/dpt-hybrid-midas shapes
+        cfg = DPTConfig(**_vit_dpt(768, 12, 12, 3072, [256, 512, 768, 768], 256,
+                                   [2, 5, 8, 11], 384), is_hybrid=True,
+                        reassemble_factors=[1, 1, 1, 0.5], readout_type='project',
+                        backbone_featmap_shape=[1, 1024, 24, 24], neck_ignore_stages=[0, 1])
+        return cfg, {'size': {'height': 384, 'width': 384}}
+    if preset in SHAPE_PRESETS:
+        return _published_shape(preset)
+    raise ValueError(f"unknown preset '{preset}'; choose one of "
+                     f"{', '.join(PRESETS + SHAPE_PRESETS)}")
+
+
+_IMAGENET = {'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}
+
+
+def _published_shape(preset: str):
+    """Config + preprocessor dict with a published checkpoint's shapes (from its config.json)."""
+    # Imported per family: older transformers releases lack the newer ones (Depth Pro).
+    from transformers import Dinov2Config
+    if preset.startswith(('da2-', 'da1-')):
+        from transformers import DepthAnythingConfig
+        # DINOv2 ViT-S/B/L/14 backbone + DPT head; V2 taps earlier layers than V1.
+        hidden, layers, heads, fusion, neck = {
+            'small': (384, 12, 6, 64, [48, 96, 192, 384]),
+            'base': (768, 12, 12, 128, [96, 192, 384, 768]),
+            'large': (1024, 24, 16, 256, [256, 512, 1024, 1024])}[preset[4:]]
+        taps = ([5, 12, 18, 24] if layers == 24 else [3, 6, 9, 12]) if preset.startswith('da2') \
+            else list(range(layers - 3, layers + 1))
+        bb = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          patch_size=14, image_size=518, out_indices=taps, apply_layernorm=True,
+                          reshape_hidden_states=False)
+        cfg = DepthAnythingConfig(backbone_config=bb, reassemble_hidden_size=hidden, patch_size=14,
+                                  fusion_hidden_size=fusion, neck_hidden_sizes=neck)
+        return cfg, {'size': {'height': 518, 'width': 518}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 14, **_IMAGENET}
+    if preset == 'zoedepth-nk':  # Intel/zoedepth-nyu-kitti: BEiT-L/16 384, two metric bin heads
+        from transformers import BeitConfig, ZoeDepthConfig
+        bb = BeitConfig(image_size=384, num_hidden_layers=24, hidden_size=1024,
+                        intermediate_size=4096, num_attention_heads=16,
+                        use_relative_position_bias=True, reshape_hidden_states=False,
+                        out_features=['stage6', 'stage12', 'stage18', 'stage24'])
+        bins = [{'name': 'nyu', 'n_bins': 64, 'min_depth': 1e-3, 'max_depth': 10.0},
+                {'name': 'kitti', 'n_bins': 64, 'min_depth': 1e-3, 'max_depth': 80.0}]
+        cfg = ZoeDepthConfig(backbone_config=bb, neck_hidden_sizes=[256, 512, 1024, 1024],
+                             bin_centers_type='softplus', bin_configurations=bins,
+                             num_patch_transformer_layers=4, patch_transformer_hidden_size=128,
+                             patch_transformer_intermediate_size=1024,
+                             patch_transformer_num_attention_heads=4)
+        return cfg, {'image_processor_type': 'ZoeDepthImageProcessor', 'do_pad': True,
+                     'size': {'height': 384, 'width': 512}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 32, 'resample': 2, 'image_mean': [0.5, 0.5, 0.5],
+                     'image_std': [0.5, 0.5, 0.5]}
+    # apple/DepthPro-hf: DINOv2-L/16 encoders at 384 (patches, whole image, field of view) over
+    # a 1536 x 1536 image pyramid.
+    from transformers import DepthProConfig
+    vit_l = {'hidden_size': 1024, 'num_hidden_layers': 24, 'num_attention_heads': 16,
+             'patch_size': 16, 'image_size': 384, 'layer_norm_eps': 1e-6}
+    cfg = DepthProConfig(image_model_config=Dinov2Config(**vit_l),
+                         patch_model_config=Dinov2Config(**vit_l),
+                         fov_model_config=Dinov2Config(**vit_l), use_fov_model=True)
+    return cfg, {'size': {'height': 1536, 'width': 1536}}
+
+
+_MODEL_CLASS = {'depth_anything': 'DepthAnythingForDepthEstimation',
+                'glpn': 'GLPNForDepthEstimation', 'zoedepth': 'ZoeDepthForDepthEstimation'}
+
+
+def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
+                           seed: int = 0, overrides: Optional[Dict] = None) -> Path:
+    """Write a random-weight checkpoint (safetensors + preprocessor_config.json) and return it.
+
+    Neck and head weights get He-normal init and head biases 0.1, so outputs vary with the
+    image (a default-initialised DPT outputs ~1e-8 everywhere, useless for parity checks).
+    overrides sets config fields (e.g. max_depth to match a published checkpoint).
+    """
+    import torch
+    import transformers
+
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    path = Path(path)
+    cfg, proc = _preset_config(preset)
+    for key, value in (overrides or {}).items():
+        setattr(cfg, key, value)
+    torch.manual_seed(seed)
+    model = getattr(transformers, _MODEL_CLASS.get(cfg.model_type, 'DPTForDepthEstimation'))(cfg)
+    if preset.startswith('tiny-seg'):
+        model = transformers.DPTForSemanticSegmentation(cfg)
+    encoder = ('dpt', 'backbone', 'glpn')
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if name.split('.')[0] in encoder or not isinstance(
+                    mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                continue
+            fan_in = mod.weight[0].numel()
+            # ZoeDepth's bin head needs a wider init for its output to vary with the image.
+            gain = 2.0 if name.startswith('metric_head') else 1.0
+            mod.weight.normal_(0.0, gain * (2.0 / fan_in) ** 0.5, generator=gen)
+            if mod.bias is not None:
+                mod.bias.fill_(0.1 if 'head' in name.split('.')[0] else 0.0)
+        if cfg.model_type in ('dpt', 'depth_anything'):
+            # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
+            last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            last.weight.abs_()
+    model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    full = {} if 'image_processor_type' in proc else {
+        'image_processor_type': 'DPTImageProcessor', 'do_resize': True, 'resample': 3,
+        'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+        'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5],
+        'keep_aspect_ratio': False, 'ensure_multiple_of': 1, 'do_pad': False}
+    full.update(proc)
+    (path / 'preprocessor_config.json').write_text(json.dumps(full, indent=2))
+    (path / 'RANDOM_WEIGHTS.txt').write_text(
+        f'Random weights (preset {preset}, seed {seed}) made by dpt_ros.tools.sample; outputs are '
+        'not meaningful.\n')
+    return path

@@ -1,0 +1,218 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Anchor decoding: depth images and clouds -> colour-image pixels, bad messages, pairing."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dpt_ros.core import anchors as anc
+from dpt_ros.core.conversions import image_fields
+from dpt_ros.core.geometry import Intrinsics
+
+INTR = Intrinsics(fx=100.0, fy=100.0, cx=31.5, cy=23.5, width=64, height=48)
+
+
+def _header(stamp_ns=0, frame='cam'):
+    return SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // 10**9,
+                                                 nanosec=stamp_ns % 10**9), frame_id=frame)
+
+
+def _image(arr, encoding, stamp_ns=0, pad=0, bigendian=False):
+    if bigendian:
+        arr = arr.astype(arr.dtype.newbyteorder('>'))
+    f = image_fields(arr, encoding)
+    data = f['data'].reshape(arr.shape[0], -1)
+    if pad:
+        data = np.concatenate([data, np.zeros((arr.shape[0], pad), np.uint8)], 1)
+    return SimpleNamespace(height=f['height'], width=f['width'], encoding=encoding,
+                           is_bigendian=int(bigendian), step=f['step'] + pad,
+                           data=data.tobytes(), header=_header(stamp_ns))
+
+
+def _cloud(xyz, frame='cam', stamp_ns=0, dtype='<f4', extra=0, names='xyz'):
+    n = xyz.shape[0]
+    size = np.dtype(dtype).itemsize
+    step = xyz.shape[1] * size + extra
+    rec = np.zeros((n, step), np.uint8)
+    raw = np.ascontiguousarray(xyz.astype(dtype)).view(np.uint8).reshape(n, -1)
+    rec[:, :xyz.shape[1] * size] = raw
+    kind = 7 if size == 4 else 8
+    fields = [SimpleNamespace(name=c, offset=i * size, datatype=kind, count=1)
+              for i, c in enumerate(names)]
+    return SimpleNamespace(height=1, width=n, fields=fields, is_bigendian=False,
+                           point_step=step, row_step=step * n, data=rec.tobytes(),
+                           header=_header(stamp_ns, frame))
+
+
+def test_registered_depth_16uc1_and_32fc1():
+    mm = np.zeros((48, 64), np.uint16)
+    mm[10, 20], mm[30, 5] = 1500, 2750
+    a = anc.from_depth_image(_image(mm, '16UC1', pad=6), (64, 48))
+    assert sorted(zip(a.u.tolist(), a.v.tolist(), a.z.tolist())) == \
+        [(5.0, 30.0, pytest.approx(2.75)), (20.0, 10.0, pytest.approx(1.5))]
+    assert a.received == 2
+    m = np.full((48, 64), np.nan, np.float32)
+    m[1, 2], m[3, 4], m[5, 6] = 0.8, 0.0, -1.0  # 0 and negative are no reading
+    b = anc.from_depth_image(_image(m, '32FC1', stamp_ns=2_500_000_000, bigendian=True),
+                             (64, 48))
+    assert (b.u.tolist(), b.v.tolist(), b.z.tolist()) == ([2.0], [1.0], [pytest.approx(0.8)])
+    assert b.stamp == 2.5
+
+
+def test_other_resolution_resampled_with_its_camera_info():
+    half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
+    z = np.zeros((24, 32), np.float32)
+    z[6, 8] = 2.0
+    a = anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, half)
+    # Same optical frame, other intrinsics: the ray through depth pixel (8, 6).
+    assert a.u[0] == pytest.approx((8 - 15.75) / 50 * 100 + 31.5)
+    assert a.v[0] == pytest.approx((6 - 11.75) / 50 * 100 + 23.5)
+    assert a.z[0] == pytest.approx(2.0)
+    with pytest.raises(anc.AnchorError, match='anchors/camera_info'):
+        anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, None)
+
+
+@pytest.mark.parametrize('msg, words', [
+    (_image(np.ones((4, 4, 3), np.uint8), 'rgb8'), ['rgb8', '16UC1']),
+    (_image(np.zeros((48, 64), np.uint16), '16UC1'), ['no valid depth']),
+    (_image(np.full((48, 64), np.nan, np.float32), '32FC1'), ['no valid depth']),
+    (SimpleNamespace(height=48, width=64, encoding='16UC1', is_bigendian=0, step=128,
+                     data=b'\x00' * 100, header=_header()), ['100 bytes']),
+])
+def test_bad_depth_messages_name_the_problem(msg, words):
+    with pytest.raises(anc.AnchorError) as info:
+        anc.from_depth_image(msg, (64, 48))
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_cloud_projection_drops_behind_and_outside():
+    xyz = np.array([[0.0, 0.0, 2.0],     # centre
+                    [0.2, -0.1, 1.0],    # (51.5, 13.5)
+                    [0.0, 0.0, -1.0],    # behind
+                    [5.0, 0.0, 1.0],     # outside
+                    [np.nan, 0.0, 1.0]])
+    a = anc.from_points(_cloud(xyz, extra=4), INTR, 'cam')
+    assert a.received == 4
+    assert np.allclose(np.c_[a.u, a.v, a.z], [[31.5, 23.5, 2.0], [51.5, 13.5, 1.0]])
+    b = anc.from_points(_cloud(xyz, dtype='<f8'), INTR, '')
+    assert b.z.size == 2
+
+
+def test_cloud_through_the_extrinsic():
+    # A lidar frame: x forward, y left, z up; pose in the optical frame (x right, y down,
+    # z forward) is the rotation taking lidar x -> optical z, lidar y -> optical -x.
+    rot = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], float)
+    ext = anc.extrinsic_matrix('0.1 0 0 0.5 -0.5 0.5 0.5')  # that rotation as qx qy qz qw
+    assert np.allclose(ext[:3, :3], rot) and np.allclose(ext[:3, 3], [0.1, 0, 0])
+    lidar = np.array([[2.0, -0.1, 0.0]])  # 2 m ahead, 0.1 m right
+    a = anc.from_points(_cloud(lidar, frame='lidar'), INTR, 'cam', ext)
+    assert a.z[0] == pytest.approx(2.0)
+    assert a.u[0] == pytest.approx((0.1 + 0.1) / 2.0 * 100 + 31.5)
+    with pytest.raises(anc.AnchorError, match="'lidar'.*anchors.extrinsic"):
+        anc.from_points(_cloud(lidar, frame='lidar'), INTR, 'cam')
+
+
+@pytest.mark.parametrize('msg, intr, words', [
+    (_cloud(np.ones((3, 2)), names='xy'), INTR, ['no z field']),
+    (_cloud(np.full((3, 3), np.nan)), INTR, ['no finite point']),
+    (_cloud(np.ones((2, 3))), None, ['camera_info']),
+])
+def test_bad_clouds_name_the_problem(msg, intr, words):
+    with pytest.raises(anc.AnchorError) as info:
+        anc.from_points(msg, intr, 'cam')
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_short_cloud_data_is_refused():
+    msg = _cloud(np.ones((4, 3)))
+    msg.data = msg.data[:20]
+    with pytest.raises(anc.AnchorError, match='bytes'):
+        anc.from_points(msg, INTR, 'cam')
+
+
+def test_subsample_and_pairing_by_stamp():
+    a = anc.Anchors(np.arange(100.0), np.zeros(100), np.ones(100), 100, 0.0)
+    s = anc.subsample(a, 10, np.random.default_rng(0))
+    assert s.z.size == 10 and s.received == 100 and len(set(s.u.tolist())) == 10
+    buf = anc.AnchorBuffer(size=4)
+    for t in (1.0, 1.1, 1.2, 1.3, 1.4):
+        buf.add(SimpleNamespace(header=_header(int(t * 1e9)), t=t))
+    assert len(buf) == 4  # bounded
+    assert buf.nearest(int(1.26e9), 0.1).t == 1.3
+    assert buf.nearest(int(0.95e9), 0.1) is None  # 1.0 fell out, 1.1 is too far
+    assert buf.nearest(int(2.0e9), 0.1) is None
+    buf.add(SimpleNamespace(header=_header(int(0.1e9)), t=0.1))  # a looping bag
+    assert len(buf) == 1 and buf.nearest(int(0.12e9), 0.1).t == 0.1
+
+
+def test_anchor_input_pairs_decodes_counts_and_subsamples():
+    from dpt_ros.core.config import AnchorsConfig
+    cfg = AnchorsConfig(max_age=0.05, max_points=50)
+    inp = anc.AnchorInput('depth_image')
+    z = np.full((48, 64), 1.5, np.float32)
+    inp.add(_image(z, '32FC1', stamp_ns=1_000_000_000))
+    inp.add(_image(np.zeros((4, 4, 3), np.uint8), 'rgb8', stamp_ns=2_000_000_000))
+    a = inp.for_frame(1_020_000_000, (64, 48), INTR, 'cam', cfg)
+    assert a.received == 48 * 64 and a.z.size == 50 and np.allclose(a.z, 1.5)
+    assert inp.for_frame(1_500_000_000, (64, 48), INTR, 'cam', cfg) is None  # none near
+    with pytest.raises(anc.AnchorError, match='rgb8'):
+        inp.for_frame(2_000_000_000, (64, 48), INTR, 'cam', cfg)
+    assert (inp.messages, inp.bad) == (2, 1)
+    # Another resolution: its camera_info comes on anchors/camera_info.
+    from dpt_ros.core.conversions import camera_info_from_intrinsics
+    half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
+    inp.add(_image(np.full((24, 32), 2.0, np.float32), '32FC1', stamp_ns=3_000_000_000))
+    with pytest.raises(anc.AnchorError, match='anchors/camera_info'):
+        inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
+    pytest.importorskip('sensor_msgs', reason='CameraInfo messages need sensor_msgs')
+    inp.set_info(camera_info_from_intrinsics(half))
+    b = inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
+    assert b.received == 32 * 24 and b.u.min() >= -0.5 and b.u.max() <= 63.5
+    pts = anc.AnchorInput('points')
+    pts.add(_cloud(np.array([[0.0, 0.0, 2.0]]), frame='lidar'))
+    c = pts.for_frame(0, (64, 48), INTR, 'cam', AnchorsConfig(extrinsic='0 0 0 0 0 0 1'))
+    assert c.z.tolist() == [2.0]
+
+
+def test_anchor_input_reuses_the_decoded_message_and_counts_frames():
+    from dpt_ros.core.config import AnchorsConfig
+    cfg = AnchorsConfig(max_age=0.05, max_points=50)
+    inp = anc.AnchorInput('depth_image')
+    inp.add(_image(np.full((48, 64), 1.5, np.float32), '32FC1', stamp_ns=1_000_000_000))
+    a = inp.for_frame(1_000_000_000, (64, 48), INTR, 'cam', cfg)
+    # A camera faster than its anchors: the next frame pairs the same message, decoded once.
+    assert inp.for_frame(1_030_000_000, (64, 48), INTR, 'cam', cfg) is a
+    # Another image size or setting decodes again.
+    assert inp.for_frame(1_030_000_000, (64, 48), INTR, 'cam',
+                         AnchorsConfig(max_age=0.05, max_points=20)).z.size == 20
+    inp.add(_image(np.full((48, 64), 2.5, np.float32), '32FC1', stamp_ns=1_060_000_000))
+    b = inp.for_frame(1_060_000_000, (64, 48), INTR, 'cam', cfg)
+    assert b is not a and np.allclose(b.z, 2.5)
+    assert inp.for_frame(2_000_000_000, (64, 48), INTR, 'cam', cfg) is None
+    # Fields that make no sense together are an AnchorError, never another exception.
+    broken = _image(np.ones((48, 64), np.float32), '32FC1', stamp_ns=3_000_000_000)
+    broken.data = None
+    inp.add(broken)
+    with pytest.raises(anc.AnchorError, match='undecodable'):
+        inp.for_frame(3_000_000_000, (64, 48), INTR, 'cam', cfg)
+    assert (inp.messages, inp.paired, inp.unpaired, inp.bad) == (3, 4, 1, 1)
+
+
+def test_dense_depth_image_subsampled_before_decoding_the_rest():
+    rng = np.random.default_rng(0)
+    mm = rng.integers(500, 5000, (48, 64)).astype(np.uint16)
+    mm[rng.random((48, 64)) < 0.3] = 0
+    a = anc.from_depth_image(_image(mm, '16UC1'), (64, 48), max_points=100, rng=rng)
+    assert a.received == int((mm > 0).sum()) and a.z.size == 100
+    u, v = a.u.astype(int), a.v.astype(int)
+    assert len(set(zip(u.tolist(), v.tolist()))) == 100  # distinct pixels
+    assert np.allclose(a.z, mm[v, u] / 1000.0) and (mm[v, u] > 0).all()
+    half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
+    b = anc.from_depth_image(_image(mm[::2, ::2].copy(), '16UC1'), (64, 48), INTR, half,
+                             max_points=40, rng=rng)
+    assert b.received == int((mm[::2, ::2] > 0).sum()) and b.z.size == 40

@@ -1,0 +1,95 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Settings validation, the parameter table and params-file reading (no ROS)."""
+
+import pytest
+
+from dpt_ros.core.config import Config, config_from_flat, ConfigError
+from dpt_ros.core.params import config_from_params_file, param_table, read_params_file
+
+
+@pytest.mark.parametrize('flat, words', [
+    ({'depth.max': -1.0}, ['depth.max', 'out of range']),
+    ({'depth.scale': float('nan')}, ['depth.scale', 'finite']),
+    ({'depth.encoding': '8UC1'}, ['depth.encoding', '32FC1, 16UC1']),
+    ({'model.device': 'gpu0'}, ['model.device', 'cuda:N']),
+    ({'depth.min': 5.0, 'depth.max': 2.0}, ['depth.min', 'depth.max']),
+    ({'model.depth': '', 'model.segmentation': ''}, ['at least one']),
+    ({'model.input_height': 384}, ['model.input_height', 'model.input_width']),
+    ({'points.stride': 2.5}, ['points.stride', 'integer']),
+    ({'points.organized': 'yes'}, ['points.organized', 'true or false']),
+    ({'depth.mode': 'affine_inverse', 'depth.scale': 0.0}, ['affine_inverse']),
+    ({'nosuch.thing': 1}, ['nosuch.thing']),
+])
+def test_bad_values_name_the_parameter(flat, words):
+    with pytest.raises(ConfigError) as info:
+        config_from_flat(flat)
+    for w in words:
+        assert w in str(info.value), str(info.value)
+
+
+def test_ints_become_floats_and_defaults_validate():
+    cfg = config_from_flat({'depth.max': 10, 'depth.scale': 2})
+    assert cfg.depth.max == 10.0 and isinstance(cfg.depth.max, float)
+    assert Config().validate() == Config()
+
+
+def test_table_has_descriptions_ranges_and_choices():
+    table = param_table()
+    names = [p.name for p in table]
+    assert len(names) == len(set(names))
+    for p in table:
+        assert len(p.description) > 20, p.name
+        if p.type in (int, float) and p.name != 'model.engine_dir':
+            assert p.range is not None, p.name
+    by = {p.name: p for p in table}
+    assert by['depth.encoding'].choices == ('32FC1', '16UC1')
+    assert by['model.depth'].read_only and not by['depth.max'].read_only
+    assert 'One of' in by['depth.mode'].describe()
+    for needed in ('model.depth', 'model.segmentation', 'model.device', 'model.precision',
+                   'model.backend', 'depth.mode', 'depth.scale', 'depth.shift', 'depth.min',
+                   'depth.max', 'depth.encoding', 'points.stride', 'points.organized',
+                   'points.rgb', 'segmentation.overlay_alpha', 'input.transport'):
+        assert needed in by, needed
+
+
+def test_params_file_sections_and_nesting(tmp_path):
+    p = tmp_path / 'p.yaml'
+    p.write_text(
+        '/**:\n  ros__parameters:\n    depth: {max: 8, encoding: 16UC1}\n'
+        '    use_sim_time: true\n'
+        '/camera/dpt:\n  ros__parameters:\n    depth:\n      max: 6.5\n'
+        '    points: {stride: 2}\n'
+        'other_node:\n  ros__parameters:\n    depth: {max: 1.0}\n')
+    flat = read_params_file(p, 'dpt')
+    assert flat['depth.max'] == 6.5 and flat['points.stride'] == 2
+    cfg = config_from_params_file(p, 'dpt')
+    assert (cfg.depth.max, cfg.depth.encoding, cfg.points.stride) == (6.5, '16UC1', 2)
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('/**:\n  ros__parameters:\n    depth: {maxx: 3}\n')
+    with pytest.raises(ConfigError, match='depth.maxx'):
+        config_from_params_file(bad)
+    with pytest.raises(ConfigError, match='cannot read'):
+        config_from_params_file(tmp_path / 'missing.yaml')
+    (tmp_path / 'junk.yaml').write_text('a: [1, 2\n')
+    with pytest.raises(ConfigError, match='not valid YAML'):
+        config_from_params_file(tmp_path / 'junk.yaml')
+
+
+def test_camera_list_setting_and_launch_argument():
+    from dpt_ros.core.params import parse_camera_list
+    assert config_from_flat({'cameras': ['front', 'robot/rear', '/side']}).cameras == \
+        ('front', 'robot/rear', '/side')
+    assert config_from_flat({'cameras': None}).cameras == ()  # rclpy: an empty list is unset
+    for bad, word in ((['a', 'a'], 'more than once'), (['a b'], 'not a valid name'),
+                      ('front', 'list of names'), ([''], 'not a valid name'),
+                      ([f'c{i}' for i in range(40)], 'at most')):
+        with pytest.raises(ConfigError, match=word):
+            config_from_flat({'cameras': bad})
+    for text, names in (('', []), ('[]', []), ('front,rear', ['front', 'rear']),
+                        ("[front, 'rear']", ['front', 'rear'])):
+        assert parse_camera_list(text) == names, text
+    by = {p.name: p for p in param_table()}
+    assert by['cameras'].read_only and by['cameras'].constraint() == 'list of names'
+    assert not by['batch.max_size'].read_only and by['batch.max_size'].range == (1, 32)

@@ -1,0 +1,103 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The pipeline object: requested outputs only, timings, batches, live settings, warnings."""
+
+import numpy as np
+import pytest
+
+from dpt_ros.core import outputs
+from dpt_ros.core.config import Config
+from dpt_ros.core.conversions import Frame
+from dpt_ros.core.geometry import Intrinsics
+from dpt_ros.core.outputs import STAGES
+from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.tools.sample import synthetic_sequence
+
+
+@pytest.fixture(scope='module')
+def pipe(checkpoints):
+    cfg = Config().replace({'model.depth': str(checkpoints('tiny-depth-anything')),
+                            'model.segmentation': str(checkpoints('tiny-seg')),
+                            'model.device': 'cpu'})
+    return Pipeline(cfg, log=lambda m: None)
+
+
+def test_only_requested_outputs(pipe):
+    s = synthetic_sequence(1, 96, 72)[0]
+    for o in outputs.OUTPUTS:
+        r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, {o.name})
+        # A metric model has no relative output; depth/camera_info is encoded from depth;
+        # depth/confidence needs depth.confidence flip.
+        expected = set() if o.name in ('relative', 'confidence') else {o.source}
+        assert set(r.arrays) == expected, o.name
+    r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, frozenset())
+    assert not r.arrays
+    r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
+    assert set(r.arrays) == outputs.ALL - {'relative', 'depth_info', 'confidence'}
+    assert set(STAGES) <= set(r.timings) and all(v >= 0 for v in r.timings.values())
+    a = r.arrays
+    assert a['points'].shape == (96 * 72, 4) and r.points_shape == (72, 96)
+    assert a['depth'].dtype == np.float32 and a['labels'].dtype == np.uint8
+    encoded = outputs.encode(r, outputs.EncodeOptions('32FC1', camera_info=True))
+    assert [o.name for o, _ in encoded] == [o.name for o in outputs.OUTPUTS
+                                            if o.name not in ('relative', 'confidence')]
+    names_only = outputs.encode(r, outputs.EncodeOptions(), {'points', 'depth_info'})
+    assert [o.name for o, _ in names_only] == ['points']  # no CameraInfo at hand
+
+
+def test_output_table_is_consistent():
+    topics = [o.topic for o in outputs.OUTPUTS]
+    assert len(set(topics)) == len(topics) and all(not t.startswith('/') for t in topics)
+    assert all(o.source in outputs.BY_NAME for o in outputs.OUTPUTS)
+    viewers = {'depth_colored', 'seg_colored', 'overlay'}
+    assert outputs.names(viewers=False) == outputs.ALL - viewers
+    assert outputs.names(tasks=['segmentation']) == {'labels', 'seg_colored', 'overlay'}
+    with pytest.raises(ValueError, match='nope'):
+        outputs.names(exclude=['nope'])
+
+
+def test_batch_equals_single_frames(pipe):
+    seq = synthetic_sequence(3, 80, 60)
+    frames = [Frame(s.rgb, 'rgb8') for s in seq]
+    batch = pipe.process_batch(frames, [s.intrinsics for s in seq])
+    for f, s, b in zip(frames, seq, batch):
+        one = pipe.process(f, s.intrinsics).arrays
+        assert np.allclose(one['depth'], b.arrays['depth'], equal_nan=True, rtol=1e-4,
+                           atol=1e-5)
+        assert (one['labels'] == b.arrays['labels']).mean() > 0.999
+
+
+def test_bad_layout_and_wrong_intrinsics(pipe):
+    s = synthetic_sequence(1, 64, 48)[0]
+    with pytest.raises(ValueError, match='layout'):
+        pipe.process(Frame(s.rgb, 'bayer'), s.intrinsics)
+    wrong = Intrinsics(fx=50, fy=50, cx=10, cy=10, width=320, height=240)
+    r = pipe.process(Frame(s.rgb, 'rgb8'), wrong)
+    assert 'points' not in r.arrays and 'depth' in r.arrays
+    assert any('320x240' in w for w in r.warnings)
+
+
+def test_live_update_applies_next_frame(pipe):
+    s = synthetic_sequence(1, 64, 48)[0]
+    before = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics).arrays['depth']
+    old = pipe.config
+    try:
+        limit = float(np.nanpercentile(before, 50))
+        pipe.update(old.replace({'depth.max': limit}))
+        after = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics).arrays['depth']
+        assert np.nanmax(after) <= limit
+        assert np.isnan(after).sum() > np.isnan(before).sum()
+    finally:
+        pipe.update(old)
+
+
+def test_mono_and_bgr_inputs(pipe):
+    s = synthetic_sequence(1, 64, 48)[0]
+    want = outputs.ALL - {'points'}
+    rgb = pipe.process(Frame(s.rgb, 'rgb8'), None, want).arrays['depth']
+    bgr = pipe.process(Frame(np.ascontiguousarray(s.rgb[:, :, ::-1]), 'bgr8'), None,
+                       want).arrays['depth']
+    assert np.allclose(rgb, bgr, equal_nan=True)
+    mono = pipe.process(Frame(s.rgb[:, :, :1].copy(), 'mono8'), None, want)
+    assert mono.arrays['depth'].shape == (48, 64)

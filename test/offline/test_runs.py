@@ -1,0 +1,231 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""dpt_bag over many bags: one output each, failures per bag, resumable, serial == Ray."""
+
+import filecmp
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from dpt_ros.offline import runs as bag_runs
+from dpt_ros.offline.cli import EXIT_NOTHING_RAN, main
+from dpt_ros.offline.runs import MARKER, SUMMARY
+
+from bagutil import (empty_bag, read_bag, Stream, synthetic_frames, write_bag,  # noqa: I100
+                     write_streams)
+
+NS = '/camera/color'
+
+
+@pytest.fixture
+def params(tmp_path, tiny_metric):
+    p = tmp_path / 'params.yaml'
+    p.write_text(f'/**:\n  ros__parameters:\n    model:\n      depth: {tiny_metric}\n'
+                 '      device: cpu\n')
+    return p
+
+
+def run(*args, quiet=True):
+    return main([str(a) for a in args] + (['--quiet'] if quiet else []))
+
+
+def make_bags(folder, names, n=3):
+    """Write small bags (folders, or .mcap files for names ending in .mcap) under folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        frames = synthetic_frames(n, 48, 36, t0=10**18 + i * 10**9)
+        if name.endswith('.mcap'):
+            stem = name[:-len('.mcap')]
+            work = folder.parent / 'mcap_work' / stem  # rosbags names the file after it
+            write_bag(work, frames)
+            (work / name).rename(folder / name)
+            shutil.rmtree(work.parent)
+        else:
+            write_bag(folder / name, frames)
+    return folder
+
+
+def summary(root):
+    return json.loads((root / SUMMARY).read_text())
+
+
+def statuses(root):
+    return {b['bag']: b['status'] for b in summary(root)['bags']}
+
+
+def test_several_inputs_one_output_each_one_model_load(tmp_path, params, monkeypatch, capsys):
+    loads = []
+
+    class CountingPipeline(bag_runs.Pipeline):
+        def __init__(self, *a, **k):
+            loads.append(1)
+            super().__init__(*a, **k)
+    monkeypatch.setattr(bag_runs, 'Pipeline', CountingPipeline)
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'c.mcap'])
+    single = make_bags(tmp_path / 'more', ['b']) / 'b'
+    root = tmp_path / 'out'
+    assert run(fleet, single, root, '--params-file', params) == 0
+    assert sorted(p.name for p in root.iterdir()) == ['a', 'b', 'c', SUMMARY]
+    for name in 'abc':
+        assert (root / name / MARKER).is_file()
+        assert len(read_bag(root / name)[f'{NS}/depth/image']) == 3
+    assert loads == [1]  # one model for all bags
+    doc = summary(root)
+    assert doc['totals'] == {**doc['totals'], 'bags': 3, 'done': 3, 'failed': 0, 'frames': 9}
+    assert [b['bag'] for b in doc['bags']] == ['a', 'c', 'b'] and doc['runner'] == 'serial'
+    table = capsys.readouterr().out
+    assert all(f'{n} ' in table for n in 'abc') and 'frames/s' in table and 'done' in table
+
+
+def test_a_failing_bag_does_not_stop_the_others(tmp_path, params, capsys):
+    fleet = make_bags(tmp_path / 'fleet', ['good1', 'good2'])
+    (fleet / 'garbage.mcap').write_bytes(os.urandom(2000))
+    empty_bag(fleet / 'empty')
+    no_image = tmp_path / 'no_image'
+    empty_bag(no_image, topic=None)
+    root = tmp_path / 'out'
+    rc = run(fleet, no_image, tmp_path / 'missing', root, '--params-file', params)
+    assert rc == 4  # the exit status counts the failed bags
+    got = statuses(root)
+    assert got == {'missing': 'failed', 'empty': 'failed', 'garbage': 'failed',
+                   'good1': 'done', 'good2': 'done', 'no_image': 'failed'}
+    reasons = {b['bag']: b['reason'] for b in summary(root)['bags']}
+    assert 'not a readable bag' in reasons['garbage'] and 'empty' in reasons['empty']
+    assert 'does not exist' in reasons['missing']
+    err = capsys.readouterr().err
+    assert 'dpt_bag: garbage: error:' in err and 'Traceback' not in err
+    assert sorted(p.name for p in root.iterdir()) == [SUMMARY, 'good1', 'good2']
+
+
+def test_rerun_skips_complete_redoes_half_written_and_force_redoes_all(tmp_path, params):
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c'])
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 0
+    first = {n: (root / n / MARKER).stat().st_mtime_ns for n in 'abc'}
+    # b killed half-way: its staging folder is left, no output; c is a folder we did not write.
+    staging = root / '.b.partial' / 'b'
+    staging.parent.mkdir()
+    (root / 'b').rename(staging)
+    (staging / MARKER).unlink()
+    shutil.rmtree(root / 'c')
+    (root / 'c').mkdir()
+    (root / 'c' / 'notes.txt').write_text('mine')
+    assert run(fleet, root, '--params-file', params) == 1
+    assert statuses(root) == {'a': 'skipped', 'b': 'done', 'c': 'failed'}
+    assert (root / 'a' / MARKER).stat().st_mtime_ns == first['a']  # not redone
+    assert (root / 'b' / MARKER).is_file() and not (root / '.b.partial').exists()
+    assert (root / 'c' / 'notes.txt').read_text() == 'mine'  # never replaced without --force
+    # --force redoes every output, but never deletes a folder holding more than a bag.
+    assert run(fleet, root, '--params-file', params, '--force') == 1
+    assert statuses(root) == {'a': 'done', 'b': 'done', 'c': 'failed'}
+    assert (root / 'a' / MARKER).stat().st_mtime_ns != first['a']
+    assert (root / 'c' / 'notes.txt').read_text() == 'mine'
+    (root / 'c' / 'notes.txt').unlink()  # an empty folder may be replaced
+    assert run(fleet, root, '--params-file', params, '--force') == 0
+    # Outputs made with other settings are not taken for complete.
+    assert run(fleet, root, '--params-file', params, '--no-viewers') == 3
+    reasons = {b['bag']: b['reason'] for b in summary(root)['bags']}
+    assert all('other parameters or options' in reasons[n] for n in 'abc')
+    assert run(fleet, root, '--params-file', params, '--no-viewers', '--force') == 0
+    assert run(fleet, root, '--params-file', params, '--no-viewers') == 0
+    assert set(statuses(root).values()) == {'skipped'}
+
+
+def test_progress_bar_counts_bags_and_frames(tmp_path, params, capsys):
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'])
+    assert run(fleet, tmp_path / 'out', '--params-file', params, quiet=False) == 0
+    err = capsys.readouterr().err
+    last = [ln for ln in err.splitlines() if 'bags' in ln][-1]
+    assert '2/2 bags' in last and '6 frames' in last and 'frames/s' in last and 'ETA' in last
+
+
+def test_ray_missing_says_how_to_install(tmp_path, params, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'ray', None)  # import ray -> ImportError
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=1)
+    assert run(fleet, tmp_path / 'out', '--params-file', params, '--ray') == EXIT_NOTHING_RAN
+    err = capsys.readouterr().err
+    assert "pip install 'dpt_ros[ray]'" in err and 'requirements/ray.txt' in err
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob('*') if p.name != SUMMARY)
+
+
+def camera_bags(folder, names):
+    """Write bags of three cameras: two sizes (batched across cameras), three rates."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        write_streams(folder / name, [
+            Stream(synthetic_frames(n, w, w * 3 // 4, t0=10**18 + i * 10**9 + k * 10**6,
+                                    period=period), f'/{cam}/image', f'/{cam}/camera_info')
+            for k, (cam, w, n, period) in enumerate((('front', 48, 4, 10**8),
+                                                     ('rear', 48, 2, 2 * 10**8),
+                                                     ('side', 64, 3, 13 * 10**7)))])
+    return folder
+
+
+@pytest.mark.parametrize('cameras', [(), ('front', 'rear', 'side')],
+                         ids=['one camera', 'three cameras'])
+def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, cameras):
+    pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    if cameras:
+        fleet = camera_bags(tmp_path / 'fleet', ['a', 'b', 'c'])
+        args = ['--params-file', params, '--cameras', ','.join(cameras)]
+    else:
+        fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c.mcap'], n=4)
+        args = ['--params-file', params]
+    serial, ray_root = tmp_path / 'serial', tmp_path / 'ray'
+    assert run(fleet, serial, *args) == 0
+    assert run('--ray', fleet, ray_root, *args, '--workers', 2) == 0
+    if cameras:
+        bag = read_bag(serial / 'a')
+        assert {t.split('/')[1] for t in bag} == set(cameras)
+        assert len(bag['/side/points']) == 3 and len(bag['/rear/depth/image']) == 2
+    assert _tree(serial) == _tree(ray_root)
+    assert sum((serial / rel).is_file() for rel in _tree(serial)) == 9  # 3 x (bag, yaml, marker)
+    for rel in _tree(serial):
+        if (serial / rel).is_file():
+            assert filecmp.cmp(serial / rel, ray_root / rel, shallow=False), rel
+    doc = summary(ray_root)
+    assert doc['runner'] == 'ray' and doc['totals']['done'] == 3
+    ray_stats = doc['ray']
+    assert ray_stats['workers'] == 2 and ray_stats['model_loads'] == 2  # per worker, not bag
+    assert len({b['worker'] for b in doc['bags']}) <= 2
+    assert len(ray_stats['model_load_seconds']) == 2
+    assert ray_stats['per_bag_overhead_seconds_p50'] is not None
+
+
+def test_bag_bench_smoke(tmp_path):
+    """The README's benchmark command runs: serial and Ray, byte-identical, figures written."""
+    pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    from dpt_ros.tools import bag_bench
+    out = tmp_path / 'bench'
+    assert bag_bench.main(['--smoke', '--out', str(out), '--work-dir', str(tmp_path / 'w')]) == 0
+    res = json.loads((out / 'results.json').read_text())
+    assert res['byte_identical'] and res['frames'] == 4 and res['ray_workers'] == 2
+    assert res['serial']['seconds'] > 0 and res['ray']['seconds'] > 0 and res['speedup'] > 0
+    assert len(res['ray']['model_load_seconds']) == 2 and res['ray']['init_seconds'] > 0
+    assert '| Ray, 2 workers |' in (out / 'results.md').read_text()
+
+
+def test_ctrl_c_keeps_finished_outputs_and_leaves_no_half_written_one(tmp_path, params,
+                                                                      monkeypatch, capsys):
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'])
+    real = bag_runs.process_bag
+
+    def interrupted_at_b(src, dst, *a, **k):
+        if src.name == 'b':
+            dst.mkdir()
+            (dst / 'b.db3').write_bytes(b'half')
+            raise KeyboardInterrupt
+        return real(src, dst, *a, **k)
+    monkeypatch.setattr(bag_runs, 'process_bag', interrupted_at_b)
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 130
+    assert 'interrupted' in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir()) == ['a']
+    assert (root / 'a' / MARKER).is_file()

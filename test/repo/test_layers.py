@@ -1,0 +1,110 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The layers: core runs without ROS, and imports run one way (tools -> offline/ros -> core)."""
+
+import ast
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / 'dpt_ros'
+
+SCRIPT = r"""
+import importlib.abc, sys
+BLOCK = ('rclpy', 'sensor_msgs', 'std_msgs', 'rcl_interfaces', 'diagnostic_msgs',
+         'builtin_interfaces', 'launch', 'launch_ros', 'cv_bridge')
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCK:
+            raise ImportError(f'{name} blocked for this test')
+sys.meta_path.insert(0, Block())
+import pkgutil, dpt_ros
+mods = [m.name for m in pkgutil.walk_packages(dpt_ros.__path__, 'dpt_ros.')
+        if m.name != 'dpt_ros.ros.node']
+for m in mods:
+    __import__(m)
+from dpt_ros.core.config import Config
+from dpt_ros.core.conversions import Frame
+from dpt_ros.core.outputs import encode, EncodeOptions
+from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.tools.sample import synthetic_scene
+s = synthetic_scene(64, 48)
+cfg = Config().replace({'model.depth': sys.argv[1], 'model.device': 'cpu'})
+r = Pipeline(cfg, log=lambda m: None).process(Frame(s.rgb, 'rgb8'), s.intrinsics)
+encoded = [o.name for o, _ in encode(r, EncodeOptions('32FC1', True))]
+assert 'points' in r.arrays and 'points' in encoded and 'depth_info' in encoded
+try:
+    import dpt_ros.ros.node
+except ImportError:
+    pass
+else:
+    raise SystemExit('dpt_ros.ros.node imported without rclpy?')
+print('OK', len(mods))
+"""
+
+
+def test_core_runs_without_ros(tiny_metric):
+    proc = subprocess.run([sys.executable, '-c', SCRIPT, str(tiny_metric)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith('OK')
+    assert int(proc.stdout.split()[1]) >= 30  # every module but the node: all imported
+
+
+# Which layer may import which: tools -> offline / ros -> core, never back up or sideways.
+ALLOWED = {
+    'core': {'core'},
+    'ros': {'core', 'ros'},
+    'offline': {'core', 'offline'},
+    'tools': {'core', 'ros', 'offline', 'tools'},
+}
+
+
+def _layer(module: str) -> str:
+    parts = module.split('.')
+    return parts[1] if len(parts) > 1 and parts[0] == 'dpt_ros' else ''
+
+
+def _imports(path: Path) -> list:
+    """Return (line, module) of every dpt_ros import in a file, lazy ones included."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] if node.module != 'dpt_ros' else \
+                [f'dpt_ros.{a.name}' for a in node.names]
+            out += [(node.lineno, n) for n in names if n.startswith('dpt_ros')]
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith('dpt_ros')]
+    return out
+
+
+def _sources() -> list:
+    return sorted(p for p in PACKAGE.rglob('*.py') if p.parent != PACKAGE)
+
+
+def test_every_module_lives_in_a_layer():
+    top = sorted(p.name for p in PACKAGE.glob('*.py'))
+    assert top == ['__init__.py'], f'modules outside core/ros/offline/tools: {top}'
+    assert {p.relative_to(PACKAGE).parts[0] for p in _sources()} == set(ALLOWED)
+
+
+@pytest.mark.parametrize('layer', sorted(ALLOWED))
+def test_imports_run_one_way(layer):
+    wrong = []
+    for path in _sources():
+        if path.relative_to(PACKAGE).parts[0] != layer:
+            continue
+        for line, module in _imports(path):
+            if _layer(module) not in ALLOWED[layer]:
+                wrong.append(f'{path.relative_to(PACKAGE.parent)}:{line} imports {module}')
+    assert not wrong, f'{layer} may import only {sorted(ALLOWED[layer])}:\n' + '\n'.join(wrong)
+
+
+def test_direction_check_sees_a_wrong_import(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text('from dpt_ros.ros.node import DptNode\n'
+                   'def f():\n    from dpt_ros.tools import sample\n')
+    assert [_layer(m) for _, m in _imports(bad)] == ['ros', 'tools']

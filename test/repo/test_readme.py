@@ -1,0 +1,59 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""README, launch file, params YAML and the parameter table agree."""
+
+import ast
+from pathlib import Path
+
+from dpt_ros.core.config import Config, iter_settings
+from dpt_ros.core.params import config_from_params_file, markdown_table, read_params_file
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / 'README.md').read_text()
+
+
+def test_readme_starts_with_the_two_commands():
+    blocks = README.split('```')
+    first = [ln.split('#')[0].strip() for ln in blocks[1].splitlines()[1:] if ln.strip()]
+    assert first == ['bash scripts/demo.sh', 'bash scripts/test.sh']
+    for script in ('scripts/demo.sh', 'scripts/test.sh', 'scripts/setup_venv.sh'):
+        assert (ROOT / script).is_file(), script
+    assert 'bash scripts/test.sh' in (ROOT / '.ci' / 'run').read_text()
+
+
+def test_readme_parameter_table_is_the_table():
+    assert markdown_table() in README
+
+
+def test_readme_topic_table_is_the_output_table():
+    from dpt_ros.core.outputs import markdown_rows, TOPIC_LABEL_INFO
+    assert markdown_rows() in README
+    assert f'`{TOPIC_LABEL_INFO}`' in README
+
+
+def _launch_defaults():
+    tree = ast.parse((ROOT / 'launch' / 'dpt.launch.py').read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == \
+                'LAUNCH_DEFAULTS':
+            return ast.literal_eval(node.value)
+    raise AssertionError('LAUNCH_DEFAULTS not found in launch/dpt.launch.py')
+
+
+def test_yaml_launch_and_node_defaults_agree():
+    import pytest
+    pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+    from dpt_ros.ros import node as _node
+    import inspect
+    defaults = _launch_defaults()
+    yaml_path = ROOT / 'config' / defaults['params_file']
+    assert yaml_path.is_file()
+    assert config_from_params_file(yaml_path) == Config()
+    flat = read_params_file(yaml_path)
+    assert set(flat) == {n for n, *_ in iter_settings()}
+    sig = inspect.signature(_node.DptNode.__init__)
+    assert sig.parameters['node_name'].default == defaults['node_name']
+    assert defaults['use_sim_time'] == 'false' and defaults['namespace'] == ''
+    assert (defaults['image'], defaults['camera_info']) == ('image', 'camera_info')
+    assert f"`{defaults['node_name']}`" in README and '`config/dpt.yaml`' in README

@@ -1,0 +1,244 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The managed node through the real lifecycle services: states, topics, memory, events."""
+
+import gc
+import weakref
+
+import pytest
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.tools.sample import synthetic_scene
+from dpt_ros.tools.toolkit import write_params_file
+
+from rosutil import Harness, header, NodeProcess, stamp_of  # noqa: I100
+
+from lifecycle_msgs.msg import State, Transition, TransitionEvent  # noqa: E402, I100
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from dpt_ros.ros.node import DptLifecycleNode  # noqa: E402
+
+NS = '/cam'
+FQN = f'{NS}/dpt'
+
+
+class Lifecycle:
+    """What `ros2 lifecycle set/get` and nav2's lifecycle manager call: the node's services."""
+
+    def __init__(self, harness, fqn=FQN):
+        self.harness = harness
+        self.change = harness.node.create_client(ChangeState, f'{fqn}/change_state')
+        self.get = harness.node.create_client(GetState, f'{fqn}/get_state')
+        assert self.change.wait_for_service(timeout_sec=60)
+        assert self.get.wait_for_service(timeout_sec=10)
+
+    def _call(self, client, req, timeout=120.0):
+        fut = client.call_async(req)
+        assert self.harness.wait(fut.done, timeout), 'no answer from the lifecycle service'
+        return fut.result()
+
+    def set(self, transition):
+        """Trigger a transition by id (nav2) or by label (`ros2 lifecycle set`)."""
+        req = ChangeState.Request()
+        if isinstance(transition, str):
+            req.transition.label = transition
+        else:
+            req.transition.id = transition
+        return self._call(self.change, req).success
+
+    def state(self):
+        """Return the current state label."""
+        return self._call(self.get, GetState.Request()).current_state.label
+
+
+def graph(harness, name='dpt', ns=NS):
+    """Topics the node publishes and subscribes, from the ROS graph."""
+    pubs = {t for t, _ in harness.node.get_publisher_names_and_types_by_node(name, ns)}
+    subs = {t for t, _ in harness.node.get_subscriber_names_and_types_by_node(name, ns)}
+    return pubs, subs
+
+
+def send_frame(harness, pubs, i, scene):
+    h = header(i)
+    pubs[1].publish(conv.camera_info_from_intrinsics(scene.intrinsics, h))
+    pubs[0].publish(conv.image_msg(h, scene.rgb, 'rgb8'))
+    return conv.stamp_ns(h)
+
+
+def got(harness, stamp, topic=f'{NS}/depth/image'):
+    return any(stamp_of(m) == stamp for m in harness.get(topic))
+
+
+@pytest.fixture
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+def test_transitions_through_the_services(harness, tiny_metric):
+    params = [Parameter('model.depth', value=str(tiny_metric)),
+              Parameter('model.device', value='cpu')]
+    node = DptLifecycleNode('dpt', context=harness.ctx, namespace=NS,
+                            parameter_overrides=params)
+    harness.add_node(node)
+    harness.record(f'{FQN}/transition_event', TransitionEvent)
+    harness.record(f'{NS}/depth/image', Image)
+    harness.start()
+    lc = Lifecycle(harness)
+    pubs = harness.publishers(NS)
+    scene = synthetic_scene(64, 48)
+    outputs = {f'{NS}/depth/image', f'{NS}/points', f'{NS}/depth/colored', '/diagnostics'}
+    inputs = {f'{NS}/image', f'{NS}/camera_info'}
+
+    def topics_are(present, timeout=10.0):
+        def check():
+            p, s = graph(harness)
+            have = outputs <= p and inputs <= s
+            none = not (outputs & p) and not (inputs & s)
+            return have if present else none
+        return harness.wait(check, timeout)
+
+    assert lc.state() == 'unconfigured'
+    assert node.pipeline is None and not node.cameras
+    assert topics_are(False)
+    # configure: parameters validated, weights in host memory; still no topics.
+    assert lc.set(Transition.TRANSITION_CONFIGURE)
+    assert lc.state() == 'inactive'
+    host = node._host_models['depth']
+    net = weakref.ref(host.net)
+    assert host.device.type == 'cpu' and node.pipeline is None
+    assert topics_are(False)
+    # activate (by label, as `ros2 lifecycle set /cam/dpt activate` does)
+    assert lc.set('activate')
+    assert lc.state() == 'active'
+    assert topics_are(True)
+    assert harness.wait_subscribed(pubs[0])
+    stamp = send_frame(harness, pubs, 1, scene)
+    assert harness.wait(lambda: got(harness, stamp), 30)
+    # deactivate: topics gone, frames ignored, device memory freed.
+    assert lc.set(Transition.TRANSITION_DEACTIVATE)
+    assert lc.state() == 'inactive'
+    assert topics_are(False)
+    assert node.pipeline is None and net() is not None  # weights kept in host memory
+    stamp = send_frame(harness, pubs, 2, scene)
+    harness.wait(lambda: False, 1.0)
+    assert not got(harness, stamp)
+    # and back
+    assert lc.set(Transition.TRANSITION_ACTIVATE)
+    assert topics_are(True)
+    assert harness.wait_subscribed(pubs[0])
+    stamp = send_frame(harness, pubs, 3, scene)
+    assert harness.wait(lambda: got(harness, stamp), 30)
+    # cleanup: everything released
+    assert lc.set(Transition.TRANSITION_DEACTIVATE)
+    assert lc.set(Transition.TRANSITION_CLEANUP)
+    assert lc.state() == 'unconfigured'
+    del host
+    gc.collect()
+    assert net() is None, 'the model is still referenced after cleanup'
+    assert node._worker is None and not node._host_models
+    # a second life, then shutdown from active
+    assert lc.set('configure') and lc.set('activate')
+    assert harness.wait_subscribed(pubs[0])
+    stamp = send_frame(harness, pubs, 4, scene)
+    assert harness.wait(lambda: got(harness, stamp), 30)
+    net = weakref.ref(node._host_models['depth'].net)
+    assert lc.set(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert lc.state() == 'finalized'
+    assert topics_are(False)
+    gc.collect()
+    assert net() is None
+    # Every transition was announced on transition_event, in order.
+    U, I, A, F = (State.PRIMARY_STATE_UNCONFIGURED, State.PRIMARY_STATE_INACTIVE,
+                  State.PRIMARY_STATE_ACTIVE, State.PRIMARY_STATE_FINALIZED)
+
+    def settled():
+        return [e.goal_state.id for e in harness.get(f'{FQN}/transition_event')
+                if e.goal_state.id in (U, I, A, F)]
+    expected = [I, A, I, A, I, U, I, A, F]
+    assert harness.wait(lambda: settled() == expected, 5), settled()
+
+
+def test_configure_failure_leaves_it_unconfigured(harness, tmp_path):
+    params = [Parameter('model.depth', value=str(tmp_path / 'no_such_model')),
+              Parameter('model.device', value='cpu')]
+    node = DptLifecycleNode('dpt', context=harness.ctx, namespace='/broken',
+                            parameter_overrides=params)
+    harness.add_node(node)
+    harness.start()
+    lc = Lifecycle(harness, '/broken/dpt')
+    assert not lc.set(Transition.TRANSITION_CONFIGURE)
+    assert lc.state() == 'unconfigured'
+    assert node._worker is None and node.pipeline is None
+    assert not lc.set(Transition.TRANSITION_ACTIVATE)  # not available from unconfigured
+    assert lc.set(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert lc.state() == 'finalized'
+
+
+def test_managed_process_as_nav2_drives_it(tmp_path, tiny_metric):
+    """dpt_lifecycle_node as launched: configure, activate, a frame, Ctrl-C exits cleanly.
+
+    nav2's lifecycle manager calls change_state then get_state for each node, in order
+    (with bond_timeout 0 for nodes outside nav2, which have no bond).
+    """
+    ns = '/managed'  # not the in-process tests' names: no stale service endpoints to match
+    params = write_params_file(tmp_path / 'p.yaml', {
+        'cameras': ['front'], 'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params), '-r', f'__ns:={ns}'],
+                       executable='dpt_lifecycle_node')
+    h = Harness().start()
+    try:
+        lc = Lifecycle(h, f'{ns}/dpt')
+        h.record(f'{ns}/front/depth/image', Image)
+        assert lc.state() == 'unconfigured', node.text()
+        for transition, state in ((Transition.TRANSITION_CONFIGURE, 'inactive'),
+                                  (Transition.TRANSITION_ACTIVATE, 'active')):
+            assert lc.set(transition), node.text()
+            assert lc.state() == state
+        pubs = h.publishers(f'{ns}/front')
+        assert h.wait_subscribed(pubs[0], 30), node.text()
+        stamp = send_frame(h, pubs, 5, synthetic_scene(64, 48))
+        assert h.wait(lambda: got(h, stamp, f'{ns}/front/depth/image'), 30), node.text()
+        assert 'activate: done' in node.text()
+    finally:
+        h.close()
+        rc = node.stop()
+    assert rc == 0 and 'Traceback' not in node.text(), node.text()
+
+
+@pytest.mark.gpu
+def test_deactivate_returns_gpu_memory(harness, tiny_metric, tiny_seg):
+    """configure: weights on the host; activate: on the GPU; deactivate: GPU memory back."""
+    import torch
+    params = [Parameter('model.depth', value=str(tiny_metric)),
+              Parameter('model.segmentation', value=str(tiny_seg)),
+              Parameter('model.device', value='cuda')]
+    node = DptLifecycleNode('dpt', context=harness.ctx, namespace='/gpu',
+                            parameter_overrides=params)
+    harness.add_node(node)
+    harness.record('/gpu/depth/image', Image)
+    harness.start()
+    lc = Lifecycle(harness, '/gpu/dpt')
+    torch.cuda.synchronize()
+    base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    assert lc.set('configure')
+    assert torch.cuda.memory_allocated() == base  # weights in host memory only
+    assert all(m.device.type == 'cpu' for m in node._host_models.values())
+    scene = synthetic_scene(640, 480)
+    for life in range(2):
+        assert lc.set('activate')
+        assert torch.cuda.memory_allocated() > base
+        pubs = harness.publishers('/gpu')
+        assert harness.wait_subscribed(pubs[0])
+        stamp = send_frame(harness, pubs, 10 + life, scene)
+        assert harness.wait(lambda: got(harness, stamp, '/gpu/depth/image'), 60)
+        assert lc.set('deactivate')
+        torch.cuda.synchronize()
+        assert torch.cuda.memory_allocated() <= base + (1 << 20), \
+            (torch.cuda.memory_allocated() - base)
+        assert torch.cuda.memory_reserved() <= base_reserved + (64 << 20)  # cache emptied
+    assert lc.set('cleanup')

@@ -1,0 +1,198 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Many cameras, one model, over real DDS: topic names, fair share, batching, sizes, remaps."""
+
+import threading
+import time
+
+import pytest
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.tools.sample import synthetic_scene
+from dpt_ros.tools.toolkit import write_params_file
+
+from rosutil import Harness, header, NodeProcess, stamp_of  # noqa: I100
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from dpt_ros.ros.node import DptNode  # noqa: E402
+
+NS = '/robot'
+
+
+@pytest.fixture
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+def start(harness, cameras, **params):
+    """Start a DptNode in the harness Context under NS serving these cameras; spin both."""
+    overrides = [Parameter('cameras', value=list(cameras))] + \
+        [Parameter(k, value=v) for k, v in params.items()]
+    node = DptNode('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides)
+    harness.add_node(node)
+    harness.start()
+    return node
+
+
+def spy_batches(node, sources=None):
+    """Record the number of frames (and the sources) of every forward the node runs."""
+    sizes = []
+    real = node.pipeline.process_batch
+
+    def spy(frames, intrs, want, **kwargs):
+        sizes.append(len(frames))
+        if sources is not None:
+            sources.append(list(kwargs['sources']))
+        return real(frames, intrs, want, **kwargs)
+    node.pipeline.process_batch = spy
+    return sizes
+
+
+def camera_statuses(harness):
+    """Latest per-camera /diagnostics values of the node, by camera name."""
+    out = {}
+    for arr in harness.get('/diagnostics'):
+        for st in arr.status:
+            if st.name.startswith('dpt_ros') and ' camera ' in st.name:
+                out[st.name.rsplit(' ', 1)[-1]] = {kv.key: kv.value for kv in st.values}
+    return out
+
+
+def test_cameras_at_different_rates_and_sizes_share_one_model_fairly(harness, tiny_metric):
+    # The tiny model keeps up with all three cameras here: every frame should be served.
+    node = start(harness, ['front', 'rear', 'side'], **{
+        'model.depth': str(tiny_metric), 'model.device': 'cpu', 'batch.max_size': 4,
+        'batch.max_wait_ms': 20.0})
+    sizes = spy_batches(node)
+    rates = {'front': 30.0, 'rear': 5.0, 'side': 10.0}
+    scenes = {'front': synthetic_scene(64, 48), 'rear': synthetic_scene(64, 48),
+              'side': synthetic_scene(96, 72)}
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in rates}
+    for c in rates:
+        harness.record_outputs(f'{NS}/{c}', ['depth/image', 'points'])
+    harness.record(f'{NS}/depth/image', Image)
+    harness.record('/diagnostics', DiagnosticArray)
+    for img, _ in pubs.values():
+        assert harness.wait_subscribed(img)
+    harness.wait(lambda: False, 1.0)  # every output subscription matched
+    sent = {c: [] for c in rates}
+    duration = 4.0
+
+    def camera(c, index):
+        img, info = pubs[c]
+        s = scenes[c]
+        period = 1.0 / rates[c]
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < duration:
+            h = header(1000 * index + i, frame_id=f'{c}_optical')
+            info.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+            img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+            sent[c].append(conv.stamp_ns(h))
+            i += 1
+            time.sleep(max(0.0, t0 + i * period - time.monotonic()))
+    threads = [threading.Thread(target=camera, args=(c, k)) for k, c in enumerate(rates)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    harness.wait(lambda: False, 2.0)  # the last frames
+    got = {}
+    for c in rates:
+        msgs = harness.get(f'{NS}/{c}/depth/image')
+        clouds = harness.get(f'{NS}/{c}/points')
+        got[c] = {stamp_of(m) for m in msgs}
+        assert got[c] <= set(sent[c]), c  # each camera gets its own frames back, no others
+        assert all(m.header.frame_id == f'{c}_optical' for m in msgs + clouds)
+        s = scenes[c]
+        assert all((m.height, m.width) == s.rgb.shape[:2] for m in msgs), c
+    assert not harness.get(f'{NS}/depth/image')  # no single-camera topics
+    # Fair share: the slow cameras lose (almost) nothing to the 30 Hz one.
+    # Fair share: every camera keeps its newest frame in its own slot and every round takes
+    # one from each camera that has one, so a slower camera never keeps a smaller fraction
+    # of its frames than the 30 Hz one (on a loaded machine all of them lose some).
+    kept = {c: len(got[c]) / len(sent[c]) for c in rates}
+    for c in ('rear', 'side'):
+        assert got[c] and kept[c] >= kept['front'], (c, kept, sizes)
+    # Different sizes are never batched together: side (96x72) runs alone.
+    assert sizes and max(sizes) <= 2, sizes
+    # /diagnostics counts what was published (its next report, at most 1 s later).
+    assert harness.wait(lambda: all(
+        int(camera_statuses(harness).get(c, {}).get('frames_processed', -1)) == len(got[c])
+        for c in rates), 5), (camera_statuses(harness), {c: len(g) for c, g in got.items()})
+    status = camera_statuses(harness)
+    for c in rates:
+        assert float(status[c]['latency_p95_ms']) >= float(status[c]['latency_p50_ms']) > 0
+        assert status[c]['input_topic'] == f'{NS}/{c}/image'
+
+
+def test_frames_waiting_together_run_as_one_batch(harness, tiny_metric):
+    node = start(harness, ['a', 'b'], **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                         'batch.max_wait_ms': 500.0})
+    sources = []
+    sizes = spy_batches(node, sources)
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in 'ab'}
+    for c in 'ab':
+        harness.record_outputs(f'{NS}/{c}', ['depth/image'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    s = synthetic_scene(64, 48)
+    for c in 'ab':  # a is held up to 500 ms for b
+        pubs[c][0].publish(conv.image_msg(header(7), s.rgb, 'rgb8'))
+    for c in 'ab':
+        assert harness.wait(lambda c=c: harness.get(f'{NS}/{c}/depth/image'), 20), c
+    assert sizes == [2]
+    assert sorted(sources[0]) == ['a', 'b']  # each camera its own source (depth.temporal)
+    # batch.max_size 1: cameras one at a time, live.
+    node.set_parameters([Parameter('batch.max_size', value=1)])
+    for c in 'ab':
+        pubs[c][0].publish(conv.image_msg(header(8), s.rgb, 'rgb8'))
+    for c in 'ab':
+        assert harness.wait(lambda c=c: len(harness.get(f'{NS}/{c}/depth/image')) == 2, 20), c
+    assert sizes == [2, 1, 1]
+
+
+def test_camera_list_from_params_file_with_remaps(tmp_path, tiny_metric):
+    """The process as launched: cameras from YAML, one camera's topics remapped."""
+    params = write_params_file(tmp_path / 'p.yaml', {
+        'cameras': ['left', 'right'], 'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params), '-r', '__ns:=/rig',
+                        '-r', 'left/image:=/drivers/left/image_raw',
+                        '-r', 'left/camera_info:=/drivers/left/camera_info'])
+    h = Harness().start()
+    try:
+        h.record('/rig/left/depth/image', Image)
+        h.record('/rig/right/depth/image', Image)
+        left = (h.node.create_publisher(Image, '/drivers/left/image_raw', 5),
+                h.node.create_publisher(CameraInfo, '/drivers/left/camera_info', 5))
+        right = h.publishers('/rig/right')
+        assert h.wait_subscribed(left[0], 60), node.text()
+        assert h.wait_subscribed(right[0], 30), node.text()
+        s = synthetic_scene(64, 48)
+        for k, (img, info) in enumerate((left, right)):
+            hd = header(k)
+            info.publish(conv.camera_info_from_intrinsics(s.intrinsics, hd))
+            img.publish(conv.image_msg(hd, s.rgb, 'rgb8'))
+        for k, c in enumerate(('left', 'right')):
+            assert h.wait(lambda c=c, k=k: any(stamp_of(m) == conv.stamp_ns(header(k))
+                                               for m in h.get(f'/rig/{c}/depth/image')), 30), \
+                node.text()
+        assert 'input /drivers/left/image_raw + /drivers/left/camera_info; /rig/right/image' \
+            in node.text()
+    finally:
+        h.close()
+        assert node.stop() == 0
+
+
+def test_bad_camera_list_exits_with_reason(tmp_path, tiny_metric):
+    params = write_params_file(tmp_path / 'p.yaml', {
+        'cameras': ['front', 'front'], 'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params)])
+    assert node.wait_exit(60) == 2
+    assert 'cameras: front given more than once' in node.text()

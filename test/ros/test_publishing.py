@@ -1,0 +1,351 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""How the node publishes, over real DDS: CDR bytes, overlap with the next forward, loss.
+
+The outputs go out as serialized CDR (dpt_ros.core.cdr) and must arrive as exactly the messages the
+message path builds; with output.overlap a batch is published on its own thread while the
+worker runs the next forward, one batch in flight; lost input frames are counted and, for a
+large best-effort stream, warned about once.
+"""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.core import outputs
+from dpt_ros.core.outputs import EncodeOptions
+from dpt_ros.tools.sample import synthetic_scene
+
+from rosutil import Harness, header, stamp_of  # noqa: I100
+
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402, I100
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
+from test_cdr import same  # noqa: E402
+
+from dpt_ros.ros.node import DptLifecycleNode, DptNode  # noqa: E402
+
+NS = '/pub'
+OK = TransitionCallbackReturn.SUCCESS
+
+
+@pytest.fixture
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+def start(harness, cameras=(), lifecycle=False, **params):
+    """Start a DptNode (or a configured, active DptLifecycleNode) under NS; spin it."""
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    if cameras:
+        overrides.append(Parameter('cameras', value=list(cameras)))
+    kind = DptLifecycleNode if lifecycle else DptNode
+    node = kind('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides)
+    harness.add_node(node)
+    harness.start()
+    if lifecycle:
+        assert node.trigger_configure() == OK and node.trigger_activate() == OK
+    return node
+
+
+def spy_results(node, delay_s=0.0):
+    """Record every forward's (start, end, results); each Result gets its batch index."""
+    forwards = []
+    real = node.pipeline.process_batch
+
+    def spy(*args, **kwargs):
+        t0 = time.monotonic()
+        results = real(*args, **kwargs)
+        time.sleep(delay_s)  # the stand-in for a slower model
+        for r in results:
+            r.batch = len(forwards)
+        forwards.append((t0, time.monotonic(), results))
+        return results
+    node.pipeline.process_batch = spy
+    return forwards
+
+
+def slow_publishing(node, delay_s, started=None):
+    """Make publishing a batch take delay_s longer; record (batch, start, end) of each."""
+    published = []
+    real = node._publish_batch
+
+    def slow(done, cfg):
+        t0 = time.monotonic()
+        if started is not None:
+            started.set()
+        time.sleep(delay_s)  # the stand-in for a slow transport
+        real(done, cfg)
+        published.append((done[0][1].batch, t0, time.monotonic()))
+    node._publish_batch = slow
+    return published
+
+
+def depth_from_one_camera(harness):
+    """Record depth/image, send camera_info once; return the image publisher and the scene."""
+    harness.record_outputs(NS, ['depth/image'])
+    img, info = harness.publishers(NS)
+    assert harness.wait_subscribed(img)
+    harness.wait(lambda: False, 1.0)  # the output subscription matched
+    s = synthetic_scene(64, 48)
+    info.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
+    return img, s
+
+
+@pytest.mark.parametrize('models, params', [
+    (('tiny_metric', 'tiny_seg'), {'depth.confidence': 'flip', 'depth.encoding': '16UC1'}),
+    (('tiny_depth',), {}),
+])
+def test_published_bytes_arrive_as_the_message_path_builds_them(harness, request, models,
+                                                                params):
+    """Every output: what a subscriber receives == conversions.fields_to_msg of the result."""
+    checkpoints = [request.getfixturevalue(m) for m in models]
+    node = start(harness, **{'model.depth': str(checkpoints[0]), 'model.device': 'cpu',
+                             'model.segmentation': str(checkpoints[1:] and checkpoints[1] or ''),
+                             **params})
+    forwards = spy_results(node)
+    handed = []  # what the node gives each publisher: serialized CDR, not messages
+    for name, pub in node.cameras[0].pubs.items():
+        real = pub.publish
+        pub.publish = lambda data, real=real, name=name: (handed.append((name, type(data))),
+                                                          real(data))
+    harness.record_outputs(NS)
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    harness.wait(lambda: False, 1.0)  # every output subscription matched
+    s = synthetic_scene(61, 47)  # odd sizes: rows of any length mod 4
+    h = header(3, frame_id='cam_optical_x')
+    pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+    assert harness.wait(lambda: node.cameras[0].camera_info is not None, 10)
+    pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
+    stamp = conv.stamp_ns(h)
+    assert harness.wait(lambda: forwards, 20)
+    result = forwards[0][2][0]
+    opts = EncodeOptions(node.config.depth.encoding, camera_info=True)
+    expected = {o.name: conv.fields_to_msg(o.msg_type, f, h, node.cameras[0].camera_info)
+                for o, f in outputs.encode(result, opts)}
+    want = {'relative', 'depth_colored'} if len(models) == 1 else outputs.ALL - {'relative'}
+    assert set(expected) == want
+    topics = {name: f'{NS}/{outputs.BY_NAME[name].topic}' for name in expected}
+    assert harness.wait(lambda: all(any(stamp_of(m) == stamp for m in harness.get(t))
+                                    for t in topics.values()), 20)
+    for name, topic in topics.items():
+        got = next(m for m in harness.get(topic) if stamp_of(m) == stamp)
+        same(got, expected[name], name)
+    assert dict(handed) == dict.fromkeys(expected, bytes)
+
+
+@pytest.mark.parametrize('overlap', [True, False])
+def test_each_camera_gets_its_own_headers_with_overlap_on_and_off(harness, tiny_metric,
+                                                                  overlap):
+    node = start(harness, ['left', 'right'], **{
+        'model.depth': str(tiny_metric), 'model.device': 'cpu', 'output.overlap': overlap,
+        'batch.max_wait_ms': 0.0})
+    assert node.config.output.overlap is overlap
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in ('left', 'right')}
+    for c in pubs:
+        harness.record_outputs(f'{NS}/{c}', ['depth/image', 'points', 'depth/camera_info'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    scenes = {'left': synthetic_scene(64, 48), 'right': synthetic_scene(96, 72)}
+    sent = {c: [] for c in pubs}
+    for i in range(12):
+        for k, c in enumerate(pubs):
+            h = header(100 * k + i, frame_id=f'{c}_optical')
+            pubs[c][1].publish(conv.camera_info_from_intrinsics(scenes[c].intrinsics, h))
+            pubs[c][0].publish(conv.image_msg(h, scenes[c].rgb, 'rgb8'))
+            sent[c].append(conv.stamp_ns(h))
+        time.sleep(0.03)
+    for c in pubs:  # the newest frame of each camera is always served
+        assert harness.wait(lambda c=c: any(stamp_of(m) == sent[c][-1] for m in
+                                            harness.get(f'{NS}/{c}/points')), 20), c
+    harness.wait(lambda: False, 0.5)
+    for c in pubs:
+        for topic in ('depth/image', 'points', 'depth/camera_info'):
+            msgs = harness.get(f'{NS}/{c}/{topic}')
+            stamps = [stamp_of(m) for m in msgs]
+            assert msgs and set(stamps) <= set(sent[c]), (c, topic)
+            assert stamps == sorted(stamps), (c, topic)  # in order, never an older frame
+            assert all(m.header.frame_id == f'{c}_optical' for m in msgs), (c, topic)
+        h, w = scenes[c].rgb.shape[:2]
+        assert all((m.height, m.width) == (h, w) for m in harness.get(f'{NS}/{c}/points'))
+
+
+def test_overlap_hides_a_slow_publish_and_keeps_one_batch_in_flight(harness, tiny_metric):
+    """Forward and publish each take >= 250 ms (injected): overlap runs them side by side."""
+    delay = 0.25
+    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                             'output.overlap': False})
+    forwards = spy_results(node, delay)
+    published = slow_publishing(node, delay)
+    img, s = depth_from_one_camera(harness)
+    phases = {}
+    sent = []
+    for phase, overlap in enumerate((False, True)):
+        node.set_parameters([Parameter('output.overlap', value=overlap)])
+        first = len(forwards)
+        stop = threading.Event()
+
+        def stream(phase=phase):  # a 50 Hz camera: always a newer frame waiting
+            i = 0
+            while not stop.is_set():
+                h = header(1000 * phase + i)
+                img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+                sent.append(conv.stamp_ns(h))
+                i += 1
+                time.sleep(0.02)
+        t = threading.Thread(target=stream)
+        t.start()
+        try:
+            assert harness.wait(lambda: len(published) >= first + 8, 60), (overlap, published)
+        finally:
+            stop.set()
+            t.join()
+        assert harness.wait(lambda: len(published) == len(forwards), 10)  # all published
+        fw = {k: (a, b) for k, (a, b, _) in enumerate(forwards) if k >= first}
+        pb = {k: (a, b) for k, a, b in published if k >= first}
+        assert sorted(pb) == sorted(fw), 'each forward was published once, in order'
+        ks = sorted(fw)[1:]  # the first batch of a phase may follow the previous phase's
+        for k in ks[:-2]:
+            # Never more than one batch in flight: forward k + 2 starts only after batch k
+            # was published, and publications never run side by side.
+            assert fw[k + 2][0] >= pb[k][1] - 1e-3, (overlap, k)
+            assert pb[k + 1][0] >= pb[k][1] - 1e-3, (overlap, k)
+        if overlap:  # the forward of k + 1 runs while k is published
+            overlapped = sum(fw[k + 1][0] < pb[k][1] for k in ks[:-1])
+            assert overlapped >= len(ks[:-1]) - 1, (overlapped, len(ks))
+        else:  # the worker publishes before it takes the next frame
+            assert all(fw[k + 1][0] >= pb[k][1] - 1e-3 for k in ks[:-1])
+        ends = sorted(b for k, (_, b) in pb.items() if k in ks)
+        phases[overlap] = (ends[-1] - ends[0]) / (len(ends) - 1)  # seconds per batch
+        harness.wait(lambda: False, 0.5)
+    # Sequential: forward + publish per batch (>= 0.5 s); overlapped: the slower of the two.
+    assert phases[False] >= 2 * delay
+    assert phases[True] < 0.8 * phases[False], phases
+    got = [stamp_of(m) for m in harness.get(f'{NS}/depth/image')]
+    assert got == sorted(got) and set(got) <= set(sent)
+    assert node.dropped > 0  # the camera was faster: newest frame won, nothing queued
+
+
+@pytest.mark.parametrize('overlap', [True, False])
+def test_deactivate_while_publishing_never_publishes_on_destroyed_publishers(harness,
+                                                                             tiny_metric,
+                                                                             overlap):
+    node = start(harness, lifecycle=True, **{'model.depth': str(tiny_metric),
+                                             'model.device': 'cpu', 'output.overlap': overlap})
+    forwards = spy_results(node)
+    publishing = threading.Event()
+    published = slow_publishing(node, 2.0, publishing)
+    warnings = []
+    real_warn = node._warn
+    node._warn = lambda key, text: (warnings.append(text), real_warn(key, text))
+    img, s = depth_from_one_camera(harness)
+    img.publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
+    assert publishing.wait(20)  # batch 0 is being published (for 2 s)
+    img.publish(conv.image_msg(header(2), s.rgb, 'rgb8'))
+    if overlap:  # batch 1 runs its forward, then waits for batch 0's publication
+        assert harness.wait(lambda: len(forwards) == 2, 10)
+    t0 = time.monotonic()
+    assert node.trigger_deactivate() == OK
+    assert time.monotonic() - t0 < 10
+    # The batch being published finished on live publishers; nothing was published after.
+    assert [k for k, _, _ in published] == [0]
+    assert published[0][2] <= time.monotonic()
+    assert node.pipeline is None
+    harness.wait(lambda: False, 1.0)
+    stamps = [stamp_of(m) for m in harness.get(f'{NS}/depth/image')]
+    assert stamps == [conv.stamp_ns(header(1))], stamps
+    assert not warnings and not any(c.stats.errors for c in node.cameras), warnings
+    # Active again: publishing works as before.
+    assert node.trigger_activate() == OK
+    forwards = spy_results(node)
+    published = slow_publishing(node, 0.0)
+    assert harness.wait_subscribed(img)
+    img.publish(conv.image_msg(header(3), s.rgb, 'rgb8'))
+    assert harness.wait(lambda: any(stamp_of(m) == conv.stamp_ns(header(3))
+                                    for m in harness.get(f'{NS}/depth/image')), 20)
+    assert node.trigger_deactivate() == OK and node.trigger_cleanup() == OK
+    assert not warnings
+
+
+class Recorder:
+    """Stands in for the node's logger: keeps warnings."""
+
+    def __init__(self, real):
+        self.real, self.warnings = real, []
+
+    def warning(self, text):
+        self.warnings.append(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def lost(count, total):
+    """Return what rmw reports with a message_lost event (rmw_message_lost_status_t)."""
+    return SimpleNamespace(total_count=total, total_count_change=count)
+
+
+@pytest.mark.parametrize('reliability, profile', [
+    ('best_effort', None), ('best_effort', '/opt/robot/fastdds.xml'), ('reliable', None)])
+def test_lost_frames_are_counted_and_a_large_best_effort_loss_warns_once(
+        harness, tiny_metric, monkeypatch, reliability, profile):
+    """The node's message_lost handler, fed as rmw feeds it: counter, one warning, no noise."""
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+        monkeypatch.delenv(var, raising=False)
+    if profile:  # the node runs with a profile already: the camera driver needs it too
+        monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', profile)
+    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                             'input.reliability': reliability})
+    cam = node.cameras[0]
+    expected = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
+                'reliable': ReliabilityPolicy.RELIABLE}[reliability]
+    assert cam.sub_reliability[cam.image_topic] == expected
+    log = Recorder(node.get_logger())
+    node.get_logger = lambda: log
+    img, _ = harness.publishers(NS, reliability=expected)
+    assert harness.wait_subscribed(img)
+    frame = synthetic_scene(640, 480).rgb  # 0.9 MB: beyond one UDP datagram
+    # A window of mostly received frames: counted, no warning.
+    for i in range(15):
+        img.publish(conv.image_msg(header(i), frame, 'rgb8'))
+        time.sleep(0.01)
+    assert harness.wait(lambda: cam.stats.received == 15, 10)
+    node._on_lost(cam, lost(5, 5))
+    assert cam.stats.lost == 5 and not log.warnings
+    # Then most frames lost: one warning naming the fix (best effort only); never again.
+    for n in range(2, 6):
+        node._on_lost(cam, lost(20, 5 + 20 * (n - 1)))
+    assert cam.stats.lost == 85
+    values = {kv.key: kv.value for st in node.diagnostics_status() for kv in st.values}
+    assert values['frames_lost'] == '85'
+    if reliability == 'best_effort':
+        assert len(log.warnings) == 1, log.warnings
+        text = log.warnings[0]
+        fix = [f'runs with the Fast DDS profile {profile}', 'camera driver with it too'] \
+            if profile else ['fastdds_large_frames.xml', 'large_frames:=true']
+        for words in ['20 of the last 20 frames', cam.image_topic, 'best-effort'] + fix:
+            assert words in text, text
+    else:
+        assert not log.warnings
+
+
+def test_small_frames_or_a_few_losses_do_not_warn(harness, tiny_metric):
+    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                             'input.reliability': 'best_effort'})
+    cam = node.cameras[0]
+    log = Recorder(node.get_logger())
+    node.get_logger = lambda: log
+    img, _ = harness.publishers(NS, reliability=ReliabilityPolicy.BEST_EFFORT)
+    assert harness.wait_subscribed(img)
+    img.publish(conv.image_msg(header(0), synthetic_scene(64, 48).rgb, 'rgb8'))  # 9 kB
+    assert harness.wait(lambda: cam.stats.received == 1, 10)
+    for n in range(5):
+        node._on_lost(cam, lost(20, 20 * (n + 1)))
+    assert cam.stats.lost == 100 and not log.warnings

@@ -1,0 +1,140 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""dpt_bench --smoke: every stage measured, ratios computed, JSON / markdown / PNG written."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+
+def test_bench_smoke(tmp_path, record_figure):
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.bench', '--smoke',
+                           '--out', str(out),
+                           '--work-dir', str(tmp_path / 'work')],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / 'results.json').read_text())
+    r = res['models']['tiny-depth-anything']['sizes']['640x480']
+    stages = r['stages']
+    expected = ['decode', 'upload', 'preprocess', 'forward', 'postprocess', 'geometry',
+                'download']
+    try:
+        import rclpy  # noqa: F401
+        expected += ['fill', 'publish', 'fill_bytes', 'publish_bytes']
+        have_ros = True
+    except ImportError:
+        have_ros = False
+    for stage in expected:
+        assert stages[stage]['p50'] > 0 and stages[stage]['p95'] >= stages[stage]['p50'], stage
+    assert stages['total']['p50'] >= stages['forward']['p50']
+    ratio = r['ratio_naive_overhead_vs_ours']
+    assert math.isfinite(ratio) and ratio > 0
+    assert r['naive']['overhead']['p50'] > 0 and r['forward_bare']['p50'] > 0
+    backends = r['backends']
+    assert backends['torch']['ran'] == 'torch' and r['best_backend'] in backends
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
+    else:  # timed in its own process, and really run (not fallen back to torch)
+        assert backends['onnxruntime']['ran'] == 'onnxruntime', backends['onnxruntime']
+        assert backends['onnxruntime']['forward']['p50'] > 0
+        # The export and session were made by the warm-up, before any timing.
+        assert backends['onnxruntime']['warmup_s'] > 0
+    if have_ros:
+        d = r['dds']
+        # Smoke only: how many frames a loaded machine delivers is a benchmark figure, not a
+        # test (the node keeps the newest frame and drops the rest by design).
+        assert 1 <= d['latency']['received'] <= d['latency']['sent']
+        assert d['latency']['latency']['p50'] > 0 and math.isfinite(d['ratio_e2e_vs_forward'])
+        assert d['throughput']['fps'] > 0 and d['backend'] == r['best_backend']
+        assert d['throughput_no_overlap']['fps'] > 0  # output.overlap set off, live
+        fp = stages['fill_publish']
+        assert fp['message']['p50'] > 0 and fp['bytes']['p50'] > 0
+        floor = d['relay']
+        assert 1 <= floor['received'] <= floor['sent'] and floor['latency']['p50'] > 0
+        assert math.isfinite(d['ratio_node_share_vs_inprocess_overhead'])
+        assert r['dds_segmentation']['latency']['received'] > 0
+    md = (out / 'results.md').read_text()
+    assert 'bare forward' in md and 'naive wrapper' in md and 'lower' in md
+    assert '| backend (alone in its process) |' in md or len(backends) == 1
+    if have_ros:
+        assert 'bytes path' in md and 'transport floor' in md and 'output.overlap' in md
+    if (out / 'latency.png').exists():
+        assert (out / 'latency.png').read_bytes()[:4] == b'\x89PNG'
+    else:
+        pytest.importorskip('matplotlib')
+        raise AssertionError('matplotlib is installed but no plot was written')
+    record_figure('bench smoke (CPU, tiny, 640x480)',
+                  f"ours overhead {r['our_overhead']['p50']:.1f} ms vs naive "
+                  f"{r['naive']['overhead']['p50']:.1f} ms ({ratio:.0f}x lower)")
+
+
+def test_backend_option_takes_what_the_config_lists():
+    import argparse
+    from dpt_ros.tools.bench import parse_backends
+    from dpt_ros.core.config import BACKENDS
+    assert parse_backends(','.join(BACKENDS)) == list(BACKENDS)
+    assert parse_backends('torch, compile,torch') == ['torch', 'compile']
+    for bad in ('torch,onnx-magic', '', ','):
+        with pytest.raises(argparse.ArgumentTypeError, match='choose from'):
+            parse_backends(bad)
+
+
+def test_a_fallback_is_named_and_never_the_fastest(tmp_path):
+    """A backend that cannot run (TensorRT on a CPU) is shown as what it fell back to."""
+    from dpt_ros.tools.bench import _backend_lines, bench_backend, fastest
+    row = bench_backend('tiny-depth-anything', 'tensorrt', tmp_path, 'cpu', 'fp32', 160, 120, 2)
+    assert row['ran'] == 'torch', row
+    assert 'tensorrt unavailable' in row['error'] and row['forward']['p50'] > 0
+    torch_row = dict(row, ran='torch', forward={'p50': 10 * row['forward']['p50']})
+    rows = {'torch': torch_row, 'tensorrt': row}
+    assert fastest(rows) == 'torch'  # though the fallback's forward was 10x lower
+    table = '\n'.join(_backend_lines({'backends': rows, 'best_backend': fastest(rows)}))
+    assert '| tensorrt (ran torch) | - | - |' in table and 'tensorrt unavailable' in table
+    assert '| torch (fastest) |' in table
+
+
+def test_bench_cameras_smoke(tmp_path):
+    """dpt_bench --cameras: one multi-camera node against one node per camera, both run."""
+    pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.bench', '--cameras', '2',
+                           '--camera-rate', '5', '--seconds', '3', '--width', '96',
+                           '--height', '72', '--models', 'tiny-depth-anything', '--out',
+                           str(out), '--work-dir', str(tmp_path / 'work')],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / 'cameras.json').read_text())['models']['tiny-depth-anything']
+    for layout, nodes in (('one_node', 1), ('separate', 2)):
+        r = res[layout]
+        assert set(r['per_camera']) == {'cam0', 'cam1'}, layout
+        assert all(c['received'] > 0 and c['p95'] >= c['p50'] > 0
+                   for c in r['per_camera'].values()), (layout, r)
+        assert r['fps'] > 0 and 0 < r['min_share'] <= 1.0
+        # A node process holds torch and a model: far more than 50 MiB each.
+        assert r['rss_mb'] > 50 * nodes, (layout, r['rss_mb'])
+    assert res['separate']['rss_mb'] > res['one_node']['rss_mb']
+    md = (out / 'cameras.md').read_text()
+    assert '| one node |' in md and '| 2 nodes |' in md
+
+
+def test_batching_figures_time_what_the_node_runs(tmp_path):
+    """Same-size frames as one batch vs one forward each; mixed sizes vs a padded batch."""
+    from dpt_ros.tools.bench import bench_batching, checkpoint, other_size
+    assert other_size(640, 480) == (1280, 720) and other_size(1280, 720) == (640, 480)
+    ckpt = checkpoint('tiny-depth-anything', tmp_path)
+    r = bench_batching(ckpt, 'cpu', 'fp32', 3, [(640, 480), (1280, 720)], iters=1, warmup=0)
+    # Depth Anything keeps the aspect ratio: the two cameras get different network inputs,
+    # and the padded batch takes the larger of each side.
+    (ha, wa), (hb, wb) = r['inputs']
+    assert ha == hb and wa < wb, r['inputs']
+    assert r['padded_input'] == [max(ha, hb), max(wa, wb)]
+    for section in ('same', 'mixed'):
+        assert all(v > 0 and math.isfinite(v) for v in r[section].values()), r
+    assert r['same']['speedup'] == pytest.approx(r['same']['single_ms'] / r['same']['batch_ms'])
