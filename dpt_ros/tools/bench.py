@@ -56,6 +56,8 @@ STAGE_NAMES = {'upload': 'host-to-device', 'geometry': 'point cloud',
                'fill_bytes': 'fill, bytes path (CDR)', 'publish_bytes': 'publish, bytes path'}
 BENCH_OUTPUTS = frozenset({'depth', 'depth_info', 'points'})
 BACKEND_ROLE = 'backend'
+# A backend's process may build a TensorRT engine of a large model (minutes), never hang.
+BACKEND_TIMEOUT_S = 900.0
 
 
 def _sync(device: torch.device) -> None:
@@ -310,13 +312,17 @@ def run_backend(args: argparse.Namespace) -> int:
 
 
 def bench_backend(preset: str, backend: str, work: Path, device: str, precision: str,
-                  width: int, height: int, iters: int) -> Dict[str, Any]:
+                  width: int, height: int, iters: int,
+                  timeout: float = BACKEND_TIMEOUT_S) -> Dict[str, Any]:
     """Time one backend alone in a process of its own: bare forward and in-process pipeline."""
     cmd = [sys.executable, '-m', 'dpt_ros.tools.bench', '--role', BACKEND_ROLE,
            '--backend', backend,
            '--models', preset, '--device', device, '--precision', precision, '--width',
            str(width), '--height', str(height), '--iters', str(iters), '--work-dir', str(work)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {'ran': 'failed', 'error': f'its process took over {timeout:g} s: stopped'}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         why = (proc.stderr.strip().splitlines() or [f'exit {proc.returncode}'])[-1]

@@ -34,6 +34,9 @@ from dpt_ros.tools.toolkit import (node_command, profile_env, Saved, say, stop_p
 
 PUBLISHER_ROLE = 'publisher'
 RELAY_ROLE = 'relay'
+# A publisher process sends its frames at its rate after start-up (torch import, frames): it
+# gets this long beyond the sending before it counts as hung.
+PUBLISHER_GRACE_S = 120.0
 
 
 def have_rclpy() -> bool:
@@ -250,7 +253,10 @@ def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: L
     pub = _publisher_process([ns], width, height, rate, count + warm, env)
     # spin_once returns as soon as a message arrives (its callback stamps the arrival); the
     # long timeout only keeps this process from stealing CPU from the node.
-    client.spin_until(lambda: pub.poll() is not None, float('inf'), step=0.25)
+    limit = (count + warm) / rate + PUBLISHER_GRACE_S
+    if not client.spin_until(lambda: pub.poll() is not None, limit, step=0.25):
+        stop_process(pub, 5.0)
+        raise RuntimeError(f'the publisher process did not finish within {limit:.0f} s')
     client.spin_for(settle_s, step=0.25)
     if pub.returncode != 0:
         raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')

@@ -7,10 +7,6 @@ Tests marked gpu skip without CUDA; the others check, with stand-ins, the logic 
 what happens on a GPU.
 """
 
-import os
-from pathlib import Path
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -390,36 +386,3 @@ def test_compile_backend_really_compiles(tiny_metric, tiny_seg):
     assert pipe.depth_model.backend == 'compile' and pipe.seg_model.backend == 'compile', logs
     assert not [m for m in logs if 'failed' in m or 'eager' in m], logs
     assert torch._dynamo.utils.counters['stats']['unique_graphs'] >= 2
-
-
-# ------------------------------------------------------------------ the GPU check script
-
-def test_gpu_check_script_plan(tmp_path):
-    """--dry-run: the plan names every step's command and the backends that can run here."""
-    from dpt_ros.tools.bench import parse_backends
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON=sys.executable,
-               WHEELS_DIR=str(tmp_path / 'no_wheels'), GPU_CHECK_SITE=str(tmp_path / 'site'),
-               GPU_CHECK_WORK=str(tmp_path / 'work'))
-    proc = subprocess.run(['bash', 'scripts/gpu_check.sh', '--dry-run', 'all'], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    plan = [ln for ln in proc.stdout.splitlines() if ln.startswith('would run:')]
-    assert len(plan) == 4, proc.stdout
-    # Every file holding gpu-marked tests, whole.
-    gpu_files = {str(p.relative_to(root)) for p in Path(root, 'test').rglob('test_*.py')
-                 if 'mark.gpu' in p.read_text()}
-    assert {'test/core/test_pipeline_gpu.py', 'test/core/backends/test_tensorrt.py',
-            'test/core/backends/test_onnxruntime.py'} <= gpu_files
-    assert '-m pytest ' in plan[0] and gpu_files <= set(plan[0].split())
-    assert '--junitxml=' in plan[0] and str(tmp_path / 'out') in plan[0]
-    assert '--precision fp32 --backend torch --cuda-flags' in plan[3]
-    for line, preset in zip(plan[1:3], ('hybrid-depth', 'large-depth')):
-        assert f'-m dpt_ros.tools.bench --models {preset} --backend ' in line
-        backends = line.split('--backend ')[1].split()[0]
-        assert parse_backends(backends)[:2] == ['torch', 'compile'], line  # dpt_bench's parser
-    env_txt = (tmp_path / 'out' / 'env.txt').read_text()
-    assert 'torch' in env_txt and 'backends that can run here' in env_txt
-    bad = subprocess.run(['bash', 'scripts/gpu_check.sh', 'bench-everything'], cwd=root,
-                         env=env, capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and 'unknown step' in bad.stderr

@@ -138,3 +138,37 @@ def test_batching_figures_time_what_the_node_runs(tmp_path):
     for section in ('same', 'mixed'):
         assert all(v > 0 and math.isfinite(v) for v in r[section].values()), r
     assert r['same']['speedup'] == pytest.approx(r['same']['single_ms'] / r['same']['batch_ms'])
+
+
+def test_a_backend_process_that_runs_too_long_is_stopped(tmp_path):
+    """Each backend's own process has a time limit: past it, a failed row says so."""
+    from dpt_ros.tools.bench import bench_backend
+    row = bench_backend('tiny-depth-anything', 'torch', tmp_path, 'cpu', 'fp32', 96, 72, 2,
+                        timeout=0.05)
+    assert row == {'ran': 'failed', 'error': 'its process took over 0.05 s: stopped'}
+
+
+def test_a_hung_publisher_process_ends_its_phase_with_an_error(monkeypatch):
+    """dpt_bench's DDS phases wait for their publisher process a bounded time, then stop it."""
+    import time
+    from dpt_ros.tools import dds_clients as dds
+    procs = []
+
+    def hung(*args):
+        procs.append(subprocess.Popen(['sleep', '600'], stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+
+    class Client:
+        def spin_until(self, pred, limit, proc=None, step=0.02):
+            end = time.monotonic() + limit
+            while time.monotonic() < end and not pred():
+                time.sleep(0.05)
+            return pred()
+
+        def spin_for(self, seconds, step=0.02):
+            pass
+    monkeypatch.setattr(dds, '_publisher_process', hung)
+    monkeypatch.setattr(dds, 'PUBLISHER_GRACE_S', 0.5)
+    with pytest.raises(RuntimeError, match='did not finish within 1 s'):
+        dds._latency_phase(Client(), {'depth': {}}, ['depth'], '/x', 64, 48, 100.0, 8, 0.0, {})
+    assert procs[0].poll() is not None  # stopped, not left running
