@@ -24,7 +24,8 @@ os.environ['ROS_PYTHON_CHECK_FIELDS'] = '1'
 ROOT = Path(__file__).resolve().parents[1]
 # The shared test helpers (rosutil, bagutil) live beside this file; tests sit in sub-folders.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-SHARED_DATA = Path(os.environ.get('DPT_ROS_DATA', ROOT.parent / 'shared' / 'data'))
+# Real RGB-D frames with ground truth (TUM, ICL-NUIM), part of the repository: test/data/README.md.
+RGBD_DATA = Path(os.environ.get('DPT_ROS_DATA', ROOT / 'test' / 'data'))
 
 
 def pytest_addoption(parser):
@@ -91,11 +92,12 @@ def tiny_metric(checkpoints):
 
 
 @pytest.fixture(scope='session')
-def shared_data():
-    """../shared/data (TUM, ICL-NUIM frames); tests using it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f'sample data folder {SHARED_DATA} is absent (set DPT_ROS_DATA)')
-    return SHARED_DATA
+def rgbd_data():
+    """Return test/data: real TUM and ICL-NUIM frames with ground-truth depth."""
+    # In the repository, so a missing folder is a broken checkout, not a reason to skip.
+    assert (RGBD_DATA / 'tum' / 'TUM_color.png').is_file(), \
+        f'{RGBD_DATA} lacks the TUM / ICL-NUIM frames (test/data/README.md; or set DPT_ROS_DATA)'
+    return RGBD_DATA
 
 
 _FIGURES = []

@@ -64,14 +64,15 @@ def param_table(cfg: Optional[Config] = None) -> List[ParamSpec]:
 
 
 def markdown_table() -> str:
-    """Render the parameter table as markdown, as it appears in README.md."""
+    """Render the parameter table as markdown, as it appears in doc/parameters.md."""
     rows = ['| parameter | default | allowed | live | description |',
             '|---|---|---|---|---|']
     for p in param_table():
         default = f"'{p.default}'" if p.type is str else _fmt(p.default)
         live = 'no' if p.read_only else 'yes'
-        rows.append(f'| `{p.name}` | `{default}` | {p.constraint()} | {live} | '
-                    f'{p.description} |')
+        # A bare | would split the cell (GitHub and rosdoc2's MyST alike): escape it.
+        allowed, text = (t.replace('|', r'\|') for t in (p.constraint(), p.description))
+        rows.append(f'| `{p.name}` | `{default}` | {allowed} | {live} | {text} |')
     return '\n'.join(rows)
 
 

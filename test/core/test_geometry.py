@@ -51,8 +51,8 @@ def test_rgb_is_packed_bits():
     assert (bits == (255 << 16 | 128 << 8 | 7)).all()
 
 
-def test_tum_ground_truth_round_trip(shared_data):
-    raw = cv2.imread(str(shared_data / 'tum' / 'TUM_depth.png'), cv2.IMREAD_UNCHANGED)
+def test_tum_ground_truth_round_trip(rgbd_data):
+    raw = cv2.imread(str(rgbd_data / 'tum' / 'TUM_depth.png'), cv2.IMREAD_UNCHANGED)
     assert raw.dtype == np.uint16
     depth = raw.astype(np.float32) / 5000.0
     depth[raw == 0] = np.nan

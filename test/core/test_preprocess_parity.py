@@ -53,24 +53,17 @@ def _zoedepth_resize(monkeypatch):
         monkeypatch.setattr(zoe_pil, 'tvF', _TorchvisionResize, raising=False)
 
 
-def frames(shared):
-    """(name, rgb) for the shared TUM / ICL frames and synthetic ones (incl. an odd size)."""
+def frames(data):
+    """Return (name, rgb) of synthetic scenes, one of an odd size, and the TUM / ICL frames."""
     out = [('synthetic 640x480', synthetic_scene(640, 480).rgb),
            ('synthetic 333x251', synthetic_scene(333, 251, t=0.7).rgb)]
-    if shared is not None:
-        paths = [shared / 'tum' / 'TUM_color.png']
-        paths += sorted((shared / 'icl_livingroom').glob('color_*.jpg'))
-        for p in paths:
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            assert bgr is not None, p
-            out.append((f'{p.parent.name}/{p.name}', np.ascontiguousarray(bgr[:, :, ::-1])))
+    paths = [data / 'tum' / 'TUM_color.png']
+    paths += sorted((data / 'icl_livingroom').glob('color_*.jpg'))
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        assert bgr is not None, p
+        out.append((f'{p.parent.name}/{p.name}', np.ascontiguousarray(bgr[:, :, ::-1])))
     return out
-
-
-@pytest.fixture(scope='module')
-def shared():
-    from conftest import SHARED_DATA
-    return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
 def processor(ckpt):
@@ -110,14 +103,14 @@ if os.environ.get('DPT_ROS_SLOW') == '1':
 
 
 @pytest.mark.parametrize('preset', PRESETS)
-def test_depth_matches_transformers(preset, checkpoints, shared, record_figure):
+def test_depth_matches_transformers(preset, checkpoints, rgbd_data, record_figure):
     ckpt = checkpoints(preset)
     # Wide range so metric output is not cut to NaN: we compare the raw values (so no
     # temporal alignment of depth/relative either).
     cfg = Config().replace({'model.depth': str(ckpt), 'model.device': 'cpu',
                             'depth.min': 0.0, 'depth.max': 1.0e4, 'depth.temporal': False})
     pipe = Pipeline(cfg, log=lambda m: None)
-    items = frames(shared)[:2] if preset == 'hybrid-depth' else frames(shared)
+    items = frames(rgbd_data)[:2] if preset == 'hybrid-depth' else frames(rgbd_data)
     worst = (0.0, 0.0)
     for name, rgb in items:
         ref = reference(ckpt, rgb, 'depth').numpy()
@@ -134,11 +127,11 @@ def test_depth_matches_transformers(preset, checkpoints, shared, record_figure):
     record_figure(f'depth parity {preset} worst', f'median {worst[0]:.5f}, p99 {worst[1]:.5f}')
 
 
-def test_labels_match_transformers(tiny_seg, shared, record_figure):
+def test_labels_match_transformers(tiny_seg, rgbd_data, record_figure):
     cfg = Config().replace({'model.depth': '', 'model.segmentation': str(tiny_seg),
                             'model.device': 'cpu'})
     pipe = Pipeline(cfg, log=lambda m: None)
-    for name, rgb in frames(shared):
+    for name, rgb in frames(rgbd_data):
         ref = reference(tiny_seg, rgb, 'segmentation').numpy()
         r = pipe.process(Frame(rgb, 'rgb8'), None)
         labels = r.arrays['labels']

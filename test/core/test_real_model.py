@@ -5,7 +5,7 @@
 
 DIR is a depth checkpoint folder (e.g. `hf download Intel/dpt-hybrid-midas --local-dir DIR`).
 The same code path as the tiny random checkpoints, plus what only trained weights can show:
-the depth follows the ground truth of real frames (TUM, ICL-NUIM in ../shared/data).
+the depth follows the ground truth of real frames (TUM, ICL-NUIM in test/data).
 """
 
 from pathlib import Path
@@ -20,18 +20,18 @@ from dpt_ros.core.pipeline import Pipeline
 
 pytestmark = pytest.mark.real_model
 
-# (colour, depth, depth unit in metres) of the shared RGB-D frames.
+# (colour, depth, depth unit in metres) of the RGB-D frames in test/data.
 _GT = [('tum/TUM_color.png', 'tum/TUM_depth.png', 1 / 5000.0)] + [
     (f'icl_livingroom/color_0000{i}.jpg', f'icl_livingroom/depth_0000{i}.png', 1 / 1000.0)
     for i in range(3)]
 
 
-def rgbd_frames(shared):
-    """Return (name, rgb, ground-truth metres with NaN for no reading) per shared frame."""
+def rgbd_frames(data):
+    """Return (name, rgb, ground-truth metres with NaN for no reading) per frame in data."""
     out = []
     for color, depth, unit in _GT:
-        bgr = cv2.imread(str(shared / color), cv2.IMREAD_COLOR)
-        raw = cv2.imread(str(shared / depth), cv2.IMREAD_UNCHANGED)
+        bgr = cv2.imread(str(data / color), cv2.IMREAD_COLOR)
+        raw = cv2.imread(str(data / depth), cv2.IMREAD_UNCHANGED)
         assert bgr is not None and raw is not None, color
         gt = np.where(raw > 0, raw.astype(np.float64) * unit, np.nan)
         out.append((color, np.ascontiguousarray(bgr[:, :, ::-1]), gt))
@@ -70,17 +70,15 @@ def real_pipe(real_model):
     return Pipeline(cfg, log=print)
 
 
-def test_real_model_matches_transformers(real_model, real_pipe, record_figure):
+def test_real_model_matches_transformers(real_model, real_pipe, rgbd_data, record_figure):
     """Our device pipeline vs transformers' processor + model + post-processing."""
-    from test_parity import frames, rel_stats, reference
-    from conftest import SHARED_DATA
-    shared = SHARED_DATA if SHARED_DATA.is_dir() else None
+    from test_preprocess_parity import frames, rel_stats, reference
     ckpt = Path(real_model)
     if not (ckpt / 'preprocessor_config.json').is_file():
         pytest.skip(f'{ckpt} has no preprocessor_config.json to build the reference with')
     precise = real_pipe.depth_model.dtype.is_floating_point and \
         real_pipe.depth_model.dtype.itemsize == 4
-    for name, rgb in frames(shared)[:4]:
+    for name, rgb in frames(rgbd_data)[:4]:
         ref = reference(ckpt, rgb, 'depth').numpy()
         r = real_pipe.process(Frame(rgb, 'rgb8'), None)
         ours = r.arrays['relative'] if 'relative' in r.arrays else r.arrays['depth']
@@ -90,10 +88,10 @@ def test_real_model_matches_transformers(real_model, real_pipe, record_figure):
         assert med <= (0.01 if precise else 0.02) and p99 <= (0.05 if precise else 0.1), name
 
 
-def test_real_model_depth_follows_ground_truth(real_pipe, shared_data, record_figure):
+def test_real_model_depth_follows_ground_truth(real_pipe, rgbd_data, record_figure):
     """Trained weights put near things near: rank correlation and scale-aligned AbsRel."""
     metric = real_pipe.depth_mode() == 'metric'
-    for name, rgb, gt in rgbd_frames(shared_data):
+    for name, rgb, gt in rgbd_frames(rgbd_data):
         r = real_pipe.process(Frame(rgb, 'rgb8'), None)
         pred = r.arrays['depth' if metric else 'relative']
         ok = np.isfinite(gt) & np.isfinite(pred) & (pred > 0 if metric else True)

@@ -82,10 +82,10 @@ def test_bag_outputs_match_the_live_pipeline(tmp_path, params, storage, compress
         assert backprojection_error(cloud, depth, info) < 1e-4
 
 
-def test_shared_frames_every_start_end_copy_inputs(tmp_path, params, shared_data):
+def test_real_frames_every_start_end_copy_inputs(tmp_path, params, rgbd_data):
     intr = Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
-    paths = [shared_data / 'tum' / 'TUM_color.png',
-             *sorted((shared_data / 'icl_livingroom').glob('color_*.jpg'))]
+    paths = [rgbd_data / 'tum' / 'TUM_color.png',
+             *sorted((rgbd_data / 'icl_livingroom').glob('color_*.jpg'))]
     frames = [(cv2.imread(str(p))[:, :, ::-1].copy(), intr, 10**18 + i * 10**9)
               for i, p in enumerate(paths)]
     src = tmp_path / 'real'

@@ -1,16 +1,18 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""README, launch file, params YAML and the parameter table agree."""
+"""The README: the two commands first, short, a page list; launch file, YAML and node agree."""
 
 import ast
 from pathlib import Path
 
 from dpt_ros.core.config import Config, iter_settings
-from dpt_ros.core.params import config_from_params_file, markdown_table, read_params_file
+from dpt_ros.core.params import config_from_params_file, read_params_file
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / 'README.md').read_text()
+# The front door: what it is, the two commands, the demo output, a robot, the page list.
+MOST_LINES = 250
 
 
 def test_readme_starts_with_the_two_commands():
@@ -22,14 +24,12 @@ def test_readme_starts_with_the_two_commands():
     assert 'bash scripts/test.sh' in (ROOT / '.ci' / 'run').read_text()
 
 
-def test_readme_parameter_table_is_the_table():
-    assert markdown_table() in README
-
-
-def test_readme_topic_table_is_the_output_table():
-    from dpt_ros.core.outputs import markdown_rows, TOPIC_LABEL_INFO
-    assert markdown_rows() in README
-    assert f'`{TOPIC_LABEL_INFO}`' in README
+def test_readme_is_short_and_links_every_page():
+    from docsutil import links, pages
+    assert len(README.splitlines()) <= MOST_LINES, 'move the detail to a page in doc/'
+    linked = {(ROOT / target.partition('#')[0]).resolve() for _, target in links(README)}
+    unlisted = [p.name for p in pages()[1:] if p.resolve() not in linked]
+    assert not unlisted, f'doc pages the README does not link: {unlisted}'
 
 
 def _launch_defaults():
@@ -56,4 +56,4 @@ def test_yaml_launch_and_node_defaults_agree():
     assert sig.parameters['node_name'].default == defaults['node_name']
     assert defaults['use_sim_time'] == 'false' and defaults['namespace'] == ''
     assert (defaults['image'], defaults['camera_info']) == ('image', 'camera_info')
-    assert f"`{defaults['node_name']}`" in README and '`config/dpt.yaml`' in README
+    assert f"named `{defaults['node_name']}`" in README and '`config/dpt.yaml`' in README

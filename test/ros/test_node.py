@@ -50,29 +50,20 @@ def wait_stamp(harness, topic, stamp, timeout=20.0):
     return next(m for m in harness.get(topic) if stamp_of(m) == stamp)
 
 
-def frames(shared=None):
-    """Synthetic frames, and TUM / ICL frames when ../shared/data is there."""
-    out = []
+def frames(data):
+    """Return a synthetic frame, then a TUM and an ICL-NUIM frame from data (test/data)."""
+    from dpt_ros.core.geometry import Intrinsics
     s = synthetic_scene(160, 120)
-    out.append(('synthetic', s.rgb, s.intrinsics))
-    if shared is not None:
-        from dpt_ros.core.geometry import Intrinsics
-        intr = Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
-        for p in [shared / 'tum' / 'TUM_color.png',
-                  *sorted((shared / 'icl_livingroom').glob('color_*.jpg'))[:1]]:
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is not None:
-                out.append((p.name, bgr[:, :, ::-1].copy(), intr))
+    out = [('synthetic', s.rgb, s.intrinsics)]
+    intr = Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
+    for p in [data / 'tum' / 'TUM_color.png', data / 'icl_livingroom' / 'color_00000.jpg']:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        assert bgr is not None, p
+        out.append((p.name, bgr[:, :, ::-1].copy(), intr))
     return out
 
 
-@pytest.fixture
-def maybe_shared():
-    from conftest import SHARED_DATA
-    return SHARED_DATA if Path(SHARED_DATA).is_dir() else None
-
-
-def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, maybe_shared):
+def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, rgbd_data):
     node = start(harness, **{'model.depth': str(tiny_metric), 'model.segmentation': str(tiny_seg),
                              'model.device': 'cpu'})
     harness.record_outputs(NS)
@@ -80,7 +71,7 @@ def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, ma
     assert harness.wait_subscribed(pubs[0])
     labels = node.get_parameter('segmentation.class_names').value
     assert list(labels) == ['floor', 'wall', 'ceiling', 'object', 'person']
-    for i, (name, rgb, intr) in enumerate(frames(maybe_shared)):
+    for i, (name, rgb, intr) in enumerate(frames(rgbd_data)):
         h = header(i)
         pubs[1].publish(conv.camera_info_from_intrinsics(intr, h))
         harness.wait(lambda: node.cameras[0].camera_info is not None, 5)

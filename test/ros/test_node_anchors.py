@@ -9,7 +9,6 @@ must equal the scene's truth.
 """
 
 import math
-from pathlib import Path
 import re
 import time
 
@@ -455,9 +454,9 @@ def test_anchor_subscriptions_follow_the_lifecycle(harness):
 
 
 def readme_wiring(marker):
-    """Return the -r and -p arguments of a command in the README's anchor wiring section."""
-    text = (Path(__file__).resolve().parents[2] / 'README.md').read_text()
-    section = text[text.index('### Wiring anchors on a robot'):]
+    """Return the -r and -p arguments of a command in the docs' anchor wiring section."""
+    from docsutil import section as doc_section
+    section = doc_section('Wiring anchors on a robot')
     command = []
     for line in section[section.index(marker):].splitlines():
         command.append(line.split('#')[0].rstrip(' \\'))
@@ -467,7 +466,7 @@ def readme_wiring(marker):
 
 
 def test_realsense_wiring_of_the_readme_in_the_node_process(tmp_path, tiny_depth):
-    """dpt_node started as the README wires a RealSense: metres only once anchors arrive."""
+    """dpt_node started as the docs wire a RealSense: metres only once anchors arrive."""
     wiring = readme_wiring('ros2 run dpt_ros dpt_node')
     remaps = {a: b for kind, a, b in wiring if kind == 'r'}
     assert remaps['anchors/depth'] == '/camera/aligned_depth_to_color/image_raw'

@@ -1,7 +1,7 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""The checkpoint table: the default is metric and commercially usable, shapes match, README."""
+"""The checkpoint table: the default is metric and commercially usable, shapes match, docs."""
 
 from pathlib import Path
 
@@ -57,19 +57,18 @@ def test_each_shape_has_the_published_family_and_size(preset):
             assert params_m == pytest.approx(c.params_m, rel=0.005), c.hub_id
 
 
-def _readme_table():
-    text = (ROOT / 'README.md').read_text()
-    start = text.index('| checkpoint | family |')
-    lines = []
-    for line in text[start:].splitlines():
-        if not line.startswith('|'):
-            break
-        lines.append([cell.strip() for cell in line.strip('|').split(' | ')])
-    return lines
+MARKER = 'checkpoint table'
 
 
-def test_readme_table_is_the_table_apart_from_measured_cpu_figures():
-    readme = _readme_table()
+def _doc_table():
+    """Return the cells of the checkpoint table, on whichever page holds its marker."""
+    from docsutil import generated_block
+    return [[cell.strip() for cell in line.strip('|').split(' | ')]
+            for line in generated_block(MARKER).splitlines()]
+
+
+def test_doc_table_is_the_table_apart_from_measured_cpu_figures():
+    readme = _doc_table()
     assert readme[0] == list(checkpoints.HEADER)
     rows = readme[2:]
     expected = checkpoints.table_rows()
@@ -79,7 +78,8 @@ def test_readme_table_is_the_table_apart_from_measured_cpu_figures():
             want[:CPU_COLUMN] + want[CPU_COLUMN + 1:]
         cpu = got[CPU_COLUMN]
         assert cpu == checkpoints.CPU_PLACEHOLDER or cpu.replace('.', '').isdigit(), cpu
-    text = (ROOT / 'README.md').read_text()
+    from docsutil import page_holding
+    text = page_holding(f'<!-- {MARKER}')
     for n, source in checkpoints.SOURCES.items():
         assert f'[{n}] {source}' in text
 

@@ -59,16 +59,16 @@ def test_dpt_eval_writes_results_that_meet_the_targets(tmp_path):
     assert cost['flip']['total']['n'] == 1 and 'Cost of depth.confidence flip' in md
 
 
-def test_real_weights_section_runs_on_the_shared_frames(tiny_depth, shared_data):
+def test_real_weights_section_runs_on_the_real_frames(tiny_depth, rgbd_data):
     # Random weights: the figure means nothing, but every frame goes through fitted mode.
-    res = ev.real_weights(str(tiny_depth), shared_data, lambda m: None)
+    res = ev.real_weights(str(tiny_depth), rgbd_data, lambda m: None)
     assert set(res['frames']) == {'tum', 'icl_0', 'icl_1', 'icl_2'}
     assert all(np.isfinite(v) for v in res['frames'].values())
-    assert 'skipped' in ev.real_weights('', shared_data, print)
+    assert 'skipped' in ev.real_weights('', rgbd_data, print)
 
 
 @pytest.mark.real_model
-def test_real_weights_fitted_with_300_anchors(real_model, shared_data):
+def test_real_weights_fitted_with_300_anchors(real_model, rgbd_data):
     """Trained weights + 300 ground-truth anchors: AbsRel < 0.1 on the TUM / ICL frames."""
-    res = ev.real_weights(real_model, shared_data, print)
+    res = ev.real_weights(real_model, rgbd_data, print)
     assert res['absrel'] < 0.1, res
