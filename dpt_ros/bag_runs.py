@@ -121,6 +121,24 @@ def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagRe
     return jobs, bad, True
 
 
+def check_outputs(jobs: Sequence[Job], written: Sequence[str] = ()) -> None:
+    """Raise BagError when an output is an input bag, lies inside one or holds one.
+
+    Paths are compared resolved (symlinks followed): --force replaces an output folder, and
+    an input in its place would be deleted. written: other paths the run writes (summary).
+    """
+    inputs = [(j.src, Path(j.src).resolve()) for j in jobs]
+    for out in [j.dst for j in jobs] + list(written):
+        real = Path(out).resolve()
+        for src, bag in inputs:
+            what = 'is' if real == bag else 'is inside' if bag in real.parents else \
+                'contains' if real in bag.parents else ''
+            if what:
+                via = f' (resolved: {real})' if str(real) != str(Path(out).absolute()) else ''
+                raise BagError(f"output '{out}'{via} {what} the input bag '{src}': nothing was "
+                               'written; choose an output outside the inputs')
+
+
 def is_complete(dst: Path) -> bool:
     """Return whether dst is a finished output (its marker is written last)."""
     return (dst / MARKER).is_file()

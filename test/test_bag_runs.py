@@ -229,3 +229,39 @@ def test_ctrl_c_keeps_finished_outputs_and_leaves_no_half_written_one(tmp_path, 
     assert 'interrupted' in capsys.readouterr().err
     assert sorted(p.name for p in root.iterdir()) == ['a']
     assert (root / 'a' / MARKER).is_file()
+
+
+def _snapshot(root):
+    """Every path under root with its bytes (files) or link target (symlinks)."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else
+            p.read_bytes() if p.is_file() else None for p in sorted(root.rglob('*'))}
+
+
+@pytest.mark.parametrize('shape', ['folder onto itself', 'bag onto itself', 'inside the input',
+                                   'contains the input', 'several into their folder',
+                                   'symlink to the input', 'through a symlink into the input'])
+def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path, params, shape, capsys):
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=1)
+    a = fleet / 'a'
+    (tmp_path / 'link').symlink_to(a, target_is_directory=True)
+    (tmp_path / 'adir').symlink_to(a, target_is_directory=True)
+    inputs, out, what = {
+        'folder onto itself': ([fleet], fleet, 'is'),  # the issue: dpt_bag FOLDER FOLDER --force
+        'bag onto itself': ([a], a, 'is'),
+        'inside the input': ([a], a / 'out', 'is inside'),
+        'contains the input': ([a], fleet, 'contains'),
+        'several into their folder': ([a, fleet / 'b'], fleet, 'is'),
+        'symlink to the input': ([a], tmp_path / 'link', 'is'),
+        'through a symlink into the input': ([a], tmp_path / 'adir' / 'out', 'is inside'),
+    }[shape]
+    before = _snapshot(tmp_path)
+    assert run(*inputs, out, '--params-file', params, '--force') == EXIT_NOTHING_RAN
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if 'error' in ln]
+    assert len(errors) == 1, errors
+    # Several bags: the first job whose output (root/name) is an input is named.
+    named = fleet / 'a' if out == fleet and shape != 'contains the input' else out
+    assert errors[0].startswith(f"dpt_bag: error: output '{named}'")
+    assert f" {what} the input bag '" in errors[0] and 'nothing was written' in errors[0]
+    if 'symlink' in shape:
+        assert f'(resolved: {a.resolve()}' in errors[0]
+    assert _snapshot(tmp_path) == before  # the recordings untouched, nothing written
