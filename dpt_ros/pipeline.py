@@ -155,6 +155,15 @@ class Pipeline:
         declared = self.depth_model.max_depth if self.depth_model is not None else None
         return declared or DEFAULT_DEPTH_MAX
 
+    def reset_state(self) -> None:
+        """Forget what earlier frames left: fits, held fits, temporal alignment, the fit's RNG.
+
+        For a new recording (dpt_bag calls it per bag): its outputs then depend on it alone,
+        whichever bags this pipeline ran before.
+        """
+        with self._lock:
+            self._tracker = MetricTracker(self.device)
+
     def fit_report(self, source: str = '') -> FitReport:
         """Return the last scale/shift fit of a frame source (depth.mode fitted, temporal)."""
         return self._tracker.report(source)

@@ -9,14 +9,15 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from dpt_ros import bag_runs
 from dpt_ros.bag_cli import EXIT_NOTHING_RAN, main
 from dpt_ros.bag_runs import MARKER, SUMMARY
 
-from bagutil import (empty_bag, read_bag, Stream, synthetic_frames, write_bag,  # noqa: I100
-                     write_streams)
+from bagutil import (empty_bag, header, IMAGE_TOPIC, read_bag, Stream,  # noqa: I100
+                     synthetic_frames, write_bag, write_streams)
 
 NS = '/camera/color'
 
@@ -168,28 +169,85 @@ def camera_bags(folder, names):
     return folder
 
 
-@pytest.mark.parametrize('cameras', [(), ('front', 'rear', 'side')],
-                         ids=['one camera', 'three cameras'])
-def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, cameras):
+ANCHORS = '/camera/aligned_depth_to_color/image_raw'
+
+
+def fitted_bags(folder, names, checkpoint, n=4):
+    """Write bags whose depth anchors follow the checkpoint's own output (a new map a frame)."""
+    from dpt_ros.bag import IMAGE, rosbags
+    from dpt_ros.config import Config
+    from dpt_ros.conversions import Frame
+    from dpt_ros.pipeline import Pipeline
+    pipe = Pipeline(Config().replace({'model.depth': str(checkpoint), 'model.device': 'cpu',
+                                      'depth.temporal': False}), log=lambda m: None)
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        frames = synthetic_frames(n, 48, 36, t0=10**18 + k * 10**9)
+        more = []
+        for i, (rgb, _, stamp) in enumerate(frames):
+            rel = pipe.process(Frame(rgb, 'rgb8'), None, {'relative'}).arrays['relative']
+            z = np.full(rel.shape, np.nan, np.float32)
+            pick = rng.choice(z.size, 200, replace=False)
+            z.flat[pick] = 1.0 / ((0.01 + 0.002 * (i + k)) * rel.flat[pick] + 0.05)
+            data = z.view(np.uint8).reshape(z.shape[0], -1)
+            msg = rosbags().store.types[IMAGE](
+                header=header(stamp), height=z.shape[0], width=z.shape[1], encoding='32FC1',
+                is_bigendian=0, step=data.shape[1], data=data.ravel())
+            more.append((ANCHORS, IMAGE, stamp + 2000, msg))
+        write_streams(folder / name, [Stream(frames)], more=more)
+    pipe.close()
+    return folder
+
+
+@pytest.mark.parametrize('kind', ['one camera', 'three cameras', 'relative temporal', 'fitted'])
+def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, kind, tiny_depth):
+    """Serial == Ray byte for byte, and a bag run after others == that bag run alone.
+
+    A worker runs several bags with one Pipeline: nothing of one bag (fits, temporal
+    alignment, the fit's RNG) may reach the next. The relative and fitted kinds have such
+    state; the metric ones check the cameras.
+    """
     pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    cameras = ('front', 'rear', 'side') if kind == 'three cameras' else ()
+    args = ['--params-file', params]
     if cameras:
         fleet = camera_bags(tmp_path / 'fleet', ['a', 'b', 'c'])
-        args = ['--params-file', params, '--cameras', ','.join(cameras)]
-    else:
+        args += ['--cameras', ','.join(cameras)]
+    elif kind == 'one camera':
         fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c.mcap'], n=4)
-        args = ['--params-file', params]
-    serial, ray_root = tmp_path / 'serial', tmp_path / 'ray'
+    else:
+        relative = tmp_path / 'relative.yaml'  # depth.mode auto: relative, depth.temporal on
+        fitted = ('    depth: {mode: fitted, min: 0.0, max: 10000.0}\n'
+                  '    anchors: {source: depth_image}\n')
+        relative.write_text(f'/**:\n  ros__parameters:\n    model: {{depth: {tiny_depth}, '
+                            'device: cpu}\n' + (fitted if kind == 'fitted' else ''))
+        args = ['--params-file', relative]
+        if kind == 'fitted':
+            fleet = fitted_bags(tmp_path / 'fleet', ['a', 'b', 'c'], tiny_depth)
+            args += ['--image-topic', IMAGE_TOPIC]
+        else:
+            fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c'], n=4)
+    serial, ray_root, alone = tmp_path / 'serial', tmp_path / 'ray', tmp_path / 'alone'
     assert run(fleet, serial, *args) == 0
     assert run('--ray', fleet, ray_root, *args, '--workers', 2) == 0
     if cameras:
         bag = read_bag(serial / 'a')
         assert {t.split('/')[1] for t in bag} == set(cameras)
         assert len(bag['/side/points']) == 3 and len(bag['/rear/depth/image']) == 2
+    if kind == 'fitted':  # metres fitted to each frame's anchors
+        assert len(read_bag(serial / 'b')['/camera/color/depth/image']) == 4
     assert _tree(serial) == _tree(ray_root)
     assert sum((serial / rel).is_file() for rel in _tree(serial)) == 9  # 3 x (bag, yaml, marker)
     for rel in _tree(serial):
         if (serial / rel).is_file():
             assert filecmp.cmp(serial / rel, ray_root / rel, shallow=False), rel
+    # Bag b after a (serial) is bag b alone.
+    assert run(fleet / 'b', alone / 'b', *args) == 0
+    assert _tree(alone) == [t for t in _tree(serial) if t.startswith('b')]
+    for rel in _tree(alone):
+        if (alone / rel).is_file():
+            assert filecmp.cmp(serial / rel, alone / rel, shallow=False), rel
     doc = summary(ray_root)
     assert doc['runner'] == 'ray' and doc['totals']['done'] == 3
     ray_stats = doc['ray']
