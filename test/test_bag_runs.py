@@ -6,6 +6,7 @@
 import filecmp
 import json
 import os
+from pathlib import Path
 import shutil
 import sys
 
@@ -130,7 +131,7 @@ def test_rerun_skips_complete_redoes_half_written_and_force_redoes_all(tmp_path,
     # Outputs made with other settings are not taken for complete.
     assert run(fleet, root, '--params-file', params, '--no-viewers') == 3
     reasons = {b['bag']: b['reason'] for b in summary(root)['bags']}
-    assert all('other parameters or options' in reasons[n] for n in 'abc')
+    assert all('other parameters, options or checkpoint' in reasons[n] for n in 'abc')
     assert run(fleet, root, '--params-file', params, '--no-viewers', '--force') == 0
     assert run(fleet, root, '--params-file', params, '--no-viewers') == 0
     assert set(statuses(root).values()) == {'skipped'}
@@ -323,3 +324,84 @@ def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path, params,
     if 'symlink' in shape:
         assert f'(resolved: {a.resolve()}' in errors[0]
     assert _snapshot(tmp_path) == before  # the recordings untouched, nothing written
+
+
+def test_rerun_does_not_skip_an_output_of_another_recording_or_other_weights(tmp_path):
+    from dpt_ros.sample import make_random_checkpoint
+    ckpt = make_random_checkpoint(tmp_path / 'ckpt', 'tiny-depth-anything', seed=0)
+    params = tmp_path / 'params.yaml'
+    params.write_text(f'/**:\n  ros__parameters:\n    model: {{depth: {ckpt}, device: cpu}}\n')
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=2)
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 0
+    assert run(fleet, root, '--params-file', params) == 0
+    assert set(statuses(root).values()) == {'skipped'}
+    # a is recorded again at the same path (one frame more): its output is stale, not complete.
+    shutil.rmtree(fleet / 'a')
+    make_bags(tmp_path / 'fleet', ['a'], n=3)
+    assert run(fleet, root, '--params-file', params) == 1
+    assert statuses(root) == {'a': 'failed', 'b': 'skipped'}
+    reason = {b['bag']: b['reason'] for b in summary(root)['bags']}['a']
+    assert 'another recording' in reason and '--force' in reason
+    assert run(fleet, root, '--params-file', params, '--force') == 0
+    assert len(read_bag(root / 'a')['/camera/color/depth/image']) == 3
+    # New weights saved over the checkpoint folder (same path, same parameters).
+    make_random_checkpoint(ckpt, 'tiny-depth-anything', seed=1)
+    assert run(fleet, root, '--params-file', params) == 2
+    assert all('checkpoint files' in b['reason'] for b in summary(root)['bags'])
+    assert run(fleet, root, '--params-file', params, '--force') == 0
+    assert run(fleet, root, '--params-file', params) == 0
+    assert set(statuses(root).values()) == {'skipped'}
+
+
+def test_weights_digest_of_a_hub_id_follows_the_cached_snapshot(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from dpt_ros.bag_runs import weights_digest
+    from dpt_ros.config import Config
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path))
+    cfg = Config().replace({'model.depth': 'org/depth-model'})
+    uncached = weights_digest(cfg)
+    repo = tmp_path / 'models--org--depth-model'
+
+    def snapshot(commit, blob):
+        (repo / 'blobs').mkdir(parents=True, exist_ok=True)
+        (repo / 'blobs' / blob).write_text('{}')
+        snap = repo / 'snapshots' / commit
+        snap.mkdir(parents=True)
+        (snap / 'config.json').symlink_to(Path('..') / '..' / 'blobs' / blob)
+        (repo / 'refs').mkdir(exist_ok=True)
+        (repo / 'refs' / 'main').write_text(commit)
+    snapshot('1' * 40, 'a' * 64)
+    first = weights_digest(cfg)
+    assert first != uncached and weights_digest(cfg) == first
+    snapshot('2' * 40, 'b' * 64)  # the hub id now resolves to another commit
+    assert weights_digest(cfg) not in (first, uncached)
+
+
+def test_data_and_marker_are_on_disk_before_the_output_is_moved_into_place(tmp_path, params,
+                                                                           monkeypatch):
+    events = []
+    real_fsync, real_rename = os.fsync, Path.rename
+
+    def fsync(fd):
+        path = Path(os.readlink(f'/proc/self/fd/{fd}'))
+        events.append(('fsync', path, (path.parent / MARKER).exists() or path.name == MARKER))
+        real_fsync(fd)
+
+    def rename(self, target):
+        events.append(('rename', Path(self), Path(target)))
+        return real_rename(self, target)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(Path, 'rename', rename)
+    src = make_bags(tmp_path / 'fleet', ['a'], n=1) / 'a'
+    assert run(src, tmp_path / 'out', '--params-file', params) == 0
+    moved = next(i for i, e in enumerate(events) if e[0] == 'rename')
+    staging = events[moved][1]
+    assert events[moved][2] == tmp_path / 'out' and staging.name == 'out'
+    synced = [e for e in events[:moved] if e[0] == 'fsync']
+    out = tmp_path / 'out'
+    data = [staging / p.relative_to(out) for p in out.rglob('*') if p.name != MARKER]
+    # Every file of the bag before the marker exists, the marker before the move, the move.
+    assert data and set(data) <= {path for _, path, marker in synced if not marker}
+    assert (staging / MARKER) in {path for _, path, _ in synced}
+    assert any(e[0] == 'fsync' and e[1] == tmp_path for e in events[moved:])
