@@ -411,9 +411,11 @@ def spread_sweep(model: LoadedModel, seq: Sequence[Any], fps: float,
             z = s.depth.reshape(-1)[p] * (1.0 + 0.02 * rng.standard_normal(p.size))
             frame_anchors.append(_at(p, z, w, i / fps))
         recs = run_sequence(model, seq, frame_anchors, settings, fps)
+        published = [r['absrel'] for r in recs if r['metric']]  # a fit of scale <= 0 is not
         out.append({'band_m': [lo, hi],
                     'spread': float(np.median([r['spread_ratio'] for r in recs])),
-                    'absrel': float(np.median([r['absrel'] for r in recs]))})
+                    'absrel': float(np.median(published)) if published else float('nan'),
+                    'published': len(published) / len(recs)})
     return sorted(out, key=lambda r: r['spread'])
 
 
@@ -741,9 +743,11 @@ def _acceptance_markdown(res: Dict[str, Any]) -> List[str]:
                      f"{rng(c['spread'])} | {_f(c['absrel_published'])} | "
                      f"{_f(c['absrel_without_tests'])} |")
     sweep = ', '.join(f"{r['band_m'][0]:g}-{r['band_m'][1]:g} m: {r['spread']:.2f} -> "
-                      f"{r['absrel']:.3f}" for r in acc['spread_sweep'])
-    lines += ['', f'Anchors from one band of true depth, tests off (band: spread -> AbsRel of the '
-              f'frame): {sweep}.']
+                      f"{_f(r['absrel'], 3)}" + (f" ({r['published']:.0%} of frames)"
+                                                 if r['published'] < 1 else '')
+                      for r in acc['spread_sweep'])
+    lines += ['', f'Anchors from one band of true depth, tests off (band: spread -> median '
+              f'AbsRel of the published frames): {sweep}.']
     g = acc['degenerate_after_good']
     lines += ['', f"True anchors, then from frame {g['cut_frame']} only anchors on the back wall "
               f"(defaults, anchors.hold {g['hold_s']:g} s): {', '.join(g['states'])}; the last "

@@ -379,7 +379,7 @@ class MetricTracker:
 
     @staticmethod
     def _frame_spreads(grids: torch.Tensor, which: List[Optional[int]]) -> List[float]:
-        """10th to 90th percentile spread of d over each frame with anchors (one copy)."""
+        """Return the 10th to 90th percentile spread of d of each frame with anchors."""
         rows = [i for i, j in enumerate(which) if j is not None]
         out = [float('nan')] * len(which)
         if rows:

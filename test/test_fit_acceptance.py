@@ -6,6 +6,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from dpt_ros.config import Config
@@ -284,3 +285,23 @@ def test_metric_checkpoint_simulation_of_the_issue(record_figure):
     assert sc['refused'] == 0 and af['refused'] == 0
     assert sc['median'] <= 0.03 and sc['worst'] <= 0.035
     assert af['median'] > 1.5 * sc['median'] and af['worst'] > 0.1
+
+
+@pytest.mark.gpu
+def test_judged_fits_on_cuda_match_the_cpu():
+    from dpt_ros.metric import FIT_GAIN, FIT_INLIERS, FIT_SPREAD, robust_fit
+    rng = np.random.default_rng(9)
+    d = rng.uniform(0.5, 5.0, (2, 300))
+    z = 1.0 / (0.3 * d + 0.05) * (1 + 0.02 * rng.standard_normal(d.shape))
+    z[:, :30] = rng.uniform(0.3, 15.0, (2, 30))  # gross outliers
+    args = [torch.tensor(d, dtype=torch.float32), torch.tensor(z, dtype=torch.float32),
+            torch.ones(2, 300, dtype=torch.bool), 0.1]
+    so = torch.tensor([False, True])
+    cpu = robust_fit(*args, torch.Generator().manual_seed(0), so)
+    gpu = robust_fit(*[a.cuda() if torch.is_tensor(a) else a for a in args],
+                     torch.Generator('cuda').manual_seed(0), so.cuda()).cpu()
+    assert float(gpu[1, 1]) == 0.0  # scale only
+    assert torch.allclose(cpu[:, :2], gpu[:, :2], rtol=1e-3, atol=1e-4)
+    assert (cpu[:, FIT_INLIERS] - gpu[:, FIT_INLIERS]).abs().max() <= 2  # at the threshold
+    assert torch.allclose(cpu[:, [FIT_GAIN, FIT_SPREAD]], gpu[:, [FIT_GAIN, FIT_SPREAD]],
+                          rtol=1e-3, atol=1e-4)

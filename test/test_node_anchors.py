@@ -440,6 +440,29 @@ def test_refused_and_degenerate_fits_are_stated_in_diagnostics(harness):
     _, _, v = wait_diagnostics(harness, lambda v: v.get('fit_state') == 'fitted')
 
 
+def test_depth_anchors_in_the_depth_cameras_frame_are_refused(harness):
+    # A RealSense depth/image_rect_raw: the depth optical frame, not the colour image's.
+    s = synthetic_scene(W, H)
+    node = start(harness, [s], {'depth.mode': 'fitted', 'anchors.source': 'depth_image'})
+    rig = Rig(harness, node)
+    rig.calibrate(s)
+    rng = np.random.default_rng(7)
+    for i in range(2):
+        rig.anchor(depth_anchors(s, stamped(i, 'camera_depth_optical_frame'), rng))
+        stamp = rig.frame(s, stamped(i))
+        assert rig.got('depth/relative', stamp) is not None
+    time.sleep(0.3)
+    assert not rig.stamps('depth/image')
+    text = ("anchor depth image is in frame 'camera_depth_optical_frame' but the image in "
+            "'camera_color_optical_frame'")
+    assert harness.wait(lambda: logged(harness, text), 5) and len(logged(harness, text)) == 1
+    _, _, v = wait_diagnostics(harness, lambda v: v.get('frames_with_bad_anchors') == '2')
+    assert v['frames_with_anchors'] == '0' and v['metric_suspended'] == 'true'
+    # Registered to the colour camera (aligned_depth_to_color): used.
+    rig.anchor(depth_anchors(s, stamped(2), rng))
+    assert rig.got('depth/image', rig.frame(s, stamped(2))) is not None
+
+
 def test_each_camera_fits_its_own_anchors(harness):
     front, rear = synthetic_scene(W, H), synthetic_scene(W, H, t=1.5)
     node = start(harness, [front, rear], {'depth.mode': 'fitted',
