@@ -55,15 +55,21 @@ def _depth_array(msg: Any) -> np.ndarray:
 def from_depth_image(msg: Any, image_size: Tuple[int, int],
                      image_intr: Optional[Intrinsics] = None,
                      anchor_intr: Optional[Intrinsics] = None, max_points: int = 0,
-                     rng: Optional[np.random.Generator] = None) -> Anchors:
-    """Turn a depth image registered to the colour camera into anchors at colour pixels.
+                     rng: Optional[np.random.Generator] = None, image_frame: str = '',
+                     extrinsic: Optional[np.ndarray] = None) -> Anchors:
+    """Turn a depth image into anchors at colour pixels.
 
-    image_size is the colour image's (width, height). A depth image of that size with no
-    camera_info of its own is taken pixel for pixel; otherwise both calibrations are needed
-    and each depth pixel is re-projected through them (same optical frame, other intrinsics).
+    image_size is the colour image's (width, height). A depth image in the colour image's
+    frame_id (registered: aligned_depth_to_color) of that size with no camera_info of its own
+    is taken pixel for pixel; of another size or calibration, each pixel is re-projected
+    through both calibrations. A depth image in another frame_id (a depth camera's own optical
+    frame) is refused unless extrinsic gives that frame's pose in the colour optical frame:
+    its pixels are then back-projected through anchor_intr, moved and projected, as a cloud's.
     max_points > 0: keep a uniform random subset of that many valid pixels (picked before
     anything else is computed from them: a dense depth image has hundreds of thousands).
     """
+    frame = str(msg.header.frame_id)
+    other = _check_frame('depth image', frame, image_frame, extrinsic)
     z = _depth_array(msg)
     h, w = z.shape
     idx = np.flatnonzero(np.isfinite(z))
@@ -76,20 +82,42 @@ def from_depth_image(msg: Any, image_size: Tuple[int, int],
     vv, uu = np.divmod(idx, w)
     zz = z.reshape(-1)[idx]
     same = (w, h) == tuple(image_size)
-    if same and (anchor_intr is None or anchor_intr == image_intr):
+    if not other and same and (anchor_intr is None or anchor_intr == image_intr):
         return Anchors(uu.astype(np.float32), vv.astype(np.float32), zz, received,
                        stamp_ns(msg.header) * 1e-9)
     if anchor_intr is None or image_intr is None:
+        why = f"is in frame '{frame}'" if other else \
+            f'is {w}x{h} but the image is {image_size[0]}x{image_size[1]}'
         which = 'anchors/camera_info' if anchor_intr is None else 'camera_info'
-        raise AnchorError(f'anchor depth image is {w}x{h} but the image is '
-                          f'{image_size[0]}x{image_size[1]}: resampling it needs {which}.')
+        raise AnchorError(f'anchor depth image {why}: re-projecting it needs {which}.')
     if (anchor_intr.width, anchor_intr.height) != (w, h):
         raise AnchorError(f'anchors/camera_info is for {anchor_intr.width}x{anchor_intr.height} '
                           f'but the anchor depth image is {w}x{h}.')
     x = (uu - anchor_intr.cx) / anchor_intr.fx * zz
     y = (vv - anchor_intr.cy) / anchor_intr.fy * zz
     pts = np.stack([x, y, zz], axis=1)
-    return _project(pts, image_intr, received, stamp_ns(msg.header) * 1e-9)
+    return _in_image(pts, extrinsic if other else None, image_intr, received,
+                     stamp_ns(msg.header) * 1e-9)
+
+
+def _check_frame(what: str, frame: str, image_frame: str,
+                 extrinsic: Optional[np.ndarray]) -> bool:
+    """Return whether anchors are in a frame other than the image's; refuse that unposed."""
+    other = bool(frame and image_frame and frame != image_frame)
+    if other and extrinsic is None:
+        raise AnchorError(f"anchor {what} is in frame '{frame}' but the image in "
+                          f"'{image_frame}': set anchors.extrinsic to the fixed pose of "
+                          f"'{frame}' in the camera optical frame ('0 0 0 0 0 0 1' if they "
+                          'are the same), or use anchors registered to this camera.')
+    return other
+
+
+def _in_image(pts: np.ndarray, extrinsic: Optional[np.ndarray], intr: Intrinsics,
+              received: int, stamp: float) -> Anchors:
+    """Points of the anchors' frame, moved into the optical frame by extrinsic, -> pixels."""
+    if extrinsic is not None:
+        pts = pts @ extrinsic[:3, :3].T + extrinsic[:3, 3]
+    return _project(pts, intr, received, stamp)
 
 
 def _cloud_xyz(msg: Any) -> np.ndarray:
@@ -157,16 +185,9 @@ def from_points(msg: Any, image_intr: Optional[Intrinsics], image_frame: str,
     """
     if image_intr is None:
         raise AnchorError('anchors/points need camera_info to be projected into the image.')
-    frame = str(msg.header.frame_id)
-    if extrinsic is None and frame and image_frame and frame != image_frame:
-        raise AnchorError(f"anchor cloud is in frame '{frame}' but the image in "
-                          f"'{image_frame}': set anchors.extrinsic to the fixed pose of "
-                          f"'{frame}' in the camera optical frame ('0 0 0 0 0 0 1' if they "
-                          'are the same).')
+    _check_frame('cloud', str(msg.header.frame_id), image_frame, extrinsic)
     xyz = _cloud_xyz(msg)
-    if extrinsic is not None:
-        xyz = xyz @ extrinsic[:3, :3].T + extrinsic[:3, 3]
-    return _project(xyz, image_intr, int(xyz.shape[0]), stamp_ns(msg.header) * 1e-9)
+    return _in_image(xyz, extrinsic, image_intr, int(xyz.shape[0]), stamp_ns(msg.header) * 1e-9)
 
 
 def _project(pts: np.ndarray, intr: Intrinsics, received: int, stamp: float) -> Anchors:
@@ -304,5 +325,5 @@ class AnchorInput:
                 except FrameError as exc:
                     raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
             return from_depth_image(msg, image_size, image_intr, info, cfg.max_points,
-                                    self._rng)
+                                    self._rng, image_frame, extrinsic_matrix(cfg.extrinsic))
         return from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))

@@ -18,6 +18,7 @@ DEFAULT_DEPTH_MAX = 20.0  # metres, where depth.max is 0 and the checkpoint decl
 DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse', 'fitted')
 CONFIDENCE_MODES = ('off', 'flip')
 ANCHOR_SOURCES = ('none', 'depth_image', 'points')
+ANCHOR_FITS = ('auto', 'scale', 'affine')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 COLORMAPS = ('inferno', 'turbo', 'magma', 'viridis', 'plasma', 'jet', 'gray')
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
@@ -164,11 +165,29 @@ class AnchorsConfig:
         1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps), '
         'then publish no metres until anchors return.', lo=0.0, hi=3600.0)
     extrinsic: str = _opt(
-        '', "anchors/points in another frame: 'x y z qx qy qz qw', the fixed pose of that "
-        'frame in the camera optical frame (metres, unit quaternion). Empty: the cloud is in '
-        "the image's frame_id.")
+        '', "Anchors in a frame_id other than the image's (a lidar cloud, an unregistered depth "
+        "image): 'x y z qx qy qz qw', the fixed pose of that frame in the camera optical frame "
+        '(metres, unit quaternion). Empty: anchors in another frame are refused; a depth image '
+        'in another frame also needs anchors/camera_info.')
+    fit: str = _opt(
+        'auto', "What the anchors fit: 'scale' (metres = model metres x scale: a metric "
+        "checkpoint's error is a factor), 'affine' (scale and shift in inverse depth: what a "
+        "relative checkpoint needs) or 'auto' (scale for metric checkpoints, else affine).",
+        choices=ANCHOR_FITS)
     min_count: int = _opt(
         10, 'Fewest inlier anchors for a frame to count as fitted.', lo=3, hi=100000)
+    min_inlier_fraction: float = _opt(
+        0.5, 'Smallest fraction of the anchors the fit must explain (within '
+        'anchors.inlier_threshold); a fit explaining fewer is refused.', lo=0.0, hi=1.0)
+    min_gain: float = _opt(
+        0.5, 'Affine fits: the share of the residual of the best constant depth (on the '
+        "fit's inlier anchors) the fit must remove; a fit no better than one depth says "
+        'nothing of the scene and is refused. 0 turns the test off.', lo=0.0, hi=1.0)
+    min_spread: float = _opt(
+        0.25, 'Affine fits: spread (10th to 90th percentile) of the model output at the inlier '
+        "anchors as a fraction of the frame's; below it the anchors are degenerate (one narrow "
+        'depth band): they only rescale the last good fit, within anchors.hold. 0 turns the '
+        'test off.', lo=0.0, hi=1.0)
     max_points: int = _opt(
         2000, 'At most this many anchors per frame are fitted (a random subset of denser '
         'sources).', lo=10, hi=1000000)

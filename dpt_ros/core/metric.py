@@ -43,6 +43,10 @@ _MAX_GATED = 3
 _RELATIVE_PULL_VAR = 0.25
 # Fraction of grid points that must follow the frame-to-frame alignment for it to be used.
 _MIN_ALIGNED = 0.5
+# Columns of robust_fit's result (and of MetricTracker._solve's, which adds FIT_USED).
+FIT_S, FIT_B, FIT_INLIERS, FIT_ABSREL, FIT_MSR, FIT_DMED, FIT_GAIN, FIT_SPREAD = range(8)
+FIT_COLUMNS = 8
+FIT_USED = 8
 
 
 @dataclass
@@ -70,7 +74,12 @@ class FitReport:
     held: bool = False               # metres from a fit older than this frame
     metric: bool = False             # metres published for this frame
     gated: bool = False              # this frame's anchor fit was rejected as an outlier
-    state: str = ''                  # 'fitted', 'held', 'no anchors', 'relative'
+    fit: str = ''                    # 'scale' or 'affine': what the anchors were fitted with
+    gain: float = float('nan')       # share of a constant depth's residual the fit removes
+    spread_ratio: float = float('nan')  # anchors' spread of d over the frame's (affine fits)
+    # 'fitted', 'held' (no anchors this frame, or a gated fit), 'refused: <reason>',
+    # 'degenerate', 'no anchors'; 'relative' outside depth.mode fitted
+    state: str = ''
 
 
 @dataclass
@@ -86,18 +95,24 @@ class FrameFit:
 # ------------------------------------------------------------------ the robust fit
 
 def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: float,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+               generator: Optional[torch.Generator] = None,
+               scale_only: Optional[torch.Tensor] = None, judge: bool = True) -> torch.Tensor:
     """Fit s, b with s * d + b = 1 / z for P problems at once, robust to outliers.
 
     d, z, mask: (P, N); z in metres (> 0 where mask). The residual of a point is the relative
     inverse-depth error (s * d + b) * z - 1, about the relative depth error. RANSAC on
-    minimal pairs scored by truncated squared residuals (MSAC) on a random subset, then least
-    squares on the points within threshold, twice. Returns (P, 6) float32 on the device:
-    s, b, inliers, AbsRel on the inliers, mean squared residual on the inliers, median d.
-    Problems with fewer than 2 points get NaN s and b.
+    minimal pairs (single points where scale_only, a (P,) bool: b = 0) scored by truncated
+    squared residuals (MSAC) on a random subset, then least squares on the points within
+    threshold, twice. Returns (P, FIT_COLUMNS) float32 on the device, columns s, b, inliers,
+    AbsRel on the inliers, mean squared residual on the inliers, median d (FIT_S ... FIT_DMED),
+    the share of the best constant depth's mean squared residual on the inliers that the fit
+    removes (FIT_GAIN, 1 - msr / msr_constant) and the 10th to 90th percentile spread of d over
+    the inliers (FIT_SPREAD); NaN in those two without judge (they judge anchor
+    fits only). Problems with fewer than 2 points get NaN s and b.
     """
     p, n = d.shape
     dev = d.device
+    so = scale_only if scale_only is not None else torch.zeros(p, dtype=torch.bool, device=dev)
     d = d.float()
     z = torch.where(mask, z.float(), torch.ones_like(d))
     d = torch.where(mask, d, torch.zeros_like(d))
@@ -118,12 +133,15 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
     dd = dp[..., 0] - dp[..., 1]
     s_h = (qp[..., 0] - qp[..., 1]) / dd
     b_h = qp[..., 0] - s_h * dp[..., 0]
+    # Scale only: one point fixes the hypothesis (the pair's second point is not used).
+    s_h = torch.where(so[:, None], qp[..., 0] / dp[..., 0], s_h)
+    b_h = torch.where(so[:, None], torch.zeros_like(b_h), b_h)
     score = pick(min(n, _SCORE_POINTS))
     ds = torch.gather(d, 1, score)[:, None, :]
     zs = torch.gather(z, 1, score)[:, None, :]
     res = (s_h[..., None] * ds + b_h[..., None]) * zs - 1.0
     cost = res.square().clamp_(max=threshold * threshold).sum(-1)
-    bad = ~torch.isfinite(cost) | ~(s_h > 0) | (dd.abs() < 1e-12)
+    bad = ~torch.isfinite(cost) | ~(s_h > 0) | ((dd.abs() < 1e-12) & ~so[:, None])
     cost = cost.masked_fill(bad, float('inf'))
     best = cost.argmin(1, keepdim=True)
     s = torch.gather(s_h, 1, best).squeeze(1)
@@ -144,7 +162,7 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
         sz = (w * z).sum(1)
         det = sdd * szz - sd * sd
         # A narrow spread of d leaves the shift undetermined (in float32): scale only.
-        ok = det > 1e-5 * sdd * szz
+        ok = (det > 1e-5 * sdd * szz) & ~so
         s_ls = (sdz * szz - sd * sz) / det
         b_ls = (sdd * sz - sd * sdz) / det
         s_new = torch.where(ok, s_ls, sdz / sdd.clamp(min=1e-30))
@@ -162,7 +180,88 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
     few = nv < 2
     s = s.masked_fill(few, float('nan'))
     b = b.masked_fill(few, float('nan'))
-    return torch.stack([s, b, cnt, absrel, msr, dmed], 1)
+    if judge:
+        # The best constant inverse depth c on the same inliers: min sum (c * z - 1)^2.
+        w = inl.to(torch.float32)
+        c = (w * z).sum(1) / (w * zz).sum(1).clamp(min=1e-30)
+        msr_c = (w * (c[:, None] * z - 1.0).square()).sum(1) / cnt.clamp(min=1)
+        gain = torch.where(msr_c > 1e-12, 1.0 - msr / msr_c.clamp(min=1e-12),
+                           torch.zeros_like(msr))
+        spr = spread(d, inl)
+    else:
+        gain = spr = torch.full_like(s, float('nan'))
+    return torch.stack([s, b, cnt, absrel, msr, dmed, gain, spr], 1)
+
+
+def spread(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Return (P,) the 10th to 90th percentile spread of each row's masked values (NaN < 2)."""
+    inf = torch.full_like(values, float('inf'), dtype=torch.float32)
+    v, _ = torch.where(mask, values.float(), inf).sort(1)
+    n = mask.sum(1, keepdim=True)
+    # Nearest-rank percentiles: index round(q * (n - 1)) of the sorted valid values.
+    idx = torch.cat([(n - 1) * 0.1, (n - 1) * 0.9], 1).round().long().clamp(min=0)
+    lo_hi = v.gather(1, idx) if v.shape[1] else torch.zeros_like(idx, dtype=torch.float32)
+    out = lo_hi[:, 1] - lo_hi[:, 0]
+    return out.masked_fill(n.squeeze(1) < 2, float('nan'))
+
+
+def judge_fit(stats: Sequence[float], cfg: Config, scale_only: bool,
+              frame_spread: float) -> str:
+    """Return '' for an anchor fit that explains its anchors, 'degenerate' or 'refused: why'.
+
+    stats: a row of MetricTracker._solve (robust_fit's columns and FIT_USED). A fit must
+    explain anchors.min_count and anchors.min_inlier_fraction of its anchors. An affine fit
+    whose inliers span too narrow a band of the model output d (anchors.min_spread of the
+    frame's) cannot tell a shift from a scale: degenerate. On its inliers an affine fit must
+    also remove anchors.min_gain of the residual one constant depth leaves: with two
+    parameters it can flatten any d onto depths that hardly vary (unrelated to the scene, or
+    a view whose anchors give no evidence of its shape), and a constant then does as well. A
+    scale fit cannot bend d, so its inlier fraction is its test.
+    """
+    a = cfg.anchors
+    s, n_in, used = stats[FIT_S], stats[FIT_INLIERS], max(stats[FIT_USED], 1.0)
+    if not (math.isfinite(s) and math.isfinite(stats[FIT_B])):
+        return 'refused: no fit'
+    if n_in < a.min_count:
+        return f'refused: {int(n_in)} inliers, fewer than anchors.min_count {a.min_count}'
+    if n_in < a.min_inlier_fraction * used:
+        return (f'refused: the fit explains {n_in / used:.0%} of the anchors, less than '
+                f'anchors.min_inlier_fraction {a.min_inlier_fraction:g}')
+    if not scale_only:
+        # One band of d: the slope (even its sign) is noise, the level at the anchors is not.
+        if frame_spread > 0 and stats[FIT_SPREAD] < a.min_spread * frame_spread:
+            return 'degenerate'
+        gain = stats[FIT_GAIN]
+        if a.min_gain > 0 and not gain >= a.min_gain:
+            return (f'refused: the fit removes {max(gain, 0.0):.0%} of the residual of a '
+                    f'constant depth, less than anchors.min_gain {a.min_gain:g}')
+    if not s > 0:
+        return 'refused: no fit with a positive scale'
+    return ''
+
+
+def _stop_warning(verdict: str, age: float, cfg: Config) -> str:
+    """Return the one warning when metres stop: why, and what brings them back."""
+    stop = 'publishing no metres (depth/image, points)'
+    if verdict == 'degenerate':
+        return (f'depth.mode fitted: degenerate anchors (one narrow band of the model output, '
+                f'anchors.min_spread); {stop} until they span more of the scene.')
+    if verdict:
+        return (f'depth.mode fitted: anchors refused; {stop} until a fit is accepted '
+                f"({verdict.split(': ', 1)[1]}).")
+    why = (f'no usable anchors for {age:.1f} s (anchors.hold {cfg.anchors.hold} s)'
+           if math.isfinite(age) else 'no usable anchors yet')
+    return f'depth.mode fitted: {why}; {stop} until anchors return.'
+
+
+def _hold_warning(verdict: str, cfg: Config) -> str:
+    """Return the one warning when anchor fits start being refused while a fit is held."""
+    hold = f'for up to anchors.hold ({cfg.anchors.hold:g} s)'
+    if verdict == 'degenerate':
+        return ('depth.mode fitted: degenerate anchors (one narrow band of the model output, '
+                f'anchors.min_spread); they only rescale the last fit, {hold}.')
+    return (f'depth.mode fitted: anchors refused; holding the last fit {hold} '
+            f"({verdict.split(': ', 1)[1]}).")
 
 
 def grid_of(d: torch.Tensor) -> torch.Tensor:
@@ -189,6 +288,7 @@ class _Track:
     lost: bool = True                     # no metres (before the first fit, or after hold)
     warned: bool = False                  # the 'no metres' warning of this outage was given
     gated_run: int = 0
+    verdict: str = ''                     # '', 'refused' or 'degenerate': the last anchor fit's
     report: FitReport = field(default_factory=FitReport)
 
 
@@ -220,19 +320,20 @@ class MetricTracker:
 
     def run(self, d: torch.Tensor, anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
             stamps: Sequence[float], cfg: Config, fitted: bool,
-            flipped: Optional[torch.Tensor] = None) -> Tuple[List[FrameFit],
-                                                             Optional[torch.Tensor]]:
+            flipped: Optional[torch.Tensor] = None,
+            scale_only: bool = False) -> Tuple[List[FrameFit], Optional[torch.Tensor]]:
         """Fit a batch of (B, H, W) relative inverse depth maps; frames in time order.
 
         fitted: anchors give metres (depth.mode fitted); else only the temporal alignment of
         relative output runs (when depth.temporal). flipped: the mirrored frames' output,
-        already flipped back, for the confidence map. Returns one FrameFit per frame and
-        the (B, H, W) confidence (None without flipped).
+        already flipped back, for the confidence map. scale_only: the anchors fit a scale alone
+        (anchors.fit, resolved for the checkpoint). Returns one FrameFit per frame and the
+        (B, H, W) confidence (None without flipped).
         """
         b, h, w = d.shape
         temporal = cfg.depth.temporal
         thr = cfg.anchors.inlier_threshold
-        problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = []
         idx_anchor: List[Optional[int]] = [None] * b
         idx_align: List[Optional[int]] = [None] * b
         idx_flip: List[Optional[int]] = [None] * b
@@ -241,20 +342,21 @@ class MetricTracker:
             a = anchors[i] if fitted else None
             if a is not None and len(a.z):
                 idx_anchor[i] = len(problems)
-                problems.append(self._at_anchors(d[i], a))
+                problems.append(self._at_anchors(d[i], a) + (scale_only,))
             if temporal:
                 prev = self._previous_grid(i, sources, grids, (h, w))
                 if prev is not None:
                     # Align this frame's d to the previous frame's d: z = 1 / d_prev.
                     m = torch.isfinite(grids[i]) & torch.isfinite(prev) & (prev > 0)
                     idx_align[i] = len(problems)
-                    problems.append((grids[i], 1.0 / prev.clamp(min=1e-30), m))
+                    problems.append((grids[i], 1.0 / prev.clamp(min=1e-30), m, False))
             if flipped is not None:
                 g, gf = grids[i], grid_of(flipped[i])
                 m = torch.isfinite(g) & torch.isfinite(gf) & (g > 0)
                 idx_flip[i] = len(problems)
-                problems.append((gf, 1.0 / g.clamp(min=1e-30), m))
-        stats = self._solve(problems, thr)
+                problems.append((gf, 1.0 / g.clamp(min=1e-30), m, False))
+        stats = self._solve(problems, thr, any(j is not None for j in idx_anchor))
+        spreads = self._frame_spreads(grids, idx_anchor)
         out: List[FrameFit] = []
         for i in range(b):
             src, t = sources[i], float(stamps[i])
@@ -262,8 +364,7 @@ class MetricTracker:
             ali = stats[idx_align[i]] if idx_align[i] is not None else None
             if fitted:
                 received = anchors[i].received if anchors[i] is not None else 0
-                ff = self._step_fitted(src, t, anc, ali, cfg, received,
-                                       int(anc[6]) if anc is not None else 0)
+                ff = self._step_fitted(src, t, anc, ali, cfg, received, scale_only, spreads[i])
             else:
                 ff = self._step_relative(src, t, ali, temporal)
             track = self._tracks[src]
@@ -275,6 +376,17 @@ class MetricTracker:
             conf = self._confidence(d, flipped, [stats[j] for j in idx_flip], out,
                                     cfg.depth.confidence_tolerance)
         return out, conf
+
+    @staticmethod
+    def _frame_spreads(grids: torch.Tensor, which: List[Optional[int]]) -> List[float]:
+        """Return the 10th to 90th percentile spread of d of each frame with anchors."""
+        rows = [i for i, j in enumerate(which) if j is not None]
+        out = [float('nan')] * len(which)
+        if rows:
+            g = grids[rows]
+            for i, v in zip(rows, spread(g, torch.isfinite(g)).tolist()):
+                out[i] = v
+        return out
 
     def _at_anchors(self, d: torch.Tensor, a: Anchors) -> Tuple[torch.Tensor, torch.Tensor,
                                                                 torch.Tensor]:
@@ -297,9 +409,12 @@ class MetricTracker:
             return None
         return t.grid
 
-    def _solve(self, problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-               thr: float) -> Optional[List[List[float]]]:
-        """Run every problem in one padded batch; one device-to-host copy."""
+    def _solve(self, problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]],
+               thr: float, anchored: bool) -> Optional[List[List[float]]]:
+        """Run every problem in one padded batch; one device-to-host copy.
+
+        anchored: some problems are anchor fits (which are judged).
+        """
         if not problems:
             return None
         n = max(1, max(int(p[0].numel()) for p in problems))
@@ -307,10 +422,11 @@ class MetricTracker:
         d = torch.zeros((k, n), device=self.device)
         z = torch.ones((k, n), device=self.device)
         m = torch.zeros((k, n), dtype=torch.bool, device=self.device)
-        for j, (dj, zj, mj) in enumerate(problems):
+        for j, (dj, zj, mj, _) in enumerate(problems):
             c = int(dj.numel())
             d[j, :c], z[j, :c], m[j, :c] = dj, zj, mj
-        res = robust_fit(d, z, m, thr, self._gen)
+        so = torch.tensor([p[3] for p in problems], dtype=torch.bool, device=self.device)
+        res = robust_fit(d, z, m, thr, self._gen, so, judge=anchored)
         res = torch.cat([res, m.sum(1, keepdim=True).to(res.dtype)], 1)
         return res.tolist()
 
@@ -324,9 +440,9 @@ class MetricTracker:
     @staticmethod
     def _predict(t: _Track, ali: Optional[List[float]]) -> Optional[Tuple[float, float]]:
         """Carry the previous map through the model's change: d_prev = s_a * d + b_a."""
-        if ali is None or not t.has_map or not math.isfinite(ali[0]):
+        if ali is None or not t.has_map or not math.isfinite(ali[FIT_S]):
             return None
-        s_a, b_a, inliers, used = ali[0], ali[1], ali[2], ali[6]
+        s_a, b_a, inliers, used = ali[FIT_S], ali[FIT_B], ali[FIT_INLIERS], ali[FIT_USED]
         # Most of the frame must follow one affine map of the previous frame; else it is not
         # the same view any more (a cut, a jump, frames of another camera): no prediction.
         if s_a <= 0 or inliers < _MIN_ALIGNED * used:
@@ -334,20 +450,25 @@ class MetricTracker:
         return t.scale * s_a, t.scale * b_a + t.shift
 
     def _step_fitted(self, src: str, stamp: float, anc: Optional[List[float]],
-                     ali: Optional[List[float]], cfg: Config, received: int,
-                     used: int) -> FrameFit:
+                     ali: Optional[List[float]], cfg: Config, received: int, scale_only: bool,
+                     frame_spread: float) -> FrameFit:
         t = self._track(src)
         if t.last_stamp is not None and stamp < t.last_stamp - 1.0:
             # Time went backwards (a looping bag): the history is not this frame's past.
             self._tracks[src] = t = _Track()
         warnings: List[str] = []
-        rep = FitReport(received=received, used=used)
+        rep = FitReport(received=received, fit='scale' if scale_only else 'affine')
         meas = None
+        verdict = ''
         if anc is not None:
-            s_m, b_m, n_in, absrel, msr, dmed = anc[:6]
-            rep.inliers, rep.residual = int(n_in), absrel
-            if math.isfinite(s_m) and s_m > 0 and n_in >= cfg.anchors.min_count:
-                r = msr / max(n_in, 1.0) + _MEAS_FLOOR_VAR
+            s_m, b_m, n_in, absrel, msr, dmed = anc[:FIT_GAIN]
+            rep.used, rep.inliers, rep.residual = int(anc[FIT_USED]), int(n_in), absrel
+            rep.gain = anc[FIT_GAIN]
+            if not scale_only and frame_spread > 0:
+                rep.spread_ratio = anc[FIT_SPREAD] / frame_spread
+            verdict = judge_fit(anc, cfg, scale_only, frame_spread)
+            r = msr / max(n_in, 1.0) + _MEAS_FLOOR_VAR
+            if not verdict:
                 meas = (s_m, b_m, r, dmed)
         pred = None
         if t.has_map and not t.lost:
@@ -380,29 +501,56 @@ class MetricTracker:
             t.last_fit = stamp
         elif pred is not None:
             s_new, b_new, var = pred[0], pred[1], p_var
+            if verdict == 'degenerate':
+                # One narrow band of d fixes a scale, not a shape: rescale the last good fit
+                # where the anchors are (their median d); the hold clock keeps running.
+                s_new, b_new, var = self._rescale(pred, anc, p_var, cfg.depth.temporal)
         age = stamp - t.last_fit if t.last_fit is not None else float('inf')
         rep.age = age if math.isfinite(age) else float('nan')
+        kind = verdict.split(':')[0]
+        entering = bool(verdict) and kind != t.verdict
+        if anc is not None:
+            t.verdict = kind
         if (meas is None and pred is None) or age > cfg.anchors.hold + 1e-6:
             t.has_map = False
-            if not t.lost or not t.warned:
-                why = (f'no usable anchors for {age:.1f} s (anchors.hold {cfg.anchors.hold} s)'
-                       if math.isfinite(age) else 'no usable anchors yet')
-                warnings.append(f'depth.mode fitted: {why}; publishing no metres (depth/image, '
-                                'points) until anchors return.')
+            if not t.lost or not t.warned or entering:
+                warnings.append(_stop_warning(verdict, age, cfg))
                 t.warned = True
             t.lost = True
-            rep.state = 'no anchors'
+            rep.state = verdict or 'no anchors'
             t.report = rep
             return FrameFit(None, None, rep, warnings)
         if t.lost:
             t.warned = False
+        if entering:
+            warnings.append(_hold_warning(verdict, cfg))
         t.lost, t.has_map = False, True
         t.scale, t.shift, t.var = s_new, b_new, var
         rep.scale, rep.shift, rep.metric = s_new, b_new, True
         rep.held = meas is None
-        rep.state = 'held' if rep.held else 'fitted'
+        rep.state = verdict or ('held' if rep.held else 'fitted')
         t.report = rep
         return FrameFit(s_new, b_new, rep, warnings)
+
+    @staticmethod
+    def _rescale(pred: Tuple[float, float], anc: List[float], p_var: float,
+                 temporal: bool) -> Tuple[float, float, float]:
+        """Return the predicted map times the factor the anchors' fit asks at their median d."""
+        s_p, b_p = pred
+        s_m, b_m, n_in, msr, dmed = (anc[FIT_S], anc[FIT_B], anc[FIT_INLIERS], anc[FIT_MSR],
+                                     anc[FIT_DMED])
+        at_pred = s_p * dmed + b_p
+        ratio = (s_m * dmed + b_m) / at_pred if at_pred > 0 else -1.0
+        if not ratio > 0 or not math.isfinite(ratio):
+            return s_p, b_p, p_var
+        nu, r = math.log(ratio), msr / max(n_in, 1.0) + _MEAS_FLOOR_VAR
+        if not temporal:
+            return s_p * ratio, b_p * ratio, r
+        if abs(nu) > max(_GATE_SIGMAS * math.sqrt(p_var + r), _GATE_MIN):
+            return s_p, b_p, p_var  # far from the held fit: keep it as it is
+        k = p_var / (p_var + r)
+        f = math.exp(k * nu)
+        return s_p * f, b_p * f, (1 - k) * p_var
 
     def _step_relative(self, src: str, stamp: float, ali: Optional[List[float]],
                        temporal: bool) -> FrameFit:

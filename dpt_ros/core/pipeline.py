@@ -136,6 +136,17 @@ class Pipeline:
             return ''
         return post.effective_mode((cfg or self._cfg).depth.mode, self.depth_model.metric)
 
+    def anchor_fit(self, cfg: Optional[Config] = None) -> str:
+        """Return what anchors fit under cfg: 'scale' or 'affine' (anchors.fit 'auto' resolved).
+
+        A metric checkpoint's error is a factor: a shift fitted from nearby anchors would bend
+        its far range; a relative one's output has an unknown shift as well.
+        """
+        fit = (cfg or self._cfg).anchors.fit
+        if fit != 'auto':
+            return fit
+        return 'scale' if self.depth_model is not None and self.depth_model.metric else 'affine'
+
     def depth_max(self, cfg: Optional[Config] = None) -> float:
         """Farthest valid depth in metres: depth.max, or 0 = the checkpoint's, else 20 m."""
         set_max = (cfg or self._cfg).depth.max
@@ -143,6 +154,15 @@ class Pipeline:
             return set_max
         declared = self.depth_model.max_depth if self.depth_model is not None else None
         return declared or DEFAULT_DEPTH_MAX
+
+    def reset_state(self) -> None:
+        """Forget what earlier frames left: fits, held fits, temporal alignment, the fit's RNG.
+
+        For a new recording (dpt_bag calls it per bag): its outputs then depend on it alone,
+        whichever bags this pipeline ran before.
+        """
+        with self._lock:
+            self._tracker = MetricTracker(self.device)
 
     def fit_report(self, source: str = '') -> FitReport:
         """Return the last scale/shift fit of a frame source (depth.mode fitted, temporal)."""
@@ -159,6 +179,8 @@ class Pipeline:
                 out['precision'] = str(m.dtype).replace('torch.', '')
                 out['backend'] = m.backend
         out['depth_mode'] = self.depth_mode() or 'off'
+        if out['depth_mode'] == 'fitted':
+            out['anchors_fit'] = self.anchor_fit()
         if self.depth_model is not None:
             src = 'depth.max' if self._cfg.depth.max else (
                 'checkpoint' if self.depth_model.max_depth else 'default')
@@ -433,7 +455,8 @@ class Pipeline:
         d = post.relative_inverse(depth, dm.metric)
         fits, conf = self._tracker.run(
             d, anchors, sources, stamps, cfg, mode == 'fitted',
-            None if flipped is None else post.relative_inverse(flipped, dm.metric))
+            None if flipped is None else post.relative_inverse(flipped, dm.metric),
+            scale_only=self.anchor_fit(cfg) == 'scale')
         clock.mark('fit')
         for r, f in zip(results, fits):
             r.fit = f.report

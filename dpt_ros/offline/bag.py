@@ -821,6 +821,7 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
     """
     rb = rosbags()
     t_run = time.perf_counter()
+    pipe.reset_state()  # nothing of the bag a worker ran before (fits, temporal, RNG)
     with open_bag(src) as reader:
         cfg = pipe.config
         plan = plan_bag(reader, opts, src, cfg)

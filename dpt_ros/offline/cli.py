@@ -19,8 +19,8 @@ from dpt_ros.core.config import Config, config_from_flat, ConfigError
 from dpt_ros.core.models import ModelLoadError
 from dpt_ros.core.params import config_from_params_file, parse_camera_list
 from dpt_ros.offline.bag import BAG_VERSIONS, BagError, BagOptions, compatibility_note, STORAGES
-from dpt_ros.offline.runs import (BagResult, make_jobs, RayOptions, run_bags, SUMMARY,
-                                  summary_table, totals, write_summary)
+from dpt_ros.offline.runs import (BagResult, check_outputs, make_jobs, RayOptions, run_bags,
+                                  SUMMARY, summary_table, totals, write_summary)
 
 EXIT_NOTHING_RAN = 101
 MAX_FAILED_EXIT = 100
@@ -187,6 +187,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         opts = options_from_args(args, cfg.cameras)
         ray_opts = ray_options(args)
         jobs, bad, several = make_jobs(args.inputs, args.output)
+        summary = args.summary_json or (str(Path(args.output) / SUMMARY) if several else None)
+        check_outputs(jobs, [summary] if summary else [])
         print(f'writing {compatibility_note(opts.storage, opts.version)}', file=sys.stderr)
         results, how = run_bags(jobs, cfg, opts, args.force, ray_opts, not args.quiet,
                                 not several, lambda m: print(m, file=sys.stderr))
@@ -198,7 +200,6 @@ def main(argv: Optional[List[str]] = None) -> int:
               'do the rest', file=sys.stderr)
         return 130
     results = bad + results
-    summary = args.summary_json or (str(Path(args.output) / SUMMARY) if several else None)
     if summary:
         write_summary(Path(summary), results, how['wall_seconds'], how)
     if several:

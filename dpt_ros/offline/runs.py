@@ -47,7 +47,8 @@ class Job:
     name: str
     src: str
     dst: str
-    settings: str = ''  # digest of the config and options it is made with (in the marker)
+    settings: str = ''  # digest of the config, options and checkpoint files (in the marker)
+    source: str = ''    # digest of the input bag's files as they were read (in the marker)
 
 
 @dataclass
@@ -121,23 +122,97 @@ def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagRe
     return jobs, bad, True
 
 
+def check_outputs(jobs: Sequence[Job], written: Sequence[str] = ()) -> None:
+    """Raise BagError when an output is an input bag, lies inside one or holds one.
+
+    Paths are compared resolved (symlinks followed): --force replaces an output folder, and
+    an input in its place would be deleted. written: other paths the run writes (summary).
+    """
+    inputs = [(j.src, Path(j.src).resolve()) for j in jobs]
+    for out in [j.dst for j in jobs] + list(written):
+        real = Path(out).resolve()
+        for src, bag in inputs:
+            what = 'is' if real == bag else 'is inside' if bag in real.parents else \
+                'contains' if real in bag.parents else ''
+            if what:
+                via = f' (resolved: {real})' if str(real) != str(Path(out).absolute()) else ''
+                raise BagError(f"output '{out}'{via} {what} the input bag '{src}': nothing was "
+                               'written; choose an output outside the inputs')
+
+
 def is_complete(dst: Path) -> bool:
     """Return whether dst is a finished output (its marker is written last)."""
     return (dst / MARKER).is_file()
 
 
-def settings_digest(cfg: Config, opts: BagOptions) -> str:
-    """Return a digest of everything that shapes an output besides the input bag."""
-    text = json.dumps({'config': asdict(cfg), 'options': asdict(opts)}, sort_keys=True,
-                      default=str)
+def _digest(doc: Any) -> str:
+    text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _marker_settings(dst: Path) -> str:
+def settings_digest(cfg: Config, opts: BagOptions, weights: str = '') -> str:
+    """Return a digest of everything that shapes an output besides the input bag.
+
+    weights: weights_digest(cfg), the checkpoint files (a hub id or a folder keeps its name
+    when its weights change).
+    """
+    return _digest({'config': asdict(cfg), 'options': asdict(opts), 'weights': weights})
+
+
+def _file_stats(path: Path) -> List[Tuple[str, int, int]]:
+    """Return (name, size, modification time ns) of a file or of every file under a folder."""
+    if path.is_file():
+        st = path.stat()
+        return [(path.name, st.st_size, st.st_mtime_ns)]
+    return [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(path.rglob('*')) if f.is_file()]
+
+
+def input_digest(src: str) -> str:
+    """Return a digest of an input bag's files: names, sizes and modification times.
+
+    Not a content hash: that reads every byte of every bag on every re-run only to decide what
+    to skip (a fleet is terabytes), while re-recording or editing a bag changes its files'
+    times. A copy that keeps times and sizes but not contents is missed: --force redoes it.
+    """
+    path = Path(src)
+    return _digest(_file_stats(path)) if path.exists() else ''
+
+
+def weights_digest(cfg: Config) -> str:
+    """Return a digest of the checkpoints' files, offline.
+
+    A local folder: its files' names, sizes and modification times. A hub id: the cached
+    snapshot transformers loads offline, its commit and the blobs (content-addressed) its
+    files point to; 'not cached' if there is none.
+    """
+    parts: Dict[str, Any] = {}
+    for task, source in (('depth', cfg.model.depth), ('segmentation', cfg.model.segmentation)):
+        if source:
+            folder = Path(source).expanduser()
+            parts[task] = _file_stats(folder) if folder.is_dir() else _hub_snapshot(source)
+    return _digest(parts)
+
+
+def _hub_snapshot(repo_id: str) -> List[Any]:
     try:
-        return json.loads((dst / MARKER).read_text()).get('settings', '')
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(repo_id, 'config.json')
+    except Exception:  # noqa: B902 - not a hub id, or no huggingface_hub: nothing to find
+        found = None
+    if not isinstance(found, str):
+        return [repo_id, 'not cached']
+    snap = Path(found).parent
+    return [repo_id, snap.name, [(str(f.relative_to(snap)), Path(os.path.realpath(f)).name)
+                                 for f in sorted(snap.rglob('*')) if f.is_file()]]
+
+
+def _marker(dst: Path) -> Dict[str, Any]:
+    try:
+        doc = json.loads((dst / MARKER).read_text())
     except (OSError, ValueError):
-        return ''
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _replaceable(dst: Path) -> bool:
@@ -164,12 +239,17 @@ def triage(job: Job, force: bool) -> Optional[BagResult]:
             'with --force; remove it or choose another output'))
     if force:
         return None
-    if is_complete(dst) and _marker_settings(dst) == job.settings:
-        return BagResult(job.name, job.src, job.dst, 'skipped', 'complete (--force redoes it)')
-    if is_complete(dst):
+    made = _marker(dst)
+    if is_complete(dst) and made.get('settings') != job.settings:
         return BagResult(job.name, job.src, job.dst, reason=(
-            f"output '{dst}' is complete but was made with other parameters or options; pass "
-            '--force to redo it'))
+            f"output '{dst}' is complete but was made with other parameters, options or "
+            'checkpoint files; pass --force to redo it'))
+    if is_complete(dst) and made.get('source') != job.source:
+        return BagResult(job.name, job.src, job.dst, reason=(
+            f"output '{dst}' is complete but was made from another recording of '{job.src}' "
+            "(its files' sizes or times changed); pass --force to redo it"))
+    if is_complete(dst):
+        return BagResult(job.name, job.src, job.dst, 'skipped', 'complete (--force redoes it)')
     return BagResult(job.name, job.src, job.dst, reason=(
         f"output '{dst}' exists and is not a complete dpt_bag output (no {MARKER}); pass "
         '--force to replace it'))
@@ -194,15 +274,37 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _commit(job: Job, opts: BagOptions, staging: Path, result: BagResult) -> None:
-    """Write the marker last, then move the finished bag into place."""
+    """Make the bag durable, then write the marker (durable too), then move it into place.
+
+    A crash at any point leaves a complete output or none: never a marker beside data that a
+    power cut could still lose.
+    """
+    for f in sorted(staging.rglob('*'), reverse=True):  # files before their folders
+        _fsync(f)
+    _fsync(staging)
     marker = {'input': job.src, 'frames': result.frames, 'topics': result.topics,
               'no_camera_info': result.no_camera_info, 'settings': job.settings,
-              'skipped_messages': result.skipped_messages, 'options': asdict(opts)}
-    (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + '\n')
+              'source': job.source, 'skipped_messages': result.skipped_messages,
+              'options': asdict(opts)}
+    with open(staging / MARKER, 'w') as out:
+        out.write(json.dumps(marker, indent=1, sort_keys=True) + '\n')
+        out.flush()
+        os.fsync(out.fileno())
+    _fsync(staging)
     dst = Path(job.dst)
     _remove(dst)
     staging.rename(dst)
+    _fsync(dst.parent)
 
 
 def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
@@ -565,8 +667,8 @@ def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
     results: Dict[str, BagResult] = {}
     todo: List[Job] = []
     total = 0
-    settings = settings_digest(cfg, opts)
-    jobs = [dataclasses.replace(j, settings=settings) for j in jobs]
+    settings = settings_digest(cfg, opts, weights_digest(cfg))
+    jobs = [dataclasses.replace(j, settings=settings, source=input_digest(j.src)) for j in jobs]
     for job in jobs:
         early = triage(job, force)
         if early is None:

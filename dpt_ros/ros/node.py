@@ -853,7 +853,9 @@ class _DptCore:
             status.message = 'frames arrive but none were processed (no subscribers?)'
         elif values.get('metric_suspended') == 'true':
             status.level = DiagnosticStatus.WARN
-            status.message = 'no usable anchors: depth/image and points suspended'
+            # The fit state says why: no anchors, refused (and the test), degenerate.
+            status.message = (f"no metres ({values.get('fit_state', 'no anchors')}): "
+                              'depth/image and points suspended')
         elif rates[2] and rates[1] < 0.5 * rates[0]:
             status.message = 'keeping up with the newest frame, dropping older ones'
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+import re
 import sys
 import time
 from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -189,7 +190,9 @@ def run_sequence(model: LoadedModel, seq: Sequence[Any], anchors: Sequence[Optio
                     'warnings': list(r.warnings), 'confidence': r.arrays.get('confidence')})
         if r.fit is not None:
             rec.update({'scale': r.fit.scale, 'shift': r.fit.shift, 'held': r.fit.held,
-                        'gated': r.fit.gated, 'inliers': r.fit.inliers, 'state': r.fit.state})
+                        'gated': r.fit.gated, 'inliers': r.fit.inliers, 'state': r.fit.state,
+                        'used': r.fit.used, 'gain': r.fit.gain,
+                        'spread_ratio': r.fit.spread_ratio})
         records.append(rec)
     pipe.close()
     return records
@@ -292,6 +295,187 @@ def outage(model: LoadedModel, seq: Sequence[Any], anchors: List[Anchors], fps: 
     }
 
 
+# Every acceptance test off: what the fit published before it judged its anchors.
+_NO_TESTS = {'anchors.min_inlier_fraction': 0.0, 'anchors.min_gain': 0.0,
+             'anchors.min_spread': 0.0}
+
+
+def _at(pick: np.ndarray, z: np.ndarray, width: int, stamp: float) -> Anchors:
+    """Anchors at flat pixel indices pick of a width-wide image."""
+    return Anchors((pick % width).astype(np.float32), (pick // width).astype(np.float32),
+                   np.asarray(z, np.float32), int(pick.size), stamp)
+
+
+def _pixels(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    idx = np.flatnonzero(mask.reshape(-1))
+    return rng.choice(idx, min(count, idx.size), replace=False)
+
+
+def anchor_cases(seq: Sequence[Any], anchors: List[Anchors], fps: float,
+                 seed: int) -> Dict[str, Tuple[str, List[Anchors]]]:
+    """Anchor streams the fit must accept (good), refuse (unrelated) or call degenerate.
+
+    name -> (kind, anchors per frame). Unrelated: uniform 1 to 8 m at random pixels (2000 as
+    in a dense sensor of another scene, 307, 30), the frame's true depths shuffled over the
+    pixels, and depths all within 2 to 2.4 m at random pixels. Degenerate: every anchor on
+    the back wall (7 m) while the scene spans 2.6 to 7 m. Lidar-like: a band of rows.
+    """
+    rng = np.random.default_rng([seed, 21])
+    h, w = seq[0].depth.shape
+    count = anchors[0].z.size
+    out: Dict[str, Tuple[str, List[Anchors]]] = {
+        f'{count} true (2 % noise, 10 % outliers)': ('good', list(anchors)),
+        '30 true (2 % noise, 10 % outliers)': ('good', [
+            Anchors(a.u[:30], a.v[:30], a.z[:30], 30, a.stamp) for a in anchors])}
+    valid = [np.isfinite(s.depth) & (s.depth > 0) for s in seq]
+    for n in (2000, count, 30):
+        out[f'{n} uniform 1-8 m, random pixels'] = ('unrelated', [
+            _at(p, rng.uniform(1.0, 8.0, p.size), w, i / fps)
+            for i, p in enumerate(_pixels(v, n, rng) for v in valid)])
+    shuffled, flat, wall, band = [], [], [], []
+    rows = np.zeros((h, w), bool)
+    rows[int(0.45 * h):int(0.55 * h)] = True
+    for i, (s, v) in enumerate(zip(seq, valid)):
+        p = _pixels(v, count, rng)
+        shuffled.append(_at(p, rng.permutation(s.depth.reshape(-1)[p]), w, i / fps))
+        p = _pixels(v, count, rng)
+        flat.append(_at(p, rng.uniform(2.0, 2.4, p.size), w, i / fps))
+        for mask, dst in ((v & (s.depth > 6.9), wall), (v & rows, band)):
+            p = _pixels(mask, count, rng)
+            z = s.depth.reshape(-1)[p] * (1.0 + 0.02 * rng.standard_normal(p.size))
+            dst.append(_at(p, z, w, i / fps))
+    out[f'{count} true depths shuffled over the pixels'] = ('unrelated', shuffled)
+    out[f'{count} within 2-2.4 m, random pixels'] = ('unrelated', flat)
+    out[f'{count} true, all on the back wall (7 m)'] = ('degenerate', wall)
+    out[f'{count} true, a band of rows (10 % of the height)'] = ('good', band)
+    return out
+
+
+def _test_named(state: str) -> str:
+    """Return the parameter a refusal names ('... anchors.min_gain 0.25' -> 'min_gain')."""
+    found = re.search(r'anchors\.(\w+)', state)
+    return found.group(1) if found else state.split(': ', 1)[-1]
+
+
+def _range(v: List[float]) -> List[float]:
+    v = [x for x in v if np.isfinite(x)]
+    return [float(np.min(v)), float(np.median(v)), float(np.max(v))] if v else []
+
+
+def acceptance(model: LoadedModel, seq: Sequence[Any], anchors: List[Anchors], fps: float,
+               seed: int, log: Callable[[str], None]) -> Dict[str, Any]:
+    """Measure what the fit accepts, refuses and calls degenerate, per frame (no temporal).
+
+    Each case runs with the default tests and with every test off (what was published
+    before them); the statistics the tests look at are reported per case.
+    """
+    per_frame = {'depth.mode': 'fitted', 'anchors.source': 'points', 'depth.temporal': False}
+    out: Dict[str, Any] = {'cases': {}}
+    for name, (kind, frame_anchors) in anchor_cases(seq, anchors, fps, seed).items():
+        log(f'  acceptance: {name} ...')
+        recs = run_sequence(model, seq, frame_anchors, per_frame, fps)
+        off = run_sequence(model, seq, frame_anchors, dict(per_frame, **_NO_TESTS), fps)
+        n = len(recs)
+        states = [r['state'] for r in recs]
+        published = [r['absrel'] for r in recs if r['metric']]
+        before = [r['absrel'] for r in off if r['metric']]
+        out['cases'][name] = {
+            'kind': kind, 'frames': n,
+            'accepted': sum(st == 'fitted' for st in states) / n,
+            'refused': sum(st.startswith('refused') for st in states) / n,
+            'degenerate': sum(st == 'degenerate' for st in states) / n,
+            'reasons': sorted({_test_named(st) for st in states if st.startswith('refused')}),
+            'inlier_fraction': _range([r['inliers'] / max(r['used'], 1) for r in recs]),
+            'gain': _range([r['gain'] for r in recs]),
+            'spread': _range([r['spread_ratio'] for r in recs]),
+            'absrel_published': float(np.mean(published)) if published else float('nan'),
+            'absrel_without_tests': float(np.mean(before)) if before else float('nan'),
+            'frames_published_without_tests': len(before)}
+    out['spread_sweep'] = spread_sweep(model, seq[:12], fps, seed)
+    return out
+
+
+def spread_sweep(model: LoadedModel, seq: Sequence[Any], fps: float,
+                 seed: int) -> List[Dict[str, float]]:
+    """Anchors from one band of true depth, tests off: the band's spread vs the frame's error."""
+    rng = np.random.default_rng([seed, 22])
+    w = seq[0].depth.shape[1]
+    settings = dict({'depth.mode': 'fitted', 'anchors.source': 'points',
+                     'depth.temporal': False}, **_NO_TESTS)
+    out = []
+    for lo, hi in ((6.9, 7.1), (2.6, 2.7), (2.6, 2.8), (2.6, 3.0), (3.0, 3.5), (5.0, 7.1),
+                   (2.6, 3.3), (3.5, 5.0), (2.6, 3.8), (4.0, 7.1), (2.6, 4.5)):
+        frame_anchors = []
+        for i, s in enumerate(seq):
+            p = _pixels(np.isfinite(s.depth) & (s.depth >= lo) & (s.depth < hi), 307, rng)
+            z = s.depth.reshape(-1)[p] * (1.0 + 0.02 * rng.standard_normal(p.size))
+            frame_anchors.append(_at(p, z, w, i / fps))
+        recs = run_sequence(model, seq, frame_anchors, settings, fps)
+        published = [r['absrel'] for r in recs if r['metric']]  # a fit of scale <= 0 is not
+        out.append({'band_m': [lo, hi],
+                    'spread': float(np.median([r['spread_ratio'] for r in recs])),
+                    'absrel': float(np.median(published)) if published else float('nan'),
+                    'published': len(published) / len(recs)})
+    return sorted(out, key=lambda r: r['spread'])
+
+
+def degenerate_after_good(model: LoadedModel, seq: Sequence[Any], anchors: List[Anchors],
+                          fps: float, cut: int, seed: int, hold: float) -> Dict[str, Any]:
+    """Run true anchors, then from frame cut on only anchors on the back wall (defaults)."""
+    wall = anchor_cases(seq, anchors, fps, seed)[f'{anchors[0].z.size} true, all on the back '
+                                                 'wall (7 m)'][1]
+    frame_anchors = list(anchors[:cut]) + wall[cut:]
+    settings = {'depth.mode': 'fitted', 'anchors.source': 'points', 'anchors.hold': hold}
+    recs = run_sequence(model, seq, frame_anchors, settings, fps)
+    off = run_sequence(model, seq, frame_anchors, dict(settings, **_NO_TESTS), fps)
+    after = recs[cut:]
+    held = [r for r in after if r['metric']]
+    return {'cut_frame': cut, 'hold_s': hold, 'frames': len(after),
+            'states': sorted({r['state'] for r in after}),
+            'frames_rescaled': len(held), 'frames_without_metres': len(after) - len(held),
+            'absrel_rescaled_max': max((r['absrel'] for r in held), default=float('nan')),
+            'absrel_without_tests': float(np.mean([r['absrel'] for r in off[cut:]])),
+            'warnings': [w for r in recs for w in r['warnings']]}
+
+
+def metric_checkpoint_fit(seeds: int = 40, count: int = 200, near: float = 3.0,
+                          far: float = 20.0, scale_error: float = 0.1,
+                          noise: float = 0.03) -> Dict[str, Any]:
+    """Fit a metric checkpoint 10 % off in scale, 3 % noise, from anchors nearer than 3 m.
+
+    The scene spans 0.5 m to far (log-uniform over a 64 x 64 map); the model says
+    (1 + scale_error) x truth with multiplicative pixel noise, the anchors the truth with the
+    same noise. AbsRel at the far end (the last 5 % of the range) of the scale fit and of
+    the affine fit in inverse depth, per seed.
+    """
+    from dpt_ros.core.metric import MetricTracker
+    cfg = Config().replace({'depth.mode': 'fitted', 'anchors.source': 'points',
+                            'depth.temporal': False})
+    truth = np.geomspace(0.5, far, 64 * 64).reshape(64, 64).astype(np.float32)
+    at_far = truth >= 0.95 * far
+    out: Dict[str, Any] = {'seeds': seeds, 'anchors': count, 'near_m': near, 'far_m': far,
+                           'scale_error': scale_error, 'noise': noise}
+    for fit in ('scale', 'affine'):
+        errs = []
+        for seed in range(seeds):
+            rng = np.random.default_rng([seed, 4])
+            model = truth * (1 + scale_error) * (1 + noise * rng.standard_normal(truth.shape))
+            d = torch.from_numpy((1.0 / model).astype(np.float32))
+            p = _pixels(truth < near, count, rng)
+            z = truth.reshape(-1)[p] * (1 + noise * rng.standard_normal(p.size))
+            tracker = MetricTracker(torch.device('cpu'), seed)
+            ff = tracker.run(d[None], [_at(p, z, 64, 0.0)], [''], [0.0], cfg, True,
+                             scale_only=fit == 'scale')[0][0]
+            if ff.scale is None:  # refused: no metres, no error to count
+                continue
+            depth = 1.0 / (ff.scale * d.numpy() + ff.shift)
+            errs.append(float(np.abs(depth[at_far] / truth[at_far] - 1).mean()))
+        out[fit] = {'median': float(np.median(errs)) if errs else float('nan'),
+                    'worst': float(np.max(errs)) if errs else float('nan'),
+                    'refused': seeds - len(errs)}
+    return out
+
+
 def confidence(seq: Sequence[Any], anchors: List[Anchors], fps: float, net_hw: Tuple[int, int],
                frames: int) -> Dict[str, Any]:
     """Flip confidence: IoU with a corrupted region, and near 1 on a mirror-symmetric oracle.
@@ -369,10 +553,12 @@ def real_weights(model_dir: str, data: Path, log: Callable[[str], None]) -> Dict
                             'depth.min': 0.0, 'depth.max': 1.0e4})
     pipe = Pipeline(cfg, log=log)
     rng = np.random.default_rng(0)
-    out: Dict[str, Any] = {'model': model_dir, 'frames': {}}
+    out: Dict[str, Any] = {'model': model_dir, 'frames': {}, 'fit_states': {}}
     for name, rgb, depth in frames:
         a = make_anchors(depth, 300, 0.0, 0.0, rng)
         r = pipe.process(Frame(rgb, 'rgb8'), None, {'depth'}, anchors=a, source=name)
+        # A refused fit publishes no metres: its AbsRel is NaN, and the state says why.
+        out['fit_states'][name] = r.fit.state if r.fit is not None else ''
         out['frames'][name] = _frame_metrics(r.arrays.get('depth'), depth)['absrel']
     pipe.close()
     vals = list(out['frames'].values())
@@ -430,6 +616,11 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> Di
     log('anchor outage ...')
     cut_start = max(2, int(0.35 * n))
     res['outage'] = outage(model, seq, anchors, fps, cut_start, args.cut, args.hold)
+    log('acceptance ...')
+    res['acceptance'] = acceptance(model, seq, anchors, fps, args.seed, log)
+    res['acceptance']['degenerate_after_good'] = degenerate_after_good(
+        model, seq, anchors, fps, cut_start, args.seed, args.hold)
+    res['metric_checkpoint'] = metric_checkpoint_fit()
     log('confidence ...')
     conf = confidence(seq, anchors, fps, net_hw, min(args.confidence_frames, n))
     res['confidence'] = {k: v for k, v in conf.items() if not k.endswith('_example')}
@@ -461,6 +652,17 @@ def checks(res: Dict[str, Any]) -> Dict[str, bool]:
         'confidence IoU >= 0.5': conf['iou'] >= TARGETS['iou'],
         'confidence near 1 on a symmetric oracle': conf['symmetric_mean'] >= 0.9,
     }
+    cases = res['acceptance']['cases'].values()
+    out['unrelated anchors refused on every frame'] = all(
+        c['refused'] == 1.0 for c in cases if c['kind'] == 'unrelated')
+    out['anchors on one wall never fitted as a whole scene'] = all(
+        c['accepted'] == 0.0 for c in cases if c['kind'] == 'degenerate')
+    out[f'true anchors ({res["anchors"]["count"]}) accepted on every frame'] = all(
+        c['accepted'] == 1.0 for name, c in res['acceptance']['cases'].items()
+        if name.startswith(f'{res["anchors"]["count"]} true (') and c['kind'] == 'good')
+    mc = res['metric_checkpoint']
+    out['metric checkpoint: scale fit AbsRel at 20 m <= 0.03'] = \
+        mc['scale']['median'] <= TARGETS['absrel']
     if 'absrel' in res['real']:
         out['real weights AbsRel < 0.1'] = res['real']['absrel'] < TARGETS['real_absrel']
     return out
@@ -495,6 +697,7 @@ def markdown(res: Dict[str, Any]) -> str:
               '| stage (fitted + temporal) | p50 ms | p95 ms |', '|---|---|---|']
     for k, v in res['accuracy']['stages_ms'].items():
         lines.append(f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |")
+    lines += _acceptance_markdown(res)
     cf = res['confidence']
     lines += ['', f"Flip confidence: IoU of confidence < 0.5 with the corrupted region "
               f"{_f(cf['iou'], 3)}; mean confidence on a mirror-symmetric oracle "
@@ -519,6 +722,47 @@ def markdown(res: Dict[str, Any]) -> str:
     lines += ['', '| target | met |', '|---|---|']
     lines += [f"| {k} | {'yes' if v else '**no**'} |" for k, v in checks(res).items()]
     return '\n'.join(lines)
+
+
+def _acceptance_markdown(res: Dict[str, Any]) -> List[str]:
+    acc = res['acceptance']
+    d = Config().anchors
+    lines = ['', f'What the fit accepts (each frame judged alone, depth.temporal off; defaults: '
+             f'anchors.min_inlier_fraction {d.min_inlier_fraction:g}, anchors.min_gain '
+             f'{d.min_gain:g}, anchors.min_spread {d.min_spread:g}; inlier fraction, gain over '
+             "a constant depth's residual and spread as min / median / max over the frames):",
+             '',
+             '| anchors | fitted | refused | degenerate | inlier fraction | gain | spread | '
+             'AbsRel published | AbsRel with the tests off |',
+             '|---|---|---|---|---|---|---|---|---|']
+
+    def rng(v: List[float]) -> str:
+        return ' / '.join(f'{x:.2f}' for x in v) if v else '-'
+    for name, c in acc['cases'].items():
+        why = f" ({', '.join(c['reasons'])})" if c['reasons'] else ''
+        lines.append(f"| {name} | {c['accepted']:.0%} | {c['refused']:.0%}{why} | "
+                     f"{c['degenerate']:.0%} | {rng(c['inlier_fraction'])} | {rng(c['gain'])} | "
+                     f"{rng(c['spread'])} | {_f(c['absrel_published'])} | "
+                     f"{_f(c['absrel_without_tests'])} |")
+    sweep = ', '.join(f"{r['band_m'][0]:g}-{r['band_m'][1]:g} m: {r['spread']:.2f} -> "
+                      f"{_f(r['absrel'], 3)}" + (f" ({r['published']:.0%} of frames)"
+                                                 if r['published'] < 1 else '')
+                      for r in acc['spread_sweep'])
+    lines += ['', f'Anchors from one band of true depth, tests off (band: spread -> median '
+              f'AbsRel of the published frames): {sweep}.']
+    g = acc['degenerate_after_good']
+    lines += ['', f"True anchors, then from frame {g['cut_frame']} only anchors on the back wall "
+              f"(defaults, anchors.hold {g['hold_s']:g} s): {', '.join(g['states'])}; the last "
+              f"fit rescaled for {g['frames_rescaled']} frames (worst AbsRel "
+              f"{_f(g['absrel_rescaled_max'])}), then no metres for {g['frames_without_metres']};"
+              f" with the tests off AbsRel {_f(g['absrel_without_tests'])}."]
+    mc = res['metric_checkpoint']
+    lines += ['', f"Metric checkpoint {mc['scale_error']:.0%} off in scale, {mc['noise']:.0%} "
+              f"noise, {mc['anchors']} anchors nearer than {mc['near_m']:g} m, {mc['seeds']} "
+              f"seeds: AbsRel at {mc['far_m']:g} m median / worst: scale fit (anchors.fit auto) "
+              f"{_f(mc['scale']['median'], 3)} / {_f(mc['scale']['worst'], 3)}, affine fit "
+              f"{_f(mc['affine']['median'], 3)} / {_f(mc['affine']['worst'], 3)}."]
+    return lines
 
 
 def plot(res: Dict[str, Any], path: Path) -> bool:

@@ -216,3 +216,61 @@ def test_dense_depth_image_subsampled_before_decoding_the_rest():
     b = anc.from_depth_image(_image(mm[::2, ::2].copy(), '16UC1'), (64, 48), INTR, half,
                              max_points=40, rng=rng)
     assert b.received == int((mm[::2, ::2] > 0).sum()) and b.z.size == 40
+
+
+def test_depth_image_of_another_frame_is_refused_naming_both_frames():
+    from dpt_ros.core.config import AnchorsConfig
+    z = np.zeros((48, 64), np.float32)
+    z[10, 20] = 2.0
+    msg = _image(z, '32FC1')
+    msg.header.frame_id = 'camera_depth_optical_frame'  # a RealSense depth/image_rect_raw
+    words = "'camera_depth_optical_frame'.*'camera_color_optical_frame'.*anchors.extrinsic"
+    with pytest.raises(anc.AnchorError, match=words):
+        anc.from_depth_image(msg, (64, 48), INTR, None,
+                             image_frame='camera_color_optical_frame')
+    # What the node and dpt_bag call: refused and counted, whatever the size says.
+    inp = anc.AnchorInput('depth_image')
+    inp.add(msg)
+    with pytest.raises(anc.AnchorError, match=words):
+        inp.for_frame(0, (64, 48), INTR, 'camera_color_optical_frame', AnchorsConfig())
+    assert inp.bad == 1 and inp.paired == 0
+    # With the extrinsic, the depth camera's own calibration is needed as well.
+    with pytest.raises(anc.AnchorError, match="frame 'camera_depth_optical_frame'.*anchors/"):
+        anc.from_depth_image(msg, (64, 48), INTR, None, image_frame='camera_color_optical_frame',
+                             extrinsic=anc.extrinsic_matrix('0 0 0 0 0 0 1'))
+    # Registered (aligned_depth_to_color: the colour frame): pixel for pixel, an extrinsic
+    # meant for other anchors notwithstanding.
+    msg.header.frame_id = 'camera_color_optical_frame'
+    for ext in (None, anc.extrinsic_matrix('0.5 0 0 0 0 0 1')):
+        a = anc.from_depth_image(msg, (64, 48), INTR, None, extrinsic=ext,
+                                 image_frame='camera_color_optical_frame')
+        assert (a.u.tolist(), a.v.tolist(), a.z.tolist()) == ([20.0], [10.0], [2.0])
+
+
+def test_depth_image_of_another_camera_through_the_extrinsic():
+    # A depth camera 5 cm left of and 1 cm below the colour camera, yawed 10 degrees, with a
+    # wider view and another size, sees a tilted plane n . X = 2 m (colour optical frame).
+    depth_cam = Intrinsics(fx=60.0, fy=60.0, cx=39.5, cy=29.5, width=80, height=60)
+    yaw = np.radians(10.0)
+    ext = anc.extrinsic_matrix(f'-0.05 0.01 0 0 {np.sin(yaw / 2)} 0 {np.cos(yaw / 2)}')
+    rot, t = ext[:3, :3], ext[:3, 3]
+    assert np.allclose(rot @ [0, 0, 1], [np.sin(yaw), 0, np.cos(yaw)])
+    n = np.array([0.2, -0.1, 1.0]) / np.linalg.norm([0.2, -0.1, 1.0])
+    vv, uu = np.mgrid[0:60, 0:80]
+    rays = np.stack([(uu - 39.5) / 60.0, (vv - 29.5) / 60.0, np.ones((60, 80))], -1)
+    # The point s * ray (depth frame) is R s ray + t (colour frame); on the plane at s = z.
+    z = ((2.0 - n @ t) / (rays @ rot.T @ n)).astype(np.float32)
+    msg = _image(z, '32FC1')
+    msg.header.frame_id = 'camera_depth_optical_frame'
+    a = anc.from_depth_image(msg, (64, 48), INTR, depth_cam,
+                             image_frame='camera_color_optical_frame', extrinsic=ext)
+    assert a.received == 80 * 60 and 1000 < a.z.size < 0.3 * 80 * 60  # a wider view
+    assert a.u.min() > -0.5 and a.u.max() < 63.5 and a.v.min() > -0.5 and a.v.max() < 47.5
+    # Each anchor lies on the plane along its own colour pixel's ray: z = 2 / (n . ray).
+    ray = np.stack([(a.u - INTR.cx) / INTR.fx, (a.v - INTR.cy) / INTR.fy, np.ones(a.z.size)], 1)
+    assert np.allclose(a.z, 2.0 / (ray @ n), rtol=1e-5)
+    # Pixel for pixel (what was done before) would put them elsewhere.
+    naive = z[:48, :64]
+    assert np.abs(naive - 2.0 / (np.stack([(uu[:48, :64] - INTR.cx) / INTR.fx,
+                                           (vv[:48, :64] - INTR.cy) / INTR.fy,
+                                           np.ones((48, 64))], -1) @ n)).max() > 0.05

@@ -273,6 +273,7 @@ def test_each_camera_is_fitted_to_its_own_anchors(tmp_path, tiny_depth, capsys):
             z = 1.0 / (scale[k] * (1 + 0.1 * i) * rel + 0.05)
             truth[(k, stamp)] = z
             msg = _anchor_image(rel, 0, stamp, rng)
+            msg.header.frame_id = s.frame_id  # registered to its camera, as aligned depth is
             valid = np.isfinite(conv.image_to_array(msg))
             depth = np.where(valid, z, np.nan).astype(np.float32)
             msg.data = np.ascontiguousarray(depth).view(np.uint8).ravel()

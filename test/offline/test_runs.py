@@ -6,17 +6,19 @@
 import filecmp
 import json
 import os
+from pathlib import Path
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from dpt_ros.offline import runs as bag_runs
 from dpt_ros.offline.cli import EXIT_NOTHING_RAN, main
 from dpt_ros.offline.runs import MARKER, SUMMARY
 
-from bagutil import (empty_bag, read_bag, Stream, synthetic_frames, write_bag,  # noqa: I100
-                     write_streams)
+from bagutil import (empty_bag, header, IMAGE_TOPIC, read_bag, Stream,  # noqa: I100
+                     synthetic_frames, write_bag, write_streams)
 
 NS = '/camera/color'
 
@@ -129,7 +131,7 @@ def test_rerun_skips_complete_redoes_half_written_and_force_redoes_all(tmp_path,
     # Outputs made with other settings are not taken for complete.
     assert run(fleet, root, '--params-file', params, '--no-viewers') == 3
     reasons = {b['bag']: b['reason'] for b in summary(root)['bags']}
-    assert all('other parameters or options' in reasons[n] for n in 'abc')
+    assert all('other parameters, options or checkpoint' in reasons[n] for n in 'abc')
     assert run(fleet, root, '--params-file', params, '--no-viewers', '--force') == 0
     assert run(fleet, root, '--params-file', params, '--no-viewers') == 0
     assert set(statuses(root).values()) == {'skipped'}
@@ -168,28 +170,85 @@ def camera_bags(folder, names):
     return folder
 
 
-@pytest.mark.parametrize('cameras', [(), ('front', 'rear', 'side')],
-                         ids=['one camera', 'three cameras'])
-def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, cameras):
+ANCHORS = '/camera/aligned_depth_to_color/image_raw'
+
+
+def fitted_bags(folder, names, checkpoint, n=4):
+    """Write bags whose depth anchors follow the checkpoint's own output (a new map a frame)."""
+    from dpt_ros.offline.bag import IMAGE, rosbags
+    from dpt_ros.core.config import Config
+    from dpt_ros.core.conversions import Frame
+    from dpt_ros.core.pipeline import Pipeline
+    pipe = Pipeline(Config().replace({'model.depth': str(checkpoint), 'model.device': 'cpu',
+                                      'depth.temporal': False}), log=lambda m: None)
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        frames = synthetic_frames(n, 48, 36, t0=10**18 + k * 10**9)
+        more = []
+        for i, (rgb, _, stamp) in enumerate(frames):
+            rel = pipe.process(Frame(rgb, 'rgb8'), None, {'relative'}).arrays['relative']
+            z = np.full(rel.shape, np.nan, np.float32)
+            pick = rng.choice(z.size, 200, replace=False)
+            z.flat[pick] = 1.0 / ((0.01 + 0.002 * (i + k)) * rel.flat[pick] + 0.05)
+            data = z.view(np.uint8).reshape(z.shape[0], -1)
+            msg = rosbags().store.types[IMAGE](
+                header=header(stamp), height=z.shape[0], width=z.shape[1], encoding='32FC1',
+                is_bigendian=0, step=data.shape[1], data=data.ravel())
+            more.append((ANCHORS, IMAGE, stamp + 2000, msg))
+        write_streams(folder / name, [Stream(frames)], more=more)
+    pipe.close()
+    return folder
+
+
+@pytest.mark.parametrize('kind', ['one camera', 'three cameras', 'relative temporal', 'fitted'])
+def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, kind, tiny_depth):
+    """Serial == Ray byte for byte, and a bag run after others == that bag run alone.
+
+    A worker runs several bags with one Pipeline: nothing of one bag (fits, temporal
+    alignment, the fit's RNG) may reach the next. The relative and fitted kinds have such
+    state; the metric ones check the cameras.
+    """
     pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    cameras = ('front', 'rear', 'side') if kind == 'three cameras' else ()
+    args = ['--params-file', params]
     if cameras:
         fleet = camera_bags(tmp_path / 'fleet', ['a', 'b', 'c'])
-        args = ['--params-file', params, '--cameras', ','.join(cameras)]
-    else:
+        args += ['--cameras', ','.join(cameras)]
+    elif kind == 'one camera':
         fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c.mcap'], n=4)
-        args = ['--params-file', params]
-    serial, ray_root = tmp_path / 'serial', tmp_path / 'ray'
+    else:
+        relative = tmp_path / 'relative.yaml'  # depth.mode auto: relative, depth.temporal on
+        fitted = ('    depth: {mode: fitted, min: 0.0, max: 10000.0}\n'
+                  '    anchors: {source: depth_image}\n')
+        relative.write_text(f'/**:\n  ros__parameters:\n    model: {{depth: {tiny_depth}, '
+                            'device: cpu}\n' + (fitted if kind == 'fitted' else ''))
+        args = ['--params-file', relative]
+        if kind == 'fitted':
+            fleet = fitted_bags(tmp_path / 'fleet', ['a', 'b', 'c'], tiny_depth)
+            args += ['--image-topic', IMAGE_TOPIC]
+        else:
+            fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c'], n=4)
+    serial, ray_root, alone = tmp_path / 'serial', tmp_path / 'ray', tmp_path / 'alone'
     assert run(fleet, serial, *args) == 0
     assert run('--ray', fleet, ray_root, *args, '--workers', 2) == 0
     if cameras:
         bag = read_bag(serial / 'a')
         assert {t.split('/')[1] for t in bag} == set(cameras)
         assert len(bag['/side/points']) == 3 and len(bag['/rear/depth/image']) == 2
+    if kind == 'fitted':  # metres fitted to each frame's anchors
+        assert len(read_bag(serial / 'b')['/camera/color/depth/image']) == 4
     assert _tree(serial) == _tree(ray_root)
     assert sum((serial / rel).is_file() for rel in _tree(serial)) == 9  # 3 x (bag, yaml, marker)
     for rel in _tree(serial):
         if (serial / rel).is_file():
             assert filecmp.cmp(serial / rel, ray_root / rel, shallow=False), rel
+    # Bag b after a (serial) is bag b alone.
+    assert run(fleet / 'b', alone / 'b', *args) == 0
+    assert _tree(alone) == [t for t in _tree(serial) if t.startswith('b')]
+    for rel in _tree(alone):
+        if (alone / rel).is_file():
+            assert filecmp.cmp(serial / rel, alone / rel, shallow=False), rel
     doc = summary(ray_root)
     assert doc['runner'] == 'ray' and doc['totals']['done'] == 3
     ray_stats = doc['ray']
@@ -229,3 +288,120 @@ def test_ctrl_c_keeps_finished_outputs_and_leaves_no_half_written_one(tmp_path, 
     assert 'interrupted' in capsys.readouterr().err
     assert sorted(p.name for p in root.iterdir()) == ['a']
     assert (root / 'a' / MARKER).is_file()
+
+
+def _snapshot(root):
+    """Every path under root with its bytes (files) or link target (symlinks)."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else
+            p.read_bytes() if p.is_file() else None for p in sorted(root.rglob('*'))}
+
+
+@pytest.mark.parametrize('shape', ['folder onto itself', 'bag onto itself', 'inside the input',
+                                   'contains the input', 'several into their folder',
+                                   'symlink to the input', 'through a symlink into the input'])
+def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path, params, shape, capsys):
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=1)
+    a = fleet / 'a'
+    (tmp_path / 'link').symlink_to(a, target_is_directory=True)
+    (tmp_path / 'adir').symlink_to(a, target_is_directory=True)
+    inputs, out, what = {
+        'folder onto itself': ([fleet], fleet, 'is'),  # the issue: dpt_bag FOLDER FOLDER --force
+        'bag onto itself': ([a], a, 'is'),
+        'inside the input': ([a], a / 'out', 'is inside'),
+        'contains the input': ([a], fleet, 'contains'),
+        'several into their folder': ([a, fleet / 'b'], fleet, 'is'),
+        'symlink to the input': ([a], tmp_path / 'link', 'is'),
+        'through a symlink into the input': ([a], tmp_path / 'adir' / 'out', 'is inside'),
+    }[shape]
+    before = _snapshot(tmp_path)
+    assert run(*inputs, out, '--params-file', params, '--force') == EXIT_NOTHING_RAN
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if 'error' in ln]
+    assert len(errors) == 1, errors
+    # Several bags: the first job whose output (root/name) is an input is named.
+    named = fleet / 'a' if out == fleet and shape != 'contains the input' else out
+    assert errors[0].startswith(f"dpt_bag: error: output '{named}'")
+    assert f" {what} the input bag '" in errors[0] and 'nothing was written' in errors[0]
+    if 'symlink' in shape:
+        assert f'(resolved: {a.resolve()}' in errors[0]
+    assert _snapshot(tmp_path) == before  # the recordings untouched, nothing written
+
+
+def test_rerun_does_not_skip_an_output_of_another_recording_or_other_weights(tmp_path):
+    from dpt_ros.tools.sample import make_random_checkpoint
+    ckpt = make_random_checkpoint(tmp_path / 'ckpt', 'tiny-depth-anything', seed=0)
+    params = tmp_path / 'params.yaml'
+    params.write_text(f'/**:\n  ros__parameters:\n    model: {{depth: {ckpt}, device: cpu}}\n')
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=2)
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 0
+    assert run(fleet, root, '--params-file', params) == 0
+    assert set(statuses(root).values()) == {'skipped'}
+    # a is recorded again at the same path (one frame more): its output is stale, not complete.
+    shutil.rmtree(fleet / 'a')
+    make_bags(tmp_path / 'fleet', ['a'], n=3)
+    assert run(fleet, root, '--params-file', params) == 1
+    assert statuses(root) == {'a': 'failed', 'b': 'skipped'}
+    reason = {b['bag']: b['reason'] for b in summary(root)['bags']}['a']
+    assert 'another recording' in reason and '--force' in reason
+    assert run(fleet, root, '--params-file', params, '--force') == 0
+    assert len(read_bag(root / 'a')['/camera/color/depth/image']) == 3
+    # New weights saved over the checkpoint folder (same path, same parameters).
+    make_random_checkpoint(ckpt, 'tiny-depth-anything', seed=1)
+    assert run(fleet, root, '--params-file', params) == 2
+    assert all('checkpoint files' in b['reason'] for b in summary(root)['bags'])
+    assert run(fleet, root, '--params-file', params, '--force') == 0
+    assert run(fleet, root, '--params-file', params) == 0
+    assert set(statuses(root).values()) == {'skipped'}
+
+
+def test_weights_digest_of_a_hub_id_follows_the_cached_snapshot(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from dpt_ros.offline.runs import weights_digest
+    from dpt_ros.core.config import Config
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path))
+    cfg = Config().replace({'model.depth': 'org/depth-model'})
+    uncached = weights_digest(cfg)
+    repo = tmp_path / 'models--org--depth-model'
+
+    def snapshot(commit, blob):
+        (repo / 'blobs').mkdir(parents=True, exist_ok=True)
+        (repo / 'blobs' / blob).write_text('{}')
+        snap = repo / 'snapshots' / commit
+        snap.mkdir(parents=True)
+        (snap / 'config.json').symlink_to(Path('..') / '..' / 'blobs' / blob)
+        (repo / 'refs').mkdir(exist_ok=True)
+        (repo / 'refs' / 'main').write_text(commit)
+    snapshot('1' * 40, 'a' * 64)
+    first = weights_digest(cfg)
+    assert first != uncached and weights_digest(cfg) == first
+    snapshot('2' * 40, 'b' * 64)  # the hub id now resolves to another commit
+    assert weights_digest(cfg) not in (first, uncached)
+
+
+def test_data_and_marker_are_on_disk_before_the_output_is_moved_into_place(tmp_path, params,
+                                                                           monkeypatch):
+    events = []
+    real_fsync, real_rename = os.fsync, Path.rename
+
+    def fsync(fd):
+        path = Path(os.readlink(f'/proc/self/fd/{fd}'))
+        events.append(('fsync', path, (path.parent / MARKER).exists() or path.name == MARKER))
+        real_fsync(fd)
+
+    def rename(self, target):
+        events.append(('rename', Path(self), Path(target)))
+        return real_rename(self, target)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(Path, 'rename', rename)
+    src = make_bags(tmp_path / 'fleet', ['a'], n=1) / 'a'
+    assert run(src, tmp_path / 'out', '--params-file', params) == 0
+    moved = next(i for i, e in enumerate(events) if e[0] == 'rename')
+    staging = events[moved][1]
+    assert events[moved][2] == tmp_path / 'out' and staging.name == 'out'
+    synced = [e for e in events[:moved] if e[0] == 'fsync']
+    out = tmp_path / 'out'
+    data = [staging / p.relative_to(out) for p in out.rglob('*') if p.name != MARKER]
+    # Every file of the bag before the marker exists, the marker before the move, the move.
+    assert data and set(data) <= {path for _, path, marker in synced if not marker}
+    assert (staging / MARKER) in {path for _, path, _ in synced}
+    assert any(e[0] == 'fsync' and e[1] == tmp_path for e in events[moved:])

@@ -387,6 +387,81 @@ def test_no_anchors_past_hold_stops_metres_once_and_they_come_back(harness):
     assert abs(float(v['fit_age_s']) - 0.1) < 1e-3
 
 
+def sparse_depth(scene, hdr, pick, z):
+    """Make a 32FC1 anchor depth image with depths z at the pixels pick, NaN elsewhere."""
+    img = np.full(scene.depth.shape, np.nan, np.float32)
+    img.flat[pick] = z
+    return conv.image_msg(hdr, img, '32FC1')
+
+
+def test_refused_and_degenerate_fits_are_stated_in_diagnostics(harness):
+    s = synthetic_scene(W, H)
+    node = start(harness, [s], {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                'anchors.hold': 0.25, 'anchors.max_age': 0.05})
+    rig = Rig(harness, node)
+    rig.calibrate(s)
+    rng = np.random.default_rng(6)
+
+    def unrelated(hdr):  # the issue's anchors: uniform 1-8 m at random pixels
+        return sparse_depth(s, hdr, pick_pixels(s, 2000, rng), rng.uniform(1.0, 8.0, 2000))
+
+    def wall(hdr):  # true depths, every one on the 7 m back wall of a 2.6-7 m scene
+        pick = rng.choice(np.flatnonzero(s.depth.ravel() > 6.9), 300, replace=False)
+        return sparse_depth(s, hdr, pick, s.depth.flat[pick])
+
+    stamps = []
+    for i, make in enumerate([lambda h: depth_anchors(s, h, rng), unrelated, unrelated,
+                              unrelated, wall, lambda h: depth_anchors(s, h, rng)]):
+        rig.anchor(make(stamped(i)))
+        stamps.append(rig.frame(s, stamped(i)))
+        if i == 1:  # refused, the last fit held (anchors.hold 0.25 s)
+            level, _, v = wait_diagnostics(harness, lambda v: v.get('fit_state', '').startswith(
+                'refused: '))
+            assert v['fit_held'] == 'true' and v['metric_suspended'] == 'false'
+            assert 'anchors.min_inlier_fraction' in v['fit_state'] and level == DiagnosticStatus.OK
+            assert int(v['anchors_inliers']) < 0.3 * int(v['anchors_used'])
+        if i == 3:  # refused past the hold: no metres, WARN, and why
+            level, msg, v = wait_diagnostics(harness, lambda v: v.get('metric_suspended') ==
+                                             'true')
+            assert level == DiagnosticStatus.WARN and 'refused' in msg
+            assert v['fit_state'].startswith('refused: ')
+        if i == 4:
+            level, msg, v = wait_diagnostics(harness, lambda v: v.get('fit_state') ==
+                                             'degenerate')
+            assert level == DiagnosticStatus.WARN and msg.startswith('no metres (degenerate)')
+    time.sleep(0.5)
+    got = rig.stamps('depth/image')
+    assert [i for i, st in enumerate(stamps) if st in got] == [0, 1, 2, 5]
+    assert len(rig.stamps('depth/relative')) == 6
+    assert len(logged(harness, 'anchors refused; holding the last fit')) == 1
+    assert len(logged(harness, 'anchors refused; publishing no metres')) == 1
+    assert len(logged(harness, 'degenerate anchors')) == 1
+    _, _, v = wait_diagnostics(harness, lambda v: v.get('fit_state') == 'fitted')
+
+
+def test_depth_anchors_in_the_depth_cameras_frame_are_refused(harness):
+    # A RealSense depth/image_rect_raw: the depth optical frame, not the colour image's.
+    s = synthetic_scene(W, H)
+    node = start(harness, [s], {'depth.mode': 'fitted', 'anchors.source': 'depth_image'})
+    rig = Rig(harness, node)
+    rig.calibrate(s)
+    rng = np.random.default_rng(7)
+    for i in range(2):
+        rig.anchor(depth_anchors(s, stamped(i, 'camera_depth_optical_frame'), rng))
+        stamp = rig.frame(s, stamped(i))
+        assert rig.got('depth/relative', stamp) is not None
+    time.sleep(0.3)
+    assert not rig.stamps('depth/image')
+    text = ("anchor depth image is in frame 'camera_depth_optical_frame' but the image in "
+            "'camera_color_optical_frame'")
+    assert harness.wait(lambda: logged(harness, text), 5) and len(logged(harness, text)) == 1
+    _, _, v = wait_diagnostics(harness, lambda v: v.get('frames_with_bad_anchors') == '2')
+    assert v['frames_with_anchors'] == '0' and v['metric_suspended'] == 'true'
+    # Registered to the colour camera (aligned_depth_to_color): used.
+    rig.anchor(depth_anchors(s, stamped(2), rng))
+    assert rig.got('depth/image', rig.frame(s, stamped(2))) is not None
+
+
 def test_each_camera_fits_its_own_anchors(harness):
     front, rear = synthetic_scene(W, H), synthetic_scene(W, H, t=1.5)
     node = start(harness, [front, rear], {'depth.mode': 'fitted',
