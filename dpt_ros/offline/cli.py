@@ -18,7 +18,8 @@ from typing import List, NoReturn, Optional, Sequence
 from dpt_ros.core.config import Config, config_from_flat, ConfigError
 from dpt_ros.core.models import ModelLoadError
 from dpt_ros.core.params import config_from_params_file, parse_camera_list
-from dpt_ros.offline.bag import BAG_VERSIONS, BagError, BagOptions, compatibility_note, STORAGES
+from dpt_ros.offline.bag import (BAG_VERSIONS, BagError, BagOptions, compatibility_note, is_bag,
+                                 STORAGES)
 from dpt_ros.offline.runs import (BagResult, check_outputs, make_jobs, RayOptions, run_bags,
                                   SUMMARY, summary_table, totals, write_summary)
 
@@ -189,7 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         jobs, bad, several = make_jobs(args.inputs, args.output)
         summary = args.summary_json or (str(Path(args.output) / SUMMARY) if several else None)
         check_outputs(jobs, [summary] if summary else [])
-        print(f'writing {compatibility_note(opts.storage, opts.version)}', file=sys.stderr)
+        if any(is_bag(Path(j.src)) for j in jobs):  # announce only what will be written
+            print(f'writing {compatibility_note(opts.storage, opts.version)}', file=sys.stderr)
         results, how = run_bags(jobs, cfg, opts, args.force, ray_opts, not args.quiet,
                                 not several, lambda m: print(m, file=sys.stderr))
     except (BagError, ConfigError, ModelLoadError) as exc:

@@ -242,6 +242,9 @@ def test_not_a_bag_is_one_clear_line(tmp_path, params, capsys, kind):
     lines = [ln for ln in err.splitlines() if 'error' in ln]
     assert len(lines) == 1 and lines[0].startswith('dpt_bag: error: '), err
     assert str(src) in lines[0] and 'Traceback' not in err
+    if kind in ('notes.txt', 'empty_folder', 'missing'):
+        # Checked before anything is announced: no 'writing sqlite3 ...' line for a non-bag.
+        assert 'writing' not in err, err
     assert not dst.exists()
     assert not (dst.parent.exists() and any(dst.parent.iterdir()))  # no staging folder left
 
