@@ -91,6 +91,12 @@ def tiny_metric(checkpoints):
 
 
 @pytest.fixture(scope='session')
+def maybe_shared():
+    """../shared/data (TUM, ICL-NUIM frames), or None when it is absent (synthetic frames only)."""
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+@pytest.fixture(scope='session')
 def shared_data():
     """../shared/data (TUM, ICL-NUIM frames); tests using it skip when it is absent."""
     if not SHARED_DATA.is_dir():

@@ -67,12 +67,6 @@ def frames(shared):
     return out
 
 
-@pytest.fixture(scope='module')
-def shared():
-    from conftest import SHARED_DATA
-    return SHARED_DATA if SHARED_DATA.is_dir() else None
-
-
 def processor(ckpt):
     """Return transformers' own (PIL) processor for this checkpoint's preprocessor config."""
     cfg = json.loads((ckpt / 'preprocessor_config.json').read_text())
@@ -110,14 +104,14 @@ if os.environ.get('DPT_ROS_SLOW') == '1':
 
 
 @pytest.mark.parametrize('preset', PRESETS)
-def test_depth_matches_transformers(preset, checkpoints, shared, record_figure):
+def test_depth_matches_transformers(preset, checkpoints, maybe_shared, record_figure):
     ckpt = checkpoints(preset)
     # Wide range so metric output is not cut to NaN: we compare the raw values (so no
     # temporal alignment of depth/relative either).
     cfg = Config().replace({'model.depth': str(ckpt), 'model.device': 'cpu',
                             'depth.min': 0.0, 'depth.max': 1.0e4, 'depth.temporal': False})
     pipe = Pipeline(cfg, log=lambda m: None)
-    items = frames(shared)[:2] if preset == 'hybrid-depth' else frames(shared)
+    items = frames(maybe_shared)[:2] if preset == 'hybrid-depth' else frames(maybe_shared)
     worst = (0.0, 0.0)
     for name, rgb in items:
         ref = reference(ckpt, rgb, 'depth').numpy()
@@ -134,11 +128,11 @@ def test_depth_matches_transformers(preset, checkpoints, shared, record_figure):
     record_figure(f'depth parity {preset} worst', f'median {worst[0]:.5f}, p99 {worst[1]:.5f}')
 
 
-def test_labels_match_transformers(tiny_seg, shared, record_figure):
+def test_labels_match_transformers(tiny_seg, maybe_shared, record_figure):
     cfg = Config().replace({'model.depth': '', 'model.segmentation': str(tiny_seg),
                             'model.device': 'cpu'})
     pipe = Pipeline(cfg, log=lambda m: None)
-    for name, rgb in frames(shared):
+    for name, rgb in frames(maybe_shared):
         ref = reference(tiny_seg, rgb, 'segmentation').numpy()
         r = pipe.process(Frame(rgb, 'rgb8'), None)
         labels = r.arrays['labels']

@@ -70,17 +70,15 @@ def real_pipe(real_model):
     return Pipeline(cfg, log=print)
 
 
-def test_real_model_matches_transformers(real_model, real_pipe, record_figure):
+def test_real_model_matches_transformers(real_model, real_pipe, maybe_shared, record_figure):
     """Our device pipeline vs transformers' processor + model + post-processing."""
-    from test_parity import frames, rel_stats, reference
-    from conftest import SHARED_DATA
-    shared = SHARED_DATA if SHARED_DATA.is_dir() else None
+    from test_preprocess_parity import frames, rel_stats, reference
     ckpt = Path(real_model)
     if not (ckpt / 'preprocessor_config.json').is_file():
         pytest.skip(f'{ckpt} has no preprocessor_config.json to build the reference with')
     precise = real_pipe.depth_model.dtype.is_floating_point and \
         real_pipe.depth_model.dtype.itemsize == 4
-    for name, rgb in frames(shared)[:4]:
+    for name, rgb in frames(maybe_shared)[:4]:
         ref = reference(ckpt, rgb, 'depth').numpy()
         r = real_pipe.process(Frame(rgb, 'rgb8'), None)
         ours = r.arrays['relative'] if 'relative' in r.arrays else r.arrays['depth']
