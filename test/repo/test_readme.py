@@ -26,18 +26,22 @@ def test_readme_parameter_table_is_the_table():
     assert markdown_table() in README
 
 
-def test_readme_topic_table_is_the_output_table():
+def test_readme_topic_table_is_the_input_and_output_tables():
+    from dpt_ros.core import inputs
     from dpt_ros.core.outputs import markdown_rows, TOPIC_LABEL_INFO
-    assert markdown_rows() in README
+    assert inputs.markdown_rows() + '\n' + markdown_rows() in README
     assert f'`{TOPIC_LABEL_INFO}`' in README
 
 
 def _launch_defaults():
+    """Return the launch file's argument defaults: its own, and the input table's topics."""
+    from dpt_ros.core.inputs import launch_arguments
     tree = ast.parse((ROOT / 'launch' / 'dpt.launch.py').read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == \
                 'LAUNCH_DEFAULTS':
-            return ast.literal_eval(node.value)
+            return dict(ast.literal_eval(node.value),
+                        **{arg: topic for arg, (topic, _) in launch_arguments().items()})
     raise AssertionError('LAUNCH_DEFAULTS not found in launch/dpt.launch.py')
 
 
