@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Callable, List, Optional, Tuple, TYPE_CHECKING
+from typing import Any, Callable, List, Optional, Protocol, Tuple
 
 from sensor_msgs.msg import CompressedImage
 
@@ -29,19 +29,30 @@ from dpt_ros.core.frames import FrameIn
 from dpt_ros.core.geometry import IntrinsicsError
 from dpt_ros.core.outputs import Result
 from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.core.reports import Throttle
 from dpt_ros.ros.cameras import Camera
+from dpt_ros.ros.diagnostics import Diagnostics
 from dpt_ros.ros.scheduler import Handoff, Job, Scheduler, Taken
 
-if TYPE_CHECKING:
-    from dpt_ros.ros.node import Runtime
-
 Done = List[Tuple[FrameIn, Result]]  # one forward's frames and results
+
+
+class Owner(Protocol):
+    """What the worker reads from the node it works for (cfg and pipeline change live)."""
+
+    node: Any                   # the rclpy node: context, clock, logger
+    cfg: Config
+    pipeline: Optional[Pipeline]
+    cameras: List[Camera]
+    diagnostics: Diagnostics
+    warn: Throttle              # a kind of problem at most once per period
+    once: Throttle              # a kind of problem once for good
 
 
 class Worker:
     """The worker thread of a configured node, its frame slots and its publishing hand-off."""
 
-    def __init__(self, rt: 'Runtime') -> None:
+    def __init__(self, rt: Owner) -> None:
         self.rt = rt
         self.scheduler = Scheduler([c.name for c in rt.cameras])
         self.handoff = Handoff(on_error=self.publish_failed)
