@@ -17,18 +17,16 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from dpt_ros.core.inputs import launch_arguments
 from dpt_ros.core.params import parse_camera_list
 
-# Argument defaults; test_launch_defaults.py checks them against the node and config/dpt.yaml.
+# Argument defaults; test_readme.py checks them against the node and config/dpt.yaml. The
+# input topics' arguments (image, camera_info, anchors_depth, ...) come from the input table
+# (dpt_ros/core/inputs.py), declared after params_file.
 LAUNCH_DEFAULTS = {
     'namespace': '',
     'node_name': 'dpt',
     'params_file': 'dpt.yaml',  # in this package's share/config folder
-    'image': 'image',
-    'camera_info': 'camera_info',
-    'anchors_depth': 'anchors/depth',
-    'anchors_camera_info': 'anchors/camera_info',
-    'anchors_points': 'anchors/points',
     'use_sim_time': 'false',
     'large_frames': 'false',
     'cameras': '',
@@ -39,16 +37,9 @@ DESCRIPTIONS = {
     'namespace': 'Namespace of the node (e.g. /camera); topics are relative to it.',
     'node_name': 'Node name (the params file section /**/<node_name> also applies).',
     'params_file': 'YAML parameters file (--ros-args --params-file).',
-    'image': 'Input image topic (remap target, e.g. /camera/color/image_raw); with '
-             'input.transport compressed the node subscribes to <image>/compressed.',
-    'camera_info': 'Input CameraInfo topic (remap target, e.g. /camera/color/camera_info).',
-    'anchors_depth': 'depth.mode fitted, anchors.source depth_image: depth registered to the '
-                     'colour image (e.g. /camera/aligned_depth_to_color/image_raw).',
-    'anchors_camera_info': 'CameraInfo of anchors_depth when its resolution differs.',
-    'anchors_points': 'depth.mode fitted, anchors.source points: a PointCloud2 (lidar, ToF).',
     'use_sim_time': 'true when replaying a bag with `ros2 bag play --clock`.',
     'large_frames': 'true: use the packaged Fast DDS profile (64 MB shared memory segment) '
-                    'for every process this launch starts; see the README.',
+                    'for every process this launch starts; see doc/robot.md.',
     'cameras': 'Camera names, e.g. [front,rear]: one node, one model, camera C on C/image and '
                'C/camera_info with its outputs under C/. Empty: the single camera of image '
                'and camera_info. Overrides cameras in params_file.',
@@ -74,12 +65,8 @@ def _node(context, *_args, **_kwargs):
         name=LaunchConfiguration('node_name'),
         namespace=LaunchConfiguration('namespace'),
         parameters=parameters,
-        remappings=[
-            ('image', LaunchConfiguration('image')),
-            ('camera_info', LaunchConfiguration('camera_info')),
-            *((name.replace('_', '/', 1), LaunchConfiguration(name))
-              for name in ('anchors_depth', 'anchors_camera_info', 'anchors_points')),
-        ],
+        remappings=[(topic, LaunchConfiguration(name))
+                    for name, (topic, _) in launch_arguments().items()],
         output='screen',
         emulate_tty=True,
     )]
@@ -90,8 +77,13 @@ def generate_launch_description():
     share = get_package_share_directory('dpt_ros')
     defaults = dict(LAUNCH_DEFAULTS)
     defaults['params_file'] = os.path.join(share, 'config', defaults['params_file'])
-    args = [DeclareLaunchArgument(name, default_value=value, description=DESCRIPTIONS[name])
-            for name, value in defaults.items()]
+    args = []
+    for name, value in defaults.items():
+        args.append(DeclareLaunchArgument(name, default_value=value,
+                                          description=DESCRIPTIONS[name]))
+        if name == 'params_file':
+            args += [DeclareLaunchArgument(topic_arg, default_value=topic, description=text)
+                     for topic_arg, (topic, text) in launch_arguments().items()]
     profile = os.path.join(share, 'config', 'fastdds_large_frames.xml')
     large = IfCondition(LaunchConfiguration('large_frames'))
     env = [SetEnvironmentVariable(var, profile, condition=large)

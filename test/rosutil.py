@@ -1,7 +1,11 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Test harness on real rclpy and DDS: own Context, background executor, output recorder."""
+"""Test harness on real rclpy and DDS: own Context, background executor, output recorder.
+
+Also the message helpers tests of several folders share: field-by-field comparison, a
+stereo camera_info, conversion of rosbags messages to what `ros2 bag play` publishes.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from builtin_interfaces.msg import Time  # noqa: E402, I100
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -56,10 +61,28 @@ class Harness:
         self.executor.add_node(node)
 
     def start(self) -> 'Harness':
-        """Start spinning in the background."""
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        """Start spinning in the background (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
         return self
+
+    def start_node(self, ns: str, *, cameras: Any = (), lifecycle: bool = False,
+                   name: str = 'dpt', pipeline: Any = None, **params: Any) -> Any:
+        """Start a DptNode (or an unconfigured DptLifecycleNode) under ns; spin both.
+
+        params are parameter overrides by dotted name (**{'model.depth': path}).
+        """
+        from dpt_ros.ros.node import DptLifecycleNode, DptNode
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        if cameras:
+            overrides.append(Parameter('cameras', value=list(cameras)))
+        kind = DptLifecycleNode if lifecycle else DptNode
+        node = kind(name, context=self.ctx, namespace=ns, parameter_overrides=overrides,
+                    pipeline=pipeline)
+        self.add_node(node)
+        self.start()
+        return node
 
     def _spin(self) -> None:
         while not self._stop and self.ctx.ok():
@@ -97,6 +120,12 @@ class Harness:
             time.sleep(0.02)
         return pred()
 
+    def wait_stamp(self, topic: str, stamp: int, timeout: float = 20.0) -> Any:
+        """Wait for a message with this stamp (ns) on a recorded topic; return it."""
+        ok = self.wait(lambda: any(stamp_of(m) == stamp for m in self.get(topic)), timeout)
+        assert ok, f'no {topic} with stamp {stamp}; got {[stamp_of(m) for m in self.get(topic)]}'
+        return next(m for m in self.get(topic) if stamp_of(m) == stamp)
+
     def publishers(self, ns: str, compressed: bool = False,
                    reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE) -> Any:
         """Image (or image/compressed) and camera_info publishers under ns."""
@@ -120,6 +149,35 @@ class Harness:
             n.destroy_node()
         self.executor.shutdown()
         rclpy.try_shutdown(context=self.ctx)
+
+
+def same(a: Any, b: Any, path: str = 'msg') -> None:
+    """Assert two ROS messages are equal field by field (arrays compared by value)."""
+    if hasattr(a, 'get_fields_and_field_types'):
+        assert type(a) is type(b), path
+        for name in a.get_fields_and_field_types():
+            same(getattr(a, name), getattr(b, name), f'{path}.{name}')
+    elif isinstance(a, (list, tuple)) and a and hasattr(a[0], 'get_fields_and_field_types'):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f'{path}[{i}]')
+    elif isinstance(a, (str, bool, int, float)):
+        assert a == b, f'{path}: {a!r} != {b!r}'
+    else:
+        x, y = np.asarray(a), np.asarray(b)
+        assert x.dtype == y.dtype and x.shape == y.shape, f'{path}: {x.dtype}{x.shape} vs ' \
+            f'{y.dtype}{y.shape}'
+        assert np.array_equal(x, y), path
+
+
+def stereo_right_camera_info() -> CameraInfo:
+    """Return a calibrated right camera of a stereo pair: P != K, D != 0, Tx = -fx' * B."""
+    info = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
+    info.k = [520.0, 0.0, 322.0, 0.0, 518.0, 241.0, 0.0, 0.0, 1.0]
+    info.d = [-0.3, 0.1, 0.001, -0.0005, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [480.0, 0.0, 318.0, -48.0, 0.0, 482.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
 
 
 def rclpy_message(msg: Any, msgtype: str) -> Any:

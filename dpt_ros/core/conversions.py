@@ -35,10 +35,11 @@ FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 POINT_STEP = 16
 _LITTLE = sys.byteorder == 'little'
 
-# Message types of the outputs (ROS type names; msg_class gives the rclpy class).
+# Message types of the inputs and outputs (ROS type names; msg_class gives the rclpy class).
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
 INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 
 
 class FrameError(ValueError):

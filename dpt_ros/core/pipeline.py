@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.geometry import Backprojector, Intrinsics, IntrinsicsError
 from dpt_ros.core.metric import Anchors, FitReport, MetricTracker
-from dpt_ros.core.models import apply_backend, load_model, LoadedModel
+from dpt_ros.core.models import apply_backend, load_model, LoadedModel, move_model
 from dpt_ros.core.outputs import DEPTH_TASK, Result, SEGMENTATION_TASK
 from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, to_rgb
 
@@ -544,6 +545,16 @@ class Pipeline:
         self._pre.clear()
         self._staging.clear()
         self._copied.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def release(self) -> None:
+        """close(), the models moving back to host memory for a later pipeline (deactivate)."""
+        models = [m for m in (self.depth_model, self.seg_model) if m is not None]
+        self.close()
+        for m in models:
+            move_model(m, torch.device('cpu'))
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -4,9 +4,9 @@
 """One bag in, one bag out: the frames through the Pipeline, the outputs under the source stamps.
 
 Reads and writes rosbag2 bags (sqlite3 or mcap) with `rosbags`, no ROS install needed. The
-frames of one or more cameras go through the same Pipeline and the same result -> message
-mapping as the live (multi-camera) node, so the output bag holds what the node would have
-published, each camera under its namespace, under the source headers.
+frames of one or more cameras go down the live (multi-camera) node's road (dpt_ros.core.frames:
+calibration, anchor pairing, batched forwards, CDR), so the output bag holds the bytes the
+node would have published, each camera under its namespace, under the source headers.
 
 `process_bag` is a pure function of (input bag, BagOptions, the pipeline's config and
 checkpoint): the same inputs give the same output bytes, on one machine or on a Ray worker.
@@ -17,31 +17,30 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass, field
 import functools
 from itertools import groupby
 from pathlib import Path
-import statistics
 import time
 from types import SimpleNamespace
 from typing import (AbstractSet, Any, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List,
-                    Optional, Sequence, Tuple)
+                    NamedTuple, Optional, Sequence, Tuple)
 
 from dpt_ros.core import conversions as conv
+from dpt_ros.core import frames
+from dpt_ros.core import inputs
 from dpt_ros.core import outputs
 from dpt_ros.core.anchors import AnchorError, AnchorInput
 from dpt_ros.core.config import AnchorsConfig, Config
-from dpt_ros.core.conversions import Frame, FrameError
-from dpt_ros.core.geometry import Intrinsics, IntrinsicsError
-from dpt_ros.core.metric import Anchors
-from dpt_ros.core.outputs import EncodeOptions, Output, STAGES
+from dpt_ros.core.conversions import FrameError
+from dpt_ros.core.frames import Calibration, FrameIn
+from dpt_ros.core.geometry import IntrinsicsError
+from dpt_ros.core.outputs import Output, STAGES
 from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.core.reports import percentile, Throttle
 
-IMAGE = 'sensor_msgs/msg/Image'
-COMPRESSED = 'sensor_msgs/msg/CompressedImage'
-CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
-CLOUD = 'sensor_msgs/msg/PointCloud2'
+IMAGE, COMPRESSED = conv.IMAGE_TYPE, conv.COMPRESSED_TYPE
+CAMERA_INFO, CLOUD = conv.INFO_TYPE, conv.CLOUD_TYPE
 BAG_SUFFIXES = ('.mcap', '.db3')
 # rosbag2 metadata versions rosbags can write. Humble reads offered_qos_profiles as a YAML
 # string with integer enums (version <= 8) and fails on version 9's list; Jazzy and Kilted read
@@ -168,11 +167,11 @@ class BagReport:
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
 
-    def warn_once(self, kind: str, text: str) -> None:
-        """Count a skipped message; keep the text of the first of each kind."""
-        self.skipped[kind] = self.skipped.get(kind, 0) + 1
-        if self.skipped[kind] == 1:
-            self.notes.append(f'warning: {text} (skipped; further ones are counted)')
+    @property
+    def warn_once(self) -> Throttle:
+        """Count a skipped message by kind (called with kind, text); note the first of each."""
+        return Throttle(lambda text: self.notes.append(
+            f'warning: {text} (skipped; further ones are counted)'), None, self.skipped)
 
     @property
     def no_camera_info(self) -> int:
@@ -292,8 +291,8 @@ class CameraPlan:
     @property
     def paired_topics(self) -> Dict[str, str]:
         """Topics read beside the images, by role; each frame gets the latest of each."""
-        roles = {'camera_info': self.info_topic, 'anchors': self.anchors_topic,
-                 'anchors_info': self.anchors_info_topic}
+        roles = {inputs.CAMERA_INFO: self.info_topic, inputs.ANCHORS: self.anchors_topic,
+                 inputs.ANCHORS_INFO: self.anchors_info_topic}
         return {role: topic for role, topic in roles.items() if topic}
 
     @property
@@ -344,15 +343,15 @@ def _pick_anchors(topics: Dict[str, Any], wanted: Optional[str], wanted_info: Op
     """
     if source == 'none':
         return None, None
+    row = next(r for r in inputs.of_role(inputs.ANCHORS) if r.value == source)
     if not wanted and len(images) > 1:
-        wanted = f"{ns}/anchors/{'depth' if source == 'depth_image' else 'points'}"
+        wanted = f'{ns}/{row.topic}'
         if wanted not in topics:
             raise BagError(f'anchors.source is {source} and the bag has no {wanted} (the '
                            f"node's topic for camera {ns}): give --anchors-topic once per "
                            'camera, in camera order')
-    types = (IMAGE,) if source == 'depth_image' else (CLOUD,)
     others = {t: i for t, i in topics.items() if t not in images}
-    anchors = _pick(others, wanted, types, 'anchors')
+    anchors = _pick(others, wanted, (row.msg_type,), 'anchors')
     if source != 'depth_image':
         return anchors, None
     if wanted_info:
@@ -369,13 +368,14 @@ def _camera_image(topics: Dict[str, Any], base: str, name: str, transport: str) 
     BASE/image, BASE/image/compressed, else the one image topic in namespace BASE (image_raw,
     image_rect_color, ...).
     """
-    kinds = (IMAGE, COMPRESSED)
-    found = [t for t in (base + '/image', base + '/image/compressed')
+    rows = inputs.of_role(inputs.IMAGE)
+    kinds = tuple(r.msg_type for r in rows)
+    found = [t for t in (f'{base}/{r.topic}' for r in rows)
              if t in topics and topics[t].msgtype in kinds]
     found = found or sorted(t for t, i in topics.items()
                             if i.msgtype in kinds and output_namespace(t) == base)
     if len(found) > 1:  # raw and compressed of one stream: input.transport says which
-        kind = COMPRESSED if transport == 'compressed' else IMAGE
+        kind = next(r.msg_type for r in rows if r.value == transport)
         found = [t for t in found if topics[t].msgtype == kind] or found
     if len(found) == 1:
         return found[0]
@@ -465,91 +465,64 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
                    _expected_frames(reader, opts, cameras))
 
 
-@dataclass
-class FrameIn:
-    """One decoded frame and the latest paired messages (camera_info, ...) at or before it."""
+class InBag(NamedTuple):
+    """Where a frame of the bag comes from (FrameIn.origin)."""
 
-    frame: Frame
-    header: Any
+    camera: int                               # index into BagPlan.cameras
     logtime: int
-    paired: Dict[str, Any]
-    intrinsics: Optional[Intrinsics]
-    decode_ms: float
-    anchors: Optional[Anchors] = None         # paired by stamp (anchors.max_age)
-    camera: int = 0                           # index into BagPlan.cameras
-
-    @property
-    def group(self) -> Tuple[Tuple[int, ...], str]:
-        """Frames with the same key can share a forward (same size and pixel layout)."""
-        return self.frame.pixels.shape, self.frame.layout
 
 
 class _Paired:
-    """One camera's newest message of each paired topic, by role; anchor messages for pairing."""
+    """One camera's paired topics: its calibration (the newest camera_info), its anchors."""
 
     def __init__(self, plan: CameraPlan, store: Any, report: BagReport, cam: CameraReport,
                  rectified: bool, anchors: Optional[AnchorInput] = None) -> None:
         self.roles = {topic: role for role, topic in plan.paired_topics.items()}
-        self.latest: Dict[str, Any] = {}
         self.store, self.report, self.cam, self.rectified = store, report, cam, rectified
         self.anchors = anchors
         self.anchor_stamp = -1  # newest anchor message stamp seen
-        self._intr: Tuple[Any, Optional[Intrinsics]] = (None, None)
+        self.calibration = Calibration()
         self.images = 0  # image messages of this camera seen in the window (for --every)
 
     def update(self, conn: Any, logtime: int, raw: bytes) -> None:
-        """Keep a paired message as the newest of its role (an unreadable one is skipped)."""
+        """Take a paired message: the newest camera_info, or an anchor message (or skip it)."""
         role = self.roles[conn.topic]
         try:
             msg = self.store.deserialize_cdr(raw, conn.msgtype)
         except Exception as exc:  # noqa: B902 - corrupt bytes raise many types
             self.report.warn_once(role, f'unreadable {role} on {conn.topic} at {logtime}: {exc}')
             return
-        if role == 'anchors' and self.anchors is not None:
+        if role == inputs.ANCHORS and self.anchors is not None:
             self.anchors.add(msg)
             self.anchor_stamp = max(self.anchor_stamp, conv.stamp_ns(msg.header))
             return
-        if role == 'anchors_info' and self.anchors is not None:
+        if role == inputs.ANCHORS_INFO and self.anchors is not None:
             self.anchors.set_info(msg)
-        self.latest[role] = msg
+        if role == inputs.CAMERA_INFO:
+            self.calibration.update(msg)
 
-    def intrinsics(self, frame: Frame) -> Optional[Intrinsics]:
-        """Intrinsics of the newest camera_info if it fits the frame, else None (counted)."""
-        info = self.latest.get('camera_info')
-        if info is None:
-            return None
-        topic = self.cam.camera_info_topic
-        if self._intr[0] is not info:
-            try:
-                self._intr = (info, conv.intrinsics_from_camera_info(info, self.rectified))
-            except (IntrinsicsError, FrameError) as exc:
-                self.report.warn_once('intrinsics', f'camera_info on {topic} unusable: {exc}')
-                self._intr = (info, None)
-        intr = self._intr[1]
-        if intr is not None:
-            try:
-                intr.check(frame.width, frame.height)
-            except IntrinsicsError as exc:
-                self.report.warn_once('intrinsics', f'camera_info on {topic} unusable: {exc}')
-                return None
-        return intr
+    def calibrate(self, f: FrameIn) -> None:
+        """Give a frame the intrinsics of the newest camera_info if it fits (else counted)."""
+        try:
+            f.calibrate(self.calibration, self.rectified)
+        except IntrinsicsError as exc:
+            self.report.warn_once('intrinsics', f'camera_info on {self.cam.camera_info_topic} '
+                                  f'unusable: {exc}')
 
     def settled(self, f: FrameIn, now: int, cfg: Optional[AnchorsConfig]) -> bool:
         """Whether no anchor message nearer to f can come any more (log time now)."""
         if self.anchors is None:
             return True
-        return self.anchor_stamp >= conv.stamp_ns(f.header) or \
-            now - f.logtime > cfg.max_age * 1e9 + 1e9
+        return self.anchor_stamp >= f.stamp_ns or \
+            now - f.origin.logtime > cfg.max_age * 1e9 + 1e9
 
     def pair_anchors(self, f: FrameIn, cfg: AnchorsConfig) -> None:
         """Give a frame the anchors nearest in stamp (a bad message is counted, not fatal)."""
         try:
-            f.anchors = self.anchors.for_frame(conv.stamp_ns(f.header),
-                                               (f.frame.width, f.frame.height), f.intrinsics,
-                                               str(f.header.frame_id), cfg)
+            f.pair(self.anchors, cfg)
         except AnchorError as exc:
             self.report.warn_once('anchors', f'bad anchor message on {self.cam.anchors_topic} '
-                                  f'for the frame at {f.logtime}: {exc}')
+                                  f'for the frame at {f.origin.logtime}: {exc}')
         if f.anchors is not None:
             self.cam.frames_with_anchors += 1
 
@@ -572,13 +545,12 @@ def _seed_paired(reader: Any, plan: BagPlan, users: Dict[str, List[_Paired]], sr
         copy(conn, logtime, raw)
 
 
-def _decode(store: Any, conn: Any, raw: bytes, logtime: int,
-            report: BagReport) -> Optional[Tuple[Frame, Any]]:
-    """Image or CompressedImage bytes -> (Frame, header); None (counted) if unusable."""
+def _decode(store: Any, conn: Any, raw: bytes, logtime: int, report: BagReport,
+            **fields: Any) -> Optional[FrameIn]:
+    """Image or CompressedImage bytes -> FrameIn; None (counted) if unusable."""
     try:
         msg = store.deserialize_cdr(raw, conn.msgtype)
-        frame = (conv.decode_compressed(msg) if conn.msgtype == COMPRESSED
-                 else conv.decode_image(msg))
+        return FrameIn.decode(msg, conn.msgtype == COMPRESSED, **fields)
     except FrameError as exc:
         report.warn_once('frame', f'bad frame on {conn.topic} at {logtime}: {exc}')
         return None
@@ -586,15 +558,16 @@ def _decode(store: Any, conn: Any, raw: bytes, logtime: int,
         report.warn_once('cdr', f'undecodable {conn.msgtype} on {conn.topic} at {logtime}: '
                          f'{exc}')
         return None
-    return frame, msg.header
 
 
 def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: Any,
                 report: BagReport, copy: Callable[[Any, int, bytes], None],
-                rectified: bool, anchors: Optional[AnchorsConfig] = None) -> Iterator[FrameIn]:
+                rectified: bool, anchors: Optional[AnchorsConfig] = None,
+                wants: Optional[Sequence[FrozenSet[str]]] = None) -> Iterator[FrameIn]:
     """Yield the window's frames of every camera in log-time order, with their paired messages.
 
-    Each camera's every N-th frame, with its camera's paired messages at or before it.
+    Each camera's every N-th frame, with its camera's paired messages at or before it, and
+    the outputs its camera writes (wants, one set per camera; default all).
 
     report.cameras holds one CameraReport per plan camera (their counters are filled here).
     rectified: the images are rectified (intrinsics from camera_info P, else K and D).
@@ -615,11 +588,11 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
 
     def release(now: Optional[int]) -> Iterator[FrameIn]:
         # In log-time order over all cameras: the output bag is written in that order.
-        while pending and (now is None or cams[pending[0].camera].settled(pending[0], now,
-                                                                          anchors)):
+        while pending and (now is None or cams[pending[0].origin.camera].settled(
+                pending[0], now, anchors)):
             f = pending.popleft()
-            if cams[f.camera].anchors is not None:
-                cams[f.camera].pair_anchors(f, anchors)
+            if cams[f.origin.camera].anchors is not None:
+                cams[f.origin.camera].pair_anchors(f, anchors)
             yield f
 
     conns = [c for c in reader.connections if c.topic in image_of or c.topic in users]
@@ -639,20 +612,20 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
             if (cam.images - 1) % opts.every:
                 continue
             t_dec = time.perf_counter()
-            decoded = _decode(store, conn, raw, logtime, report)
-            if decoded is None:
+            f = _decode(store, conn, raw, logtime, report, camera=plan.cameras[k].name,
+                        want=wants[k] if wants else outputs.ALL, origin=InBag(k, logtime))
+            if f is None:
                 continue
-            frame, header = decoded
-            intr = cam.intrinsics(frame)
-            if cam.cam.camera_info_topic and 'camera_info' not in cam.latest:
+            cam.calibrate(f)
+            if cam.cam.camera_info_topic and cam.calibration.info is None:
                 cam.cam.no_camera_info += 1
-            pending.append(FrameIn(frame, header, logtime, dict(cam.latest), intr,
-                                   (time.perf_counter() - t_dec) * 1e3, camera=k))
+            f.decode_ms = (time.perf_counter() - t_dec) * 1e3  # with reading and calibration
+            pending.append(f)
         yield from release(logtime)
     yield from release(None)
 
 
-def batches(frames: Iterable[FrameIn], size: int,
+def batches(stream: Iterable[FrameIn], size: int,
             window: int) -> Iterator[List[Tuple[int, FrameIn]]]:
     """Group frames of one size and layout, of any camera, at most `size` per batch.
 
@@ -673,7 +646,7 @@ def batches(frames: Iterable[FrameIn], size: int,
     def oldest() -> Tuple:
         return min(groups, key=lambda g: groups[g][0][0])
 
-    for i, f in enumerate(frames):
+    for i, f in enumerate(stream):
         key = f.group
         if where.get(f.camera, key) != key:
             yield take(where[f.camera])
@@ -691,7 +664,7 @@ def batches(frames: Iterable[FrameIn], size: int,
 
 
 class BagOut:
-    """Writes node-equivalent messages into the output bag, one connection per topic."""
+    """Writes the node's CDR bytes into the output bag, one connection per topic."""
 
     def __init__(self, writer: Any, rb: Any, cfg: Any) -> None:
         self.writer, self.store = writer, rb.store
@@ -717,29 +690,11 @@ class BagOut:
         self.writer.write(self._conn(conn.topic, conn.msgtype, qos), stamp, data)
         self.counts[conn.topic] = self.counts.get(conn.topic, 0) + 1
 
-    def result(self, encoded: List[Tuple[Output, Dict[str, Any]]], header: Any,
-               info: Any, logtime: int, namespace: str) -> None:
-        """Write one frame's outputs under its camera's namespace, with the source header."""
-        T = self.store.types
-        for o, f in encoded:
-            topic, msgtype = o.topic, o.msg_type
-            if msgtype == conv.INFO_TYPE:
-                msg = dataclasses.replace(info, header=header)
-            elif msgtype == conv.CLOUD_TYPE:
-                msg = T[msgtype](
-                    header=header, height=f['height'], width=f['width'],
-                    fields=[T['sensor_msgs/msg/PointField'](name=n, offset=o, datatype=d,
-                                                            count=c)
-                            for n, o, d, c in f['fields']],
-                    is_bigendian=bool(f['is_bigendian']), point_step=f['point_step'],
-                    row_step=f['row_step'], data=f['data'], is_dense=f['is_dense'])
-            else:
-                msg = T[msgtype](header=header, height=f['height'], width=f['width'],
-                                 encoding=f['encoding'], is_bigendian=f['is_bigendian'],
-                                 step=f['step'], data=f['data'])
-            full = f'{namespace}/{topic}'
-            self.writer.write(self._conn(full, msgtype, self.output_qos), logtime,
-                              self.store.serialize_cdr(msg, msgtype))
+    def write(self, messages: List[Tuple[Output, bytes]], logtime: int, namespace: str) -> None:
+        """Write one frame's outputs (core.frames.messages) under its camera's namespace."""
+        for o, data in messages:
+            full = f'{namespace}/{o.topic}'
+            self.writer.write(self._conn(full, o.msg_type, self.output_qos), logtime, data)
             self.counts[full] = self.counts.get(full, 0) + 1
 
 
@@ -768,32 +723,21 @@ def _wants(opts: BagOptions, plan: BagPlan) -> List[FrozenSet[str]]:
         ('points',) if not opts.points or c.info_topic is None else ()))) for c in plan.cameras]
 
 
-def _run_batch(batch: List[Tuple[int, FrameIn]], pipe: Pipeline, plan: BagPlan,
-               wants: List[FrozenSet[str]], report: BagReport,
-               timings: List[Dict[str, float]]) -> Iterator[Tuple[int, FrameIn, Any, List]]:
-    """Run one batch (frames of any cameras, one size) as one forward, as the node does.
+def _run_batch(batch: List[Tuple[int, FrameIn]], pipe: Pipeline, report: BagReport,
+               timings: List[Dict[str, float]]) -> Iterator[Tuple[int, FrameIn, List]]:
+    """Run one batch (frames of any cameras, one size) as the node does (core.frames.run).
 
-    Each camera is its own source, with its image stamps (depth.temporal, fitted). Yields
-    (index, frame, camera_info, encoded outputs) per frame.
+    Yields (index, frame, its outputs as CDR) per frame.
     """
-    frames = [f for _, f in batch]
-    cfg = pipe.config
-    results = pipe.process_batch(
-        [f.frame for f in frames], [f.intrinsics for f in frames],
-        frozenset().union(*(wants[f.camera] for f in frames)), [f.anchors for f in frames],
-        sources=[plan.cameras[f.camera].name for f in frames],
-        stamps=[conv.stamp_ns(f.header) / 1e9 for f in frames])
-    for (i, f), r in zip(batch, results):
-        r.timings['decode'] = f.decode_ms
-        for w in r.warnings:
-            report.warn_once('result:' + w[:30], w)
-        info = f.paired.get('camera_info') if f.intrinsics is not None else None
-        encoded = outputs.encode(r, EncodeOptions(cfg.depth.encoding, info is not None),
-                                 wants[f.camera])
-        timings.append(r.timings)
-        report.frames += 1
-        report.cameras[f.camera].frames += 1
-        yield i, f, info, encoded
+    index = {id(f): i for i, f in batch}
+    for done in frames.run(pipe, [f for _, f in batch]):
+        for f, r in done:
+            for w in r.warnings:
+                report.warn_once('result:' + w[:30], w)
+            timings.append(r.timings)
+            report.frames += 1
+            report.cameras[f.origin.camera].frames += 1
+            yield index[id(f)], f, frames.messages(f, r, pipe.config.depth.encoding)
 
 
 def _notes(plan: BagPlan, report: BagReport) -> None:
@@ -833,28 +777,27 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
                     (f'{c.label}: no CameraInfo topic beside it' if len(plan.cameras) > 1
                      else 'no CameraInfo topic in the bag') + ': writing depth without points '
                     'and depth/camera_info (give --camera-info-topic if it has another name)')
-        wants = _wants(opts, plan)
         timings: List[Dict[str, float]] = []
         with open_output(dst, opts, rb) as writer:
             out = BagOut(writer, rb, cfg)
             copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
-            frames = read_frames(reader, plan, opts, src, rb.store, report, copy,
-                                 cfg.input.rectified, cfg.anchors)
-            done: Dict[int, Tuple[FrameIn, Any, List]] = {}
+            stream = read_frames(reader, plan, opts, src, rb.store, report, copy,
+                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan))
+            done: Dict[int, Tuple[FrameIn, List]] = {}
             written = 0
             window = 2 * opts.batch * len(plan.cameras)
-            for batch in batches(frames, opts.batch, window):
-                for i, f, info, encoded in _run_batch(batch, pipe, plan, wants, report, timings):
-                    done[i] = (f, info, encoded)
+            for batch in batches(stream, opts.batch, window):
+                for i, f, messages in _run_batch(batch, pipe, report, timings):
+                    done[i] = (f, messages)
                 while written in done:  # in frame order, whichever batch finished first
-                    f, info, encoded = done.pop(written)
-                    out.result(encoded, f.header, info, f.logtime,
-                               plan.cameras[f.camera].namespace)
+                    f, messages = done.pop(written)
+                    out.write(messages, f.origin.logtime,
+                              plan.cameras[f.origin.camera].namespace)
                     written += 1
                 on_frames(report.frames)
     _notes(plan, report)
     report.seconds = time.perf_counter() - t_run
     report.topics = dict(sorted(out.counts.items()))
-    report.stages_p50_ms = {k: statistics.median(t[k] for t in timings)
+    report.stages_p50_ms = {k: percentile([t[k] for t in timings], 50)
                             for k in ('decode',) + STAGES if timings and k in timings[0]}
     return report

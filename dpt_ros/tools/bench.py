@@ -45,8 +45,9 @@ from dpt_ros.core import outputs
 from dpt_ros.core.config import BACKENDS, Config
 from dpt_ros.core.outputs import EncodeOptions, FRAME_STAGES
 from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.core.reports import percentile
 from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
-from dpt_ros.tools.toolkit import jsonable, pct, profile_env, pyplot, summary, write_report
+from dpt_ros.tools.toolkit import jsonable, profile_env, pyplot, summary, write_report
 
 # Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
 # and as serialized CDR (dpt_ros.core.cdr); the in-process total counts the bytes path.
@@ -410,7 +411,7 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     else:
         after = bench_backend(preset, best, ctx.work, str(ctx.dev), ctx.precision, w, h,
                               ctx.iters).get('raw_forward', [])
-    bare = pct(backends[best]['raw_forward'] + after, 50)
+    bare = float(percentile(backends[best]['raw_forward'] + after, 50))
     d['forward_bare_before'] = backends[best]['forward']
     d['forward_bare_after'] = summary(after)
     d['forward_bare_pooled_p50'] = bare

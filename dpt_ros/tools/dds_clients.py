@@ -27,7 +27,6 @@ import numpy as np
 from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
-from dpt_ros.core.outputs import FRAME_STAGES
 from dpt_ros.tools.sample import SampleFrame, synthetic_scene
 from dpt_ros.tools.toolkit import (node_command, profile_env, Saved, say, stop_process, summary,
                                    write_params_file)
@@ -226,11 +225,11 @@ class Client:
 
 def node_stages(diags: List[Any]) -> Dict[str, float]:
     """Per-stage p50 ms from the newest dpt_ros /diagnostics report that has them."""
+    from dpt_ros.ros import diagnostics  # with rclpy, which these reports came through
     for arr in reversed(diags):
-        vals = {kv.key: kv.value for st in arr.status if st.name.startswith('dpt_ros')
-                for kv in st.values}
-        if vals.get('forward_p50_ms'):
-            return {s: float(vals[f'{s}_p50_ms']) for s in FRAME_STAGES if f'{s}_p50_ms' in vals}
+        values = diagnostics.values_of(arr.status)
+        if values.get(diagnostics.stage_key('forward')):
+            return diagnostics.stage_p50(values)
     return {}
 
 

@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dpt_ros.core.reports import percentile
+
 
 def say(text: str) -> None:
     """Print a line now (the tools' progress goes to pipes read line by line)."""
@@ -88,14 +90,9 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> Optional[int]
     return proc.returncode
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Return a percentile of a list (nan when empty)."""
-    return float(np.percentile(values, q)) if len(values) else float('nan')
-
-
 def summary(values: Sequence[float]) -> Dict[str, float]:
     """Return p50 / p95 / mean / n of a list of milliseconds."""
-    return {'p50': pct(values, 50), 'p95': pct(values, 95),
+    return {'p50': float(percentile(values, 50)), 'p95': float(percentile(values, 95)),
             'mean': float(np.mean(values)) if len(values) else float('nan'), 'n': len(values)}
 
 

@@ -20,28 +20,11 @@ msgs = pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs (ROS 2) is not
 Time = pytest.importorskip('builtin_interfaces.msg').Time
 Header = pytest.importorskip('std_msgs.msg').Header
 
+from rosutil import same  # noqa: E402, I100
+
 RNG = np.random.default_rng(3)
 # Frame ids of every length mod 4 (the header's string sets the alignment of what follows).
 FRAME_IDS = ['', 'c', 'ca', 'cam', 'camera_color_optical_frame', 'x' * 301]
-
-
-def same(a, b, path='msg'):
-    """Assert two ROS messages are equal field by field (arrays compared by value)."""
-    if hasattr(a, 'get_fields_and_field_types'):
-        assert type(a) is type(b), path
-        for name in a.get_fields_and_field_types():
-            same(getattr(a, name), getattr(b, name), f'{path}.{name}')
-    elif isinstance(a, (list, tuple)) and a and hasattr(a[0], 'get_fields_and_field_types'):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            same(x, y, f'{path}[{i}]')
-    elif isinstance(a, (str, bool, int, float)):
-        assert a == b, f'{path}: {a!r} != {b!r}'
-    else:
-        x, y = np.asarray(a), np.asarray(b)
-        assert x.dtype == y.dtype and x.shape == y.shape, f'{path}: {x.dtype}{x.shape} vs ' \
-            f'{y.dtype}{y.shape}'
-        assert np.array_equal(x, y), path
 
 
 def header(frame_id, sec=1_700_000_123, nanosec=456_789_012):

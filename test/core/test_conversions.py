@@ -13,6 +13,8 @@ from dpt_ros.core.conversions import FrameError
 msgs = pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs (ROS 2) is not installed')
 Image, CompressedImage, CameraInfo = msgs.Image, msgs.CompressedImage, msgs.CameraInfo
 
+from rosutil import stereo_right_camera_info  # noqa: E402, I100
+
 RNG = np.random.default_rng(7)
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mono16': 1}
 
@@ -127,16 +129,6 @@ def test_camera_info_binning_and_roi():
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 50, 400, 300
     intr = conv.intrinsics_from_camera_info(info, rectified=False)
     assert (intr.width, intr.height, intr.cx, intr.cy) == (400, 300, 540.0, 430.0)
-
-
-def stereo_right_camera_info():
-    """Return a calibrated right camera of a stereo pair: P != K, D != 0, Tx = -fx' * B."""
-    info = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
-    info.k = [520.0, 0.0, 322.0, 0.0, 518.0, 241.0, 0.0, 0.0, 1.0]
-    info.d = [-0.3, 0.1, 0.001, -0.0005, 0.0]
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [480.0, 0.0, 318.0, -48.0, 0.0, 482.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    return info
 
 
 def test_camera_info_rectified_uses_p_raw_uses_k_and_d():

@@ -13,10 +13,7 @@ from bagutil import read_bag, STORE, write_streams  # noqa: I100
 from rosutil import Harness, rclpy_message, stamp_of
 from test_bag_cameras import rig
 
-from rclpy.parameter import Parameter  # noqa: E402, I100
-from rosbags.rosbag2 import Reader  # noqa: E402
-
-from dpt_ros.ros.node import DptNode  # noqa: E402
+from rosbags.rosbag2 import Reader  # noqa: E402, I100
 
 CAMERAS = ('front', 'rear', 'side')
 
@@ -28,12 +25,8 @@ def node_outputs(recorded, tiny_metric):
     """
     h = Harness()
     try:
-        node = DptNode('dpt', context=h.ctx, parameter_overrides=[
-            Parameter('cameras', value=list(CAMERAS)),
-            Parameter('model.depth', value=str(tiny_metric)),
-            Parameter('model.device', value='cpu')])
-        h.add_node(node)
-        h.start()
+        params = {'model.depth': str(tiny_metric), 'model.device': 'cpu'}
+        node = h.start_node('', cameras=CAMERAS, **params)
         topics = [f'/{c}/{o.topic}' for c in CAMERAS for o in outputs.OUTPUTS]
         for c in CAMERAS:
             h.record_outputs(f'/{c}')

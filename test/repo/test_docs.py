@@ -22,10 +22,11 @@ def test_parameter_table_is_the_table():
     assert generated_block('parameters table') == markdown_table()
 
 
-def test_topic_table_is_the_output_table():
+def test_topic_table_is_the_input_and_output_tables():
+    from dpt_ros.core import inputs
     from dpt_ros.core.outputs import markdown_rows, TOPIC_LABEL_INFO
     table = generated_block('topics table')
-    assert markdown_rows() in table
+    assert inputs.markdown_rows() + '\n' + markdown_rows() in table
     assert f'`{TOPIC_LABEL_INFO}`' in table
 
 

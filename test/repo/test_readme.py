@@ -33,11 +33,14 @@ def test_readme_is_short_and_links_every_page():
 
 
 def _launch_defaults():
+    """Return the launch file's argument defaults: its own, and the input table's topics."""
+    from dpt_ros.core.inputs import launch_arguments
     tree = ast.parse((ROOT / 'launch' / 'dpt.launch.py').read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == \
                 'LAUNCH_DEFAULTS':
-            return ast.literal_eval(node.value)
+            return dict(ast.literal_eval(node.value),
+                        **{arg: topic for arg, (topic, _) in launch_arguments().items()})
     raise AssertionError('LAUNCH_DEFAULTS not found in launch/dpt.launch.py')
 
 

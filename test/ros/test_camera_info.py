@@ -10,50 +10,38 @@ from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.tools.sample import synthetic_scene
 
-from rosutil import backproject_check, Harness, header, stamp_of  # noqa: I100
-from test_conversions import stereo_right_camera_info  # noqa: I100
-
-from rclpy.parameter import Parameter  # noqa: E402, I100
-
-from dpt_ros.ros.node import DptNode  # noqa: E402
+from rosutil import backproject_check, header, stamp_of, stereo_right_camera_info  # noqa: I100
 
 NS = '/stereo/right'
 DEPTH, INFO, POINTS = (outputs.BY_NAME[n].topic for n in ('depth', 'depth_info', 'points'))
 
 
-def run_one_frame(tiny_metric, **params):
+def run_one_frame(harness, tiny_metric, **params):
     """Start a node with these parameters, send one 640x480 frame; return its outputs."""
-    harness = Harness()
-    try:
-        overrides = [Parameter(k, value=v) for k, v in dict(
-            {'model.depth': str(tiny_metric), 'model.device': 'cpu'}, **params).items()]
-        node = DptNode('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides)
-        harness.add_node(node)
-        harness.start()
-        harness.record_outputs(NS, [DEPTH, INFO, POINTS])
-        image_pub, info_pub = harness.publishers(NS)
-        assert harness.wait_subscribed(image_pub)
-        h = header(7)
-        info = stereo_right_camera_info()
-        info.header = h
-        info_pub.publish(info)
-        assert harness.wait(lambda: node.cameras[0].camera_info is not None, 10)
-        image_pub.publish(conv.image_msg(h, synthetic_scene(640, 480).rgb, 'rgb8'))
-        out = {}
-        for topic in (DEPTH, INFO, POINTS):
-            name = f'{NS}/{topic}'
-            stamp = conv.stamp_ns(h)
-            assert harness.wait(
-                lambda: any(stamp_of(m) == stamp for m in harness.get(name)), 30), name
-            out[topic] = harness.get(name)[-1]
-        return out
-    finally:
-        harness.close()
+    node = harness.start_node(NS, **dict({'model.depth': str(tiny_metric),
+                                          'model.device': 'cpu'}, **params))
+    harness.record_outputs(NS, [DEPTH, INFO, POINTS])
+    image_pub, info_pub = harness.publishers(NS)
+    assert harness.wait_subscribed(image_pub)
+    h = header(7)
+    info = stereo_right_camera_info()
+    info.header = h
+    info_pub.publish(info)
+    assert harness.wait(lambda: node.cameras[0].camera_info is not None, 10)
+    image_pub.publish(conv.image_msg(h, synthetic_scene(640, 480).rgb, 'rgb8'))
+    out = {}
+    for topic in (DEPTH, INFO, POINTS):
+        name = f'{NS}/{topic}'
+        stamp = conv.stamp_ns(h)
+        assert harness.wait(
+            lambda: any(stamp_of(m) == stamp for m in harness.get(name)), 30), name
+        out[topic] = harness.get(name)[-1]
+    return out
 
 
-def test_rectified_input_matches_depth_image_proc(tiny_metric):
+def test_rectified_input_matches_depth_image_proc(harness, tiny_metric):
     """Default (image_rect): depth_image_proc on depth/image + depth/camera_info = points."""
-    out = run_one_frame(tiny_metric)
+    out = run_one_frame(harness, tiny_metric)
     depth = conv.image_to_array(out[DEPTH])
     info = out[INFO]
     assert list(info.p) == list(stereo_right_camera_info().p)
@@ -62,8 +50,8 @@ def test_rectified_input_matches_depth_image_proc(tiny_metric):
     assert err < 1e-4, f'points differ from depth_image_proc by {err} m'
 
 
-def test_raw_input_undistorts_with_k_and_d(tiny_metric):
-    out = run_one_frame(tiny_metric, **{'input.rectified': False})
+def test_raw_input_undistorts_with_k_and_d(harness, tiny_metric):
+    out = run_one_frame(harness, tiny_metric, **{'input.rectified': False})
     depth = conv.image_to_array(out[DEPTH]).astype(np.float64)
     pts = conv.read_points(out[POINTS])
     info = stereo_right_camera_info()

@@ -72,13 +72,6 @@ def got(harness, stamp, topic=f'{NS}/depth/image'):
     return any(stamp_of(m) == stamp for m in harness.get(topic))
 
 
-@pytest.fixture
-def harness():
-    h = Harness()
-    yield h
-    h.close()
-
-
 def test_transitions_through_the_services(harness, tiny_metric):
     params = [Parameter('model.depth', value=str(tiny_metric)),
               Parameter('model.device', value='cpu')]
@@ -108,7 +101,7 @@ def test_transitions_through_the_services(harness, tiny_metric):
     # configure: parameters validated, weights in host memory; still no topics.
     assert lc.set(Transition.TRANSITION_CONFIGURE)
     assert lc.state() == 'inactive'
-    host = node._host_models['depth']
+    host = node.runtime.host_models['depth']
     net = weakref.ref(host.net)
     assert host.device.type == 'cpu' and node.pipeline is None
     assert topics_are(False)
@@ -140,13 +133,13 @@ def test_transitions_through_the_services(harness, tiny_metric):
     del host
     gc.collect()
     assert net() is None, 'the model is still referenced after cleanup'
-    assert node._worker is None and not node._host_models
+    assert node.runtime.worker is None and not node.runtime.host_models
     # a second life, then shutdown from active
     assert lc.set('configure') and lc.set('activate')
     assert harness.wait_subscribed(pubs[0])
     stamp = send_frame(harness, pubs, 4, scene)
     assert harness.wait(lambda: got(harness, stamp), 30)
-    net = weakref.ref(node._host_models['depth'].net)
+    net = weakref.ref(node.runtime.host_models['depth'].net)
     assert lc.set(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert lc.state() == 'finalized'
     assert topics_are(False)
@@ -173,7 +166,7 @@ def test_configure_failure_leaves_it_unconfigured(harness, tmp_path):
     lc = Lifecycle(harness, '/broken/dpt')
     assert not lc.set(Transition.TRANSITION_CONFIGURE)
     assert lc.state() == 'unconfigured'
-    assert node._worker is None and node.pipeline is None
+    assert node.runtime.worker is None and node.pipeline is None
     assert not lc.set(Transition.TRANSITION_ACTIVATE)  # not available from unconfigured
     assert lc.set(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
     assert lc.state() == 'finalized'
@@ -227,7 +220,7 @@ def test_deactivate_returns_gpu_memory(harness, tiny_metric, tiny_seg):
     base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     assert lc.set('configure')
     assert torch.cuda.memory_allocated() == base  # weights in host memory only
-    assert all(m.device.type == 'cpu' for m in node._host_models.values())
+    assert all(m.device.type == 'cpu' for m in node.runtime.host_models.values())
     scene = synthetic_scene(640, 480)
     for life in range(2):
         assert lc.set('activate')

@@ -6,8 +6,6 @@
 import threading
 import time
 
-import pytest
-
 from dpt_ros.core import conversions as conv
 from dpt_ros.tools.sample import synthetic_scene
 from dpt_ros.tools.toolkit import write_params_file
@@ -18,26 +16,14 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from dpt_ros.ros.node import DptNode  # noqa: E402
+from dpt_ros.ros import diagnostics  # noqa: E402
 
 NS = '/robot'
 
 
-@pytest.fixture
-def harness():
-    h = Harness()
-    yield h
-    h.close()
-
-
 def start(harness, cameras, **params):
     """Start a DptNode in the harness Context under NS serving these cameras; spin both."""
-    overrides = [Parameter('cameras', value=list(cameras))] + \
-        [Parameter(k, value=v) for k, v in params.items()]
-    node = DptNode('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides)
-    harness.add_node(node)
-    harness.start()
-    return node
+    return harness.start_node(NS, cameras=cameras, **params)
 
 
 def spy_batches(node, sources=None):
@@ -58,9 +44,7 @@ def camera_statuses(harness):
     """Latest per-camera /diagnostics values of the node, by camera name."""
     out = {}
     for arr in harness.get('/diagnostics'):
-        for st in arr.status:
-            if st.name.startswith('dpt_ros') and ' camera ' in st.name:
-                out[st.name.rsplit(' ', 1)[-1]] = {kv.key: kv.value for kv in st.values}
+        out.update(diagnostics.camera_values(arr.status))
     return out
 
 

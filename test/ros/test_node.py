@@ -3,51 +3,22 @@
 
 """The node in-process (own Context) on real rclpy and DDS: outputs, parameters, bad input."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from dpt_ros.core import conversions as conv
-from dpt_ros.core.config import Config
 from dpt_ros.core.outputs import BY_NAME, OUTPUTS
 from dpt_ros.tools.sample import synthetic_scene
 
-from rosutil import backproject_check, Harness, header, stamp_of  # noqa: I100
+from rosutil import backproject_check, header, stamp_of  # noqa: I100
 
-from rcl_interfaces.msg import ParameterType  # noqa: E402, I100
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.exceptions import ParameterUninitializedException  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402, I100
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from dpt_ros.ros.node import DptNode  # noqa: E402
 
 NS = '/cam'
-
-
-def start(harness, node_name='dpt', **params):
-    """Start a DptNode in the harness Context under NS with parameter overrides; spin both."""
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    node = DptNode(node_name, context=harness.ctx, namespace=NS, parameter_overrides=overrides)
-    harness.add_node(node)
-    harness.start()
-    return node
-
-
-@pytest.fixture
-def harness():
-    h = Harness()
-    yield h
-    h.close()
-
-
-def wait_stamp(harness, topic, stamp, timeout=20.0):
-    """Wait for a message with this stamp on topic; return it."""
-    ok = harness.wait(lambda: any(stamp_of(m) == stamp for m in harness.get(topic)), timeout)
-    assert ok, f'no {topic} with stamp {stamp}; got {[stamp_of(m) for m in harness.get(topic)]}'
-    return next(m for m in harness.get(topic) if stamp_of(m) == stamp)
 
 
 def frames(data):
@@ -64,8 +35,8 @@ def frames(data):
 
 
 def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, rgbd_data):
-    node = start(harness, **{'model.depth': str(tiny_metric), 'model.segmentation': str(tiny_seg),
-                             'model.device': 'cpu'})
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric),
+                                     'model.segmentation': str(tiny_seg), 'model.device': 'cpu'})
     harness.record_outputs(NS)
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
@@ -78,7 +49,7 @@ def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, rg
         pubs[0].publish(conv.image_msg(h, rgb, 'rgb8'))
         stamp = conv.stamp_ns(h)
         # A metric model has no depth/relative; depth/confidence needs depth.confidence flip.
-        got = {t: wait_stamp(harness, f'{NS}/{t}', stamp) for t in (
+        got = {t: harness.wait_stamp(f'{NS}/{t}', stamp) for t in (
             o.topic for o in OUTPUTS if o.name not in ('relative', 'confidence'))}
         height, width = rgb.shape[:2]
         for topic, msg in got.items():
@@ -102,7 +73,7 @@ def test_every_output_metric_and_segmentation(harness, tiny_metric, tiny_seg, rg
 
 
 def test_relative_model_publishes_relative_only(harness, tiny_depth):
-    start(harness, **{'model.depth': str(tiny_depth), 'model.device': 'cpu'})
+    harness.start_node(NS, **{'model.depth': str(tiny_depth), 'model.device': 'cpu'})
     harness.record_outputs(NS)
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
@@ -110,9 +81,9 @@ def test_relative_model_publishes_relative_only(harness, tiny_depth):
     h = header(1)
     pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
     pubs[0].publish(conv.image_msg(h, s.rgb, 'bgr8'))
-    rel = wait_stamp(harness, f'{NS}/depth/relative', conv.stamp_ns(h))
+    rel = harness.wait_stamp(f'{NS}/depth/relative', conv.stamp_ns(h))
     assert rel.encoding == '32FC1' and (rel.height, rel.width) == (72, 96)
-    wait_stamp(harness, f'{NS}/depth/colored', conv.stamp_ns(h))
+    harness.wait_stamp(f'{NS}/depth/colored', conv.stamp_ns(h))
     # Relative inverse depth is never published as metres, and points need metres.
     assert not harness.get(f'{NS}/depth/image')
     assert not harness.get(f'{NS}/points')
@@ -124,55 +95,8 @@ def test_relative_model_publishes_relative_only(harness, tiny_depth):
     assert not {n for n in advertised if n.startswith(f'{NS}/segmentation')}, advertised
 
 
-def call_set(harness, node_name, params):
-    """Set parameters through the node's service, as `ros2 param set` does."""
-    cli = harness.node.create_client(SetParameters, f'{NS}/{node_name}/set_parameters')
-    assert cli.wait_for_service(timeout_sec=10)
-    req = SetParameters.Request()
-    req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in params.items()]
-    fut = cli.call_async(req)
-    assert harness.wait(fut.done, 10)
-    return fut.result().results
-
-
-def test_parameters_validated_and_live(harness, tiny_metric):
-    start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
-    harness.record_outputs(NS, ['depth/image', 'points'])
-    pubs = harness.publishers(NS)
-    assert harness.wait_subscribed(pubs[0])
-    s = synthetic_scene(128, 96)
-
-    def frame(i):
-        h = header(i)
-        pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
-        pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
-        return (wait_stamp(harness, f'{NS}/depth/image', conv.stamp_ns(h)),
-                wait_stamp(harness, f'{NS}/points', conv.stamp_ns(h)))
-
-    d0, p0 = frame(0)
-    depth0 = conv.image_to_array(d0)
-    assert np.nanmax(depth0) > 1.0
-    # Refused with the reason; nothing changes.
-    for bad, word in (({'depth.max': -3.0}, 'depth.max'), ({'depth.encoding': '8UC3'}, '32FC1'),
-                      ({'depth.min': 50.0}, 'depth.min'), ({'points.stride': 0}, 'stride'),
-                      ({'model.depth': '/elsewhere'}, 'read-only'),
-                      ({'depth.colormap': 'rainbow'}, 'inferno')):
-        res = call_set(harness, 'dpt', bad)
-        assert not res[0].successful, bad
-        assert word in res[0].reason, (bad, res[0].reason)
-    # Live: applied from the next frame, no reload.
-    res = call_set(harness, 'dpt', {'depth.max': 1, 'points.stride': 4,
-                                    'depth.encoding': '16UC1'})
-    assert all(r.successful for r in res), [r.reason for r in res]
-    d1, p1 = frame(1)
-    assert d1.encoding == '16UC1'
-    mm = conv.image_to_array(d1)
-    assert mm.max() <= 1000 and (mm == 0).sum() > (~np.isfinite(depth0)).sum()
-    assert (p1.height, p1.width) == (96 // 4, 128 // 4)
-
-
 def test_bad_input_never_stops_the_node(harness, tiny_metric):
-    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
     harness.record_outputs(NS, ['depth/image', 'points'])
     img_pub, info_pub = harness.publishers(NS)
     assert harness.wait_subscribed(img_pub)
@@ -184,7 +108,7 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
         if info:
             info_pub.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
         img_pub.publish(conv.image_msg(h, s.rgb, 'rgb8'))
-        return wait_stamp(harness, f'{NS}/depth/image', conv.stamp_ns(h))
+        return harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(h))
 
     # No camera_info yet: depth is published, points are not.
     good(0, info=False)
@@ -227,14 +151,14 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
         harness.wait(lambda: cam.camera_info is not None and
                      conv.stamp_ns(cam.camera_info.header) == conv.stamp_ns(info.header), 5)
         img_pub.publish(conv.image_msg(info.header, s.rgb, 'rgb8'))
-        wait_stamp(harness, f'{NS}/depth/image', conv.stamp_ns(info.header))
+        harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(info.header))
         assert not any(stamp_of(m) == conv.stamp_ns(info.header)
                        for m in harness.get(f'{NS}/points')), change
     # And a good frame with good camera_info gets points again.
     info_pub.publish(good_info)
     good(20)
-    wait_stamp(harness, f'{NS}/points', conv.stamp_ns(header(20)))
-    assert node._worker.is_alive()
+    harness.wait_stamp(f'{NS}/points', conv.stamp_ns(header(20)))
+    assert node.runtime.worker.alive
     assert node.cameras[0].stats.errors == 4
 
 
@@ -256,13 +180,13 @@ def test_compressed_transport_follows_image_remap(harness, tiny_metric):
     pub.publish(garbage)
     msg = CompressedImage(header=header(1), format='jpeg', data=jpeg.tobytes())
     pub.publish(msg)
-    d = wait_stamp(harness, f'{NS}/depth/image', conv.stamp_ns(msg.header))
+    d = harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(msg.header))
     assert (d.height, d.width) == (60, 80)
 
 
 def test_outputs_without_subscribers_are_not_computed(harness, tiny_metric, tiny_seg):
-    node = start(harness, **{'model.depth': str(tiny_metric), 'model.segmentation': str(tiny_seg),
-                             'model.device': 'cpu'})
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric),
+                                     'model.segmentation': str(tiny_seg), 'model.device': 'cpu'})
     asked = []
     real = node.pipeline.process_batch
 
@@ -282,33 +206,5 @@ def test_outputs_without_subscribers_are_not_computed(harness, tiny_metric, tiny
     pub = node.cameras[0].pubs['depth_colored']
     assert harness.wait(lambda: pub.get_subscription_count() > 0, 10)
     pubs[0].publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
-    wait_stamp(harness, f'{NS}/depth/colored', conv.stamp_ns(header(1)))
+    harness.wait_stamp(f'{NS}/depth/colored', conv.stamp_ns(header(1)))
     assert asked[-1] == {'depth_colored'}
-
-
-def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
-    """Declared defaults == config/dpt.yaml == the parameter table (no overrides given)."""
-    from dpt_ros.core.params import config_from_params_file, param_table
-    from dpt_ros.core.pipeline import Pipeline
-    root = Path(__file__).resolve().parents[2]
-    cfg = Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu'})
-    node = DptNode('dpt', context=harness.ctx, pipeline=Pipeline(cfg))
-    harness.add_node(node)
-    yaml_cfg = config_from_params_file(root / 'config' / 'dpt.yaml')
-    assert yaml_cfg == Config()
-    for spec in param_table():
-        if spec.type is tuple:  # an empty list: rclpy has no typed empty array, 'not set'
-            assert spec.default == ()
-            with pytest.raises(ParameterUninitializedException):
-                node.get_parameter(spec.name)
-            assert node.describe_parameter(spec.name).type == \
-                ParameterType.PARAMETER_STRING_ARRAY
-        else:
-            assert node.get_parameter(spec.name).value == spec.default, spec.name
-        desc = node.describe_parameter(spec.name)
-        assert desc.description.startswith(spec.description), spec.name
-        assert desc.read_only == spec.read_only, spec.name
-        if spec.range is not None:
-            rng = desc.floating_point_range or desc.integer_range
-            assert rng and (rng[0].from_value, rng[0].to_value) == spec.range, spec.name
-    assert ParameterType.PARAMETER_DOUBLE == node.describe_parameter('depth.max').type

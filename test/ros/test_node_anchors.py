@@ -13,7 +13,6 @@ import re
 import time
 
 import numpy as np
-import pytest
 
 from dpt_ros.core import conversions as conv
 from dpt_ros.core.anchors import extrinsic_matrix
@@ -35,20 +34,13 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from dpt_ros.ros.node import DptLifecycleNode, DptNode  # noqa: E402
+from dpt_ros.ros import diagnostics as diag  # noqa: E402
 
 NS = '/cam'
 W, H = 96, 72
 T0 = 1000.0  # image stamps in seconds, far from wall time (as a bag under sim time)
 PERIOD = 0.1
 CORRUPT = (0.1, 0.4, 0.25, 0.6)  # x0, x1, y0, y1: wrong in the unmirrored view only
-
-
-@pytest.fixture
-def harness():
-    h = Harness()
-    yield h
-    h.close()
 
 
 def stamped(i, frame_id='camera_color_optical_frame'):
@@ -65,18 +57,10 @@ def start(harness, scenes, params, corrupt=None, cameras=(), lifecycle=False):
     h, w = scenes[0].depth.shape
     cfg = Config().replace({'model.depth': 'oracle', 'model.device': 'cpu'})
     pipe = Pipeline(cfg, log=lambda m: None, depth_model=oracle_model(oracle, h, w))
-    params = dict({'model.depth': 'oracle', 'model.device': 'cpu'}, **params)
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    if cameras:
-        overrides.append(Parameter('cameras', value=list(cameras)))
-    kind = DptLifecycleNode if lifecycle else DptNode
-    node = kind('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides,
-                pipeline=pipe)
-    harness.add_node(node)
     harness.record('/rosout', Log, QoSProfile(depth=1000))
     harness.record('/diagnostics', DiagnosticArray)
-    harness.start()
-    return node
+    params = dict({'model.depth': 'oracle', 'model.device': 'cpu'}, **params)
+    return harness.start_node(NS, cameras=cameras, lifecycle=lifecycle, pipeline=pipe, **params)
 
 
 def pick_pixels(scene, n, rng):
@@ -169,22 +153,21 @@ class Rig:
         return {stamp_of(m) for m in self.harness.get(self.prefix + topic)}
 
 
-def diagnostics(harness, name_part=''):
-    """Return (level, message, values) of the newest node or camera status matching."""
+def diagnostics(harness, camera=''):
+    """Return (level, message, values) of the newest node (or named camera) status."""
     for arr in reversed(harness.get('/diagnostics')):
-        for st in arr.status:
-            if st.name.startswith('dpt_ros') and st.name.endswith(name_part) and \
-                    (name_part or ' camera ' not in st.name):
-                return st.level, st.message, {kv.key: kv.value for kv in st.values}
+        st = diag.status_of(arr.status, camera)
+        if st is not None:
+            return st.level, st.message, diag.values(st)
     return None
 
 
-def wait_diagnostics(harness, pred, name_part='', timeout=10.0):
+def wait_diagnostics(harness, pred, camera='', timeout=10.0):
     """Wait for a status whose values satisfy pred; return it."""
     found = []
 
     def check():
-        d = diagnostics(harness, name_part)
+        d = diagnostics(harness, camera)
         if d is not None and pred(d[2]):
             found[:] = [d]
             return True
@@ -346,7 +329,7 @@ def test_bad_depth_anchors_are_warned_and_images_keep_coming(harness):
     rig.anchor(depth_anchors(s, stamped(i), rng))
     assert rig.got('depth/image', rig.frame(s, stamped(i))) is not None
     assert len(logged(harness, texts['nan'])) == 1
-    assert node.cameras[0].anchors.bad == 5 and node._worker.is_alive()
+    assert node.cameras[0].anchors.bad == 5 and node.runtime.worker.alive
     _, _, v = wait_diagnostics(harness, lambda v: v.get('frames_with_bad_anchors') == '5')
     assert v['fit_state'] == 'fitted'
 
@@ -497,7 +480,7 @@ def test_each_camera_fits_its_own_anchors(harness):
             assert np.median(np.abs(depth / (factor * scenes[c].depth) - 1)) < 2e-3, (c, i)
     for c, paired in (('front', '3'), ('rear', '2')):
         _, _, v = wait_diagnostics(harness, lambda v: v.get('frames_with_anchors') == paired,
-                                   name_part=f'camera {c}')
+                                   camera=c)
         assert v['anchors_topic'] == f'{NS}/{c}/anchors/depth' and v['fit_state'] == 'fitted'
     node_values = diagnostics(harness)[2]
     assert 'anchors_topic' not in node_values  # per camera, not on the node's status

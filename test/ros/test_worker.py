@@ -1,17 +1,16 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""How the node publishes, over real DDS: CDR bytes, overlap with the next forward, loss.
+"""The node's worker (dpt_ros.ros.worker) over real DDS: CDR bytes, overlap, deactivation.
 
-The outputs go out as serialized CDR (dpt_ros.core.cdr) and must arrive as exactly the messages the
-message path builds; with output.overlap a batch is published on its own thread while the
-worker runs the next forward, one batch in flight; lost input frames are counted and, for a
-large best-effort stream, warned about once.
+The outputs go out as serialized CDR (dpt_ros.core.frames.messages) and must arrive as exactly
+the messages the message path builds; with output.overlap a batch is published on its own
+thread while the worker runs the next forward, one batch in flight; deactivation never
+publishes on destroyed publishers.
 """
 
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,35 +19,18 @@ from dpt_ros.core import outputs
 from dpt_ros.core.outputs import EncodeOptions
 from dpt_ros.tools.sample import synthetic_scene
 
-from rosutil import Harness, header, stamp_of  # noqa: I100
+from rosutil import header, same, stamp_of  # noqa: I100
 
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402, I100
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import ReliabilityPolicy  # noqa: E402
-from test_cdr import same  # noqa: E402
-
-from dpt_ros.ros.node import DptLifecycleNode, DptNode  # noqa: E402
 
 NS = '/pub'
 OK = TransitionCallbackReturn.SUCCESS
 
 
-@pytest.fixture
-def harness():
-    h = Harness()
-    yield h
-    h.close()
-
-
 def start(harness, cameras=(), lifecycle=False, **params):
     """Start a DptNode (or a configured, active DptLifecycleNode) under NS; spin it."""
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    if cameras:
-        overrides.append(Parameter('cameras', value=list(cameras)))
-    kind = DptLifecycleNode if lifecycle else DptNode
-    node = kind('dpt', context=harness.ctx, namespace=NS, parameter_overrides=overrides)
-    harness.add_node(node)
-    harness.start()
+    node = harness.start_node(NS, cameras=cameras, lifecycle=lifecycle, **params)
     if lifecycle:
         assert node.trigger_configure() == OK and node.trigger_activate() == OK
     return node
@@ -74,7 +56,8 @@ def spy_results(node, delay_s=0.0):
 def slow_publishing(node, delay_s, started=None):
     """Make publishing a batch take delay_s longer; record (batch, start, end) of each."""
     published = []
-    real = node._publish_batch
+    worker = node.runtime.worker
+    real = worker.publish_batch
 
     def slow(done, cfg):
         t0 = time.monotonic()
@@ -83,7 +66,7 @@ def slow_publishing(node, delay_s, started=None):
         time.sleep(delay_s)  # the stand-in for a slow transport
         real(done, cfg)
         published.append((done[0][1].batch, t0, time.monotonic()))
-    node._publish_batch = slow
+    worker.publish_batch = slow
     return published
 
 
@@ -243,8 +226,8 @@ def test_deactivate_while_publishing_never_publishes_on_destroyed_publishers(har
     publishing = threading.Event()
     published = slow_publishing(node, 2.0, publishing)
     warnings = []
-    real_warn = node._warn
-    node._warn = lambda key, text: (warnings.append(text), real_warn(key, text))
+    real_warn = node.runtime.warn
+    node.runtime.warn = lambda key, text: (warnings.append(text), real_warn(key, text))
     img, s = depth_from_one_camera(harness)
     img.publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
     assert publishing.wait(20)  # batch 0 is being published (for 2 s)
@@ -272,80 +255,3 @@ def test_deactivate_while_publishing_never_publishes_on_destroyed_publishers(har
                                     for m in harness.get(f'{NS}/depth/image')), 20)
     assert node.trigger_deactivate() == OK and node.trigger_cleanup() == OK
     assert not warnings
-
-
-class Recorder:
-    """Stands in for the node's logger: keeps warnings."""
-
-    def __init__(self, real):
-        self.real, self.warnings = real, []
-
-    def warning(self, text):
-        self.warnings.append(text)
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-
-def lost(count, total):
-    """Return what rmw reports with a message_lost event (rmw_message_lost_status_t)."""
-    return SimpleNamespace(total_count=total, total_count_change=count)
-
-
-@pytest.mark.parametrize('reliability, profile', [
-    ('best_effort', None), ('best_effort', '/opt/robot/fastdds.xml'), ('reliable', None)])
-def test_lost_frames_are_counted_and_a_large_best_effort_loss_warns_once(
-        harness, tiny_metric, monkeypatch, reliability, profile):
-    """The node's message_lost handler, fed as rmw feeds it: counter, one warning, no noise."""
-    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
-        monkeypatch.delenv(var, raising=False)
-    if profile:  # the node runs with a profile already: the camera driver needs it too
-        monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', profile)
-    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
-                             'input.reliability': reliability})
-    cam = node.cameras[0]
-    expected = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
-                'reliable': ReliabilityPolicy.RELIABLE}[reliability]
-    assert cam.sub_reliability[cam.image_topic] == expected
-    log = Recorder(node.get_logger())
-    node.get_logger = lambda: log
-    img, _ = harness.publishers(NS, reliability=expected)
-    assert harness.wait_subscribed(img)
-    frame = synthetic_scene(640, 480).rgb  # 0.9 MB: beyond one UDP datagram
-    # A window of mostly received frames: counted, no warning.
-    for i in range(15):
-        img.publish(conv.image_msg(header(i), frame, 'rgb8'))
-        time.sleep(0.01)
-    assert harness.wait(lambda: cam.stats.received == 15, 10)
-    node._on_lost(cam, lost(5, 5))
-    assert cam.stats.lost == 5 and not log.warnings
-    # Then most frames lost: one warning naming the fix (best effort only); never again.
-    for n in range(2, 6):
-        node._on_lost(cam, lost(20, 5 + 20 * (n - 1)))
-    assert cam.stats.lost == 85
-    values = {kv.key: kv.value for st in node.diagnostics_status() for kv in st.values}
-    assert values['frames_lost'] == '85'
-    if reliability == 'best_effort':
-        assert len(log.warnings) == 1, log.warnings
-        text = log.warnings[0]
-        fix = [f'runs with the Fast DDS profile {profile}', 'camera driver with it too'] \
-            if profile else ['fastdds_large_frames.xml', 'large_frames:=true']
-        for words in ['20 of the last 20 frames', cam.image_topic, 'best-effort'] + fix:
-            assert words in text, text
-    else:
-        assert not log.warnings
-
-
-def test_small_frames_or_a_few_losses_do_not_warn(harness, tiny_metric):
-    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
-                             'input.reliability': 'best_effort'})
-    cam = node.cameras[0]
-    log = Recorder(node.get_logger())
-    node.get_logger = lambda: log
-    img, _ = harness.publishers(NS, reliability=ReliabilityPolicy.BEST_EFFORT)
-    assert harness.wait_subscribed(img)
-    img.publish(conv.image_msg(header(0), synthetic_scene(64, 48).rgb, 'rgb8'))  # 9 kB
-    assert harness.wait(lambda: cam.stats.received == 1, 10)
-    for n in range(5):
-        node._on_lost(cam, lost(20, 20 * (n + 1)))
-    assert cam.stats.lost == 100 and not log.warnings

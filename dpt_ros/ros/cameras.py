@@ -1,0 +1,286 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Camera I/O: each camera's output publishers and input subscriptions, their QoS, losses.
+
+Inputs come from the one input table (dpt_ros.core.inputs). Subscriptions are keep-last 1;
+their reliability is configured or follows what the publishers offer ('auto', checked once a
+second so a camera that appears later is matched). A callback only stores the newest frame
+for the worker. Frames the middleware reports lost are counted, and a large best-effort
+stream that loses most of them gets one warning naming the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+
+from rclpy.clock import Clock, ClockType
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.core import inputs
+from dpt_ros.core import outputs
+from dpt_ros.core.anchors import AnchorInput
+from dpt_ros.core.config import Config
+from dpt_ros.core.frames import Calibration
+from dpt_ros.core.inputs import Input
+from dpt_ros.core.reports import Throttle
+from dpt_ros.ros.diagnostics import Stats
+from dpt_ros.ros.scheduler import Scheduler
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    try:
+        from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
+    except ImportError:
+        SubscriptionEventCallbacks = UnsupportedEventTypeError = None
+
+# Frames larger than one UDP datagram travel in fragments: with Fast DDS defaults a
+# best-effort reader between processes loses the whole frame when one fragment is late.
+LARGE_FRAME_BYTES = 64 * 1024
+TRANSPORT_LOSS = 'transport_loss'  # its warning is given once per node
+
+
+class Camera:
+    """One camera's topics, calibration, output publishers and counters."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # '' for the single camera of a node without `cameras`
+        self.prefix = name.rstrip('/') + '/' if name else ''
+        self.inputs: List[Tuple[Input, str]] = []  # (table row, full topic), while active
+        self.image_topic = self.info_topic = ''
+        self.calibration = Calibration()
+        self.pubs: Dict[str, Any] = {}  # output name -> publisher
+        self.subs: Dict[str, Any] = {}  # topic -> subscription
+        self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
+        self.frame_bytes = 0  # size of the last image received (the loss warning's 'large')
+        self.stats = Stats()
+        self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
+        self.anchor_topics: Tuple[str, ...] = ()
+        self.suspended = False  # depth.mode fitted: no metres for want of anchors
+
+    @property
+    def camera_info(self) -> Any:
+        """The newest CameraInfo received (None before the first)."""
+        return self.calibration.info
+
+    def subscribed(self, name: str) -> bool:
+        """Whether output `name` of this camera has a subscriber."""
+        pub = self.pubs.get(name)
+        return pub is not None and pub.get_subscription_count() > 0
+
+    def wanted(self) -> FrozenSet[str]:
+        """Names of this camera's outputs someone subscribes to."""
+        return frozenset(name for name in self.pubs if self.subscribed(name))
+
+    @property
+    def label(self) -> str:
+        """How log lines name this camera."""
+        return f"camera '{self.name}'" if self.name else 'camera'
+
+    def topic(self, role: str) -> str:
+        """Return the full topic of this camera's first input of a role ('' without one)."""
+        return next((t for row, t in self.inputs if row.role == role), '')
+
+
+class CameraIO:
+    """Advertises the cameras' outputs, subscribes their inputs and counts what arrives."""
+
+    def __init__(self, node: Any, once: Throttle) -> None:
+        self.node = node
+        self.once = once  # warnings given once per node
+        self.cameras: List[Camera] = []
+        self.scheduler: Optional[Scheduler] = None
+        self.reliability = 'auto'  # input.reliability
+        self._timer: Any = None
+        self._label_pub: Any = None
+
+    # ------------------------------------------------------------------ open and close
+
+    def open(self, cameras: List[Camera], cfg: Config, has_model: Callable[[str], bool],
+             scheduler: Scheduler, labels: List[str]) -> None:
+        """Advertise each camera's outputs, subscribe its inputs (and publish label_info)."""
+        self.cameras, self.scheduler, self.reliability = cameras, scheduler, cfg.input.reliability
+        out_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=cfg.output.history_depth,
+            reliability=(ReliabilityPolicy.RELIABLE if cfg.output.reliability == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT))
+        rows = inputs.selected(cfg)
+        for cam in cameras:
+            # Advertise only what this node can publish: no segmentation topics without a
+            # segmentation model, no depth topics without a depth model (depth.mode is live,
+            # so a depth model gets all of them).
+            cam.pubs = {o.name: self.node.create_publisher(conv.msg_class(o.msg_type),
+                                                           cam.prefix + o.topic, out_qos)
+                        for o in outputs.OUTPUTS if has_model(o.task)}
+            cam.inputs = [(row, row.resolve(cam.prefix, self.resolve)) for row in rows]
+            cam.image_topic = cam.topic(inputs.IMAGE)
+            cam.info_topic = cam.topic(inputs.CAMERA_INFO)
+            cam.anchor_topics = tuple(t for row, t in cam.inputs
+                                      if row.role in (inputs.ANCHORS, inputs.ANCHORS_INFO))
+            cam.anchors = AnchorInput(cfg.anchors.source) if cam.anchor_topics else None
+            self._subscribe(cam)
+        self._publish_label_info(labels)
+        if cfg.input.reliability == 'auto' or cfg.anchors.source != 'none':
+            # On the steady clock: under use_sim_time a paused bag must not stop it.
+            self._timer = self.node.create_timer(
+                1.0, self.match_publishers, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def unsubscribe(self) -> None:
+        """Stop receiving: no frame reaches the worker after this."""
+        if self._timer is not None:
+            self.node.destroy_timer(self._timer)
+            self._timer = None
+        for cam in self.cameras:
+            for sub in cam.subs.values():
+                self.node.destroy_subscription(sub)
+            cam.subs, cam.sub_reliability = {}, {}
+
+    def unadvertise(self) -> None:
+        """Remove the output publishers (once nothing publishes on them any more)."""
+        for cam in self.cameras:
+            for pub in cam.pubs.values():
+                self.node.destroy_publisher(pub)
+            cam.pubs = {}
+            cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
+        if self._label_pub is not None:
+            self.node.destroy_publisher(self._label_pub)
+        self._label_pub = None
+        self.cameras, self.scheduler = [], None
+
+    def resolve(self, name: str) -> str:
+        """Fully qualified, remapped topic name."""
+        if hasattr(self.node, 'resolve_topic_name'):
+            return self.node.resolve_topic_name(name)
+        ns = self.node.get_namespace().rstrip('/')
+        return name if name.startswith('/') else f'{ns}/{name}'
+
+    # ------------------------------------------------------------------ subscriptions and QoS
+
+    def _reliability(self, cam: Camera, topic: str) -> ReliabilityPolicy:
+        """Return the configured reliability, or in 'auto' what the publishers offer.
+
+        Anchor topics always follow their publishers: lidar and depth drivers often publish
+        best effort, which a reliable subscription would never receive.
+        """
+        choice = 'auto' if topic in cam.anchor_topics else self.reliability
+        if choice == 'reliable':
+            return ReliabilityPolicy.RELIABLE
+        if choice == 'best_effort':
+            return ReliabilityPolicy.BEST_EFFORT
+        offered = [i.qos_profile.reliability
+                   for i in self.node.get_publishers_info_by_topic(topic)]
+        if not offered:
+            return cam.sub_reliability.get(topic, ReliabilityPolicy.RELIABLE)
+        # A reliable subscription cannot match a best-effort publisher; the reverse works.
+        if any(r == ReliabilityPolicy.BEST_EFFORT for r in offered):
+            return ReliabilityPolicy.BEST_EFFORT
+        return ReliabilityPolicy.RELIABLE
+
+    def _callback(self, cam: Camera, role: str) -> Callable[[Any], None]:
+        """Return what receiving a message of this role does."""
+        if role == inputs.IMAGE:
+            return lambda msg: self.on_image(cam, msg)
+        if role == inputs.CAMERA_INFO:
+            return cam.calibration.update
+        return cam.anchors.add if role == inputs.ANCHORS else cam.anchors.set_info
+
+    def _subscribe(self, cam: Camera, only_changed: bool = False) -> None:
+        for row, topic in cam.inputs:
+            rel = self._reliability(cam, topic)
+            if only_changed and rel == cam.sub_reliability.get(topic):
+                continue
+            if only_changed:
+                name = 'best_effort' if rel == ReliabilityPolicy.BEST_EFFORT else 'reliable'
+                self.node.get_logger().info(
+                    f'{topic}: publisher offers {name}; resubscribing {name}')
+            old = cam.subs.pop(topic, None)
+            if old is not None:
+                self.node.destroy_subscription(old)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=rel)
+            lost = (lambda info: self.on_lost(cam, info)) if row.role == inputs.IMAGE else None
+            cam.subs[topic] = self._create_subscription(
+                conv.msg_class(row.msg_type), topic, self._callback(cam, row.role), qos, lost)
+            cam.sub_reliability[topic] = rel
+
+    def _create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None],
+                             qos: QoSProfile, on_lost: Optional[Callable[[Any], None]]) -> Any:
+        """Subscribe; with on_lost, also to the middleware's lost-message events if it has them."""
+        if on_lost is not None and SubscriptionEventCallbacks is not None:
+            try:
+                return self.node.create_subscription(
+                    msg_type, topic, callback, qos,
+                    event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+            except UnsupportedEventTypeError as exc:
+                self.node.get_logger().debug(
+                    f'{topic}: the middleware does not report lost messages ({exc}); '
+                    'frames_lost stays 0')
+        elif on_lost is not None:
+            self.node.get_logger().debug(
+                'this rclpy has no SubscriptionEventCallbacks: frames_lost stays 0')
+        return self.node.create_subscription(msg_type, topic, callback, qos)
+
+    def match_publishers(self) -> None:
+        """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""
+        for cam in self.cameras:
+            self._subscribe(cam, only_changed=True)
+
+    def _publish_label_info(self, labels: List[str]) -> None:
+        """Publish vision_msgs/LabelInfo (transient local) when vision_msgs is installed."""
+        self._label_pub = None
+        if not labels:
+            return
+        try:
+            from vision_msgs.msg import LabelInfo, VisionClass
+        except ImportError:
+            return
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._label_pub = self.node.create_publisher(LabelInfo, outputs.TOPIC_LABEL_INFO, qos)
+        msg = LabelInfo()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(labels)]
+        self._label_pub.publish(msg)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def on_image(self, cam: Camera, msg: Any) -> None:
+        """Keep only the newest frame per camera; the worker takes it when free.
+
+        Arrival order, never stamps, so a looping bag or a clock jump cannot stall it.
+        """
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        dropped = scheduler.put(cam.name, msg)
+        cam.frame_bytes = len(msg.data)
+        cam.stats.add_received(dropped)
+
+    def on_lost(self, cam: Camera, info: Any) -> None:
+        """Count frames the middleware lost; warn once when a large best-effort stream loses most.
+
+        info is rmw_message_lost_status_t (total_count, total_count_change).
+        """
+        window = cam.stats.add_lost(int(info.total_count_change))
+        if window is None or self.once.told(TRANSPORT_LOSS):
+            return
+        lost, seen = window
+        best_effort = cam.sub_reliability.get(cam.image_topic) == ReliabilityPolicy.BEST_EFFORT
+        large = cam.frame_bytes == 0 or cam.frame_bytes >= LARGE_FRAME_BYTES  # 0: none came
+        if not (best_effort and large and 2 * lost > seen):
+            return
+        size = f'{cam.frame_bytes / 1e6:.1f} MB frames' if cam.frame_bytes else 'no frame arrived'
+        profile = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or \
+            os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+        fix = (f'this node runs with the Fast DDS profile {profile}: run the camera driver '
+               'with it too' if profile else 'run the camera driver and this node with the '
+               'shipped profile config/fastdds_large_frames.xml (`ros2 launch dpt_ros '
+               'dpt.launch.py large_frames:=true`, or FASTDDS_DEFAULT_PROFILES_FILE)')
+        self.once(TRANSPORT_LOSS,
+                  f'{cam.label}: {lost} of the last {seen} frames on {cam.image_topic} were lost '
+                  f'in transport (best-effort subscription, {size}). With Fast DDS defaults most '
+                  f'large best-effort frames between processes are lost: {fix}, or publish the '
+                  'camera reliable. /diagnostics counts them (frames_lost).')

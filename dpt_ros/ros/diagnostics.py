@@ -1,0 +1,271 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The node's /diagnostics: counters and latency per camera, stage timings, batches, the fit.
+
+The statuses and their keys are written here and read back here: the benchmark's client,
+the demo and the tests find a status in a DiagnosticArray with status_of / values_of /
+camera_values and the stage timings with stage_p50.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+
+from dpt_ros.core.outputs import FRAME_STAGES
+from dpt_ros.core.reports import percentile
+
+NAME_PREFIX = 'dpt_ros: '
+CAMERA_INFIX = ' camera '
+# Transport loss is judged over windows of this many frames (received + lost) per camera.
+LOSS_WINDOW = 20
+_WINDOW = 200  # latencies kept per camera and stage
+
+
+def stage_key(stage: str) -> str:
+    """Return the key of a stage's p50 in milliseconds: forward -> forward_p50_ms."""
+    return f'{stage}_p50_ms'
+
+
+def status_name(fqn: str, camera: str = '') -> str:
+    """Return the status name of the node (fully qualified name), or of one of its cameras."""
+    return f'{NAME_PREFIX}{fqn}{CAMERA_INFIX}{camera}' if camera else f'{NAME_PREFIX}{fqn}'
+
+
+def _camera_of(status: Any) -> Optional[str]:
+    """Return the camera a dpt_ros status is of ('' for the node's own), None for others."""
+    if not status.name.startswith(NAME_PREFIX):
+        return None
+    return status.name.split(CAMERA_INFIX, 1)[1] if CAMERA_INFIX in status.name else ''
+
+
+def status_of(statuses: Iterable[Any], camera: str = '') -> Any:
+    """Return the node's own status among statuses, or its named camera's; None if absent."""
+    return next((st for st in statuses if _camera_of(st) == camera), None)
+
+
+def values(status: Any) -> Dict[str, str]:
+    """Return a status's values as a dict ({} for None)."""
+    return {kv.key: kv.value for kv in status.values} if status is not None else {}
+
+
+def values_of(statuses: Iterable[Any], camera: str = '') -> Dict[str, str]:
+    """Return the values of the node's own status, or of its named camera's ({} if absent)."""
+    return values(status_of(statuses, camera))
+
+
+def camera_values(statuses: Iterable[Any]) -> Dict[str, Dict[str, str]]:
+    """Return the values of each named camera's status, by camera name."""
+    return {_camera_of(st): values(st) for st in statuses if _camera_of(st)}
+
+
+def stage_p50(values: Dict[str, str]) -> Dict[str, float]:
+    """Return the per-stage p50 in milliseconds a node's values hold, by stage."""
+    return {s: float(values[stage_key(s)]) for s in FRAME_STAGES if stage_key(s) in values}
+
+
+class Stats:
+    """Counters and bounded latency windows of one camera (or of all), never growing."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = self.processed = self.dropped = self.errors = 0
+        self.lost = 0  # reported lost in transport by the middleware (message_lost events)
+        self.last = (0, 0, 0, 0)  # received, processed, dropped, lost at the last report
+        self._window = (0, 0)  # received, lost when the current loss window began
+        self.last_t = time.monotonic()
+        self.stages: Dict[str, Deque[float]] = {s: deque(maxlen=_WINDOW) for s in FRAME_STAGES}
+        self.total: Deque[float] = deque(maxlen=_WINDOW)
+        self.age: Deque[float] = deque(maxlen=_WINDOW)
+
+    def add_received(self, dropped: bool) -> None:
+        """Count one frame received, and whether it replaced one waiting (a drop)."""
+        with self.lock:
+            self.received += 1
+            self.dropped += int(dropped)
+
+    def add_error(self) -> None:
+        """Count one frame that could not be used or published."""
+        with self.lock:
+            self.errors += 1
+
+    def add_timings(self, timings: Dict[str, float], total_ms: float, age_ms: float) -> None:
+        """Count one processed frame with its stage timings, latency and age."""
+        with self.lock:
+            self.processed += 1
+            for k, v in timings.items():
+                if k in self.stages:
+                    self.stages[k].append(v)
+            self.total.append(total_ms)
+            self.age.append(age_ms)
+
+    def add_lost(self, count: int) -> Optional[Tuple[int, int]]:
+        """Count frames lost in transport; at the end of a loss window return (lost, seen) in it.
+
+        A window ends once LOSS_WINDOW frames were seen (received + lost) since it began.
+        """
+        with self.lock:
+            self.lost += count
+            rec0, lost0 = self._window
+            lost, seen = self.lost - lost0, self.received - rec0 + self.lost - lost0
+            if seen < LOSS_WINDOW:
+                return None
+            self._window = (self.received, self.lost)
+            return lost, seen
+
+    def report(self) -> Tuple[Dict[str, str], bool]:
+        """Rates since the last report, counters and latency; and whether frames go unused."""
+        now = time.monotonic()
+        with self.lock:
+            dt = max(now - self.last_t, 1e-6)
+            rec, proc, drop, lost = self.received, self.processed, self.dropped, self.lost
+            rates = ((rec - self.last[0]) / dt, (proc - self.last[1]) / dt, drop - self.last[2],
+                     lost - self.last[3], rec - self.last[0])
+            self.last, self.last_t = (rec, proc, drop, lost), now
+            total = list(self.total)
+            age = percentile(self.age, 50)
+            errors = self.errors
+        values = {
+            'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
+            'frames_received': str(rec), 'frames_processed': str(proc),
+            'frames_dropped': str(drop), 'dropped_since_last_report': str(rates[2]),
+            'frames_lost': str(lost), 'lost_since_last_report': str(rates[3]),
+            'received_since_last_report': str(rates[4]), 'bad_frames': str(errors),
+            'latency_p50_ms': f'{percentile(total, 50):.2f}',
+            'latency_p95_ms': f'{percentile(total, 95):.2f}', 'frame_age_p50_ms': f'{age:.2f}',
+        }
+        return values, bool(rec and not proc)
+
+    def stage_p50(self) -> Dict[str, str]:
+        """Per-stage p50 in ms, as /diagnostics values."""
+        with self.lock:
+            return {stage_key(k): f'{percentile(v, 50):.2f}' for k, v in self.stages.items() if v}
+
+
+def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
+    """One DiagnosticStatus: its level and message say what the values mean."""
+    status = DiagnosticStatus()
+    status.name = name
+    status.hardware_id = values.get('gpu', values.get('device', ''))
+    rates = (float(values.get('input_rate_hz', 0)), float(values.get('output_rate_hz', 0)),
+             int(values.get('dropped_since_last_report', 0)))
+    lost, got = int(values.get('lost_since_last_report', 0)), \
+        int(values.get('received_since_last_report', 0))
+    status.level = DiagnosticStatus.OK
+    if lost > got:
+        status.level = DiagnosticStatus.WARN
+        status.message = 'most input frames are lost in transport (frames_lost; see the log)'
+    elif idle:
+        status.level = DiagnosticStatus.WARN
+        status.message = 'frames arrive but none were processed (no subscribers?)'
+    elif values.get('metric_suspended') == 'true':
+        status.level = DiagnosticStatus.WARN
+        # The fit state says why: no anchors, refused (and the test), degenerate.
+        status.message = (f"no metres ({values.get('fit_state', 'no anchors')}): "
+                          'depth/image and points suspended')
+    elif rates[2] and rates[1] < 0.5 * rates[0]:
+        status.message = 'keeping up with the newest frame, dropping older ones'
+    else:
+        status.message = 'ok'
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    return status
+
+
+def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
+    """Return a camera's anchor counters and, in depth.mode fitted, its last fit."""
+    a = cam.anchors
+    if a is None or pipe is None:
+        return {}
+    values = {'anchors_topic': cam.anchor_topics[0], 'anchor_messages': str(a.messages),
+              'frames_with_anchors': str(a.paired),
+              'frames_without_anchors': str(a.unpaired),
+              'frames_with_bad_anchors': str(a.bad)}
+    if pipe.depth_mode() != 'fitted':
+        return values
+    rep = pipe.fit_report(cam.name)
+    values.update({
+        'anchors_received': str(rep.received), 'anchors_used': str(rep.used),
+        'anchors_inliers': str(rep.inliers), 'scale': f'{rep.scale:.6g}',
+        'shift': f'{rep.shift:.6g}', 'residual_absrel': f'{rep.residual:.4f}',
+        'fit_age_s': f'{rep.age:.3f}', 'fit_state': rep.state or 'no frames yet',
+        'fit_held': str(rep.held).lower(),
+        'metric_suspended': str(bool(rep.state) and not rep.metric).lower()})
+    return values
+
+
+class Diagnostics:
+    """Stage timings and batch sizes of the whole node, and the /diagnostics publisher."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.stages = Stats()
+        self.batch_sizes: Dict[int, int] = {}
+        self._pub: Any = None
+        self._timer: Any = None
+
+    def count_batch(self, size: int) -> None:
+        """Count one forward of size frames."""
+        with self.stages.lock:
+            self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+
+    def open(self, period: float, statuses: Callable[[], List[DiagnosticStatus]]) -> None:
+        """Publish statuses() on /diagnostics every period seconds (steady time)."""
+        self._pub = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # On the steady clock: under use_sim_time a paused bag must not stop the reports.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timer = self.node.create_timer(period, lambda: self._publish(statuses()),
+                                             clock=steady)
+
+    def _publish(self, statuses: List[DiagnosticStatus]) -> None:
+        if self._pub is None:
+            return
+        arr = DiagnosticArray()
+        arr.header.stamp = self.node.get_clock().now().to_msg()
+        arr.status = statuses
+        self._pub.publish(arr)
+
+    def close(self) -> None:
+        """Stop reporting."""
+        if self._timer is not None:
+            self.node.destroy_timer(self._timer)
+        if self._pub is not None:
+            self.node.destroy_publisher(self._pub)
+        self._pub = self._timer = None
+
+    def statuses(self, cameras: List[Any], named: bool, pipe: Any) -> List[DiagnosticStatus]:
+        """Build the statuses: the node, then one per named camera.
+
+        Without named cameras the node's status also holds its camera's counters and latency.
+        """
+        fqn = self.node.get_fully_qualified_name()
+        node_values: Dict[str, str] = {}
+        idle = False
+        if not named:
+            node_values, idle = cameras[0].stats.report()
+        node_values.update(self.stages.stage_p50())
+        with self.stages.lock:
+            sizes = dict(sorted(self.batch_sizes.items()))
+        forwards = sum(sizes.values())
+        node_values['batches'] = str(forwards)
+        node_values['mean_batch_size'] = \
+            f'{sum(k * v for k, v in sizes.items()) / forwards:.2f}' if forwards else 'nan'
+        node_values['max_batch_size'] = str(max(sizes, default=0))
+        node_values.update(pipe.describe() if pipe else {})
+        if not named:
+            node_values['input_topic'] = cameras[0].image_topic
+            node_values.update(anchor_values(cameras[0], pipe))
+            return [_status(status_name(fqn), node_values, idle)]
+        node_values['cameras'] = ', '.join(c.name for c in cameras)
+        out = [_status(status_name(fqn), node_values, False)]
+        for cam in cameras:
+            values, cam_idle = cam.stats.report()
+            values['input_topic'] = cam.image_topic
+            values.update(anchor_values(cam, pipe))
+            out.append(_status(status_name(fqn, cam.name), values, cam_idle))
+        return out

@@ -1,0 +1,127 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The node's ROS parameters, from the one table: declared with descriptors, read, set live.
+
+Every parameter of dpt_ros.core.params.param_table is declared with its description and
+range (`ros2 param describe`); values are validated by building a Config. A live change
+(`ros2 param set`) is validated the same way and refused with the reason when it is bad.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
+
+from dpt_ros.core.config import Config, config_from_flat, ConfigError, iter_settings
+from dpt_ros.core.params import param_table, ParamSpec
+
+CLASS_NAMES_PARAM = 'segmentation.class_names'
+_OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """Build the ParameterDescriptor for one table entry (what `ros2 param describe` shows)."""
+    d = ParameterDescriptor(description=spec.describe(), read_only=spec.read_only,
+                            additional_constraints=f'allowed: {spec.constraint()}')
+    if spec.type is float:
+        # Doubles accept YAML integers ('max: 10'), which static typing would refuse; the
+        # value is checked and converted by Config validation instead.
+        d.type = ParameterType.PARAMETER_DOUBLE
+        d.dynamic_typing = True
+        if spec.range is not None:
+            d.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+    elif spec.type is tuple:
+        d.type = ParameterType.PARAMETER_STRING_ARRAY
+    elif spec.type is int and spec.range is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]),
+                                        to_value=int(spec.range[1]), step=1)]
+    return d
+
+
+def given(node: Any) -> Dict[str, Parameter]:
+    """Return the parameter values a node was started with (constructor and --ros-args).
+
+    rclpy (Humble to Kilted) has no public accessor for them: Node.__init__ collects the
+    command line's and the parameter_overrides argument's values in Node._parameter_overrides,
+    where Node.declare_parameter reads them (rclpy/node.py). Read here, and only here, to name
+    a bad value and to refuse unknown names; test_parameters.py's
+    test_bad_parameter_at_startup_exits_with_one_message (points.stride, depth.maxx) pins both.
+    """
+    return dict(getattr(node, '_parameter_overrides', {}) or {})
+
+
+class Parameters:
+    """A node's table parameters: declared once, read as a Config, changed live through apply.
+
+    apply(cfg) takes a validated config of a live change, or raises ConfigError to refuse it.
+    """
+
+    def __init__(self, node: Any, apply: Callable[[Config], None]) -> None:
+        self.node = node
+        self.apply = apply
+        self._declare()
+        node.add_on_set_parameters_callback(self._on_set)
+
+    def _declare(self) -> None:
+        """Declare every table parameter (values are validated by read)."""
+        overrides = given(self.node)
+        for spec in param_table():
+            # An empty list has no type of its own in rclpy: declare string arrays by type.
+            default = (list(spec.default) or Parameter.Type.STRING_ARRAY) \
+                if spec.type is tuple else spec.default
+            try:
+                self.node.declare_parameter(spec.name, default, descriptor(spec))
+            except Exception as exc:  # noqa: B902 - rclpy raises several types here
+                value = overrides.get(spec.name)
+                shown = f' = {value.value!r}' if value is not None else ''
+                raise ConfigError(f'parameter {spec.name}{shown}: {exc} '
+                                  f'(allowed: {spec.constraint()}).') from exc
+        unknown = sorted(n for n in overrides if n.startswith(_OWN_GROUPS)
+                         and not self.node.has_parameter(n) and n != CLASS_NAMES_PARAM)
+        if unknown:
+            known = ', '.join(p.name for p in param_table())
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; known: {known}.")
+
+    def _flat(self) -> Dict[str, Any]:
+        return {spec.name: self._value(spec.name) for spec in param_table()}
+
+    def _value(self, name: str) -> Any:
+        try:
+            return self.node.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None  # a list declared by type and not given (an empty list)
+
+    def read(self) -> Config:
+        """Return the validated config from the parameters in force (ConfigError if bad)."""
+        return config_from_flat(self._flat())
+
+    def declare_class_names(self, labels: List[str]) -> None:
+        """Declare the read-only segmentation.class_names (once, on the first activation)."""
+        if self.node.has_parameter(CLASS_NAMES_PARAM):
+            return
+        self.node.declare_parameter(
+            CLASS_NAMES_PARAM, labels or Parameter.Type.STRING_ARRAY,
+            ParameterDescriptor(description='Class names of the segmentation model, by id '
+                                '(index = value in segmentation/image). Read-only.',
+                                read_only=True))
+
+    def _on_set(self, params: List[Parameter]) -> SetParametersResult:
+        names = {p.name for p in param_table()}
+        changes = {p.name: p.value for p in params if p.name in names}
+        if not changes:
+            return SetParametersResult(successful=True)
+        flat = self._flat()
+        flat.update(changes)
+        try:
+            self.apply(config_from_flat(flat))
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.node.get_logger().info(
+            'parameters updated: ' + ', '.join(f'{k}={v!r}' for k, v in changes.items()))
+        return SetParametersResult(successful=True)

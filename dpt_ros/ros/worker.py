@@ -1,0 +1,232 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The node's one worker thread: jobs, then batches of frames down the one frame road.
+
+One worker thread does all torch work (loading, moving, every frame): on the CPU a forward
+from a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it
+keeps the current device and stream in one thread. Each batch goes down dpt_ros.core.frames:
+decoded, calibrated, paired with anchors, run one forward per size, serialized to CDR. With
+output.overlap a second thread publishes a batch's outputs while the worker runs the next
+forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from typing import Any, Callable, List, Optional, Protocol, Tuple
+
+from sensor_msgs.msg import CompressedImage
+
+from dpt_ros.core import frames
+from dpt_ros.core.anchors import AnchorError
+from dpt_ros.core.config import Config
+from dpt_ros.core.conversions import FrameError
+from dpt_ros.core.frames import FrameIn
+from dpt_ros.core.geometry import IntrinsicsError
+from dpt_ros.core.outputs import Result
+from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.core.reports import Throttle
+from dpt_ros.ros.cameras import Camera
+from dpt_ros.ros.diagnostics import Diagnostics
+from dpt_ros.ros.scheduler import Handoff, Job, Scheduler, Taken
+
+Done = List[Tuple[FrameIn, Result]]  # one forward's frames and results
+
+
+class Owner(Protocol):
+    """What the worker reads from the node it works for (cfg and pipeline change live)."""
+
+    node: Any                   # the rclpy node: context, clock, logger
+    cfg: Config
+    pipeline: Optional[Pipeline]
+    cameras: List[Camera]
+    diagnostics: Diagnostics
+    warn: Throttle              # a kind of problem at most once per period
+    once: Throttle              # a kind of problem once for good
+
+
+class Worker:
+    """The worker thread of a configured node, its frame slots and its publishing hand-off."""
+
+    def __init__(self, rt: Owner) -> None:
+        self.rt = rt
+        self.scheduler = Scheduler([c.name for c in rt.cameras])
+        self.handoff = Handoff(on_error=self.publish_failed)
+        self.building: Optional[Pipeline] = None  # being warmed up on this thread
+        self._thread = threading.Thread(target=self._work, name='dpt_worker', daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread runs."""
+        return self._thread.is_alive()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the worker thread and return its result (raise what it raised).
+
+        On Ctrl-C meanwhile, let fn finish (a process that exits while a thread is inside
+        torch's C++ aborts), stop the worker, then re-raise.
+        """
+        job = self.scheduler.submit(fn)
+        try:
+            job.done.wait()
+        except BaseException:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the second Ctrl-C of launch
+            building = self.building
+            if building is not None:
+                building.cancel()  # an engine build stops at its next step
+            self.scheduler.stop()
+            job.done.wait()
+            self._thread.join(timeout=10.0)
+            raise
+        return job.result()
+
+    def stop(self) -> None:
+        """Stop publishing and the thread (a batch being published finishes first)."""
+        self.handoff.close()  # wakes a worker waiting to hand a batch over
+        self.scheduler.stop()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10.0)
+        self.handoff.stop()
+
+    # ------------------------------------------------------------------ the thread
+
+    def _work(self) -> None:
+        """Run jobs and batches until stopped."""
+        rt, scheduler = self.rt, self.scheduler
+        by_name = {c.name: c for c in rt.cameras}
+        while True:
+            item = scheduler.next(lambda: rt.cfg.batch.max_size,
+                                  lambda: rt.cfg.batch.max_wait_ms / 1e3)
+            if item is None:
+                return
+            if isinstance(item, Job):
+                item()
+                del item  # its result may be a pipeline: hold no reference while waiting
+                continue
+            if rt.pipeline is None:
+                continue  # frames that arrived just before deactivation
+            taken = [(by_name[t.camera], t) for t in item]
+            try:
+                self.handle_batch(taken)
+            except Exception as exc:  # noqa: B902 - the worker must outlive any frame
+                if scheduler.stopped or not rt.node.context.ok():
+                    return  # Ctrl-C: rclpy shut the context down while a frame was in flight
+                for cam, _ in taken:
+                    cam.stats.add_error()
+                rt.warn('internal', f'frame failed: {exc!r}\n{traceback.format_exc()}')
+
+    # ------------------------------------------------------------------ one batch
+
+    def frame(self, cam: Camera, taken: Taken, cfg: Config) -> Optional[FrameIn]:
+        """Decode one taken frame for the batch; None when no one listens or it is unusable."""
+        rt = self.rt
+        want = cam.wanted()
+        if not want:
+            return None  # no one listens: spend nothing
+        try:
+            f = FrameIn.decode(taken.msg, isinstance(taken.msg, CompressedImage),
+                               camera=cam.name, want=want, origin=(cam, taken))
+        except FrameError as exc:
+            cam.stats.add_error()
+            rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
+            return None
+        fitted = cam.anchors is not None and rt.pipeline.depth_mode(cfg) == 'fitted'
+        if fitted or want & {'points', 'depth', 'depth_info'}:
+            self._calibrate(f, cam, cfg)
+        if 'points' in want and rt.pipeline.depth_mode() == 'relative_inverse':
+            rt.once('relative_points',
+                    'points need metric depth: the depth model is relative (depth.mode '
+                    f"'{cfg.depth.mode}'). Set depth.mode to 'metric' or 'affine_inverse' with "
+                    'depth.scale/depth.shift, or use a metric checkpoint.')
+        if f.intrinsics is None:
+            f.want = want - {'points'}
+        if fitted:  # anchor decoding is timed as part of the frame's decode stage
+            t1 = time.perf_counter()
+            try:
+                f.pair(cam.anchors, cfg.anchors)
+            except AnchorError as exc:
+                # Throttled per camera and kind of problem: a driver sending the same bad
+                # message at 30 Hz logs once a period, a second problem still gets its line.
+                rt.warn(f'anchors:{cam.name}:{str(exc)[:40]}',
+                        f'skipping the anchors on {cam.anchor_topics[0]} for a frame of '
+                        f'{cam.label}: {exc}')
+            f.decode_ms += (time.perf_counter() - t1) * 1e3
+        return f
+
+    def _calibrate(self, f: FrameIn, cam: Camera, cfg: Config) -> None:
+        """Give f its camera's intrinsics, or none with a warning."""
+        if cam.camera_info is None:
+            self.rt.once(('no_info', cam.name),
+                         f'no camera_info received on {cam.info_topic} yet: publishing depth '
+                         'without points and depth/camera_info until it arrives.')
+            return
+        try:
+            f.calibrate(cam.calibration, cfg.input.rectified)
+        except IntrinsicsError as exc:
+            self.rt.warn('bad_info' + cam.name, f'camera_info on {cam.info_topic} unusable '
+                         f'({exc}); publishing depth without points for this frame.')
+
+    def handle_batch(self, taken: List[Tuple[Camera, Taken]]) -> None:
+        """Decode, run frames of one size and layout as one forward, publish per camera."""
+        rt = self.rt
+        cfg = rt.cfg  # one snapshot for the whole batch
+        batch = [f for f in (self.frame(cam, t, cfg) for cam, t in taken) if f is not None]
+        for done in frames.run(rt.pipeline, batch):
+            rt.diagnostics.count_batch(len(done))
+            for f, result in done:
+                self._note_fit(f.origin[0], result)
+            # Fill and publish on the publishing thread while this one runs the next forward
+            # (waits here while the previous batch is still being published).
+            self.handoff.submit(lambda done=done: self.publish_batch(done, cfg),
+                                cfg.output.overlap)
+
+    def _note_fit(self, cam: Camera, result: Result) -> None:
+        """Log when a camera's metres come back after an outage (the stop was warned)."""
+        if cam.anchors is None or result.mode != 'fitted' or result.fit is None:
+            return
+        if cam.suspended and result.fit.metric:
+            self.rt.node.get_logger().info(
+                f'{cam.label}: anchors are back; publishing metres again.')
+        cam.suspended = not result.fit.metric
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish_batch(self, done: Done, cfg: Config) -> None:
+        """Publish every camera's outputs of one forward (publishing thread, or the worker)."""
+        for f, result in done:
+            try:
+                self._publish(f, result, cfg)
+            except Exception:  # noqa: B902 - one camera's failure must not lose the others'
+                if not self.rt.node.context.ok():
+                    return  # Ctrl-C: rclpy shut the context down while publishing
+                f.origin[0].stats.add_error()
+                self.publish_failed()
+
+    def publish_failed(self, _exc: Optional[BaseException] = None) -> None:
+        """Warn about a failed publication (inside its except block)."""
+        self.rt.warn('publish', f'publishing failed:\n{traceback.format_exc()}')
+
+    def _publish(self, f: FrameIn, result: Result, cfg: Config) -> None:
+        cam, taken = f.origin
+        for w in result.warnings:
+            self.rt.warn('result:' + cam.name + w[:40], w)
+        t1 = time.perf_counter()
+        # Serialized CDR straight from the arrays: rclpy publishes bytes as they are, without
+        # building a message and copying the arrays into it.
+        data = [(cam.pubs[o.name], out) for o, out in frames.messages(
+            f, result, cfg.depth.encoding, {n for n in f.want if cam.subscribed(n)})]
+        t2 = time.perf_counter()
+        for pub, out in data:
+            pub.publish(out)
+        t3 = time.perf_counter()
+        timings = dict(result.timings, fill=(t2 - t1) * 1e3, publish=(t3 - t2) * 1e3)
+        total_ms = (time.monotonic() - taken.arrived) * 1e3
+        age_ms = (self.rt.node.get_clock().now().nanoseconds - f.stamp_ns) / 1e6
+        cam.stats.add_timings(timings, total_ms, age_ms)
+        self.rt.diagnostics.stages.add_timings(timings, total_ms, age_ms)

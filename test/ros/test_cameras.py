@@ -1,0 +1,120 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Camera I/O (dpt_ros.ros.cameras) over real DDS: QoS matching, lost frames and their warning."""
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.tools.sample import synthetic_scene
+
+from rosutil import header  # noqa: I100
+
+from rclpy.qos import ReliabilityPolicy  # noqa: E402, I100
+
+NS = '/io'
+
+
+def start(harness, **params):
+    """Start a DptNode with the tiny metric model under NS; spin it."""
+    return harness.start_node(NS, **{'model.device': 'cpu', **params})
+
+
+def test_auto_reliability_follows_a_best_effort_camera_that_comes_later(harness, tiny_metric):
+    node = start(harness, **{'model.depth': str(tiny_metric)})
+    cam = node.cameras[0]
+    assert cam.sub_reliability[cam.image_topic] == ReliabilityPolicy.RELIABLE  # none yet
+    harness.record_outputs(NS, ['depth/image'])
+    img, info = harness.publishers(NS, reliability=ReliabilityPolicy.BEST_EFFORT)
+    # Matched within the second-long check; a reliable reader would never get these frames.
+    assert harness.wait(lambda: cam.sub_reliability[cam.image_topic]
+                        == ReliabilityPolicy.BEST_EFFORT, 10)
+    assert harness.wait(lambda: cam.sub_reliability[cam.info_topic]
+                        == ReliabilityPolicy.BEST_EFFORT, 10)
+    assert harness.wait_subscribed(img) and harness.wait_subscribed(info)
+    s = synthetic_scene(64, 48)
+    for i in range(50):  # best effort: resend until one frame made it through
+        h = header(i)
+        info.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+        img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+        if harness.wait(lambda: harness.get(f'{NS}/depth/image'), 0.2):
+            break
+    assert harness.get(f'{NS}/depth/image') and cam.stats.received >= 1
+
+
+class Recorder:
+    """Stands in for the node's logger: keeps warnings."""
+
+    def __init__(self, real):
+        self.real, self.warnings = real, []
+
+    def warning(self, text):
+        self.warnings.append(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def lost(count, total):
+    """Return what rmw reports with a message_lost event (rmw_message_lost_status_t)."""
+    return SimpleNamespace(total_count=total, total_count_change=count)
+
+
+@pytest.mark.parametrize('reliability, profile', [
+    ('best_effort', None), ('best_effort', '/opt/robot/fastdds.xml'), ('reliable', None)])
+def test_lost_frames_are_counted_and_a_large_best_effort_loss_warns_once(
+        harness, tiny_metric, monkeypatch, reliability, profile):
+    """The node's message_lost handler, fed as rmw feeds it: counter, one warning, no noise."""
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+        monkeypatch.delenv(var, raising=False)
+    if profile:  # the node runs with a profile already: the camera driver needs it too
+        monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', profile)
+    node = start(harness, **{'model.depth': str(tiny_metric), 'input.reliability': reliability})
+    cam = node.cameras[0]
+    expected = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
+                'reliable': ReliabilityPolicy.RELIABLE}[reliability]
+    assert cam.sub_reliability[cam.image_topic] == expected
+    log = Recorder(node.get_logger())
+    node.get_logger = lambda: log
+    img, _ = harness.publishers(NS, reliability=expected)
+    assert harness.wait_subscribed(img)
+    frame = synthetic_scene(640, 480).rgb  # 0.9 MB: beyond one UDP datagram
+    # A window of mostly received frames: counted, no warning.
+    for i in range(15):
+        img.publish(conv.image_msg(header(i), frame, 'rgb8'))
+        time.sleep(0.01)
+    assert harness.wait(lambda: cam.stats.received == 15, 10)
+    node.runtime.io.on_lost(cam, lost(5, 5))
+    assert cam.stats.lost == 5 and not log.warnings
+    # Then most frames lost: one warning naming the fix (best effort only); never again.
+    for n in range(2, 6):
+        node.runtime.io.on_lost(cam, lost(20, 5 + 20 * (n - 1)))
+    assert cam.stats.lost == 85
+    values = {kv.key: kv.value for st in node.diagnostics_status() for kv in st.values}
+    assert values['frames_lost'] == '85'
+    if reliability == 'best_effort':
+        assert len(log.warnings) == 1, log.warnings
+        text = log.warnings[0]
+        fix = [f'runs with the Fast DDS profile {profile}', 'camera driver with it too'] \
+            if profile else ['fastdds_large_frames.xml', 'large_frames:=true']
+        for words in ['20 of the last 20 frames', cam.image_topic, 'best-effort'] + fix:
+            assert words in text, text
+    else:
+        assert not log.warnings
+
+
+def test_small_frames_or_a_few_losses_do_not_warn(harness, tiny_metric):
+    node = start(harness, **{'model.depth': str(tiny_metric), 'input.reliability': 'best_effort'})
+    cam = node.cameras[0]
+    log = Recorder(node.get_logger())
+    node.get_logger = lambda: log
+    img, _ = harness.publishers(NS, reliability=ReliabilityPolicy.BEST_EFFORT)
+    assert harness.wait_subscribed(img)
+    img.publish(conv.image_msg(header(0), synthetic_scene(64, 48).rgb, 'rgb8'))  # 9 kB
+    assert harness.wait(lambda: cam.stats.received == 1, 10)
+    for n in range(5):
+        node.runtime.io.on_lost(cam, lost(20, 20 * (n + 1)))
+    assert cam.stats.lost == 100 and not log.warnings

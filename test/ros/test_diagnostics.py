@@ -1,0 +1,86 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""/diagnostics (dpt_ros.ros.diagnostics): what the node writes is what the tools read back."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from dpt_ros.core.outputs import FRAME_STAGES
+
+diag = pytest.importorskip('dpt_ros.ros.diagnostics', reason='diagnostic_msgs (ROS 2) is absent')
+DiagnosticStatus = pytest.importorskip('diagnostic_msgs.msg').DiagnosticStatus
+
+
+class Node:
+    """The two things Diagnostics asks its node."""
+
+    def get_fully_qualified_name(self):
+        return '/robot/dpt'
+
+
+def camera(name, received=0, processed=0):
+    stats = diag.Stats()
+    stats.received, stats.processed = received, processed
+    return camera_of(stats, name)
+
+
+def camera_of(stats, name=''):
+    return SimpleNamespace(name=name, image_topic=f'/robot/{name}/image', stats=stats,
+                           anchors=None, anchor_topics=())
+
+
+def timings(ms):
+    return {s: ms for s in FRAME_STAGES}
+
+
+def test_statuses_read_back_by_camera_and_stage():
+    d = diag.Diagnostics(Node())
+    front, rear = camera('front', 10, 9), camera('rear', 4, 0)
+    for ms in (1.0, 2.0, 4.0):
+        d.stages.add_timings(timings(ms), 3 * ms, 1.0)
+        front.stats.add_timings(timings(ms), 3 * ms, 1.0)
+    d.count_batch(2)
+    d.count_batch(1)
+    pipe = SimpleNamespace(describe=lambda: {'device': 'cpu', 'depth_mode': 'metric'})
+    statuses = d.statuses([front, rear], True, pipe)
+    assert [s.name for s in statuses] == ['dpt_ros: /robot/dpt',
+                                          'dpt_ros: /robot/dpt camera front',
+                                          'dpt_ros: /robot/dpt camera rear']
+    node = diag.values_of(statuses)
+    assert diag.stage_p50(node) == dict.fromkeys(FRAME_STAGES, 2.0)
+    assert (node['batches'], node['mean_batch_size'], node['max_batch_size']) == ('2', '1.50', '2')
+    assert node['cameras'] == 'front, rear' and node['device'] == 'cpu'
+    cams = diag.camera_values(statuses)
+    assert sorted(cams) == ['front', 'rear'] and cams['front'] == diag.values_of(statuses,
+                                                                                 'front')
+    assert cams['front']['input_topic'] == '/robot/front/image'
+    assert (cams['front']['latency_p50_ms'], cams['front']['latency_p95_ms']) == ('6.00', '11.40')
+    assert diag.status_of(statuses, 'rear').level == DiagnosticStatus.WARN  # nothing processed
+    assert diag.status_of(statuses, 'side') is None and diag.values_of([], 'side') == {}
+
+
+def test_one_camera_reports_on_the_nodes_status():
+    d = diag.Diagnostics(Node())
+    cam = camera('', 20, 20)
+    statuses = d.statuses([cam], False, None)
+    assert len(statuses) == 1 and not diag.camera_values(statuses)
+    values = diag.values_of(statuses)
+    assert values['frames_received'] == '20' and values['input_topic'] == '/robot//image'
+    assert values['batches'] == '0' and values['mean_batch_size'] == 'nan'
+    assert statuses[0].level == DiagnosticStatus.OK and statuses[0].message == 'ok'
+
+
+def test_most_frames_lost_warns_and_losses_are_windowed():
+    stats = diag.Stats()
+    stats.received = 5
+    assert stats.add_lost(10) is None  # 15 seen: the window is not over
+    assert stats.add_lost(10) == (20, 25)
+    assert stats.add_lost(1) is None  # a new window began
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    values = diag.values(status)
+    assert (values['frames_lost'], values['lost_since_last_report']) == ('21', '21')
+    assert status.level == DiagnosticStatus.WARN and 'lost in transport' in status.message
+    values, idle = stats.report()  # rates and counts since the last report
+    assert (values['frames_lost'], values['lost_since_last_report'], idle) == ('21', '0', True)

@@ -1,0 +1,125 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The node's parameters (dpt_ros.ros.parameters): declared from the table, validated, live.
+
+In-process over real DDS (`ros2 param set` through the service), and as a process started with
+a params file (a bad or unknown parameter exits with one line).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.core.config import Config
+from dpt_ros.tools.sample import synthetic_scene
+from dpt_ros.tools.toolkit import write_params_file
+
+from rosutil import header, NodeProcess  # noqa: I100
+
+from rcl_interfaces.msg import ParameterType  # noqa: E402, I100
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.exceptions import ParameterUninitializedException  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from dpt_ros.ros.node import DptNode  # noqa: E402
+
+NS = '/cam'
+
+
+def call_set(harness, node_name, params):
+    """Set parameters through the node's service, as `ros2 param set` does."""
+    cli = harness.node.create_client(SetParameters, f'{NS}/{node_name}/set_parameters')
+    assert cli.wait_for_service(timeout_sec=10)
+    req = SetParameters.Request()
+    req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in params.items()]
+    fut = cli.call_async(req)
+    assert harness.wait(fut.done, 10)
+    return fut.result().results
+
+
+def test_parameters_validated_and_live(harness, tiny_metric):
+    harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    harness.record_outputs(NS, ['depth/image', 'points'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(128, 96)
+
+    def frame(i):
+        h = header(i)
+        pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+        pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
+        return (harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(h)),
+                harness.wait_stamp(f'{NS}/points', conv.stamp_ns(h)))
+
+    d0, p0 = frame(0)
+    depth0 = conv.image_to_array(d0)
+    assert np.nanmax(depth0) > 1.0
+    # Refused with the reason; nothing changes.
+    for bad, word in (({'depth.max': -3.0}, 'depth.max'), ({'depth.encoding': '8UC3'}, '32FC1'),
+                      ({'depth.min': 50.0}, 'depth.min'), ({'points.stride': 0}, 'stride'),
+                      ({'model.depth': '/elsewhere'}, 'read-only'),
+                      ({'depth.colormap': 'rainbow'}, 'inferno')):
+        res = call_set(harness, 'dpt', bad)
+        assert not res[0].successful, bad
+        assert word in res[0].reason, (bad, res[0].reason)
+    # Live: applied from the next frame, no reload.
+    res = call_set(harness, 'dpt', {'depth.max': 1, 'points.stride': 4,
+                                    'depth.encoding': '16UC1'})
+    assert all(r.successful for r in res), [r.reason for r in res]
+    d1, p1 = frame(1)
+    assert d1.encoding == '16UC1'
+    mm = conv.image_to_array(d1)
+    assert mm.max() <= 1000 and (mm == 0).sum() > (~np.isfinite(depth0)).sum()
+    assert (p1.height, p1.width) == (96 // 4, 128 // 4)
+
+
+def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
+    """Declared defaults == config/dpt.yaml == the parameter table (no overrides given)."""
+    from dpt_ros.core.params import config_from_params_file, param_table
+    from dpt_ros.core.pipeline import Pipeline
+    root = Path(__file__).resolve().parents[2]
+    cfg = Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu'})
+    node = DptNode('dpt', context=harness.ctx, pipeline=Pipeline(cfg))
+    harness.add_node(node)
+    yaml_cfg = config_from_params_file(root / 'config' / 'dpt.yaml')
+    assert yaml_cfg == Config()
+    for spec in param_table():
+        if spec.type is tuple:  # an empty list: rclpy has no typed empty array, 'not set'
+            assert spec.default == ()
+            with pytest.raises(ParameterUninitializedException):
+                node.get_parameter(spec.name)
+            assert node.describe_parameter(spec.name).type == \
+                ParameterType.PARAMETER_STRING_ARRAY
+        else:
+            assert node.get_parameter(spec.name).value == spec.default, spec.name
+        desc = node.describe_parameter(spec.name)
+        assert desc.description.startswith(spec.description), spec.name
+        assert desc.read_only == spec.read_only, spec.name
+        if spec.range is not None:
+            rng = desc.floating_point_range or desc.integer_range
+            assert rng and (rng[0].from_value, rng[0].to_value) == spec.range, spec.name
+    assert ParameterType.PARAMETER_DOUBLE == node.describe_parameter('depth.max').type
+
+
+@pytest.mark.parametrize('params, words', [
+    ({'depth.max': -5.0}, ['depth.max']),
+    ({'depth.encoding': '8UC3'}, ['depth.encoding', '32FC1']),
+    ({'depth.min': 30.0}, ['depth.min', 'depth.max']),
+    ({'depth.maxx': 3.0}, ['depth.maxx']),
+    ({'model.precision': 'fp8'}, ['model.precision']),
+    ({'points.stride': 'two'}, ['points.stride', "= 'two'"]),
+])
+def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, params, words):
+    params = dict({'model.depth': str(tiny_metric), 'model.device': 'cpu'}, **params)
+    node = NodeProcess(['--params-file', str(write_params_file(tmp_path / 'p.yaml', params))])
+    rc = node.wait_exit(60)
+    err = ''.join(node.err)
+    assert rc == 2, node.text()
+    lines = [ln for ln in err.splitlines() if 'dpt_node: error:' in ln]
+    assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert 'Traceback' not in err
