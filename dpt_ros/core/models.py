@@ -463,8 +463,10 @@ def load_models(cfg: ModelConfig, log: Callable[[str], None] = LOG.info, on_host
     """
     depth = seg = None
     if cfg.depth:
-        config = _load_config(cfg.depth, Path(cfg.depth).expanduser()
-                              if _looks_like_path(cfg.depth) else None)
+        local = Path(cfg.depth).expanduser() if _looks_like_path(cfg.depth) else None
+        if local is not None:
+            _check_local_dir(local)
+        config = _load_config(cfg.depth, local)
         offered = checkpoint_heads(config)
         heads = [HEAD_DEPTH]
         if cfg.segmentation and _same_checkpoint(cfg.depth, cfg.segmentation):

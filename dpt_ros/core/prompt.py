@@ -103,7 +103,7 @@ def push_pull(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def cell_means(x: torch.Tensor, grid_hw: Tuple[int, int]) -> torch.Tensor:
-    """Return (B, H, W) -> (B, h, w) cell means of the finite values (NaN where none)."""
+    """Return the (B, h, w) cell means of a (B, H, W) map's finite values (NaN where none)."""
     ok = torch.isfinite(x)
     s = F.adaptive_avg_pool2d(torch.where(ok, x, torch.zeros_like(x)).unsqueeze(1), grid_hw)
     n = F.adaptive_avg_pool2d(ok.float().unsqueeze(1), grid_hw)

@@ -162,3 +162,8 @@ def test_checkpoints_written_by_transformers_keep_their_layout(checkpoints):
     assert any(k.startswith('normals_head.') for k in keys)
     cfg = json.loads((checkpoints('tiny-tipsv2') / 'config.json').read_text())
     assert cfg['model_type'] == 'tipsv2_dpt' and 'backbone_config' in cfg
+
+
+def test_a_missing_folder_is_named_before_anything_is_read(tmp_path):
+    with pytest.raises(ModelLoadError, match='does not exist'):
+        load_models(cpu(depth=str(tmp_path / 'nope')), **QUIET)
