@@ -131,7 +131,7 @@ def test_prompt_depth_anything_without_prompts_is_refused_before_its_weights_are
     with pytest.raises(ModelLoadError) as info:
         load_model(str(ckpt), 'depth', ModelConfig(device='cpu'), lambda m: None)
     text = str(info.value)
-    assert '\n' not in text and 'prompt' in text and 'weights' not in text, text
+    assert '\n' not in text and 'metric prompt' in text and 'weights' not in text, text
 
 
 def test_processor_found_as_transformers_finds_it(tmp_path, checkpoints):
