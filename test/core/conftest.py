@@ -21,7 +21,7 @@ def _torchvision_version() -> str:
     return f'0.{minor + 15}.*' if major == 2 else ''
 
 
-def _scratch_torchvision(cache) -> Path:
+def _scratch_torchvision(cache, scratch: Path) -> Path:
     """Return a folder holding torchvision for the reference process only (not the node's).
 
     PyPI's torchvision wheel may carry a C extension built for another torch build (CUDA here,
@@ -34,7 +34,9 @@ def _scratch_torchvision(cache) -> Path:
     if given:
         return Path(given)
     version = _torchvision_version()
-    folder = Path(cache.mkdir(f'torchvision-{version.strip(".*")}'))
+    name = f'torchvision-{version.strip(".*")}'
+    # Kept in pytest's cache between runs; in this run's temporary folder without one.
+    folder = Path(cache.mkdir(name)) if cache is not None else scratch / name
     meta = folder / 'torchvision' / '_meta_registrations.py'
     if not meta.is_file():
         cmd = [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--target',
@@ -59,7 +61,8 @@ def _scratch_torchvision(cache) -> Path:
 @pytest.fixture(scope='session')
 def transformers_reference(request, tmp_path_factory):
     """Run test/core/dense_reference.py on a checkpoint and inputs; return its arrays."""
-    folder = _scratch_torchvision(request.config.cache)
+    folder = _scratch_torchvision(getattr(request.config, 'cache', None),
+                                  tmp_path_factory.getbasetemp())
     work = tmp_path_factory.mktemp('reference')
     count = [0]
 
