@@ -167,3 +167,18 @@ def test_checkpoints_written_by_transformers_keep_their_layout(checkpoints):
 def test_a_missing_folder_is_named_before_anything_is_read(tmp_path):
     with pytest.raises(ModelLoadError, match='does not exist'):
         load_models(cpu(depth=str(tmp_path / 'nope')), **QUIET)
+
+
+def test_depth_pro_metres_say_which_focal_length_they_used():
+    from dpt_ros.core.postprocess import depth_pro_metres
+    inverse = torch.full((3, 4, 6), 0.25)
+    fov = torch.tensor([90.0, 90.0, 90.0])  # focal length W / 2 at any width
+    metres, focal, src = depth_pro_metres(inverse, (8, 12), [30.0, None, -1.0], fov)
+    assert src == ['camera_info', 'predicted_fov', 'predicted_fov']
+    assert focal.tolist() == pytest.approx([30.0, 6.0, 6.0])
+    # metres = f / (W * inverse): 30 / (12 * 0.25) = 10, 6 / 3 = 2
+    assert metres.shape == (3, 8, 12)
+    assert torch.allclose(metres[0], torch.full((8, 12), 10.0))
+    assert torch.allclose(metres[1], torch.full((8, 12), 2.0))
+    metres, focal, src = depth_pro_metres(inverse[:1], (8, 12), None, None)
+    assert src == ['none'] and bool(torch.isnan(metres).all()) and bool(torch.isnan(focal).all())
