@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 import socket
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import torch
@@ -23,7 +23,30 @@ from dpt_ros.core.preprocess import PreprocessSpec, UnsupportedProcessor
 LOG = logging.getLogger('dpt_ros')
 
 # Architectures whose raw output is already metres (besides configs that say so).
-_METRIC_MODEL_TYPES = ('zoedepth', 'glpn')
+_METRIC_MODEL_TYPES = ('zoedepth', 'glpn', 'tipsv2_dpt', 'prompt_depth_anything')
+
+# What one forward of a network can give, as named in LoadedModel.heads.
+HEAD_DEPTH = 'depth'                # (B, h, w): see LoadedModel.depth_units
+HEAD_SEGMENTATION = 'segmentation'  # (B, classes, h, w) logits
+HEAD_NORMALS = 'normals'            # (B, 3, h, w) raw normals in the head's own axes
+HEAD_FOV = 'fov'                    # (B,) horizontal field of view in degrees (Depth Pro)
+# The transformers output attribute of each head, first found wins.
+_HEAD_ATTRS = {HEAD_DEPTH: ('predicted_depth',),
+               HEAD_SEGMENTATION: ('segmentation_logits', 'logits'),
+               HEAD_NORMALS: ('normals',), HEAD_FOV: ('field_of_view',)}
+# Model types whose one forward gives several heads, and the transformers class that gives
+# each set (TIPSv2-DPT: one backbone pass, a neck and decoder per head; a single-head class
+# runs one neck only).
+_MULTI_HEAD = {
+    'tipsv2_dpt': {
+        (HEAD_DEPTH,): 'Tipsv2DptForDepthEstimation',
+        (HEAD_SEGMENTATION,): 'Tipsv2DptForSemanticSegmentation',
+        (HEAD_NORMALS,): 'Tipsv2DptForNormalEstimation',
+    },
+}
+_DENSE_CLASS = {'tipsv2_dpt': 'Tipsv2DptForDensePrediction'}
+# Model types that take a metric prompt beside the image and give no metres without one.
+PROMPTED_MODEL_TYPES = ('prompt_depth_anything',)
 
 
 class ModelLoadError(RuntimeError):
@@ -34,9 +57,11 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     """A model ready for inference, with what the rest of the pipeline needs to know of it."""
 
-    task: str                      # 'depth' or 'segmentation'
+    task: str                      # 'depth' or 'segmentation': what it was loaded as
     source: str                    # the folder or hub id it came from
-    net: torch.nn.Module           # pixel_values -> predicted_depth (B,h,w) or logits (B,C,h,w)
+    # pixel_values (, prompt_depth) -> the heads' outputs: one tensor for one head, else a
+    # tuple in the order of heads
+    net: torch.nn.Module
     spec: PreprocessSpec
     device: torch.device
     dtype: torch.dtype
@@ -50,23 +75,59 @@ class LoadedModel:
     eager: Optional[torch.nn.Module] = None  # the torch module when a backend replaced net
     weights_hash: str = ''         # set once by backends.export.model_hash (engine cache keys)
     max_depth: Optional[float] = None  # metres: the farthest a metric checkpoint outputs
+    heads: Tuple[str, ...] = ()    # what net returns, in order (HEAD_*); () means (task,)
+    # the depth head's units: 'metres', 'relative_inverse' (unitless, larger is nearer) or
+    # 'canonical_inverse' (Depth Pro: metres through postprocess.depth_pro_metres)
+    depth_units: str = ''
+    needs_prompt: bool = False     # metres only with a metric prompt (Prompt Depth Anything)
 
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Run the network on preprocessed pixel values (already on the device, in dtype)."""
-        return self.net(pixel_values)
+    def __post_init__(self) -> None:
+        if not self.heads:
+            self.heads = (self.task,)
+        if not self.depth_units and HEAD_DEPTH in self.heads:
+            self.depth_units = 'metres' if self.metric else 'relative_inverse'
+
+    def __call__(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None
+                 ) -> Any:
+        """Run the network on preprocessed pixel values (already on the device, in dtype).
+
+        prompt_depth: (B, 1, h, w) metres (preprocess.prompt_depth) for a model that
+        needs_prompt; it must not be given to any other.
+        """
+        if prompt_depth is None:
+            if self.needs_prompt:
+                raise ValueError(f"'{self.source}' ({self.model_type}) needs a metric prompt "
+                                 '(prompt_depth) for every frame: it gives no metres without.')
+            return self.net(pixel_values)
+        if not self.needs_prompt:
+            raise ValueError(f"'{self.source}' ({self.model_type}) takes no prompt_depth.")
+        return self.net(pixel_values, prompt_depth)
+
+    def index(self, head: str) -> int:
+        """Position of a head in net's outputs; KeyError if this model does not give it."""
+        if head not in self.heads:
+            raise KeyError(f"'{self.source}' was loaded for {', '.join(self.heads)}, not {head}")
+        return self.heads.index(head)
 
 
 class _TensorOut(torch.nn.Module):
-    """Wrap a transformers model so it maps a tensor to one tensor (compile/ONNX/TRT friendly)."""
+    """Wrap a transformers model so it maps tensors to tensors (compile/ONNX/TRT friendly).
 
-    def __init__(self, model: torch.nn.Module, task: str) -> None:
+    One head: one tensor; several: a tuple in the order of heads.
+    """
+
+    def __init__(self, model: torch.nn.Module, heads: Sequence[str]) -> None:
         super().__init__()
         self.model = model
-        self.task = task
+        self.heads = tuple(heads)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values=pixel_values, return_dict=True)
-        return out.predicted_depth if self.task == 'depth' else out.logits
+    def forward(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None
+                ) -> Any:
+        extra = {} if prompt_depth is None else {'prompt_depth': prompt_depth}
+        out = self.model(pixel_values=pixel_values, return_dict=True, **extra)
+        got = tuple(next(getattr(out, a) for a in _HEAD_ATTRS[h] if getattr(out, a, None)
+                         is not None) for h in self.heads)
+        return got[0] if len(got) == 1 else got
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -191,17 +252,57 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def load_transformers_model(source: str, task: str,
-                            before_weights: Optional[Callable[[Any, Optional[Path]], None]] = None
-                            ) -> Tuple[torch.nn.Module, Any, Optional[Path]]:
-    """Load a depth or segmentation checkpoint through transformers' Auto classes, safely.
-
-    before_weights(config, local folder) runs once the config is read, so a checkpoint that
-    will be refused is refused before its weights are read.
-    """
+def checkpoint_heads(config: Any) -> Tuple[str, ...]:
+    """Return the heads (HEAD_*) one forward of this checkpoint's architecture can give."""
+    if config.model_type in _MULTI_HEAD:
+        return (HEAD_DEPTH, HEAD_NORMALS, HEAD_SEGMENTATION)
+    if config.model_type == 'depth_pro':
+        return (HEAD_DEPTH, HEAD_FOV) if getattr(config, 'use_fov_model', False) else \
+            (HEAD_DEPTH,)
+    found = _arch_task(config)
+    if found:
+        return (found,)
     from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+    known = tuple(h for h, auto in ((HEAD_DEPTH, AutoModelForDepthEstimation),
+                                    (HEAD_SEGMENTATION, AutoModelForSemanticSegmentation))
+                  if type(config) in auto._model_mapping)
+    return known or (HEAD_DEPTH,)
+
+
+def model_class(config: Any, heads: Sequence[str]) -> Any:
+    """Return the transformers class that gives these heads of this config in one forward.
+
+    A concrete class (build one with cls(config), or cls.from_pretrained); ValueError when
+    transformers has none for this config and task.
+    """
+    import transformers
+    from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+    table = _MULTI_HEAD.get(config.model_type)
+    if table is not None:
+        return getattr(transformers, table.get(tuple(heads)) or _DENSE_CLASS[config.model_type])
+    # One head per forward in these families: the first one asked for.
+    auto = AutoModelForSemanticSegmentation if heads[0] == HEAD_SEGMENTATION else \
+        AutoModelForDepthEstimation
+    try:
+        return auto._model_mapping[type(config)]
+    except KeyError:
+        raise ValueError(f'Unrecognized configuration class {type(config).__name__} for '
+                         f'{auto.__name__}') from None
+
+
+def load_transformers_model(source: str, task: str,
+                            before_weights: Optional[Callable[[Any, Optional[Path]], None]] = None,
+                            heads: Optional[Sequence[str]] = None
+                            ) -> Tuple[torch.nn.Module, Any, Optional[Path]]:
+    """Load a checkpoint through transformers, safely, with the class that gives its heads.
+
+    heads: what one forward must give (HEAD_*; default the task's own). before_weights(config,
+    local folder) runs once the config is read, so a checkpoint that will be refused is
+    refused before its weights are read.
+    """
     from transformers.utils import logging as hf_logging
 
+    heads = tuple(heads or (task,))
     local = Path(source).expanduser() if _looks_like_path(source) else None
     if local is not None:
         _check_local_dir(local)
@@ -212,13 +313,18 @@ def load_transformers_model(source: str, task: str,
         raise ModelLoadError(
             f"'{source}' is a {found} checkpoint ({', '.join(config.architectures)}), given as "
             f'model.{task}; set it as model.{other} instead.')
+    offered = checkpoint_heads(config)
+    lacking = [h for h in heads if h not in offered]
+    if lacking:
+        raise ModelLoadError(
+            f"'{source}' ({config.model_type}) gives {', '.join(offered)}, not "
+            f"{', '.join(lacking)}.")
     if before_weights is not None:
         before_weights(config, local)
-    auto = AutoModelForDepthEstimation if task == 'depth' else AutoModelForSemanticSegmentation
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model, info = auto.from_pretrained(
+        model, info = model_class(config, heads).from_pretrained(
             str(local or source), config=config, use_safetensors=True, trust_remote_code=False,
             output_loading_info=True)
     except ValueError as exc:
@@ -243,10 +349,13 @@ def load_transformers_model(source: str, task: str,
             'or truncated; copy or download it again.') from exc
     missing = list(info.get('missing_keys') or []) + list(info.get('mismatched_keys') or [])
     if missing:
+        remote = (' Its config.json is the remote-code layout (backbone_repo), which needs '
+                  'trust_remote_code; use a transformers-native copy of the checkpoint.'
+                  if getattr(config, 'backbone_repo', None) else '')
         raise ModelLoadError(
             f"'{source}' lacks {len(missing)} weight(s) a {task} model needs (e.g. "
             f"{', '.join(str(k) for k in missing[:3])}); is it a checkpoint for another task "
-            'or architecture?')
+            f'or architecture?{remote}')
     return model, config, local
 
 
@@ -267,9 +376,14 @@ def _needs_square(config: Any) -> bool:
 
 
 def load_model(source: str, task: str, cfg: ModelConfig,
-               log: Callable[[str], None] = LOG.info, on_host: bool = False) -> LoadedModel:
+               log: Callable[[str], None] = LOG.info, on_host: bool = False,
+               heads: Optional[Sequence[str]] = None, prompts: bool = False) -> LoadedModel:
     """Load one checkpoint for a task ('depth' or 'segmentation') as cfg says.
 
+    heads: what one forward must give (HEAD_*; default the task's own head): e.g. depth,
+    normals and segmentation of a TIPSv2-DPT checkpoint, or Depth Pro's depth and field of
+    view. prompts: the caller gives every frame a metric prompt (needs_prompt models); a
+    model that needs one is refused without, before its weights are read.
     on_host: keep the weights in host memory, in the precision of the configured device;
     move_model then puts them there (a managed node's configure, then activate).
     """
@@ -277,8 +391,14 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     dtype, note = resolve_dtype(cfg.precision, device)
     notes = [note] if note else []
     specs: List[PreprocessSpec] = []
+    heads = tuple(heads or (task,))
 
     def processor(config: Any, local: Optional[Path]) -> None:
+        if config.model_type in PROMPTED_MODEL_TYPES and not prompts:
+            raise ModelLoadError(
+                f"'{source}' ({config.model_type}) turns a metric prompt (a low-resolution "
+                'depth from a lidar or ToF) into dense metres and gives none without one; '
+                'this caller has no prompt to give it.')
         proc = _read_preprocessor_config(source, local)
         try:
             specs.append(PreprocessSpec.from_processor_dict(
@@ -289,7 +409,7 @@ def load_model(source: str, task: str, cfg: ModelConfig,
             notes.append(f"'{source}' has no preprocessor_config.json; using the "
                          f"{specs[0].kind} image processor's defaults.")
 
-    model, config, local = load_transformers_model(source, task, processor)
+    model, config, local = load_transformers_model(source, task, processor, heads)
     spec = specs[0]
     square = _needs_square(config)
     if getattr(model, 'auxiliary_head', None) is not None:
@@ -301,20 +421,63 @@ def load_model(source: str, task: str, cfg: ModelConfig,
     if device.type == 'cuda':
         model.to(memory_format=torch.channels_last)
     labels = []
-    if task == 'segmentation':
+    if HEAD_SEGMENTATION in heads:
         id2label = getattr(config, 'id2label', None) or {}
         labels = [str(id2label.get(i, id2label.get(str(i), f'class_{i}')))
                   for i in range(int(config.num_labels))]
     metric = (getattr(config, 'depth_estimation_type', None) == 'metric'
               or config.model_type in _METRIC_MODEL_TYPES)
+    units = 'canonical_inverse' if config.model_type == 'depth_pro' else ''
+    prompted = config.model_type in PROMPTED_MODEL_TYPES
+    # A prompted model's max_depth scales its sigmoid before the prompt's range is put back:
+    # not a range in metres.
+    max_depth = checkpoint_max_depth(config) if metric and not prompted else None
     loaded = LoadedModel(
-        task=task, source=source, net=_TensorOut(model, task).eval(), spec=spec, device=device,
+        task=task, source=source, net=_TensorOut(model, heads).eval(), spec=spec, device=device,
         dtype=dtype, model_type=config.model_type, metric=metric, labels=labels,
         square_input=square, num_parameters=sum(p.numel() for p in model.parameters()),
-        notes=notes, max_depth=checkpoint_max_depth(config) if metric else None)
+        notes=notes, max_depth=max_depth, heads=heads, depth_units=units,
+        needs_prompt=prompted)
     for n in notes:
         log(n)
     return loaded
+
+
+def _same_checkpoint(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if _looks_like_path(a) and _looks_like_path(b):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return False
+
+
+def load_models(cfg: ModelConfig, log: Callable[[str], None] = LOG.info, on_host: bool = False,
+                normals: bool = False, prompts: bool = False
+                ) -> Tuple[Optional[LoadedModel], Optional[LoadedModel]]:
+    """Load model.depth and model.segmentation: (depth model, segmentation model).
+
+    The same checkpoint named in both (a hub id, or the same folder) is loaded once, for
+    both heads: the two returned are one object, whose one forward gives depth and logits.
+    normals: also ask the depth checkpoint for its normals head when it has one (TIPSv2-DPT);
+    Depth Pro is asked for its field-of-view head whenever it has one.
+    """
+    depth = seg = None
+    if cfg.depth:
+        local = Path(cfg.depth).expanduser() if _looks_like_path(cfg.depth) else None
+        if local is not None:
+            _check_local_dir(local)
+        config = _load_config(cfg.depth, local)
+        offered = checkpoint_heads(config)
+        heads = [HEAD_DEPTH]
+        if cfg.segmentation and _same_checkpoint(cfg.depth, cfg.segmentation):
+            heads.append(HEAD_SEGMENTATION)
+        heads += [h for h in offered if h == HEAD_FOV or (normals and h == HEAD_NORMALS)]
+        depth = load_model(cfg.depth, HEAD_DEPTH, cfg, log, on_host, heads, prompts)
+        if HEAD_SEGMENTATION in heads:
+            seg = depth
+    if cfg.segmentation and seg is None:
+        seg = load_model(cfg.segmentation, HEAD_SEGMENTATION, cfg, log, on_host)
+    return depth, seg
 
 
 def move_model(loaded: LoadedModel, device: torch.device) -> None:
@@ -350,6 +513,12 @@ def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int
     line says why. cancel() returning True abandons a long engine build (shutdown).
     """
     if backend == 'torch':
+        return
+    if backend in RUNTIMES and (len(loaded.heads) > 1 or loaded.needs_prompt):
+        # The exported runtimes take one input and give one output.
+        log(f'model.backend {backend} runs single-output models only; {loaded.source} gives '
+            f"{', '.join(loaded.heads)}{' from a prompt' if loaded.needs_prompt else ''}: "
+            'running on torch.')
         return
     if loaded.eager is None:
         loaded.eager = loaded.net

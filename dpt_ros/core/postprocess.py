@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,15 +30,57 @@ def _uncrop(x: torch.Tensor, place: Optional[Placement], mode: str) -> torch.Ten
 
 
 def resize_depth(pred: torch.Tensor, size: Tuple[int, int],
-                 place: Optional[Placement] = None) -> torch.Tensor:
+                 place: Optional[Placement] = None, mode: str = 'bicubic') -> torch.Tensor:
     """(B, h, w) predicted depth -> (B, H, W) float32, as post_process_depth_estimation does.
 
-    With a placement, padding the preprocessing added is cut away first.
+    With a placement, padding the preprocessing added is cut away first. mode is the
+    processor's interpolation (PreprocessSpec.output_resample): bicubic for DPT, Depth
+    Anything, GLPN and ZoeDepth, bilinear for TIPSv2-DPT.
     """
-    x = _uncrop(pred.to(torch.float32).unsqueeze(1), place, 'bicubic')
+    x = _uncrop(pred.to(torch.float32).unsqueeze(1), place, mode)
     if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode='bicubic', align_corners=False)
+        x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
     return x.squeeze(1)
+
+
+def focal_from_fov(fov_deg: torch.Tensor, width: int) -> torch.Tensor:
+    """Horizontal field of view in degrees -> focal length in pixels of an image this wide."""
+    return 0.5 * width / torch.tan(0.5 * torch.deg2rad(fov_deg.to(torch.float32)))
+
+
+def depth_pro_metres(inverse: torch.Tensor, size: Tuple[int, int],
+                     fx: Optional[Sequence[Optional[float]]] = None,
+                     fov_deg: Optional[torch.Tensor] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Depth Pro's (B, h, w) canonical inverse depth -> (B, H, W) metres along z.
+
+    Depth Pro predicts inverse depth relative to the image width; metres are
+    f_px / (width * inverse) with the focal length f_px and width in pixels of one image
+    (the ratio is the same at the camera's size and at the network's, which stretches the
+    width by as much as the focal length). fx[i]: frame i's camera_info focal length in
+    pixels at the camera size (H, W); where it is None (or fx is), the predicted horizontal
+    field of view fov_deg[i] gives it, as DepthProImageProcessor.post_process_depth_estimation
+    does; with neither, that frame is all NaN. Same order as the processor: scale at the
+    network resolution, bilinear resize, then invert, clamped to [1e-4, 1e4]. Returns the
+    metres, the focal length used per frame (NaN where none) and its source per frame:
+    'camera_info', 'predicted_fov' or 'none'.
+    """
+    b, width = inverse.shape[0], int(size[1])
+    dev = inverse.device
+    given = list(fx) if fx is not None else [None] * b
+    predicted = focal_from_fov(fov_deg.reshape(-1), width).to(dev) if fov_deg is not None \
+        else torch.full((b,), float('nan'), device=dev)
+    focal = torch.tensor([float('nan') if f is None else float(f) for f in given],
+                         dtype=torch.float32, device=dev)
+    use_given = torch.isfinite(focal) & (focal > 0)
+    focal = torch.where(use_given, focal, predicted)
+    sources = ['camera_info' if g else ('predicted_fov' if fov_deg is not None else 'none')
+               for g in use_given.tolist()]
+    x = inverse.to(torch.float32) * (width / focal).view(b, 1, 1)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x.unsqueeze(1), size=tuple(size), mode='bilinear',
+                          align_corners=False).squeeze(1)
+    return torch.reciprocal(x.clamp(min=1e-4, max=1e4)), focal, sources
 
 
 def effective_mode(mode: str, checkpoint_metric: bool) -> str:

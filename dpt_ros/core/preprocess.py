@@ -1,7 +1,11 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Camera frame -> pixel_values on the device, as the DPT, GLPN and ZoeDepth processors do."""
+"""Camera frame -> pixel_values on the device, as the checkpoints' own image processors do.
+
+DPT (also Depth Anything and Prompt Depth Anything), GLPN, ZoeDepth, TIPSv2-DPT and Depth Pro;
+plus the low-resolution metric prompt Prompt Depth Anything takes beside the image.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +30,20 @@ _IMAGENET_STANDARD = (0.5, 0.5, 0.5)
 
 # The image processors dpt_ros implements (transformers class name -> kind), and each kind's
 # class defaults, used where preprocessor_config.json leaves a value out or null.
+# PromptDepthAnythingImageProcessor makes pixel_values as DPTImageProcessor does (same steps and
+# defaults); its prompt_depth is prompt_depth() below.
 PROCESSORS = {'DPTImageProcessor': 'dpt', 'GLPNImageProcessor': 'glpn',
-              'ZoeDepthImageProcessor': 'zoedepth'}
+              'ZoeDepthImageProcessor': 'zoedepth', 'Tipsv2DptImageProcessor': 'tipsv2',
+              'DepthProImageProcessor': 'depth_pro', 'PromptDepthAnythingImageProcessor': 'dpt'}
 SUPPORTED = ('DPTImageProcessor (DPT, DPT-DINOv2, Depth Anything), GLPNImageProcessor (GLPN), '
-             'ZoeDepthImageProcessor (ZoeDepth)')
+             'ZoeDepthImageProcessor (ZoeDepth), Tipsv2DptImageProcessor (TIPSv2-DPT), '
+             'DepthProImageProcessor (Depth Pro), PromptDepthAnythingImageProcessor '
+             '(Prompt Depth Anything)')
 # The processor AutoImageProcessor picks for a model type when the json names none.
 _MODEL_PROCESSOR = {'dpt': 'DPTImageProcessor', 'depth_anything': 'DPTImageProcessor',
-                    'glpn': 'GLPNImageProcessor', 'zoedepth': 'ZoeDepthImageProcessor'}
+                    'glpn': 'GLPNImageProcessor', 'zoedepth': 'ZoeDepthImageProcessor',
+                    'tipsv2_dpt': 'Tipsv2DptImageProcessor', 'depth_pro': 'DepthProImageProcessor',
+                    'prompt_depth_anything': 'PromptDepthAnythingImageProcessor'}
 _DEFAULTS: Dict[str, Dict[str, Any]] = {
     'dpt': {'size': {'height': 384, 'width': 384}, 'resample': 3, 'do_resize': True,
             'do_rescale': True, 'do_normalize': True, 'image_mean': _IMAGENET_STANDARD,
@@ -44,6 +55,14 @@ _DEFAULTS: Dict[str, Dict[str, Any]] = {
                  'do_rescale': True, 'do_normalize': True, 'image_mean': _IMAGENET_STANDARD,
                  'image_std': _IMAGENET_STANDARD, 'do_pad': True, 'keep_aspect_ratio': True,
                  'ensure_multiple_of': 1 / 32},
+    # Tipsv2DptImageProcessor: a square 448 resize, rescale to 0..1, no normalisation.
+    'tipsv2': {'size': {'height': 448, 'width': 448}, 'resample': 2, 'do_resize': True,
+               'do_rescale': True, 'do_normalize': False, 'image_mean': None, 'image_std': None,
+               'keep_aspect_ratio': False, 'ensure_multiple_of': 1},
+    # DepthProImageProcessor: normalise first, then a float bilinear resize to 1536 x 1536.
+    'depth_pro': {'size': {'height': 1536, 'width': 1536}, 'resample': 2, 'do_resize': True,
+                  'do_rescale': True, 'do_normalize': True, 'image_mean': _IMAGENET_STANDARD,
+                  'image_std': _IMAGENET_STANDARD},
 }
 
 
@@ -65,11 +84,7 @@ def processor_kind(d: Dict[str, Any], model_type: str = '') -> str:
     name = name or _MODEL_PROCESSOR.get(model_type, '')
     if name not in PROCESSORS:
         what = f"image processor '{name}'" if name else f"model type '{model_type}'"
-        why = (' (Depth Pro outputs metres only through its field-of-view conversion, which '
-               'dpt_ros does not implement)' if 'DepthPro' in name or model_type == 'depth_pro'
-               else '')
-        raise UnsupportedProcessor(
-            f'{what} is not supported{why}; dpt_ros implements {SUPPORTED}.')
+        raise UnsupportedProcessor(f'{what} is not supported; dpt_ros implements {SUPPORTED}.')
     return PROCESSORS[name]
 
 
@@ -93,7 +108,7 @@ class Placement:
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """The image processor settings that decide pixel_values (kind: dpt, glpn, zoedepth)."""
+    """The image processor settings that decide pixel_values (kind: a PROCESSORS value)."""
 
     height: int = 384
     width: int = 384
@@ -132,6 +147,12 @@ class PreprocessSpec:
         multiple = v.get('ensure_multiple_of', 1) or 1
         divisor = v.get('size_divisor')
         if overrides is not None:
+            if kind == 'depth_pro' and (overrides.input_height or overrides.ensure_multiple_of
+                                        or overrides.keep_aspect_ratio != 'checkpoint'):
+                raise ConfigError(
+                    'model.input_height / input_width / keep_aspect_ratio / ensure_multiple_of do '
+                    'not apply to Depth Pro checkpoints (its encoders tile a fixed 1536 x 1536 '
+                    'image pyramid); leave them at 0 / checkpoint.')
             if kind == 'glpn' and (overrides.input_height or
                                    overrides.keep_aspect_ratio != 'checkpoint'):
                 raise ConfigError(
@@ -153,7 +174,8 @@ class PreprocessSpec:
                 f'{height} x {width} with keep_aspect_ratio {str(keep).lower()}; use equal '
                 'model.input_height / model.input_width and model.keep_aspect_ratio false.')
         resample = int(v['resample'])
-        if resample not in _RESAMPLE or (kind == 'zoedepth' and resample not in (2, 3)):
+        if resample not in _RESAMPLE or (kind in ('zoedepth', 'depth_pro', 'tipsv2')
+                                         and resample not in (2, 3)):
             raise ConfigError(f'preprocessor_config.json resample {resample} is not supported '
                               f'for {kind}; use 2 (bilinear) or 3 (bicubic).')
         norm = bool(v['do_normalize'])
@@ -165,6 +187,11 @@ class PreprocessSpec:
             image_std=_triple(v['image_std']) if norm else _IMAGENET_STANDARD,
             do_pad=bool(v.get('do_pad', False)),
             size_divisor=int(divisor) if divisor else None, kind=kind)
+
+    @property
+    def output_resample(self) -> str:
+        """The interpolation the processor's depth (and normals) post-processing resizes with."""
+        return 'bilinear' if self.kind in ('tipsv2', 'depth_pro') else 'bicubic'
 
     def resized_size(self, in_h: int, in_w: int) -> Tuple[int, int]:
         """Size after the resize step (DPT / ZoeDepth get_resize_output_image_size)."""
@@ -292,6 +319,8 @@ class Preprocessor:
         s = self.spec
         if s.kind == 'zoedepth':
             x = self._zoedepth(rgb)
+        elif s.kind == 'depth_pro':
+            x = self._depth_pro(rgb)
         else:
             x = self.resize(rgb)
             scale, bias = self._scale_bias(x.device)
@@ -321,6 +350,33 @@ class Preprocessor:
             std = torch.tensor(s.image_std, device=x.device).view(1, 3, 1, 1)
             x = (x - mean) / std
         return x
+
+    def _depth_pro(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Rescale and normalise, then a float bilinear resize without antialiasing."""
+        s = self.spec
+        scale, bias = self._scale_bias(rgb.device)
+        x = torch.addcmul(bias, rgb, scale)
+        size = s.placement(*rgb.shape[-2:]).net
+        if s.do_resize and size != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=size, mode=_RESAMPLE[s.resample], align_corners=False)
+        return x
+
+
+def prompt_depth(depth: torch.Tensor, scale_to_metres: float = 1.0) -> torch.Tensor:
+    """(B, h, w) prompt depths -> (B, 1, h, w) float32 metres, as PromptDepthAnything's does.
+
+    Each map is multiplied by scale_to_metres (the processor's prompt_scale_to_meter: 0.001
+    for millimetre images; 1 for metres) in float32. A constant map gets 1e-6 added to its
+    first row, so the model's min-max normalisation does not divide by zero: the processor
+    writes depth[0, 0] += 1e-6 on a (1, h, w) map, which is that row.
+    """
+    x = depth.to(torch.float32) * scale_to_metres
+    flat = x.reshape(x.shape[0], -1)
+    constant = flat.amin(1) == flat.amax(1)
+    if bool(constant.any()):
+        x = x.clone()
+        x[:, 0, :] += constant.to(x.dtype)[:, None] * 1e-6
+    return x.unsqueeze(1)
 
 
 def network_size(spec: PreprocessSpec, frame_hw: Sequence[int]) -> Tuple[int, int]:

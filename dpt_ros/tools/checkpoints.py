@@ -28,6 +28,14 @@ SOURCES = {
        'training resolution (384) on an RTX 3090, the same networks as the Intel/dpt-* ports.',
     3: 'Depth Pro model card and paper (arXiv 2410.02073): "a 2.25-megapixel depth map in 0.3 '
        'seconds on a standard GPU".',
+    4: 'Model cards of google/tipsv2-{b14,l14,so400m14,g14}-dpt (license: apache-2.0): depth '
+       'and normals heads trained on NYU Depth V2, segmentation on ADE20K (150 classes), on a '
+       'frozen TIPSv2 backbone of 86 M / 303 M / 412 M / 1.1 B parameters.',
+    5: 'Model cards of depth-anything/prompt-depth-anything-*-hf (license: apache-2.0) and '
+       'github.com/DepthAnything/PromptDA (Apache-2.0 code; "Prompt-Depth-Anything-Large ... '
+       'used to benchmark in our paper"). The Large model prompts Depth Anything V2 Large, '
+       'whose authors license those weights CC-BY-NC-4.0; until they say otherwise this table '
+       'treats it as non-commercial.',
 }
 
 
@@ -48,6 +56,7 @@ class Checkpoint:
     preset: str              # dpt_ros.tools.sample preset with these shapes (random weights)
     max_depth: Optional[int] = None  # metric Depth Anything: config.max_depth in metres
     gpu: str = ''            # published GPU figure, with a SOURCES footnote
+    mode_note: str = ''      # how its metres come, where `depth.mode` alone does not say
 
     @property
     def supported(self) -> bool:
@@ -70,6 +79,13 @@ class Checkpoint:
 
 
 _DA2 = 'DINOv2 ViT-{}/14 + DPT head'
+_TIPS = 'TIPSv2 ViT-{}/14 + 3 DPT heads (depth, normals, ADE20K labels) [4]'
+_TIPS_SCENE = 'indoor (NYU Depth V2), up to 10 m'
+_TIPS_INPUT = '448 x 448'
+_PDA = 'DINOv2 ViT-{}/14 + DPT head with prompt fusion [5]'
+_PDA_INPUT = '756 x 756, keep aspect, x14; prompt any size'
+_PDA_SCENE = 'indoor (ARKitScenes, ScanNet++ lidar)'
+_PDA_MODE = '`auto` with `anchors.source` as its prompt; no metres without anchors'
 _DA_INPUT = '518 x 518, keep aspect, x14'
 _DA_METRIC = 'Apache-2.0'
 _NC = 'CC-BY-NC-4.0'
@@ -108,7 +124,27 @@ CHECKPOINTS: Tuple[Checkpoint, ...] = (
                '384 x 512, keep aspect, x32', 'auto', 'zoedepth-nk'),
     Checkpoint('apple/DepthPro-hf', 'depth_pro', '3 x DINOv2 ViT-L/16 + DPT-style decoder',
                'apple-amlr (research only)', False, 'metric', 'any', 952.0, '1536 x 1536',
-               'auto', 'depth-pro', None, '0.3 s per 2.25 MP map [3]'),
+               'auto', 'depth-pro', None, '0.3 s per 2.25 MP map [3]',
+               '`auto`: metres from camera_info fx, else its predicted field of view'),
+    Checkpoint('google/tipsv2-b14-dpt', 'tipsv2_dpt', _TIPS.format('B'), 'Apache-2.0', True,
+               'metric', _TIPS_SCENE, 158.0, _TIPS_INPUT, 'auto', 'tipsv2-b14'),
+    Checkpoint('google/tipsv2-l14-dpt', 'tipsv2_dpt', _TIPS.format('L'), 'Apache-2.0', True,
+               'metric', _TIPS_SCENE, 405.7, _TIPS_INPUT, 'auto', 'tipsv2-l14'),
+    Checkpoint('google/tipsv2-so400m14-dpt', 'tipsv2_dpt', _TIPS.format('SO400m'),
+               'Apache-2.0', True, 'metric', _TIPS_SCENE, 532.9, _TIPS_INPUT, 'auto',
+               'tipsv2-so400m14'),
+    Checkpoint('google/tipsv2-g14-dpt', 'tipsv2_dpt', _TIPS.format('g'), 'Apache-2.0', True,
+               'metric', _TIPS_SCENE, 1320.5, _TIPS_INPUT, 'auto', 'tipsv2-g14'),
+    Checkpoint('depth-anything/prompt-depth-anything-vits-hf', 'prompt_depth_anything',
+               _PDA.format('S'), 'Apache-2.0', True, 'metric', _PDA_SCENE, 25.1, _PDA_INPUT,
+               'auto', 'pda-vits', mode_note=_PDA_MODE),
+    Checkpoint('depth-anything/prompt-depth-anything-vits-transparent-hf',
+               'prompt_depth_anything', _PDA.format('S') + ', fine-tuned on transparent objects',
+               'Apache-2.0', True, 'metric', _PDA_SCENE, 25.1, _PDA_INPUT, 'auto', 'pda-vits',
+               mode_note=_PDA_MODE),
+    Checkpoint('depth-anything/prompt-depth-anything-vitl-hf', 'prompt_depth_anything',
+               _PDA.format('L'), 'Apache-2.0 card, CC-BY-NC-4.0 base weights', False, 'metric',
+               _PDA_SCENE, 340.0, _PDA_INPUT, 'auto', 'pda-vitl', mode_note=_PDA_MODE),
 )
 
 
@@ -145,6 +181,8 @@ def table_rows(cpu_ms: Optional[Dict[str, float]] = None) -> List[List[str]]:
 def _mode_text(c: Checkpoint) -> str:
     if not c.supported:
         return 'refused at start-up (not implemented)'
+    if c.mode_note:
+        return c.mode_note
     if c.output == 'metric':
         return f'`{c.depth_mode}` (metric)'
     return f'`{c.depth_mode}`; metres: `fitted` with sparse anchors (or `affine_inverse`)'
@@ -163,9 +201,9 @@ def markdown_table(cpu_ms: Optional[Dict[str, float]] = None) -> str:
 def build(c: Checkpoint, camera: Tuple[int, int] = (480, 640)) -> Tuple[Any, Tuple[int, int]]:
     """Build c's architecture with random weights; return it and its input size for camera."""
     import torch
-    from transformers import AutoModelForDepthEstimation
     from transformers.utils import logging as hf_logging
 
+    from dpt_ros.core.models import checkpoint_heads, model_class
     from dpt_ros.core.preprocess import PreprocessSpec, UnsupportedProcessor
     from dpt_ros.tools.sample import _preset_config
     hf_logging.set_verbosity_error()
@@ -175,10 +213,11 @@ def build(c: Checkpoint, camera: Tuple[int, int] = (480, 640)) -> Tuple[Any, Tup
     try:
         size = PreprocessSpec.from_processor_dict(proc, model_type=cfg.model_type).output_size(
             *camera)
-    except UnsupportedProcessor:  # refused by the node (Depth Pro): time its fixed input
+    except UnsupportedProcessor:  # a family the node refuses: time its fixed input
         size = (proc['size']['height'], proc['size']['width'])
     torch.manual_seed(0)
-    model = AutoModelForDepthEstimation.from_config(cfg).eval().requires_grad_(False)
+    # The class dpt_ros loads, with every head one forward gives (TIPSv2-DPT: all three).
+    model = model_class(cfg, checkpoint_heads(cfg))(cfg).eval().requires_grad_(False)
     return model, size
 
 
@@ -186,14 +225,19 @@ def time_forward(c: Checkpoint, camera: Tuple[int, int] = (480, 640), iters: int
                  warmup: int = 1, net_input: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
     """Time c's architecture on the CPU for a camera frame of (h, w); median in ms_p50."""
     import torch
+
+    from dpt_ros.core.models import PROMPTED_MODEL_TYPES
     model, size = build(c, camera)
     h, w = net_input or size
     x = torch.randn(1, 3, h, w)
+    extra = {}
+    if c.family in PROMPTED_MODEL_TYPES:  # an iPhone lidar's 256 x 192 prompt
+        extra['prompt_depth'] = 0.5 + 4.0 * torch.rand(1, 1, 192, 256)
     times = []
     with torch.inference_mode():
         for i in range(warmup + iters):
             t0 = time.perf_counter()
-            model(pixel_values=x)
+            model(pixel_values=x, **extra)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
     return {'preset': c.preset, 'input': [h, w], 'ms': times, 'ms_p50': statistics.median(times),

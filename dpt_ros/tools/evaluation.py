@@ -11,7 +11,8 @@ seam as a real checkpoint and exists only here; no parameter selects it.
 Sections: accuracy and scale drift (no fit, a static first-frame fit, a per-frame fit, the
 fitted + temporal filter), an anchor outage (hold, then no metres, then recovery), per-stage
 cost, flip confidence (and its cost on a random-weight checkpoint of a real architecture's
-shape), and real weights on ../shared/data frames with --model DIR.
+shape), how close a dense prompt filled from sparse anchors (Prompt Depth Anything's input)
+is to the truth, and real weights on ../shared/data frames with --model DIR.
 Writes results.json, results.md and metric.png (per-frame scale and error) to --out.
 """
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dpt_ros.core import prompt as pr
 from dpt_ros.core.config import Config
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.metric import Anchors, robust_fit
@@ -541,6 +543,64 @@ def confidence_cost(preset: str, work_dir: str, width: int, height: int,
     return out
 
 
+def prompt_patterns(depth: np.ndarray, rng: np.random.Generator, noise: float
+                    ) -> Dict[str, Anchors]:
+    """Anchor patterns of robot depth sensors on one frame's true depth (2 % noise)."""
+    h, w = depth.shape
+    flat = depth.reshape(-1)
+    valid = np.isfinite(flat) & (flat > 0)
+    rows = np.linspace(0.25 * h, h - 1, 16).round().astype(int)
+    lidar = (rows[:, None] * w + np.arange(0, w, 4)[None]).reshape(-1)
+    gy, gx = np.meshgrid(np.linspace(0, h - 1, 60).round().astype(int),
+                         np.linspace(0, w - 1, 80).round().astype(int), indexing='ij')
+    tof = (gy * w + gx).reshape(-1)
+    tof = tof[rng.random(tof.size) >= 0.3]
+    out = {'16-beam lidar (lower 3/4 of the view, every 4th pixel)': lidar,
+           'ToF 80 x 60 grid, 30 % holes': tof,
+           '300 random pixels': rng.choice(np.flatnonzero(valid), 300, replace=False),
+           '30 random pixels': rng.choice(np.flatnonzero(valid), 30, replace=False)}
+    for name, pick in out.items():
+        pick = pick[valid[pick]]
+        z = flat[pick] * (1.0 + noise * rng.standard_normal(pick.size))
+        out[name] = _at(pick, z, w, 0.0)
+    return out
+
+
+def prompt_fill(seq: Sequence[Any], oracle: OracleDepth, frames: int, seed: int,
+                noise: float = 0.02) -> Dict[str, Any]:
+    """Measure the dense prompt's AbsRel to the truth (cell means), push-pull vs guided fill.
+
+    The guide is the oracle relative model's output of the same frame fitted to the anchors
+    (prompt.fitted_guide), as a relative model run beside Prompt Depth Anything would give.
+    Measures the prompt only: no Prompt Depth Anything weights exist here.
+    """
+    rng = np.random.default_rng([seed, 23])
+    dev = torch.device('cpu')
+    rows: Dict[str, Dict[str, List[float]]] = {}
+    for s in seq[:frames]:
+        grid = pr.prompt_size(s.depth.shape)
+        truth = pr.cell_means(torch.from_numpy(s.depth)[None], grid)[0]
+        x = torch.from_numpy(s.rgb).permute(2, 0, 1).float()[None] / 127.5 - 1.0
+        with torch.no_grad():
+            relative = oracle(x)
+        for name, a in prompt_patterns(s.depth, rng, noise).items():
+            plain, _ = pr.dense_prompt([a], s.depth.shape, dev, grid)
+            guided, _ = pr.dense_prompt([a], s.depth.shape, dev, grid,
+                                        guide=pr.fitted_guide(relative, [a]))
+            row = rows.setdefault(name, {'anchors': [], 'pushpull': [], 'guided': [],
+                                         'cells': []})
+            _, count = pr.splat([a], s.depth.shape, grid, dev)
+            row['anchors'].append(float(a.z.size))
+            row['cells'].append(float((count > 0).float().mean()))
+            for key, p in (('pushpull', plain[0]), ('guided', guided[0])):
+                ok = torch.isfinite(truth) & torch.isfinite(p)
+                row[key].append(float(((p[ok] - truth[ok]).abs() / truth[ok]).mean()))
+    return {'frames': min(frames, len(seq)), 'noise': noise,
+            'grid': list(pr.prompt_size(seq[0].depth.shape)),
+            'patterns': {k: {m: float(np.mean(v)) for m, v in r.items()}
+                         for k, r in rows.items()}}
+
+
 def real_weights(model_dir: str, data: Path, log: Callable[[str], None]) -> Dict[str, Any]:
     """Run fitted with 300 ground-truth anchors on the TUM / ICL frames, real checkpoint."""
     if not model_dir:
@@ -629,6 +689,8 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> Di
         log(f'confidence cost ({args.cost_preset}) ...')
         res['confidence_cost'] = confidence_cost(args.cost_preset, args.work_dir, w, h,
                                                  args.cost_iters)
+    log('prompt fill ...')
+    res['prompt_fill'] = prompt_fill(seq, oracle, min(args.confidence_frames, n), args.seed)
     log('real weights ...')
     res['real'] = real_weights(args.model, Path(args.data), log)
     res['seconds'] = time.perf_counter() - t0
@@ -711,6 +773,19 @@ def markdown(res: Dict[str, Any]) -> str:
                      f"{off['total']['p50']:.1f} ms off, {on['total']['p50']:.1f} ms flip "
                      f"(forward {off['forward']['p50']:.1f} -> {on['forward']['p50']:.1f} ms, "
                      f"fit + confidence stage {on['fit']['p50']:.2f} ms).")
+        lines.append('')
+    pf = res.get('prompt_fill')
+    if pf:
+        lines += [f"Dense prompt for Prompt Depth Anything from sparse anchors "
+                  f"({pf['grid'][1]} x {pf['grid'][0]} cells, {pf['noise'] * 100:g} % anchor "
+                  f"noise, {pf['frames']} frames; AbsRel of the prompt to the true depth's cell "
+                  'means; guided: the oracle relative output of the same frame fitted to the '
+                  'anchors, then corrected to meet them):', '',
+                  '| anchors | per frame | cells with one | push-pull | guided |',
+                  '|---|---|---|---|---|']
+        for name, r in pf['patterns'].items():
+            lines.append(f"| {name} | {r['anchors']:.0f} | {r['cells']:.1%} | "
+                         f"{_f(r['pushpull'])} | {_f(r['guided'])} |")
         lines.append('')
     real = res['real']
     if 'skipped' in real:

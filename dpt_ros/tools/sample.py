@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -85,6 +85,22 @@ def synthetic_scene(width: int = 640, height: int = 480, t: float = 0.0) -> Samp
     return SampleFrame(rgb=rgb, depth=depth.astype(np.float32), intrinsics=intr)
 
 
+def render_plane(normal: Sequence[float], distance: float, intr: Intrinsics) -> np.ndarray:
+    """Depth (H, W) float32 metres of the plane n . p = -distance seen through intr's rays.
+
+    normal: the plane's unit normal in the optical frame, facing the camera (its z < 0 for a
+    plane ahead); distance: metres from the camera to the plane. Rays come from
+    geometry.ray_grid (undistorted when intr has distortion); NaN where a ray misses.
+    """
+    from dpt_ros.core.geometry import ray_grid
+    xy, _ = ray_grid(intr)
+    n = np.asarray(normal, np.float64) / np.linalg.norm(normal)
+    dot = n[0] * xy[..., 0] + n[1] * xy[..., 1] + n[2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        z = np.where(dot < -1e-9, -distance / dot, np.nan)
+    return z.astype(np.float32)
+
+
 def synthetic_sequence(n: int, width: int = 640, height: int = 480) -> List[SampleFrame]:
     """Render n frames of the scene with the camera sliding sideways."""
     return [synthetic_scene(width, height, t=0.35 * i) for i in range(n)]
@@ -94,9 +110,12 @@ def synthetic_sequence(n: int, width: int = 640, height: int = 480) -> List[Samp
 
 PRESETS = ('tiny-depth', 'tiny-seg', 'tiny-depth-anything', 'small-depth', 'base-depth',
            'hybrid-depth', 'large-depth', 'tiny-seg-wide', 'tiny-depth-anything-outdoor',
-           'tiny-dpt-dinov2', 'tiny-glpn', 'tiny-zoedepth')
+           'tiny-dpt-dinov2', 'tiny-glpn', 'tiny-zoedepth', 'tiny-tipsv2', 'tiny-depth-pro',
+           'tiny-prompt-depth-anything')
 # Full-size shapes of published checkpoints (tools.checkpoints times them with random weights).
-SHAPE_PRESETS = ('da2-small', 'da2-base', 'da2-large', 'da1-small', 'zoedepth-nk', 'depth-pro')
+SHAPE_PRESETS = ('da2-small', 'da2-base', 'da2-large', 'da1-small', 'zoedepth-nk', 'depth-pro',
+                 'tipsv2-b14', 'tipsv2-l14', 'tipsv2-so400m14', 'tipsv2-g14', 'pda-vits',
+                 'pda-vitl')
 
 
 def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], fusion: int,
@@ -160,6 +179,8 @@ def _preset_config(preset: str):
                      'keep_aspect_ratio': True, 'ensure_multiple_of': 16, 'resample': 2,
                      'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
                      'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}
+    if preset in ('tiny-tipsv2', 'tiny-depth-pro', 'tiny-prompt-depth-anything'):
+        return _tiny_dense(preset, names, dinov2, imagenet)
     if preset == 'small-depth':
         return DPTConfig(**_vit_dpt(192, 6, 3, 768, [48, 96, 192, 384], 64, [1, 3, 4, 5],
                                     384)), {'size': {'height': 384, 'width': 384}}
@@ -183,6 +204,52 @@ def _preset_config(preset: str):
 
 
 _IMAGENET = {'image_mean': [0.485, 0.456, 0.406], 'image_std': [0.229, 0.224, 0.225]}
+
+
+def _tiny_dense(preset: str, names: List[str], dinov2: Dict, imagenet: Dict):
+    """Tiny configs of the families with more than a depth head or more than an image input."""
+    if preset == 'tiny-tipsv2':  # google/tipsv2-*-dpt at 4 layers, 32 wide, 112 x 112 input
+        from transformers import Tipsv2DptConfig, Tipsv2VisionConfig
+        bb = Tipsv2VisionConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                mlp_ratio=2, image_size=112, patch_size=14,
+                                num_register_tokens=1, out_indices=[1, 2, 3, 4],
+                                apply_layernorm=True, reshape_hidden_states=False)
+        cfg = Tipsv2DptConfig(backbone_config=bb, neck_hidden_sizes=[8, 16, 32, 32],
+                              fusion_hidden_size=16, num_depth_bins=16, num_labels=len(names),
+                              id2label=dict(enumerate(names)),
+                              label2id={v: k for k, v in enumerate(names)})
+        return cfg, {'image_processor_type': 'Tipsv2DptImageProcessor', 'do_resize': True,
+                     'size': {'height': 112, 'width': 112}, 'resample': 2, 'do_rescale': True,
+                     'rescale_factor': 1 / 255, 'do_normalize': False}
+    if preset == 'tiny-depth-pro':  # apple/DepthPro-hf's layout: 2 ratios, 32 px patches
+        from transformers import DepthProConfig, Dinov2Config
+        vit = {'hidden_size': 32, 'num_hidden_layers': 4, 'num_attention_heads': 4,
+               'intermediate_size': 37, 'patch_size': 8, 'image_size': 32,
+               'layer_norm_eps': 1e-6}
+        cfg = DepthProConfig(patch_size=32, image_model_config=Dinov2Config(**vit),
+                             patch_model_config=Dinov2Config(**vit),
+                             fov_model_config=Dinov2Config(**vit), use_fov_model=True,
+                             fusion_hidden_size=16, intermediate_hook_ids=[1, 0],
+                             intermediate_feature_dims=[8, 8], scaled_images_ratios=[0.5, 1],
+                             scaled_images_overlap_ratios=[0.0, 0.5],
+                             scaled_images_feature_dims=[16, 8], merge_padding_value=1,
+                             num_fov_head_layers=1)
+        return cfg, {'image_processor_type': 'DepthProImageProcessor', 'do_resize': True,
+                     'size': {'height': 64, 'width': 64}, 'resample': 2, 'do_rescale': True,
+                     'rescale_factor': 1 / 255, 'do_normalize': True,
+                     'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}
+    # depth-anything/prompt-depth-anything-*-hf: Depth Anything with prompt fusion, metric
+    from transformers import Dinov2Config, PromptDepthAnythingConfig
+    cfg = PromptDepthAnythingConfig(backbone_config=Dinov2Config(**dinov2),
+                                    reassemble_hidden_size=32,
+                                    neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
+                                    head_hidden_size=8, depth_estimation_type='metric',
+                                    max_depth=1)
+    return cfg, {'image_processor_type': 'PromptDepthAnythingImageProcessor',
+                 'size': {'height': 70, 'width': 70}, 'keep_aspect_ratio': True,
+                 'ensure_multiple_of': 14, 'resample': 3, 'do_rescale': True,
+                 'rescale_factor': 1 / 255, 'do_normalize': True, 'do_pad': False,
+                 'prompt_scale_to_meter': 0.001, **imagenet}
 
 
 def _published_shape(preset: str):
@@ -222,6 +289,40 @@ def _published_shape(preset: str):
                      'size': {'height': 384, 'width': 512}, 'keep_aspect_ratio': True,
                      'ensure_multiple_of': 32, 'resample': 2, 'image_mean': [0.5, 0.5, 0.5],
                      'image_std': [0.5, 0.5, 0.5]}
+    if preset.startswith('tipsv2-'):
+        # google/tipsv2-*-dpt (google-deepmind/tips: vit_base / large / so400m / giant2, one
+        # register token, DPT heads on four blocks with embed/8 ... embed channels)
+        from transformers import Tipsv2DptConfig, Tipsv2VisionConfig
+        hidden, layers, heads, ratio, taps, swiglu = {
+            'b14': (768, 12, 12, 4, [3, 6, 9, 12], False),
+            'l14': (1024, 24, 16, 4, [6, 12, 18, 24], False),
+            'so400m14': (1152, 27, 16, 4304 / 1152, [7, 14, 21, 27], False),
+            'g14': (1536, 40, 24, 4, [10, 20, 30, 40], True)}[preset[7:]]
+        bb = Tipsv2VisionConfig(hidden_size=hidden, num_hidden_layers=layers,
+                                num_attention_heads=heads, mlp_ratio=ratio, image_size=448,
+                                patch_size=14, num_register_tokens=1, use_swiglu_ffn=swiglu,
+                                out_indices=taps, apply_layernorm=True,
+                                reshape_hidden_states=False)
+        cfg = Tipsv2DptConfig(backbone_config=bb, num_labels=150, fusion_hidden_size=256,
+                              neck_hidden_sizes=[hidden // 8, hidden // 4, hidden // 2, hidden])
+        return cfg, {'image_processor_type': 'Tipsv2DptImageProcessor',
+                     'size': {'height': 448, 'width': 448}, 'resample': 2}
+    if preset.startswith('pda-'):  # transformers' convert_prompt_depth_anything_to_hf.py
+        from transformers import PromptDepthAnythingConfig
+        small = preset == 'pda-vits'
+        hidden, layers, heads = (384, 12, 6) if small else (1024, 24, 16)
+        bb = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          patch_size=14, image_size=518, apply_layernorm=True,
+                          out_indices=[3, 6, 9, 12] if small else [5, 12, 18, 24],
+                          reshape_hidden_states=False)
+        cfg = PromptDepthAnythingConfig(
+            backbone_config=bb, reassemble_hidden_size=hidden, patch_size=14,
+            fusion_hidden_size=64 if small else 256,
+            neck_hidden_sizes=[48, 96, 192, 384] if small else [256, 512, 1024, 1024],
+            depth_estimation_type='metric')
+        return cfg, {'image_processor_type': 'PromptDepthAnythingImageProcessor',
+                     'size': {'height': 756, 'width': 756}, 'keep_aspect_ratio': True,
+                     'ensure_multiple_of': 14, **_IMAGENET}
     # apple/DepthPro-hf: DINOv2-L/16 encoders at 384 (patches, whole image, field of view) over
     # a 1536 x 1536 image pyramid.
     from transformers import DepthProConfig
@@ -234,7 +335,10 @@ def _published_shape(preset: str):
 
 
 _MODEL_CLASS = {'depth_anything': 'DepthAnythingForDepthEstimation',
-                'glpn': 'GLPNForDepthEstimation', 'zoedepth': 'ZoeDepthForDepthEstimation'}
+                'glpn': 'GLPNForDepthEstimation', 'zoedepth': 'ZoeDepthForDepthEstimation',
+                'tipsv2_dpt': 'Tipsv2DptForDensePrediction',
+                'depth_pro': 'DepthProForDepthEstimation',
+                'prompt_depth_anything': 'PromptDepthAnythingForDepthEstimation'}
 
 
 def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
@@ -258,7 +362,7 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
     model = getattr(transformers, _MODEL_CLASS.get(cfg.model_type, 'DPTForDepthEstimation'))(cfg)
     if preset.startswith('tiny-seg'):
         model = transformers.DPTForSemanticSegmentation(cfg)
-    encoder = ('dpt', 'backbone', 'glpn')
+    encoder = ('dpt', 'backbone', 'glpn', 'depth_pro')
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, mod in model.named_modules():
@@ -275,6 +379,13 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
             # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
             last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
             last.weight.abs_()
+        if cfg.model_type == 'depth_pro':
+            # A random field-of-view head answers about 0 degrees (a focal length of
+            # infinity): let it answer about 60, varying a little with the image.
+            last = [m for m in model.fov_model.head.modules()
+                    if isinstance(m, torch.nn.Conv2d)][-1]
+            last.weight.mul_(0.05)
+            last.bias.fill_(60.0)
     model.eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)

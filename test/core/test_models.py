@@ -92,7 +92,9 @@ def test_hub_id_offline_says_how_to_fix():
 def test_never_trust_remote_code(tiny_depth, monkeypatch):
     import transformers
     seen = []
-    for cls in (transformers.AutoModelForDepthEstimation, transformers.AutoConfig):
+    # Every model class loads through PreTrainedModel.from_pretrained (dpt_ros asks for the
+    # concrete class, e.g. TIPSv2-DPT's dense one); configs through AutoConfig.
+    for cls in (transformers.PreTrainedModel, transformers.AutoConfig):
         real = cls.from_pretrained.__func__
 
         def spy(klass, *a, _real=real, **kw):

@@ -106,31 +106,32 @@ def with_processor(src, dst, **changes):
     return dst
 
 
-@pytest.mark.parametrize('name', ['DepthProImageProcessorFast', 'SegformerImageProcessor',
-                                  'PromptDepthAnythingImageProcessor'])
+@pytest.mark.parametrize('name', ['SegformerImageProcessorFast', 'Mask2FormerImageProcessor'])
 def test_unsupported_processor_is_refused_in_one_line(tmp_path, tiny_metric, name):
     ckpt = with_processor(tiny_metric, tmp_path / 'c', image_processor_type=name)
     with pytest.raises(ModelLoadError) as info:
         load_model(str(ckpt), 'depth', ModelConfig(device='cpu'), lambda m: None)
     text = str(info.value)
     assert '\n' not in text and name.replace('Fast', '') in text
-    for supported in ('DPTImageProcessor', 'GLPNImageProcessor', 'ZoeDepthImageProcessor'):
+    for supported in ('DPTImageProcessor', 'GLPNImageProcessor', 'ZoeDepthImageProcessor',
+                      'Tipsv2DptImageProcessor', 'DepthProImageProcessor',
+                      'PromptDepthAnythingImageProcessor'):
         assert supported in text, text
 
 
-def test_depth_pro_is_refused_before_its_weights_are_read(tmp_path):
-    from transformers import DepthProConfig
-    ckpt = tmp_path / 'depth_pro'
-    DepthProConfig(architectures=['DepthProForDepthEstimation']).save_pretrained(ckpt)
+def test_prompt_depth_anything_without_prompts_is_refused_before_its_weights_are_read(
+        tmp_path):
+    from transformers import PromptDepthAnythingConfig
+    ckpt = tmp_path / 'prompt_depth_anything'
+    PromptDepthAnythingConfig(
+        architectures=['PromptDepthAnythingForDepthEstimation']).save_pretrained(ckpt)
     (ckpt / 'model.safetensors').write_bytes(b'never read')
     (ckpt / 'preprocessor_config.json').write_text(json.dumps(
-        {'image_processor_type': 'DepthProImageProcessorFast',
-         'size': {'height': 1536, 'width': 1536}}))
+        {'image_processor_type': 'PromptDepthAnythingImageProcessor'}))
     with pytest.raises(ModelLoadError) as info:
         load_model(str(ckpt), 'depth', ModelConfig(device='cpu'), lambda m: None)
     text = str(info.value)
-    assert '\n' not in text and 'Depth Pro' in text and 'field-of-view' in text, text
-    assert 'DPTImageProcessor' in text and 'weights' not in text
+    assert '\n' not in text and 'metric prompt' in text and 'weights' not in text, text
 
 
 def test_processor_found_as_transformers_finds_it(tmp_path, checkpoints):

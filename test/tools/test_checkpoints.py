@@ -44,12 +44,12 @@ def test_table_entries_are_consistent():
 def test_each_shape_has_the_published_family_and_size(preset):
     # Built on the meta device: the real architecture, no memory, no weights.
     torch = pytest.importorskip('torch')
-    from transformers import AutoModelForDepthEstimation
 
+    from dpt_ros.core.models import checkpoint_heads, model_class
     from dpt_ros.tools.sample import _preset_config
     cfg, _ = _preset_config(preset)
-    with torch.device('meta'):
-        model = AutoModelForDepthEstimation.from_config(cfg)
+    with torch.device('meta'):  # the class the node loads, with every head it has
+        model = model_class(cfg, checkpoint_heads(cfg))(cfg)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     for c in CHECKPOINTS:
         if c.preset == preset:

@@ -57,6 +57,13 @@ def test_dpt_eval_writes_results_that_meet_the_targets(tmp_path):
     assert res['accuracy']['stages_ms']['fit']['p50'] > 0
     cost = res['confidence_cost']
     assert cost['flip']['total']['n'] == 1 and 'Cost of depth.confidence flip' in md
+    # A prompt filled from sparse anchors: guided by a fitted relative output it follows the
+    # scene between anchors; push-pull alone flattens it.
+    fill = res['prompt_fill']['patterns']
+    assert len(fill) == 4 and 'Dense prompt for Prompt Depth Anything' in md
+    for name, r in fill.items():
+        assert r['guided'] < 0.03 and r['guided'] < r['pushpull'], (name, r)
+    assert fill['30 random pixels']['pushpull'] > 3 * fill['30 random pixels']['guided']
 
 
 def test_real_weights_section_runs_on_the_real_frames(tiny_depth, rgbd_data):
