@@ -95,11 +95,8 @@ ensure() {
 
 backends() {  # every model.backend whose runtime imports here, comma-separated
   "$PY" - <<'EOF'
-import importlib.util
-from dpt_ros.core.config import BACKENDS
-needs = {'tensorrt': 'tensorrt', 'onnxruntime': 'onnxruntime'}
-print(','.join(b for b in BACKENDS
-               if b not in needs or importlib.util.find_spec(needs[b]) is not None))
+from dpt_ros.core.backends import runnable
+print(','.join(runnable(cuda=True)))
 EOF
 }
 

@@ -16,11 +16,13 @@ import torch
 
 from dpt_ros.core import outputs
 from dpt_ros.core import postprocess as post
+from dpt_ros.core.backends import EAGER
+from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.geometry import Backprojector, Intrinsics, IntrinsicsError
 from dpt_ros.core.metric import Anchors, FitReport, MetricTracker
-from dpt_ros.core.models import apply_backend, load_model, LoadedModel
+from dpt_ros.core.models import load_model, LoadedModel
 from dpt_ros.core.outputs import DEPTH_TASK, Result, SEGMENTATION_TASK
 from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, to_rgb
 
@@ -59,11 +61,6 @@ class _Clock:
         return out
 
 
-def _fixed_input(m: LoadedModel) -> bool:
-    """Whether the network input size is the same for every camera frame size."""
-    return m.spec.input_fixed
-
-
 def cuda_setup(device: torch.device) -> torch.cuda.Stream:
     """Per-process CUDA settings for fixed-shape inference; the pipeline's own stream."""
     # Input shapes are fixed per camera: let cuDNN time its algorithms once per shape.
@@ -93,14 +90,16 @@ class Pipeline:
         assert first is not None
         self.device = first.device
         self._pre: Dict[int, Preprocessor] = {}
-        self._backend_shape: Dict[int, Tuple[int, ...]] = {}
         self._project = Backprojector()
         self._tracker = MetricTracker(self.device)
         self._staging: Dict[Tuple, torch.Tensor] = {}
         self._copied: Dict[Tuple, torch.cuda.Event] = {}  # staging key -> its last H2D copy
         self._lock = threading.Lock()
         self._cancel = threading.Event()
-        self._backend_off: Dict[int, str] = {}  # model id -> why it went back to eager
+        self._frames = 0  # most camera frames per batch, when prepare was told
+        # model.backend is read-only: one runner for the pipeline's life.
+        self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir,
+                                      lambda msg: self.log(msg), self._cancel.is_set)
         # All GPU work of this pipeline runs on its own stream, on its own device (cuda:N),
         # from whichever thread calls it: never on the legacy default stream.
         self._stream = cuda_setup(self.device) if self.device.type == 'cuda' else None
@@ -214,42 +213,27 @@ class Pipeline:
         self._copied[key] = done
         return dev
 
-    def _ensure_backend(self, m: LoadedModel, shape: Tuple[int, ...]) -> bool:
-        """Set up the configured backend for this input shape; True when it was new."""
-        backend = self._cfg.model.backend
-        if backend == 'torch' or id(m) in self._backend_off:
-            return False
-        if self._backend_shape.get(id(m)) == shape:
-            return False
-        self._backend_shape[id(m)] = shape
-        apply_backend(m, backend, shape, self._cfg.model.engine_dir, self.log,
-                      cancel=self._cancel.is_set)
-        if m.backend == 'torch':
-            # Unavailable (not installed, refused, failed to build): one line said why;
-            # do not try again on every new shape.
-            self._backend_off[id(m)] = 'unavailable'
-        return True
-
     def _run(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-        fresh = self._ensure_backend(m, tuple(pixel_values.shape))
-        if m.backend != 'torch':
-            graphs = m.backend == 'compile' and m.device.type == 'cuda'
-            # CUDA graphs record on the 2nd call and replay from the 3rd: pay both now, on
-            # the first frame of a shape, and fall back on a failure at any call.
-            calls = 3 if fresh and graphs else 1
-            try:
-                for _ in range(calls):
-                    out = m(pixel_values)
-                # A graph's output memory is reused by the next replay of any graph (the
-                # segmentation model's, the next frame's): keep a copy of our own.
-                return out.clone() if graphs else out
-            except Exception as exc:  # noqa: B902 - any backend failure falls back
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                self.log(f'model.backend {m.backend} failed on input {tuple(pixel_values.shape)}'
-                         f' ({first}); running eager torch from now on.')
-                m.net, m.backend = m.eager, 'torch'
-                self._backend_off[id(m)] = first
-        return m(pixel_values)
+        return self.backends.run(m, pixel_values, max(self.batch_sizes(m)))
+
+    def batch_sizes(self, m: LoadedModel) -> List[int]:
+        """Network batch sizes a model meets under the settings (what prepare warms).
+
+        Batches of 1 to n camera frames, n as many as the scheduler forms (batch.max_size, at
+        most one frame per camera) or as prepare(frames=) said; twice each for the depth
+        model under depth.confidence flip (the mirrored frames ride in the same batch).
+        """
+        cfg = self._cfg
+        n = self._frames or min(cfg.batch.max_size, max(1, len(cfg.cameras)))
+        sizes = set(range(1, n + 1))
+        if m.task == DEPTH_TASK and cfg.depth.confidence == 'flip':
+            sizes |= {2 * k for k in sizes}
+        return sorted(sizes)
+
+    @property
+    def backend_builds(self) -> Dict[str, int]:
+        """Backend modules built or loaded so far, by backend (sessions, engines, compiles)."""
+        return dict(self.backends.builds)
 
     def forward(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run one model on pixel values already on the device, as a frame would (backend too)."""
@@ -473,40 +457,48 @@ class Pipeline:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def prepare(self, height: int = 0, width: int = 0) -> Dict[str, float]:
+    def prepare(self, height: int = 0, width: int = 0, frames: int = 0) -> Dict[str, float]:
         """Do first-frame work now: engine build or load, compile and graph capture, autotune.
 
         For the network input of height x width camera frames; with 0 x 0, for the models
         whose network input does not depend on the frame size (ViT DPT: a fixed square), the
-        others then warm up on their first frame. Returns milliseconds per model warmed.
-        cancel() from another thread abandons it (an engine build stops at its next step).
+        others then warm up on their first frame. Every batch size of batch_sizes is warmed;
+        frames: the most camera frames a batch will hold (0: as the scheduler forms them).
+        Returns milliseconds per model warmed. cancel() from another thread abandons it (an
+        engine build stops at its next step).
         """
+        if frames:
+            self._frames = frames
         done: Dict[str, float] = {}
-        backend = self._cfg.model.backend
-        if self.device.type != 'cuda' and backend == 'torch':
+        if self.device.type != 'cuda' and self._cfg.model.backend == EAGER:
             return done  # nothing to build, capture or autotune
         for m in (self.depth_model, self.seg_model):
             if m is None or self._cancel.is_set():
                 continue
             if height and width:
                 h, w = height, width
-            elif _fixed_input(m):
+            elif m.spec.input_fixed:
                 h, w = m.spec.height, m.spec.width
             else:
                 continue
             t = time.perf_counter()
+            sizes = self.batch_sizes(m)
             with self._lock, self._on_device(), torch.inference_mode():
-                # A random frame (never zeros) through the real preprocessing, so the warmed
-                # input has the frames' exact shape, dtype and memory layout.
-                frame = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
-                                      device=self.device)
-                pv = self._preprocessor(m)(to_rgb(frame, 'rgb8'))
-                self._run(m, pv)
+                for n in sizes:
+                    # Random frames (never zeros) through the real preprocessing, so the warmed
+                    # input has the frames' exact shape, dtype and memory layout.
+                    batch = torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8,
+                                          device=self.device)
+                    pv = self._preprocessor(m)(to_rgb(batch, 'rgb8'))
+                    self._run(m, pv)
+                    if self._cancel.is_set():
+                        break
                 self.synchronize()
             ms = (time.perf_counter() - t) * 1e3
             done[m.task] = ms
             self.log(f'warm-up {m.task}: backend {m.backend}, network input '
-                     f'{pv.shape[-1]}x{pv.shape[-2]}, {ms / 1e3:.1f} s')
+                     f"{pv.shape[-1]}x{pv.shape[-2]}, batch {', '.join(map(str, sizes))}, "
+                     f'{ms / 1e3:.1f} s')
         return done
 
     def cancel(self) -> None:
@@ -518,6 +510,7 @@ class Pipeline:
         self._cancel.set()
         self.synchronize()
         self.depth_model = self.seg_model = None
+        self.backends.release()
         self._pre.clear()
         self._staging.clear()
         self._copied.clear()
