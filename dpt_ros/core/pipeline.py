@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import contextlib
+from functools import cached_property
 import logging
 import threading
 import time
-from typing import AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import (AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Set,
+                    Tuple)
 
 import numpy as np
 import torch
@@ -20,10 +22,11 @@ from dpt_ros.core.backends import EAGER
 from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.core.conversions import Frame
-from dpt_ros.core.geometry import Backprojector, Intrinsics, IntrinsicsError
-from dpt_ros.core.metric import Anchors, FitReport, MetricTracker
+from dpt_ros.core.geometry import Backprojector, Intrinsics
+from dpt_ros.core.metric import Anchors, FitReport, FrameFit, MetricTracker
 from dpt_ros.core.models import load_model, LoadedModel
-from dpt_ros.core.outputs import DEPTH_TASK, Result, SEGMENTATION_TASK
+from dpt_ros.core.outputs import (DEPTH_TASK, DOWNLOAD, FIT, FORWARD, GEOMETRY, POSTPROCESS,
+                                  PREPROCESS, Result, SEGMENTATION_TASK, UPLOAD)
 from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, to_rgb
 
 LOG = logging.getLogger('dpt_ros')
@@ -70,6 +73,120 @@ def cuda_setup(device: torch.device) -> torch.cuda.Stream:
         return torch.cuda.Stream(device)
 
 
+class _Batch:
+    """One batch on its way through the stages: what each stage leaves for the next."""
+
+    def __init__(self, pipe: 'Pipeline', frames: Sequence[Frame],
+                 intrs: Sequence[Optional[Intrinsics]], wanted: AbstractSet[str],
+                 anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
+                 stamps: Sequence[float]) -> None:
+        self.cfg = pipe.config  # one consistent snapshot per batch
+        self.frames, self.intrs = frames, intrs
+        self.anchors, self.sources, self.stamps = anchors, sources, stamps
+        self.rows = outputs.computed(wanted)
+        self.height, self.width = frames[0].height, frames[0].width
+        self.results = [Result(self.height, self.width) for _ in frames]
+        self.mode = pipe.depth_mode(self.cfg)
+        self.dmax = pipe.depth_max(self.cfg)
+        self.metric = pipe.depth_model is not None and pipe.depth_model.metric
+        self.tasks: Set[str] = set()  # the tasks whose model output is at camera resolution
+        self.pixels: Optional[torch.Tensor] = None  # (B, H, W, C) as the frames came
+        self.rgb: Optional[torch.Tensor] = None     # (B, 3, H, W) float 0..255
+        self.pixel_values: Dict[int, torch.Tensor] = {}  # model id -> its network input
+        self.flip = False
+        self.raw: Optional[torch.Tensor] = None     # depth model output (2B with the flip)
+        self.logits: Optional[torch.Tensor] = None
+        self.depth: Optional[torch.Tensor] = None   # (B, H, W) as the checkpoint gives it
+        self.flipped: Optional[torch.Tensor] = None
+        self.labels: Optional[torch.Tensor] = None
+        self.fitted: Optional[torch.Tensor] = None  # inverse depth the fit ran on
+        self.fits: List[FrameFit] = []
+        self.confidence: Optional[torch.Tensor] = None
+        n_labels = len(pipe.seg_model.labels) if pipe.seg_model is not None else 0
+        self.views = [FrameTensors(self, i, pipe._project, n_labels)
+                      for i in range(len(frames))]
+        self.out: List[Dict[str, torch.Tensor]] = [{} for _ in frames]
+        self.host: List[Dict[str, np.ndarray]] = []
+
+    @cached_property
+    def metres(self) -> List[Optional[torch.Tensor]]:
+        """Depth in metres per frame (None: not metric, or not fitted)."""
+        d, n = self.cfg.depth, len(self.frames)
+        if self.depth is None:
+            return [None] * n
+        if self.mode == 'fitted':
+            return [None if f.scale is None else post.to_metres(
+                self.fitted[i], 'affine_inverse', f.scale, f.shift, d.min, self.dmax)
+                for i, f in enumerate(self.fits)]
+        m = post.to_metres(self.depth, self.mode, d.scale, d.shift, d.min, self.dmax)
+        return [None] * n if m is None else list(m)
+
+    @cached_property
+    def relative(self) -> torch.Tensor:
+        """Inverse depth (larger is nearer): as fitted, or over time under depth.temporal."""
+        if self.fitted is None:
+            return post.relative_inverse(self.depth, self.metric)
+        if self.mode == 'relative_inverse' and self.cfg.depth.temporal:
+            return torch.stack([self.fitted[i] * f.scale + f.shift
+                                for i, f in enumerate(self.fits)])
+        return self.fitted
+
+    @cached_property
+    def rgb8(self) -> torch.Tensor:
+        """The camera images as (B, H, W, 3) uint8."""
+        return self.rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
+
+
+class FrameTensors:
+    """One frame's tensors on the device, as an output row's compute reads them (outputs.py).
+
+    What no wanted row reads is never computed: metres, relative depth, the 8-bit image and
+    the class colours are made on first use.
+    """
+
+    def __init__(self, batch: _Batch, index: int, project: Backprojector,
+                 num_labels: int) -> None:
+        self._batch = batch
+        self._i = index
+        self.cfg: Config = batch.cfg
+        self.result: Result = batch.results[index]  # for warnings and the cloud's shape
+        self.intrinsics: Optional[Intrinsics] = batch.intrs[index]
+        self.metric = batch.metric  # the checkpoint outputs metres
+        self.project = project
+        self.num_labels = num_labels
+
+    @property
+    def metres(self) -> Optional[torch.Tensor]:
+        """(H, W) metres, NaN where invalid; None without metric depth."""
+        return self._batch.metres[self._i]
+
+    @property
+    def relative(self) -> torch.Tensor:
+        """(H, W) inverse depth, larger is nearer."""
+        return self._batch.relative[self._i]
+
+    @property
+    def confidence(self) -> Optional[torch.Tensor]:
+        """(H, W) flip confidence in [0, 1]; None unless it was computed."""
+        conf = self._batch.confidence
+        return None if conf is None else conf[self._i]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(H, W) class ids."""
+        return self._batch.labels[self._i]
+
+    @property
+    def rgb8(self) -> torch.Tensor:
+        """(H, W, 3) uint8 camera image."""
+        return self._batch.rgb8[self._i]
+
+    @cached_property
+    def seg_colored(self) -> torch.Tensor:
+        """(H, W, 3) uint8 class colours (shared by the colours and the overlay)."""
+        return post.colorize_labels(self.labels, self.num_labels)
+
+
 class Pipeline:
     """Load the configured models once; then turn frames into depth, labels and points."""
 
@@ -100,6 +217,13 @@ class Pipeline:
         # model.backend is read-only: one runner for the pipeline's life.
         self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir,
                                       lambda msg: self.log(msg), self._cancel.is_set)
+        # The timed stages a batch goes through, in order; postprocess comes back after the fit
+        # for the output rows (its times add up).
+        self._steps: Tuple[Tuple[str, Callable[[_Batch], None]], ...] = (
+            (UPLOAD, self._upload_stage), (PREPROCESS, self._preprocess_stage),
+            (FORWARD, self._forward_stage), (POSTPROCESS, self._resize_stage),
+            (FIT, self._fit_stage), (POSTPROCESS, self._rows_stage(POSTPROCESS)),
+            (GEOMETRY, self._rows_stage(GEOMETRY)), (DOWNLOAD, self._download_stage))
         # All GPU work of this pipeline runs on its own stream, on its own device (cuda:N),
         # from whichever thread calls it: never on the legacy default stream.
         self._stream = cuda_setup(self.device) if self.device.type == 'cuda' else None
@@ -291,150 +415,88 @@ class Pipeline:
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                  wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
                  sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
-        cfg = self._cfg  # one consistent snapshot per batch
-        want = outputs.arrays_needed(wanted)
-        b, h, w = len(frames), frames[0].height, frames[0].width
-        results = [Result(h, w) for _ in frames]
+        b = _Batch(self, frames, intrs, wanted, anchors, sources, stamps)
         clock = _Clock(self.device, self._stream)
-        dev_frames = self._upload(frames)
-        clock.mark('upload')
-        rgb = to_rgb(dev_frames, frames[0].layout)
-        pixel = {}
-        for m in (self.depth_model, self.seg_model):
-            if m is not None and self._wants(m, want):
-                pre = self._preprocessor(m)
-                same = next((k for k, p in self._pre.items() if k in pixel and p is not pre
-                             and p.spec == pre.spec and p.dtype == pre.dtype), None)
-                pixel[id(m)] = pixel[same] if same is not None else pre(rgb)
-        clock.mark('preprocess')
-        raw = logits = None
-        mode = self.depth_mode(cfg)
-        flip = (cfg.depth.confidence == 'flip' and self.depth_model is not None and
-                ('confidence' in want or ('points' in want and cfg.points.min_confidence > 0)))
-        if self.depth_model is not None and id(self.depth_model) in pixel:
-            pv = pixel[id(self.depth_model)]
-            if flip:  # the mirrored frame rides in the same batch
-                pv = torch.cat([pv, pv.flip(-1)])
-            raw = self._run(self.depth_model, pv)
-        if self.seg_model is not None and id(self.seg_model) in pixel:
-            logits = self._run(self.seg_model, pixel[id(self.seg_model)])
-        clock.mark('forward')
-
-        out: List[Dict[str, torch.Tensor]] = [{} for _ in frames]
-        need_rgb8 = ('points' in want and cfg.points.rgb) or \
-            ('overlay' in want and logits is not None)
-        rgb8 = rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8) if need_rgb8 \
-            else None
-        metres: List[Optional[torch.Tensor]] = [None] * b
-        conf = None
-        if raw is not None:
-            dm = self.depth_model
-            depth = post.resize_depth(raw, (h, w), dm.spec.placement(h, w))
-            depth, flipped = (depth[:b], depth[b:].flip(-1)) if flip else (depth, None)
-            clock.mark('postprocess')
-            relative, metres, conf = self._metres(depth, flipped, mode, cfg, results, anchors,
-                                                  sources, stamps, clock, want)
-            for i in range(b):
-                results[i].mode = mode
-                # depth/relative is inverse depth (larger is nearer) whatever the checkpoint;
-                # without metres depth/colored shows it too
-                if 'relative' in want and relative is not None and (
-                        metres[i] is None or not dm.metric):
-                    out[i]['relative'] = relative[i]
-                if 'depth' in want and metres[i] is not None:
-                    out[i]['depth'] = metres[i]
-                if 'depth_colored' in want:
-                    src = metres[i] if metres[i] is not None else relative[i]
-                    out[i]['depth_colored'] = post.colorize_depth(
-                        src, cfg.depth.colormap, inverse=metres[i] is None)
-                if 'confidence' in want and conf is not None:
-                    out[i]['confidence'] = conf[i]
-        else:
-            clock.mark('fit')
-        if logits is not None:
-            labels = post.segment(logits, (h, w), self.seg_model.spec.placement(h, w))
-            n = len(self.seg_model.labels)
-            for i in range(b):
-                if 'labels' in want:
-                    out[i]['labels'] = labels[i].to(post.labels_dtype(n))
-                if 'seg_colored' in want or 'overlay' in want:
-                    colored = post.colorize_labels(labels[i], n)
-                    if 'seg_colored' in want:
-                        out[i]['seg_colored'] = colored
-                    if 'overlay' in want:
-                        out[i]['overlay'] = post.overlay(rgb8[i], colored,
-                                                         cfg.segmentation.overlay_alpha)
-        clock.mark('postprocess')
-        if 'points' in want:
-            for i, intr in enumerate(intrs):
-                if intr is None or metres[i] is None:
-                    continue
-                try:
-                    intr.check(w, h)
-                except IntrinsicsError as exc:
-                    results[i].warnings.append(str(exc))
-                    continue
-                z = metres[i]
-                if conf is not None and cfg.points.min_confidence > 0:
-                    z = z.masked_fill(conf[i] < cfg.points.min_confidence, float('nan'))
-                pts, ph, pw = self._project(z, intr, cfg.points.stride,
-                                            cfg.points.organized,
-                                            rgb8[i] if cfg.points.rgb else None)
-                if self._project.note:
-                    results[i].warnings.append(self._project.note)
-                out[i]['points'] = pts
-                results[i].points_shape = (ph, pw)
-                results[i].points_rgb = cfg.points.rgb
-        clock.mark('geometry')
-        host = self._download(out)
-        clock.mark('download')
+        for stage, step in self._steps:
+            step(b)
+            clock.mark(stage)
         timings = clock.result()
-        for i, r in enumerate(results):
-            r.arrays.update(host[i])
-            r.timings = {k: v / b for k, v in timings.items()}
-        return results
+        for r, host in zip(b.results, b.host):
+            r.arrays.update(host)
+            r.timings = {k: v / len(frames) for k, v in timings.items()}
+        return b.results
 
-    def _metres(self, depth: torch.Tensor, flipped: Optional[torch.Tensor], mode: str,
-                cfg: Config, results: List[Result], anchors: Sequence[Optional[Anchors]],
-                sources: Sequence[str], stamps: Sequence[float], clock: _Clock,
-                want: AbstractSet[str]) -> Tuple[Optional[torch.Tensor],
-                                                 List[Optional[torch.Tensor]],
-                                                 Optional[torch.Tensor]]:
-        """Fit (its own 'fit' stage) and convert: relative output, metres per frame, confidence."""
-        dm = self.depth_model
-        b = depth.shape[0]
-        dmax = self.depth_max(cfg)
-        temporal_relative = mode == 'relative_inverse' and cfg.depth.temporal
-        if mode != 'fitted' and flipped is None and not temporal_relative:
-            clock.mark('fit')
-            m = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift, cfg.depth.min,
-                               dmax)
-            need = ('relative' in want and (m is None or not dm.metric)) or (
-                'depth_colored' in want and m is None)
-            relative = post.relative_inverse(depth, dm.metric) if need else None
-            return relative, [None] * b if m is None else list(m), None
+    # ------------------------------------------------------------------ stages
+
+    def _upload_stage(self, b: _Batch) -> None:
+        b.pixels = self._upload(b.frames)
+
+    def _preprocess_stage(self, b: _Batch) -> None:
+        b.rgb = to_rgb(b.pixels, b.frames[0].layout)
+        for m in (self.depth_model, self.seg_model):
+            if m is None or not any(o.task == m.task and o.runs_model(b.cfg) for o in b.rows):
+                continue
+            pre = self._preprocessor(m)
+            # Two models that preprocess alike share one pixel_values tensor.
+            same = next((k for k, p in self._pre.items() if k in b.pixel_values and p is not pre
+                         and p.spec == pre.spec and p.dtype == pre.dtype), None)
+            b.pixel_values[id(m)] = b.pixel_values[same] if same is not None else pre(b.rgb)
+
+    def _forward_stage(self, b: _Batch) -> None:
+        dm, sm = self.depth_model, self.seg_model
+        if dm is not None and id(dm) in b.pixel_values:
+            pv = b.pixel_values[id(dm)]
+            b.flip = b.cfg.depth.confidence == 'flip' and \
+                any(o.reads_confidence(b.cfg) for o in b.rows)
+            if b.flip:  # the mirrored frame rides in the same batch
+                pv = torch.cat([pv, pv.flip(-1)])
+            b.raw = self._run(dm, pv)
+        if sm is not None and id(sm) in b.pixel_values:
+            b.logits = self._run(sm, b.pixel_values[id(sm)])
+
+    def _resize_stage(self, b: _Batch) -> None:
+        """Model outputs at camera resolution, padding cut away; the mirrored depth unflipped."""
+        size = (b.height, b.width)
+        if b.raw is not None:
+            depth = post.resize_depth(b.raw, size, self.depth_model.spec.placement(*size))
+            n = len(b.frames)
+            b.depth, b.flipped = (depth[:n], depth[n:].flip(-1)) if b.flip else (depth, None)
+            for r in b.results:
+                r.mode = b.mode
+            b.tasks.add(DEPTH_TASK)
+        if b.logits is not None:
+            b.labels = post.segment(b.logits, size, self.seg_model.spec.placement(*size))
+            b.tasks.add(SEGMENTATION_TASK)
+
+    def _fit_stage(self, b: _Batch) -> None:
+        """Scale and shift from anchors or over time, and the flip confidence, when asked for."""
+        temporal_relative = b.mode == 'relative_inverse' and b.cfg.depth.temporal
+        if b.depth is None or (b.mode != 'fitted' and b.flipped is None and
+                               not temporal_relative):
+            return
         # Fitted in inverse depth: what a relative checkpoint gives, a metric one's 1/metres.
-        d = post.relative_inverse(depth, dm.metric)
-        fits, conf = self._tracker.run(
-            d, anchors, sources, stamps, cfg, mode == 'fitted',
-            None if flipped is None else post.relative_inverse(flipped, dm.metric))
-        clock.mark('fit')
-        for r, f in zip(results, fits):
+        b.fitted = post.relative_inverse(b.depth, b.metric)
+        b.fits, b.confidence = self._tracker.run(
+            b.fitted, b.anchors, b.sources, b.stamps, b.cfg, b.mode == 'fitted',
+            None if b.flipped is None else post.relative_inverse(b.flipped, b.metric))
+        for r, f in zip(b.results, b.fits):
             r.fit = f.report
             r.warnings.extend(f.warnings)
-        if mode == 'fitted':
-            return d, [None if f.scale is None else post.to_metres(
-                d[i], 'affine_inverse', f.scale, f.shift, cfg.depth.min, dmax)
-                for i, f in enumerate(fits)], conf
-        if temporal_relative:
-            d = torch.stack([d[i] * f.scale + f.shift for i, f in enumerate(fits)])
-        m = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift, cfg.depth.min, dmax)
-        return d, [None] * b if m is None else list(m), conf
 
-    def _wants(self, m: LoadedModel, want: AbstractSet[str]) -> bool:
-        # depth/confidence alone needs the depth model only when it is switched on.
-        return any(o.task == m.task for o in outputs.OUTPUTS if o.name in want
-                   and (o.name != 'confidence' or self._cfg.depth.confidence == 'flip'))
+    def _rows_stage(self, stage: str) -> Callable[[_Batch], None]:
+        """Return the step running the compute of every wanted output row of that stage."""
+        def run(b: _Batch) -> None:
+            for o in b.rows:
+                if o.stage != stage or o.task not in b.tasks:
+                    continue
+                for f, out in zip(b.views, b.out):
+                    t = o.compute(f)
+                    if t is not None:
+                        out[o.name] = t
+        return run
+
+    def _download_stage(self, b: _Batch) -> None:
+        b.host = self._download(b.out)
 
     def model_for(self, task: str) -> Optional[LoadedModel]:
         """Return the loaded model of a task (DEPTH_TASK, SEGMENTATION_TASK), or None."""

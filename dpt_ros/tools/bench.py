@@ -44,7 +44,7 @@ from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.backends import BACKENDS, BY_NAME as BACKENDS_BY_NAME, NAMES as BACKEND_NAMES
 from dpt_ros.core.config import Config
-from dpt_ros.core.outputs import EncodeOptions, FRAME_STAGES
+from dpt_ros.core.outputs import DECODE, EncodeOptions, FILL, FORWARD, FRAME_STAGES, PUBLISH
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
 from dpt_ros.tools.toolkit import jsonable, pct, profile_env, pyplot, summary, write_report
@@ -117,11 +117,11 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
             encoded = outputs.encode(r, EncodeOptions('32FC1', camera_info=True))
             # Alternate which path goes first: neither always finds the caches warm.
             for as_bytes in ((False, True) if i % 2 else (True, False)):
-                keys = BYTES_STAGES if as_bytes else ('fill', 'publish')
+                keys = BYTES_STAGES if as_bytes else (FILL, PUBLISH)
                 times.update(zip(keys, _fill_publish(pub, encoded, header, info, as_bytes)))
         if i < warmup:
             continue
-        stages['decode'].append((t1 - t0) * 1e3)
+        stages[DECODE].append((t1 - t0) * 1e3)
         for k, v in list(r.timings.items()) + list(times.items()):
             stages[k].append(v)
         pipeline.append((t2 - t0) * 1e3)
@@ -131,9 +131,9 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
     out['pipeline'] = summary(pipeline)
     out['raw_total'] = totals
     out['raw_pipeline'] = pipeline
-    out['raw_forward'] = stages['forward']
+    out['raw_forward'] = stages[FORWARD]
     if pub.ok:
-        msg_path = [a + b for a, b in zip(stages['fill'], stages['publish'])]
+        msg_path = [a + b for a, b in zip(stages[FILL], stages[PUBLISH])]
         byte_path = [a + b for a, b in zip(*(stages[k] for k in BYTES_STAGES))]
         out['fill_publish'] = {'message': summary(msg_path), 'bytes': summary(byte_path)}
     return out
