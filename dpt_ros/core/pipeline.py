@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from functools import cached_property
 import logging
 import threading
@@ -102,9 +103,6 @@ class _Batch:
         self.fitted: Optional[torch.Tensor] = None  # inverse depth the fit ran on
         self.fits: List[FrameFit] = []
         self.confidence: Optional[torch.Tensor] = None
-        n_labels = len(pipe.seg_model.labels) if pipe.seg_model is not None else 0
-        self.views = [FrameTensors(self, i, pipe._project, n_labels)
-                      for i in range(len(frames))]
         self.out: List[Dict[str, torch.Tensor]] = [{} for _ in frames]
         self.host: List[Dict[str, np.ndarray]] = []
 
@@ -215,15 +213,8 @@ class Pipeline:
         self._cancel = threading.Event()
         self._frames = 0  # most camera frames per batch, when prepare was told
         # model.backend is read-only: one runner for the pipeline's life.
-        self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir,
-                                      lambda msg: self.log(msg), self._cancel.is_set)
-        # The timed stages a batch goes through, in order; postprocess comes back after the fit
-        # for the output rows (its times add up).
-        self._steps: Tuple[Tuple[str, Callable[[_Batch], None]], ...] = (
-            (UPLOAD, self._upload_stage), (PREPROCESS, self._preprocess_stage),
-            (FORWARD, self._forward_stage), (POSTPROCESS, self._resize_stage),
-            (FIT, self._fit_stage), (POSTPROCESS, self._rows_stage(POSTPROCESS)),
-            (GEOMETRY, self._rows_stage(GEOMETRY)), (DOWNLOAD, self._download_stage))
+        self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir, log,
+                                      self._cancel.is_set)
         # All GPU work of this pipeline runs on its own stream, on its own device (cuda:N),
         # from whichever thread calls it: never on the legacy default stream.
         self._stream = cuda_setup(self.device) if self.device.type == 'cuda' else None
@@ -417,8 +408,8 @@ class Pipeline:
                  sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
         b = _Batch(self, frames, intrs, wanted, anchors, sources, stamps)
         clock = _Clock(self.device, self._stream)
-        for stage, step in self._steps:
-            step(b)
+        for stage, step in _STEPS:
+            step(self, b)
             clock.mark(stage)
         timings = clock.result()
         for r, host in zip(b.results, b.host):
@@ -483,17 +474,18 @@ class Pipeline:
             r.fit = f.report
             r.warnings.extend(f.warnings)
 
-    def _rows_stage(self, stage: str) -> Callable[[_Batch], None]:
-        """Return the step running the compute of every wanted output row of that stage."""
-        def run(b: _Batch) -> None:
-            for o in b.rows:
-                if o.stage != stage or o.task not in b.tasks:
-                    continue
-                for f, out in zip(b.views, b.out):
-                    t = o.compute(f)
-                    if t is not None:
-                        out[o.name] = t
-        return run
+    def _rows_stage(self, b: _Batch, stage: str) -> None:
+        """Run the compute of every wanted output row of this stage, frame by frame."""
+        rows = [o for o in b.rows if o.stage == stage and o.task in b.tasks]
+        if not rows:
+            return
+        n_labels = len(self.seg_model.labels) if self.seg_model is not None else 0
+        views = [FrameTensors(b, i, self._project, n_labels) for i in range(len(b.frames))]
+        for o in rows:
+            for f, out in zip(views, b.out):
+                t = o.compute(f)
+                if t is not None:
+                    out[o.name] = t
 
     def _download_stage(self, b: _Batch) -> None:
         b.host = self._download(b.out)
@@ -578,6 +570,17 @@ class Pipeline:
         self._copied.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+# The timed stages a batch goes through, in order; postprocess comes back after the fit for
+# the output rows (its times add up).
+_STEPS: Tuple[Tuple[str, Callable[[Pipeline, _Batch], None]], ...] = (
+    (UPLOAD, Pipeline._upload_stage), (PREPROCESS, Pipeline._preprocess_stage),
+    (FORWARD, Pipeline._forward_stage), (POSTPROCESS, Pipeline._resize_stage),
+    (FIT, Pipeline._fit_stage),
+    (POSTPROCESS, functools.partial(Pipeline._rows_stage, stage=POSTPROCESS)),
+    (GEOMETRY, functools.partial(Pipeline._rows_stage, stage=GEOMETRY)),
+    (DOWNLOAD, Pipeline._download_stage))
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
