@@ -49,7 +49,7 @@ setup(
             'dpt_bench = dpt_ros.tools.bench:main',
             'dpt_eval = dpt_ros.tools.evaluation:main',
             'dpt_demo = dpt_ros.tools.demo:main',
-            'dpt_build_engine = dpt_ros.core.backends.tensorrt:main',
+            'dpt_build_engine = dpt_ros.tools.build_engine:main',
             'dpt_checkpoints = dpt_ros.tools.checkpoints:main',
         ],
     },

@@ -17,7 +17,7 @@ from typing import Any, Deque, Optional, Tuple
 import numpy as np
 
 from dpt_ros.core.config import AnchorsConfig, parse_extrinsic
-from dpt_ros.core.conversions import _buffer, FrameError, intrinsics_from_camera_info, stamp_ns
+from dpt_ros.core.conversions import data_bytes, FrameError, intrinsics_from_camera_info, stamp_ns
 from dpt_ros.core.geometry import Intrinsics
 from dpt_ros.core.metric import Anchors
 
@@ -39,7 +39,7 @@ def _depth_array(msg: Any) -> np.ndarray:
                           '(millimetres) or 32FC1 (metres).')
     kind, unit = _DEPTH_ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = _buffer(msg.data)
+    data = data_bytes(msg.data)
     row = w * 4 if kind == 'f4' else w * 2
     if h <= 0 or w <= 0 or step < row or data.size != step * h:
         raise AnchorError(f'anchor depth image {w}x{h} {enc} with step {step} has {data.size} '
@@ -129,7 +129,7 @@ def _cloud_xyz(msg: Any) -> np.ndarray:
                           f"{', '.join(fields) or 'none'}).")
     h, w = int(msg.height), int(msg.width)
     ps, rs = int(msg.point_step), int(msg.row_step)
-    data = _buffer(msg.data)
+    data = data_bytes(msg.data)
     if h * w == 0:
         raise AnchorError('anchor cloud is empty.')
     formats, offsets = [], []

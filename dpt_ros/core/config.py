@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from dpt_ros.core.backends import BACKENDS, NAMES as BACKEND_NAMES
+
 # Metric (metres out of the box) and Apache-2.0; README.md "Which checkpoint" says why.
 DEFAULT_DEPTH_MODEL = 'depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf'
 DEFAULT_DEPTH_MAX = 20.0  # metres, where depth.max is 0 and the checkpoint declares none
@@ -22,15 +24,6 @@ ANCHOR_FITS = ('auto', 'scale', 'affine')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 COLORMAPS = ('inferno', 'turbo', 'magma', 'viridis', 'plasma', 'jet', 'gray')
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-# model.backend choices and what each runs: the one list the description, the validation and
-# models.apply_backend follow. Runtimes other than torch fall back to torch with a log line.
-BACKENDS = {
-    'torch': 'eager PyTorch',
-    'compile': 'torch.compile, CUDA graphs on GPU',
-    'tensorrt': 'a TensorRT engine, CUDA only',
-    'onnxruntime': 'ONNX Runtime: CPU provider, or CUDA / TensorRT providers with '
-                   'onnxruntime-gpu',
-}
 ASPECT_CHOICES = ('checkpoint', 'true', 'false')
 TRANSPORTS = ('raw', 'compressed')
 INPUT_RELIABILITY = ('auto', 'reliable', 'best_effort')
@@ -76,9 +69,10 @@ class ModelConfig:
         "'bf16'. Half precision on CPU falls back to fp32 with a log line.",
         choices=PRECISIONS, read_only=True)
     backend: str = _opt(
-        'torch', 'Inference backend: ' + ', '.join(f"'{k}' ({v})" for k, v in BACKENDS.items())
+        'torch', 'Inference backend: '
+        + ', '.join(f"'{b.name}' ({b.description})" for b in BACKENDS)
         + '. Exported runtimes fall back to torch with a log line when unavailable.',
-        choices=tuple(BACKENDS), read_only=True)
+        choices=BACKEND_NAMES, read_only=True)
     input_height: int = _opt(
         0, 'Network input height in pixels; 0 takes it from the checkpoint preprocessor_config.',
         lo=0, hi=4096, read_only=True)

@@ -64,7 +64,8 @@ class Frame:
         return int(self.pixels.shape[1])
 
 
-def _buffer(data: Any) -> np.ndarray:
+def data_bytes(data: Any) -> np.ndarray:
+    """Return a message's data field as a flat uint8 array, without copying."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     return np.frombuffer(data, dtype=np.uint8)
@@ -76,7 +77,7 @@ def decode_image(msg: Any) -> Frame:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise FrameError(f'image is empty ({w}x{h}).')
-    data = _buffer(msg.data)
+    data = data_bytes(msg.data)
     if enc in _YUV:
         return _decode_yuv(data, h, w, step, enc)
     if enc not in _RAW:
@@ -112,7 +113,7 @@ def _decode_yuv(data: np.ndarray, h: int, w: int, step: int, enc: str) -> Frame:
 def decode_compressed(msg: Any) -> Frame:
     """sensor_msgs/CompressedImage (JPEG/PNG) -> Frame; FrameError for undecodable data."""
     import cv2
-    data = _buffer(msg.data)
+    data = data_bytes(msg.data)
     if data.size == 0:
         raise FrameError('compressed image is empty.')
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -271,7 +272,7 @@ def camera_info_from_intrinsics(intr: Intrinsics, header: Any = None) -> Any:
 def image_to_array(msg: Any) -> np.ndarray:
     """Any Image this package publishes (rgb8, mono8, mono16/16UC1, 32FC1) -> (H, W[, C])."""
     if msg.encoding == '32FC1':
-        data = _buffer(msg.data).reshape(msg.height, msg.step)[:, :msg.width * 4]
+        data = data_bytes(msg.data).reshape(msg.height, msg.step)[:, :msg.width * 4]
         order = '>f4' if msg.is_bigendian else '<f4'
         return np.ascontiguousarray(data).view(order).astype(np.float32).reshape(
             msg.height, msg.width)
@@ -288,7 +289,7 @@ def read_points(msg: Any) -> np.ndarray:
                       'formats': [order + np_types[int(f.datatype)] for f in msg.fields],
                       'offsets': [int(f.offset) for f in msg.fields],
                       'itemsize': int(msg.point_step)})
-    data = _buffer(msg.data)
+    data = data_bytes(msg.data)
     rows = data.reshape(int(msg.height), int(msg.row_step))[:, :int(msg.width) * msg.point_step]
     return np.ascontiguousarray(rows).view(dtype).reshape(int(msg.height), int(msg.width))
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import importlib
 import json
 import logging
 import os
@@ -243,11 +242,12 @@ def _load_config(source: str, local: Optional[Path]):
             raise ModelLoadError(f"cannot read {local / 'config.json'}: {exc}") from exc
         raise ModelLoadError(
             f"cannot load '{source}': it is not a local folder and the Hugging Face hub could not "
-            f'provide it ({_first_line(exc)}). Offline? Download it where there is internet '
+            f'provide it ({first_line(exc)}). Offline? Download it where there is internet '
             f'(`hf download {source} --local-dir DIR`) and set the parameter to DIR.') from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an error message (at most 300 characters), or its type's name."""
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
@@ -331,10 +331,10 @@ def load_transformers_model(source: str, task: str,
         if 'Unrecognized configuration class' in str(exc):
             raise ModelLoadError(
                 f"'{source}' ({config.model_type}) is not a {task} model transformers knows "
-                f'({_first_line(exc)}).') from exc
-        raise ModelLoadError(f"cannot load '{source}': {_first_line(exc)}") from exc
+                f'({first_line(exc)}).') from exc
+        raise ModelLoadError(f"cannot load '{source}': {first_line(exc)}") from exc
     except (OSError, RuntimeError, EnvironmentError) as exc:
-        msg = _first_line(exc)
+        msg = first_line(exc)
         if local is not None:
             raise ModelLoadError(
                 f"cannot read the weights in '{local}': {msg}. The file may be corrupt or "
@@ -345,7 +345,7 @@ def load_transformers_model(source: str, task: str,
             'parameter to DIR; dpt_ros loads safetensors weights only.') from exc
     except Exception as exc:  # noqa: B902 - safetensors raises its own error types
         raise ModelLoadError(
-            f"cannot read the weights of '{source}': {_first_line(exc)}. The file may be corrupt "
+            f"cannot read the weights of '{source}': {first_line(exc)}. The file may be corrupt "
             'or truncated; copy or download it again.') from exc
     missing = list(info.get('missing_keys') or []) + list(info.get('mismatched_keys') or [])
     if missing:
@@ -495,55 +495,3 @@ def move_model(loaded: LoadedModel, device: torch.device) -> None:
     if device.type == 'cuda':
         loaded.net.to(memory_format=torch.channels_last)
     loaded.device = device
-
-
-# config.BACKENDS that run an exported graph: name -> module whose try_build(loaded,
-# input_shape, cache, cancel=...) returns (module, description) or (None, why not). Imported
-# only when asked for: each runtime is optional.
-RUNTIMES = {'tensorrt': 'dpt_ros.core.backends.tensorrt',
-            'onnxruntime': 'dpt_ros.core.backends.onnxruntime'}
-
-
-def apply_backend(loaded: LoadedModel, backend: str, input_shape: Tuple[int, int, int, int],
-                  engine_dir: str = '', log: Callable[[str], None] = LOG.info,
-                  cancel: Optional[Callable[[], bool]] = None) -> None:
-    """Switch a loaded model to a config.BACKENDS choice for a fixed input shape.
-
-    When the backend cannot be used, the model stays on (or returns to) eager torch and one
-    line says why. cancel() returning True abandons a long engine build (shutdown).
-    """
-    if backend == 'torch':
-        return
-    if backend in RUNTIMES and (len(loaded.heads) > 1 or loaded.needs_prompt):
-        # The exported runtimes take one input and give one output.
-        log(f'model.backend {backend} runs single-output models only; {loaded.source} gives '
-            f"{', '.join(loaded.heads)}{' from a prompt' if loaded.needs_prompt else ''}: "
-            'running on torch.')
-        return
-    if loaded.eager is None:
-        loaded.eager = loaded.net
-    if backend in RUNTIMES:
-        try_build = importlib.import_module(RUNTIMES[backend]).try_build
-        module, info = try_build(loaded, input_shape, engine_dir, cancel=cancel)
-        if module is None:
-            log(f'model.backend {backend} unavailable ({info}); running on torch.')
-            loaded.net, loaded.backend = loaded.eager, 'torch'
-            return
-        loaded.net = module
-        loaded.backend = backend
-        log(f'model.backend {backend} for input {tuple(input_shape)}: {info}')
-        return
-    if backend == 'compile':
-        if loaded.backend == 'compile':
-            return  # torch.compile specialises on new shapes by itself
-        # CUDA graphs (reduce-overhead) record on the 2nd call and replay from the 3rd: the
-        # caller must treat a failure on any call, not only the first, as a fallback.
-        mode = 'reduce-overhead' if loaded.device.type == 'cuda' else None
-        try:
-            loaded.net = torch.compile(loaded.eager, mode=mode, dynamic=False, fullgraph=False)
-            loaded.backend = 'compile'
-        except Exception as exc:  # noqa: B902 - any compile failure falls back to eager
-            loaded.net, loaded.backend = loaded.eager, 'torch'
-            log(f'torch.compile failed ({_first_line(exc)}); running eager torch.')
-        return
-    log(f"model.backend '{backend}' is not available in this build; running on torch.")

@@ -4,10 +4,11 @@
 """What a frame produces: the one table of outputs, the Result holding them, the stage names.
 
 Each row of OUTPUTS is one output: its name, its topic (relative, depth_image_proc / REP 118
-style), its message type, the model task it needs and how its array becomes message fields
-(the plain dicts of dpt_ros.core.conversions). The pipeline computes the outputs it is asked for by
-name, and the node, the bag writer, the demo and the benchmark iterate the rows: a new output
-is one row here plus its computation in the pipeline. No rclpy.
+style), its message type, the model task it needs, how it is computed from the frame's tensors
+(dpt_ros.core.pipeline.FrameTensors) and in which stage, and how its array becomes message
+fields (the plain dicts of dpt_ros.core.conversions). The pipeline runs the computations of the
+rows it is asked for, and the node, the bag writer, the demo and the benchmark iterate the
+rows: a new output is one row here. No rclpy.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ from typing import (AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List,
 import numpy as np
 
 from dpt_ros.core import conversions as conv
+from dpt_ros.core import postprocess as post
 from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
+from dpt_ros.core.geometry import IntrinsicsError
 
 if TYPE_CHECKING:
+    import torch
+
     from dpt_ros.core.metric import FitReport
+    from dpt_ros.core.pipeline import FrameTensors
 
 DEPTH_TASK = 'depth'
 SEGMENTATION_TASK = 'segmentation'
@@ -30,7 +36,9 @@ SEGMENTATION_TASK = 'segmentation'
 # Stages timed inside the pipeline, in order; a frame through the node adds decode before
 # them and message fill + publish after them.
 STAGES = ('upload', 'preprocess', 'forward', 'postprocess', 'fit', 'geometry', 'download')
-FRAME_STAGES = ('decode',) + STAGES + ('fill', 'publish')
+UPLOAD, PREPROCESS, FORWARD, POSTPROCESS, FIT, GEOMETRY, DOWNLOAD = STAGES
+DECODE, FILL, PUBLISH = 'decode', 'fill', 'publish'
+FRAME_STAGES = (DECODE,) + STAGES + (FILL, PUBLISH)
 
 # Published once (transient local) with vision_msgs, not per frame: not a row of the table.
 TOPIC_LABEL_INFO = 'segmentation/label_info'
@@ -61,6 +69,19 @@ class EncodeOptions:
 
 Fields = Dict[str, Any]
 Encoder = Callable[[np.ndarray, Result, EncodeOptions], Optional[Fields]]
+# One frame's tensors -> the output's tensor on the device, or None: nothing this frame.
+Compute = Callable[['FrameTensors'], Optional['torch.Tensor']]
+Setting = Callable[[Any], bool]  # a question about the Config in force
+
+
+def always(_cfg: Any) -> bool:
+    """Hold under any settings (a Setting)."""
+    return True
+
+
+def never(_cfg: Any) -> bool:
+    """Hold under no settings (a Setting)."""
+    return False
 
 
 @dataclass(frozen=True)
@@ -74,8 +95,12 @@ class Output:
     encode: Encoder     # Result array -> message fields; None: nothing to publish this frame
     shown: str          # the type as the README's topic table shows it
     when: str           # what it holds and when it is published (README)
+    compute: Optional[Compute] = None  # its array from the frame's tensors (None: see array)
+    stage: str = POSTPROCESS  # the timed stage its compute runs in
     array: str = ''     # the Result array it is encoded from, when not its own name
     viewer: bool = False  # a picture for people (colormaps, overlays), not data
+    runs_model: Setting = always  # whether it needs its model to run under these settings
+    reads_confidence: Setting = never  # whether it reads the flip confidence (then computed)
 
     @property
     def source(self) -> str:
@@ -106,31 +131,73 @@ def _labels(arr: np.ndarray, _r: Result, _o: EncodeOptions) -> Fields:
     return conv.image_fields(arr, 'mono8' if arr.dtype == np.uint8 else 'mono16')
 
 
+# ------------------------------------------------------------------ how each row is computed
+
+def _relative_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
+    # Inverse depth (larger is nearer) whatever the checkpoint; beside metres only when the
+    # checkpoint is relative (a metric one's 1 / metres adds nothing to depth/image).
+    return f.relative if f.metres is None or not f.metric else None
+
+
+def _depth_colored_of(f: 'FrameTensors') -> 'torch.Tensor':
+    # Without metres the viewer shows the relative (inverse) depth.
+    inverse = f.metres is None
+    return post.colorize_depth(f.relative if inverse else f.metres, f.cfg.depth.colormap,
+                               inverse=inverse)
+
+
+def _points_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
+    if f.intrinsics is None or f.metres is None:
+        return None
+    r, cfg = f.result, f.cfg
+    try:
+        f.intrinsics.check(r.width, r.height)
+    except IntrinsicsError as exc:
+        r.warnings.append(str(exc))
+        return None
+    z = f.metres
+    if f.confidence is not None and cfg.points.min_confidence > 0:
+        z = z.masked_fill(f.confidence < cfg.points.min_confidence, float('nan'))
+    pts, ph, pw = f.project(z, f.intrinsics, cfg.points.stride, cfg.points.organized,
+                            f.rgb8 if cfg.points.rgb else None)
+    if f.project.note:
+        r.warnings.append(f.project.note)
+    r.points_shape = (ph, pw)
+    r.points_rgb = cfg.points.rgb
+    return pts
+
+
 OUTPUTS: Tuple[Output, ...] = (
     Output('relative', 'depth/relative', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
            'Image 32FC1', 'relative checkpoint, or `depth.mode: relative_inverse`: inverse '
-           "depth, larger is nearer (a metric checkpoint's 1 / metres)"),
+           "depth, larger is nearer (a metric checkpoint's 1 / metres)", _relative_of),
     Output('depth', 'depth/image', IMAGE_TYPE, DEPTH_TASK, _depth,
            'Image 32FC1 metres, NaN invalid (or 16UC1 mm, 0 invalid)',
-           'a metric mode is in force (REP 118)'),
+           'a metric mode is in force (REP 118)', lambda f: f.metres),
     Output('depth_info', 'depth/camera_info', INFO_TYPE, DEPTH_TASK, _depth_info,
            'CameraInfo', 'with `depth/image`: the input calibration under the output header',
            array='depth'),
     Output('depth_colored', 'depth/colored', IMAGE_TYPE, DEPTH_TASK, _image('rgb8'),
-           'Image rgb8', 'colormapped depth for viewers (near is bright)', viewer=True),
+           'Image rgb8', 'colormapped depth for viewers (near is bright)', _depth_colored_of,
+           viewer=True),
     Output('points', 'points', CLOUD_TYPE, DEPTH_TASK, _points,
            'PointCloud2 (x, y, z float32 + packed rgb; point_step 16)',
-           'metric depth + camera_info; optical frame, organized H x W with NaN or dense'),
+           'metric depth + camera_info; optical frame, organized H x W with NaN or dense',
+           _points_of, GEOMETRY, reads_confidence=lambda cfg: cfg.points.min_confidence > 0),
     Output('confidence', 'depth/confidence', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
            'Image 32FC1 in [0, 1]', '`depth.confidence: flip`: 1 where the mirrored frame '
-           'agrees, towards 0 where it does not'),
+           'agrees, towards 0 where it does not', lambda f: f.confidence,
+           runs_model=lambda cfg: cfg.depth.confidence == 'flip', reads_confidence=always),
     Output('labels', 'segmentation/image', IMAGE_TYPE, SEGMENTATION_TASK, _labels,
            'Image mono8 (<= 256 classes) or mono16',
-           'segmentation model set; pixel = class id'),
+           'segmentation model set; pixel = class id',
+           lambda f: f.labels.to(post.labels_dtype(f.num_labels))),
     Output('seg_colored', 'segmentation/colored', IMAGE_TYPE, SEGMENTATION_TASK,
-           _image('rgb8'), 'Image rgb8', 'class colours', viewer=True),
+           _image('rgb8'), 'Image rgb8', 'class colours', lambda f: f.seg_colored, viewer=True),
     Output('overlay', 'segmentation/overlay', IMAGE_TYPE, SEGMENTATION_TASK, _image('rgb8'),
-           'Image rgb8', 'class colours blended over the camera image', viewer=True),
+           'Image rgb8', 'class colours blended over the camera image',
+           lambda f: post.overlay(f.rgb8, f.seg_colored, f.cfg.segmentation.overlay_alpha),
+           viewer=True),
 )
 
 BY_NAME: Dict[str, Output] = {o.name: o for o in OUTPUTS}
@@ -142,7 +209,7 @@ def names(*, tasks: Iterable[str] = (DEPTH_TASK, SEGMENTATION_TASK), viewers: bo
           exclude: Iterable[str] = ()) -> FrozenSet[str]:
     """Select output names: of these tasks, with or without viewing images, minus exclude."""
     tasks, exclude = set(tasks), set(exclude)
-    unknown = exclude - ALL
+    unknown = exclude - {o.name for o in OUTPUTS}
     if unknown:
         raise ValueError(f"unknown output(s) {', '.join(sorted(unknown))}")
     return frozenset(o.name for o in OUTPUTS if o.task in tasks and (viewers or not o.viewer)
@@ -151,7 +218,13 @@ def names(*, tasks: Iterable[str] = (DEPTH_TASK, SEGMENTATION_TASK), viewers: bo
 
 def arrays_needed(wanted: AbstractSet[str]) -> FrozenSet[str]:
     """Return the Result arrays the pipeline must compute for these outputs."""
-    return frozenset(BY_NAME[n].source for n in wanted)
+    return frozenset(o.source for o in OUTPUTS if o.name in wanted)
+
+
+def computed(wanted: AbstractSet[str]) -> Tuple[Output, ...]:
+    """Return the rows whose compute makes the Result arrays these outputs are encoded from."""
+    arrays = arrays_needed(wanted)
+    return tuple(o for o in OUTPUTS if o.name in arrays and o.compute is not None)
 
 
 def encode(result: Result, opts: EncodeOptions,

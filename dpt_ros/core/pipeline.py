@@ -6,23 +6,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from functools import cached_property
 import gc
 import logging
 import threading
 import time
-from typing import AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import (AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Set,
+                    Tuple)
 
 import numpy as np
 import torch
 
 from dpt_ros.core import outputs
 from dpt_ros.core import postprocess as post
+from dpt_ros.core.backends import EAGER
+from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.core.conversions import Frame
-from dpt_ros.core.geometry import Backprojector, Intrinsics, IntrinsicsError
-from dpt_ros.core.metric import Anchors, FitReport, MetricTracker
-from dpt_ros.core.models import apply_backend, load_model, LoadedModel, move_model
-from dpt_ros.core.outputs import DEPTH_TASK, Result, SEGMENTATION_TASK
+from dpt_ros.core.geometry import Backprojector, Intrinsics
+from dpt_ros.core.metric import Anchors, FitReport, FrameFit, MetricTracker
+from dpt_ros.core.models import load_model, LoadedModel, move_model
+from dpt_ros.core.outputs import (DEPTH_TASK, DOWNLOAD, FIT, FORWARD, GEOMETRY, POSTPROCESS,
+                                  PREPROCESS, Result, SEGMENTATION_TASK, UPLOAD)
 from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, to_rgb
 
 LOG = logging.getLogger('dpt_ros')
@@ -60,11 +66,6 @@ class _Clock:
         return out
 
 
-def _fixed_input(m: LoadedModel) -> bool:
-    """Whether the network input size is the same for every camera frame size."""
-    return m.spec.input_fixed
-
-
 def cuda_setup(device: torch.device) -> torch.cuda.Stream:
     """Per-process CUDA settings for fixed-shape inference; the pipeline's own stream."""
     # Input shapes are fixed per camera: let cuDNN time its algorithms once per shape.
@@ -72,6 +73,117 @@ def cuda_setup(device: torch.device) -> torch.cuda.Stream:
     with torch.cuda.device(device):
         torch.cuda.synchronize()  # weights were copied on the default stream
         return torch.cuda.Stream(device)
+
+
+class _Batch:
+    """One batch on its way through the stages: what each stage leaves for the next."""
+
+    def __init__(self, pipe: 'Pipeline', frames: Sequence[Frame],
+                 intrs: Sequence[Optional[Intrinsics]], wanted: AbstractSet[str],
+                 anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
+                 stamps: Sequence[float]) -> None:
+        self.cfg = pipe.config  # one consistent snapshot per batch
+        self.frames, self.intrs = frames, intrs
+        self.anchors, self.sources, self.stamps = anchors, sources, stamps
+        self.rows = outputs.computed(wanted)
+        self.height, self.width = frames[0].height, frames[0].width
+        self.results = [Result(self.height, self.width) for _ in frames]
+        self.mode = pipe.depth_mode(self.cfg)
+        self.dmax = pipe.depth_max(self.cfg)
+        self.metric = pipe.depth_model is not None and pipe.depth_model.metric
+        self.tasks: Set[str] = set()  # the tasks whose model output is at camera resolution
+        self.pixels: Optional[torch.Tensor] = None  # (B, H, W, C) as the frames came
+        self.rgb: Optional[torch.Tensor] = None     # (B, 3, H, W) float 0..255
+        self.pixel_values: Dict[int, torch.Tensor] = {}  # model id -> its network input
+        self.flip = False
+        self.raw: Optional[torch.Tensor] = None     # depth model output (2B with the flip)
+        self.logits: Optional[torch.Tensor] = None
+        self.depth: Optional[torch.Tensor] = None   # (B, H, W) as the checkpoint gives it
+        self.flipped: Optional[torch.Tensor] = None
+        self.labels: Optional[torch.Tensor] = None
+        self.fitted: Optional[torch.Tensor] = None  # inverse depth the fit ran on
+        self.fits: List[FrameFit] = []
+        self.confidence: Optional[torch.Tensor] = None
+        self.out: List[Dict[str, torch.Tensor]] = [{} for _ in frames]
+        self.host: List[Dict[str, np.ndarray]] = []
+
+    @cached_property
+    def metres(self) -> List[Optional[torch.Tensor]]:
+        """Depth in metres per frame (None: not metric, or not fitted)."""
+        d, n = self.cfg.depth, len(self.frames)
+        if self.depth is None:
+            return [None] * n
+        if self.mode == 'fitted':
+            return [None if f.scale is None else post.to_metres(
+                self.fitted[i], 'affine_inverse', f.scale, f.shift, d.min, self.dmax)
+                for i, f in enumerate(self.fits)]
+        m = post.to_metres(self.depth, self.mode, d.scale, d.shift, d.min, self.dmax)
+        return [None] * n if m is None else list(m)
+
+    @cached_property
+    def relative(self) -> torch.Tensor:
+        """Inverse depth (larger is nearer): as fitted, or over time under depth.temporal."""
+        if self.fitted is None:
+            return post.relative_inverse(self.depth, self.metric)
+        if self.mode == 'relative_inverse' and self.cfg.depth.temporal:
+            return torch.stack([self.fitted[i] * f.scale + f.shift
+                                for i, f in enumerate(self.fits)])
+        return self.fitted
+
+    @cached_property
+    def rgb8(self) -> torch.Tensor:
+        """The camera images as (B, H, W, 3) uint8."""
+        return self.rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
+
+
+class FrameTensors:
+    """One frame's tensors on the device, as an output row's compute reads them (outputs.py).
+
+    What no wanted row reads is never computed: metres, relative depth, the 8-bit image and
+    the class colours are made on first use.
+    """
+
+    def __init__(self, batch: _Batch, index: int, project: Backprojector,
+                 num_labels: int) -> None:
+        self._batch = batch
+        self._i = index
+        self.cfg: Config = batch.cfg
+        self.result: Result = batch.results[index]  # for warnings and the cloud's shape
+        self.intrinsics: Optional[Intrinsics] = batch.intrs[index]
+        self.metric = batch.metric  # the checkpoint outputs metres
+        self.project = project
+        self.num_labels = num_labels
+
+    @property
+    def metres(self) -> Optional[torch.Tensor]:
+        """(H, W) metres, NaN where invalid; None without metric depth."""
+        return self._batch.metres[self._i]
+
+    @property
+    def relative(self) -> torch.Tensor:
+        """(H, W) inverse depth, larger is nearer."""
+        return self._batch.relative[self._i]
+
+    @property
+    def confidence(self) -> Optional[torch.Tensor]:
+        """(H, W) flip confidence in [0, 1]; None unless it was computed."""
+        conf = self._batch.confidence
+        return None if conf is None else conf[self._i]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(H, W) class ids."""
+        return self._batch.labels[self._i]
+
+    @property
+    def rgb8(self) -> torch.Tensor:
+        """(H, W, 3) uint8 camera image."""
+        return self._batch.rgb8[self._i]
+
+    @cached_property
+    def seg_colored(self) -> torch.Tensor:
+        """(H, W, 3) uint8 class colours (shared by the colours and the overlay)."""
+        return post.colorize_labels(self.labels, self.num_labels)
 
 
 class Pipeline:
@@ -94,14 +206,16 @@ class Pipeline:
         assert first is not None
         self.device = first.device
         self._pre: Dict[int, Preprocessor] = {}
-        self._backend_shape: Dict[int, Tuple[int, ...]] = {}
         self._project = Backprojector()
         self._tracker = MetricTracker(self.device)
         self._staging: Dict[Tuple, torch.Tensor] = {}
         self._copied: Dict[Tuple, torch.cuda.Event] = {}  # staging key -> its last H2D copy
         self._lock = threading.Lock()
         self._cancel = threading.Event()
-        self._backend_off: Dict[int, str] = {}  # model id -> why it went back to eager
+        self._frames = 0  # most camera frames per batch, when prepare was told
+        # model.backend is read-only: one runner for the pipeline's life.
+        self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir, log,
+                                      self._cancel.is_set)
         # All GPU work of this pipeline runs on its own stream, on its own device (cuda:N),
         # from whichever thread calls it: never on the legacy default stream.
         self._stream = cuda_setup(self.device) if self.device.type == 'cuda' else None
@@ -237,42 +351,27 @@ class Pipeline:
         self._copied[key] = done
         return dev
 
-    def _ensure_backend(self, m: LoadedModel, shape: Tuple[int, ...]) -> bool:
-        """Set up the configured backend for this input shape; True when it was new."""
-        backend = self._cfg.model.backend
-        if backend == 'torch' or id(m) in self._backend_off:
-            return False
-        if self._backend_shape.get(id(m)) == shape:
-            return False
-        self._backend_shape[id(m)] = shape
-        apply_backend(m, backend, shape, self._cfg.model.engine_dir, self.log,
-                      cancel=self._cancel.is_set)
-        if m.backend == 'torch':
-            # Unavailable (not installed, refused, failed to build): one line said why;
-            # do not try again on every new shape.
-            self._backend_off[id(m)] = 'unavailable'
-        return True
-
     def _run(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-        fresh = self._ensure_backend(m, tuple(pixel_values.shape))
-        if m.backend != 'torch':
-            graphs = m.backend == 'compile' and m.device.type == 'cuda'
-            # CUDA graphs record on the 2nd call and replay from the 3rd: pay both now, on
-            # the first frame of a shape, and fall back on a failure at any call.
-            calls = 3 if fresh and graphs else 1
-            try:
-                for _ in range(calls):
-                    out = m(pixel_values)
-                # A graph's output memory is reused by the next replay of any graph (the
-                # segmentation model's, the next frame's): keep a copy of our own.
-                return out.clone() if graphs else out
-            except Exception as exc:  # noqa: B902 - any backend failure falls back
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                self.log(f'model.backend {m.backend} failed on input {tuple(pixel_values.shape)}'
-                         f' ({first}); running eager torch from now on.')
-                m.net, m.backend = m.eager, 'torch'
-                self._backend_off[id(m)] = first
-        return m(pixel_values)
+        return self.backends.run(m, pixel_values, max(self.batch_sizes(m)))
+
+    def batch_sizes(self, m: LoadedModel) -> List[int]:
+        """Network batch sizes a model meets under the settings (what prepare warms).
+
+        Batches of 1 to n camera frames, n as many as the scheduler forms (batch.max_size, at
+        most one frame per camera) or as prepare(frames=) said; twice each for the depth
+        model under depth.confidence flip (the mirrored frames ride in the same batch).
+        """
+        cfg = self._cfg
+        n = self._frames or min(cfg.batch.max_size, max(1, len(cfg.cameras)))
+        sizes = set(range(1, n + 1))
+        if m.task == DEPTH_TASK and cfg.depth.confidence == 'flip':
+            sizes |= {2 * k for k in sizes}
+        return sorted(sizes)
+
+    @property
+    def backend_builds(self) -> Dict[str, int]:
+        """Backend modules built or loaded so far, by backend (sessions, engines, compiles)."""
+        return dict(self.backends.builds)
 
     def forward(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run one model on pixel values already on the device, as a frame would (backend too)."""
@@ -330,151 +429,90 @@ class Pipeline:
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                  wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
                  sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
-        cfg = self._cfg  # one consistent snapshot per batch
-        want = outputs.arrays_needed(wanted)
-        b, h, w = len(frames), frames[0].height, frames[0].width
-        results = [Result(h, w) for _ in frames]
+        b = _Batch(self, frames, intrs, wanted, anchors, sources, stamps)
         clock = _Clock(self.device, self._stream)
-        dev_frames = self._upload(frames)
-        clock.mark('upload')
-        rgb = to_rgb(dev_frames, frames[0].layout)
-        pixel = {}
-        for m in (self.depth_model, self.seg_model):
-            if m is not None and self._wants(m, want):
-                pre = self._preprocessor(m)
-                same = next((k for k, p in self._pre.items() if k in pixel and p is not pre
-                             and p.spec == pre.spec and p.dtype == pre.dtype), None)
-                pixel[id(m)] = pixel[same] if same is not None else pre(rgb)
-        clock.mark('preprocess')
-        raw = logits = None
-        mode = self.depth_mode(cfg)
-        flip = (cfg.depth.confidence == 'flip' and self.depth_model is not None and
-                ('confidence' in want or ('points' in want and cfg.points.min_confidence > 0)))
-        if self.depth_model is not None and id(self.depth_model) in pixel:
-            pv = pixel[id(self.depth_model)]
-            if flip:  # the mirrored frame rides in the same batch
-                pv = torch.cat([pv, pv.flip(-1)])
-            raw = self._run(self.depth_model, pv)
-        if self.seg_model is not None and id(self.seg_model) in pixel:
-            logits = self._run(self.seg_model, pixel[id(self.seg_model)])
-        clock.mark('forward')
-
-        out: List[Dict[str, torch.Tensor]] = [{} for _ in frames]
-        need_rgb8 = ('points' in want and cfg.points.rgb) or \
-            ('overlay' in want and logits is not None)
-        rgb8 = rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8) if need_rgb8 \
-            else None
-        metres: List[Optional[torch.Tensor]] = [None] * b
-        conf = None
-        if raw is not None:
-            dm = self.depth_model
-            depth = post.resize_depth(raw, (h, w), dm.spec.placement(h, w))
-            depth, flipped = (depth[:b], depth[b:].flip(-1)) if flip else (depth, None)
-            clock.mark('postprocess')
-            relative, metres, conf = self._metres(depth, flipped, mode, cfg, results, anchors,
-                                                  sources, stamps, clock, want)
-            for i in range(b):
-                results[i].mode = mode
-                # depth/relative is inverse depth (larger is nearer) whatever the checkpoint;
-                # without metres depth/colored shows it too
-                if 'relative' in want and relative is not None and (
-                        metres[i] is None or not dm.metric):
-                    out[i]['relative'] = relative[i]
-                if 'depth' in want and metres[i] is not None:
-                    out[i]['depth'] = metres[i]
-                if 'depth_colored' in want:
-                    src = metres[i] if metres[i] is not None else relative[i]
-                    out[i]['depth_colored'] = post.colorize_depth(
-                        src, cfg.depth.colormap, inverse=metres[i] is None)
-                if 'confidence' in want and conf is not None:
-                    out[i]['confidence'] = conf[i]
-        else:
-            clock.mark('fit')
-        if logits is not None:
-            labels = post.segment(logits, (h, w), self.seg_model.spec.placement(h, w))
-            n = len(self.seg_model.labels)
-            for i in range(b):
-                if 'labels' in want:
-                    out[i]['labels'] = labels[i].to(post.labels_dtype(n))
-                if 'seg_colored' in want or 'overlay' in want:
-                    colored = post.colorize_labels(labels[i], n)
-                    if 'seg_colored' in want:
-                        out[i]['seg_colored'] = colored
-                    if 'overlay' in want:
-                        out[i]['overlay'] = post.overlay(rgb8[i], colored,
-                                                         cfg.segmentation.overlay_alpha)
-        clock.mark('postprocess')
-        if 'points' in want:
-            for i, intr in enumerate(intrs):
-                if intr is None or metres[i] is None:
-                    continue
-                try:
-                    intr.check(w, h)
-                except IntrinsicsError as exc:
-                    results[i].warnings.append(str(exc))
-                    continue
-                z = metres[i]
-                if conf is not None and cfg.points.min_confidence > 0:
-                    z = z.masked_fill(conf[i] < cfg.points.min_confidence, float('nan'))
-                pts, ph, pw = self._project(z, intr, cfg.points.stride,
-                                            cfg.points.organized,
-                                            rgb8[i] if cfg.points.rgb else None)
-                if self._project.note:
-                    results[i].warnings.append(self._project.note)
-                out[i]['points'] = pts
-                results[i].points_shape = (ph, pw)
-                results[i].points_rgb = cfg.points.rgb
-        clock.mark('geometry')
-        host = self._download(out)
-        clock.mark('download')
+        for stage, step in _STEPS:
+            step(self, b)
+            clock.mark(stage)
         timings = clock.result()
-        for i, r in enumerate(results):
-            r.arrays.update(host[i])
-            r.timings = {k: v / b for k, v in timings.items()}
-        return results
+        for r, host in zip(b.results, b.host):
+            r.arrays.update(host)
+            r.timings = {k: v / len(frames) for k, v in timings.items()}
+        return b.results
 
-    def _metres(self, depth: torch.Tensor, flipped: Optional[torch.Tensor], mode: str,
-                cfg: Config, results: List[Result], anchors: Sequence[Optional[Anchors]],
-                sources: Sequence[str], stamps: Sequence[float], clock: _Clock,
-                want: AbstractSet[str]) -> Tuple[Optional[torch.Tensor],
-                                                 List[Optional[torch.Tensor]],
-                                                 Optional[torch.Tensor]]:
-        """Fit (its own 'fit' stage) and convert: relative output, metres per frame, confidence."""
-        dm = self.depth_model
-        b = depth.shape[0]
-        dmax = self.depth_max(cfg)
-        temporal_relative = mode == 'relative_inverse' and cfg.depth.temporal
-        if mode != 'fitted' and flipped is None and not temporal_relative:
-            clock.mark('fit')
-            m = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift, cfg.depth.min,
-                               dmax)
-            need = ('relative' in want and (m is None or not dm.metric)) or (
-                'depth_colored' in want and m is None)
-            relative = post.relative_inverse(depth, dm.metric) if need else None
-            return relative, [None] * b if m is None else list(m), None
+    # ------------------------------------------------------------------ stages
+
+    def _upload_stage(self, b: _Batch) -> None:
+        b.pixels = self._upload(b.frames)
+
+    def _preprocess_stage(self, b: _Batch) -> None:
+        b.rgb = to_rgb(b.pixels, b.frames[0].layout)
+        for m in (self.depth_model, self.seg_model):
+            if m is None or not any(o.task == m.task and o.runs_model(b.cfg) for o in b.rows):
+                continue
+            pre = self._preprocessor(m)
+            # Two models that preprocess alike share one pixel_values tensor.
+            same = next((k for k, p in self._pre.items() if k in b.pixel_values and p is not pre
+                         and p.spec == pre.spec and p.dtype == pre.dtype), None)
+            b.pixel_values[id(m)] = b.pixel_values[same] if same is not None else pre(b.rgb)
+
+    def _forward_stage(self, b: _Batch) -> None:
+        dm, sm = self.depth_model, self.seg_model
+        if dm is not None and id(dm) in b.pixel_values:
+            pv = b.pixel_values[id(dm)]
+            b.flip = b.cfg.depth.confidence == 'flip' and \
+                any(o.reads_confidence(b.cfg) for o in b.rows)
+            if b.flip:  # the mirrored frame rides in the same batch
+                pv = torch.cat([pv, pv.flip(-1)])
+            b.raw = self._run(dm, pv)
+        if sm is not None and id(sm) in b.pixel_values:
+            b.logits = self._run(sm, b.pixel_values[id(sm)])
+
+    def _resize_stage(self, b: _Batch) -> None:
+        """Model outputs at camera resolution, padding cut away; the mirrored depth unflipped."""
+        size = (b.height, b.width)
+        if b.raw is not None:
+            depth = post.resize_depth(b.raw, size, self.depth_model.spec.placement(*size))
+            n = len(b.frames)
+            b.depth, b.flipped = (depth[:n], depth[n:].flip(-1)) if b.flip else (depth, None)
+            for r in b.results:
+                r.mode = b.mode
+            b.tasks.add(DEPTH_TASK)
+        if b.logits is not None:
+            b.labels = post.segment(b.logits, size, self.seg_model.spec.placement(*size))
+            b.tasks.add(SEGMENTATION_TASK)
+
+    def _fit_stage(self, b: _Batch) -> None:
+        """Scale and shift from anchors or over time, and the flip confidence, when asked for."""
+        temporal_relative = b.mode == 'relative_inverse' and b.cfg.depth.temporal
+        if b.depth is None or (b.mode != 'fitted' and b.flipped is None and
+                               not temporal_relative):
+            return
         # Fitted in inverse depth: what a relative checkpoint gives, a metric one's 1/metres.
-        d = post.relative_inverse(depth, dm.metric)
-        fits, conf = self._tracker.run(
-            d, anchors, sources, stamps, cfg, mode == 'fitted',
-            None if flipped is None else post.relative_inverse(flipped, dm.metric),
-            scale_only=self.anchor_fit(cfg) == 'scale')
-        clock.mark('fit')
-        for r, f in zip(results, fits):
+        b.fitted = post.relative_inverse(b.depth, b.metric)
+        b.fits, b.confidence = self._tracker.run(
+            b.fitted, b.anchors, b.sources, b.stamps, b.cfg, b.mode == 'fitted',
+            None if b.flipped is None else post.relative_inverse(b.flipped, b.metric),
+            scale_only=self.anchor_fit(b.cfg) == 'scale')
+        for r, f in zip(b.results, b.fits):
             r.fit = f.report
             r.warnings.extend(f.warnings)
-        if mode == 'fitted':
-            return d, [None if f.scale is None else post.to_metres(
-                d[i], 'affine_inverse', f.scale, f.shift, cfg.depth.min, dmax)
-                for i, f in enumerate(fits)], conf
-        if temporal_relative:
-            d = torch.stack([d[i] * f.scale + f.shift for i, f in enumerate(fits)])
-        m = post.to_metres(depth, mode, cfg.depth.scale, cfg.depth.shift, cfg.depth.min, dmax)
-        return d, [None] * b if m is None else list(m), conf
 
-    def _wants(self, m: LoadedModel, want: AbstractSet[str]) -> bool:
-        # depth/confidence alone needs the depth model only when it is switched on.
-        return any(o.task == m.task for o in outputs.OUTPUTS if o.name in want
-                   and (o.name != 'confidence' or self._cfg.depth.confidence == 'flip'))
+    def _rows_stage(self, b: _Batch, stage: str) -> None:
+        """Run the compute of every wanted output row of this stage, frame by frame."""
+        rows = [o for o in b.rows if o.stage == stage and o.task in b.tasks]
+        if not rows:
+            return
+        n_labels = len(self.seg_model.labels) if self.seg_model is not None else 0
+        views = [FrameTensors(b, i, self._project, n_labels) for i in range(len(b.frames))]
+        for o in rows:
+            for f, out in zip(views, b.out):
+                t = o.compute(f)
+                if t is not None:
+                    out[o.name] = t
+
+    def _download_stage(self, b: _Batch) -> None:
+        b.host = self._download(b.out)
 
     def model_for(self, task: str) -> Optional[LoadedModel]:
         """Return the loaded model of a task (DEPTH_TASK, SEGMENTATION_TASK), or None."""
@@ -497,40 +535,48 @@ class Pipeline:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def prepare(self, height: int = 0, width: int = 0) -> Dict[str, float]:
+    def prepare(self, height: int = 0, width: int = 0, frames: int = 0) -> Dict[str, float]:
         """Do first-frame work now: engine build or load, compile and graph capture, autotune.
 
         For the network input of height x width camera frames; with 0 x 0, for the models
         whose network input does not depend on the frame size (ViT DPT: a fixed square), the
-        others then warm up on their first frame. Returns milliseconds per model warmed.
-        cancel() from another thread abandons it (an engine build stops at its next step).
+        others then warm up on their first frame. Every batch size of batch_sizes is warmed;
+        frames: the most camera frames a batch will hold (0: as the scheduler forms them).
+        Returns milliseconds per model warmed. cancel() from another thread abandons it (an
+        engine build stops at its next step).
         """
+        if frames:
+            self._frames = frames
         done: Dict[str, float] = {}
-        backend = self._cfg.model.backend
-        if self.device.type != 'cuda' and backend == 'torch':
+        if self.device.type != 'cuda' and self._cfg.model.backend == EAGER:
             return done  # nothing to build, capture or autotune
         for m in (self.depth_model, self.seg_model):
             if m is None or self._cancel.is_set():
                 continue
             if height and width:
                 h, w = height, width
-            elif _fixed_input(m):
+            elif m.spec.input_fixed:
                 h, w = m.spec.height, m.spec.width
             else:
                 continue
             t = time.perf_counter()
+            sizes = self.batch_sizes(m)
             with self._lock, self._on_device(), torch.inference_mode():
-                # A random frame (never zeros) through the real preprocessing, so the warmed
-                # input has the frames' exact shape, dtype and memory layout.
-                frame = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
-                                      device=self.device)
-                pv = self._preprocessor(m)(to_rgb(frame, 'rgb8'))
-                self._run(m, pv)
+                for n in sizes:
+                    # Random frames (never zeros) through the real preprocessing, so the warmed
+                    # input has the frames' exact shape, dtype and memory layout.
+                    batch = torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8,
+                                          device=self.device)
+                    pv = self._preprocessor(m)(to_rgb(batch, 'rgb8'))
+                    self._run(m, pv)
+                    if self._cancel.is_set():
+                        break
                 self.synchronize()
             ms = (time.perf_counter() - t) * 1e3
             done[m.task] = ms
             self.log(f'warm-up {m.task}: backend {m.backend}, network input '
-                     f'{pv.shape[-1]}x{pv.shape[-2]}, {ms / 1e3:.1f} s')
+                     f"{pv.shape[-1]}x{pv.shape[-2]}, batch {', '.join(map(str, sizes))}, "
+                     f'{ms / 1e3:.1f} s')
         return done
 
     def cancel(self) -> None:
@@ -542,6 +588,7 @@ class Pipeline:
         self._cancel.set()
         self.synchronize()
         self.depth_model = self.seg_model = None
+        self.backends.release()
         self._pre.clear()
         self._staging.clear()
         self._copied.clear()
@@ -557,6 +604,17 @@ class Pipeline:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+# The timed stages a batch goes through, in order; postprocess comes back after the fit for
+# the output rows (its times add up).
+_STEPS: Tuple[Tuple[str, Callable[[Pipeline, _Batch], None]], ...] = (
+    (UPLOAD, Pipeline._upload_stage), (PREPROCESS, Pipeline._preprocess_stage),
+    (FORWARD, Pipeline._forward_stage), (POSTPROCESS, Pipeline._resize_stage),
+    (FIT, Pipeline._fit_stage),
+    (POSTPROCESS, functools.partial(Pipeline._rows_stage, stage=POSTPROCESS)),
+    (GEOMETRY, functools.partial(Pipeline._rows_stage, stage=GEOMETRY)),
+    (DOWNLOAD, Pipeline._download_stage))
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:

@@ -42,8 +42,9 @@ import torch
 from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
-from dpt_ros.core.config import BACKENDS, Config
-from dpt_ros.core.outputs import EncodeOptions, FRAME_STAGES
+from dpt_ros.core.backends import BACKENDS, BY_NAME as BACKENDS_BY_NAME, NAMES as BACKEND_NAMES
+from dpt_ros.core.config import Config
+from dpt_ros.core.outputs import DECODE, EncodeOptions, FILL, FORWARD, FRAME_STAGES, PUBLISH
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import percentile
 from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
@@ -59,6 +60,7 @@ BENCH_OUTPUTS = frozenset({'depth', 'depth_info', 'points'})
 BACKEND_ROLE = 'backend'
 # A backend's process may build a TensorRT engine of a large model (minutes), never hang.
 BACKEND_TIMEOUT_S = 900.0
+CPU_BACKENDS = [b for b in BACKENDS if b.bench_on_cpu and not b.cuda_only]  # compared by default
 
 
 def _sync(device: torch.device) -> None:
@@ -118,11 +120,11 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
             encoded = outputs.encode(r, EncodeOptions('32FC1', camera_info=True))
             # Alternate which path goes first: neither always finds the caches warm.
             for as_bytes in ((False, True) if i % 2 else (True, False)):
-                keys = BYTES_STAGES if as_bytes else ('fill', 'publish')
+                keys = BYTES_STAGES if as_bytes else (FILL, PUBLISH)
                 times.update(zip(keys, _fill_publish(pub, encoded, header, info, as_bytes)))
         if i < warmup:
             continue
-        stages['decode'].append((t1 - t0) * 1e3)
+        stages[DECODE].append((t1 - t0) * 1e3)
         for k, v in list(r.timings.items()) + list(times.items()):
             stages[k].append(v)
         pipeline.append((t2 - t0) * 1e3)
@@ -132,9 +134,9 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
     out['pipeline'] = summary(pipeline)
     out['raw_total'] = totals
     out['raw_pipeline'] = pipeline
-    out['raw_forward'] = stages['forward']
+    out['raw_forward'] = stages[FORWARD]
     if pub.ok:
-        msg_path = [a + b for a, b in zip(stages['fill'], stages['publish'])]
+        msg_path = [a + b for a, b in zip(stages[FILL], stages[PUBLISH])]
         byte_path = [a + b for a, b in zip(*(stages[k] for k in BYTES_STAGES))]
         out['fill_publish'] = {'message': summary(msg_path), 'bytes': summary(byte_path)}
     return out
@@ -238,24 +240,20 @@ def bench_naive(ckpt: Path, rgb: np.ndarray, intr: Any, iters: int, warmup: int,
 # ------------------------------------------------------------------ backends, each alone
 
 def default_backends(dev: torch.device) -> List[str]:
-    """Return eager torch plus the runtimes worth comparing on this device."""
+    """Return the backends worth comparing on this device: on a CPU, those installed."""
     if dev.type == 'cuda':
-        return ['torch', 'compile', 'tensorrt', 'onnxruntime']
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return ['torch']
-    return ['torch', 'onnxruntime']
+        return list(BACKEND_NAMES)
+    return [b.name for b in CPU_BACKENDS if b.installed()]
 
 
 def parse_backends(text: str) -> List[str]:
     """'torch,compile,...' -> a list of model.backend values (argparse type); each checked."""
     names = [b.strip() for b in text.split(',') if b.strip()]
-    bad = [b for b in names if b not in BACKENDS]
+    bad = [b for b in names if b not in BACKENDS_BY_NAME]
     if bad or not names:
         raise argparse.ArgumentTypeError(
             f"unknown backend(s) {', '.join(bad) or repr(text)}: choose from "
-            f"{', '.join(BACKENDS)} (comma-separated)")
+            f"{', '.join(BACKEND_NAMES)} (comma-separated)")
     return list(dict.fromkeys(names))
 
 
@@ -730,10 +728,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'))
     ap.add_argument('--backend', type=parse_backends, default=None,
                     help='model.backend values to compare, comma-separated '
-                    f"({', '.join(BACKENDS)}); eager torch runs in this process, every other "
+                    f"({', '.join(BACKEND_NAMES)}); eager torch runs in this process, every other "
                     'alone in its own; one that cannot run is shown as the backend it fell '
-                    'back to (default: torch, and onnxruntime when installed, on CPU; '
-                    'torch,compile,tensorrt,onnxruntime on CUDA)')
+                    'back to (default: ' + ', '.join(
+                        b.name + (' when installed' if b.requires else '') for b in CPU_BACKENDS)
+                    + f" on CPU; {','.join(BACKEND_NAMES)} on CUDA)")
     ap.add_argument('--iters', type=int, default=10, help='timed frames per section')
     ap.add_argument('--cuda-flags', action='store_true', help='CUDA: also time the bare torch '
                     'forward with cuDNN autotuning off/on (and TF32 off/on at fp32)')

@@ -205,9 +205,9 @@ def build(c: Checkpoint, camera: Tuple[int, int] = (480, 640)) -> Tuple[Any, Tup
 
     from dpt_ros.core.models import checkpoint_heads, model_class
     from dpt_ros.core.preprocess import PreprocessSpec, UnsupportedProcessor
-    from dpt_ros.tools.sample import _preset_config
+    from dpt_ros.tools.sample import preset_config
     hf_logging.set_verbosity_error()
-    cfg, proc = _preset_config(c.preset)
+    cfg, proc = preset_config(c.preset)
     for key, value in c.config_overrides().items():
         setattr(cfg, key, value)
     try:

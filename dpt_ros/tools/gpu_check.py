@@ -566,7 +566,7 @@ def _rows(ctx: Ctx, backend: str, prec: str, iters: int,
                                         'compile' if backend.startswith('compile') else backend,
                                         log=ctx.log)
                 if setup is not None:
-                    setup(pipe.depth_model)
+                    setup(pipe)
             row = _measure(ctx, pipe, w, h, iters, backend.split('-')[0])
         except Exception as exc:  # noqa: B902 - the next size, precision or variant still runs
             row = _failed(exc)
@@ -605,17 +605,14 @@ def step_eager(ctx: Ctx) -> int:
     return 1 if bad else 0
 
 
-def compile_without_graphs(m: Any) -> None:
-    """Make a loaded model run torch.compile's default mode: inductor, no CUDA graphs.
+def compile_without_graphs(pipe: Any) -> None:
+    """Make a compile pipeline run torch.compile's default mode: inductor, no CUDA graphs.
 
-    model.backend compile runs reduce-overhead (CUDA graphs) on a GPU; setting the backend
-    name here makes the pipeline keep this module (a compiled module specialises on new shapes
-    by itself) and treat any failure as the configured backend's: one line, then eager torch.
+    model.backend compile runs reduce-overhead (CUDA graphs) on a GPU; the pipeline's backend
+    runner still builds and keeps the module per input shape and treats any failure as the
+    configured backend's: one line, then eager torch.
     """
-    import torch
-    m.eager = m.eager or m.net
-    m.net = torch.compile(m.eager, dynamic=False)
-    m.backend = 'compile'
+    pipe.backends.options['cuda_graphs'] = False
 
 
 def step_compile(ctx: Ctx) -> int:

@@ -125,7 +125,8 @@ def _vit_dpt(hidden: int, layers: int, heads: int, inter: int, neck: List[int], 
                 backbone_out_indices=out_idx, image_size=image, patch_size=16, **extra)
 
 
-def _preset_config(preset: str):
+def preset_config(preset: str):
+    """Return (transformers config, preprocessor_config entries) of a random-weight preset."""
     from transformers import (BeitConfig, DepthAnythingConfig, Dinov2Config, DPTConfig,
                               GLPNConfig, ZoeDepthConfig)
     tiny = _vit_dpt(32, 4, 4, 37, [16, 16, 32, 32], 16, [0, 1, 2, 3], 64)
@@ -355,7 +356,7 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     path = Path(path)
-    cfg, proc = _preset_config(preset)
+    cfg, proc = preset_config(preset)
     for key, value in (overrides or {}).items():
         setattr(cfg, key, value)
     torch.manual_seed(seed)

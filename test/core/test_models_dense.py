@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from dpt_ros.core import normals as nm
+from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ConfigError, ModelConfig
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.geometry import ray_grid
-from dpt_ros.core.models import apply_backend, load_model, load_models, ModelLoadError
+from dpt_ros.core.models import load_model, load_models, ModelLoadError
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.preprocess import Preprocessor, to_rgb
 from dpt_ros.tools.sample import default_intrinsics, render_plane, synthetic_scene
@@ -111,9 +112,11 @@ def test_exported_runtimes_leave_multi_output_models_on_torch(checkpoints):
     tips = str(checkpoints('tiny-tipsv2'))
     m = load_model(tips, 'depth', cpu(), heads=('depth', 'normals'), **QUIET)
     said = []
-    apply_backend(m, 'onnxruntime', (1, 3, 112, 112), log=said.append)
-    assert m.backend == 'torch' and m.eager is None
+    runner = BackendRunner('onnxruntime', log=said.append)
+    assert runner.module_for(m, (1, 3, 112, 112)) is None
+    assert m.backend == 'torch' and runner.builds == {}
     assert len(said) == 1 and 'single-output' in said[0] and 'torch' in said[0]
+    assert 'single-output' in runner.why_eager(m)
 
 
 # What TIPSv2-DPT's normals head said for NYU frames (google-deepmind/tips,

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from dpt_ros.core import outputs
-from dpt_ros.core import pipeline as pipeline_mod
+from dpt_ros.core.backends import torch_compile
+from dpt_ros.core.backends.export import eager_module
 from dpt_ros.core.config import Config
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.pipeline import _Clock, Pipeline
@@ -85,15 +86,15 @@ class Flaky(torch.nn.Module):
 
 
 def fake_backend(monkeypatch, fail_on=0, seen=None):
-    """Replace apply_backend: 'compile' becomes a Flaky module; record each (shape, cancel)."""
+    """Stand in for torch.compile: each input shape gets a Flaky module; record (shape, cancel)."""
     seen = [] if seen is None else seen
 
-    def apply(m, backend, shape, engine_dir='', log=quiet, cancel=None):
+    def build(m, shape, cache='', cancel=None, max_batch=0):
         seen.append((shape, cancel))
-        if m.eager is None:
-            m.eager = m.net
-        m.net, m.backend = Flaky(m.eager, fail_on), backend
-    monkeypatch.setattr(pipeline_mod, 'apply_backend', apply)
+        module = torch_compile.CompiledModule(Flaky(eager_module(m), fail_on), shape,
+                                              graphs=m.device.type == 'cuda')
+        return module, 'stand-in'
+    monkeypatch.setattr(torch_compile, 'try_build', build)
     return seen
 
 
@@ -130,7 +131,7 @@ def test_graph_backend_pays_record_and_replay_on_the_first_frame(tiny_depth, mon
     pipe.depth_model.device = torch.device('cuda')  # graphs are a CUDA matter; runs on CPU
     s = synthetic_scene(96, 72)
     pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
-    flaky = pipe.depth_model.net
+    flaky = pipe.depth_model.net.compiled
     assert flaky.calls == 3
     pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
     assert flaky.calls == 4 and pipe.depth_model.backend == 'compile'
@@ -144,7 +145,8 @@ def test_graph_backend_failing_while_recording_still_delivers_frame_one(tiny_dep
     s = synthetic_scene(96, 72)
     out = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
     assert np.isfinite(out.arrays['relative']).any()
-    assert pipe.depth_model.backend == 'torch' and len(logs) == 1 and 'call 2' in logs[0]
+    failed = [m for m in logs if 'failed' in m]
+    assert pipe.depth_model.backend == 'torch' and len(failed) == 1 and 'call 2' in failed[0]
 
 
 def test_prepare_warms_fixed_inputs_at_start_up_and_others_for_a_size(tiny_depth, tiny_metric,

@@ -75,11 +75,11 @@ def test_bench_smoke(tmp_path, record_figure):
                   f"{r['naive']['overhead']['p50']:.1f} ms ({ratio:.0f}x lower)")
 
 
-def test_backend_option_takes_what_the_config_lists():
+def test_backend_option_takes_what_the_backend_table_lists():
     import argparse
     from dpt_ros.tools.bench import parse_backends
-    from dpt_ros.core.config import BACKENDS
-    assert parse_backends(','.join(BACKENDS)) == list(BACKENDS)
+    from dpt_ros.core.backends import NAMES
+    assert parse_backends(','.join(NAMES)) == list(NAMES)
     assert parse_backends('torch, compile,torch') == ['torch', 'compile']
     for bad in ('torch,onnx-magic', '', ','):
         with pytest.raises(argparse.ArgumentTypeError, match='choose from'):

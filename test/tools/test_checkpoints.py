@@ -46,8 +46,8 @@ def test_each_shape_has_the_published_family_and_size(preset):
     torch = pytest.importorskip('torch')
 
     from dpt_ros.core.models import checkpoint_heads, model_class
-    from dpt_ros.tools.sample import _preset_config
-    cfg, _ = _preset_config(preset)
+    from dpt_ros.tools.sample import preset_config
+    cfg, _ = preset_config(preset)
     with torch.device('meta'):  # the class the node loads, with every head it has
         model = model_class(cfg, checkpoint_heads(cfg))(cfg)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6

@@ -195,7 +195,7 @@ def test_compile_without_graphs_keeps_the_pipeline_on_its_module(tiny_metric, mo
         return module
     monkeypatch.setattr(torch, 'compile', fake_compile)
     pipe, _ = make_pipeline(tiny_metric, 'cpu', 'fp32', 'compile')
-    gc.compile_without_graphs(pipe.depth_model)
+    gc.compile_without_graphs(pipe)
     s = synthetic_scene(96, 72)
     pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
     assert modes == [None] and pipe.depth_model.backend == 'compile'

@@ -3,9 +3,12 @@
 
 """ONNX export and cache keys shared by the ONNX-based backends (TensorRT, ONNX Runtime, ...).
 
-A loaded model is exported at one fixed input shape; whatever a backend builds from it is
-cached under a key made of the model's weights hash (computed once per loaded model), the
-input shape, the precision, the ONNX opset and the backend's own target (runtime version and
+A loaded model is exported for one network input (channels, height, width) with a free batch
+axis when its graph does not depend on the batch size (checked: the exports traced at two
+batch sizes must be identical), else at one fixed input shape. Whatever a backend builds from
+it is cached under a key made of the model's weights hash (computed once per loaded model),
+every dimension of the input shape (the batch as 'N' when free, or the range an engine
+covers), the precision, the ONNX opset and the backend's own target (runtime version and
 device). bf16 models are exported in fp32: the TorchScript exporter cannot write bf16
 ("ScalarType ComplexDouble is an unexpected tensor scalar type"), and the runtime chooses the
 precision of an fp32 graph itself.
@@ -17,7 +20,8 @@ import copy
 import hashlib
 from pathlib import Path
 import re
-from typing import Tuple, Union
+import tempfile
+from typing import Callable, Optional, Sequence, Tuple, Union
 import warnings
 
 import torch
@@ -27,7 +31,14 @@ from dpt_ros.core.models import LoadedModel
 ONNX_OPSET = 17
 INPUT_NAME = 'pixel_values'
 OUTPUT_NAME = 'output'
+FREE_BATCH = 'N'  # the batch dimension of a cache key when the export takes any batch size
+DEFAULT_ENGINE_DIR = Path('~/.cache/dpt_ros/engines')
 PRECISION_NAMES = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}
+
+
+def engine_dir(path: str = '') -> Path:
+    """Return the engine cache folder (model.engine_dir, default ~/.cache/dpt_ros/engines)."""
+    return Path(path or DEFAULT_ENGINE_DIR).expanduser()
 
 
 def precision_name(dtype: torch.dtype) -> str:
@@ -67,23 +78,37 @@ def _slug(text: str) -> str:
     return re.sub(r'[^A-Za-z0-9.]+', '-', text).strip('-')
 
 
-def cache_key(model: Union[LoadedModel, str], input_shape: Tuple[int, ...], precision: str,
-              target: str, opset: int = ONNX_OPSET) -> str:
+def cache_key(model: Union[LoadedModel, str], input_shape: Sequence[Union[int, str]],
+              precision: str, target: str, opset: int = ONNX_OPSET) -> str:
     """File stem for a cached export or engine: target, shape, precision, opset, weights hash.
 
     model is a LoadedModel (its hash is computed once and kept) or a weights hash string;
+    input_shape has every dimension: ints, and the batch as FREE_BATCH or a range ('1-8');
     target names what the artefact is built for, e.g. 'NVIDIA-H100_trt10.3.0' or 'onnx'.
     """
     digest = model if isinstance(model, str) else model_hash(model)
-    shape = 'x'.join(str(int(s)) for s in input_shape)
+    shape = 'x'.join(_slug(str(s)) for s in input_shape)
     return f'dpt_{_slug(target)}_{shape}_{precision}_opset{int(opset)}_{digest}'
 
 
-def export_onnx(net: torch.nn.Module, input_shape: Tuple[int, ...], path: Union[str, Path],
-                dtype: torch.dtype = torch.float32, opset: int = ONNX_OPSET) -> Path:
-    """Export pixel_values -> output (depth or logits) at a fixed shape to ONNX.
+def batch_profile(input_shape: Tuple[int, ...], max_batch: int = 0
+                  ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+    """(min, opt, max) input shapes of an engine for batches 1..max_batch of this input.
 
-    A bf16 request exports an fp32 copy of the module (the model in memory is left as is).
+    Tuned for the largest batch: the one that takes longest.
+    """
+    top = (max(int(max_batch), int(input_shape[0])),) + tuple(int(d) for d in input_shape[1:])
+    return (1,) + top[1:], top, top
+
+
+def export_onnx(net: torch.nn.Module, input_shape: Tuple[int, ...], path: Union[str, Path],
+                dtype: torch.dtype = torch.float32, opset: int = ONNX_OPSET,
+                free_batch: bool = False) -> Path:
+    """Export pixel_values -> output (depth or logits) traced at input_shape to ONNX.
+
+    free_batch names the batch axis dynamic (the caller checks the graph is batch-free: see
+    export_batch_free). A bf16 request exports an fp32 copy of the module (the model in
+    memory is left as is).
     """
     dtype = export_dtype(dtype)
     params = next(net.parameters())
@@ -97,5 +122,34 @@ def export_onnx(net: torch.nn.Module, input_shape: Tuple[int, ...], path: Union[
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer notes on shapes fixed by design
         torch.onnx.export(net, (dummy,), str(path), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False)
+                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                          dynamic_axes=({INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}}
+                                        if free_batch else None))
     return path
+
+
+def export_batch_free(net: torch.nn.Module, input_shape: Tuple[int, ...],
+                      path: Union[str, Path], dtype: torch.dtype = torch.float32,
+                      opset: int = ONNX_OPSET, cancel: Optional[Callable[[], bool]] = None
+                      ) -> bool:
+    """Export to path with a free batch axis if the graph allows it; else at input_shape.
+
+    Returns True for a graph that runs any batch size. A model whose traced graph holds its
+    batch size (a split or reshape by a Python int, as ZoeDepth's neck does) exports
+    differently at two batch sizes: that one is exported at the fixed input_shape instead.
+    """
+    b = int(input_shape[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        other = export_onnx(net, (b + 1,) + tuple(input_shape[1:]), Path(tmp) / 'other.onnx',
+                            dtype, opset, free_batch=True)
+        if cancel is not None and cancel():
+            raise BuildCancelled('export cancelled')
+        export_onnx(net, input_shape, path, dtype, opset, free_batch=True)
+        if Path(path).read_bytes() == other.read_bytes():
+            return True
+    export_onnx(net, input_shape, path, dtype, opset)
+    return False
+
+
+class BuildCancelled(RuntimeError):
+    """An export or engine build was abandoned (shutdown)."""

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from dpt_ros.core import outputs
+from dpt_ros.core.backends import export
 from dpt_ros.core.backends import onnxruntime as onnx_backend
-from dpt_ros.core.config import BACKENDS, Config, ModelConfig
+from dpt_ros.core.config import Config, ModelConfig
 from dpt_ros.core.conversions import Frame
-from dpt_ros.core.models import load_model, RUNTIMES
+from dpt_ros.core.models import load_model
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.tools.sample import synthetic_scene
 
@@ -30,11 +31,6 @@ def _pipelines(ckpt, task, tmp_path, logs):
     ref = Pipeline(base, log=lambda m: None)
     ort = Pipeline(base.replace({'model.backend': 'onnxruntime'}), log=logs.append)
     return ref, ort
-
-
-def test_every_runtime_backend_is_a_choice():
-    assert set(RUNTIMES) <= set(BACKENDS) and 'onnxruntime' in BACKENDS
-    assert 'onnxruntime' in ModelConfig.__dataclass_fields__['backend'].metadata['description']
 
 
 @pytest.mark.parametrize('preset, task', [('tiny-depth', 'depth'),
@@ -85,16 +81,22 @@ def test_export_is_cached_by_shape_precision_opset_and_weights(checkpoints, tmp_
               onnx_backend.onnx_path(b, (1, 3, 64, 64), f32, str(tmp_path))}
     assert k not in others and len(others) == 4
     assert k.parent == tmp_path and k.suffix == '.onnx' and '1x3x64x64_fp32_opset17' in k.name
+    free = onnx_backend.onnx_path(a, ('N', 3, 64, 64), f32, str(tmp_path))
+    assert free not in others | {k} and 'Nx3x64x64_fp32_opset17' in free.name
     exports = []
-    real = onnx_backend.export_onnx
-    monkeypatch.setattr(onnx_backend, 'export_onnx',
+    real = onnx_backend.export_batch_free
+    monkeypatch.setattr(onnx_backend, 'export_batch_free',
                         lambda *args, **kw: exports.append(args[1]) or real(*args, **kw))
     first, info = onnx_backend.try_build(a, (1, 3, 64, 64), str(tmp_path))
     assert first is not None, info
     again, info2 = onnx_backend.try_build(a, (1, 3, 64, 64), str(tmp_path))
     assert again is not None and exports == [(1, 3, 64, 64)], 'exported once, then cached'
-    assert first.path == again.path == k and 'CPUExecutionProvider' in info
-    assert sorted(tmp_path.iterdir()) == [k], 'no temporary files left'
+    # One batch-free export serves every batch size of the network input.
+    other, _ = onnx_backend.try_build(a, (3, 3, 64, 64), str(tmp_path))
+    assert other is not None and exports == [(1, 3, 64, 64)]
+    assert first.path == again.path == other.path == free and 'CPUExecutionProvider' in info
+    assert first.any_batch and first.accepts((5, 3, 64, 64)) and not first.accepts((1, 3, 64, 96))
+    assert sorted(tmp_path.iterdir()) == [free], 'no temporary files left'
 
 
 def test_cpu_session_uses_torch_thread_count(checkpoints, tmp_path):
@@ -130,7 +132,7 @@ def test_falls_back_to_torch_when_the_export_fails(tiny_depth, tmp_path, monkeyp
 
     def broken(*args, **kwargs):
         raise RuntimeError('Exporting the operator aten::frobnicate is not supported')
-    monkeypatch.setattr(onnx_backend, 'export_onnx', broken)
+    monkeypatch.setattr(export, 'export_onnx', broken)
     _check_fallback(tiny_depth, tmp_path, 'aten::frobnicate')
     assert not list(tmp_path.glob('*.onnx')), 'a failed export leaves no cache file'
 
@@ -150,3 +152,41 @@ def test_onnxruntime_cuda_provider_matches_torch(tiny_metric, tmp_path):
     out = module(x).float()
     assert out.device == x.device
     assert torch.allclose(out, ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize('preset, builds', [('tiny-depth-anything', 1), ('tiny-zoedepth', 5)])
+def test_nothing_is_rebuilt_when_batch_sizes_alternate_after_warm_up(
+        checkpoints, tmp_path, monkeypatch, preset, builds):
+    """Three cameras, depth.confidence flip: batches of 1-3 frames, network inputs of 1-6.
+
+    A batch-free export is one session for every size; ZoeDepth's export holds its batch size
+    (see export_batch_free), so it gets one per size: all built by prepare(), none later.
+    """
+    ort = pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    sessions = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, 'InferenceSession',
+                        lambda *a, **kw: sessions.append(a[0]) or real(*a, **kw))
+    cfg = Config().replace({'model.depth': str(checkpoints(preset)), 'model.device': 'cpu',
+                            'model.engine_dir': str(tmp_path), 'cameras': ('a', 'b', 'c'),
+                            'batch.max_size': 3, 'depth.confidence': 'flip',
+                            'depth.min': 0.0, 'depth.max': 1.0e4})
+    logs = []
+    pipe = Pipeline(cfg.replace({'model.backend': 'onnxruntime'}), log=logs.append)
+    assert 'depth' in pipe.prepare(120, 160), logs
+    assert len(sessions) == builds, logs
+    assert pipe.backend_builds == {'onnxruntime': builds}
+    ref = Pipeline(cfg, log=lambda m: None)
+    frames = [Frame(synthetic_scene(160, 120, t=0.3 * k).rgb, 'rgb8') for k in range(3)]
+    with_conf = outputs.names(exclude=('points',))
+    for n, want in ((1, with_conf), (3, {'depth'}), (2, with_conf), (1, {'depth'}),
+                    (3, with_conf), (2, {'depth'})):
+        got = pipe.process_batch(frames[:n], [None] * n, want)
+        assert pipe.depth_model.backend == 'onnxruntime', logs
+        if n == 3 and 'confidence' in want:  # a batch of 6 network inputs: same as torch
+            exp = ref.process_batch(frames[:n], [None] * n, want)
+            for a, b in zip(got, exp):
+                ok = np.isfinite(b.arrays['depth'])
+                assert ok.mean() > 0.5 and 'confidence' in a.arrays
+                assert np.allclose(a.arrays['depth'][ok], b.arrays['depth'][ok], rtol=1e-3)
+    assert len(sessions) == builds and pipe.backend_builds == {'onnxruntime': builds}, logs

@@ -3,6 +3,9 @@
 
 """TensorRT backend: fallback, cache key, ONNX export, build modes, cancel; engines on a GPU."""
 
+import contextlib
+import dataclasses
+import importlib.machinery
 from pathlib import Path
 import subprocess
 import sys
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from dpt_ros.core import backends
 from dpt_ros.core.backends import export
 from dpt_ros.core.backends import tensorrt as trt_backend
 from dpt_ros.core.config import Config, ModelConfig
@@ -54,15 +58,20 @@ def test_cache_key_changes_with_shape_precision_weights_target_opset(tiny_depth,
     key = trt_backend.engine_key
     k = key(a, (1, 3, 64, 64), 'fp16', 'NVIDIA H100', '10.3.0')
     assert k == key(a, (1, 3, 64, 64), 'fp16', 'NVIDIA H100', '10.3.0')
-    others = {key(a, (1, 3, 96, 64), 'fp16', 'NVIDIA H100', '10.3.0'),
-              key(a, (1, 3, 64, 64), 'fp32', 'NVIDIA H100', '10.3.0'),
+    # Every dimension of the input shape, the batch range of a profile included.
+    shapes = [(2, 3, 64, 64), (1, 4, 64, 64), (1, 3, 96, 64), (1, 3, 64, 96),
+              ('1-4', 3, 64, 64), ('1-8', 3, 64, 64), ('2-4', 3, 64, 64), ('1-4', 3, 64, 96)]
+    by_shape = {key(a, s, 'fp16', 'NVIDIA H100', '10.3.0') for s in shapes}
+    assert len(by_shape) == len(shapes) and k not in by_shape
+    others = {key(a, (1, 3, 64, 64), 'fp32', 'NVIDIA H100', '10.3.0'),
               key(b, (1, 3, 64, 64), 'fp16', 'NVIDIA H100', '10.3.0'),
               key(a, (1, 3, 64, 64), 'fp16', 'NVIDIA L4', '10.3.0'),
               key(a, (1, 3, 64, 64), 'fp16', 'NVIDIA H100', '10.4.0'),
               export.cache_key(a, (1, 3, 64, 64), 'fp16', 'NVIDIA H100_trt10.3.0', opset=18)
               + '.engine'}
-    assert k not in others and len(others) == 6
+    assert k not in others | by_shape and len(others) == 5
     assert 'NVIDIA-H100' in k and '1x3x64x64' in k and 'opset17' in k and k.endswith('.engine')
+    assert '_1-4x3x64x64_' in key(a, ('1-4', 3, 64, 64), 'fp16', 'NVIDIA H100', '10.3.0')
     # The weights are hashed once per loaded model, however many shapes are keyed.
     assert len(calls) == 2 and a.weights_hash and a.weights_hash != b.weights_hash
     assert export.cache_key(a.weights_hash, (1, 3, 64, 64), 'fp16',
@@ -128,6 +137,154 @@ def test_build_mode_strongly_typed_unless_bf16():
     assert trt_backend.build_mode('fp16', False) == (False, 'FP16')
 
 
+# ------------------------------------------------------------------ engines, stand-in TensorRT
+
+class FakeTensorRT(types.ModuleType):
+    """Enough of the tensorrt module to build, cache and load an engine on a CPU."""
+
+    __version__ = '10.3.0'
+
+    def __init__(self):
+        super().__init__('tensorrt')
+        self.__spec__ = importlib.machinery.ModuleSpec('tensorrt', None)  # probed by importers
+        self.builds = []  # (ONNX bytes, profile or None) per engine built
+        ns = types.SimpleNamespace
+        self.BuilderFlag = ns(FP16='FP16', BF16='BF16')
+        self.NetworkDefinitionCreationFlag = ns(STRONGLY_TYPED=0)
+        self.MemoryPoolType = ns(WORKSPACE='workspace')
+        self.TensorIOMode = ns(INPUT='in', OUTPUT='out')
+        self.float32, self.float16 = 'f32', 'f16'
+        self.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda s, level=0: None})
+        trt = self
+
+        class Config:
+            def __init__(self):
+                self.profiles = []
+
+            def set_memory_pool_limit(self, pool, size):
+                pass
+
+            def set_flag(self, flag):
+                pass
+
+            def add_optimization_profile(self, profile):
+                self.profiles.append(profile)
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi):
+                self.shape = (name, tuple(lo), tuple(opt), tuple(hi))
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return ns()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                trt.builds.append((network.onnx, [p.shape for p in config.profiles] or None))
+                return b'engine'
+
+        class OnnxParser:
+            def __init__(self, network, logger):
+                self.network = network
+                self.num_errors = 0
+
+            def parse(self, data):
+                self.network.onnx = data
+                return True
+
+        class Engine:
+            num_io_tensors = 2
+
+            def get_tensor_name(self, i):
+                return ('pixel_values', 'output')[i]
+
+            def get_tensor_mode(self, name):
+                return trt.TensorIOMode.INPUT if name == 'pixel_values' else 'out'
+
+            def get_tensor_dtype(self, name):
+                return trt.float32
+
+            def create_execution_context(self):
+                return ns()
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+        self.Runtime = lambda logger: ns(deserialize_cuda_engine=lambda blob: Engine())
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """Install a stand-in TensorRT; the CPU passes for a GPU where the backend asks for one."""
+    trt = FakeTensorRT()
+    monkeypatch.setitem(sys.modules, 'tensorrt', trt)
+    monkeypatch.setattr(torch.cuda, 'device', lambda dev: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda dev=None: 'Stand-in GPU')
+    return trt
+
+
+@pytest.mark.parametrize('preset, batch_free', [('tiny-depth-anything', True),
+                                                ('tiny-zoedepth', False)])
+def test_one_engine_covers_every_batch_size_of_its_input(checkpoints, tmp_path, fake_trt,
+                                                         preset, batch_free):
+    """A batch-free graph: one engine, its profile 1..max_batch; else one engine per shape."""
+    m = load_model(str(checkpoints(preset)), 'depth', ModelConfig(device='cpu'), quiet)
+    shape = (1, 3) + m.spec.output_size(120, 160)
+    module, info = trt_backend.try_build(m, shape, str(tmp_path), max_batch=8)
+    assert module is not None and module.built, info
+    chw = shape[1:]
+    if batch_free:
+        assert [p for _, p in fake_trt.builds] == [
+            [('pixel_values', (1,) + chw, (8,) + chw, (8,) + chw)]]
+        assert f"_1-8x{'x'.join(map(str, chw))}_" in module.path.name
+        assert module.batches == (1, 8) and module.accepts((8,) + chw)
+    else:
+        assert [p for _, p in fake_trt.builds] == [None]
+        assert f"_1x{'x'.join(map(str, chw))}_" in module.path.name
+        assert module.batches == (1, 1) and not module.accepts((2,) + chw)
+    assert module.accepts(shape) and not module.accepts((9,) + chw)
+    assert not module.accepts((1, 3, chw[1], chw[2] + 14))
+    again, info = trt_backend.try_build(m, shape, str(tmp_path), max_batch=8)
+    assert again is not None and not again.built and info.startswith('loaded')
+    assert len(fake_trt.builds) == 1 and again.path == module.path
+
+
+def test_prepare_builds_one_engine_for_every_batch_the_scheduler_forms(tiny_metric, tmp_path,
+                                                                       fake_trt, monkeypatch):
+    """Four cameras, depth.confidence flip: batches of 1-4 frames, 1-8 network inputs."""
+    monkeypatch.setitem(backends.BY_NAME, 'tensorrt', dataclasses.replace(
+        backends.BY_NAME['tensorrt'], cuda_only=False, requires=''))
+    cfg = Config().replace({'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                            'model.backend': 'tensorrt', 'model.engine_dir': str(tmp_path),
+                            'cameras': ('a', 'b', 'c', 'd'), 'depth.confidence': 'flip'})
+    logs = []
+    pipe = Pipeline(cfg, log=logs.append)
+    m, eager, ran = pipe.depth_model, pipe.depth_model.net, []
+
+    def forward(engine, x):  # the engine computes what the eager model does; which one ran?
+        ran.append((engine, tuple(x.shape)))
+        return eager(x)
+    monkeypatch.setattr(trt_backend.TensorRTModule, 'forward', forward)
+    pipe.prepare(120, 160)
+    assert pipe.backend_builds == {'tensorrt': 1} and len(fake_trt.builds) == 1, logs
+    assert sorted(n for _, (n, *_) in ran) == [1, 2, 3, 4, 6, 8]
+    engine, chw = ran[-1][0], ran[-1][1][1:]
+    assert engine.batches == (1, 8) and fake_trt.builds[0][1][0][3] == (8,) + chw
+    frames = [Frame(synthetic_scene(160, 120).rgb, 'rgb8')] * 4
+    for n in (1, 4, 2, 3, 1):
+        for want in ({'depth'}, {'depth', 'confidence'}):
+            pipe.process_batch(frames[:n], [None] * n, want)
+            assert ran[-1] == (engine, (2 * n if 'confidence' in want else n,) + chw)
+    assert pipe.backend_builds == {'tensorrt': 1} and len(fake_trt.builds) == 1, logs
+    assert m.backend == 'tensorrt'
+
+
 def test_progress_monitor_cancels_and_never_raises():
     class Base:
         def __init__(self):
@@ -147,7 +304,7 @@ def test_progress_monitor_cancels_and_never_raises():
 
 
 def test_build_engine_command_says_why_on_cpu(tiny_metric):
-    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.core.backends.tensorrt', '--model',
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.build_engine', '--model',
                            str(tiny_metric), '--device', 'cpu', '--height', '120', '--width',
                            '160'], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and 'CUDA' in proc.stderr and 'not built' in proc.stderr
@@ -157,10 +314,12 @@ def test_ctrl_c_during_a_long_engine_build_cancels_it(tiny_metric, tmp_path, ctr
     """Ctrl-C (twice, as launch sends it) while the engine builds: cancelled, exit 130."""
     script = tmp_path / 'slow_build.py'
     script.write_text(textwrap.dedent("""
-        import sys, time
+        import dataclasses, sys, time
+        from dpt_ros.core import backends
         from dpt_ros.core.backends import tensorrt as tb
+        from dpt_ros.tools import build_engine
 
-        def slow_build(loaded, shape, cache='', cancel=None):
+        def slow_build(loaded, shape, cache='', cancel=None, max_batch=0):
             print('building', flush=True)
             end = time.monotonic() + 60
             while time.monotonic() < end:  # a build checks cancel() at every step
@@ -170,7 +329,10 @@ def test_ctrl_c_during_a_long_engine_build_cancels_it(tiny_metric, tmp_path, ctr
                 time.sleep(0.05)
             return None, 'not cancelled in 60 s'
         tb.try_build = slow_build
-        sys.exit(tb.main(sys.argv[1:]))
+        # A stand-in TensorRT on this CPU: its row needs neither CUDA nor the package.
+        backends.BY_NAME['tensorrt'] = dataclasses.replace(backends.BY_NAME['tensorrt'],
+                                                           cuda_only=False, requires='')
+        sys.exit(build_engine.main(sys.argv[1:]))
         """))
     rc, out = ctrl_c_after([script, '--model', tiny_metric, '--device', 'cpu', '--height',
                             '120', '--width', '160'], 'building', start_timeout=90, cwd=ROOT)
@@ -282,7 +444,7 @@ def test_build_engine_command_end_to_end(tiny_metric, tmp_path):
     params = tmp_path / 'p.yaml'
     params.write_text(f'/**:\n  ros__parameters:\n    model:\n      depth: {tiny_metric}\n'
                       f"      device: cuda\n      engine_dir: '{engines}'\n")
-    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.core.backends.tensorrt', '--params-file',
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.build_engine', '--params-file',
                            str(params), '--height', '480', '--width', '640'],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
