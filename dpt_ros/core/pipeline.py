@@ -18,6 +18,7 @@ from typing import (AbstractSet, Callable, ContextManager, Dict, List, Optional,
 import numpy as np
 import torch
 
+from dpt_ros.core import memory
 from dpt_ros.core import outputs
 from dpt_ros.core import postprocess as post
 from dpt_ros.core.backends import EAGER
@@ -195,6 +196,8 @@ class Pipeline:
         cfg.validate()
         self._cfg = cfg
         self.log = log
+        if cfg.memory.keep_freed:
+            memory.keep_freed(log)  # process-wide, before any frame
         self.depth_model = depth_model
         self.seg_model = seg_model
         if self.depth_model is None and cfg.model.depth:

@@ -243,6 +243,48 @@ def test_burst_keeps_newest_frame_and_memory_flat(harness, tmp_path, tiny_metric
         node.stop()
 
 
+def test_the_node_keeps_its_frame_buffers(harness, tmp_path, tiny_metric):
+    """640x480 frames one at a time: the node faults its buffers in once, not every frame.
+
+    With glibc's defaults (memory.keep_freed off) each frame's large buffers are mapped and
+    given back, a minor page fault per 4 KiB every frame; the default keeps them.
+    """
+    harness.start()  # a client only: the node runs in its own process
+    harness.record_outputs('/camera', ['depth/image', 'points'])
+    img = harness.node.create_publisher(Image, '/camera/color/image_raw', 5)
+    info = harness.node.create_publisher(CameraInfo, '/camera/color/camera_info', 5)
+    s = synthetic_scene(640, 480)
+    faults = {}
+    for keep in (True, False):
+        params = write_params_file(tmp_path / f'{keep}.yaml', {
+            'model.depth': str(tiny_metric), 'model.device': 'cpu', 'memory.keep_freed': keep})
+        node = NodeProcess(['--params-file', str(params)] + remaps())
+        try:
+            assert harness.wait_subscribed(img, 60) and harness.wait_subscribed(info), \
+                node.text()
+            time.sleep(0.5)  # the node's outputs match the recording subscriptions
+            info.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
+            per_frame = []
+            for i in range(16):
+                before = node.minor_faults()
+                h = header(i)
+                img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+                for topic in ('/camera/depth/image', '/camera/points'):
+                    harness.wait_stamp(topic, conv.stamp_ns(h), 60)
+                time.sleep(0.1)  # the publishing thread lets go of the frame
+                per_frame.append(node.minor_faults() - before)
+            faults[keep] = sum(per_frame[4:]) / len(per_frame[4:])  # once warm
+            said = 'memory.keep_freed: freed memory stays in the process'
+            assert (said in node.text()) == keep, node.text()
+        finally:
+            node.stop()
+            harness.wait(lambda: img.get_subscription_count() == 0, 10)
+            harness.clear()
+    # Measured here: 300 to 1000 a frame off, 0 to a few on.
+
+    assert max(faults[True], 1.0) * 10 <= faults[False], faults
+
+
 PUBLISHER = """
 import sys, time
 import numpy as np
