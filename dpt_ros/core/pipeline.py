@@ -400,13 +400,24 @@ class Pipeline:
         return self.process_batch([frame], [intr], want, [anchors], [source],
                                   None if stamp is None else [stamp])[0]
 
+    def batch_key(self, frame: Frame) -> Tuple[Tuple[int, int], ...]:
+        """Frames with equal keys share one forward: each model's network input for their size.
+
+        A 640x480 and a 1280x720 frame share it under a fixed-input model (DPT at 384 x 384),
+        not under one that keeps the aspect ratio. Each frame is preprocessed at its own size
+        and post-processed back to it; network inputs are stacked, never padded to one
+        another, so no output depends on which frames shared the forward.
+        """
+        return tuple(m.spec.output_size(frame.height, frame.width)
+                     for m in (self.depth_model, self.seg_model) if m is not None)
+
     @torch.inference_mode()
     def process_batch(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                       want: AbstractSet[str] = outputs.ALL,
                       anchors: Optional[Sequence[Optional[Anchors]]] = None,
                       sources: Optional[Sequence[str]] = None,
                       stamps: Optional[Sequence[float]] = None) -> List[Result]:
-        """Run frames of one size and layout as one batch; one Result per frame.
+        """Run frames as one forward per network input (batch_key); one Result per frame.
 
         want names the outputs to compute (rows of dpt_ros.core.outputs.OUTPUTS); Result.arrays
         holds exactly the arrays they are encoded from. For depth.mode fitted and
@@ -420,28 +431,51 @@ class Pipeline:
         anchors = list(anchors) if anchors is not None else [None] * n
         sources = list(sources) if sources is not None else [''] * n
         stamps = list(stamps) if stamps is not None else [time.time()] * n
-        first = frames[0]
-        if first.layout not in LAYOUTS:
-            raise ValueError(f"unsupported layout '{first.layout}'")
-        if any(f.pixels.shape != first.pixels.shape or f.layout != first.layout for f in frames):
-            return [r for k in range(n) for r in self.process_batch(
-                [frames[k]], [intrs[k]], want, [anchors[k]], [sources[k]], [stamps[k]])]
+        bad = next((f.layout for f in frames if f.layout not in LAYOUTS), None)
+        if bad is not None:
+            raise ValueError(f"unsupported layout '{bad}'")
+        keys: Dict[Tuple, List[int]] = {}
+        for i, f in enumerate(frames):
+            keys.setdefault(self.batch_key(f), []).append(i)
+        if len(keys) > 1:
+            out: List[Optional[Result]] = [None] * n
+            for idx in keys.values():
+                for i, r in zip(idx, self.process_batch(
+                        [frames[i] for i in idx], [intrs[i] for i in idx], want,
+                        [anchors[i] for i in idx], [sources[i] for i in idx],
+                        [stamps[i] for i in idx])):
+                    out[i] = r
+            return out  # type: ignore[return-value]
         with self._lock, self._on_device():
             return self._process(frames, intrs, want, anchors, sources, stamps)
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                  wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
                  sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
-        b = _Batch(self, frames, intrs, wanted, anchors, sources, stamps)
+        # One part per frame size and layout: uploaded, preprocessed and post-processed
+        # together; the forward takes every part at once.
+        split: Dict[Tuple, List[int]] = {}
+        for i, f in enumerate(frames):
+            split.setdefault((f.pixels.shape, f.layout), []).append(i)
+        parts = [(idx, _Batch(self, [frames[i] for i in idx], [intrs[i] for i in idx], wanted,
+                              [anchors[i] for i in idx], [sources[i] for i in idx],
+                              [stamps[i] for i in idx])) for idx in split.values()]
         clock = _Clock(self.device, self._stream)
         for stage, step in _STEPS:
-            step(self, b)
+            if stage == FORWARD:
+                self._forward_stage([b for _, b in parts])
+            else:
+                for _, b in parts:
+                    step(self, b)
             clock.mark(stage)
         timings = clock.result()
-        for r, host in zip(b.results, b.host):
-            r.arrays.update(host)
-            r.timings = {k: v / len(frames) for k, v in timings.items()}
-        return b.results
+        results: List[Result] = [None] * len(frames)  # type: ignore[list-item]
+        for idx, b in parts:
+            for i, r, host in zip(idx, b.results, b.host):
+                r.arrays.update(host)
+                r.timings = {k: v / len(frames) for k, v in timings.items()}
+                results[i] = r
+        return results
 
     # ------------------------------------------------------------------ stages
 
@@ -459,17 +493,36 @@ class Pipeline:
                          and p.spec == pre.spec and p.dtype == pre.dtype), None)
             b.pixel_values[id(m)] = b.pixel_values[same] if same is not None else pre(b.rgb)
 
-    def _forward_stage(self, b: _Batch) -> None:
+    def _forward_stage(self, parts: Sequence[_Batch]) -> None:
+        """One forward per model for every part of a batch (same network input, any size)."""
         dm, sm = self.depth_model, self.seg_model
-        if dm is not None and id(dm) in b.pixel_values:
-            pv = b.pixel_values[id(dm)]
-            b.flip = b.cfg.depth.confidence == 'flip' and \
-                any(o.reads_confidence(b.cfg) for o in b.rows)
-            if b.flip:  # the mirrored frame rides in the same batch
-                pv = torch.cat([pv, pv.flip(-1)])
-            b.raw = self._run(dm, pv)
-        if sm is not None and id(sm) in b.pixel_values:
-            b.logits = self._run(sm, b.pixel_values[id(sm)])
+        if dm is not None and id(dm) in parts[0].pixel_values:
+            pvs = []
+            for b in parts:
+                pv = b.pixel_values[id(dm)]
+                b.flip = b.cfg.depth.confidence == 'flip' and \
+                    any(o.reads_confidence(b.cfg) for o in b.rows)
+                # The mirrored frames ride in the same forward, after their part's frames.
+                pvs.append(torch.cat([pv, pv.flip(-1)]) if b.flip else pv)
+            for b, raw in zip(parts, self._run_parts(dm, pvs)):
+                b.raw = raw
+        if sm is not None and id(sm) in parts[0].pixel_values:
+            for b, logits in zip(parts, self._run_parts(
+                    sm, [b.pixel_values[id(sm)] for b in parts])):
+                b.logits = logits
+
+    def _run_parts(self, m: LoadedModel, pvs: List[torch.Tensor]) -> List[object]:
+        """Run the parts' network inputs as one forward; return each part's outputs."""
+        if len(pvs) == 1:
+            return [self._run(m, pvs[0])]
+        pv = torch.cat(pvs)
+        if self._preprocessor(m).channels_last:  # the memory format a part's input has
+            pv = pv.contiguous(memory_format=torch.channels_last)
+        out = self._run(m, pv)
+        sizes = [len(p) for p in pvs]
+        if isinstance(out, torch.Tensor):
+            return list(out.split(sizes))
+        return list(zip(*(o.split(sizes) for o in out)))  # one tensor per head
 
     def _resize_stage(self, b: _Batch) -> None:
         """Model outputs at camera resolution, padding cut away; the mirrored depth unflipped."""

@@ -6,6 +6,8 @@
 import threading
 import time
 
+import numpy as np
+
 from dpt_ros.core import conversions as conv
 from dpt_ros.tools.sample import synthetic_scene
 from dpt_ros.tools.toolkit import write_params_file
@@ -140,6 +142,40 @@ def test_frames_waiting_together_run_as_one_batch(harness, tiny_metric):
     for c in 'ab':
         assert harness.wait(lambda c=c: len(harness.get(f'{NS}/{c}/depth/image')) == 2, 20), c
     assert sizes == [2, 1, 1]
+
+
+def test_cameras_of_two_sizes_share_a_forward_of_one_network_input(harness, checkpoints):
+    """A 64x48 and a 96x48 camera, DPT (a fixed 64 x 64 network input): one forward.
+
+    Each camera's output has its own size and is what its frame gives alone.
+    """
+    node = start(harness, ['a', 'b'], **{
+        'model.depth': str(checkpoints('tiny-depth')), 'model.device': 'cpu',
+        'batch.max_wait_ms': 500.0, 'depth.temporal': False})
+    sizes = spy_batches(node)
+    forwards = []
+    run = node.pipeline.backends.run
+    node.pipeline.backends.run = lambda m, pv, *rest: forwards.append(len(pv)) or \
+        run(m, pv, *rest)
+    scenes = {'a': synthetic_scene(64, 48), 'b': synthetic_scene(96, 48)}
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in 'ab'}
+    for c in 'ab':
+        harness.record_outputs(f'{NS}/{c}', ['depth/relative'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    for c in 'ab':  # a is held up to 500 ms for b
+        pubs[c][0].publish(conv.image_msg(header(7), scenes[c].rgb, 'rgb8'))
+    for c in 'ab':
+        assert harness.wait(lambda c=c: harness.get(f'{NS}/{c}/depth/relative'), 20), c
+    assert sizes == [2] and forwards == [2]
+    del node.pipeline.process_batch  # the spies go: the class's own methods again
+    node.pipeline.backends.run = run
+    for c, s in scenes.items():
+        msg, = harness.get(f'{NS}/{c}/depth/relative')
+        got = conv.image_to_array(msg)
+        assert got.shape == s.rgb.shape[:2], c
+        alone = node.pipeline.process(conv.Frame(s.rgb, 'rgb8'), None, {'relative'})
+        assert np.allclose(got, alone.arrays['relative'], rtol=1e-5, atol=0), c
 
 
 def test_camera_list_from_params_file_with_remaps(tmp_path, tiny_metric):
