@@ -16,8 +16,10 @@ Sections, all measured in one run on one device:
   dds      publisher process -> dpt_node process (fastest backend) -> this process over
            real DDS, the node as deployed (CDR bytes, output.overlap on): end-to-end latency
            (receive - stamp) and sustained throughput, then throughput again with
-           output.overlap off; then a relay process in the node's place (prebuilt depth +
-           cloud of the same sizes, no model) gives this run's transport floor.
+           output.overlap off, with the node process's minor page faults, CPU time and
+           context switches per frame; the same again in a node with memory.keep_freed off;
+           then a relay process in the node's place (prebuilt depth + cloud of the same
+           sizes, no model) gives this run's transport floor.
 Start-up work (engine build or load, compile and CUDA-graph capture, cuDNN autotuning) is
 done by Pipeline.prepare before any timing, in every process.
 Writes results.json, results.md and latency.png to --out.
@@ -401,7 +403,7 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     est = backends[best]['pipeline']['p50'] + st['total']['p50'] - st['pipeline']['p50']
     frames = 8 if ctx.smoke else ctx.dds_frames
     d = bench_dds(ckpt, None, str(ctx.dev), ctx.precision, w, h, frames, est, log, depth_cfg,
-                  backend=best, relay=True)
+                  backend=best, relay=True, keep_freed_off=True)
     # This machine's speed drifts by 10-15 % over minutes (a shared VM): time the bare
     # forward again right after the DDS run and compare with both.
     if best == 'torch':
@@ -415,6 +417,17 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     d['forward_bare_pooled_p50'] = bare
     d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / bare
     d['ratio_fps_vs_forward'] = d['throughput']['fps'] * bare / 1e3
+    node = d['latency'].get('node_p50_ms', {})
+    if node.get(FORWARD):
+        d['ratio_node_forward_vs_bare'] = node[FORWARD] / bare
+    if 'fill_publish' in size['stages']:
+        inproc_fp = size['stages']['fill_publish']['bytes']['p50']
+        for run in (d, d.get('keep_freed_off')):
+            stages = (run or {}).get('latency', {}).get('node_p50_ms', {})
+            if FILL in stages and PUBLISH in stages:
+                run['node_fill_publish'] = stages[FILL] + stages[PUBLISH]
+                run['ratio_node_fill_publish_vs_inprocess'] = \
+                    run['node_fill_publish'] / max(inproc_fp, 1e-6)
     if 'relay' in d:
         node_share = d['latency']['latency']['p50'] - d['relay']['latency']['p50']
         inproc = backends[best]['overhead']['p50']
@@ -503,12 +516,14 @@ def other_size(width: int, height: int) -> Tuple[int, int]:
 def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
                    sizes: List[Tuple[int, int]], iters: int = 3, warmup: int = 1
                    ) -> Dict[str, Any]:
-    """Time the network alone: what batching cameras buys, and what padding would cost.
+    """Time the network alone: what batching cameras buys, and frames of two sizes.
 
-    same: `cameras` frames of sizes[0] as one batch vs one forward each (the node batches
-    frames of one size). mixed: one frame of each of sizes[0] and sizes[1] as the node runs
-    them (one forward per frame size) vs one batch padded to the largest network input (the
-    alternative the node does not take; it would also change what the model sees).
+    same: `cameras` frames of sizes[0] as one batch vs one forward each. mixed: one frame of
+    each of sizes[0] and sizes[1]: when their network inputs agree (a fixed-input model),
+    one forward of both, as the node runs them, vs one forward each; when they differ (a
+    model that keeps the aspect ratio), one forward each, as the node runs them, vs one batch
+    padded to the larger network input (the alternative the node does not take: it would
+    change what the model sees).
     """
     pipe, _ = make_pipeline(ckpt, device, precision)
     m = pipe.depth_model
@@ -522,18 +537,25 @@ def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
         batch = a.expand(cameras, *a.shape[1:]).contiguous()
         single_ms = timed(lambda: [pipe.forward(m, a) for _ in range(cameras)])
         batch_ms = timed(lambda: pipe.forward(m, batch))
-        hh, ww = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
-        padded = a.new_zeros((2, a.shape[1], hh, ww))
         separate_ms = timed(lambda: (pipe.forward(m, a), pipe.forward(m, b)))
-        padded_ms = timed(lambda: pipe.forward(m, padded))
+        hh, ww = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
+        if a.shape == b.shape:
+            both = torch.cat([a, b])
+            mixed = {'shared_ms': timed(lambda: pipe.forward(m, both)),
+                     'separate_ms': separate_ms}
+            mixed['shared_speedup'] = separate_ms / mixed['shared_ms']
+        else:
+            padded = a.new_zeros((2, a.shape[1], hh, ww))
+            padded_ms = timed(lambda: pipe.forward(m, padded))
+            mixed = {'separate_ms': separate_ms, 'padded_ms': padded_ms}
+            mixed['padded_vs_separate'] = mixed['padded_ms'] / separate_ms
     finally:
         pipe.close()
     return {'cameras': cameras, 'sizes': [f'{w}x{h}' for w, h in sizes[:2]],
             'inputs': [list(a.shape[-2:]), list(b.shape[-2:])], 'padded_input': [hh, ww],
             'same': {'single_ms': single_ms, 'batch_ms': batch_ms,
                      'speedup': single_ms / batch_ms},
-            'mixed': {'separate_ms': separate_ms, 'padded_ms': padded_ms,
-                      'padded_vs_separate': padded_ms / separate_ms}}
+            'mixed': mixed}
 
 
 def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
@@ -581,14 +603,23 @@ def markdown_cameras(res: Dict[str, Any]) -> str:
         if b:
             same, mixed = b['same'], b['mixed']
             (ha, wa), (hb, wb) = b['inputs']
-            lines += [f"- network alone, {b['cameras']} frames of {b['sizes'][0]} (input "
-                      f"{wa}x{ha}): one batch {same['batch_ms']:.1f} ms vs one forward each "
-                      f"{same['single_ms']:.1f} ms -> batching **{same['speedup']:.2f}x**",
-                      f"- two cameras, {b['sizes'][0]} and {b['sizes'][1]} (inputs {wa}x{ha} "
-                      f"and {wb}x{hb}): one forward per camera size, as the node runs them, "
-                      f"{mixed['separate_ms']:.1f} ms vs one batch padded to "
-                      f"{b['padded_input'][1]}x{b['padded_input'][0]} {mixed['padded_ms']:.1f}"
-                      f" ms -> padding **{mixed['padded_vs_separate']:.2f}x** the time", '']
+            lines.append(f"- network alone, {b['cameras']} frames of {b['sizes'][0]} (input "
+                         f"{wa}x{ha}): one batch {same['batch_ms']:.1f} ms vs one forward each "
+                         f"{same['single_ms']:.1f} ms -> batching **{same['speedup']:.2f}x**")
+            two = f"- two cameras, {b['sizes'][0]} and {b['sizes'][1]}"
+            if 'shared_ms' in mixed:
+                lines.append(f"{two} (both network input {wa}x{ha}): one forward of both, as "
+                             f"the node runs them, {mixed['shared_ms']:.1f} ms vs one forward "
+                             f"each {mixed['separate_ms']:.1f} ms -> "
+                             f"**{mixed['shared_speedup']:.2f}x**")
+            else:
+                lines.append(f"{two} (inputs {wa}x{ha} and {wb}x{hb}): one forward each, as "
+                             f"the node runs them, {mixed['separate_ms']:.1f} ms vs one batch "
+                             f"padded to {b['padded_input'][1]}x{b['padded_input'][0]} "
+                             f"{mixed['padded_ms']:.1f} ms -> padding "
+                             f"**{mixed['padded_vs_separate']:.2f}x** the time (not done: it "
+                             'changes what the model sees)')
+            lines.append('')
     return '\n'.join(lines)
 
 
@@ -657,6 +688,7 @@ def markdown(res: Dict[str, Any]) -> str:
                     lines.append(line)
                     if 'relay' in d:
                         lines.append(_floor_line(d))
+                    lines += _node_lines(d)
             lines.append('')
     return '\n'.join(lines)
 
@@ -679,6 +711,51 @@ def _backend_lines(r: Dict[str, Any]) -> List[str]:
                      f"{row['pipeline']['p50']:.2f} | {torch_fw / max(fw, 1e-6):.2f}x | "
                      f"{row.get('warmup_s', 0.0):.1f} |")
     return lines + ['']
+
+
+def _node_lines(d: Dict[str, Any]) -> List[str]:
+    """Render what the node process spends per frame, memory.keep_freed on (deployed) and off."""
+    lines = []
+    stages = d['latency'].get('node_p50_ms', {})
+    if 'ratio_node_forward_vs_bare' in d:
+        line = (f"- inside the node (p50 from /diagnostics, latency phase): forward "
+                f"{stages[FORWARD]:.1f} ms = **{d['ratio_node_forward_vs_bare']:.2f}x** the bare "
+                'forward')
+        if 'node_fill_publish' in d:
+            line += (f"; fill + publish {d['node_fill_publish']:.2f} ms = "
+                     f"**{d['ratio_node_fill_publish_vs_inprocess']:.2f}x** the in-process "
+                     'bytes path')
+        lines.append(line)
+    per = d['latency'].get('node_per_frame')
+    if not per:
+        return lines
+    runs = [('on', d)] + ([('off', d['keep_freed_off'])] if 'keep_freed_off' in d else [])
+    head = ' / '.join(k for k, _ in runs)
+    cells = []
+    for label, key, fmt in (('minor page faults', 'minor_faults', '.0f'),
+                            ('CPU ms', 'cpu_ms', '.1f'),
+                            ('involuntary context switches', 'involuntary_switches', '.1f'),
+                            ('voluntary', 'voluntary_switches', '.1f')):
+        vals = [r['latency'].get('node_per_frame', {}).get(key) for _, r in runs]
+        cells.append(f"{label} {' / '.join('-' if v is None else format(v, fmt) for v in vals)}")
+    line = (f'- node process per frame, memory.keep_freed {head} (latency phase): '
+            + ', '.join(cells))
+    if len(runs) == 2:
+        on, off = (r['latency'].get('node_per_frame', {}).get('minor_faults') for _, r in runs)
+        if on is not None and off is not None:
+            line += f' -> **{off / max(on, 1.0):.0f}x fewer faults**'
+        o = d['keep_freed_off']
+        extra = [f"e2e p50 {d['latency']['latency']['p50']:.1f} / "
+                 f"{o['latency']['latency']['p50']:.1f} ms"]
+        if 'node_fill_publish' in d and 'node_fill_publish' in o:
+            extra.append(f"node fill + publish {d['node_fill_publish']:.2f} / "
+                         f"{o['node_fill_publish']:.2f} ms")
+        if 'throughput_no_overlap' in d and 'throughput_no_overlap' in o:
+            extra.append(f"sustained with output.overlap off "
+                         f"{d['throughput_no_overlap']['fps']:.2f} / "
+                         f"{o['throughput_no_overlap']['fps']:.2f} frames/s")
+        line += '; ' + ', '.join(extra)
+    return lines + [line]
 
 
 def _floor_line(d: Dict[str, Any]) -> str:
