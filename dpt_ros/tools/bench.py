@@ -726,36 +726,39 @@ def _node_lines(d: Dict[str, Any]) -> List[str]:
                      f"**{d['ratio_node_fill_publish_vs_inprocess']:.2f}x** the in-process "
                      'bytes path')
         lines.append(line)
-    per = d['latency'].get('node_per_frame')
-    if not per:
+    if 'node_per_frame' not in d['latency']:
         return lines
-    runs = [('on', d)] + ([('off', d['keep_freed_off'])] if 'keep_freed_off' in d else [])
-    head = ' / '.join(k for k, _ in runs)
-    cells = []
+    runs = [d] + ([d['keep_freed_off']] if 'keep_freed_off' in d else [])
+
+    def per(r: Dict[str, Any], phase: str, key: str, fmt: str) -> str:
+        v = r.get(phase, {}).get('node_per_frame', {}).get(key)
+        return '-' if v is None else format(v, fmt)
+
+    def fps(r: Dict[str, Any], phase: str) -> str:
+        return f"{r[phase]['fps']:.2f}" if phase in r else '-'
+    rows = [('e2e p50 ms (latency phase)', lambda r: f"{r['latency']['latency']['p50']:.1f}"),
+            ('node fill + publish p50 ms',
+             lambda r: f"{r['node_fill_publish']:.2f}" if 'node_fill_publish' in r else '-'),
+            ('sustained frames/s, output.overlap on / off',
+             lambda r: f"{fps(r, 'throughput')} / {fps(r, 'throughput_no_overlap')}")]
     for label, key, fmt in (('minor page faults', 'minor_faults', '.0f'),
                             ('CPU ms', 'cpu_ms', '.1f'),
                             ('involuntary context switches', 'involuntary_switches', '.1f'),
-                            ('voluntary', 'voluntary_switches', '.1f')):
-        vals = [r['latency'].get('node_per_frame', {}).get(key) for _, r in runs]
-        cells.append(f"{label} {' / '.join('-' if v is None else format(v, fmt) for v in vals)}")
-    line = (f'- node process per frame, memory.keep_freed {head} (latency phase): '
-            + ', '.join(cells))
-    if len(runs) == 2:
-        on, off = (r['latency'].get('node_per_frame', {}).get('minor_faults') for _, r in runs)
+                            ('voluntary context switches', 'voluntary_switches', '.1f')):
+        rows.append((f'{label}, latency / sustained phase',
+                     lambda r, k=key, f=fmt: f"{per(r, 'latency', k, f)} / "
+                     f"{per(r, 'throughput', k, f)}"))
+    head = ['memory.keep_freed on (deployed)'] + (['off'] if len(runs) > 1 else [])
+    lines += ['', f"| node process, per frame published | {' | '.join(head)} |",
+              '|---' * (len(head) + 1) + '|']
+    lines += [f"| {label} | {' | '.join(cell(r) for r in runs)} |" for label, cell in rows]
+    if len(runs) > 1:
+        on, off = (r['throughput'].get('node_per_frame', {}).get('minor_faults')
+                   for r in runs)
         if on is not None and off is not None:
-            line += f' -> **{off / max(on, 1.0):.0f}x fewer faults**'
-        o = d['keep_freed_off']
-        extra = [f"e2e p50 {d['latency']['latency']['p50']:.1f} / "
-                 f"{o['latency']['latency']['p50']:.1f} ms"]
-        if 'node_fill_publish' in d and 'node_fill_publish' in o:
-            extra.append(f"node fill + publish {d['node_fill_publish']:.2f} / "
-                         f"{o['node_fill_publish']:.2f} ms")
-        if 'throughput_no_overlap' in d and 'throughput_no_overlap' in o:
-            extra.append(f"sustained with output.overlap off "
-                         f"{d['throughput_no_overlap']['fps']:.2f} / "
-                         f"{o['throughput_no_overlap']['fps']:.2f} frames/s")
-        line += '; ' + ', '.join(extra)
-    return lines + [line]
+            lines += ['', f'- minor page faults per frame, sustained: **{off / max(on, 1.0):.0f}x '
+                      'fewer** with memory.keep_freed']
+    return lines + ['']
 
 
 def _floor_line(d: Dict[str, Any]) -> str:

@@ -111,6 +111,20 @@ def test_missing_model_exits_with_path_and_fix(tmp_path):
     assert str(missing) in err and 'Traceback' not in err
 
 
+@pytest.mark.parametrize('told', [{}, {'OMP_WAIT_POLICY': 'ACTIVE'}, {'GOMP_SPINCOUNT': '5'}])
+def test_openmp_threads_sleep_when_idle_unless_told(tmp_path, told):
+    """dpt_node's OpenMP threads do not spin after each parallel region; a user's setting stands.
+
+    libgomp prints what it runs with (OMP_DISPLAY_ENV) when torch loads it.
+    """
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tmp_path / 'none'),
+                                                     'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params)], env=dict(told, OMP_DISPLAY_ENV='VERBOSE'))
+    assert node.wait_exit(60) == 2  # no model: it exits once imported
+    spins = {'ACTIVE': '30000000000', '5': '5'}.get(next(iter(told.values()), ''), '0')
+    assert f"GOMP_SPINCOUNT = '{spins}'" in node.text(), node.text()
+
+
 def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
     """ros2 launch delivers SIGINT twice (terminal + launch): no traceback, exit 0."""
     params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),

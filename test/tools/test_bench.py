@@ -71,7 +71,8 @@ def test_bench_smoke(tmp_path, record_figure):
     assert '| backend (alone in its process) |' in md or len(backends) == 1
     if have_ros:
         assert 'bytes path' in md and 'transport floor' in md and 'output.overlap' in md
-        assert 'node process per frame, memory.keep_freed on / off' in md
+        assert '| node process, per frame published | memory.keep_freed on (deployed) | off |' \
+            in md
     if (out / 'latency.png').exists():
         assert (out / 'latency.png').read_bytes()[:4] == b'\x89PNG'
     else:
