@@ -216,6 +216,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._frames = 0  # most camera frames per batch, when prepare was told
+        self._prepared_builds: Optional[int] = None  # backend builds when prepare returned
         # model.backend is read-only: one runner for the pipeline's life.
         self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir, log,
                                       self._cancel.is_set)
@@ -375,6 +376,17 @@ class Pipeline:
     def backend_builds(self) -> Dict[str, int]:
         """Backend modules built or loaded so far, by backend (sessions, engines, compiles)."""
         return dict(self.backends.builds)
+
+    @property
+    def builds_after_prepare(self) -> Optional[int]:
+        """Backend modules built or loaded since prepare() returned (None: not prepared).
+
+        0 on a running node means no frame ever waited for a build: every batch size the
+        scheduler formed was warmed at activation.
+        """
+        if self._prepared_builds is None:
+            return None
+        return sum(self.backends.builds.values()) - self._prepared_builds
 
     def forward(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run one model on pixel values already on the device, as a frame would (backend too)."""
@@ -605,6 +617,7 @@ class Pipeline:
             self._frames = frames
         done: Dict[str, float] = {}
         if self.device.type != 'cuda' and self._cfg.model.backend == EAGER:
+            self._prepared_builds = 0
             return done  # nothing to build, capture or autotune
         for m in (self.depth_model, self.seg_model):
             if m is None or self._cancel.is_set():
@@ -633,6 +646,7 @@ class Pipeline:
             self.log(f'warm-up {m.task}: backend {m.backend}, network input '
                      f"{pv.shape[-1]}x{pv.shape[-2]}, batch {', '.join(map(str, sizes))}, "
                      f'{ms / 1e3:.1f} s')
+        self._prepared_builds = sum(self.backends.builds.values())
         return done
 
     def cancel(self) -> None:

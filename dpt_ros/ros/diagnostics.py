@@ -256,6 +256,14 @@ class Diagnostics:
         node_values['mean_batch_size'] = \
             f'{sum(k * v for k, v in sizes.items()) / forwards:.2f}' if forwards else 'nan'
         node_values['max_batch_size'] = str(max(sizes, default=0))
+        if pipe:
+            # Sessions, engines or compiles built; one after activation made a frame wait.
+            built = pipe.backend_builds
+            node_values['backend_builds'] = ', '.join(
+                f'{k} {v}' for k, v in sorted(built.items())) or '0'
+            after = pipe.builds_after_prepare
+            if after is not None:
+                node_values['backend_builds_after_activation'] = str(after)
         node_values.update(pipe.describe() if pipe else {})
         if not named:
             node_values['input_topic'] = cameras[0].image_topic

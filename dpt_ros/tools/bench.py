@@ -562,6 +562,8 @@ def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
     """Many cameras: one multi-camera node against one node per camera, per model."""
     from dpt_ros.tools.dds_clients import bench_cameras
     work, dev, presets, results = _setup(args)
+    backend = (args.backend or ['torch'])[0]
+    results['backend'] = backend
     for preset in presets:
         ckpt = checkpoint(preset, work)
         config = json.loads((ckpt / 'config.json').read_text())
@@ -574,7 +576,7 @@ def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
         for one_node in (True, False):
             r = bench_cameras(ckpt, str(dev), results['precision'], args.cameras, args.width,
                               args.height, args.camera_rate, args.seconds, one_node,
-                              depth_points_config(metric), print)
+                              depth_points_config(metric), print, backend)
             entry['one_node' if one_node else 'separate'] = r
         results['models'][preset] = entry
     return results
@@ -590,14 +592,20 @@ def markdown_cameras(res: Dict[str, Any]) -> str:
                   f"{one['rate_hz']:g} Hz each ({one['sent_per_camera']} frames each in "
                   f"{one['seconds']:g} s), depth + points:", '',
                   '| layout | resident memory MiB | output frames/s (all cameras) | '
-                  'per-camera latency p50 / p95 ms | frames per camera | lowest fair share |',
-                  '|---|---|---|---|---|---|']
+                  'per-camera latency p50 / p95 ms | frames per camera | lowest fair share | '
+                  'largest batch | backend builds: in all / after activation |',
+                  '|---|---|---|---|---|---|---|---|']
+
+        def num(r: Dict[str, Any], key: str) -> str:
+            return '-' if r.get(key) is None else str(r[key])
         for r in (entry['one_node'], entry['separate']):
             cams = r['per_camera'].values()
             lat = ', '.join(f"{c['p50']:.0f} / {c['p95']:.0f}" for c in cams)
             got = ', '.join(str(c['received']) for c in cams)
             lines.append(f"| {r['layout']} | {r['rss_mb']:.0f} | {r['fps']:.2f} | {lat} | "
-                         f"{got} | {r['min_share']:.2f} |")
+                         f"{got} | {r['min_share']:.2f} | {num(r, 'max_batch_size')} | "
+                         f"{r.get('backend', 'torch')}: {num(r, 'backend_builds')} / "
+                         f"**{num(r, 'backend_builds_after_activation')}** |")
         lines.append('')
         b = entry.get('batching')
         if b:

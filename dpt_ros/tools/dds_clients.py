@@ -429,22 +429,26 @@ def _rss_mb(pid: int) -> float:
 
 def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: int,
                   height: int, rate: float, seconds: float, one_node: bool,
-                  depth_cfg: Dict[str, Any], log: Any) -> Dict[str, Any]:
+                  depth_cfg: Dict[str, Any], log: Any, backend: str = 'torch') -> Dict[str, Any]:
     """Cameras at a rate through one multi-camera dpt_node, or one dpt_node per camera.
 
     Same topics either way (camera K: /dpt_cams/camK/image in, /dpt_cams/camK/depth/image
     and .../points out), one publisher process for all cameras, depth + points. Returns the
     nodes' resident memory, all cameras' output frames/s, per-camera latency (receive -
-    stamp) and each camera's share of the frames against an equal split.
+    stamp) and each camera's share of the frames against an equal split, and from each
+    node's last /diagnostics its batch sizes and backend builds (in all and after activation).
     """
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image, PointCloud2
+
+    from dpt_ros.ros import diagnostics
 
     root = '/dpt_cams'
     names = [f'cam{k}' for k in range(cameras)]
     tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_cams_'))
     env = dict(os.environ, **profile_env())
     params = {'model.depth': str(ckpt), 'model.device': device, 'model.precision': precision,
-              **depth_cfg}
+              'model.backend': backend, **depth_cfg}
     popen = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.PIPE, 'env': env}
     if one_node:
         nodes = [start_node(dict(params, cameras=names), root, tmp, **popen)]
@@ -461,6 +465,14 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
         client.node.create_subscription(
             PointCloud2, f"{root}/{n}/{outputs.BY_NAME['points'].topic}",
             arrived((n, 'points')), 10)
+    reports: Dict[str, Dict[str, str]] = {}  # node status name -> its last values
+
+    def report(arr: Any) -> None:
+        for st in arr.status:
+            if st.name.startswith(diagnostics.NAME_PREFIX + root) and \
+                    diagnostics.CAMERA_INFIX not in st.name:
+                reports[st.name] = diagnostics.values(st)
+    client.node.create_subscription(DiagnosticArray, '/diagnostics', report, 10)
     rss: Dict[int, float] = {}
     warm_s = 3.0  # first frames of each camera pay allocator and first-call costs
     try:
@@ -481,7 +493,7 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
                 last = time.monotonic()
                 for p in nodes:
                     rss[p.pid] = max(rss.get(p.pid, 0.0), _rss_mb(p.pid))
-        client.spin_for(3.0, step=0.1)
+        client.spin_for(3.0, step=0.1)  # the last outputs and a /diagnostics of each node
         if pub.returncode != 0:
             raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')
     finally:
@@ -507,7 +519,18 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
            'sent_per_camera': int(seconds * rate), 'rss_mb': sum(rss.values()),
            'fps': (len(done_all) - 1) / span if span > 0 else float('nan'),
            'per_camera': per_camera,
-           'min_share': min((c['share'] for c in per_camera.values()), default=0.0)}
+           'min_share': min((c['share'] for c in per_camera.values()), default=0.0),
+           'backend': backend, 'nodes_reporting': len(reports)}
+
+    def total(key: str) -> Optional[int]:
+        vals = [v.get(key) for v in reports.values()]
+        if not vals or any(x is None for x in vals):
+            return None
+        return sum(sum(int(w.split()[-1]) for w in x.split(', ')) for x in vals)
+    out['backend_builds'] = total('backend_builds')
+    out['backend_builds_after_activation'] = total('backend_builds_after_activation')
+    out['max_batch_size'] = max((int(v.get('max_batch_size', 0)) for v in reports.values()),
+                                default=0)
     log(f"    {out['layout']}: {out['rss_mb']:.0f} MiB resident, {out['fps']:.2f} frames/s, "
         f"lowest share {out['min_share']:.2f}")
     return out

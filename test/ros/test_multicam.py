@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from dpt_ros.core import conversions as conv
 from dpt_ros.tools.sample import synthetic_scene
@@ -176,6 +177,45 @@ def test_cameras_of_two_sizes_share_a_forward_of_one_network_input(harness, chec
         assert got.shape == s.rgb.shape[:2], c
         alone = node.pipeline.process(conv.Frame(s.rgb, 'rgb8'), None, {'relative'})
         assert np.allclose(got, alone.arrays['relative'], rtol=1e-5, atol=0), c
+
+
+def test_onnxruntime_builds_nothing_after_activation_at_any_batch_size(harness, checkpoints):
+    """Four cameras under ONNX Runtime, batches of 1, 4, 2 and 3 frames: no build after start.
+
+    What was built shows in /diagnostics (backend_builds, backend_builds_after_activation).
+    """
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    names = ['c0', 'c1', 'c2', 'c3']
+    node = start(harness, names, **{
+        'model.depth': str(checkpoints('tiny-depth')), 'model.device': 'cpu',
+        'model.backend': 'onnxruntime', 'batch.max_size': 4, 'batch.max_wait_ms': 500.0})
+    assert node.pipeline.depth_model.backend == 'onnxruntime'
+    built = node.pipeline.backend_builds
+    assert built.get('onnxruntime', 0) >= 1
+    sizes = spy_batches(node)
+    harness.record('/diagnostics', DiagnosticArray)
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in names}
+    for c in names:
+        harness.record_outputs(f'{NS}/{c}', ['depth/relative'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    s = synthetic_scene(64, 48)
+    sent = {c: 0 for c in names}
+    for k, group in enumerate((['c0'], names, ['c1', 'c3'], ['c0', 'c2', 'c3'], ['c2'])):
+        for c in group:  # the first is held up to 500 ms for the others
+            pubs[c][0].publish(conv.image_msg(header(10 + k), s.rgb, 'rgb8'))
+            sent[c] += 1
+        for c in group:
+            assert harness.wait(
+                lambda c=c: len(harness.get(f'{NS}/{c}/depth/relative')) == sent[c], 20), c
+    assert len(set(sizes)) >= 3, sizes  # mixed batch sizes really ran
+    assert node.pipeline.backend_builds == built
+    values = {}
+    assert harness.wait(lambda: values.update(diagnostics.values_of(
+        harness.get('/diagnostics')[-1].status) if harness.get('/diagnostics') else {}) or
+        'backend_builds_after_activation' in values, 10)
+    assert values['backend_builds_after_activation'] == '0', values
+    assert values['backend_builds'] == f"onnxruntime {built['onnxruntime']}", values
 
 
 def test_camera_list_from_params_file_with_remaps(tmp_path, tiny_metric):

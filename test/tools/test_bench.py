@@ -109,18 +109,25 @@ def test_a_fallback_is_named_and_never_the_fastest(tmp_path):
 
 
 def test_bench_cameras_smoke(tmp_path):
-    """dpt_bench --cameras: one multi-camera node against one node per camera, both run."""
+    """dpt_bench --cameras: one multi-camera node against one node per camera, both run.
+
+    Under ONNX Runtime each node reports its builds in /diagnostics: none after activation.
+    """
     pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
     out = tmp_path / 'bench'
     proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.bench', '--cameras', '2',
                            '--camera-rate', '5', '--seconds', '3', '--width', '96',
-                           '--height', '72', '--models', 'tiny-depth-anything', '--out',
-                           str(out), '--work-dir', str(tmp_path / 'work')],
+                           '--height', '72', '--models', 'tiny-depth', '--backend',
+                           'onnxruntime', '--out', str(out), '--work-dir',
+                           str(tmp_path / 'work')],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads((out / 'cameras.json').read_text())['models']['tiny-depth-anything']
+    res = json.loads((out / 'cameras.json').read_text())['models']['tiny-depth']
     for layout, nodes in (('one_node', 1), ('separate', 2)):
         r = res[layout]
+        assert r['nodes_reporting'] == nodes, (layout, r)
+        assert r['backend_builds'] >= nodes and r['backend_builds_after_activation'] == 0, r
         assert set(r['per_camera']) == {'cam0', 'cam1'}, layout
         assert all(c['received'] > 0 and c['p95'] >= c['p50'] > 0
                    for c in r['per_camera'].values()), (layout, r)
