@@ -200,7 +200,7 @@ def test_onnxruntime_builds_nothing_after_activation_at_any_batch_size(harness, 
         assert harness.wait_subscribed(pubs[c][0])
     harness.wait(lambda: False, 1.0)
     s = synthetic_scene(64, 48)
-    sent = {c: 0 for c in names}
+    sent = dict.fromkeys(names, 0)
     for k, group in enumerate((['c0'], names, ['c1', 'c3'], ['c0', 'c2', 'c3'], ['c2'])):
         for c in group:  # the first is held up to 500 ms for the others
             pubs[c][0].publish(conv.image_msg(header(10 + k), s.rgb, 'rgb8'))
