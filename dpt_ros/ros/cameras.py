@@ -138,13 +138,23 @@ class CameraIO:
                 self.node.destroy_subscription(sub)
             cam.subs, cam.sub_reliability = {}, {}
 
-    def unadvertise(self) -> None:
-        """Remove the output publishers (once nothing publishes on them any more)."""
+    def detach(self) -> List[Any]:
+        """Take the cameras' publishers and anchors away; return the publishers.
+
+        On the worker thread between batches (a job), after unsubscribe: no frame is being
+        decoded, paired or published meanwhile, and none finds them after.
+        """
+        pubs: List[Any] = []
         for cam in self.cameras:
-            for pub in cam.pubs.values():
-                self.node.destroy_publisher(pub)
+            pubs.extend(cam.pubs.values())
             cam.pubs = {}
             cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
+        return pubs
+
+    def unadvertise(self, pubs: List[Any]) -> None:
+        """Destroy the publishers detach() took, and label_info's."""
+        for pub in pubs:
+            self.node.destroy_publisher(pub)
         if self._label_pub is not None:
             self.node.destroy_publisher(self._label_pub)
         self._label_pub = None

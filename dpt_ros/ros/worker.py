@@ -136,7 +136,8 @@ class Worker:
             cam.stats.add_error()
             rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
             return None
-        fitted = cam.anchors is not None and rt.pipeline.depth_mode(cfg) == 'fitted'
+        anchors = cam.anchors
+        fitted = anchors is not None and rt.pipeline.depth_mode(cfg) == 'fitted'
         if fitted or want & {'points', 'depth', 'depth_info'}:
             self._calibrate(f, cam, cfg)
         if 'points' in want and rt.pipeline.depth_mode() == 'relative_inverse':
@@ -149,7 +150,7 @@ class Worker:
         if fitted:  # anchor decoding is timed as part of the frame's decode stage
             t1 = time.perf_counter()
             try:
-                f.pair(cam.anchors, cfg.anchors)
+                f.pair(anchors, cfg.anchors)
             except AnchorError as exc:
                 # Throttled per camera and kind of problem: a driver sending the same bad
                 # message at 30 Hz logs once a period, a second problem still gets its line.

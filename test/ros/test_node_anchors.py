@@ -49,7 +49,7 @@ def stamped(i, frame_id='camera_color_optical_frame'):
     return Header(frame_id=frame_id, stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9))
 
 
-def start(harness, scenes, params, corrupt=None, cameras=(), lifecycle=False):
+def start(harness, scenes, params, corrupt=None, cameras=(), lifecycle=False, ns=NS):
     """Start a node whose depth model is the noiseless oracle of these scenes; spin both."""
     oracle = OracleDepth(noise=0.0, lowfreq=0.0, symmetric=True, corrupt=corrupt)
     for s in scenes:
@@ -60,7 +60,7 @@ def start(harness, scenes, params, corrupt=None, cameras=(), lifecycle=False):
     harness.record('/rosout', Log, QoSProfile(depth=1000))
     harness.record('/diagnostics', DiagnosticArray)
     params = dict({'model.depth': 'oracle', 'model.device': 'cpu'}, **params)
-    return harness.start_node(NS, cameras=cameras, lifecycle=lifecycle, pipeline=pipe, **params)
+    return harness.start_node(ns, cameras=cameras, lifecycle=lifecycle, pipeline=pipe, **params)
 
 
 def pick_pixels(scene, n, rng):
