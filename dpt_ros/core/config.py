@@ -160,7 +160,9 @@ class AnchorsConfig:
         read_only=True)
     max_age: float = _opt(
         0.1, 'Pair each image with the anchor message nearest in stamp, if within this many '
-        'seconds.', lo=0.0, hi=10.0)
+        'seconds. While anchors arrive, an image waits up to this long for one stamped at or '
+        'after it (an aligned depth image comes after its colour image), as dpt_bag pairs.',
+        lo=0.0, hi=10.0)
     hold: float = _opt(
         1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps), '
         'then publish no metres until anchors return.', lo=0.0, hi=3600.0)

@@ -3,11 +3,14 @@
 
 """Camera I/O: each camera's output publishers and input subscriptions, their QoS, losses.
 
-Inputs come from the one input table (dpt_ros.core.inputs). Subscriptions are keep-last 1;
-their reliability is configured or follows what the publishers offer ('auto', checked once a
-second so a camera that appears later is matched). A callback only stores the newest frame
-for the worker. Frames the middleware reports lost are counted, and a large best-effort
-stream that loses most of them gets one warning naming the fix.
+Inputs come from the one input table (dpt_ros.core.inputs). Image and camera_info
+subscriptions are keep-last 1 (the newest frame wins), anchor subscriptions keep-last
+ANCHOR_HISTORY (each anchor message is the one some frame pairs with); their reliability is
+configured or follows what the publishers offer ('auto', checked once a second so a camera
+that appears later is matched). A callback only stores the newest frame for the worker, or
+the anchor message for pairing (and wakes a frame waiting for it). Frames the middleware
+reports lost are counted, and a large best-effort stream that loses most of them gets one
+warning naming the fix.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ except ImportError:  # Humble
 # Frames larger than one UDP datagram travel in fragments: with Fast DDS defaults a
 # best-effort reader between processes loses the whole frame when one fragment is late.
 LARGE_FRAME_BYTES = 64 * 1024
+# A keep-last 1 reader loses large reliable messages that follow each other closely (Fast DDS:
+# 1.2 MB depth images at 15 Hz, one in five even with an idle executor, none with a history of
+# 5): anchors get a history as deep as a burst the executor may have to catch up on.
+ANCHOR_HISTORY = 10
 TRANSPORT_LOSS = 'transport_loss'  # its warning is given once per node
 
 
@@ -195,7 +202,14 @@ class CameraIO:
             return lambda msg: self.on_image(cam, msg)
         if role == inputs.CAMERA_INFO:
             return cam.calibration.update
-        return cam.anchors.add if role == inputs.ANCHORS else cam.anchors.set_info
+        if role == inputs.ANCHORS_INFO:
+            return cam.anchors.set_info
+        anchors, scheduler = cam.anchors, self.scheduler
+
+        def on_anchors(msg: Any) -> None:
+            anchors.add(msg)
+            scheduler.poke()  # a frame may be waiting for this message
+        return on_anchors
 
     def _subscribe(self, cam: Camera, only_changed: bool = False) -> None:
         for row, topic in cam.inputs:
@@ -209,7 +223,8 @@ class CameraIO:
             old = cam.subs.pop(topic, None)
             if old is not None:
                 self.node.destroy_subscription(old)
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=rel)
+            depth = ANCHOR_HISTORY if row.role == inputs.ANCHORS else 1
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel)
             lost = (lambda info: self.on_lost(cam, info)) if row.role == inputs.IMAGE else None
             cam.subs[topic] = self._create_subscription(
                 conv.msg_class(row.msg_type), topic, self._callback(cam, row.role), qos, lost)

@@ -6,9 +6,12 @@
 One worker thread does all torch work (loading, moving, every frame): on the CPU a forward
 from a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it
 keeps the current device and stream in one thread. Each batch goes down dpt_ros.core.frames:
-decoded, calibrated, paired with anchors, run one forward per size, serialized to CDR. With
+decoded, calibrated, paired with anchors, run one forward per size, serialized to CDR. In
+depth.mode fitted a frame becomes ready once its anchor message (stamped at or after it) is in,
+or after anchors.max_age (the scheduler's gate): the pairing dpt_bag makes. With
 output.overlap a second thread publishes a batch's outputs while the worker runs the next
 forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
+Teardown runs as a job (detach): between batches, never under a frame being decoded.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from sensor_msgs.msg import CompressedImage
 from dpt_ros.core import frames
 from dpt_ros.core.anchors import AnchorError
 from dpt_ros.core.config import Config
-from dpt_ros.core.conversions import FrameError
+from dpt_ros.core.conversions import FrameError, stamp_ns
 from dpt_ros.core.frames import FrameIn
 from dpt_ros.core.geometry import IntrinsicsError
 from dpt_ros.core.outputs import Result
@@ -54,7 +57,8 @@ class Worker:
 
     def __init__(self, rt: Owner) -> None:
         self.rt = rt
-        self.scheduler = Scheduler([c.name for c in rt.cameras])
+        self._by_name = {c.name: c for c in rt.cameras}
+        self.scheduler = Scheduler(list(self._by_name), self.gate)
         self.handoff = Handoff(on_error=self.publish_failed)
         self.building: Optional[Pipeline] = None  # being warmed up on this thread
         self._thread = threading.Thread(target=self._work, name='dpt_worker', daemon=True)
@@ -94,12 +98,28 @@ class Worker:
             self._thread.join(timeout=10.0)
         self.handoff.stop()
 
+    def gate(self, camera: str, msg: Any) -> Optional[float]:
+        """Return how long a frame may wait for its anchor message, None when it is ready.
+
+        depth.mode fitted: a frame waits, at most anchors.max_age, while its camera's anchors
+        are live and none stamped at or after the frame has arrived (an aligned depth image
+        usually comes after its colour frame): it then pairs with the message dpt_bag pairs.
+        Called by the scheduler under its lock; cheap.
+        """
+        cam, cfg, pipe = self._by_name.get(camera), self.rt.cfg, self.rt.pipeline
+        anchors = cam.anchors if cam is not None else None
+        if anchors is None or cfg is None or pipe is None or pipe.depth_mode(cfg) != 'fitted':
+            return None
+        # Live: a message within a second past max_age (dpt_bag's patience on log time).
+        if not anchors.pending(stamp_ns(msg.header), cfg.anchors.max_age + 1.0):
+            return None
+        return cfg.anchors.max_age
+
     # ------------------------------------------------------------------ the thread
 
     def _work(self) -> None:
         """Run jobs and batches until stopped."""
-        rt, scheduler = self.rt, self.scheduler
-        by_name = {c.name: c for c in rt.cameras}
+        rt, scheduler, by_name = self.rt, self.scheduler, self._by_name
         while True:
             item = scheduler.next(lambda: rt.cfg.batch.max_size,
                                   lambda: rt.cfg.batch.max_wait_ms / 1e3)
