@@ -277,9 +277,7 @@ class AnchorInput:
         self._info: Optional[Any] = None
         self._rng = np.random.default_rng(seed)
         self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
-        # Monotonic time of the last message; from the start anchors are expected as if one
-        # had just come, so a stream's first frames wait for theirs too.
-        self._arrived = time.monotonic()
+        self._arrived = float('-inf')  # monotonic time of the last message
 
     def add(self, msg: Any) -> None:
         """Keep an anchors/depth or anchors/points message."""

@@ -30,6 +30,7 @@ from dpt_ros.core.config import Config
 from dpt_ros.core.conversions import FrameError, stamp_ns
 from dpt_ros.core.frames import FrameIn
 from dpt_ros.core.geometry import IntrinsicsError
+from dpt_ros.core.inputs import ANCHORS
 from dpt_ros.core.outputs import Result
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import Throttle
@@ -104,12 +105,16 @@ class Worker:
         depth.mode fitted: a frame waits, at most anchors.max_age, while its camera's anchors
         are live and none stamped at or after the frame has arrived (an aligned depth image
         usually comes after its colour frame): it then pairs with the message dpt_bag pairs.
-        Called by the scheduler under its lock; cheap.
+        Before the first anchor message, a frame waits when the anchor topic has a publisher
+        (a stream about to start). Called by the scheduler under its lock; cheap.
         """
         cam, cfg, pipe = self._by_name.get(camera), self.rt.cfg, self.rt.pipeline
         anchors = cam.anchors if cam is not None else None
         if anchors is None or cfg is None or pipe is None or pipe.depth_mode(cfg) != 'fitted':
             return None
+        if anchors.messages == 0:
+            topic = cam.topic(ANCHORS)
+            return cfg.anchors.max_age if self.rt.node.count_publishers(topic) else None
         # Live: a message within a second past max_age (dpt_bag's patience on log time).
         if not anchors.pending(stamp_ns(msg.header), cfg.anchors.max_age + 1.0):
             return None
