@@ -67,6 +67,7 @@ class Camera:
         self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
         self.anchor_topics: Tuple[str, ...] = ()
         self.suspended = False  # depth.mode fitted: no metres for want of anchors
+        self.metre_dropouts = 0  # metres stopped while anchor messages kept arriving
 
     @property
     def camera_info(self) -> Any:

@@ -16,6 +16,7 @@ Teardown runs as a job (detach): between batches, never under a frame being deco
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -206,20 +207,30 @@ class Worker:
         for done in frames.run(rt.pipeline, batch):
             rt.diagnostics.count_batch(len(done))
             for f, result in done:
-                self._note_fit(f.origin[0], result)
+                self._note_fit(f, result, cfg)
             # Fill and publish on the publishing thread while this one runs the next forward
             # (waits here while the previous batch is still being published).
             self.handoff.submit(lambda done=done: self.publish_batch(done, cfg),
                                 cfg.output.overlap)
 
-    def _note_fit(self, cam: Camera, result: Result) -> None:
-        """Log when a camera's metres come back after an outage (the stop was warned)."""
-        if cam.anchors is None or result.mode != 'fitted' or result.fit is None:
+    def _note_fit(self, f: FrameIn, result: Result, cfg: Config) -> None:
+        """Log when a camera's metres come back (the stop was warned); count drop-outs.
+
+        A drop-out: metres stop after a fit while anchor messages kept arriving (one stamped
+        more than anchors.max_age after the last accepted fit is in): the anchors did not stop.
+        """
+        cam = f.origin[0]
+        anchors, rep = cam.anchors, result.fit
+        if anchors is None or result.mode != 'fitted' or rep is None:
             return
-        if cam.suspended and result.fit.metric:
+        if cam.suspended and rep.metric:
             self.rt.node.get_logger().info(
                 f'{cam.label}: anchors are back; publishing metres again.')
-        cam.suspended = not result.fit.metric
+        elif not cam.suspended and not rep.metric and math.isfinite(rep.age):
+            last_fit = f.stamp_ns - rep.age * 1e9
+            if anchors.newest > last_fit + cfg.anchors.max_age * 1e9:
+                cam.metre_dropouts += 1
+        cam.suspended = not rep.metric
 
     # ------------------------------------------------------------------ publishing
 

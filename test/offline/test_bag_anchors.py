@@ -79,7 +79,8 @@ def _params(tmp_path, tiny_depth, more=''):
     params.write_text('/**:\n  ros__parameters:\n    model:\n'
                       f'      depth: {tiny_depth}\n      device: cpu\n'
                       '    depth: {mode: fitted, max: 10000.0, min: 0.0, temporal: false}\n'
-                      f'    anchors: {{source: depth_image, hold: 0.15, max_age: 0.05{more}}}\n')
+                      '    anchors: {source: depth_image, hold: 0.15, hold_frames: 0, '
+                      f'max_age: 0.05{more}}}\n')
     return params
 
 
