@@ -43,9 +43,10 @@ except ImportError:  # Humble
 # Frames larger than one UDP datagram travel in fragments: with Fast DDS defaults a
 # best-effort reader between processes loses the whole frame when one fragment is late.
 LARGE_FRAME_BYTES = 64 * 1024
-# A keep-last 1 reader loses large reliable messages that follow each other closely (Fast DDS:
-# 1.2 MB depth images at 15 Hz, one in five even with an idle executor, none with a history of
-# 5): anchors get a history as deep as a burst the executor may have to catch up on.
+# A keep-last 1 reader loses large reliable messages that follow each other closely (Fast DDS
+# defaults, 1.2 MB depth images at 15 Hz from another process: about one in five, even with an
+# idle executor): anchors keep a history, so a message whose fragments are repaired late comes
+# late (the pairing wait covers that) instead of never.
 ANCHOR_HISTORY = 10
 TRANSPORT_LOSS = 'transport_loss'  # its warning is given once per node
 

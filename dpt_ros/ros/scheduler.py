@@ -6,8 +6,9 @@
 Each camera has one latest-frame slot: a new frame replaces the one waiting (counted as a
 drop), so nothing queues. A frame is ready unless its gate holds it (depth.mode fitted: its
 anchor message has not arrived yet), and then only for the time the gate gives, counted from
-when its slot began waiting, so a camera whose frames keep replacing each other still gets
-served; a held frame never holds up another camera's. A batch takes at most one ready frame
+when its slot began waiting or the worker became free, so a camera whose frames keep
+replacing each other still gets served; a held frame never holds up another camera's
+(and a new frame of it replaces it as any other). A batch takes at most one ready frame
 per camera, least recently served camera first, so a fast camera cannot lock out a slow one.
 A ready frame may be held up to max_wait for frames of other cameras to join its batch. Jobs
 (load, move to the device, free, teardown) run on the same thread because all torch work
