@@ -154,10 +154,17 @@ class AnchorsConfig:
         read_only=True)
     max_age: float = _opt(
         0.1, 'Pair each image with the anchor message nearest in stamp, if within this many '
-        'seconds.', lo=0.0, hi=10.0)
+        'seconds. While anchors arrive, an image waits up to this long for one stamped at or '
+        'after it (an aligned depth image comes after its colour image), as dpt_bag pairs.',
+        lo=0.0, hi=10.0)
     hold: float = _opt(
-        1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps), '
-        'then publish no metres until anchors return.', lo=0.0, hi=3600.0)
+        1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps) and '
+        'for at least anchors.hold_frames processed frames of the camera, then publish no '
+        'metres until anchors return.', lo=0.0, hi=3600.0)
+    hold_frames: int = _opt(
+        3, 'The hold also covers this many processed frames after the last fit, however far '
+        'apart: metres stop when the anchors stopped, not because the node serves the camera '
+        'at a low rate. 0: seconds only.', lo=0, hi=1000)
     extrinsic: str = _opt(
         '', "Anchors in a frame_id other than the image's (a lidar cloud, an unregistered depth "
         "image): 'x y z qx qy qz qw', the fixed pose of that frame in the camera optical frame "

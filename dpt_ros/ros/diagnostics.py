@@ -188,6 +188,8 @@ def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
               'frames_with_bad_anchors': str(a.bad)}
     if pipe.depth_mode() != 'fitted':
         return values
+    # Times metres stopped while anchor messages kept arriving (fit_state says why now).
+    values['metre_dropouts'] = str(cam.metre_dropouts)
     rep = pipe.fit_report(cam.name)
     values.update({
         'anchors_received': str(rep.received), 'anchors_used': str(rep.used),

@@ -61,7 +61,14 @@ class Runtime:
         self.worker: Optional[Worker] = None
         self.diagnostics = Diagnostics(node)
         self.io = CameraIO(node, self.once)
-        self.parameters = Parameters(node, self.apply)
+        managed = not getattr(node, 'starts_active', True)
+        self.parameters = Parameters(node, self.apply, self.state if managed else None)
+
+    def state(self) -> str:
+        """Return 'unconfigured', 'inactive' or 'active' (what the transitions made)."""
+        if self.cfg is None:
+            return 'unconfigured'
+        return 'inactive' if self.pipeline is None else 'active'
 
     def apply(self, cfg: Config) -> None:
         """Take a live parameter change (ConfigError if it does not fit the loaded models)."""
@@ -100,8 +107,6 @@ class Runtime:
         """Stop subscribing and publishing, drop waiting frames, free device memory."""
         self._close_topics()
         if self.worker is not None:
-            self.worker.scheduler.clear()
-            # A batch in its forward now is dropped at its hand-off (the Handoff is closed).
             self.worker.run(self._free_device)
 
     def cleanup(self) -> None:
@@ -130,11 +135,20 @@ class Runtime:
     def _close_topics(self) -> None:
         """Unsubscribe, finish (or drop) the batch being published, then unadvertise."""
         self.diagnostics.close()
-        self.io.unsubscribe()
-        if self.worker is not None:
-            # From here on no batch is published: the publishers can go.
-            self.worker.handoff.close()
-        self.io.unadvertise()
+        self.io.unsubscribe()  # no frame or anchor message comes in after this
+        worker = self.worker
+        if worker is not None:
+            worker.scheduler.clear()
+            # From here on no batch is published; one in its forward now is dropped at its
+            # hand-off.
+            worker.handoff.close()
+        if worker is not None and worker.alive:
+            # A job runs between batches: no frame is being decoded or paired while the
+            # cameras' anchors and publishers go.
+            pubs = worker.run(self.io.detach)
+        else:
+            pubs = self.io.detach()
+        self.io.unadvertise(pubs)
 
     def _stop_worker(self) -> None:
         if self.worker is not None:
