@@ -60,6 +60,9 @@ class Camera:
         self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
         self.anchor_topics: Tuple[str, ...] = ()
         self.suspended = False  # depth.mode fitted: no metres for want of anchors
+        # The newest frame's per-frame facts (Result.notes: focal_source, prompt) for
+        # /diagnostics.
+        self.notes: Dict[str, str] = {}
 
     @property
     def camera_info(self) -> Any:
