@@ -14,14 +14,18 @@ import torch
 
 from dpt_ros.core import normals as nm
 from dpt_ros.core import postprocess as post
+from dpt_ros.core import prompt as pr
 from dpt_ros.core.config import Config, ConfigError
 from dpt_ros.core.conversions import Frame, LABEL_FIELD, read_points
 from dpt_ros.core.geometry import Intrinsics, ray_grid
-from dpt_ros.core.models import HEAD_DEPTH, HEAD_NORMALS, HEAD_SEGMENTATION, LoadedModel
+from dpt_ros.core.metric import Anchors
+from dpt_ros.core.models import HEAD_DEPTH, HEAD_NORMALS, HEAD_SEGMENTATION, ModelLoadError
 from dpt_ros.core.outputs import encode, EncodeOptions
 from dpt_ros.core.pipeline import Pipeline
-from dpt_ros.core.preprocess import Preprocessor, PreprocessSpec, to_rgb
-from dpt_ros.tools.sample import default_intrinsics, render_plane, synthetic_scene
+from dpt_ros.core.preprocess import Preprocessor, prompt_depth, to_rgb
+from dpt_ros.tools.sample import default_intrinsics, synthetic_scene
+
+from denseutil import plane_depth, plane_model, PLANE_NORMAL  # noqa: I100
 
 QUIET = {'log': lambda _m: None}
 
@@ -103,24 +107,8 @@ def test_asked_heads_equal_the_full_forward(checkpoints):
                     assert b is None, (asked, h)
 
 
-def plane_model(depth: np.ndarray) -> LoadedModel:
-    """Return a metric 'network' answering every frame with this depth (camera size)."""
-    h, w = depth.shape
-
-    class Plane(torch.nn.Module):
-        def forward(self, pixel_values):
-            return torch.from_numpy(depth)[None].expand(pixel_values.shape[0], h, w).clone()
-
-    return LoadedModel(task='depth', source='plane (test)', net=Plane(),
-                       device=torch.device('cpu'), spec=PreprocessSpec(height=h, width=w),
-                       dtype=torch.float32, model_type='plane', metric=True)
-
-
-PLANE_NORMAL = np.array([0.3, -0.5, -0.8]) / np.linalg.norm([0.3, -0.5, -0.8])
-
-
 def plane_pipe(intr: Intrinsics, **extra) -> Pipeline:
-    depth = render_plane(PLANE_NORMAL, 2.0, intr).astype(np.float32)
+    depth = plane_depth(intr)
     cfg = Config().replace(dict({'model.depth': 'plane', 'model.device': 'cpu',
                                  'depth.max': 50.0}, **extra))
     return Pipeline(cfg, depth_model=plane_model(depth), **QUIET)
@@ -242,8 +230,81 @@ def test_depth_normals_use_the_rays_of_the_camera(checkpoints):
     """Normals from depth back-project each pixel along its camera_info ray (the same grid)."""
     intr = default_intrinsics(64, 48)
     pipe = plane_pipe(intr)
-    depth = render_plane(PLANE_NORMAL, 2.0, intr).astype(np.float32)
+    depth = plane_depth(intr)
     expect = nm.depth_normals(torch.from_numpy(depth)[None],
                               torch.from_numpy(ray_grid(intr)[0]))[0].numpy()
     r = pipe.process(Frame(synthetic_scene(64, 48).rgb, 'rgb8'), intr, {'normals'})
     assert np.array_equal(r.arrays['normals'], expect, equal_nan=True)
+
+
+def scene_anchors(scene, n, rng, extra=()):
+    """Return Anchors at n random pixels of a scene's true depth, plus (u, v, z) extras."""
+    h, w = scene.depth.shape
+    pick = rng.choice(np.flatnonzero(np.isfinite(scene.depth.reshape(-1))), n, replace=False)
+    u, v, z = list(pick % w), list(pick // w), list(scene.depth.reshape(-1)[pick])
+    for eu, ev, ez in extra:
+        u.append(eu)
+        v.append(ev)
+        z.append(ez)
+    return Anchors(np.array(u, np.float32), np.array(v, np.float32), np.array(z, np.float32))
+
+
+def test_prompt_depth_anything_takes_the_anchors_as_its_prompt(checkpoints):
+    from transformers.models.prompt_depth_anything.image_processing_pil_prompt_depth_anything \
+        import PromptDepthAnythingImageProcessorPil
+    pda = str(checkpoints('tiny-prompt-depth-anything'))
+    base = {'model.depth': pda, 'model.device': 'cpu', 'depth.max': 9.99}
+    with pytest.raises(ModelLoadError, match='prompt'):
+        Pipeline(Config().replace(base), **QUIET)
+    pipe = Pipeline(Config().replace(dict(base, **{'anchors.source': 'depth_image'})), **QUIET)
+    m = pipe.depth_model
+    assert pipe.prompted and pipe.uses_anchors() and pipe.depth_mode() == 'metric'
+    fed, raw = [], []
+
+    def keep(_mod, args, out):
+        fed.append(args[1].clone())
+        raw.append(out.clone())
+
+    h1 = m.net.register_forward_hook(keep)
+    rng = np.random.default_rng(5)
+    scenes = [synthetic_scene(96, 72, t=0.1 * i) for i in range(3)]
+    size = scenes[0].depth.shape
+    # A stray far return and one too near: clamped to [depth.min, depth.max] first.
+    anchors = [scene_anchors(s, 300, rng, [(3, 4, 80.0), (50, 40, 0.01)]) for s in scenes[:2]]
+
+    def clamped(a):
+        return Anchors(a.u, a.v, np.clip(a.z, 0.1, 9.99))
+
+    proc = PromptDepthAnythingImageProcessorPil()
+    try:
+        r0 = pipe.process(Frame(scenes[0].rgb, 'rgb8'), scenes[0].intrinsics, anchors=anchors[0],
+                          source='cam', stamp=10.0)
+        # The first frame of a camera: push-pull filled anchors, prepared as the processor does.
+        dense, has = pr.dense_prompt([clamped(anchors[0])], size, torch.device('cpu'))
+        want = proc(images=scenes[0].rgb, prompt_depth=dense[0].numpy(),
+                    prompt_scale_to_meter=1.0, return_tensors='pt')['prompt_depth']
+        assert has == [True] and torch.equal(fed[0], want)
+        assert r0.notes['prompt'] == '302 anchors' and 'depth' in r0.arrays
+        # The next frame: filled between its anchors by the previous output of that camera.
+        pipe.process(Frame(scenes[1].rgb, 'rgb8'), scenes[1].intrinsics, anchors=anchors[1],
+                     source='cam', stamp=10.1)
+        guide = post.resize_depth(raw[0], size, m.spec.placement(*size), m.spec.output_resample)
+        dense, _ = pr.dense_prompt([clamped(anchors[1])], size, torch.device('cpu'), guide=guide)
+        assert torch.equal(fed[1], prompt_depth(dense))
+        assert not torch.equal(fed[1], prompt_depth(pr.dense_prompt(
+            [clamped(anchors[1])], size, torch.device('cpu'))[0]))
+        # No anchors: no prompt, no forward, no depth of any kind.
+        forwards = pipe.forwards
+        r2 = pipe.process(Frame(scenes[2].rgb, 'rgb8'), scenes[2].intrinsics, source='cam',
+                          stamp=10.2)
+        assert pipe.forwards == forwards and not r2.arrays
+        assert r2.notes['prompt'].startswith('none') and any('no anchors' in w
+                                                             for w in r2.warnings)
+        # In one batch, the frame with anchors gets depth, the one without none.
+        both = pipe.process_batch([Frame(s.rgb, 'rgb8') for s in scenes[:2]],
+                                  [s.intrinsics for s in scenes[:2]], {'depth', 'points'},
+                                  anchors=[anchors[0], None], sources=['a', 'b'],
+                                  stamps=[11.0, 11.0])
+        assert set(both[0].arrays) == {'depth', 'points'} and not both[1].arrays
+    finally:
+        h1.remove()
