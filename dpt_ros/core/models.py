@@ -102,8 +102,8 @@ class LoadedModel:
         elif not self.needs_prompt:
             raise ValueError(f"'{self.source}' ({self.model_type}) takes no prompt_depth.")
         args = () if prompt_depth is None else (prompt_depth,)
-        some = heads is not None and set(heads) != set(self.heads)
-        if some and isinstance(self.net, _TensorOut) and self.net.partial is not None:
+        if heads is not None and isinstance(self.net, _TensorOut) and \
+                self.net.partial is not None:
             return self.net(pixel_values, *args, heads=tuple(heads))
         return self.net(pixel_values, *args)
 
@@ -167,8 +167,9 @@ class _TensorOut(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None,
                 heads: Optional[Tuple[str, ...]] = None) -> Any:
-        if heads is not None and self.partial is not None:
-            some = self.partial(self.model, pixel_values, heads)
+        if self.partial is not None:
+            # Also for all of its heads: the class's own forward runs every head it has.
+            some = self.partial(self.model, pixel_values, heads or self.heads)
             return tuple(some.get(h) for h in self.heads)
         extra = {} if prompt_depth is None else {'prompt_depth': prompt_depth}
         out = self.model(pixel_values=pixel_values, return_dict=True, **extra)

@@ -504,10 +504,14 @@ class Pipeline:
         """Backend modules built or loaded so far, by backend (sessions, engines, compiles)."""
         return dict(self.backends.builds)
 
-    def forward(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Run one model on pixel values already on the device, as a frame would (backend too)."""
+    def forward(self, m: LoadedModel, pixel_values: torch.Tensor,
+                prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run one model on pixel values already on the device, as a frame would (backend too).
+
+        prompt: a prompted model's (B, 1, h, w) metric prompt (preprocess.prompt_depth).
+        """
         with self._lock, self._on_device(), torch.inference_mode():
-            return self._run(m, pixel_values)
+            return self._run(m, pixel_values, prompt)
 
     def pixel_values(self, m: LoadedModel, frame: Frame) -> torch.Tensor:
         """Preprocess one frame for a model, on the device, as a frame would be."""
