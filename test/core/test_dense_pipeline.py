@@ -308,3 +308,20 @@ def test_prompt_depth_anything_takes_the_anchors_as_its_prompt(checkpoints):
         assert set(both[0].arrays) == {'depth', 'points'} and not both[1].arrays
     finally:
         h1.remove()
+
+
+def test_a_forward_never_runs_a_head_the_model_was_not_loaded_for(checkpoints):
+    """Depth and labels of TIPSv2-DPT (normals from depth): its normals neck never runs."""
+    pipe = tips_pipe(checkpoints, **{'normals.source': 'depth'})
+    m = pipe.depth_model
+    assert m.heads == (HEAD_DEPTH, HEAD_SEGMENTATION)
+    assert type(m.net.model).__name__ == 'Tipsv2DptForDensePrediction'  # the class with all
+    dense = m.net.model
+    count = Counter(normals=dense.normals_neck, seg=dense.segmentation_neck)
+    s = synthetic_scene(80, 60)
+    try:
+        pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, {'depth', 'labels', 'normals'})
+        pipe.forward(m, pipe.pixel_values(m, Frame(s.rgb, 'rgb8')))
+    finally:
+        count.close()
+    assert count.calls == {'normals': 0, 'seg': 2}
