@@ -107,10 +107,6 @@ class LoadedModel:
             return self.net(pixel_values, *args, heads=tuple(heads))
         return self.net(pixel_values, *args)
 
-    def serves(self, task: str) -> bool:
-        """Whether one forward of this model gives a task's output (DEPTH_TASK names a head)."""
-        return task in self.heads
-
     @property
     def gives_metres(self) -> bool:
         """Whether its depth is metres: as it comes, or through depth_pro_metres (Depth Pro)."""

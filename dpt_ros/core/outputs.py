@@ -202,10 +202,6 @@ def _points_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
     return pts
 
 
-def _normals_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
-    return f.normals
-
-
 def _normals_colored_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
     n = f.normals
     return None if n is None else nm.colorize_normals(n)
@@ -234,7 +230,7 @@ OUTPUTS: Tuple[Output, ...] = (
     Output('normals', 'normals/image', IMAGE_TYPE, DEPTH_TASK, _image('32FC3'),
            'Image 32FC3', 'unit surface normals in the optical frame (x right, y down, z '
            'forward), NaN unknown: from the normals head, or from metric depth + camera_info '
-           '(`normals.source`)', _normals_of, GEOMETRY, reads_normals=always,
+           '(`normals.source`)', lambda f: f.normals, GEOMETRY, reads_normals=always,
            from_normals=True),
     Output('normals_colored', 'normals/colored', IMAGE_TYPE, DEPTH_TASK, _image('rgb8'),
            'Image rgb8', 'normals for viewers: 255 (n + 1) / 2, unknown black',

@@ -483,6 +483,8 @@ class Pipeline:
     def _run(self, m: LoadedModel, pixel_values: torch.Tensor,
              prompt: Optional[torch.Tensor] = None,
              heads: Optional[Tuple[str, ...]] = None) -> torch.Tensor:
+        if prompt is not None:  # metres are made in float32; the network runs in its dtype
+            prompt = prompt.to(m.dtype)
         return self.backends.run(m, pixel_values, max(self.batch_sizes(m)), prompt, heads)
 
     def batch_sizes(self, m: LoadedModel) -> List[int]:
@@ -820,7 +822,7 @@ class Pipeline:
                                           device=self.device)
                     pv = self._preprocessor(m)(to_rgb(batch, 'rgb8'))
                     prompt = None
-                    if m.needs_prompt:  # any metric prompt of the grid frames of h x w get
+                    if m.needs_prompt:  # a metric prompt of the grid h x w frames get
                         prompt = prompt_depth(torch.rand((n,) + pr.prompt_size((h, w)),
                                                          device=self.device) + 1.0)
                     self._run(m, pv, prompt)

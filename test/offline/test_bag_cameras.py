@@ -24,7 +24,9 @@ from bagutil import (read_bag, stamp_ns, Stream, synthetic_frames,  # noqa: I100
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
-OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'depth/colored')
+# A metric depth model's outputs (normals from its depth and each camera's camera_info).
+OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'depth/colored', 'normals/image',
+           'normals/colored')
 
 
 def rig(root='/drivers', image='image_raw', info='camera_info', rear_info='every',

@@ -70,7 +70,9 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
                     for conn, _, raw in r.messages()]
     live = node_outputs(recorded, tiny_metric)
     assert sorted(bag) == sorted(live)  # the same topic names, per camera
-    assert len(bag) == 4 * len(CAMERAS)
+    # depth/image, depth/camera_info, points, depth/colored, normals/image and
+    # normals/colored of each camera
+    assert len(bag) == 6 * len(CAMERAS)
     for topic, msgs in bag.items():
         got = live[topic]
         assert [stamp_of(m) for m in msgs] == [stamp_of(m) for m in got], topic
