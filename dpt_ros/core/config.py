@@ -28,6 +28,8 @@ ASPECT_CHOICES = ('checkpoint', 'true', 'false')
 TRANSPORTS = ('raw', 'compressed')
 INPUT_RELIABILITY = ('auto', 'reliable', 'best_effort')
 OUTPUT_RELIABILITY = ('reliable', 'best_effort')
+NORMAL_SOURCES = ('auto', 'head', 'depth')
+POINT_COLOURS = ('rgb', 'label')
 
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 # A camera name is a relative or absolute ROS namespace: its topics are <name>/image, ...
@@ -141,6 +143,32 @@ class PointsConfig:
     min_confidence: float = _opt(
         0.5, 'With depth.confidence flip: points whose depth/confidence is below this are '
         'dropped (NaN); 0 keeps all.', lo=0.0, hi=1.0)
+    normals: bool = _opt(
+        False, 'Add normal_x, normal_y, normal_z (PCL PointNormal names; unit vectors in the '
+        'optical frame, NaN unknown) from normals.source.')
+    labels: bool = _opt(
+        True, "With a segmentation model: add the class id as 'label' (uint32, PCL "
+        'PointXYZRGBL); the segmentation model then runs for points too.')
+    exclude_classes: Tuple[str, ...] = _opt(
+        (), 'Segmentation classes whose points are dropped (organized: NaN; dense: removed), '
+        "by name or id as text, e.g. [sky, ceiling] or ['2']. Needs a segmentation model.")
+    colour: str = _opt(
+        'rgb', "What the rgb field holds: 'rgb' the camera's colours, 'label' the class colours "
+        'of segmentation/colored (needs a segmentation model).', choices=POINT_COLOURS)
+
+
+@dataclass(frozen=True)
+class NormalsConfig:
+    """Surface normals: normals/image, normals/colored and the cloud's normal fields."""
+
+    source: str = _opt(
+        'auto', "'head': the checkpoint's normals head (TIPSv2-DPT); 'depth': from the metric "
+        "depth image and camera_info (any checkpoint; cross product of neighbouring "
+        "back-projected points); 'auto': the head when the checkpoint has one, else depth.",
+        choices=NORMAL_SOURCES, read_only=True)
+    max_jump: float = _opt(
+        0.05, 'Normals from depth: neighbours whose depths differ by more than this fraction '
+        'lie on another surface (no normal across occlusion edges).', lo=0.001, hi=10.0)
 
 
 @dataclass(frozen=True)
@@ -268,6 +296,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     points: PointsConfig = field(default_factory=PointsConfig)
+    normals: NormalsConfig = field(default_factory=NormalsConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     input: InputConfig = field(default_factory=InputConfig)

@@ -69,6 +69,9 @@ class Camera:
         self.anchor_topics: Tuple[str, ...] = ()
         self.suspended = False  # depth.mode fitted: no metres for want of anchors
         self.metre_dropouts = 0  # metres stopped while anchor messages kept arriving
+        # The newest frame's per-frame facts (Result.notes: focal_source, prompt) for
+        # /diagnostics.
+        self.notes: Dict[str, str] = {}
 
     @property
     def camera_info(self) -> Any:

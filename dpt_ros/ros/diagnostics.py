@@ -258,10 +258,14 @@ class Diagnostics:
         node_values['mean_batch_size'] = \
             f'{sum(k * v for k, v in sizes.items()) / forwards:.2f}' if forwards else 'nan'
         node_values['max_batch_size'] = str(max(sizes, default=0))
+        if pipe:
+            # Network forwards: one per batch for a checkpoint serving depth and segmentation.
+            node_values['forwards'] = str(pipe.forwards)
         node_values.update(pipe.describe() if pipe else {})
         if not named:
             node_values['input_topic'] = cameras[0].image_topic
             node_values.update(anchor_values(cameras[0], pipe))
+            node_values.update(cameras[0].notes)
             return [_status(status_name(fqn), node_values, idle)]
         node_values['cameras'] = ', '.join(c.name for c in cameras)
         out = [_status(status_name(fqn), node_values, False)]
@@ -269,5 +273,6 @@ class Diagnostics:
             values, cam_idle = cam.stats.report()
             values['input_topic'] = cam.image_topic
             values.update(anchor_values(cam, pipe))
+            values.update(cam.notes)
             out.append(_status(status_name(fqn, cam.name), values, cam_idle))
         return out

@@ -26,7 +26,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 
 from dpt_ros.core.config import Config, ConfigError
-from dpt_ros.core.models import load_model, ModelLoadError, move_model, resolve_device
+from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve_device
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import Throttle
@@ -158,12 +158,17 @@ class Runtime:
     # ------------------------------------------------------------------ worker jobs
 
     def _load_host_models(self) -> None:
-        """Load every configured checkpoint into host memory (worker thread)."""
-        m = self.cfg.model
-        for task, source in ((DEPTH_TASK, m.depth), (SEGMENTATION_TASK, m.segmentation)):
-            if source:
-                self.host_models[task] = load_model(source, task, m,
-                                                    self.node.get_logger().info, on_host=True)
+        """Load every configured checkpoint into host memory (worker thread).
+
+        One checkpoint named in model.depth and model.segmentation loads once: both tasks
+        hold the same model, whose one forward gives both.
+        """
+        cfg = self.cfg
+        depth, seg = load_models(cfg.model, self.node.get_logger().info, on_host=True,
+                                 normals=cfg.normals.source != 'depth',
+                                 prompts=cfg.anchors.source != 'none')
+        self.host_models = {task: m for task, m in ((DEPTH_TASK, depth),
+                                                    (SEGMENTATION_TASK, seg)) if m is not None}
 
     def _make_pipeline(self) -> Pipeline:
         """Move the host models to the device and build the pipeline (worker thread)."""
@@ -171,7 +176,7 @@ class Runtime:
             self.given_pipeline.update(self.cfg)
             return self.given_pipeline
         device = resolve_device(self.cfg.model.device)
-        for model in self.host_models.values():
+        for model in {id(m): m for m in self.host_models.values()}.values():
             move_model(model, device)
         pipe = Pipeline(self.cfg, log=self.node.get_logger().info,
                         depth_model=self.host_models.get(DEPTH_TASK),

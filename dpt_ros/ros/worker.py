@@ -163,8 +163,9 @@ class Worker:
             rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
             return None
         anchors = cam.anchors
-        fitted = anchors is not None and rt.pipeline.depth_mode(cfg) == 'fitted'
-        if fitted or want & {'points', 'depth', 'depth_info'}:
+        # depth.mode fitted, or a model whose prompt the anchors are (Prompt Depth Anything)
+        fitted = anchors is not None and rt.pipeline.uses_anchors(cfg)
+        if fitted or rt.pipeline.needs_intrinsics(want, cfg):
             self._calibrate(f, cam, cfg)
         if 'points' in want and rt.pipeline.depth_mode() == 'relative_inverse':
             rt.once('relative_points',
@@ -208,6 +209,7 @@ class Worker:
             rt.diagnostics.count_batch(len(done))
             for f, result in done:
                 self._note_fit(f, result, cfg)
+                f.origin[0].notes.update(result.notes)  # the newest frame's, for /diagnostics
             # Fill and publish on the publishing thread while this one runs the next forward
             # (waits here while the previous batch is still being published).
             self.handoff.submit(lambda done=done: self.publish_batch(done, cfg),

@@ -30,7 +30,9 @@ def node_outputs(recorded, tiny_metric):
     """
     h = Harness()
     try:
-        params = {'model.depth': str(tiny_metric), 'model.device': 'cpu'}
+        # Normals from depth too (a bag writes them when normals.source says so).
+        params = {'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                  'normals.source': 'depth'}
         node = h.start_node('', cameras=CAMERAS, **params)
         topics = [f'/{c}/{o.topic}' for c in CAMERAS for o in outputs.OUTPUTS]
         for c in CAMERAS:
@@ -66,6 +68,7 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
     params = tmp_path / 'p.yaml'
     params.write_text('/**:\n  ros__parameters:\n    model:\n'
                       f'      depth: {tiny_metric}\n      device: cpu\n'
+                      '    normals: {source: depth}\n'
                       f"    cameras: [{', '.join(CAMERAS)}]\n")
     dst = tmp_path / 'out'
     assert main([str(src), str(dst), '--params-file', str(params), '--quiet']) == 0
@@ -75,7 +78,9 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
                     for conn, _, raw in r.messages()]
     live = node_outputs(recorded, tiny_metric)
     assert sorted(bag) == sorted(live)  # the same topic names, per camera
-    assert len(bag) == 4 * len(CAMERAS)
+    # depth/image, depth/camera_info, points, depth/colored, normals/image and
+    # normals/colored of each camera
+    assert len(bag) == 6 * len(CAMERAS)
     for topic, msgs in bag.items():
         got = live[topic]
         assert [stamp_of(m) for m in msgs] == [stamp_of(m) for m in got], topic
