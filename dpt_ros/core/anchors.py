@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 import threading
+import time
 from typing import Any, Deque, Optional, Tuple
 
 import numpy as np
@@ -236,6 +237,11 @@ class AnchorBuffer:
             self._items.clear()
         self._items.append((t, msg))
 
+    @property
+    def newest(self) -> int:
+        """The newest stamp held (ns), -1 with none."""
+        return max((t for t, _ in self._items), default=-1)
+
     def nearest(self, stamp: int, max_age_s: float) -> Optional[Any]:
         """Return the message nearest in stamp to an image stamp (ns), if within max_age_s."""
         best, gap = None, max_age_s * 1e9
@@ -256,7 +262,8 @@ class AnchorInput:
     message to add() / set_info() and asks for_frame() with each image; decoding happens only
     for the message that pairs, in the caller's thread (add() may come from another thread).
     The last decoded message is reused while it stays the nearest (a camera faster than its
-    anchors). Bad messages raise AnchorError there.
+    anchors). Bad messages raise AnchorError there. pending() tells a live caller whether an
+    image should wait for its anchor message (one stamped at or after it), as dpt_bag waits.
     """
 
     def __init__(self, source: str, seed: int = 0) -> None:
@@ -270,12 +277,32 @@ class AnchorInput:
         self._info: Optional[Any] = None
         self._rng = np.random.default_rng(seed)
         self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
+        self._arrived = float('-inf')  # monotonic time of the last message
 
     def add(self, msg: Any) -> None:
         """Keep an anchors/depth or anchors/points message."""
         with self._lock:
             self.messages += 1
             self._buffer.add(msg)
+            self._arrived = time.monotonic()
+
+    @property
+    def newest(self) -> int:
+        """The newest anchor stamp held (ns), -1 before the first message."""
+        with self._lock:
+            return self._buffer.newest
+
+    def pending(self, stamp: int, live_s: float) -> bool:
+        """Whether an anchor message for an image stamped `stamp` (ns) may still come.
+
+        True while the stream is live (a message arrived within live_s seconds) and none
+        stamped at or after the image has arrived yet: a nearer one can still come. Once one
+        has, the nearest is known (dpt_bag's rule on log time).
+        """
+        with self._lock:
+            if time.monotonic() - self._arrived > live_s:
+                return False
+            return self._buffer.newest < stamp
 
     def set_info(self, msg: Any) -> None:
         """Keep the latest anchors/camera_info (for depth images of another resolution)."""

@@ -28,6 +28,8 @@ ASPECT_CHOICES = ('checkpoint', 'true', 'false')
 TRANSPORTS = ('raw', 'compressed')
 INPUT_RELIABILITY = ('auto', 'reliable', 'best_effort')
 OUTPUT_RELIABILITY = ('reliable', 'best_effort')
+NORMAL_SOURCES = ('auto', 'head', 'depth')
+POINT_COLOURS = ('rgb', 'label')
 
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 # A camera name is a relative or absolute ROS namespace: its topics are <name>/image, ...
@@ -141,6 +143,32 @@ class PointsConfig:
     min_confidence: float = _opt(
         0.5, 'With depth.confidence flip: points whose depth/confidence is below this are '
         'dropped (NaN); 0 keeps all.', lo=0.0, hi=1.0)
+    normals: bool = _opt(
+        False, 'Add normal_x, normal_y, normal_z (PCL PointNormal names; unit vectors in the '
+        'optical frame, NaN unknown) from normals.source.')
+    labels: bool = _opt(
+        True, "With a segmentation model: add the class id as 'label' (uint32, PCL "
+        'PointXYZRGBL); the segmentation model then runs for points too.')
+    exclude_classes: Tuple[str, ...] = _opt(
+        (), 'Segmentation classes whose points are dropped (organized: NaN; dense: removed), '
+        "by name or id as text, e.g. [sky, ceiling] or ['2']. Needs a segmentation model.")
+    colour: str = _opt(
+        'rgb', "What the rgb field holds: 'rgb' the camera's colours, 'label' the class colours "
+        'of segmentation/colored (needs a segmentation model).', choices=POINT_COLOURS)
+
+
+@dataclass(frozen=True)
+class NormalsConfig:
+    """Surface normals: normals/image, normals/colored and the cloud's normal fields."""
+
+    source: str = _opt(
+        'auto', "'head': the checkpoint's normals head (TIPSv2-DPT); 'depth': from the metric "
+        "depth image and camera_info (any checkpoint; cross product of neighbouring "
+        "back-projected points); 'auto': the head when the checkpoint has one, else depth.",
+        choices=NORMAL_SOURCES, read_only=True)
+    max_jump: float = _opt(
+        0.05, 'Normals from depth: neighbours whose depths differ by more than this fraction '
+        'lie on another surface (no normal across occlusion edges).', lo=0.001, hi=10.0)
 
 
 @dataclass(frozen=True)
@@ -154,10 +182,17 @@ class AnchorsConfig:
         read_only=True)
     max_age: float = _opt(
         0.1, 'Pair each image with the anchor message nearest in stamp, if within this many '
-        'seconds.', lo=0.0, hi=10.0)
+        'seconds. While anchors arrive, an image waits up to this long for one stamped at or '
+        'after it (an aligned depth image comes after its colour image), as dpt_bag pairs.',
+        lo=0.0, hi=10.0)
     hold: float = _opt(
-        1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps), '
-        'then publish no metres until anchors return.', lo=0.0, hi=3600.0)
+        1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps) and '
+        'for at least anchors.hold_frames processed frames of the camera, then publish no '
+        'metres until anchors return.', lo=0.0, hi=3600.0)
+    hold_frames: int = _opt(
+        3, 'The hold also covers this many processed frames after the last fit, however far '
+        'apart: metres stop when the anchors stopped, not because the node serves the camera '
+        'at a low rate. 0: seconds only.', lo=0, hi=1000)
     extrinsic: str = _opt(
         '', "Anchors in a frame_id other than the image's (a lidar cloud, an unregistered depth "
         "image): 'x y z qx qy qz qw', the fixed pose of that frame in the camera optical frame "
@@ -273,6 +308,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     points: PointsConfig = field(default_factory=PointsConfig)
+    normals: NormalsConfig = field(default_factory=NormalsConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     input: InputConfig = field(default_factory=InputConfig)

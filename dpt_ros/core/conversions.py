@@ -14,7 +14,7 @@ import array
 from dataclasses import dataclass
 import importlib
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -32,7 +32,11 @@ _YUV = {'yuv422': 'UYVY', 'uyvy': 'UYVY', 'yuv422_yuy2': 'YUYV', 'yuyv': 'YUYV'}
 SUPPORTED_ENCODINGS = tuple(_RAW) + tuple(_YUV)
 
 FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
-POINT_STEP = 16
+UINT32 = 6   # sensor_msgs/PointField.UINT32
+POINT_STEP = 16  # x, y, z, rgb: the cloud without extra fields
+# A point's class id, as PCL's PointXYZRGBL names it (uint32; pcl/point_types.h).
+LABEL_FIELD = 'label'
+_FIELD_TYPES = {LABEL_FIELD: UINT32}  # extra cloud fields that are not float32
 _LITTLE = sys.byteorder == 'little'
 
 # Message types of the inputs and outputs (ROS type names; msg_class gives the rclpy class).
@@ -200,20 +204,26 @@ def encoded_to_depth(arr: np.ndarray, encoding: str) -> np.ndarray:
     return out
 
 
-def pointcloud_fields(points: np.ndarray, height: int, width: int,
-                      rgb: bool) -> Dict[str, Any]:
-    """(N, 4) float32 [x, y, z, rgb bits] -> PointCloud2 fields (point_step 16, one buffer).
+def pointcloud_fields(points: np.ndarray, height: int, width: int, rgb: bool,
+                      extra: Sequence[str] = ()) -> Dict[str, Any]:
+    """(N, 4 + len(extra)) float32 [x, y, z, rgb bits, extra...] -> PointCloud2 fields.
 
     Fields are (name, offset, datatype, count): x 0, y 4, z 8 and rgb 12 when rgb is set;
-    without rgb the 4th float is padding, as depth_image_proc's xyz clouds have.
+    without rgb the 4th float is padding, as depth_image_proc's xyz clouds have. extra names
+    the 4-byte columns after it ('' for padding): float32, but 'label' holds uint32 bits.
+    point_step is 4 bytes per column; one buffer.
     """
     pts = np.ascontiguousarray(points, dtype=np.float32)
-    assert pts.ndim == 2 and pts.shape[1] == 4 and pts.shape[0] == height * width
+    cols = 4 + len(extra)
+    assert pts.ndim == 2 and pts.shape[1] == cols and pts.shape[0] == height * width
     names = ('x', 'y', 'z', 'rgb') if rgb else ('x', 'y', 'z')
     fields = [(n, 4 * i, FLOAT32, 1) for i, n in enumerate(names)]
+    fields += [(n, 4 * (4 + i), _FIELD_TYPES.get(n, FLOAT32), 1)
+               for i, n in enumerate(extra) if n]
+    step = 4 * cols
     return {'height': int(height), 'width': int(width), 'fields': fields,
-            'is_bigendian': not _LITTLE, 'point_step': POINT_STEP,
-            'row_step': POINT_STEP * int(width), 'data': pts.reshape(-1).view(np.uint8),
+            'is_bigendian': not _LITTLE, 'point_step': step,
+            'row_step': step * int(width), 'data': pts.reshape(-1).view(np.uint8),
             'is_dense': bool(np.isfinite(pts[:, 2]).all())}
 
 
@@ -232,9 +242,10 @@ def image_msg(header: Any, arr: np.ndarray, encoding: str) -> Any:
 
 
 def pointcloud_msg(header: Any, points: np.ndarray, height: int, width: int,
-                   rgb: bool) -> Any:
-    """Build a sensor_msgs/PointCloud2 from (N, 4) float32 points."""
-    return fields_to_msg(CLOUD_TYPE, pointcloud_fields(points, height, width, rgb), header)
+                   rgb: bool, extra: Sequence[str] = ()) -> Any:
+    """Build a sensor_msgs/PointCloud2 from (N, 4 + len(extra)) float32 points."""
+    return fields_to_msg(CLOUD_TYPE, pointcloud_fields(points, height, width, rgb, extra),
+                         header)
 
 
 def camera_info_msg(info: Any, header: Any) -> Any:
@@ -270,12 +281,13 @@ def camera_info_from_intrinsics(intr: Intrinsics, header: Any = None) -> Any:
 # ---------------------------------------------------------------- readers (tools, tests)
 
 def image_to_array(msg: Any) -> np.ndarray:
-    """Any Image this package publishes (rgb8, mono8, mono16/16UC1, 32FC1) -> (H, W[, C])."""
-    if msg.encoding == '32FC1':
-        data = data_bytes(msg.data).reshape(msg.height, msg.step)[:, :msg.width * 4]
+    """Any Image this package publishes (rgb8, mono8, mono16, 32FC1, 32FC3) -> (H, W[, C])."""
+    if msg.encoding in ('32FC1', '32FC3'):
+        ch = 3 if msg.encoding == '32FC3' else 1
+        data = data_bytes(msg.data).reshape(msg.height, msg.step)[:, :msg.width * 4 * ch]
         order = '>f4' if msg.is_bigendian else '<f4'
-        return np.ascontiguousarray(data).view(order).astype(np.float32).reshape(
-            msg.height, msg.width)
+        arr = np.ascontiguousarray(data).view(order).astype(np.float32)
+        return arr.reshape((msg.height, msg.width) + ((ch,) if ch > 1 else ()))
     frame = decode_image(msg)
     px = frame.pixels
     return px[:, :, 0] if px.shape[2] == 1 else px

@@ -65,7 +65,8 @@ INPUTS: Tuple[Input, ...] = (
           'sensor_msgs/CompressedImage', '`input.transport: compressed` (JPEG, PNG)',
           remapped='image'),
     Input(CAMERA_INFO, 'camera_info', INFO_TYPE, '', '', 'sensor_msgs/CameraInfo',
-          'latest one kept; needed for `points` and `depth/camera_info`',
+          'latest one kept; needed for `points`, `depth/camera_info` and normals from depth; '
+          "Depth Pro's focal length (without it, its predicted field of view)",
           launch='Input CameraInfo topic (remap target, e.g. /camera/color/camera_info).'),
     Input(ANCHORS, 'anchors/depth', IMAGE_TYPE, 'anchors.source', 'depth_image',
           'sensor_msgs/Image 16UC1 mm or 32FC1 m',

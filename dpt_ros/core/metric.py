@@ -9,7 +9,8 @@ minimal pairs, then least squares on the inliers, every problem of a batch at on
 model's device). Over time a per-source tracker carries the fit forward through the model's
 own frame-to-frame change (a robust affine alignment of d to the previous frame's d), blends
 it with the new anchor fit in log-scale (a scalar Kalman filter with gating of outlier fits),
-holds it for anchors.hold seconds without anchors and then reports no metres at all.
+holds it without anchors for anchors.hold seconds and anchors.hold_frames frames (both must
+pass) and then reports no metres at all.
 No rclpy, no message types: numpy and torch only.
 """
 
@@ -240,7 +241,12 @@ def judge_fit(stats: Sequence[float], cfg: Config, scale_only: bool,
     return ''
 
 
-def _stop_warning(verdict: str, age: float, cfg: Config) -> str:
+def _hold_text(cfg: Config) -> str:
+    """Return how long a fit is held: 'anchors.hold 1 s, anchors.hold_frames 3'."""
+    return f'anchors.hold {cfg.anchors.hold:g} s, anchors.hold_frames {cfg.anchors.hold_frames}'
+
+
+def _stop_warning(verdict: str, age: float, frames: int, cfg: Config) -> str:
     """Return the one warning when metres stop: why, and what brings them back."""
     stop = 'publishing no metres (depth/image, points)'
     if verdict == 'degenerate':
@@ -249,14 +255,15 @@ def _stop_warning(verdict: str, age: float, cfg: Config) -> str:
     if verdict:
         return (f'depth.mode fitted: anchors refused; {stop} until a fit is accepted '
                 f"({verdict.split(': ', 1)[1]}).")
-    why = (f'no usable anchors for {age:.1f} s (anchors.hold {cfg.anchors.hold} s)'
+    why = (f'no usable anchors for {age:.1f} s and {frames} frames ({_hold_text(cfg)})'
            if math.isfinite(age) else 'no usable anchors yet')
     return f'depth.mode fitted: {why}; {stop} until anchors return.'
 
 
 def _hold_warning(verdict: str, cfg: Config) -> str:
     """Return the one warning when anchor fits start being refused while a fit is held."""
-    hold = f'for up to anchors.hold ({cfg.anchors.hold:g} s)'
+    hold = (f'for up to anchors.hold ({cfg.anchors.hold:g} s, at least '
+            f'{cfg.anchors.hold_frames} frames)')
     if verdict == 'degenerate':
         return ('depth.mode fitted: degenerate anchors (one narrow band of the model output, '
                 f'anchors.min_spread); they only rescale the last fit, {hold}.')
@@ -284,6 +291,7 @@ class _Track:
     var: float = 0.0                      # log-scale variance of that map
     has_map: bool = False
     last_fit: Optional[float] = None      # stamp of the last accepted anchor fit
+    unfit: int = 0                        # frames since the last accepted anchor fit
     last_stamp: Optional[float] = None
     lost: bool = True                     # no metres (before the first fit, or after hold)
     warned: bool = False                  # the 'no metres' warning of this outage was given
@@ -498,8 +506,10 @@ class MetricTracker:
             s_new, b_new, var = meas[0], meas[1], meas[2]
             t.gated_run = 0
         if meas is not None:
-            t.last_fit = stamp
-        elif pred is not None:
+            t.last_fit, t.unfit = stamp, 0
+        else:
+            t.unfit += 1
+        if meas is None and pred is not None:
             s_new, b_new, var = pred[0], pred[1], p_var
             if verdict == 'degenerate':
                 # One narrow band of d fixes a scale, not a shape: rescale the last good fit
@@ -511,10 +521,13 @@ class MetricTracker:
         entering = bool(verdict) and kind != t.verdict
         if anc is not None:
             t.verdict = kind
-        if (meas is None and pred is None) or age > cfg.anchors.hold + 1e-6:
+        # The hold ends when both its seconds and its frames have passed: a node serving this
+        # camera a frame a second must not drop metres because two frames missed anchors.
+        expired = age > cfg.anchors.hold + 1e-6 and t.unfit > cfg.anchors.hold_frames
+        if (meas is None and pred is None) or expired:
             t.has_map = False
             if not t.lost or not t.warned or entering:
-                warnings.append(_stop_warning(verdict, age, cfg))
+                warnings.append(_stop_warning(verdict, age, t.unfit, cfg))
                 t.warned = True
             t.lost = True
             rep.state = verdict or 'no anchors'

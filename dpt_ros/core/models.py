@@ -86,21 +86,31 @@ class LoadedModel:
         if not self.depth_units and HEAD_DEPTH in self.heads:
             self.depth_units = 'metres' if self.metric else 'relative_inverse'
 
-    def __call__(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None
-                 ) -> Any:
+    def __call__(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None,
+                 heads: Optional[Sequence[str]] = None) -> Any:
         """Run the network on preprocessed pixel values (already on the device, in dtype).
 
         prompt_depth: (B, 1, h, w) metres (preprocess.prompt_depth) for a model that
-        needs_prompt; it must not be given to any other.
+        needs_prompt; it must not be given to any other. heads: the heads this call needs
+        (default all); a multi-head model whose class can skip the others (TIPSv2-DPT) runs
+        only their necks and decoders, and gives None in the place of each one skipped.
         """
         if prompt_depth is None:
             if self.needs_prompt:
                 raise ValueError(f"'{self.source}' ({self.model_type}) needs a metric prompt "
                                  '(prompt_depth) for every frame: it gives no metres without.')
-            return self.net(pixel_values)
-        if not self.needs_prompt:
+        elif not self.needs_prompt:
             raise ValueError(f"'{self.source}' ({self.model_type}) takes no prompt_depth.")
-        return self.net(pixel_values, prompt_depth)
+        args = () if prompt_depth is None else (prompt_depth,)
+        if heads is not None and isinstance(self.net, _TensorOut) and \
+                self.net.partial is not None:
+            return self.net(pixel_values, *args, heads=tuple(heads))
+        return self.net(pixel_values, *args)
+
+    @property
+    def gives_metres(self) -> bool:
+        """Whether its depth is metres: as it comes, or through depth_pro_metres (Depth Pro)."""
+        return self.metric or self.depth_units == 'canonical_inverse'
 
     def index(self, head: str) -> int:
         """Position of a head in net's outputs; KeyError if this model does not give it."""
@@ -109,19 +119,54 @@ class LoadedModel:
         return self.heads.index(head)
 
 
+def _tipsv2_heads(model: torch.nn.Module, pixel_values: torch.Tensor,
+                  heads: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """One backbone pass of Tipsv2DptForDensePrediction, then only these heads' necks.
+
+    The steps of its forward (backbone feature maps on the patch grid, then per head its neck,
+    its decoder on the finest fused map and, for depth, the bin regressor), each head run
+    only when asked: a robot that wants no normals this frame does not pay their decoder.
+    """
+    maps = model.backbone(pixel_values).feature_maps
+    patch = model.config.backbone_config.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    grid = {'patch_height': pixel_values.shape[-2] // ph,
+            'patch_width': pixel_values.shape[-1] // pw}
+    out = {}
+    if HEAD_DEPTH in heads:
+        fused = model.depth_neck(maps, **grid)[-1]
+        out[HEAD_DEPTH] = model.depth_bin_regressor(model.depth_decoder(fused))
+    if HEAD_NORMALS in heads:
+        out[HEAD_NORMALS] = model.normals_decoder(model.normals_neck(maps, **grid)[-1])
+    if HEAD_SEGMENTATION in heads:
+        fused = model.segmentation_neck(maps, **grid)[-1]
+        out[HEAD_SEGMENTATION] = model.segmentation_decoder(fused)
+    return out
+
+
+# Classes whose forward can give a subset of their heads: class name -> how.
+_PARTIAL = {'Tipsv2DptForDensePrediction': _tipsv2_heads}
+
+
 class _TensorOut(torch.nn.Module):
     """Wrap a transformers model so it maps tensors to tensors (compile/ONNX/TRT friendly).
 
-    One head: one tensor; several: a tuple in the order of heads.
+    One head: one tensor; several: a tuple in the order of heads (None for a head a call with
+    heads= did not ask for).
     """
 
     def __init__(self, model: torch.nn.Module, heads: Sequence[str]) -> None:
         super().__init__()
         self.model = model
         self.heads = tuple(heads)
+        self.partial = _PARTIAL.get(type(model).__name__) if len(self.heads) > 1 else None
 
-    def forward(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None
-                ) -> Any:
+    def forward(self, pixel_values: torch.Tensor, prompt_depth: Optional[torch.Tensor] = None,
+                heads: Optional[Tuple[str, ...]] = None) -> Any:
+        if self.partial is not None:
+            # Also for all of its heads: the class's own forward runs every head it has.
+            some = self.partial(self.model, pixel_values, heads or self.heads)
+            return tuple(some.get(h) for h in self.heads)
         extra = {} if prompt_depth is None else {'prompt_depth': prompt_depth}
         out = self.model(pixel_values=pixel_values, return_dict=True, **extra)
         got = tuple(next(getattr(out, a) for a in _HEAD_ATTRS[h] if getattr(out, a, None)

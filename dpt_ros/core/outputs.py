@@ -18,15 +18,15 @@ from typing import (AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List,
                     TYPE_CHECKING)
 
 import numpy as np
+import torch
 
 from dpt_ros.core import conversions as conv
+from dpt_ros.core import normals as nm
 from dpt_ros.core import postprocess as post
 from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
 from dpt_ros.core.geometry import IntrinsicsError
 
 if TYPE_CHECKING:
-    import torch
-
     from dpt_ros.core.metric import FitReport
     from dpt_ros.core.pipeline import FrameTensors
 
@@ -52,8 +52,10 @@ class Result:
     width: int
     mode: str = ''                          # effective depth mode
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)
-    points_shape: Tuple[int, int] = (0, 0)  # cloud height, width ('points' is (N, 4) float32)
+    points_shape: Tuple[int, int] = (0, 0)  # cloud height, width ('points' is (N, C) float32)
     points_rgb: bool = False
+    points_extra: Tuple[str, ...] = ()  # names of the cloud's columns after x y z rgb ('': pad)
+    notes: Dict[str, str] = field(default_factory=dict)  # per-frame facts for /diagnostics
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     warnings: List[str] = field(default_factory=list)
     fit: Optional['FitReport'] = None       # depth.mode fitted / temporal: what the fit did
@@ -101,6 +103,9 @@ class Output:
     viewer: bool = False  # a picture for people (colormaps, overlays), not data
     runs_model: Setting = always  # whether it needs its model to run under these settings
     reads_confidence: Setting = never  # whether it reads the flip confidence (then computed)
+    reads_labels: Setting = never  # whether a depth row reads the segmentation too
+    reads_normals: Setting = never  # whether it reads surface normals (then computed)
+    from_normals: bool = False  # computed from normals alone (no depth under a normals head)
 
     @property
     def source(self) -> str:
@@ -124,7 +129,7 @@ def _depth_info(_arr: np.ndarray, _r: Result, opts: EncodeOptions) -> Optional[F
 
 def _points(arr: np.ndarray, r: Result, _o: EncodeOptions) -> Fields:
     h, w = r.points_shape
-    return conv.pointcloud_fields(arr, h, w, r.points_rgb)
+    return conv.pointcloud_fields(arr, h, w, r.points_rgb, r.points_extra)
 
 
 def _labels(arr: np.ndarray, _r: Result, _o: EncodeOptions) -> Fields:
@@ -146,25 +151,60 @@ def _depth_colored_of(f: 'FrameTensors') -> 'torch.Tensor':
                                inverse=inverse)
 
 
+def _reads_labels(cfg: Any) -> bool:
+    p = cfg.points
+    return p.labels or bool(p.exclude_classes) or p.colour == 'label'
+
+
 def _points_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
     if f.intrinsics is None or f.metres is None:
         return None
-    r, cfg = f.result, f.cfg
+    r, p = f.result, f.cfg.points
     try:
         f.intrinsics.check(r.width, r.height)
     except IntrinsicsError as exc:
         r.warnings.append(str(exc))
         return None
     z = f.metres
-    if f.confidence is not None and cfg.points.min_confidence > 0:
-        z = z.masked_fill(f.confidence < cfg.points.min_confidence, float('nan'))
-    pts, ph, pw = f.project(z, f.intrinsics, cfg.points.stride, cfg.points.organized,
-                            f.rgb8 if cfg.points.rgb else None)
+    if f.confidence is not None and p.min_confidence > 0:
+        z = z.masked_fill(f.confidence < p.min_confidence, float('nan'))
+    labels = f.labels
+    if labels is not None and f.excluded is not None:
+        z = z.masked_fill(torch.isin(labels, f.excluded), float('nan'))
+    colours = None
+    if p.rgb:
+        colours = f.seg_colored if p.colour == 'label' and labels is not None else f.rgb8
+    pts, ph, pw = f.project(z, f.intrinsics, p.stride, True, colours)
     if f.project.note:
         r.warnings.append(f.project.note)
+    cols, extra = [pts], []
+    if p.normals:  # NaN where unknown, or for the whole frame without normals
+        n = f.normals
+        n = n[::p.stride, ::p.stride].reshape(-1, 3) if n is not None else \
+            torch.full((pts.shape[0], 3), float('nan'), device=pts.device)
+        cols.append(n.to(torch.float32))
+        extra += nm.NORMAL_FIELDS
+    if p.labels and labels is not None:  # class ids as uint32 bits (a copy, no float maths)
+        cols.append(labels[::p.stride, ::p.stride].reshape(-1, 1).to(torch.int32)
+                    .view(torch.float32))
+        extra.append(conv.LABEL_FIELD)
+    if extra:
+        pad = -(4 + len(extra)) % 4  # 16-byte points, as PCL aligns them
+        cols.append(torch.zeros((pts.shape[0], pad), device=pts.device))
+        extra += [''] * pad
+        pts = torch.cat(cols, 1)
+    if not p.organized:
+        pts = pts[torch.isfinite(pts[:, 2])]
+        ph, pw = 1, int(pts.shape[0])
     r.points_shape = (ph, pw)
-    r.points_rgb = cfg.points.rgb
+    r.points_rgb = p.rgb
+    r.points_extra = tuple(extra)
     return pts
+
+
+def _normals_colored_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
+    n = f.normals
+    return None if n is None else nm.colorize_normals(n)
 
 
 OUTPUTS: Tuple[Output, ...] = (
@@ -181,9 +221,20 @@ OUTPUTS: Tuple[Output, ...] = (
            'Image rgb8', 'colormapped depth for viewers (near is bright)', _depth_colored_of,
            viewer=True),
     Output('points', 'points', CLOUD_TYPE, DEPTH_TASK, _points,
-           'PointCloud2 (x, y, z float32 + packed rgb; point_step 16)',
+           'PointCloud2 (x, y, z float32 + packed rgb; point_step 16; + normal_x, normal_y, '
+           'normal_z float32 with `points.normals`, + label uint32 with a segmentation model: '
+           'point_step 32)',
            'metric depth + camera_info; optical frame, organized H x W with NaN or dense',
-           _points_of, GEOMETRY, reads_confidence=lambda cfg: cfg.points.min_confidence > 0),
+           _points_of, GEOMETRY, reads_confidence=lambda cfg: cfg.points.min_confidence > 0,
+           reads_labels=_reads_labels, reads_normals=lambda cfg: cfg.points.normals),
+    Output('normals', 'normals/image', IMAGE_TYPE, DEPTH_TASK, _image('32FC3'),
+           'Image 32FC3', 'unit surface normals in the optical frame (x right, y down, z '
+           'forward), NaN unknown: from the normals head, or from metric depth + camera_info '
+           '(`normals.source`)', lambda f: f.normals, GEOMETRY, reads_normals=always,
+           from_normals=True),
+    Output('normals_colored', 'normals/colored', IMAGE_TYPE, DEPTH_TASK, _image('rgb8'),
+           'Image rgb8', 'normals for viewers: 255 (n + 1) / 2, unknown black',
+           _normals_colored_of, GEOMETRY, viewer=True, reads_normals=always, from_normals=True),
     Output('confidence', 'depth/confidence', IMAGE_TYPE, DEPTH_TASK, _image('32FC1'),
            'Image 32FC1 in [0, 1]', '`depth.confidence: flip`: 1 where the mirrored frame '
            'agrees, towards 0 where it does not', lambda f: f.confidence,

@@ -24,12 +24,19 @@ class ParamSpec:
     choices: Tuple[str, ...]
     read_only: bool
 
-    def describe(self) -> str:
-        """Return the description with allowed values, as `ros2 param describe` shows it."""
+    def describe(self, managed: bool = False) -> str:
+        """Return the description with allowed values, as `ros2 param describe` shows it.
+
+        managed: for the lifecycle node, where a setting configure reads can be set while
+        the node is unconfigured.
+        """
         text = self.description
         if self.choices:
             text += f" One of: {', '.join(self.choices)}."
-        if self.read_only:
+        if self.read_only and managed:
+            text += (' Read at configure: settable while the node is unconfigured, refused '
+                     'while inactive or active.')
+        elif self.read_only:
             text += ' Read-only: change it in the params file and restart.'
         return text
 

@@ -12,25 +12,28 @@ import gc
 import logging
 import threading
 import time
-from typing import (AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Set,
-                    Tuple)
+from typing import (AbstractSet, Any, Callable, ContextManager, Dict, List, Optional, Sequence,
+                    Set, Tuple)
 
 import numpy as np
 import torch
 
 from dpt_ros.core import memory
+from dpt_ros.core import normals as nm
 from dpt_ros.core import outputs
 from dpt_ros.core import postprocess as post
+from dpt_ros.core import prompt as pr
 from dpt_ros.core.backends import EAGER
 from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MAX
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.geometry import Backprojector, Intrinsics
 from dpt_ros.core.metric import Anchors, FitReport, FrameFit, MetricTracker
-from dpt_ros.core.models import load_model, LoadedModel, move_model
+from dpt_ros.core.models import (HEAD_DEPTH, HEAD_FOV, HEAD_NORMALS, HEAD_SEGMENTATION,
+                                 load_model, load_models, LoadedModel, move_model)
 from dpt_ros.core.outputs import (DEPTH_TASK, DOWNLOAD, FIT, FORWARD, GEOMETRY, POSTPROCESS,
                                   PREPROCESS, Result, SEGMENTATION_TASK, UPLOAD)
-from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, to_rgb
+from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, prompt_depth, to_rgb
 
 LOG = logging.getLogger('dpt_ros')
 
@@ -91,13 +94,23 @@ class _Batch:
         self.results = [Result(self.height, self.width) for _ in frames]
         self.mode = pipe.depth_mode(self.cfg)
         self.dmax = pipe.depth_max(self.cfg)
-        self.metric = pipe.depth_model is not None and pipe.depth_model.metric
+        dm = pipe.depth_model
+        self.model_type = dm.model_type if dm is not None else ''
+        self.placement = dm.spec.placement(self.height, self.width) if dm is not None else None
+        self.excluded = pipe.excluded_ids(self.cfg)
+        self.metric = pipe.depth_model is not None and pipe.depth_model.gives_metres
+        self.normals_from = pipe.normals_source(self.cfg)  # 'head', 'depth' or ''
         self.tasks: Set[str] = set()  # the tasks whose model output is at camera resolution
         self.pixels: Optional[torch.Tensor] = None  # (B, H, W, C) as the frames came
         self.rgb: Optional[torch.Tensor] = None     # (B, 3, H, W) float 0..255
         self.pixel_values: Dict[int, torch.Tensor] = {}  # model id -> its network input
+        self.heads: Dict[int, Tuple[str, ...]] = {}  # model id -> the heads its forward gives
+        self.prompt: Optional[torch.Tensor] = None  # (B, 1, h, w) metres: a prompted model's
+        self.has_depth = [True] * len(frames)  # False: no depth this frame (no prompt, focal)
         self.flip = False
         self.raw: Optional[torch.Tensor] = None     # depth model output (2B with the flip)
+        self.fov: Optional[torch.Tensor] = None     # Depth Pro's field of view (degrees)
+        self.normals_raw: Optional[torch.Tensor] = None  # a normals head's (B, 3, h, w)
         self.logits: Optional[torch.Tensor] = None
         self.depth: Optional[torch.Tensor] = None   # (B, H, W) as the checkpoint gives it
         self.flipped: Optional[torch.Tensor] = None
@@ -115,11 +128,12 @@ class _Batch:
         if self.depth is None:
             return [None] * n
         if self.mode == 'fitted':
-            return [None if f.scale is None else post.to_metres(
+            return [None if f.scale is None or not ok else post.to_metres(
                 self.fitted[i], 'affine_inverse', f.scale, f.shift, d.min, self.dmax)
-                for i, f in enumerate(self.fits)]
+                for i, (f, ok) in enumerate(zip(self.fits, self.has_depth))]
         m = post.to_metres(self.depth, self.mode, d.scale, d.shift, d.min, self.dmax)
-        return [None] * n if m is None else list(m)
+        return [None] * n if m is None else [z if ok else None
+                                             for z, ok in zip(m, self.has_depth)]
 
     @cached_property
     def relative(self) -> torch.Tensor:
@@ -135,6 +149,12 @@ class _Batch:
     def rgb8(self) -> torch.Tensor:
         """The camera images as (B, H, W, 3) uint8."""
         return self.rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
+
+    @cached_property
+    def head_normals(self) -> torch.Tensor:
+        """(B, H, W, 3) unit normals of the normals head in the optical frame."""
+        return nm.head_normals(self.normals_raw[:len(self.frames)], (self.height, self.width),
+                               self.model_type, self.placement)
 
 
 class FrameTensors:
@@ -154,6 +174,8 @@ class FrameTensors:
         self.metric = batch.metric  # the checkpoint outputs metres
         self.project = project
         self.num_labels = num_labels
+        self.has_depth = batch.has_depth[index]  # False: the model gave no depth this frame
+        self.excluded = batch.excluded  # class ids points.exclude_classes drops, or None
 
     @property
     def metres(self) -> Optional[torch.Tensor]:
@@ -172,9 +194,26 @@ class FrameTensors:
         return None if conf is None else conf[self._i]
 
     @property
-    def labels(self) -> torch.Tensor:
-        """(H, W) class ids."""
-        return self._batch.labels[self._i]
+    def labels(self) -> Optional[torch.Tensor]:
+        """(H, W) class ids; None unless segmentation ran."""
+        labels = self._batch.labels
+        return None if labels is None else labels[self._i]
+
+    @cached_property
+    def normals(self) -> Optional[torch.Tensor]:
+        """(H, W, 3) unit normals in the optical frame (normals.source), NaN unknown; or None.
+
+        From the normals head, or from the metric depth and the camera's rays (None without
+        metres or intrinsics).
+        """
+        b = self._batch
+        if b.normals_from == 'head':
+            return b.head_normals[self._i] if b.normals_raw is not None else None
+        z, intr = self.metres, self.intrinsics
+        if z is None or intr is None or (intr.width, intr.height) != tuple(z.shape[::-1]):
+            return None
+        rays = self.project.rays(intr, 1, z.device)
+        return nm.depth_normals(z[None], rays, self.cfg.normals.max_jump)[0]
 
     @property
     def rgb8(self) -> torch.Tensor:
@@ -200,14 +239,22 @@ class Pipeline:
             memory.keep_freed(log)  # process-wide, before any frame
         self.depth_model = depth_model
         self.seg_model = seg_model
+        if depth_model is None and seg_model is None:
+            # One checkpoint named in both loads once; its one forward gives both.
+            self.depth_model, self.seg_model = load_models(
+                cfg.model, log, normals=cfg.normals.source != 'depth',
+                prompts=cfg.anchors.source != 'none')
         if self.depth_model is None and cfg.model.depth:
             self.depth_model = load_model(cfg.model.depth, 'depth', cfg.model, log)
         if self.seg_model is None and cfg.model.segmentation:
             self.seg_model = load_model(cfg.model.segmentation, 'segmentation', cfg.model, log)
-        self.check(cfg)
+        self.forwards = 0  # network forwards run (one per model and batch)
+        self._previous: Dict[str, Tuple[float, torch.Tensor]] = {}  # source -> prompted output
+        self._excluded: Tuple[Tuple[str, ...], Optional[torch.Tensor]] = ((), None)
         first = self.depth_model or self.seg_model
         assert first is not None
         self.device = first.device
+        self.check(cfg)
         self._pre: Dict[int, Preprocessor] = {}
         self._project = Backprojector()
         self._tracker = MetricTracker(self.device)
@@ -237,12 +284,53 @@ class Pipeline:
 
     def check(self, cfg: Config) -> Config:
         """Return cfg, or raise ConfigError where it does not fit the loaded models."""
-        if self.depth_model is not None and cfg.depth.min >= self.depth_max(cfg):
-            whose = "the checkpoint's" if self.depth_model.max_depth else 'the default'
+        dm = self.depth_model
+        if dm is not None and cfg.depth.min >= self.depth_max(cfg):
+            whose = "the checkpoint's" if dm.max_depth else 'the default'
             raise ConfigError(
                 f'depth.min ({cfg.depth.min}) must be smaller than depth.max (0: {whose} '
                 f'{self.depth_max(cfg):g} m); lower depth.min or set depth.max.')
+        if cfg.normals.source == 'head' and dm is not None and HEAD_NORMALS not in dm.heads:
+            raise ConfigError(
+                f"normals.source is 'head' but '{dm.source}' ({dm.model_type}) has no normals "
+                "head; set normals.source to 'depth' (or 'auto').")
+        if dm is not None and dm.needs_prompt and cfg.anchors.source == 'none':
+            raise ConfigError(
+                f"'{dm.source}' ({dm.model_type}) turns anchors into dense metres: set "
+                "anchors.source to 'depth_image' or 'points'.")
+        p = cfg.points
+        if self.seg_model is None and (p.exclude_classes or p.colour == 'label'):
+            what = 'points.exclude_classes' if p.exclude_classes else "points.colour 'label'"
+            raise ConfigError(f'{what} needs a segmentation model: set model.segmentation.')
+        self.excluded_ids(cfg)  # names it does not know are refused
         return cfg
+
+    def excluded_ids(self, cfg: Config) -> Optional[torch.Tensor]:
+        """Class ids of points.exclude_classes on the device (None when empty); ConfigError.
+
+        Each entry is a class name (case-insensitive) or an id written as digits.
+        """
+        names = cfg.points.exclude_classes
+        if names == self._excluded[0]:
+            return self._excluded[1]
+        labels = self.labels
+        lower = {n.lower(): i for i, n in enumerate(labels)}
+        ids = []
+        for name in names:
+            key = name.strip().lower()
+            if key.isdigit() and int(key) < len(labels):
+                ids.append(int(key))
+            elif key in lower:
+                ids.append(lower[key])
+            else:
+                raise ConfigError(
+                    f"points.exclude_classes: '{name}' is not a class of the segmentation model "
+                    f"(ids 0 to {len(labels) - 1}; names: {', '.join(labels[:40])}"
+                    f"{' ...' if len(labels) > 40 else ''}).")
+        ids_t = torch.tensor(sorted(set(ids)), dtype=torch.long, device=self.device) \
+            if ids else None
+        self._excluded = (names, ids_t)
+        return ids_t
 
     @property
     def labels(self) -> List[str]:
@@ -253,7 +341,42 @@ class Pipeline:
         """Return the depth mode in force, or under cfg ('' without a depth model)."""
         if self.depth_model is None:
             return ''
-        return post.effective_mode((cfg or self._cfg).depth.mode, self.depth_model.metric)
+        return post.effective_mode((cfg or self._cfg).depth.mode, self.depth_model.gives_metres)
+
+    @property
+    def prompted(self) -> bool:
+        """Whether the depth model takes the anchors as its prompt (Prompt Depth Anything)."""
+        return self.depth_model is not None and self.depth_model.needs_prompt
+
+    def uses_anchors(self, cfg: Optional[Config] = None) -> bool:
+        """Whether frames need their anchors: depth.mode fitted, or a prompted model."""
+        return self.prompted or self.depth_mode(cfg) == 'fitted'
+
+    def normals_source(self, cfg: Optional[Config] = None) -> str:
+        """Where normals come from under cfg: 'head', 'depth', or '' without a depth model."""
+        dm = self.depth_model
+        if dm is None:
+            return ''
+        src = (cfg or self._cfg).normals.source
+        if src == 'auto':
+            return 'head' if HEAD_NORMALS in dm.heads else 'depth'
+        return src
+
+    def needs_intrinsics(self, want: AbstractSet[str], cfg: Optional[Config] = None) -> bool:
+        """Whether frames wanting these outputs need their camera's intrinsics.
+
+        Points, depth/image and depth/camera_info, normals from depth, and every depth output
+        of Depth Pro (its metres take camera_info's focal length).
+        """
+        cfg = cfg or self._cfg
+        if want & {'points', 'depth', 'depth_info'}:
+            return True
+        dm = self.depth_model
+        if dm is not None and dm.depth_units == 'canonical_inverse' and \
+                any(outputs.BY_NAME[n].task == DEPTH_TASK for n in want):
+            return True
+        return self.normals_source(cfg) == 'depth' and \
+            any(outputs.BY_NAME[n].reads_normals(cfg) for n in want)
 
     def anchor_fit(self, cfg: Optional[Config] = None) -> str:
         """Return what anchors fit under cfg: 'scale' or 'affine' (anchors.fit 'auto' resolved).
@@ -264,7 +387,8 @@ class Pipeline:
         fit = (cfg or self._cfg).anchors.fit
         if fit != 'auto':
             return fit
-        return 'scale' if self.depth_model is not None and self.depth_model.metric else 'affine'
+        dm = self.depth_model
+        return 'scale' if dm is not None and dm.gives_metres else 'affine'
 
     def depth_max(self, cfg: Optional[Config] = None) -> float:
         """Farthest valid depth in metres: depth.max, or 0 = the checkpoint's, else 20 m."""
@@ -282,6 +406,7 @@ class Pipeline:
         """
         with self._lock:
             self._tracker = MetricTracker(self.device)
+            self._previous = {}
 
     def fit_report(self, source: str = '') -> FitReport:
         """Return the last scale/shift fit of a frame source (depth.mode fitted, temporal)."""
@@ -297,7 +422,11 @@ class Pipeline:
                 out[key] = f'{m.source} ({m.model_type}, {m.num_parameters / 1e6:.1f} M params)'
                 out['precision'] = str(m.dtype).replace('torch.', '')
                 out['backend'] = m.backend
+        if self.depth_model is not None and self.depth_model is self.seg_model:
+            out['shared_forward'] = 'depth and segmentation from one forward'
         out['depth_mode'] = self.depth_mode() or 'off'
+        if self.depth_model is not None:
+            out['normals_source'] = self.normals_source()
         if out['depth_mode'] == 'fitted':
             out['anchors_fit'] = self.anchor_fit()
         if self.depth_model is not None:
@@ -355,8 +484,12 @@ class Pipeline:
         self._copied[key] = done
         return dev
 
-    def _run(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.backends.run(m, pixel_values, max(self.batch_sizes(m)))
+    def _run(self, m: LoadedModel, pixel_values: torch.Tensor,
+             prompt: Optional[torch.Tensor] = None,
+             heads: Optional[Tuple[str, ...]] = None) -> torch.Tensor:
+        if prompt is not None:  # metres are made in float32; the network runs in its dtype
+            prompt = prompt.to(m.dtype)
+        return self.backends.run(m, pixel_values, max(self.batch_sizes(m)), prompt, heads)
 
     def batch_sizes(self, m: LoadedModel) -> List[int]:
         """Network batch sizes a model meets under the settings (what prepare warms).
@@ -388,10 +521,14 @@ class Pipeline:
             return None
         return sum(self.backends.builds.values()) - self._prepared_builds
 
-    def forward(self, m: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Run one model on pixel values already on the device, as a frame would (backend too)."""
+    def forward(self, m: LoadedModel, pixel_values: torch.Tensor,
+                prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run one model on pixel values already on the device, as a frame would (backend too).
+
+        prompt: a prompted model's (B, 1, h, w) metric prompt (preprocess.prompt_depth).
+        """
         with self._lock, self._on_device(), torch.inference_mode():
-            return self._run(m, pixel_values)
+            return self._run(m, pixel_values, prompt)
 
     def pixel_values(self, m: LoadedModel, frame: Frame) -> torch.Tensor:
         """Preprocess one frame for a model, on the device, as a frame would be."""
@@ -412,16 +549,18 @@ class Pipeline:
         return self.process_batch([frame], [intr], want, [anchors], [source],
                                   None if stamp is None else [stamp])[0]
 
-    def batch_key(self, frame: Frame) -> Tuple[Tuple[int, int], ...]:
+    def batch_key(self, frame: Frame) -> Tuple[Tuple[int, ...], ...]:
         """Frames with equal keys share one forward: each model's network input for their size.
 
         A 640x480 and a 1280x720 frame share it under a fixed-input model (DPT at 384 x 384),
         not under one that keeps the aspect ratio. Each frame is preprocessed at its own size
         and post-processed back to it; network inputs are stacked, never padded to one
-        another, so no output depends on which frames shared the forward.
+        another, so no output depends on which frames shared the forward. A prompted model's
+        prompt follows the frame size: its frames share a forward only at one size.
         """
-        return tuple(m.spec.output_size(frame.height, frame.width)
-                     for m in (self.depth_model, self.seg_model) if m is not None)
+        size = (frame.height, frame.width)
+        return tuple(m.spec.output_size(*size) + (size if m.needs_prompt else ())
+                     for m in self.models())
 
     @torch.inference_mode()
     def process_batch(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
@@ -494,61 +633,188 @@ class Pipeline:
     def _upload_stage(self, b: _Batch) -> None:
         b.pixels = self._upload(b.frames)
 
+    def models(self) -> List[LoadedModel]:
+        """Return the loaded models, each once (one checkpoint may serve both tasks)."""
+        out: List[LoadedModel] = []
+        for m in (self.depth_model, self.seg_model):
+            if m is not None and all(m is not k for k in out):
+                out.append(m)
+        return out
+
+    def _heads(self, m: LoadedModel, b: _Batch) -> Tuple[str, ...]:
+        """Return the heads of m the wanted rows need under the batch's settings (none: skip m).
+
+        A row of a task needs its model when it runs it under the settings; points read the
+        labels (points.labels, exclude_classes, colour); normals from the head need only
+        the normals head, normals from depth the depth.
+        """
+        cfg = b.cfg
+        rows = [o for o in b.rows if o.runs_model(cfg)]
+        need: List[str] = []
+        if m is self.depth_model and any(
+                o.task == DEPTH_TASK and (not o.from_normals or b.normals_from == 'depth')
+                for o in rows):
+            need.append(HEAD_DEPTH)
+            if HEAD_FOV in m.heads:
+                need.append(HEAD_FOV)
+        if m is self.depth_model and b.normals_from == 'head' and \
+                any(o.reads_normals(cfg) for o in rows):
+            need.append(HEAD_NORMALS)
+        if m is self.seg_model and any(o.task == SEGMENTATION_TASK or o.reads_labels(cfg)
+                                       for o in rows):
+            need.append(HEAD_SEGMENTATION)
+        return tuple(h for h in m.heads if h in need)
+
     def _preprocess_stage(self, b: _Batch) -> None:
         b.rgb = to_rgb(b.pixels, b.frames[0].layout)
-        for m in (self.depth_model, self.seg_model):
-            if m is None or not any(o.task == m.task and o.runs_model(b.cfg) for o in b.rows):
+        for m in self.models():
+            heads = self._heads(m, b)
+            if not heads:
                 continue
+            if m.needs_prompt:
+                b.prompt = self._prompt(b)
+                if b.prompt is None:
+                    continue  # no frame has anchors: nothing this model could give
+            b.heads[id(m)] = heads
             pre = self._preprocessor(m)
             # Two models that preprocess alike share one pixel_values tensor.
             same = next((k for k, p in self._pre.items() if k in b.pixel_values and p is not pre
                          and p.spec == pre.spec and p.dtype == pre.dtype), None)
             b.pixel_values[id(m)] = b.pixel_values[same] if same is not None else pre(b.rgb)
 
+    def _prompt(self, b: _Batch) -> Optional[torch.Tensor]:
+        """Each frame's anchors as a prompted model's dense metric prompt; None if no frame has.
+
+        The anchors are clamped to [depth.min, depth.max] (the model min-max normalises its
+        prompt: one stray far return would flatten the rest), averaged into a prompt grid and
+        filled between them guided by the camera's previous output (prompt.dense_prompt);
+        push-pull alone for a camera's first frame, or after anchors.hold seconds without.
+        A frame without anchors gets no depth (has_depth False) and a placeholder prompt.
+        """
+        size = (b.height, b.width)
+        d = b.cfg.depth
+        anchors = [None if a is None or a.z.size == 0 else
+                   Anchors(a.u, a.v, np.clip(a.z, d.min, b.dmax)) for a in b.anchors]
+        guide = torch.full((len(b.frames),) + size, float('nan'), device=self.device)
+        for i, (src, t) in enumerate(zip(b.sources, b.stamps)):
+            prev = self._previous.get(src)
+            if prev is not None and 0.0 <= t - prev[0] <= b.cfg.anchors.hold and \
+                    tuple(prev[1].shape) == size:
+                guide[i] = prev[1]
+        dense, has = pr.dense_prompt(anchors, size, self.device, guide=guide)
+        b.has_depth = has
+        for r, ok, a in zip(b.results, has, anchors):
+            r.notes['prompt'] = f'{a.z.size} anchors' if ok else 'none: no anchors, no depth'
+            if not ok:
+                r.warnings.append('no anchors for this frame: Prompt Depth Anything gives no '
+                                  'depth without its prompt (see anchors.max_age)')
+        if not any(has):
+            return None
+        # Frames without anchors ride along on a flat placeholder; nothing of them is kept.
+        dense = torch.where(torch.isfinite(dense), dense, torch.ones_like(dense))
+        return prompt_depth(dense)
+
     def _forward_stage(self, parts: Sequence[_Batch]) -> None:
         """One forward per model for every part of a batch (same network input, any size)."""
-        dm, sm = self.depth_model, self.seg_model
-        if dm is not None and id(dm) in parts[0].pixel_values:
-            pvs = []
-            for b in parts:
-                pv = b.pixel_values[id(dm)]
-                b.flip = b.cfg.depth.confidence == 'flip' and \
-                    any(o.reads_confidence(b.cfg) for o in b.rows)
-                # The mirrored frames ride in the same forward, after their part's frames.
-                pvs.append(torch.cat([pv, pv.flip(-1)]) if b.flip else pv)
-            for b, raw in zip(parts, self._run_parts(dm, pvs)):
-                b.raw = raw
-        if sm is not None and id(sm) in parts[0].pixel_values:
-            for b, logits in zip(parts, self._run_parts(
-                    sm, [b.pixel_values[id(sm)] for b in parts])):
-                b.logits = logits
+        for m in self.models():
+            run = [b for b in parts if id(m) in b.pixel_values]
+            if not run:
+                continue
+            heads = run[0].heads[id(m)]  # the same rows and settings in every part
+            pvs: List[torch.Tensor] = []
+            prompts: List[Optional[torch.Tensor]] = []
+            for b in run:
+                pv = b.pixel_values[id(m)]
+                prompt = b.prompt if m.needs_prompt else None
+                if m is self.depth_model and HEAD_DEPTH in heads:
+                    b.flip = b.cfg.depth.confidence == 'flip' and \
+                        any(o.reads_confidence(b.cfg) for o in b.rows)
+                if b.flip and m is self.depth_model:
+                    # The mirrored frames ride in the same forward, after their part's frames.
+                    pv = torch.cat([pv, pv.flip(-1)])
+                    prompt = None if prompt is None else torch.cat([prompt, prompt.flip(-1)])
+                pvs.append(pv)
+                prompts.append(prompt)
+            for b, out in zip(run, self._run_parts(m, pvs, prompts, heads)):
+                n = len(b.frames)
+                got = dict(zip(m.heads, out)) if len(m.heads) > 1 else {m.heads[0]: out}
+                b.raw = got.get(HEAD_DEPTH) if HEAD_DEPTH in heads else b.raw
+                b.fov = got.get(HEAD_FOV) if HEAD_FOV in heads else b.fov
+                if HEAD_NORMALS in heads:
+                    b.normals_raw = got[HEAD_NORMALS][:n]
+                if HEAD_SEGMENTATION in heads:
+                    b.logits = got[HEAD_SEGMENTATION][:n]
 
-    def _run_parts(self, m: LoadedModel, pvs: List[torch.Tensor]) -> List[object]:
-        """Run the parts' network inputs as one forward; return each part's outputs."""
-        if len(pvs) == 1:
-            return [self._run(m, pvs[0])]
+    def _run_parts(self, m: LoadedModel, pvs: List[torch.Tensor],
+                   prompts: List[Optional[torch.Tensor]], heads: Tuple[str, ...]) -> List[Any]:
+        """Run the parts' network inputs as one forward; return each part's outputs.
+
+        A prompted model's parts (batch_key: one frame size) run one forward each: a part
+        without anchors has no prompt and no forward.
+        """
+        if len(pvs) == 1 or m.needs_prompt:
+            out = []
+            for pv, prompt in zip(pvs, prompts):
+                out.append(self._run(m, pv, prompt, heads))
+                self.forwards += 1
+            return out
         pv = torch.cat(pvs)
         if self._preprocessor(m).channels_last:  # the memory format a part's input has
             pv = pv.contiguous(memory_format=torch.channels_last)
-        out = self._run(m, pv)
+        out = self._run(m, pv, None, heads)
+        self.forwards += 1
         sizes = [len(p) for p in pvs]
         if isinstance(out, torch.Tensor):
             return list(out.split(sizes))
-        return list(zip(*(o.split(sizes) for o in out)))  # one tensor per head
+        # One tensor per head (None for a head skipped), each split back into the parts.
+        per_head = [[None] * len(sizes) if o is None else o.split(sizes) for o in out]
+        return [tuple(h[k] for h in per_head) for k in range(len(sizes))]
 
     def _resize_stage(self, b: _Batch) -> None:
         """Model outputs at camera resolution, padding cut away; the mirrored depth unflipped."""
         size = (b.height, b.width)
+        n = len(b.frames)
+        dm = self.depth_model
         if b.raw is not None:
-            depth = post.resize_depth(b.raw, size, self.depth_model.spec.placement(*size))
-            n = len(b.frames)
+            if dm.depth_units == 'canonical_inverse':
+                depth = self._depth_pro_metres(b, size)
+            else:
+                depth = post.resize_depth(b.raw, size, b.placement, dm.spec.output_resample)
             b.depth, b.flipped = (depth[:n], depth[n:].flip(-1)) if b.flip else (depth, None)
             for r in b.results:
                 r.mode = b.mode
             b.tasks.add(DEPTH_TASK)
+            if dm.needs_prompt:
+                self._keep_previous(b)
+        if b.normals_raw is not None:
+            b.tasks.add(DEPTH_TASK)
         if b.logits is not None:
             b.labels = post.segment(b.logits, size, self.seg_model.spec.placement(*size))
             b.tasks.add(SEGMENTATION_TASK)
+
+    def _depth_pro_metres(self, b: _Batch, size: Tuple[int, int]) -> torch.Tensor:
+        """Depth Pro's canonical inverse depth -> metres with each frame's focal length.
+
+        camera_info's fx where the frame has intrinsics, else the predicted field of view;
+        a frame with neither gets no depth. The source is noted per frame (focal_source).
+        """
+        fx = [None if i is None else i.fx for i in b.intrs]
+        metres, focal, sources = post.depth_pro_metres(
+            b.raw, size, fx + fx if b.flip else fx, b.fov)
+        for k, (r, src) in enumerate(zip(b.results, sources)):
+            r.notes['focal_source'] = src
+            r.notes['focal_px'] = f'{float(focal[k]):.4f}'
+            if src == 'none':
+                b.has_depth[k] = False
+                r.warnings.append('Depth Pro without camera_info and without a field-of-view '
+                                  'head: no focal length, no depth for this frame')
+        return metres
+
+    def _keep_previous(self, b: _Batch) -> None:
+        """Keep each camera's newest prompted depth: the next prompt's guide between anchors."""
+        for i, (src, t) in enumerate(zip(b.sources, b.stamps)):
+            if b.has_depth[i]:
+                self._previous[src] = (t, b.depth[i].clone())
 
     def _fit_stage(self, b: _Batch) -> None:
         """Scale and shift from anchors or over time, and the flip confidence, when asked for."""
@@ -575,6 +841,8 @@ class Pipeline:
         views = [FrameTensors(b, i, self._project, n_labels) for i in range(len(b.frames))]
         for o in rows:
             for f, out in zip(views, b.out):
+                if o.task == DEPTH_TASK and not f.has_depth:
+                    continue  # the model gave no depth for it (no prompt, no focal length)
                 t = o.compute(f)
                 if t is not None:
                     out[o.name] = t
@@ -619,8 +887,8 @@ class Pipeline:
         if self.device.type != 'cuda' and self._cfg.model.backend == EAGER:
             self._prepared_builds = 0
             return done  # nothing to build, capture or autotune
-        for m in (self.depth_model, self.seg_model):
-            if m is None or self._cancel.is_set():
+        for m in self.models():
+            if self._cancel.is_set():
                 continue
             if height and width:
                 h, w = height, width
@@ -637,7 +905,11 @@ class Pipeline:
                     batch = torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8,
                                           device=self.device)
                     pv = self._preprocessor(m)(to_rgb(batch, 'rgb8'))
-                    self._run(m, pv)
+                    prompt = None
+                    if m.needs_prompt:  # a metric prompt of the grid h x w frames get
+                        prompt = prompt_depth(torch.rand((n,) + pr.prompt_size((h, w)),
+                                                         device=self.device) + 1.0)
+                    self._run(m, pv, prompt)
                     if self._cancel.is_set():
                         break
                 self.synchronize()
@@ -667,7 +939,7 @@ class Pipeline:
 
     def release(self) -> None:
         """close(), the models moving back to host memory for a later pipeline (deactivate)."""
-        models = [m for m in (self.depth_model, self.seg_model) if m is not None]
+        models = self.models()
         self.close()
         for m in models:
             move_model(m, torch.device('cpu'))

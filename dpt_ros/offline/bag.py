@@ -720,10 +720,18 @@ def open_output(dst: Path, opts: BagOptions, rb: Any) -> Iterator[Any]:
 # ---------------------------------------------------------------------------- one bag
 
 
-def _wants(opts: BagOptions, plan: BagPlan) -> List[FrozenSet[str]]:
-    """Return the outputs each camera writes (no points without its camera_info)."""
-    return [frozenset(outputs.names(viewers=opts.viewers, exclude=(
-        ('points',) if not opts.points or c.info_topic is None else ()))) for c in plan.cameras]
+def _wants(opts: BagOptions, plan: BagPlan, pipe: Pipeline) -> List[FrozenSet[str]]:
+    """Return the outputs each camera writes (no points without its camera_info).
+
+    Normals come with a checkpoint that has a normals head; from depth they are an option
+    (normals.source: depth): a bag of a depth checkpoint keeps the topics it always had.
+    """
+    cfg = pipe.config
+    skip = set() if pipe.normals_source(cfg) == 'head' or cfg.normals.source == 'depth' else \
+        {o.name for o in outputs.OUTPUTS if o.from_normals}
+    return [frozenset(outputs.names(viewers=opts.viewers, exclude=skip | (
+        {'points'} if not opts.points or c.info_topic is None else set())))
+        for c in plan.cameras]
 
 
 def _run_batch(batch: List[Tuple[int, FrameIn]], pipe: Pipeline, report: BagReport,
@@ -785,7 +793,7 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
             out = BagOut(writer, rb, cfg)
             copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
             stream = read_frames(reader, plan, opts, src, rb.store, report, copy,
-                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan))
+                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan, pipe))
             done: Dict[int, Tuple[FrameIn, List]] = {}
             written = 0
             window = 2 * opts.batch * len(plan.cameras)

@@ -3,11 +3,14 @@
 
 """Camera I/O: each camera's output publishers and input subscriptions, their QoS, losses.
 
-Inputs come from the one input table (dpt_ros.core.inputs). Subscriptions are keep-last 1;
-their reliability is configured or follows what the publishers offer ('auto', checked once a
-second so a camera that appears later is matched). A callback only stores the newest frame
-for the worker. Frames the middleware reports lost are counted, and a large best-effort
-stream that loses most of them gets one warning naming the fix.
+Inputs come from the one input table (dpt_ros.core.inputs). Image and camera_info
+subscriptions are keep-last 1 (the newest frame wins), anchor subscriptions keep-last
+ANCHOR_HISTORY (each anchor message is the one some frame pairs with); their reliability is
+configured or follows what the publishers offer ('auto', checked once a second so a camera
+that appears later is matched). A callback only stores the newest frame for the worker, or
+the anchor message for pairing (and wakes a frame waiting for it). Frames the middleware
+reports lost are counted, and a large best-effort stream that loses most of them gets one
+warning naming the fix.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ except ImportError:  # Humble
 # Frames larger than one UDP datagram travel in fragments: with Fast DDS defaults a
 # best-effort reader between processes loses the whole frame when one fragment is late.
 LARGE_FRAME_BYTES = 64 * 1024
+# A keep-last 1 reader loses large reliable messages that follow each other closely (Fast DDS
+# defaults, 1.2 MB depth images at 15 Hz from another process: about one in five, even with an
+# idle executor): anchors keep a history, so a message whose fragments are repaired late comes
+# late (the pairing wait covers that) instead of never.
+ANCHOR_HISTORY = 10
 TRANSPORT_LOSS = 'transport_loss'  # its warning is given once per node
 
 
@@ -60,6 +68,10 @@ class Camera:
         self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
         self.anchor_topics: Tuple[str, ...] = ()
         self.suspended = False  # depth.mode fitted: no metres for want of anchors
+        self.metre_dropouts = 0  # metres stopped while anchor messages kept arriving
+        # The newest frame's per-frame facts (Result.notes: focal_source, prompt) for
+        # /diagnostics.
+        self.notes: Dict[str, str] = {}
 
     @property
     def camera_info(self) -> Any:
@@ -138,13 +150,23 @@ class CameraIO:
                 self.node.destroy_subscription(sub)
             cam.subs, cam.sub_reliability = {}, {}
 
-    def unadvertise(self) -> None:
-        """Remove the output publishers (once nothing publishes on them any more)."""
+    def detach(self) -> List[Any]:
+        """Take the cameras' publishers and anchors away; return the publishers.
+
+        On the worker thread between batches (a job), after unsubscribe: no frame is being
+        decoded, paired or published meanwhile, and none finds them after.
+        """
+        pubs: List[Any] = []
         for cam in self.cameras:
-            for pub in cam.pubs.values():
-                self.node.destroy_publisher(pub)
+            pubs.extend(cam.pubs.values())
             cam.pubs = {}
             cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
+        return pubs
+
+    def unadvertise(self, pubs: List[Any]) -> None:
+        """Destroy the publishers detach() took, and label_info's."""
+        for pub in pubs:
+            self.node.destroy_publisher(pub)
         if self._label_pub is not None:
             self.node.destroy_publisher(self._label_pub)
         self._label_pub = None
@@ -185,7 +207,14 @@ class CameraIO:
             return lambda msg: self.on_image(cam, msg)
         if role == inputs.CAMERA_INFO:
             return cam.calibration.update
-        return cam.anchors.add if role == inputs.ANCHORS else cam.anchors.set_info
+        if role == inputs.ANCHORS_INFO:
+            return cam.anchors.set_info
+        anchors, scheduler = cam.anchors, self.scheduler
+
+        def on_anchors(msg: Any) -> None:
+            anchors.add(msg)
+            scheduler.poke()  # a frame may be waiting for this message
+        return on_anchors
 
     def _subscribe(self, cam: Camera, only_changed: bool = False) -> None:
         for row, topic in cam.inputs:
@@ -199,7 +228,8 @@ class CameraIO:
             old = cam.subs.pop(topic, None)
             if old is not None:
                 self.node.destroy_subscription(old)
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=rel)
+            depth = ANCHOR_HISTORY if row.role == inputs.ANCHORS else 1
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel)
             lost = (lambda info: self.on_lost(cam, info)) if row.role == inputs.IMAGE else None
             cam.subs[topic] = self._create_subscription(
                 conv.msg_class(row.msg_type), topic, self._callback(cam, row.role), qos, lost)

@@ -188,6 +188,8 @@ def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
               'frames_with_bad_anchors': str(a.bad)}
     if pipe.depth_mode() != 'fitted':
         return values
+    # Times metres stopped while anchor messages kept arriving (fit_state says why now).
+    values['metre_dropouts'] = str(cam.metre_dropouts)
     rep = pipe.fit_report(cam.name)
     values.update({
         'anchors_received': str(rep.received), 'anchors_used': str(rep.used),
@@ -257,6 +259,8 @@ class Diagnostics:
             f'{sum(k * v for k, v in sizes.items()) / forwards:.2f}' if forwards else 'nan'
         node_values['max_batch_size'] = str(max(sizes, default=0))
         if pipe:
+            # Network forwards: one per batch for a checkpoint serving depth and segmentation.
+            node_values['forwards'] = str(pipe.forwards)
             # Sessions, engines or compiles built; one after activation made a frame wait.
             built = pipe.backend_builds
             node_values['backend_builds'] = ', '.join(
@@ -268,6 +272,7 @@ class Diagnostics:
         if not named:
             node_values['input_topic'] = cameras[0].image_topic
             node_values.update(anchor_values(cameras[0], pipe))
+            node_values.update(cameras[0].notes)
             return [_status(status_name(fqn), node_values, idle)]
         node_values['cameras'] = ', '.join(c.name for c in cameras)
         out = [_status(status_name(fqn), node_values, False)]
@@ -275,5 +280,6 @@ class Diagnostics:
             values, cam_idle = cam.stats.report()
             values['input_topic'] = cam.image_topic
             values.update(anchor_values(cam, pipe))
+            values.update(cam.notes)
             out.append(_status(status_name(fqn, cam.name), values, cam_idle))
         return out

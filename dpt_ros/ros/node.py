@@ -26,7 +26,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 
 from dpt_ros.core.config import Config, ConfigError
-from dpt_ros.core.models import load_model, ModelLoadError, move_model, resolve_device
+from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve_device
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import Throttle
@@ -61,7 +61,14 @@ class Runtime:
         self.worker: Optional[Worker] = None
         self.diagnostics = Diagnostics(node)
         self.io = CameraIO(node, self.once)
-        self.parameters = Parameters(node, self.apply)
+        managed = not getattr(node, 'starts_active', True)
+        self.parameters = Parameters(node, self.apply, self.state if managed else None)
+
+    def state(self) -> str:
+        """Return 'unconfigured', 'inactive' or 'active' (what the transitions made)."""
+        if self.cfg is None:
+            return 'unconfigured'
+        return 'inactive' if self.pipeline is None else 'active'
 
     def apply(self, cfg: Config) -> None:
         """Take a live parameter change (ConfigError if it does not fit the loaded models)."""
@@ -100,8 +107,6 @@ class Runtime:
         """Stop subscribing and publishing, drop waiting frames, free device memory."""
         self._close_topics()
         if self.worker is not None:
-            self.worker.scheduler.clear()
-            # A batch in its forward now is dropped at its hand-off (the Handoff is closed).
             self.worker.run(self._free_device)
 
     def cleanup(self) -> None:
@@ -130,11 +135,20 @@ class Runtime:
     def _close_topics(self) -> None:
         """Unsubscribe, finish (or drop) the batch being published, then unadvertise."""
         self.diagnostics.close()
-        self.io.unsubscribe()
-        if self.worker is not None:
-            # From here on no batch is published: the publishers can go.
-            self.worker.handoff.close()
-        self.io.unadvertise()
+        self.io.unsubscribe()  # no frame or anchor message comes in after this
+        worker = self.worker
+        if worker is not None:
+            worker.scheduler.clear()
+            # From here on no batch is published; one in its forward now is dropped at its
+            # hand-off.
+            worker.handoff.close()
+        if worker is not None and worker.alive:
+            # A job runs between batches: no frame is being decoded or paired while the
+            # cameras' anchors and publishers go.
+            pubs = worker.run(self.io.detach)
+        else:
+            pubs = self.io.detach()
+        self.io.unadvertise(pubs)
 
     def _stop_worker(self) -> None:
         if self.worker is not None:
@@ -144,12 +158,17 @@ class Runtime:
     # ------------------------------------------------------------------ worker jobs
 
     def _load_host_models(self) -> None:
-        """Load every configured checkpoint into host memory (worker thread)."""
-        m = self.cfg.model
-        for task, source in ((DEPTH_TASK, m.depth), (SEGMENTATION_TASK, m.segmentation)):
-            if source:
-                self.host_models[task] = load_model(source, task, m,
-                                                    self.node.get_logger().info, on_host=True)
+        """Load every configured checkpoint into host memory (worker thread).
+
+        One checkpoint named in model.depth and model.segmentation loads once: both tasks
+        hold the same model, whose one forward gives both.
+        """
+        cfg = self.cfg
+        depth, seg = load_models(cfg.model, self.node.get_logger().info, on_host=True,
+                                 normals=cfg.normals.source != 'depth',
+                                 prompts=cfg.anchors.source != 'none')
+        self.host_models = {task: m for task, m in ((DEPTH_TASK, depth),
+                                                    (SEGMENTATION_TASK, seg)) if m is not None}
 
     def _make_pipeline(self) -> Pipeline:
         """Move the host models to the device and build the pipeline (worker thread)."""
@@ -157,7 +176,7 @@ class Runtime:
             self.given_pipeline.update(self.cfg)
             return self.given_pipeline
         device = resolve_device(self.cfg.model.device)
-        for model in self.host_models.values():
+        for model in {id(m): m for m in self.host_models.values()}.values():
             move_model(model, device)
         pipe = Pipeline(self.cfg, log=self.node.get_logger().info,
                         depth_model=self.host_models.get(DEPTH_TASK),

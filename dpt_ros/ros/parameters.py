@@ -6,11 +6,16 @@
 Every parameter of dpt_ros.core.params.param_table is declared with its description and
 range (`ros2 param describe`); values are validated by building a Config. A live change
 (`ros2 param set`) is validated the same way and refused with the reason when it is bad.
+Settings that need a reload (the table's read_only: model.*, cameras, anchors.source, ...)
+are read-only on DptNode; on the lifecycle node configure reads them, so they can be set
+while it is unconfigured (to fix a failed configure) and are refused, with the reason, while
+it is inactive or active. rclpy cannot change a descriptor's read_only at run time: there the
+description states the rule and the set-parameters callback enforces it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
@@ -24,9 +29,13 @@ CLASS_NAMES_PARAM = 'segmentation.class_names'
 _OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
 
 
-def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    """Build the ParameterDescriptor for one table entry (what `ros2 param describe` shows)."""
-    d = ParameterDescriptor(description=spec.describe(), read_only=spec.read_only,
+def descriptor(spec: ParamSpec, managed: bool = False) -> ParameterDescriptor:
+    """Build the ParameterDescriptor for one table entry (what `ros2 param describe` shows).
+
+    managed: the lifecycle node's (settings configure reads are set while unconfigured).
+    """
+    d = ParameterDescriptor(description=spec.describe(managed),
+                            read_only=spec.read_only and not managed,
                             additional_constraints=f'allowed: {spec.constraint()}')
     if spec.type is float:
         # Doubles accept YAML integers ('max: 10'), which static typing would refuse; the
@@ -60,11 +69,15 @@ class Parameters:
     """A node's table parameters: declared once, read as a Config, changed live through apply.
 
     apply(cfg) takes a validated config of a live change, or raises ConfigError to refuse it.
+    state, for a managed node, returns its state ('unconfigured', 'inactive', 'active'): the
+    settings configure reads are then set while unconfigured only.
     """
 
-    def __init__(self, node: Any, apply: Callable[[Config], None]) -> None:
+    def __init__(self, node: Any, apply: Callable[[Config], None],
+                 state: Optional[Callable[[], str]] = None) -> None:
         self.node = node
         self.apply = apply
+        self.state = state
         self._declare()
         node.add_on_set_parameters_callback(self._on_set)
 
@@ -76,7 +89,8 @@ class Parameters:
             default = (list(spec.default) or Parameter.Type.STRING_ARRAY) \
                 if spec.type is tuple else spec.default
             try:
-                self.node.declare_parameter(spec.name, default, descriptor(spec))
+                self.node.declare_parameter(spec.name, default,
+                                            descriptor(spec, self.state is not None))
             except Exception as exc:  # noqa: B902 - rclpy raises several types here
                 value = overrides.get(spec.name)
                 shown = f' = {value.value!r}' if value is not None else ''
@@ -112,10 +126,17 @@ class Parameters:
                                 read_only=True))
 
     def _on_set(self, params: List[Parameter]) -> SetParametersResult:
-        names = {p.name for p in param_table()}
-        changes = {p.name: p.value for p in params if p.name in names}
+        specs = {p.name: p for p in param_table()}
+        changes = {p.name: p.value for p in params if p.name in specs}
         if not changes:
             return SetParametersResult(successful=True)
+        fixed = [n for n in changes if specs[n].read_only]
+        state = self.state() if self.state is not None and fixed else 'unconfigured'
+        if state != 'unconfigured':
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)}: read at configure, settable only while the node is "
+                f'unconfigured; it is {state}. Deactivate and clean up first (ros2 lifecycle '
+                'set <node> deactivate, then cleanup), set it, then configure again.'))
         flat = self._flat()
         flat.update(changes)
         try:

@@ -4,11 +4,16 @@
 """What the node's one worker thread runs next, and the hand-off of its results to publishing.
 
 Each camera has one latest-frame slot: a new frame replaces the one waiting (counted as a
-drop), so nothing queues. A batch takes at most one frame per camera, least recently served
-camera first, so a fast camera cannot lock out a slow one. A ready frame may be held up to
-max_wait for frames of other cameras to join its batch. Jobs (load, move to the device, free)
-run on the same thread because all torch work happens there. Handoff publishes a batch on a
-thread of its own while the worker runs the next one, one batch at a time. No rclpy, no torch.
+drop), so nothing queues. A frame is ready unless its gate holds it (depth.mode fitted: its
+anchor message has not arrived yet), and then only for the time the gate gives, counted from
+when its slot began waiting or the worker became free, so a camera whose frames keep
+replacing each other still gets served; a held frame never holds up another camera's
+(and a new frame of it replaces it as any other). A batch takes at most one ready frame
+per camera, least recently served camera first, so a fast camera cannot lock out a slow one.
+A ready frame may be held up to max_wait for frames of other cameras to join its batch. Jobs
+(load, move to the device, free, teardown) run on the same thread because all torch work
+happens there. Handoff publishes a batch on a thread of its own while the worker runs the
+next one, one batch at a time. No rclpy, no torch.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dataclasses import dataclass
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+# (camera, message) -> None when the frame is ready, else the seconds it may wait at most.
+Gate = Callable[[str, Any], Optional[float]]
 
 
 @dataclass
@@ -57,9 +65,12 @@ class Job:
 class Scheduler:
     """Latest-frame slots per camera, a job queue and the worker's wait for the next thing."""
 
-    def __init__(self, cameras: Sequence[str]) -> None:
+    def __init__(self, cameras: Sequence[str], gate: Optional[Gate] = None) -> None:
         self._cond = threading.Condition()
         self._slots: Dict[str, Optional[Tuple[Any, float]]] = dict.fromkeys(cameras)
+        self._since: Dict[str, float] = dict.fromkeys(cameras, 0.0)  # slot waiting since
+        self._idle_since = 0.0  # when the worker last asked for work
+        self._gate = gate
         self._served: Dict[str, int] = dict.fromkeys(cameras, 0)  # batch it was last in
         self._batches = 0
         self._jobs: Deque[Job] = deque()
@@ -72,11 +83,19 @@ class Scheduler:
 
     def put(self, camera: str, msg: Any) -> bool:
         """Store the newest frame of a camera; return True if it replaced one (a drop)."""
+        now = time.monotonic()
         with self._cond:
             dropped = self._slots[camera] is not None
-            self._slots[camera] = (msg, time.monotonic())
+            self._slots[camera] = (msg, now)
+            if not dropped:
+                self._since[camera] = now
             self._cond.notify()
         return dropped
+
+    def poke(self) -> None:
+        """Look at the waiting frames again: what a gate waits for may have come."""
+        with self._cond:
+            self._cond.notify_all()
 
     def clear(self) -> int:
         """Forget waiting frames (deactivation); return how many there were."""
@@ -111,30 +130,49 @@ class Scheduler:
         max_size and max_wait_s are read when a batch is formed (live settings).
         """
         with self._cond:
+            self._idle_since = time.monotonic()
             while True:
                 if self._jobs:
                     return self._jobs.popleft()
                 if self._stopped:
                     return None
-                if any(s is not None for s in self._slots.values()):
+                ready, held = self._ready()
+                if ready:
                     return self._take(max(1, max_size()), max_wait_s())
-                self._cond.wait(0.5)
+                self._cond.wait(min(0.5, max(held - time.monotonic(), 0.0)))
 
-    def _ready(self) -> List[str]:
-        return [c for c, s in self._slots.items() if s is not None]
+    def _ready(self) -> Tuple[List[str], float]:
+        """Cameras with a ready frame, and when the first held frame's wait ends (lock held).
+
+        A held frame's wait counts from when its slot began waiting or the worker became free,
+        whichever is later: the worker never idles longer than the gate's time for a camera
+        whose frames keep replacing each other, and the newest frame still gets that time
+        after a long forward.
+        """
+        ready, now, held = [], time.monotonic(), float('inf')
+        for c, slot in self._slots.items():
+            if slot is None:
+                continue
+            wait = self._gate(c, slot[0]) if self._gate is not None else None
+            end = max(self._since[c], self._idle_since) + (wait or 0.0)
+            if wait is None or now >= end:
+                ready.append(c)
+            else:
+                held = min(held, end)
+        return ready, held
 
     def _take(self, max_size: int, max_wait_s: float) -> Any:
         """Form a batch (lock held); a job or stop arriving meanwhile ends the wait early."""
-        ready = self._ready()
+        ready, held = self._ready()
         full = min(max_size, len(self._slots))
         if max_wait_s > 0 and len(ready) < full:
             deadline = min(self._slots[c][1] for c in ready) + max_wait_s
             while len(ready) < full and not self._jobs and not self._stopped:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if deadline <= now:
                     break
-                self._cond.wait(left)
-                ready = self._ready()
+                self._cond.wait(max(min(deadline, held) - now, 0.0))
+                ready, held = self._ready()
         if self._jobs:
             return self._jobs.popleft()
         if self._stopped:

@@ -7,12 +7,16 @@ One worker thread does all torch work (loading, moving, every frame): on the CPU
 from a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it
 keeps the current device and stream in one thread. Each batch goes down dpt_ros.core.frames:
 decoded, calibrated, paired with anchors, run one forward per network input, serialized to
-CDR. With output.overlap a second thread publishes a batch's outputs while the worker runs the
-next forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
+CDR. In depth.mode fitted a frame becomes ready once its anchor message (stamped at or after
+it) is in, or after anchors.max_age (the scheduler's gate): the pairing dpt_bag makes. With
+output.overlap a second thread publishes a batch's outputs while the worker runs the next
+forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
+Teardown runs as a job (detach): between batches, never under a frame being decoded.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -24,9 +28,10 @@ from sensor_msgs.msg import CompressedImage
 from dpt_ros.core import frames
 from dpt_ros.core.anchors import AnchorError
 from dpt_ros.core.config import Config
-from dpt_ros.core.conversions import FrameError
+from dpt_ros.core.conversions import FrameError, stamp_ns
 from dpt_ros.core.frames import FrameIn
 from dpt_ros.core.geometry import IntrinsicsError
+from dpt_ros.core.inputs import ANCHORS
 from dpt_ros.core.outputs import Result
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import Throttle
@@ -54,7 +59,8 @@ class Worker:
 
     def __init__(self, rt: Owner) -> None:
         self.rt = rt
-        self.scheduler = Scheduler([c.name for c in rt.cameras])
+        self._by_name = {c.name: c for c in rt.cameras}
+        self.scheduler = Scheduler(list(self._by_name), self.gate)
         self.handoff = Handoff(on_error=self.publish_failed)
         self.building: Optional[Pipeline] = None  # being warmed up on this thread
         self._thread = threading.Thread(target=self._work, name='dpt_worker', daemon=True)
@@ -94,12 +100,32 @@ class Worker:
             self._thread.join(timeout=10.0)
         self.handoff.stop()
 
+    def gate(self, camera: str, msg: Any) -> Optional[float]:
+        """Return how long a frame may wait for its anchor message, None when it is ready.
+
+        depth.mode fitted: a frame waits, at most anchors.max_age, while its camera's anchors
+        are live and none stamped at or after the frame has arrived (an aligned depth image
+        usually comes after its colour frame): it then pairs with the message dpt_bag pairs.
+        Before the first anchor message, a frame waits when the anchor topic has a publisher
+        (a stream about to start). Called by the scheduler under its lock; cheap.
+        """
+        cam, cfg, pipe = self._by_name.get(camera), self.rt.cfg, self.rt.pipeline
+        anchors = cam.anchors if cam is not None else None
+        if anchors is None or cfg is None or pipe is None or pipe.depth_mode(cfg) != 'fitted':
+            return None
+        if anchors.messages == 0:
+            topic = cam.topic(ANCHORS)
+            return cfg.anchors.max_age if self.rt.node.count_publishers(topic) else None
+        # Live: a message within a second past max_age (dpt_bag's patience on log time).
+        if not anchors.pending(stamp_ns(msg.header), cfg.anchors.max_age + 1.0):
+            return None
+        return cfg.anchors.max_age
+
     # ------------------------------------------------------------------ the thread
 
     def _work(self) -> None:
         """Run jobs and batches until stopped."""
-        rt, scheduler = self.rt, self.scheduler
-        by_name = {c.name: c for c in rt.cameras}
+        rt, scheduler, by_name = self.rt, self.scheduler, self._by_name
         while True:
             item = scheduler.next(lambda: rt.cfg.batch.max_size,
                                   lambda: rt.cfg.batch.max_wait_ms / 1e3)
@@ -136,8 +162,10 @@ class Worker:
             cam.stats.add_error()
             rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
             return None
-        fitted = cam.anchors is not None and rt.pipeline.depth_mode(cfg) == 'fitted'
-        if fitted or want & {'points', 'depth', 'depth_info'}:
+        anchors = cam.anchors
+        # depth.mode fitted, or a model whose prompt the anchors are (Prompt Depth Anything)
+        fitted = anchors is not None and rt.pipeline.uses_anchors(cfg)
+        if fitted or rt.pipeline.needs_intrinsics(want, cfg):
             self._calibrate(f, cam, cfg)
         if 'points' in want and rt.pipeline.depth_mode() == 'relative_inverse':
             rt.once('relative_points',
@@ -149,7 +177,7 @@ class Worker:
         if fitted:  # anchor decoding is timed as part of the frame's decode stage
             t1 = time.perf_counter()
             try:
-                f.pair(cam.anchors, cfg.anchors)
+                f.pair(anchors, cfg.anchors)
             except AnchorError as exc:
                 # Throttled per camera and kind of problem: a driver sending the same bad
                 # message at 30 Hz logs once a period, a second problem still gets its line.
@@ -180,20 +208,31 @@ class Worker:
         for done in frames.run(rt.pipeline, batch):
             rt.diagnostics.count_batch(len(done))
             for f, result in done:
-                self._note_fit(f.origin[0], result)
+                self._note_fit(f, result, cfg)
+                f.origin[0].notes.update(result.notes)  # the newest frame's, for /diagnostics
             # Fill and publish on the publishing thread while this one runs the next forward
             # (waits here while the previous batch is still being published).
             self.handoff.submit(lambda done=done: self.publish_batch(done, cfg),
                                 cfg.output.overlap)
 
-    def _note_fit(self, cam: Camera, result: Result) -> None:
-        """Log when a camera's metres come back after an outage (the stop was warned)."""
-        if cam.anchors is None or result.mode != 'fitted' or result.fit is None:
+    def _note_fit(self, f: FrameIn, result: Result, cfg: Config) -> None:
+        """Log when a camera's metres come back (the stop was warned); count drop-outs.
+
+        A drop-out: metres stop after a fit while anchor messages kept arriving (one stamped
+        more than anchors.max_age after the last accepted fit is in): the anchors did not stop.
+        """
+        cam = f.origin[0]
+        anchors, rep = cam.anchors, result.fit
+        if anchors is None or result.mode != 'fitted' or rep is None:
             return
-        if cam.suspended and result.fit.metric:
+        if cam.suspended and rep.metric:
             self.rt.node.get_logger().info(
                 f'{cam.label}: anchors are back; publishing metres again.')
-        cam.suspended = not result.fit.metric
+        elif not cam.suspended and not rep.metric and math.isfinite(rep.age):
+            last_fit = f.stamp_ns - rep.age * 1e9
+            if anchors.newest > last_fit + cfg.anchors.max_age * 1e9:
+                cam.metre_dropouts += 1
+        cam.suspended = not rep.metric
 
     # ------------------------------------------------------------------ publishing
 

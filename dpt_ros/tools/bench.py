@@ -20,6 +20,12 @@ Sections, all measured in one run on one device:
            context switches per frame; the same again in a node with memory.keep_freed off;
            then a relay process in the node's place (prebuilt depth + cloud of the same
            sizes, no model) gives this run's transport floor.
+With --multitask instead: a checkpoint with depth and segmentation heads (TIPSv2-DPT) run
+once per frame for both, against the two separate forwards it replaces (a depth and a
+segmentation checkpoint of the same backbone size), bare forwards and the whole pipeline.
+Prompted checkpoints (Prompt Depth Anything) get anchors from the scene's true depth; the
+naive section runs for checkpoints transformers' DPT processor serves, the DDS section for
+those a node runs without anchors.
 Start-up work (engine build or load, compile and CUDA-graph capture, cuDNN autotuning) is
 done by Pipeline.prepare before any timing, in every process.
 Writes results.json, results.md and latency.png to --out.
@@ -46,8 +52,12 @@ from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.backends import BACKENDS, BY_NAME as BACKENDS_BY_NAME, NAMES as BACKEND_NAMES
 from dpt_ros.core.config import Config
+from dpt_ros.core.metric import Anchors
+from dpt_ros.core.models import PROMPTED_MODEL_TYPES
 from dpt_ros.core.outputs import DECODE, EncodeOptions, FILL, FORWARD, FRAME_STAGES, PUBLISH
 from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.core.preprocess import prompt_depth
+from dpt_ros.core.prompt import dense_prompt
 from dpt_ros.core.reports import percentile
 from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
 from dpt_ros.tools.toolkit import jsonable, profile_env, pyplot, summary, write_report
@@ -102,9 +112,23 @@ def _fill_publish(pub: Any, encoded: List[Any], header: Any, info: Any,
     return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
 
 
+def scene_anchors(depth: np.ndarray, count: int = 1000, seed: int = 0) -> Anchors:
+    """Return anchors at count random valid pixels of a true depth map (a prompted model's)."""
+    flat = depth.reshape(-1)
+    pick = np.random.default_rng(seed).choice(np.flatnonzero(np.isfinite(flat) & (flat > 0)),
+                                              count, replace=False)
+    w = depth.shape[1]
+    return Anchors((pick % w).astype(np.float32), (pick // w).astype(np.float32),
+                   flat[pick].astype(np.float32))
+
+
 def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[str],
-                 iters: int, warmup: int, pub: Any) -> Dict[str, Any]:
-    """Per-stage latency of our path, fill + publish as messages and as bytes included."""
+                 iters: int, warmup: int, pub: Any,
+                 anchors: Optional[Anchors] = None) -> Dict[str, Any]:
+    """Per-stage latency of our path, fill + publish as messages and as bytes included.
+
+    anchors: every frame's (a prompted model needs them).
+    """
     msg = _image_msg(rgb)
     info = conv.camera_info_from_intrinsics(intr) if pub.ok else None
     header = getattr(msg, 'header', None)
@@ -115,7 +139,7 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
         t0 = time.perf_counter()
         frame = conv.decode_image(msg)
         t1 = time.perf_counter()
-        r = pipe.process(frame, intr, want)
+        r = pipe.process(frame, intr, want, anchors)
         t2 = time.perf_counter()
         times = {}
         if pub.ok:
@@ -157,11 +181,19 @@ def timed_ms(pipe: Pipeline, fn: Callable[[], Any], iters: int, warmup: int) -> 
     return times
 
 
-def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int) -> Dict[str, Any]:
-    """Time the network alone (its backend too) on already-preprocessed pixel_values."""
+def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int,
+                  anchors: Optional[Anchors] = None) -> Dict[str, Any]:
+    """Time the network alone (its backend too) on already-preprocessed pixel_values.
+
+    anchors: a prompted model's, made into its prompt once (not timed).
+    """
     m = pipe.depth_model
     pv = pipe.pixel_values(m, conv.Frame(rgb, 'rgb8'))
-    times = timed_ms(pipe, lambda: pipe.forward(m, pv), iters, warmup)
+    prompt = None
+    if m.needs_prompt:
+        dense, _ = dense_prompt([anchors], rgb.shape[:2], pipe.device)
+        prompt = prompt_depth(dense)
+    times = timed_ms(pipe, lambda: pipe.forward(m, pv, prompt), iters, warmup)
     res = summary(times)
     res['raw'] = times
     res['input'] = list(pv.shape)
@@ -283,12 +315,25 @@ def make_pipeline(ckpt: Path, device: str, precision: str, backend: str = 'torch
     """Return the benchmark's pipeline and the node settings that match it (depth + points)."""
     cfg = Config().replace({'model.depth': str(ckpt), 'model.device': device,
                             'model.precision': precision, 'model.backend': backend,
-                            'model.engine_dir': engine_dir})
+                            'model.engine_dir': engine_dir,
+                            'anchors.source': 'depth_image' if prompted(ckpt) else 'none'})
     pipe = Pipeline(cfg, log=log)
-    depth_cfg = depth_points_config(pipe.depth_model.metric)
+    depth_cfg = depth_points_config(pipe.depth_model.gives_metres)
     pipe.update(pipe.config.replace(depth_cfg))
     # The DDS node shares the engine / export cache, so it loads what was built here.
     return pipe, dict(depth_cfg, **{'model.engine_dir': engine_dir})
+
+
+def prompted(ckpt: Path) -> bool:
+    """Whether a checkpoint folder holds a prompted model (its anchors are its prompt)."""
+    return json.loads((ckpt / 'config.json').read_text()).get('model_type') in \
+        PROMPTED_MODEL_TYPES
+
+
+def naive_serves(pipe: Pipeline) -> bool:
+    """Whether the naive wrapper (transformers' DPT processor, no prompt) runs this model."""
+    m = pipe.depth_model
+    return m.spec.kind == 'dpt' and not m.needs_prompt
 
 
 def run_backend(args: argparse.Namespace) -> int:
@@ -302,8 +347,9 @@ def run_backend(args: argparse.Namespace) -> int:
     warm = pipe.prepare(args.height, args.width)  # engine build/load, compile: not timed
     s = synthetic_scene(args.width, args.height)
     no_pub = argparse.Namespace(ok=False)
-    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, args.iters, 2, no_pub)
-    fw = bench_forward(pipe, s.rgb, args.iters, 2)
+    anchors = scene_anchors(s.depth) if pipe.prompted else None
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, args.iters, 2, no_pub, anchors)
+    fw = bench_forward(pipe, s.rgb, args.iters, 2, anchors)
     # Read after the timings: a backend may fall back on any call, not only the first.
     print(json.dumps({'ran': pipe.depth_model.backend, 'forward': fw['raw'],
                       'pipeline': st['raw_pipeline'], 'in_pipeline': st['raw_forward'],
@@ -373,17 +419,23 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     s = synthetic_scene(w, h)
     warm = pipe.prepare(h, w)  # autotune (and any backend's start-up): not in the timings
     log(f'  {w}x{h}: stages ...')
-    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, ctx.iters, ctx.warmup, ctx.pub)
-    fw = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup)
-    naive_iters = max(2, ctx.iters // 2) if w * h > 640 * 480 else ctx.iters
-    log(f'  {w}x{h}: naive wrapper ...')
-    nv = bench_naive(ckpt, s.rgb, s.intrinsics, naive_iters, 1, ctx.dev, pipe.depth_model.dtype)
+    anchors = scene_anchors(s.depth) if pipe.prompted else None
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, ctx.iters, ctx.warmup, ctx.pub,
+                      anchors)
+    fw = bench_forward(pipe, s.rgb, ctx.iters, ctx.warmup, anchors)
     ours_over = [t - f for t, f in zip(st['raw_total'], st['raw_forward'])]
-    size = {'stages': _strip_raw(st), 'forward_bare': _strip_raw(fw), 'naive': _strip_raw(nv),
+    size = {'stages': _strip_raw(st), 'forward_bare': _strip_raw(fw),
             'our_overhead': summary(ours_over),
-            'raw': {'ours': st['raw_total'], 'forward': fw['raw'], 'naive': nv['raw_total']}}
-    size['ratio_naive_overhead_vs_ours'] = (
-        nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
+            'raw': {'ours': st['raw_total'], 'forward': fw['raw']}}
+    if naive_serves(pipe):
+        naive_iters = max(2, ctx.iters // 2) if w * h > 640 * 480 else ctx.iters
+        log(f'  {w}x{h}: naive wrapper ...')
+        nv = bench_naive(ckpt, s.rgb, s.intrinsics, naive_iters, 1, ctx.dev,
+                         pipe.depth_model.dtype)
+        size['naive'] = _strip_raw(nv)
+        size['raw']['naive'] = nv['raw_total']
+        size['ratio_naive_overhead_vs_ours'] = (
+            nv['overhead']['p50'] / max(size['our_overhead']['p50'], 1e-6))
     if ctx.cuda_flags and ctx.dev.type == 'cuda':
         size['cuda_flags'] = bench_cuda_flags(pipe, s.rgb, ctx.iters, ctx.warmup)
     backends = {'torch': _backend_row(pipe.depth_model.backend, fw['raw'], st['raw_pipeline'],
@@ -396,8 +448,8 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     best = fastest(backends)
     size['backends'] = {b: _strip_raw(r) for b, r in backends.items()}
     size['best_backend'] = best
-    if not ctx.dds or (ctx.smoke and not first):
-        return size
+    if not ctx.dds or (ctx.smoke and not first) or pipe.prompted:
+        return size  # a prompted model's node needs an anchor stream beside the images
     from dpt_ros.tools.dds_clients import bench_dds
     # The node's frame time with that backend: its pipeline plus this run's fill + publish.
     est = backends[best]['pipeline']['p50'] + st['total']['p50'] - st['pipeline']['p50']
@@ -496,16 +548,109 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             for w, h in ctx.sizes:
                 size = bench_size(ctx, preset, ckpt, pipe, depth_cfg, w, h)
                 entry['sizes'][f'{w}x{h}'] = size
+                naive = size.get('naive', {}).get('overhead', {}).get('p50')
                 ctx.log(f"  {w}x{h}: forward {size['forward_bare']['p50']:.1f} ms, ours total "
                         f"{size['stages']['total']['p50']:.1f} ms (overhead "
                         f"{size['our_overhead']['p50']:.1f}), naive overhead "
-                        f"{size['naive']['overhead']['p50']:.1f} ms, fastest backend "
+                        f"{'-' if naive is None else f'{naive:.1f} ms'}, fastest backend "
                         f"{size['best_backend']}")
             pipe.close()
             results['models'][preset] = entry
     finally:
         ctx.pub.close()
     return results
+
+
+# ------------------------------------------------------------------ one forward, several heads
+
+MULTITASK_PRESET = 'tipsv2-b14'  # google/tipsv2-b14-dpt's shape: ViT-B/14, three heads
+MULTITASK_OUTPUTS = frozenset({'depth', 'labels'})
+
+
+def bench_multitask(preset: str, work: Path, device: str, precision: str, width: int,
+                    height: int, iters: int, warmup: int,
+                    log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Time one multi-task forward for depth + labels against the two forwards it replaces.
+
+    One: the checkpoint named in model.depth and model.segmentation (one backbone pass, its
+    depth and segmentation heads). Two: the same architecture as a depth checkpoint and a
+    second segmentation checkpoint (another seed: not the same checkpoint, so loaded apart),
+    each with its own backbone pass. Bare forwards on ready pixel_values, and the pipeline for
+    depth/image + segmentation/image; the two are timed in alternation, frame by frame.
+    """
+    one_ckpt = checkpoint(preset, work)
+    two_ckpt = work / f'{preset}-seed1'
+    if not (two_ckpt / 'config.json').exists():
+        make_random_checkpoint(two_ckpt, preset, seed=1)
+    base = {'model.device': device, 'model.precision': precision, 'normals.source': 'depth'}
+    pipes = {
+        'one': Pipeline(Config().replace(dict(base, **{
+            'model.depth': str(one_ckpt), 'model.segmentation': str(one_ckpt)})), log=log),
+        'two': Pipeline(Config().replace(dict(base, **{
+            'model.depth': str(one_ckpt), 'model.segmentation': str(two_ckpt)})), log=log)}
+    s = synthetic_scene(width, height)
+    frame = conv.Frame(s.rgb, 'rgb8')
+    ready = {}
+    for k, pipe in pipes.items():
+        pipe.prepare(height, width)
+        ready[k] = [(m, pipe.pixel_values(m, frame)) for m in pipe.models()]
+    times = {k: {'forward': [], 'pipeline': []} for k in pipes}
+    runs = dict.fromkeys(pipes, 0)
+    for i in range(warmup + iters):
+        for k in (('one', 'two') if i % 2 == 0 else ('two', 'one')):
+            pipe = pipes[k]
+            fw = timed_ms(pipe, lambda: [pipe.forward(m, pv) for m, pv in ready[k]], 1, 0)
+            before = pipe.forwards
+            t = time.perf_counter()
+            pipe.process(frame, s.intrinsics, MULTITASK_OUTPUTS)
+            pipe.synchronize()
+            ms = (time.perf_counter() - t) * 1e3
+            runs[k] = pipe.forwards - before
+            if i >= warmup:
+                times[k]['forward'] += fw
+                times[k]['pipeline'].append(ms)
+    out: Dict[str, Any] = {'preset': preset, 'camera': f'{width}x{height}'}
+    for k, pipe in pipes.items():
+        models = pipe.models()
+        out[k] = {'forward': summary(times[k]['forward']),
+                  'pipeline': summary(times[k]['pipeline']),
+                  'forwards_per_frame': runs[k],
+                  'models': [f'{type(m.net.model).__name__} ({m.num_parameters / 1e6:.1f} M)'
+                             for m in models],
+                  'input': list(ready[k][0][1].shape)}
+        pipe.close()
+    for part in ('forward', 'pipeline'):
+        out[f'ratio_{part}'] = out['two'][part]['p50'] / max(out['one'][part]['p50'], 1e-6)
+    return out
+
+
+def markdown_multitask(res: Dict[str, Any]) -> str:
+    """Render the multi-task comparison as markdown."""
+    net_in = 'x'.join(map(str, res['one']['input'][2:]))
+    lines = [f"Device: {res['device']}; torch {res['torch']}; precision {res['precision']}.",
+             '', f"**{res['preset']}**, depth + segmentation of {res['camera']} camera frames, "
+             f"network input {net_in}:", '',
+             '| | models | forwards per frame | bare forward p50 ms | pipeline p50 ms |',
+             '|---|---|---|---|---|']
+    for k, label in (('one', 'one checkpoint in model.depth and model.segmentation'),
+                     ('two', 'a depth and a segmentation checkpoint')):
+        r = res[k]
+        lines.append(f"| {label} | {', '.join(r['models'])} | {r['forwards_per_frame']} | "
+                     f"{r['forward']['p50']:.1f} | {r['pipeline']['p50']:.1f} |")
+    lines += ['', f"- two forwards / one: bare forward **{res['ratio_forward']:.2f}x**, "
+              f"pipeline **{res['ratio_pipeline']:.2f}x**"]
+    return '\n'.join(lines)
+
+
+def run_multitask(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run --multitask: one preset (default MULTITASK_PRESET) at --width x --height."""
+    work, dev, _, res = _setup(args)
+    preset = (args.models or [MULTITASK_PRESET])[0]
+    print(f'{preset}: one multi-task forward vs two forwards, {args.iters} frames ...')
+    res.update(bench_multitask(preset, work, str(dev), res['precision'], args.width,
+                               args.height, args.iters, 1 if args.smoke else 2,
+                               log=lambda m: print(f'  {m}')))
+    return res
 
 
 def other_size(width: int, height: int) -> Tuple[int, int]:
@@ -649,12 +794,18 @@ def markdown(res: Dict[str, Any]) -> str:
             t, f = r['stages']['total'], r['forward_bare']
             lines += [f"| **total (ours, in-process, bytes path)** | {t['p50']:.2f} | "
                       f"{t['p95']:.2f} |",
-                      f"| bare forward | {f['p50']:.2f} | {f['p95']:.2f} |",
-                      f"| naive wrapper total | {r['naive']['total']['p50']:.2f} | "
-                      f"{r['naive']['total']['p95']:.2f} |", '']
-            lines.append(f"- overhead outside the forward: ours {r['our_overhead']['p50']:.1f} "
-                         f"ms, naive {r['naive']['overhead']['p50']:.1f} ms -> "
-                         f"**{r['ratio_naive_overhead_vs_ours']:.1f}x lower**")
+                      f"| bare forward | {f['p50']:.2f} | {f['p95']:.2f} |"]
+            if 'naive' in r:
+                lines += [f"| naive wrapper total | {r['naive']['total']['p50']:.2f} | "
+                          f"{r['naive']['total']['p95']:.2f} |", '']
+                lines.append(f"- overhead outside the forward: ours "
+                             f"{r['our_overhead']['p50']:.1f} ms, naive "
+                             f"{r['naive']['overhead']['p50']:.1f} ms -> "
+                             f"**{r['ratio_naive_overhead_vs_ours']:.1f}x lower**")
+            else:
+                lines += ['', f"- overhead outside the forward: ours "
+                          f"{r['our_overhead']['p50']:.1f} ms (no naive wrapper: transformers' "
+                          'DPT processor does not serve this checkpoint)']
             if 'cuda_flags' in r:
                 lines.append('- bare forward p50 by setting: ' + '; '.join(
                     f'{k}: {v:.2f} ms' for k, v in r['cuda_flags'].items()))
@@ -788,8 +939,9 @@ def plot(res: Dict[str, Any], path: Path) -> bool:
     rows = [(p, s, r) for p, e in res['models'].items() for s, r in e['sizes'].items()]
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
     for ax, (preset, size, r) in zip(axes[0], rows):
-        data = [r['raw']['forward'], r['raw']['ours'], r['raw']['naive']]
-        labels = ['bare forward', 'ours', 'naive']
+        data = [r['raw']['forward'], r['raw']['ours']] + \
+            ([r['raw']['naive']] if 'naive' in r['raw'] else [])
+        labels = ['bare forward', 'ours', 'naive'][:len(data)]
         if 'dds' in r:
             data.append(r['dds']['latency']['raw_latency'])
             labels.append('DDS e2e')
@@ -803,6 +955,17 @@ def plot(res: Dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def write_section(out: Path, stem: str, res: Dict[str, Any],
+                  render: Callable[[Dict[str, Any]], str]) -> None:
+    """Write one section's results as out/stem.json and .md; print the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f'{stem}.json').write_text(json.dumps(jsonable(res), indent=1))
+    md = render(res)
+    (out / f'{stem}.md').write_text(md + '\n')
+    print('\n' + md)
+    print(f"wrote {out / f'{stem}.json'}, {out / f'{stem}.md'}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -835,8 +998,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help='with --cameras: frames/s of each camera (default 15)')
     ap.add_argument('--seconds', type=float, default=30.0,
                     help='with --cameras: measured seconds per layout (default 30)')
-    ap.add_argument('--width', type=int, default=640, help='with --cameras: frame width')
-    ap.add_argument('--height', type=int, default=480, help='with --cameras: frame height')
+    ap.add_argument('--multitask', action='store_true',
+                    help='instead of the sections above: one forward of a checkpoint with depth '
+                    'and segmentation heads against the two separate forwards it replaces '
+                    f'(--models: its preset, default {MULTITASK_PRESET}); prints the figures '
+                    'and the ratio')
+    ap.add_argument('--width', type=int, default=640,
+                    help='with --cameras or --multitask: frame width')
+    ap.add_argument('--height', type=int, default=480,
+                    help='with --cameras or --multitask: frame height')
     ap.add_argument('--role', default='', help=argparse.SUPPRESS)
     ap.add_argument('--ns', nargs='+', default=['/dpt_bench'], help=argparse.SUPPRESS)
     ap.add_argument('--rate', type=float, default=10.0, help=argparse.SUPPRESS)
@@ -866,14 +1036,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dpt_ros.tools.dds_clients import have_rclpy
         if not have_rclpy():
             ap.error('--cameras runs dpt_node processes over DDS: it needs rclpy (ROS 2)')
-        res = run_cameras(args)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'cameras.json').write_text(json.dumps(jsonable(res), indent=1))
-        md = markdown_cameras(res)
-        (out / 'cameras.md').write_text(md + '\n')
-        print('\n' + md)
-        print(f"wrote {out / 'cameras.json'}, {out / 'cameras.md'}")
+        write_section(Path(args.out), 'cameras', run_cameras(args), markdown_cameras)
+        return 0
+    if args.multitask:
+        write_section(Path(args.out), 'multitask', run_multitask(args), markdown_multitask)
         return 0
     res = run(args)
     write_report(Path(args.out), res, markdown, plot, 'latency.png')

@@ -538,6 +538,10 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
 
 # ------------------------------------------------------------------ dpt_demo: frames to files
 
+# What the demo asks beyond the defaults: normals in the cloud too (its .ply files hold them).
+DEMO_SETTINGS = {'points.normals': True}
+
+
 def _saved_from_messages(msgs: Dict[str, Any], latency_ms: float) -> Saved:
     """Turn one frame's output messages (by output name) into arrays, as the demo writes them."""
     saved = Saved(latency_ms=latency_ms)
@@ -548,6 +552,8 @@ def _saved_from_messages(msgs: Dict[str, Any], latency_ms: float) -> Saved:
             xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1)
             rgb = conv.unpack_rgb(pts['rgb']) if 'rgb' in pts.dtype.names else None
             saved.cloud = (xyz, rgb)
+            saved.cloud_fields = {n: pts[n] for n in pts.dtype.names
+                                  if n not in ('x', 'y', 'z', 'rgb')}
         elif o.msg_type == conv.IMAGE_TYPE:
             arr = conv.image_to_array(msg)
             saved.arrays[name] = conv.encoded_to_depth(arr, msg.encoding) if name == 'depth' \
@@ -597,7 +603,8 @@ def run_through_node(frames: List[SampleFrame], depth: str, seg: str, device: st
 
     ns = '/dpt_demo'
     tmp = Path(tempfile.mkdtemp(prefix='dpt_demo_'))
-    proc = start_node({'model.depth': depth, 'model.segmentation': seg, 'model.device': device},
+    proc = start_node(dict(DEMO_SETTINGS, **{'model.depth': depth, 'model.segmentation': seg,
+                                             'model.device': device}),
                       ns, tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     say(f"started the node: {' '.join(proc.args)}")
     log: List[str] = []

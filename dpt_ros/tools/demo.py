@@ -20,7 +20,7 @@ import numpy as np
 
 from dpt_ros.core import outputs
 from dpt_ros.core.config import Config, DEFAULT_DEPTH_MODEL
-from dpt_ros.core.conversions import INFO_TYPE
+from dpt_ros.core.conversions import INFO_TYPE, LABEL_FIELD
 from dpt_ros.tools.sample import make_random_checkpoint, SampleFrame, synthetic_sequence
 from dpt_ros.tools.toolkit import profile_env, Saved, say
 
@@ -28,7 +28,7 @@ _RANDOM_NOTE = ('The output shows that the pipeline runs end to end; it is NOT m
                 'depth or segmentation.')
 # File names of outputs whose name alone would say less (the rest use the output's name).
 _FILE_NAMES = {'depth': 'depth_mm', 'relative': 'relative_inverse_depth',
-               'seg_colored': 'labels_colored'}
+               'seg_colored': 'labels_colored', 'normals_colored': 'normals'}
 
 
 def _check_model(source: str, task: str) -> Optional[str]:
@@ -75,19 +75,34 @@ def write_png(path: Path, arr: np.ndarray) -> None:
         raise OSError(f'cannot write {path}')
 
 
-def write_ply(path: Path, xyz: np.ndarray, rgb: Optional[np.ndarray]) -> int:
-    """Write finite points as binary little-endian PLY (x y z float, optional uchar rgb)."""
+# Cloud fields -> PLY properties: normals as nx ny nz (what MeshLab, CloudCompare and Open3D
+# read), the class id as a uint 'label'.
+_PLY_FIELDS = {'normal_x': ('nx', '<f4'), 'normal_y': ('ny', '<f4'), 'normal_z': ('nz', '<f4'),
+               'label': ('label', '<u4')}
+_PLY_TYPES = {'<f4': 'float', 'u1': 'uchar', '<u4': 'uint'}
+
+
+def write_ply(path: Path, xyz: np.ndarray, rgb: Optional[np.ndarray],
+              extra: Optional[Dict[str, np.ndarray]] = None) -> int:
+    """Write finite points as binary little-endian PLY (x y z float, optional uchar rgb).
+
+    extra: the cloud's normal_x / normal_y / normal_z (written nx, ny, nz) and label fields.
+    """
     ok = np.isfinite(xyz).all(axis=1)
     xyz = xyz[ok].astype('<f4')
     fields = [('x', '<f4'), ('y', '<f4'), ('z', '<f4')]
     if rgb is not None:
         fields += [('red', 'u1'), ('green', 'u1'), ('blue', 'u1')]
+    extra = {k: v for k, v in (extra or {}).items() if k in _PLY_FIELDS}
+    fields += [_PLY_FIELDS[k] for k in extra]
     data = np.empty(len(xyz), dtype=fields)
     data['x'], data['y'], data['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     if rgb is not None:
         rgb = rgb[ok]
         data['red'], data['green'], data['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    props = ''.join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in fields)
+    for k, v in extra.items():
+        data[_PLY_FIELDS[k][0]] = v.reshape(-1)[ok]
+    props = ''.join(f'property {_PLY_TYPES[t]} {n}\n' for n, t in fields)
     head = (f'ply\nformat binary_little_endian 1.0\ncomment dpt_ros demo, optical frame '
             f'(x right, y down, z forward), metres\nelement vertex {len(data)}\n{props}'
             'end_header\n')
@@ -118,6 +133,8 @@ def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]
         arr = saved.arrays.get(o.name)
         if arr is None or o.msg_type == INFO_TYPE:
             continue
+        if arr.ndim == 3 and arr.dtype.kind == 'f':
+            continue  # normals/image: its PNG is normals/colored
         name = f'{_FILE_NAMES.get(o.name, o.name)}_{i:04d}.png'
         if o.name == 'depth':
             mm = np.where(np.isfinite(arr), np.rint(arr * 1000), 0)
@@ -127,7 +144,7 @@ def save_frame(out: Path, i: int, frame: SampleFrame, saved: Saved) -> List[str]
         else:
             put(name, arr)
     if saved.cloud is not None:
-        n = write_ply(out / f'points_{i:04d}.ply', *saved.cloud)
+        n = write_ply(out / f'points_{i:04d}.ply', *saved.cloud, saved.cloud_fields)
         written.append(f'points_{i:04d}.ply ({n} points)')
     return written
 
@@ -140,8 +157,10 @@ def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
     """Fallback without ROS: the same pipeline, called directly."""
     from dpt_ros.core.conversions import Frame, unpack_rgb
     from dpt_ros.core.pipeline import Pipeline
-    cfg = Config().replace({'model.depth': depth, 'model.segmentation': seg,
-                            'model.device': device})
+    from dpt_ros.tools.dds_clients import DEMO_SETTINGS
+    cfg = Config().replace(dict(DEMO_SETTINGS, **{'model.depth': depth,
+                                                  'model.segmentation': seg,
+                                                  'model.device': device}))
     pipe = Pipeline(cfg, log=lambda m: say(f'  {m}'))
     results, timings = [], []
     for frame in frames:
@@ -152,6 +171,9 @@ def run_in_process(frames: List[SampleFrame], depth: str, seg: str,
         pts = r.arrays.get('points')
         if pts is not None:
             saved.cloud = (pts[:, :3], unpack_rgb(pts[:, 3]) if r.points_rgb else None)
+            saved.cloud_fields = {n: pts[:, 4 + k] for k, n in enumerate(r.points_extra) if n}
+            if LABEL_FIELD in saved.cloud_fields:
+                saved.cloud_fields[LABEL_FIELD] = saved.cloud_fields[LABEL_FIELD].view(np.uint32)
         results.append(saved)
         timings.append(r.timings)
     pipe.close()

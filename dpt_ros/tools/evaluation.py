@@ -571,12 +571,15 @@ def prompt_fill(seq: Sequence[Any], oracle: OracleDepth, frames: int, seed: int,
     """Measure the dense prompt's AbsRel to the truth (cell means), push-pull vs guided fill.
 
     The guide is the oracle relative model's output of the same frame fitted to the anchors
-    (prompt.fitted_guide), as a relative model run beside Prompt Depth Anything would give.
+    (prompt.fitted_guide), as a relative model run beside Prompt Depth Anything would give;
+    'previous' is guided by the previous frame's depth (what the node guides with: the
+    camera's previous output; here its truth, an upper bound, the camera having moved).
     Measures the prompt only: no Prompt Depth Anything weights exist here.
     """
     rng = np.random.default_rng([seed, 23])
     dev = torch.device('cpu')
     rows: Dict[str, Dict[str, List[float]]] = {}
+    previous = None
     for s in seq[:frames]:
         grid = pr.prompt_size(s.depth.shape)
         truth = pr.cell_means(torch.from_numpy(s.depth)[None], grid)[0]
@@ -588,17 +591,22 @@ def prompt_fill(seq: Sequence[Any], oracle: OracleDepth, frames: int, seed: int,
             guided, _ = pr.dense_prompt([a], s.depth.shape, dev, grid,
                                         guide=pr.fitted_guide(relative, [a]))
             row = rows.setdefault(name, {'anchors': [], 'pushpull': [], 'guided': [],
-                                         'cells': []})
+                                         'previous': [], 'cells': []})
             _, count = pr.splat([a], s.depth.shape, grid, dev)
             row['anchors'].append(float(a.z.size))
             row['cells'].append(float((count > 0).float().mean()))
-            for key, p in (('pushpull', plain[0]), ('guided', guided[0])):
+            fills = [('pushpull', plain[0]), ('guided', guided[0])]
+            if previous is not None:
+                fills.append(('previous', pr.dense_prompt(
+                    [a], s.depth.shape, dev, grid, guide=previous)[0][0]))
+            for key, p in fills:
                 ok = torch.isfinite(truth) & torch.isfinite(p)
                 row[key].append(float(((p[ok] - truth[ok]).abs() / truth[ok]).mean()))
+        previous = torch.from_numpy(s.depth)[None]
     return {'frames': min(frames, len(seq)), 'noise': noise,
             'grid': list(pr.prompt_size(seq[0].depth.shape)),
-            'patterns': {k: {m: float(np.mean(v)) for m, v in r.items()}
-                         for k, r in rows.items()}}
+            'patterns': {k: {m: float(np.mean(v)) if v else float('nan')
+                             for m, v in r.items()} for k, r in rows.items()}}
 
 
 def real_weights(model_dir: str, data: Path, log: Callable[[str], None]) -> Dict[str, Any]:
@@ -780,12 +788,14 @@ def markdown(res: Dict[str, Any]) -> str:
                   f"({pf['grid'][1]} x {pf['grid'][0]} cells, {pf['noise'] * 100:g} % anchor "
                   f"noise, {pf['frames']} frames; AbsRel of the prompt to the true depth's cell "
                   'means; guided: the oracle relative output of the same frame fitted to the '
-                  'anchors, then corrected to meet them):', '',
-                  '| anchors | per frame | cells with one | push-pull | guided |',
-                  '|---|---|---|---|---|']
+                  'anchors, then corrected to meet them; previous frame: guided by the '
+                  "previous frame's true depth, as the node guides by a camera's previous "
+                  'output):', '',
+                  '| anchors | per frame | cells with one | push-pull | guided | previous frame |',
+                  '|---|---|---|---|---|---|']
         for name, r in pf['patterns'].items():
             lines.append(f"| {name} | {r['anchors']:.0f} | {r['cells']:.1%} | "
-                         f"{_f(r['pushpull'])} | {_f(r['guided'])} |")
+                         f"{_f(r['pushpull'])} | {_f(r['guided'])} | {_f(r['previous'])} |")
         lines.append('')
     real = res['real']
     if 'skipped' in real:

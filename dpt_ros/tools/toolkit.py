@@ -131,6 +131,8 @@ class Saved:
 
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)
     cloud: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None  # xyz, rgb uint8
+    # The cloud's other fields by name (normal_x, normal_y, normal_z, label), point by point.
+    cloud_fields: Dict[str, np.ndarray] = field(default_factory=dict)
     latency_ms: float = float('nan')
 
 

@@ -43,12 +43,18 @@ def check(msg_type, fields, hdr, info=None):
     return ours
 
 
-def full_result(h, w, labels_dtype=np.uint8, rgb=True, dense=False):
-    """Build a pipeline Result with every output set (random content, NaN in depth and cloud)."""
+def full_result(h, w, labels_dtype=np.uint8, rgb=True, dense=False, extra=()):
+    """Build a pipeline Result with every output set (random content, NaN in depth and cloud).
+
+    extra: the cloud's columns after x y z rgb (normals, label, padding).
+    """
     r = Result(h, w)
     depth = RNG.uniform(0.2, 9.0, (h, w)).astype(np.float32)
     depth[RNG.random((h, w)) < 0.2] = np.nan
-    pts = RNG.normal(size=(h * w, 4)).astype(np.float32)
+    pts = RNG.normal(size=(h * w, 4 + len(extra))).astype(np.float32)
+    if 'label' in extra:
+        pts[:, 4 + extra.index('label')] = RNG.integers(0, 150, h * w).astype(
+            np.uint32).view(np.float32)
     pts[RNG.random(h * w) < 0.2, :3] = np.nan
     if dense:
         pts = pts[np.isfinite(pts[:, 2])]
@@ -56,7 +62,12 @@ def full_result(h, w, labels_dtype=np.uint8, rgb=True, dense=False):
     else:
         r.points_shape = (h, w)
     r.points_rgb = rgb
+    r.points_extra = tuple(extra)
+    normals = RNG.normal(size=(h, w, 3)).astype(np.float32)
+    normals[RNG.random((h, w)) < 0.2] = np.nan
     r.arrays = {
+        'normals': normals, 'normals_colored': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
+
         'relative': RNG.random((h, w)).astype(np.float32), 'depth': depth, 'points': pts,
         'depth_colored': RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
         'labels': RNG.integers(0, np.iinfo(labels_dtype).max, (h, w)).astype(labels_dtype),
@@ -79,15 +90,15 @@ def camera_info(w, h):
 
 
 @pytest.mark.parametrize('frame_id', FRAME_IDS)
-@pytest.mark.parametrize('h, w, encoding, labels_dtype, rgb, dense', [
-    (480, 640, '32FC1', np.uint8, True, False),
-    (5, 7, '16UC1', np.uint16, False, False),      # odd sizes: rows of 7 / 21 bytes
-    (3, 1, '32FC1', np.uint16, True, True),
-    (9, 13, '16UC1', np.uint8, False, True),
+@pytest.mark.parametrize('h, w, encoding, labels_dtype, rgb, dense, extra', [
+    (480, 640, '32FC1', np.uint8, True, False, ('normal_x', 'normal_y', 'normal_z', 'label')),
+    (5, 7, '16UC1', np.uint16, False, False, ()),      # odd sizes: rows of 7 / 21 bytes
+    (3, 1, '32FC1', np.uint16, True, True, ('label', '', '', '')),
+    (9, 13, '16UC1', np.uint8, False, True, ('normal_x', 'normal_y', 'normal_z', '')),
 ])
 def test_every_output_deserializes_to_the_message_path(frame_id, h, w, encoding, labels_dtype,
-                                                       rgb, dense):
-    result = full_result(h, w, labels_dtype, rgb, dense)
+                                                       rgb, dense, extra):
+    result = full_result(h, w, labels_dtype, rgb, dense, extra)
     fields = encoded(result, encoding)
     assert set(fields) == outputs.ALL, 'every published output is covered'
     hdr = header(frame_id)
@@ -99,7 +110,10 @@ def test_every_output_deserializes_to_the_message_path(frame_id, h, w, encoding,
     assert fields['depth'][1]['encoding'] == encoding
     assert fields['labels'][1]['encoding'] == ('mono8' if labels_dtype == np.uint8 else 'mono16')
     cloud = fields['points'][1]
-    assert [f[0] for f in cloud['fields']] == (['x', 'y', 'z', 'rgb'] if rgb else ['x', 'y', 'z'])
+    assert [f[0] for f in cloud['fields']] == (['x', 'y', 'z', 'rgb'] if rgb else
+                                               ['x', 'y', 'z']) + [n for n in extra if n]
+    assert cloud['point_step'] == 16 + 4 * len(extra)
+    assert fields['normals'][1]['encoding'] == '32FC3'
 
 
 def test_empty_cloud_and_negative_stamp_and_unicode_frame():

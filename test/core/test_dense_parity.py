@@ -18,8 +18,11 @@ import torch
 
 from dpt_ros.core import normals as nm
 from dpt_ros.core import postprocess as post
-from dpt_ros.core.config import ModelConfig
+from dpt_ros.core.config import Config, ModelConfig
+from dpt_ros.core.conversions import Frame
+from dpt_ros.core.geometry import Intrinsics
 from dpt_ros.core.models import load_model
+from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.preprocess import Preprocessor, prompt_depth, to_rgb
 from dpt_ros.tools.sample import synthetic_scene
 
@@ -117,6 +120,9 @@ def test_depth_pro_metres_match_transformers_given_the_same_focal_length(
     assert str(ref['processor']) == 'DepthProImageProcessor'
     m = load_model(str(ckpt), 'depth', CPU, lambda _m: None, heads=('depth', 'fov'))
     assert m.depth_units == 'canonical_inverse' and not m.metric
+    # Metres over the whole range Depth Pro's post-processing clamps to.
+    pipe = Pipeline(Config().replace({'model.depth': str(ckpt), 'model.device': 'cpu',
+                                      'depth.min': 0.0, 'depth.max': 1e4}), log=lambda _m: None)
     for i, (name, rgb, _) in enumerate(items):
         h, w = rgb.shape[:2]
         pv = ours_pixel_values(m, rgb)
@@ -144,6 +150,16 @@ def test_depth_pro_metres_match_transformers_given_the_same_focal_length(
         twice, _, _ = post.depth_pro_metres(inverse, (h, w), [2 * fx], fov)
         ok = at_fx < 1e3  # away from the clamp
         assert ok.mean() > 0.5 and np.allclose(twice[0].numpy()[ok], 2 * at_fx[ok], rtol=1e-5)
+        # Through the pipeline (the node's and dpt_bag's road): camera_info's fx, else the FoV.
+        intr = Intrinsics(fx=fx, fy=fx, cx=w / 2 - 0.5, cy=h / 2 - 0.5, width=w, height=h)
+        for given, key, source in ((intr, 'depth_fx', 'camera_info'),
+                                   (None, 'depth_fov', 'predicted_fov')):
+            r = pipe.process(Frame(rgb, 'rgb8'), given, {'depth'})
+            assert r.mode == 'metric' and r.notes['focal_source'] == source, name
+            med, p99 = rel_stats(r.arrays['depth'], ref[f'{key}_{i}'])
+            record_figure(f'depth_pro metres through the pipeline ({source}) {name}',
+                          f'median {med:.2e}, p99 {p99:.2e}')
+            assert med <= 1e-4 and p99 <= 1e-3, (name, source, med, p99)
 
 
 def _prompt_mm(depth, hw):

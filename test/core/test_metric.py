@@ -152,6 +152,26 @@ def test_hold_then_no_metres_with_one_warning_then_recovery():
     assert tr.report('cam').state == 'fitted' and tr.sources() == ['cam']
 
 
+def test_hold_covers_the_last_frames_of_a_slowly_served_camera():
+    """Frames 0.6 s apart (a busy node), anchors.hold 1 s: frames, not seconds, end the hold."""
+    rng = np.random.default_rng(7)
+    for frames, held in ((3, 3), (1, 1), (0, 1)):
+        cfg = FITTED.replace({'anchors.hold': 1.0, 'anchors.hold_frames': frames})
+        tr = MetricTracker(torch.device('cpu'))
+        states = []
+        for i in range(10):
+            q, d = _frame(rng)
+            a = _anchors(rng, q) if i < 2 or i == 9 else None
+            fits, _ = tr.run(d[None], [a], ['cam'], [0.6 * i], cfg, True)
+            states.append(fits[0].report.state)
+            if fits[0].scale is not None:
+                assert _absrel(fits[0], d, q) < 0.02, (frames, i)
+        # The held frames: within 1 s (frame 2 at 0.6 s) or within the hold's frames.
+        assert states[:2] == ['fitted'] * 2 and states[9] == 'fitted', (frames, states)
+        assert states[2:2 + held] == ['held'] * held, (frames, states)
+        assert states[2 + held:9] == ['no anchors'] * (7 - held), (frames, states)
+
+
 def test_no_anchors_ever_warns_once_and_sources_are_separate():
     rng = np.random.default_rng(5)
     tr = MetricTracker(torch.device('cpu'))

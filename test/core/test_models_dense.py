@@ -82,13 +82,24 @@ def test_depth_pro_loads_with_its_field_of_view_head(checkpoints):
         load_model(dp, 'depth', cpu(input_height=128, input_width=128), **QUIET)
 
 
-def test_depth_pro_through_todays_pipeline_publishes_inverse_depth_only(checkpoints):
+def test_depth_pro_through_the_pipeline_gives_metres_from_either_focal_length(checkpoints):
     cfg = Config().replace({'model.depth': str(checkpoints('tiny-depth-pro')),
-                            'model.device': 'cpu', 'depth.temporal': False})
+                            'model.device': 'cpu', 'depth.temporal': False, 'depth.max': 1e4,
+                            'depth.min': 1e-4})
     pipe = Pipeline(cfg, log=lambda _m: None)
-    r = pipe.process(Frame(synthetic_scene(96, 72).rgb, 'rgb8'), None)
-    assert r.mode == 'relative_inverse' and 'depth' not in r.arrays
-    assert r.arrays['relative'].shape == (72, 96)
+    s = synthetic_scene(96, 72)
+    fov = pipe.process(Frame(s.rgb, 'rgb8'), None)
+    cam = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics)
+    assert fov.mode == cam.mode == 'metric' and 'relative' not in cam.arrays
+    assert fov.notes['focal_source'] == 'predicted_fov'
+    assert cam.notes['focal_source'] == 'camera_info'
+    assert float(cam.notes['focal_px']) == pytest.approx(s.intrinsics.fx, rel=1e-6)
+    # One network output, two focal lengths: metres scale with the focal length.
+    a, b = cam.arrays['depth'], fov.arrays['depth']
+    inside = (a > 2e-4) & (a < 5e3) & (b > 2e-4) & (b < 5e3)  # not at the inverse's clamp
+    assert inside.sum() > 100
+    expect = s.intrinsics.fx / float(fov.notes['focal_px'])
+    assert np.allclose(a[inside] / b[inside], expect, rtol=1e-4)
 
 
 def test_prompted_model_needs_a_prompt_and_others_take_none(checkpoints):

@@ -41,7 +41,10 @@ def test_only_requested_outputs(pipe):
     assert set(r.arrays) == outputs.ALL - {'relative', 'depth_info', 'confidence'}
     assert set(STAGES) <= set(r.timings) and all(v >= 0 for v in r.timings.values())
     a = r.arrays
-    assert a['points'].shape == (96 * 72, 4) and r.points_shape == (72, 96)
+    # With a segmentation model the cloud carries each point's class (points.labels).
+    assert a['points'].shape == (96 * 72, 8) and r.points_shape == (72, 96)
+    assert r.points_extra == ('label', '', '', '')
+    assert np.array_equal(a['points'][:, 4].view(np.uint32).reshape(72, 96), a['labels'])
     assert a['depth'].dtype == np.float32 and a['labels'].dtype == np.uint8
     encoded = outputs.encode(r, outputs.EncodeOptions('32FC1', camera_info=True))
     assert [o.name for o, _ in encoded] == [o.name for o in outputs.OUTPUTS
@@ -54,7 +57,7 @@ def test_output_table_is_consistent():
     topics = [o.topic for o in outputs.OUTPUTS]
     assert len(set(topics)) == len(topics) and all(not t.startswith('/') for t in topics)
     assert all(o.source in outputs.BY_NAME for o in outputs.OUTPUTS)
-    viewers = {'depth_colored', 'seg_colored', 'overlay'}
+    viewers = {'depth_colored', 'seg_colored', 'overlay', 'normals_colored'}
     assert outputs.names(viewers=False) == outputs.ALL - viewers
     assert outputs.names(tasks=['segmentation']) == {'labels', 'seg_colored', 'overlay'}
     with pytest.raises(ValueError, match='nope'):

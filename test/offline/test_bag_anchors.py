@@ -50,12 +50,12 @@ def _relative(tiny_depth, frames):
             for rgb, _, _ in frames]
 
 
-def _write(src, frames, extra):
+def _write(src, frames, extra, image_topic=IMAGE_TOPIC, info_topic=INFO_TOPIC):
     """Write images and camera_info, plus extra (topic, type, log time, message) messages."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     with Writer(src, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        ci = w.add_connection(IMAGE_TOPIC, 'sensor_msgs/msg/Image', typestore=STORE)
-        cc = w.add_connection(INFO_TOPIC, 'sensor_msgs/msg/CameraInfo', typestore=STORE)
+        ci = w.add_connection(image_topic, 'sensor_msgs/msg/Image', typestore=STORE)
+        cc = w.add_connection(info_topic, 'sensor_msgs/msg/CameraInfo', typestore=STORE)
         conns = {}
         for topic, mtype, _, _ in extra:
             if topic not in conns:
@@ -79,7 +79,8 @@ def _params(tmp_path, tiny_depth, more=''):
     params.write_text('/**:\n  ros__parameters:\n    model:\n'
                       f'      depth: {tiny_depth}\n      device: cpu\n'
                       '    depth: {mode: fitted, max: 10000.0, min: 0.0, temporal: false}\n'
-                      f'    anchors: {{source: depth_image, hold: 0.15, max_age: 0.05{more}}}\n')
+                      '    anchors: {source: depth_image, hold: 0.15, hold_frames: 0, '
+                      f'max_age: 0.05{more}}}\n')
     return params
 
 

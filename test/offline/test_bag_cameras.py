@@ -24,6 +24,7 @@ from bagutil import (read_bag, stamp_ns, Stream, synthetic_frames,  # noqa: I100
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
+# A metric depth model's outputs (normals from depth only when normals.source says depth).
 OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'depth/colored')
 
 

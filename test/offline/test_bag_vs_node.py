@@ -3,17 +3,22 @@
 
 """A multi-camera bag through dpt_bag and the same messages through the multi-camera node."""
 
+import time
+
 import numpy as np
 
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.offline.cli import main
+from dpt_ros.tools.toolkit import write_params_file
 
-from bagutil import read_bag, STORE, write_streams  # noqa: I100
+from bagutil import read_bag, STORE, synthetic_frames, write_streams  # noqa: I100
 from rosutil import Harness, rclpy_message, stamp_of
 from test_bag_cameras import rig
 
-from rosbags.rosbag2 import Reader  # noqa: E402, I100
+from rclpy.qos import QoSProfile  # noqa: E402, I100
+from rosbags.rosbag2 import Reader  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 CAMERAS = ('front', 'rear', 'side')
 
@@ -25,7 +30,9 @@ def node_outputs(recorded, tiny_metric):
     """
     h = Harness()
     try:
-        params = {'model.depth': str(tiny_metric), 'model.device': 'cpu'}
+        # Normals from depth too (a bag writes them when normals.source says so).
+        params = {'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                  'normals.source': 'depth'}
         node = h.start_node('', cameras=CAMERAS, **params)
         topics = [f'/{c}/{o.topic}' for c in CAMERAS for o in outputs.OUTPUTS]
         for c in CAMERAS:
@@ -61,6 +68,7 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
     params = tmp_path / 'p.yaml'
     params.write_text('/**:\n  ros__parameters:\n    model:\n'
                       f'      depth: {tiny_metric}\n      device: cpu\n'
+                      '    normals: {source: depth}\n'
                       f"    cameras: [{', '.join(CAMERAS)}]\n")
     dst = tmp_path / 'out'
     assert main([str(src), str(dst), '--params-file', str(params), '--quiet']) == 0
@@ -70,7 +78,9 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
                     for conn, _, raw in r.messages()]
     live = node_outputs(recorded, tiny_metric)
     assert sorted(bag) == sorted(live)  # the same topic names, per camera
-    assert len(bag) == 4 * len(CAMERAS)
+    # depth/image, depth/camera_info, points, depth/colored, normals/image and
+    # normals/colored of each camera
+    assert len(bag) == 6 * len(CAMERAS)
     for topic, msgs in bag.items():
         got = live[topic]
         assert [stamp_of(m) for m in msgs] == [stamp_of(m) for m in got], topic
@@ -93,3 +103,68 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
                               conv.image_to_array(b).astype(int))
                 assert (a.width, a.height, a.encoding) == (b.width, b.height, b.encoding)
                 assert diff.mean() < 1.0, topic
+
+
+def test_node_and_bag_pair_anchors_that_trail_their_images_alike(tmp_path, tiny_depth):
+    """Aligned depth logged 20 ms after its image (30 Hz): both pair each frame with its own.
+
+    Each frame's anchors follow a map of their own (10 % apart), so a frame paired with the
+    anchor before it (33 ms older, inside anchors.max_age) publishes other metres.
+    """
+    from test_bag_anchors import _anchor_image, _relative, _scale, _write
+    ns = '/cam'
+    frames = synthetic_frames(8, period=33_333_333, t0=1_700_000_000_000_000_000)
+    rels = _relative(tiny_depth, frames)
+    rng = np.random.default_rng(1)
+    src = tmp_path / 'in'
+    _write(src, frames, [(f'{ns}/anchors/depth', 'sensor_msgs/msg/Image', stamp + 20_000_000,
+                          _anchor_image(rel, i, stamp, rng))
+                         for i, ((_, _, stamp), rel) in enumerate(zip(frames, rels))],
+           image_topic=f'{ns}/image', info_topic=f'{ns}/camera_info')
+    settings = {'model.depth': str(tiny_depth), 'model.device': 'cpu', 'depth.mode': 'fitted',
+                'depth.temporal': False, 'depth.max': 10000.0, 'depth.min': 0.0,
+                'anchors.source': 'depth_image'}
+    params = write_params_file(tmp_path / 'p.yaml', settings)
+    dst = tmp_path / 'out'
+    assert main([str(src), str(dst), '--params-file', str(params), '--image-topic',
+                 f'{ns}/image', '--anchors-topic', f'{ns}/anchors/depth', '--quiet']) == 0
+    bag = {stamp_of(m): conv.image_to_array(m) for _, m in read_bag(dst)[f'{ns}/depth/image']}
+    stamps = [stamp for _, _, stamp in frames]
+    assert sorted(bag) == stamps
+    for i, stamp in enumerate(stamps):  # the bag: every frame fitted to its own anchors
+        s, b = _scale(i)
+        assert np.allclose(bag[stamp], 1.0 / (s * rels[i] + b), rtol=2e-3), i
+    with Reader(src) as r:
+        recorded = sorted(((t, conn.topic, conn.msgtype,
+                            STORE.deserialize_cdr(raw, conn.msgtype))
+                           for conn, t, raw in r.messages()), key=lambda m: m[0])
+    h = Harness()
+    try:
+        node = h.start_node(ns, **settings)
+        for t in ('depth/image', 'depth/relative'):
+            h.record(f'{ns}/{t}', Image)
+        qos = QoSProfile(depth=5)
+        pubs = {topic: h.node.create_publisher(CameraInfo if kind.endswith('CameraInfo')
+                                               else Image, topic, qos)
+                for _, topic, kind, _ in recorded}
+        assert all(h.wait_subscribed(p) for p in pubs.values())
+        assert h.wait(lambda: node.cameras[0].subscribed('depth'), 10)
+        previous, last = None, recorded[0][0]
+        for t, topic, kind, msg in recorded:  # in log order, spaced as recorded
+            time.sleep((t - last) / 1e9)
+            last = t
+            if topic == f'{ns}/image' and previous is not None:
+                # One frame at a time (as node_outputs): the node drops none.
+                h.wait_stamp(f'{ns}/depth/relative', previous, 30)
+            pubs[topic].publish(rclpy_message(msg, kind))
+            if topic == f'{ns}/image':
+                previous = stamp_of(msg)
+        h.wait_stamp(f'{ns}/depth/relative', previous, 30)
+        h.wait(lambda: len(h.get(f'{ns}/depth/image')) >= len(stamps), 2)
+        live = {stamp_of(m): conv.image_to_array(m) for m in h.get(f'{ns}/depth/image')}
+    finally:
+        h.close()
+    for i, stamp in enumerate(stamps):
+        if stamp in live:
+            assert np.allclose(live[stamp], bag[stamp], rtol=1e-4, atol=1e-5), i
+    assert sorted(live) == stamps

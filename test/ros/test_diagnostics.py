@@ -28,7 +28,7 @@ def camera(name, received=0, processed=0):
 
 def camera_of(stats, name=''):
     return SimpleNamespace(name=name, image_topic=f'/robot/{name}/image', stats=stats,
-                           anchors=None, anchor_topics=())
+                           anchors=None, anchor_topics=(), notes={})
 
 
 def timings(ms):
@@ -43,7 +43,9 @@ def test_statuses_read_back_by_camera_and_stage():
         front.stats.add_timings(timings(ms), 3 * ms, 1.0)
     d.count_batch(2)
     d.count_batch(1)
-    pipe = SimpleNamespace(describe=lambda: {'device': 'cpu', 'depth_mode': 'metric'})
+    pipe = SimpleNamespace(describe=lambda: {'device': 'cpu', 'depth_mode': 'metric'},
+                           forwards=3)
+    front.notes['focal_source'] = 'camera_info'  # the newest frame's facts, per camera
     statuses = d.statuses([front, rear], True, pipe)
     assert [s.name for s in statuses] == ['dpt_ros: /robot/dpt',
                                           'dpt_ros: /robot/dpt camera front',
@@ -52,10 +54,12 @@ def test_statuses_read_back_by_camera_and_stage():
     assert diag.stage_p50(node) == dict.fromkeys(FRAME_STAGES, 2.0)
     assert (node['batches'], node['mean_batch_size'], node['max_batch_size']) == ('2', '1.50', '2')
     assert node['cameras'] == 'front, rear' and node['device'] == 'cpu'
+    assert node['forwards'] == '3'  # network forwards, beside the batches
     cams = diag.camera_values(statuses)
     assert sorted(cams) == ['front', 'rear'] and cams['front'] == diag.values_of(statuses,
                                                                                  'front')
     assert cams['front']['input_topic'] == '/robot/front/image'
+    assert cams['front']['focal_source'] == 'camera_info' and 'focal_source' not in cams['rear']
     assert (cams['front']['latency_p50_ms'], cams['front']['latency_p95_ms']) == ('6.00', '11.40')
     assert diag.status_of(statuses, 'rear').level == DiagnosticStatus.WARN  # nothing processed
     assert diag.status_of(statuses, 'side') is None and diag.values_of([], 'side') == {}

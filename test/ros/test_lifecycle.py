@@ -4,8 +4,11 @@
 """The managed node through the real lifecycle services: states, topics, memory, events."""
 
 import gc
+import threading
+import time
 import weakref
 
+import numpy as np
 import pytest
 
 from dpt_ros.core import conversions as conv
@@ -16,8 +19,10 @@ from rosutil import Harness, header, NodeProcess, stamp_of  # noqa: I100
 
 from lifecycle_msgs.msg import State, Transition, TransitionEvent  # noqa: E402, I100
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from dpt_ros.ros.node import DptLifecycleNode  # noqa: E402
 
@@ -235,3 +240,100 @@ def test_deactivate_returns_gpu_memory(harness, tiny_metric, tiny_seg):
             (torch.cuda.memory_allocated() - base)
         assert torch.cuda.memory_reserved() <= base_reserved + (64 << 20)  # cache emptied
     assert lc.set('cleanup')
+
+
+def test_failed_configure_is_fixed_by_setting_the_parameter(harness, tmp_path, tiny_metric):
+    """Settings configure reads: set while unconfigured, refused with the reason otherwise."""
+    from test_parameters import call_set as set_on
+    ns = '/refix'  # names no other test uses: no stale endpoints of another node to match
+    params = [Parameter('model.depth', value=str(tmp_path / 'no_such_model')),
+              Parameter('model.device', value='cpu')]
+    node = DptLifecycleNode('dpt', context=harness.ctx, namespace=ns,
+                            parameter_overrides=params)
+    harness.add_node(node)
+    harness.start()
+    lc = Lifecycle(harness, f'{ns}/dpt')
+
+    def call_set(harness, name, values):
+        return set_on(harness, name, values, ns)
+    desc = node.describe_parameter('model.depth')
+    assert not desc.read_only and 'settable while the node is unconfigured' in desc.description
+    assert not lc.set('configure') and lc.state() == 'unconfigured'
+    # The fix the error asks for, as `ros2 param set /refix/dpt model.depth ...` makes it.
+    res = call_set(harness, 'dpt', {'model.depth': str(tiny_metric)})
+    assert res[0].successful, res[0].reason
+    assert lc.set('configure') and lc.state() == 'inactive'
+    assert node.runtime.host_models['depth'].source == str(tiny_metric)
+    for state in ('inactive', 'active'):
+        res = call_set(harness, 'dpt', {'model.depth': str(tmp_path / 'other')})
+        assert not res[0].successful and f'it is {state}' in res[0].reason, res[0].reason
+        assert 'model.depth' in res[0].reason and 'unconfigured' in res[0].reason
+        assert node.get_parameter('model.depth').value == str(tiny_metric)
+        if state == 'inactive':
+            assert lc.set('activate')
+    assert call_set(harness, 'dpt', {'depth.max': 5.0})[0].successful  # live ones stay live
+    assert lc.set('deactivate') and lc.set('cleanup')
+    assert call_set(harness, 'dpt', {'anchors.source': 'points'})[0].successful
+    # A bad value is still refused while unconfigured.
+    res = call_set(harness, 'dpt', {'model.precision': 'fp8'})
+    assert not res[0].successful and 'model.precision' in res[0].reason
+
+
+def test_deactivate_under_full_load_logs_no_traceback(harness):
+    """Deactivate while frames and anchors stream at full rate, 20 times: no failed frame.
+
+    Teardown takes the cameras' anchors and publishers away while the worker may be decoding
+    a frame; a slow calibration lookup (the stand-in for a slow decode) widens that window.
+    """
+    from test_node_anchors import depth_anchors, start
+
+    ns = '/loaded'
+    scenes = [synthetic_scene(96, 72, t=0.05 * i) for i in range(3)]
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image'},
+                 cameras=('front', 'rear'), lifecycle=True, ns=ns)
+    lc = Lifecycle(harness, f'{ns}/dpt')
+    assert lc.set('configure')
+    for cam in node.cameras:
+        real = cam.calibration.for_frame
+
+        def slow(*args, real=real):
+            time.sleep(0.01)
+            return real(*args)
+        cam.calibration.for_frame = slow
+    qos = QoSProfile(depth=5)
+    pubs = {c: [harness.node.create_publisher(kind, f'{ns}/{c}/{topic}', qos)
+                for kind, topic in ((Image, 'image'), (Image, 'anchors/depth'))]
+            for c in ('front', 'rear')}
+    for c in pubs:
+        harness.record(f'{ns}/{c}/depth/image', Image)
+    info = {c: harness.node.create_publisher(CameraInfo, f'{ns}/{c}/camera_info', qos)
+            for c in pubs}
+    stop = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def stream():
+        i = 0
+        while not stop.is_set():
+            s = scenes[i % len(scenes)]
+            h = header(i)
+            for c, (img, anchors) in pubs.items():
+                info[c].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+                anchors.publish(depth_anchors(s, h, rng))
+                img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+            i += 1
+            time.sleep(0.005)
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    try:
+        for cycle in range(20):
+            assert lc.set('activate'), cycle
+            n = node.processed
+            assert harness.wait(lambda: node.processed >= n + 2, 30), cycle
+            assert lc.set('deactivate'), cycle
+    finally:
+        stop.set()
+        thread.join(5)
+    assert harness.get(f'{ns}/front/depth/image')  # metres were published meanwhile
+    logs = [m.msg for m in harness.get('/rosout') if m.level >= Log.WARN]
+    assert not [m for m in logs if 'Traceback' in m or 'failed' in m], logs
+    assert sum(c.stats.errors for c in node.cameras) == 0

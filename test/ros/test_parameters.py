@@ -29,9 +29,9 @@ from dpt_ros.ros.node import DptNode  # noqa: E402
 NS = '/cam'
 
 
-def call_set(harness, node_name, params):
+def call_set(harness, node_name, params, ns=NS):
     """Set parameters through the node's service, as `ros2 param set` does."""
-    cli = harness.node.create_client(SetParameters, f'{NS}/{node_name}/set_parameters')
+    cli = harness.node.create_client(SetParameters, f'{ns}/{node_name}/set_parameters')
     assert cli.wait_for_service(timeout_sec=10)
     req = SetParameters.Request()
     req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in params.items()]

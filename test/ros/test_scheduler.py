@@ -190,3 +190,51 @@ def assert_eventually(pred, timeout=5.0):
     while not pred():
         assert time.monotonic() < end, 'condition never held'
         time.sleep(0.01)
+
+
+def test_frame_waits_for_its_gate_without_holding_up_other_cameras():
+    """depth.mode fitted: a frame waits for its anchor message; other cameras go meanwhile."""
+    arrived = set()
+    s = Scheduler(['a', 'b'], gate=lambda cam, msg: None if msg in arrived else 5.0)
+    s.put('a', 1)
+    s.put('b', 2)
+    arrived.add(2)
+    assert [(t.camera, t.msg) for t in take(s)] == [('b', 2)]  # a's anchor is not in yet
+    got = []
+    worker = threading.Thread(target=lambda: got.append(take(s)))
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive() and not got  # still waiting (up to 5 s)
+    arrived.add(1)
+    s.poke()  # what the anchor callback does
+    worker.join(2.0)
+    assert [(t.camera, t.msg) for t in got[0]] == [('a', 1)]
+
+
+def test_gate_wait_is_bounded_even_while_frames_keep_replacing():
+    """Anchors that never come (or always trail) cost at most the gate's time, then go."""
+    s = Scheduler(['a'], gate=lambda cam, msg: 0.1)
+    stop = threading.Event()
+
+    def camera():  # a new frame every 20 ms, each one restarting nothing
+        i = 0
+        while not stop.is_set():
+            s.put('a', i)
+            i += 1
+            time.sleep(0.02)
+    threading.Thread(target=camera, daemon=True).start()
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            batch = take(s)
+            assert [t.camera for t in batch] == ['a']
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        stop.set()
+    # A frame waiting when the worker comes back from a long forward gets its time anew.
+    s2 = Scheduler(['a'], gate=lambda cam, msg: 0.3)
+    s2.put('a', 0)
+    time.sleep(0.4)  # the worker was busy: the frame's own wait has passed meanwhile
+    t0 = time.monotonic()
+    take(s2)
+    assert time.monotonic() - t0 >= 0.25

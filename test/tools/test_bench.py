@@ -204,3 +204,48 @@ def test_a_hung_publisher_process_ends_its_phase_with_an_error(monkeypatch):
     with pytest.raises(RuntimeError, match='did not finish within 1 s'):
         dds._latency_phase(Client(), {'depth': {}}, ['depth'], '/x', 64, 48, 100.0, 8, 0.0, {})
     assert procs[0].poll() is not None  # stopped, not left running
+
+
+def test_bench_multitask_times_one_forward_against_two(tmp_path):
+    """dpt_bench --multitask: a TIPSv2-DPT forward for depth + labels vs two checkpoints."""
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.bench', '--multitask',
+                           '--models', 'tiny-tipsv2', '--iters', '2', '--width', '96',
+                           '--height', '72', '--device', 'cpu', '--out', str(out),
+                           '--work-dir', str(tmp_path / 'work')],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / 'multitask.json').read_text())
+    assert res['one']['forwards_per_frame'] == 1 and res['two']['forwards_per_frame'] == 2
+    assert res['one']['models'][0].startswith('Tipsv2DptForDensePrediction')
+    assert [m.split()[0] for m in res['two']['models']] == [
+        'Tipsv2DptForDepthEstimation', 'Tipsv2DptForSemanticSegmentation']
+    for part in ('forward', 'pipeline'):
+        assert res[f'ratio_{part}'] == pytest.approx(
+            res['two'][part]['p50'] / res['one'][part]['p50'])
+    md = (out / 'multitask.md').read_text()
+    assert 'two forwards / one' in md and md in proc.stdout
+
+
+@pytest.mark.parametrize('preset', ['tiny-tipsv2', 'tiny-depth-pro',
+                                    'tiny-prompt-depth-anything'])
+def test_the_stage_and_forward_sections_run_the_new_families(tmp_path, preset):
+    """dpt_bench --models with the dense families: metres and points, a prompt from anchors."""
+    from dpt_ros.tools.bench import (bench_forward, bench_stages, BENCH_OUTPUTS, checkpoint,
+                                     make_pipeline, naive_serves, scene_anchors)
+    from dpt_ros.tools.sample import synthetic_scene
+    pipe, depth_cfg = make_pipeline(checkpoint(preset, tmp_path), 'cpu', 'fp32')
+    assert depth_cfg['depth.mode'] == 'metric' and not naive_serves(pipe)
+    s = synthetic_scene(96, 72)
+    anchors = scene_anchors(s.depth) if pipe.prompted else None
+    no_pub = type('NoPub', (), {'ok': False})()
+    st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, 1, 0, no_pub, anchors)
+    fw = bench_forward(pipe, s.rgb, 1, 0, anchors)
+    assert st['geometry']['p50'] >= 0 and len(fw['raw']) == 1
+    r = pipe.process(conv_frame(s), s.intrinsics, BENCH_OUTPUTS, anchors)
+    assert 'points' in r.arrays and r.mode == 'metric'
+
+
+def conv_frame(scene):
+    from dpt_ros.core.conversions import Frame
+    return Frame(scene.rgb, 'rgb8')

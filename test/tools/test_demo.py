@@ -24,13 +24,17 @@ def run_demo(args, tmp_path):
     return out, proc.stdout
 
 
+PLY_TYPES = {'float': '<f4', 'uchar': 'u1', 'uint': '<u4'}
+
+
 def read_ply(path):
+    """Read a binary little-endian PLY by the properties its header names."""
     data = path.read_bytes()
     head, _, body = data.partition(b'end_header\n')
-    n = int([ln for ln in head.decode().splitlines() if ln.startswith('element vertex')][0]
-            .split()[-1])
-    pts = np.frombuffer(body, dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
-                                     ('r', 'u1'), ('g', 'u1'), ('b', 'u1')])
+    lines = head.decode().splitlines()
+    n = int([ln for ln in lines if ln.startswith('element vertex')][0].split()[-1])
+    props = [ln.split()[1:] for ln in lines if ln.startswith('property ')]
+    pts = np.frombuffer(body, dtype=[(name, PLY_TYPES[kind]) for kind, name in props])
     assert len(pts) == n
     return pts
 
@@ -43,8 +47,17 @@ def check_outputs(out, stdout):
         for name in ('depth_colored', 'labels', 'overlay'):
             img = cv2.imread(str(out / f'{name}_{i:04d}.png'), cv2.IMREAD_UNCHANGED)
             assert img is not None and img.shape[:2] == (120, 160), name
+        normals = cv2.imread(str(out / f'normals_{i:04d}.png'), cv2.IMREAD_UNCHANGED)
+        assert normals.dtype == np.uint8 and normals.shape == (120, 160, 3)
         pts = read_ply(out / f'points_{i:04d}.ply')
+        assert pts.dtype.names == ('x', 'y', 'z', 'red', 'green', 'blue', 'nx', 'ny', 'nz',
+                                   'label')
         assert len(pts) == (depth > 0).sum()
+        # Normals from depth: unit length where known; class ids of the 5-class model.
+        n = np.stack([pts['nx'], pts['ny'], pts['nz']], -1)
+        known = np.isfinite(n).all(-1)
+        assert known.mean() > 0.5 and np.allclose(np.linalg.norm(n[known], axis=-1), 1, atol=1e-4)
+        assert pts['label'].max() < 5
         # The cloud is the depth image back-projected: same z as the PNG, to the millimetre.
         assert np.allclose(np.sort(pts['z']), np.sort(depth[depth > 0] / 1000.0), atol=6e-4)
     for stage in ('preprocess', 'forward', 'postprocess'):

@@ -63,6 +63,9 @@ def test_dpt_eval_writes_results_that_meet_the_targets(tmp_path):
     assert len(fill) == 4 and 'Dense prompt for Prompt Depth Anything' in md
     for name, r in fill.items():
         assert r['guided'] < 0.03 and r['guided'] < r['pushpull'], (name, r)
+        # Guided by the previous frame's depth (the node's guide: a camera's previous output)
+        # the prompt still follows the scene, the camera having moved.
+        assert r['previous'] < r['pushpull'], (name, r)
     assert fill['30 random pixels']['pushpull'] > 3 * fill['30 random pixels']['guided']
 
 

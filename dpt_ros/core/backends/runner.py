@@ -67,20 +67,27 @@ class BackendRunner:
         self.log(f'model.backend {name} for input {tuple(shape)}: {info}')
         return module
 
-    def run(self, m: LoadedModel, pixel_values: torch.Tensor,
-            max_batch: int = 0) -> torch.Tensor:
-        """Run a model on pixel values with its backend module for their shape, or eager."""
+    def run(self, m: LoadedModel, pixel_values: torch.Tensor, max_batch: int = 0,
+            prompt_depth: Optional[torch.Tensor] = None,
+            heads: Optional[Tuple[str, ...]] = None) -> Any:
+        """Run a model on pixel values with its backend module for their shape, or eager.
+
+        prompt_depth: a prompted model's metric prompt. heads: what this call needs (eager
+        torch skips the other heads where the model can; a built module gives them all).
+        """
         shape = tuple(pixel_values.shape)
         module = self.module_for(m, shape, max_batch)
         if module is not None:
             m.net, m.backend = module, self.backend.name
             try:
+                if prompt_depth is not None:
+                    return module(pixel_values, prompt_depth)
                 return module(pixel_values)
             except Exception as exc:  # noqa: B902 - any backend failure falls back
                 self.log(f'model.backend {m.backend} failed on input {shape} '
                          f'({first_line(exc)}); running eager torch from now on.')
                 self._eager(m, first_line(exc))
-        return m(pixel_values)
+        return m(pixel_values, prompt_depth, heads)
 
     def modules(self, m: LoadedModel) -> List[torch.nn.Module]:
         """Return the backend modules built for a model so far."""

@@ -10,7 +10,7 @@ because the next replay of any graph reuses its memory.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -33,12 +33,15 @@ class CompiledModule(torch.nn.Module):
         """Whether this module was compiled for pixel values of this shape."""
         return tuple(shape) == self.input_shape
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, *prompt: torch.Tensor) -> Any:
         # The caller falls back to eager torch on a failure at any of these calls.
         for _ in range(3 if self.graphs and self.calls == 0 else 1):
-            out = self.compiled(pixel_values)
+            out = self.compiled(pixel_values, *prompt)
         self.calls += 1
-        return out.clone() if self.graphs else out
+        if not self.graphs:
+            return out
+        # Every head of a multi-head model lives in the graph's memory, not only the first.
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
 
 def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = '',

@@ -54,3 +54,20 @@ def test_bench_compares_the_rows_that_run_here(monkeypatch):
     assert cpu[0] == 'torch' and 'tensorrt' not in cpu and 'compile' not in cpu
     assert ('onnxruntime' in cpu) == backends.BY_NAME['onnxruntime'].installed()
     assert set(backends.runnable(cuda=False)) <= set(backends.NAMES) - {'tensorrt'}
+
+
+def test_a_compiled_module_hands_out_a_copy_of_every_head_and_takes_a_prompt():
+    """CUDA graphs reuse their output memory: each head of a multi-head model is copied."""
+    from dpt_ros.core.backends.torch_compile import CompiledModule
+    kept = (torch.ones(1, 2), torch.zeros(1, 3))
+    seen = []
+
+    class Graph(torch.nn.Module):  # stands in for a replayed graph: same tensors every call
+        def forward(self, pixel_values, *prompt):
+            seen.append(len(prompt))
+            return kept
+
+    module = CompiledModule(Graph(), (1, 3, 4, 4), graphs=True)
+    out = module(torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 2, 2))
+    assert isinstance(out, tuple) and len(out) == 2 and seen == [1, 1, 1]  # record, replay
+    assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for a, b in zip(out, kept))
