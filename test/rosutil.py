@@ -21,7 +21,7 @@ import numpy as np
 
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
-from dpt_ros.tools.toolkit import node_command
+from dpt_ros.tools.toolkit import node_command, process_counters
 
 rclpy = __import__('pytest').importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
 
@@ -232,6 +232,10 @@ class NodeProcess:
             if line.startswith('VmRSS:'):
                 return int(line.split()[1]) / 1024
         return float('nan')
+
+    def minor_faults(self) -> int:
+        """Minor page faults of the node process so far (Linux)."""
+        return int(process_counters(self.proc.pid)['minor_faults'])
 
     def wait_exit(self, timeout: float = 60.0) -> int:
         """Wait for the process to end and return its exit code."""

@@ -285,6 +285,18 @@ class DiagnosticsConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """How the process treats the memory frames free (read before the first frame)."""
+
+    keep_freed: bool = _opt(
+        True, 'true: memory a frame frees stays in the process for the next frame (glibc '
+        'malloc: no mapping per buffer, no trimming), so frames do not fault their buffers in '
+        'again; the process keeps its peak resident size. Process-wide, set before the first '
+        "frame. false: glibc's defaults (each large buffer mapped and returned every frame).",
+        read_only=True)
+
+
+@dataclass(frozen=True)
 class Config:
     """All dpt_ros settings; each group maps to a dotted ROS parameter prefix."""
 
@@ -303,6 +315,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def validate(self) -> 'Config':
         """Check every value and the relations between them; raise ConfigError or return self."""

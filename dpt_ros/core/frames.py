@@ -5,7 +5,7 @@
 
 The node (dpt_ros.ros.worker) and dpt_bag (dpt_ros.offline.bag) both turn each image into a
 FrameIn, give it the intrinsics of its camera's Calibration and the anchors nearest in stamp,
-run frames of one size together through Pipeline.process_batch (run) and serialize each
+run frames of one network input together through Pipeline.process_batch (run) and serialize each
 output to CDR (messages): the node publishes those bytes and the bag writes them, so the
 node's and the bag's outputs are the same by construction. No rclpy.
 """
@@ -56,8 +56,12 @@ class FrameIn:
 
     @property
     def group(self) -> Tuple[Tuple[int, ...], str]:
-        """Frames with the same key can share a forward (same size and pixel layout)."""
+        """Frames with the same key are uploaded and preprocessed together (size and layout)."""
         return self.frame.pixels.shape, self.frame.layout
+
+    def batch_key(self, pipe: Pipeline) -> Tuple:
+        """Frames with the same key share a forward (Pipeline.batch_key: one network input)."""
+        return pipe.batch_key(self.frame)
 
     def calibrate(self, calibration: 'Calibration', rectified: bool) -> None:
         """Take the intrinsics of the camera's newest camera_info; IntrinsicsError if unusable.
@@ -109,7 +113,7 @@ class Calibration:
 
 
 def run(pipe: Pipeline, frames: Sequence[FrameIn]) -> Iterator[List[Tuple[FrameIn, Result]]]:
-    """Run frames as one forward per size and pixel layout; yield each forward's results.
+    """Run frames as one forward per network input; yield each forward's results.
 
     A forward computes what any of its frames wants; each frame's camera is its own source,
     with its image stamps (depth.temporal, depth.mode fitted), so the frames of one camera
@@ -117,7 +121,7 @@ def run(pipe: Pipeline, frames: Sequence[FrameIn]) -> Iterator[List[Tuple[FrameI
     """
     groups: Dict[Tuple, List[FrameIn]] = {}
     for f in frames:
-        groups.setdefault(f.group, []).append(f)
+        groups.setdefault(f.batch_key(pipe), []).append(f)
     for group in groups.values():
         results = pipe.process_batch(
             [f.frame for f in group], [f.intrinsics for f in group],

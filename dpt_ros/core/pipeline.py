@@ -12,12 +12,13 @@ import gc
 import logging
 import threading
 import time
-from typing import (AbstractSet, Callable, ContextManager, Dict, List, Optional, Sequence, Set,
-                    Tuple)
+from typing import (AbstractSet, Any, Callable, ContextManager, Dict, List, Optional, Sequence,
+                    Set, Tuple)
 
 import numpy as np
 import torch
 
+from dpt_ros.core import memory
 from dpt_ros.core import normals as nm
 from dpt_ros.core import outputs
 from dpt_ros.core import postprocess as post
@@ -234,6 +235,8 @@ class Pipeline:
         cfg.validate()
         self._cfg = cfg
         self.log = log
+        if cfg.memory.keep_freed:
+            memory.keep_freed(log)  # process-wide, before any frame
         self.depth_model = depth_model
         self.seg_model = seg_model
         if depth_model is None and seg_model is None:
@@ -260,6 +263,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._frames = 0  # most camera frames per batch, when prepare was told
+        self._prepared_builds: Optional[int] = None  # backend builds when prepare returned
         # model.backend is read-only: one runner for the pipeline's life.
         self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir, log,
                                       self._cancel.is_set)
@@ -506,6 +510,17 @@ class Pipeline:
         """Backend modules built or loaded so far, by backend (sessions, engines, compiles)."""
         return dict(self.backends.builds)
 
+    @property
+    def builds_after_prepare(self) -> Optional[int]:
+        """Backend modules built or loaded since prepare() returned (None: not prepared).
+
+        0 on a running node means no frame ever waited for a build: every batch size the
+        scheduler formed was warmed at activation.
+        """
+        if self._prepared_builds is None:
+            return None
+        return sum(self.backends.builds.values()) - self._prepared_builds
+
     def forward(self, m: LoadedModel, pixel_values: torch.Tensor,
                 prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Run one model on pixel values already on the device, as a frame would (backend too).
@@ -534,13 +549,26 @@ class Pipeline:
         return self.process_batch([frame], [intr], want, [anchors], [source],
                                   None if stamp is None else [stamp])[0]
 
+    def batch_key(self, frame: Frame) -> Tuple[Tuple[int, ...], ...]:
+        """Frames with equal keys share one forward: each model's network input for their size.
+
+        A 640x480 and a 1280x720 frame share it under a fixed-input model (DPT at 384 x 384),
+        not under one that keeps the aspect ratio. Each frame is preprocessed at its own size
+        and post-processed back to it; network inputs are stacked, never padded to one
+        another, so no output depends on which frames shared the forward. A prompted model's
+        prompt follows the frame size: its frames share a forward only at one size.
+        """
+        size = (frame.height, frame.width)
+        return tuple(m.spec.output_size(*size) + (size if m.needs_prompt else ())
+                     for m in self.models())
+
     @torch.inference_mode()
     def process_batch(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                       want: AbstractSet[str] = outputs.ALL,
                       anchors: Optional[Sequence[Optional[Anchors]]] = None,
                       sources: Optional[Sequence[str]] = None,
                       stamps: Optional[Sequence[float]] = None) -> List[Result]:
-        """Run frames of one size and layout as one batch; one Result per frame.
+        """Run frames as one forward per network input (batch_key); one Result per frame.
 
         want names the outputs to compute (rows of dpt_ros.core.outputs.OUTPUTS); Result.arrays
         holds exactly the arrays they are encoded from. For depth.mode fitted and
@@ -554,28 +582,51 @@ class Pipeline:
         anchors = list(anchors) if anchors is not None else [None] * n
         sources = list(sources) if sources is not None else [''] * n
         stamps = list(stamps) if stamps is not None else [time.time()] * n
-        first = frames[0]
-        if first.layout not in LAYOUTS:
-            raise ValueError(f"unsupported layout '{first.layout}'")
-        if any(f.pixels.shape != first.pixels.shape or f.layout != first.layout for f in frames):
-            return [r for k in range(n) for r in self.process_batch(
-                [frames[k]], [intrs[k]], want, [anchors[k]], [sources[k]], [stamps[k]])]
+        bad = next((f.layout for f in frames if f.layout not in LAYOUTS), None)
+        if bad is not None:
+            raise ValueError(f"unsupported layout '{bad}'")
+        keys: Dict[Tuple, List[int]] = {}
+        for i, f in enumerate(frames):
+            keys.setdefault(self.batch_key(f), []).append(i)
+        if len(keys) > 1:
+            out: List[Optional[Result]] = [None] * n
+            for idx in keys.values():
+                for i, r in zip(idx, self.process_batch(
+                        [frames[i] for i in idx], [intrs[i] for i in idx], want,
+                        [anchors[i] for i in idx], [sources[i] for i in idx],
+                        [stamps[i] for i in idx])):
+                    out[i] = r
+            return out  # type: ignore[return-value]
         with self._lock, self._on_device():
             return self._process(frames, intrs, want, anchors, sources, stamps)
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                  wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
                  sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
-        b = _Batch(self, frames, intrs, wanted, anchors, sources, stamps)
+        # One part per frame size and layout: uploaded, preprocessed and post-processed
+        # together; the forward takes every part at once.
+        split: Dict[Tuple, List[int]] = {}
+        for i, f in enumerate(frames):
+            split.setdefault((f.pixels.shape, f.layout), []).append(i)
+        parts = [(idx, _Batch(self, [frames[i] for i in idx], [intrs[i] for i in idx], wanted,
+                              [anchors[i] for i in idx], [sources[i] for i in idx],
+                              [stamps[i] for i in idx])) for idx in split.values()]
         clock = _Clock(self.device, self._stream)
         for stage, step in _STEPS:
-            step(self, b)
+            if stage == FORWARD:
+                self._forward_stage([b for _, b in parts])
+            else:
+                for _, b in parts:
+                    step(self, b)
             clock.mark(stage)
         timings = clock.result()
-        for r, host in zip(b.results, b.host):
-            r.arrays.update(host)
-            r.timings = {k: v / len(frames) for k, v in timings.items()}
-        return b.results
+        results: List[Result] = [None] * len(frames)  # type: ignore[list-item]
+        for idx, b in parts:
+            for i, r, host in zip(idx, b.results, b.host):
+                r.arrays.update(host)
+                r.timings = {k: v / len(frames) for k, v in timings.items()}
+                results[i] = r
+        return results
 
     # ------------------------------------------------------------------ stages
 
@@ -663,29 +714,61 @@ class Pipeline:
         dense = torch.where(torch.isfinite(dense), dense, torch.ones_like(dense))
         return prompt_depth(dense)
 
-    def _forward_stage(self, b: _Batch) -> None:
-        n = len(b.frames)
+    def _forward_stage(self, parts: Sequence[_Batch]) -> None:
+        """One forward per model for every part of a batch (same network input, any size)."""
         for m in self.models():
-            pv = b.pixel_values.get(id(m))
-            if pv is None:
+            run = [b for b in parts if id(m) in b.pixel_values]
+            if not run:
                 continue
-            heads = b.heads[id(m)]
-            prompt = b.prompt if m.needs_prompt else None
-            if m is self.depth_model and HEAD_DEPTH in heads:
-                b.flip = b.cfg.depth.confidence == 'flip' and \
-                    any(o.reads_confidence(b.cfg) for o in b.rows)
-            if b.flip and m is self.depth_model:  # the mirrored frame rides in the same batch
-                pv = torch.cat([pv, pv.flip(-1)])
-                prompt = None if prompt is None else torch.cat([prompt, prompt.flip(-1)])
-            out = self._run(m, pv, prompt, heads)
-            self.forwards += 1
-            got = dict(zip(m.heads, out)) if len(m.heads) > 1 else {m.heads[0]: out}
-            b.raw = got.get(HEAD_DEPTH) if HEAD_DEPTH in heads else b.raw
-            b.fov = got.get(HEAD_FOV) if HEAD_FOV in heads else b.fov
-            if HEAD_NORMALS in heads:
-                b.normals_raw = got[HEAD_NORMALS][:n]
-            if HEAD_SEGMENTATION in heads:
-                b.logits = got[HEAD_SEGMENTATION][:n]
+            heads = run[0].heads[id(m)]  # the same rows and settings in every part
+            pvs: List[torch.Tensor] = []
+            prompts: List[Optional[torch.Tensor]] = []
+            for b in run:
+                pv = b.pixel_values[id(m)]
+                prompt = b.prompt if m.needs_prompt else None
+                if m is self.depth_model and HEAD_DEPTH in heads:
+                    b.flip = b.cfg.depth.confidence == 'flip' and \
+                        any(o.reads_confidence(b.cfg) for o in b.rows)
+                if b.flip and m is self.depth_model:
+                    # The mirrored frames ride in the same forward, after their part's frames.
+                    pv = torch.cat([pv, pv.flip(-1)])
+                    prompt = None if prompt is None else torch.cat([prompt, prompt.flip(-1)])
+                pvs.append(pv)
+                prompts.append(prompt)
+            for b, out in zip(run, self._run_parts(m, pvs, prompts, heads)):
+                n = len(b.frames)
+                got = dict(zip(m.heads, out)) if len(m.heads) > 1 else {m.heads[0]: out}
+                b.raw = got.get(HEAD_DEPTH) if HEAD_DEPTH in heads else b.raw
+                b.fov = got.get(HEAD_FOV) if HEAD_FOV in heads else b.fov
+                if HEAD_NORMALS in heads:
+                    b.normals_raw = got[HEAD_NORMALS][:n]
+                if HEAD_SEGMENTATION in heads:
+                    b.logits = got[HEAD_SEGMENTATION][:n]
+
+    def _run_parts(self, m: LoadedModel, pvs: List[torch.Tensor],
+                   prompts: List[Optional[torch.Tensor]], heads: Tuple[str, ...]) -> List[Any]:
+        """Run the parts' network inputs as one forward; return each part's outputs.
+
+        A prompted model's parts (batch_key: one frame size) run one forward each: a part
+        without anchors has no prompt and no forward.
+        """
+        if len(pvs) == 1 or m.needs_prompt:
+            out = []
+            for pv, prompt in zip(pvs, prompts):
+                out.append(self._run(m, pv, prompt, heads))
+                self.forwards += 1
+            return out
+        pv = torch.cat(pvs)
+        if self._preprocessor(m).channels_last:  # the memory format a part's input has
+            pv = pv.contiguous(memory_format=torch.channels_last)
+        out = self._run(m, pv, None, heads)
+        self.forwards += 1
+        sizes = [len(p) for p in pvs]
+        if isinstance(out, torch.Tensor):
+            return list(out.split(sizes))
+        # One tensor per head (None for a head skipped), each split back into the parts.
+        per_head = [[None] * len(sizes) if o is None else o.split(sizes) for o in out]
+        return [tuple(h[k] for h in per_head) for k in range(len(sizes))]
 
     def _resize_stage(self, b: _Batch) -> None:
         """Model outputs at camera resolution, padding cut away; the mirrored depth unflipped."""
@@ -802,6 +885,7 @@ class Pipeline:
             self._frames = frames
         done: Dict[str, float] = {}
         if self.device.type != 'cuda' and self._cfg.model.backend == EAGER:
+            self._prepared_builds = 0
             return done  # nothing to build, capture or autotune
         for m in self.models():
             if self._cancel.is_set():
@@ -834,6 +918,7 @@ class Pipeline:
             self.log(f'warm-up {m.task}: backend {m.backend}, network input '
                      f"{pv.shape[-1]}x{pv.shape[-2]}, batch {', '.join(map(str, sizes))}, "
                      f'{ms / 1e3:.1f} s')
+        self._prepared_builds = sum(self.backends.builds.values())
         return done
 
     def cancel(self) -> None:

@@ -625,14 +625,17 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
     yield from release(None)
 
 
-def batches(stream: Iterable[FrameIn], size: int,
-            window: int) -> Iterator[List[Tuple[int, FrameIn]]]:
-    """Group frames of one size and layout, of any camera, at most `size` per batch.
+def batches(stream: Iterable[FrameIn], size: int, window: int,
+            key: Callable[[FrameIn], Tuple] = lambda f: f.group
+            ) -> Iterator[List[Tuple[int, FrameIn]]]:
+    """Group frames of one key, of any camera, at most `size` per batch.
 
-    Yields (index in the frame stream, frame) lists. A group goes out when full; a frame waits
-    for company at most `window` later frames (its group then goes as it is), which bounds
-    memory; a camera whose frame size changes sends its earlier group first, so each camera's
-    frames reach the pipeline in order (depth.temporal follows each camera in time).
+    key: what frames of one forward share (FrameIn.batch_key: the network input; by default
+    the frame size and layout). Yields (index in the frame stream, frame) lists. A group goes
+    out when full; a frame waits for company at most `window` later frames (its group then
+    goes as it is), which bounds memory; a camera whose key changes sends its earlier group
+    first, so each camera's frames reach the pipeline in order (depth.temporal follows each
+    camera in time).
     """
     groups: Dict[Tuple, List[Tuple[int, FrameIn]]] = {}
     where: Dict[int, Tuple] = {}  # camera -> the group its waiting frames are in
@@ -647,13 +650,13 @@ def batches(stream: Iterable[FrameIn], size: int,
         return min(groups, key=lambda g: groups[g][0][0])
 
     for i, f in enumerate(stream):
-        key = f.group
-        if where.get(f.camera, key) != key:
+        k = key(f)
+        if where.get(f.camera, k) != k:
             yield take(where[f.camera])
-        groups.setdefault(key, []).append((i, f))
-        where[f.camera] = key
-        if len(groups[key]) >= size:
-            yield take(key)
+        groups.setdefault(k, []).append((i, f))
+        where[f.camera] = k
+        if len(groups[k]) >= size:
+            yield take(k)
         while groups and groups[oldest()][0][0] <= i - window:
             yield take(oldest())
     while groups:
@@ -733,7 +736,7 @@ def _wants(opts: BagOptions, plan: BagPlan, pipe: Pipeline) -> List[FrozenSet[st
 
 def _run_batch(batch: List[Tuple[int, FrameIn]], pipe: Pipeline, report: BagReport,
                timings: List[Dict[str, float]]) -> Iterator[Tuple[int, FrameIn, List]]:
-    """Run one batch (frames of any cameras, one size) as the node does (core.frames.run).
+    """Run one batch (frames of any cameras, one network input) as the node does (frames.run).
 
     Yields (index, frame, its outputs as CDR) per frame.
     """
@@ -794,7 +797,7 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
             done: Dict[int, Tuple[FrameIn, List]] = {}
             written = 0
             window = 2 * opts.batch * len(plan.cameras)
-            for batch in batches(stream, opts.batch, window):
+            for batch in batches(stream, opts.batch, window, lambda f: f.batch_key(pipe)):
                 for i, f, messages in _run_batch(batch, pipe, report, timings):
                     done[i] = (f, messages)
                 while written in done:  # in frame order, whichever batch finished first

@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument('--copy-inputs', action='store_true',
                     help='copy the image and camera_info topics into the output bag')
     ap.add_argument('--batch', type=int, default=4,
-                    help='most frames per forward pass (of one size, from any camera)')
+                    help='most frames per forward pass (of one network input, from any camera)')
     ap.add_argument('--start', type=float, default=0.0, help='seconds from the bag start')
     ap.add_argument('--end', type=float, help='seconds from the bag start (exclusive)')
     ap.add_argument('--every', type=int, default=1,

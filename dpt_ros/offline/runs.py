@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from dpt_ros.core import memory
 from dpt_ros.core.config import Config
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.offline.bag import BagError, BagOptions, is_bag, open_bag, plan_bag, process_bag
@@ -358,7 +359,8 @@ class BagWorker:
                 raise
             self.loads += 1
         return {'seconds': time.perf_counter() - t0, 'describe': self.pipe.describe(),
-                'worker': f'{os.uname().nodename}:{os.getpid()}', 'loads': self.loads}
+                'worker': f'{os.uname().nodename}:{os.getpid()}', 'loads': self.loads,
+                'malloc': memory.settings()}
 
     def run(self, job: Job, on_frames: Optional[Callable[[int], None]] = None) -> BagResult:
         """Run one bag."""
@@ -481,7 +483,8 @@ def run_serial(jobs: Sequence[Job], cfg: Config, opts: BagOptions, bar: Progress
             results.append(result)
     finally:
         worker.close()
-    return results, {'model_load_seconds': round(info['seconds'], 3), 'model_loads': 1}
+    return results, {'model_load_seconds': round(info['seconds'], 3), 'model_loads': 1,
+                     'malloc': info['malloc']}
 
 
 def import_ray() -> Any:
@@ -543,6 +546,11 @@ class _RayPool:
         each = f'1 GPU + {opts.threads} CPU' if self.gpu else f'{opts.threads} CPU'
         log(f'Ray: {self.size} workers, each {each} (cluster: {cluster.get("CPU", 0):g} CPU, '
             f'{cluster.get("GPU", 0):g} GPU)')
+        if cfg.memory.keep_freed:
+            # Read by glibc when the worker process starts: its bags run on a thread of the
+            # actor, whose buffers then come from the main heap (see core/memory.py).
+            tunables = ':'.join(filter(None, (os.environ.get('GLIBC_TUNABLES'), memory.TUNABLES)))
+            ask['runtime_env'] = {'env_vars': {'GLIBC_TUNABLES': tunables}}
         self.actor_cls = ray.remote(**ask, max_concurrency=2)(BagWorker)
         self.args = (cfg, opts)
         self.queue = list(jobs)
@@ -551,7 +559,7 @@ class _RayPool:
         self.spare_starts = len(jobs)         # replacements for workers that die, bounded
         self.stats: Dict[str, Any] = {'workers': self.size, 'gpu': self.gpu,
                                       'worker_start_seconds': [], 'model_load_seconds': [],
-                                      'model_loads': 0}
+                                      'model_loads': 0, 'worker_malloc': []}
 
     def run(self) -> List[BagResult]:
         """Run every job; return the results in the order they finished."""
@@ -604,6 +612,7 @@ class _RayPool:
         self.stats['worker_start_seconds'].append(round(startup - info['seconds'], 3))
         self.stats['model_load_seconds'].append(round(info['seconds'], 3))
         self.stats['model_loads'] += info['loads']
+        self.stats['worker_malloc'].append(info['malloc'])
         self.log(f"Ray worker {info['worker']} ready in {startup:.1f} s "
                  f"(model {info['seconds']:.1f} s)")
 

@@ -261,6 +261,13 @@ class Diagnostics:
         if pipe:
             # Network forwards: one per batch for a checkpoint serving depth and segmentation.
             node_values['forwards'] = str(pipe.forwards)
+            # Sessions, engines or compiles built; one after activation made a frame wait.
+            built = pipe.backend_builds
+            node_values['backend_builds'] = ', '.join(
+                f'{k} {v}' for k, v in sorted(built.items())) or '0'
+            after = pipe.builds_after_prepare
+            if after is not None:
+                node_values['backend_builds_after_activation'] = str(after)
         node_values.update(pipe.describe() if pipe else {})
         if not named:
             node_values['input_topic'] = cameras[0].image_topic

@@ -1,11 +1,35 @@
 # Copyright 2026 dpt_ros contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Entry points of dpt_node and dpt_lifecycle_node: Ctrl-C during the imports leaves quietly."""
+"""Entry points of dpt_node and dpt_lifecycle_node: process settings, quiet Ctrl-C in imports.
+
+Before anything is imported or started: every thread on one malloc arena (core/memory.py),
+and OpenMP threads that sleep when they run out of work (wait_passively).
+"""
 
 import os
 import signal
 from typing import Any
+
+from dpt_ros.core import memory
+
+# What libgomp (torch's OpenMP) reads when torch loads it, unless the user set its own.
+OPENMP_ENV = {'OMP_WAIT_POLICY': 'PASSIVE'}
+
+
+def wait_passively() -> bool:
+    """Make OpenMP threads sleep when out of work, unless the environment says otherwise.
+
+    By default libgomp spins about 300,000 rounds after each parallel region before it
+    sleeps. In the node its threads share the cores with the worker's own Python, the
+    publishing thread, DDS, and on a robot every other node: a spinning thread holds a core
+    they need, and a parallel region stalls whenever one of its threads is preempted. Returns
+    True when set here (doc/performance.md has the measurement).
+    """
+    if any(k in os.environ for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')):
+        return False
+    os.environ.update(OPENMP_ENV)
+    return True
 
 
 def _leave(signum: int, _frame: Any) -> None:
@@ -15,6 +39,10 @@ def _leave(signum: int, _frame: Any) -> None:
 
 
 def _enter(name: str) -> int:
+    # Before any thread allocates: the worker thread's buffers then come from the main heap,
+    # which memory.keep_freed keeps; a thread arena maps those over 64 MiB afresh each time.
+    memory.one_arena()
+    wait_passively()  # before torch loads libgomp
     signal.signal(signal.SIGINT, _leave)
     from dpt_ros.ros import node
     signal.signal(signal.SIGINT, signal.default_int_handler)

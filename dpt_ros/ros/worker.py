@@ -6,9 +6,9 @@
 One worker thread does all torch work (loading, moving, every frame): on the CPU a forward
 from a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it
 keeps the current device and stream in one thread. Each batch goes down dpt_ros.core.frames:
-decoded, calibrated, paired with anchors, run one forward per size, serialized to CDR. In
-depth.mode fitted a frame becomes ready once its anchor message (stamped at or after it) is in,
-or after anchors.max_age (the scheduler's gate): the pairing dpt_bag makes. With
+decoded, calibrated, paired with anchors, run one forward per network input, serialized to
+CDR. In depth.mode fitted a frame becomes ready once its anchor message (stamped at or after
+it) is in, or after anchors.max_age (the scheduler's gate): the pairing dpt_bag makes. With
 output.overlap a second thread publishes a batch's outputs while the worker runs the next
 forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
 Teardown runs as a job (detach): between batches, never under a frame being decoded.
@@ -201,7 +201,7 @@ class Worker:
                          f'({exc}); publishing depth without points for this frame.')
 
     def handle_batch(self, taken: List[Tuple[Camera, Taken]]) -> None:
-        """Decode, run frames of one size and layout as one forward, publish per camera."""
+        """Decode, run frames of one network input as one forward, publish per camera."""
         rt = self.rt
         cfg = rt.cfg  # one snapshot for the whole batch
         batch = [f for f in (self.frame(cam, t, cfg) for cam, t in taken) if f is not None]

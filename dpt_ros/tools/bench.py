@@ -16,8 +16,10 @@ Sections, all measured in one run on one device:
   dds      publisher process -> dpt_node process (fastest backend) -> this process over
            real DDS, the node as deployed (CDR bytes, output.overlap on): end-to-end latency
            (receive - stamp) and sustained throughput, then throughput again with
-           output.overlap off; then a relay process in the node's place (prebuilt depth +
-           cloud of the same sizes, no model) gives this run's transport floor.
+           output.overlap off, with the node process's minor page faults, CPU time and
+           context switches per frame; the same again in a node with memory.keep_freed off;
+           then a relay process in the node's place (prebuilt depth + cloud of the same
+           sizes, no model) gives this run's transport floor.
 With --multitask instead: a checkpoint with depth and segmentation heads (TIPSv2-DPT) run
 once per frame for both, against the two separate forwards it replaces (a depth and a
 segmentation checkpoint of the same backbone size), bare forwards and the whole pipeline.
@@ -453,7 +455,7 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     est = backends[best]['pipeline']['p50'] + st['total']['p50'] - st['pipeline']['p50']
     frames = 8 if ctx.smoke else ctx.dds_frames
     d = bench_dds(ckpt, None, str(ctx.dev), ctx.precision, w, h, frames, est, log, depth_cfg,
-                  backend=best, relay=True)
+                  backend=best, relay=True, keep_freed_off=True)
     # This machine's speed drifts by 10-15 % over minutes (a shared VM): time the bare
     # forward again right after the DDS run and compare with both.
     if best == 'torch':
@@ -467,6 +469,17 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     d['forward_bare_pooled_p50'] = bare
     d['ratio_e2e_vs_forward'] = d['latency']['latency']['p50'] / bare
     d['ratio_fps_vs_forward'] = d['throughput']['fps'] * bare / 1e3
+    node = d['latency'].get('node_p50_ms', {})
+    if node.get(FORWARD):
+        d['ratio_node_forward_vs_bare'] = node[FORWARD] / bare
+    if 'fill_publish' in size['stages']:
+        inproc_fp = size['stages']['fill_publish']['bytes']['p50']
+        for run in (d, d.get('keep_freed_off')):
+            stages = (run or {}).get('latency', {}).get('node_p50_ms', {})
+            if FILL in stages and PUBLISH in stages:
+                run['node_fill_publish'] = stages[FILL] + stages[PUBLISH]
+                run['ratio_node_fill_publish_vs_inprocess'] = \
+                    run['node_fill_publish'] / max(inproc_fp, 1e-6)
     if 'relay' in d:
         node_share = d['latency']['latency']['p50'] - d['relay']['latency']['p50']
         inproc = backends[best]['overhead']['p50']
@@ -648,12 +661,14 @@ def other_size(width: int, height: int) -> Tuple[int, int]:
 def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
                    sizes: List[Tuple[int, int]], iters: int = 3, warmup: int = 1
                    ) -> Dict[str, Any]:
-    """Time the network alone: what batching cameras buys, and what padding would cost.
+    """Time the network alone: what batching cameras buys, and frames of two sizes.
 
-    same: `cameras` frames of sizes[0] as one batch vs one forward each (the node batches
-    frames of one size). mixed: one frame of each of sizes[0] and sizes[1] as the node runs
-    them (one forward per frame size) vs one batch padded to the largest network input (the
-    alternative the node does not take; it would also change what the model sees).
+    same: `cameras` frames of sizes[0] as one batch vs one forward each. mixed: one frame of
+    each of sizes[0] and sizes[1]: when their network inputs agree (a fixed-input model),
+    one forward of both, as the node runs them, vs one forward each; when they differ (a
+    model that keeps the aspect ratio), one forward each, as the node runs them, vs one batch
+    padded to the larger network input (the alternative the node does not take: it would
+    change what the model sees).
     """
     pipe, _ = make_pipeline(ckpt, device, precision)
     m = pipe.depth_model
@@ -667,24 +682,33 @@ def bench_batching(ckpt: Path, device: str, precision: str, cameras: int,
         batch = a.expand(cameras, *a.shape[1:]).contiguous()
         single_ms = timed(lambda: [pipe.forward(m, a) for _ in range(cameras)])
         batch_ms = timed(lambda: pipe.forward(m, batch))
-        hh, ww = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
-        padded = a.new_zeros((2, a.shape[1], hh, ww))
         separate_ms = timed(lambda: (pipe.forward(m, a), pipe.forward(m, b)))
-        padded_ms = timed(lambda: pipe.forward(m, padded))
+        hh, ww = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
+        if a.shape == b.shape:
+            both = torch.cat([a, b])
+            mixed = {'shared_ms': timed(lambda: pipe.forward(m, both)),
+                     'separate_ms': separate_ms}
+            mixed['shared_speedup'] = separate_ms / mixed['shared_ms']
+        else:
+            padded = a.new_zeros((2, a.shape[1], hh, ww))
+            padded_ms = timed(lambda: pipe.forward(m, padded))
+            mixed = {'separate_ms': separate_ms, 'padded_ms': padded_ms}
+            mixed['padded_vs_separate'] = mixed['padded_ms'] / separate_ms
     finally:
         pipe.close()
     return {'cameras': cameras, 'sizes': [f'{w}x{h}' for w, h in sizes[:2]],
             'inputs': [list(a.shape[-2:]), list(b.shape[-2:])], 'padded_input': [hh, ww],
             'same': {'single_ms': single_ms, 'batch_ms': batch_ms,
                      'speedup': single_ms / batch_ms},
-            'mixed': {'separate_ms': separate_ms, 'padded_ms': padded_ms,
-                      'padded_vs_separate': padded_ms / separate_ms}}
+            'mixed': mixed}
 
 
 def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
     """Many cameras: one multi-camera node against one node per camera, per model."""
     from dpt_ros.tools.dds_clients import bench_cameras
     work, dev, presets, results = _setup(args)
+    backend = (args.backend or ['torch'])[0]
+    results['backend'] = backend
     for preset in presets:
         ckpt = checkpoint(preset, work)
         config = json.loads((ckpt / 'config.json').read_text())
@@ -697,7 +721,7 @@ def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
         for one_node in (True, False):
             r = bench_cameras(ckpt, str(dev), results['precision'], args.cameras, args.width,
                               args.height, args.camera_rate, args.seconds, one_node,
-                              depth_points_config(metric), print)
+                              depth_points_config(metric), print, backend)
             entry['one_node' if one_node else 'separate'] = r
         results['models'][preset] = entry
     return results
@@ -713,27 +737,42 @@ def markdown_cameras(res: Dict[str, Any]) -> str:
                   f"{one['rate_hz']:g} Hz each ({one['sent_per_camera']} frames each in "
                   f"{one['seconds']:g} s), depth + points:", '',
                   '| layout | resident memory MiB | output frames/s (all cameras) | '
-                  'per-camera latency p50 / p95 ms | frames per camera | lowest fair share |',
-                  '|---|---|---|---|---|---|']
+                  'per-camera latency p50 / p95 ms | frames per camera | lowest fair share | '
+                  'largest batch | backend builds: in all / after activation |',
+                  '|---|---|---|---|---|---|---|---|']
+
+        def num(r: Dict[str, Any], key: str) -> str:
+            return '-' if r.get(key) is None else str(r[key])
         for r in (entry['one_node'], entry['separate']):
             cams = r['per_camera'].values()
             lat = ', '.join(f"{c['p50']:.0f} / {c['p95']:.0f}" for c in cams)
             got = ', '.join(str(c['received']) for c in cams)
             lines.append(f"| {r['layout']} | {r['rss_mb']:.0f} | {r['fps']:.2f} | {lat} | "
-                         f"{got} | {r['min_share']:.2f} |")
+                         f"{got} | {r['min_share']:.2f} | {num(r, 'max_batch_size')} | "
+                         f"{r.get('backend', 'torch')}: {num(r, 'backend_builds')} / "
+                         f"**{num(r, 'backend_builds_after_activation')}** |")
         lines.append('')
         b = entry.get('batching')
         if b:
             same, mixed = b['same'], b['mixed']
             (ha, wa), (hb, wb) = b['inputs']
-            lines += [f"- network alone, {b['cameras']} frames of {b['sizes'][0]} (input "
-                      f"{wa}x{ha}): one batch {same['batch_ms']:.1f} ms vs one forward each "
-                      f"{same['single_ms']:.1f} ms -> batching **{same['speedup']:.2f}x**",
-                      f"- two cameras, {b['sizes'][0]} and {b['sizes'][1]} (inputs {wa}x{ha} "
-                      f"and {wb}x{hb}): one forward per camera size, as the node runs them, "
-                      f"{mixed['separate_ms']:.1f} ms vs one batch padded to "
-                      f"{b['padded_input'][1]}x{b['padded_input'][0]} {mixed['padded_ms']:.1f}"
-                      f" ms -> padding **{mixed['padded_vs_separate']:.2f}x** the time", '']
+            lines.append(f"- network alone, {b['cameras']} frames of {b['sizes'][0]} (input "
+                         f"{wa}x{ha}): one batch {same['batch_ms']:.1f} ms vs one forward each "
+                         f"{same['single_ms']:.1f} ms -> batching **{same['speedup']:.2f}x**")
+            two = f"- two cameras, {b['sizes'][0]} and {b['sizes'][1]}"
+            if 'shared_ms' in mixed:
+                lines.append(f"{two} (both network input {wa}x{ha}): one forward of both, as "
+                             f"the node runs them, {mixed['shared_ms']:.1f} ms vs one forward "
+                             f"each {mixed['separate_ms']:.1f} ms -> "
+                             f"**{mixed['shared_speedup']:.2f}x**")
+            else:
+                lines.append(f"{two} (inputs {wa}x{ha} and {wb}x{hb}): one forward each, as "
+                             f"the node runs them, {mixed['separate_ms']:.1f} ms vs one batch "
+                             f"padded to {b['padded_input'][1]}x{b['padded_input'][0]} "
+                             f"{mixed['padded_ms']:.1f} ms -> padding "
+                             f"**{mixed['padded_vs_separate']:.2f}x** the time (not done: it "
+                             'changes what the model sees)')
+            lines.append('')
     return '\n'.join(lines)
 
 
@@ -808,6 +847,7 @@ def markdown(res: Dict[str, Any]) -> str:
                     lines.append(line)
                     if 'relay' in d:
                         lines.append(_floor_line(d))
+                    lines += _node_lines(d)
             lines.append('')
     return '\n'.join(lines)
 
@@ -829,6 +869,54 @@ def _backend_lines(r: Dict[str, Any]) -> List[str]:
         lines.append(f"| {b}{' (fastest)' if b == r.get('best_backend') else ''} | {fw:.2f} | "
                      f"{row['pipeline']['p50']:.2f} | {torch_fw / max(fw, 1e-6):.2f}x | "
                      f"{row.get('warmup_s', 0.0):.1f} |")
+    return lines + ['']
+
+
+def _node_lines(d: Dict[str, Any]) -> List[str]:
+    """Render what the node process spends per frame, memory.keep_freed on (deployed) and off."""
+    lines = []
+    stages = d['latency'].get('node_p50_ms', {})
+    if 'ratio_node_forward_vs_bare' in d:
+        line = (f"- inside the node (p50 from /diagnostics, latency phase): forward "
+                f"{stages[FORWARD]:.1f} ms = **{d['ratio_node_forward_vs_bare']:.2f}x** the bare "
+                'forward')
+        if 'node_fill_publish' in d:
+            line += (f"; fill + publish {d['node_fill_publish']:.2f} ms = "
+                     f"**{d['ratio_node_fill_publish_vs_inprocess']:.2f}x** the in-process "
+                     'bytes path')
+        lines.append(line)
+    if 'node_per_frame' not in d['latency']:
+        return lines
+    runs = [d] + ([d['keep_freed_off']] if 'keep_freed_off' in d else [])
+
+    def per(r: Dict[str, Any], phase: str, key: str, fmt: str) -> str:
+        v = r.get(phase, {}).get('node_per_frame', {}).get(key)
+        return '-' if v is None else format(v, fmt)
+
+    def fps(r: Dict[str, Any], phase: str) -> str:
+        return f"{r[phase]['fps']:.2f}" if phase in r else '-'
+    rows = [('e2e p50 ms (latency phase)', lambda r: f"{r['latency']['latency']['p50']:.1f}"),
+            ('node fill + publish p50 ms',
+             lambda r: f"{r['node_fill_publish']:.2f}" if 'node_fill_publish' in r else '-'),
+            ('sustained frames/s, output.overlap on / off',
+             lambda r: f"{fps(r, 'throughput')} / {fps(r, 'throughput_no_overlap')}")]
+    for label, key, fmt in (('minor page faults', 'minor_faults', '.0f'),
+                            ('CPU ms', 'cpu_ms', '.1f'),
+                            ('involuntary context switches', 'involuntary_switches', '.1f'),
+                            ('voluntary context switches', 'voluntary_switches', '.1f')):
+        rows.append((f'{label}, latency / sustained phase',
+                     lambda r, k=key, f=fmt: f"{per(r, 'latency', k, f)} / "
+                     f"{per(r, 'throughput', k, f)}"))
+    head = ['memory.keep_freed on (deployed)'] + (['off'] if len(runs) > 1 else [])
+    lines += ['', f"| node process, per frame published | {' | '.join(head)} |",
+              '|---' * (len(head) + 1) + '|']
+    lines += [f"| {label} | {' | '.join(cell(r) for r in runs)} |" for label, cell in rows]
+    if len(runs) > 1:
+        on, off = (r['throughput'].get('node_per_frame', {}).get('minor_faults')
+                   for r in runs)
+        if on is not None and off is not None:
+            lines += ['', f'- minor page faults per frame, sustained: **{off / max(on, 1.0):.0f}x '
+                      'fewer** with memory.keep_freed']
     return lines + ['']
 
 

@@ -28,14 +28,17 @@ from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.tools.sample import SampleFrame, synthetic_scene
-from dpt_ros.tools.toolkit import (node_command, profile_env, Saved, say, stop_process, summary,
-                                   write_params_file)
+from dpt_ros.tools.toolkit import (node_command, process_counters, profile_env, Saved, say,
+                                   stop_process, summary, write_params_file)
 
 PUBLISHER_ROLE = 'publisher'
 RELAY_ROLE = 'relay'
 # A publisher process sends its frames at its rate after start-up (torch import, frames): it
 # gets this long beyond the sending before it counts as hung.
 PUBLISHER_GRACE_S = 120.0
+# The in-process publishers of dpt_bench's stage timings: never under the node's namespace,
+# whose outputs the node computes only for topics someone subscribes to.
+IN_PROCESS_NS = '/dpt_bench_inproc'
 
 
 def have_rclpy() -> bool:
@@ -66,7 +69,7 @@ class InProcessPublisher:
         self.pubs = {}
         self.subs = []
         for o in outputs.OUTPUTS:
-            cls, topic = conv.msg_class(o.msg_type), f'/dpt_bench/{o.topic}'
+            cls, topic = conv.msg_class(o.msg_type), f'{IN_PROCESS_NS}/{o.topic}'
             self.pubs[o.name] = self.node.create_publisher(cls, topic, 2)
             self.subs.append(self.node.create_subscription(cls, topic, lambda _m: None, 2))
         self.ok = True
@@ -242,10 +245,28 @@ def start_node(params: Dict[str, Any], ns: str, tmp: Path, **popen: Any) -> subp
 
 # ------------------------------------------------------------------ dpt_bench: DDS end to end
 
+def _complete(arrivals: Dict[str, Dict[int, int]], kinds: List[str]) -> Dict[int, int]:
+    """Stamp -> arrival of its last output, for the frames whose outputs all arrived."""
+    return {s: max(arrivals[k][s] for k in kinds) for s in arrivals['depth']
+            if all(s in arrivals[k] for k in kinds)}
+
+
+def _per_frame(before: Dict[str, float], after: Dict[str, float],
+               frames: int) -> Dict[str, float]:
+    """Counters of process_counters per frame between two readings (empty if unreadable)."""
+    if not before or not after or frames < 1:
+        return {}
+    return {k: (after[k] - before[k]) / frames for k in before}
+
+
 def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: List[str],
                    ns: str, width: int, height: int, rate: float, count: int, settle_s: float,
-                   env: Dict[str, str]) -> Dict[str, Any]:
-    """Run one publisher process at a rate; pair stamps with the arrival of every output."""
+                   env: Dict[str, str], pid: Optional[int] = None) -> Dict[str, Any]:
+    """Run one publisher process at a rate; pair stamps with the arrival of every output.
+
+    With the node's pid: its minor page faults, CPU time and context switches per frame
+    published, counted once the warm-up frames are out.
+    """
     warm = 2  # the first frames of a new size pay allocator / kernel-selection costs
     for d in arrivals.values():
         d.clear()
@@ -253,21 +274,30 @@ def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: L
     # spin_once returns as soon as a message arrives (its callback stamps the arrival); the
     # long timeout only keeps this process from stealing CPU from the node.
     limit = (count + warm) / rate + PUBLISHER_GRACE_S
+    start: Tuple[int, Dict[str, float]] = (0, {})
+    if pid is not None:
+        client.spin_until(lambda: len(_complete(arrivals, kinds)) >= warm or
+                          pub.poll() is not None, limit, step=0.05)
+        start = (len(_complete(arrivals, kinds)), process_counters(pid))
     if not client.spin_until(lambda: pub.poll() is not None, limit, step=0.25):
         stop_process(pub, 5.0)
         raise RuntimeError(f'the publisher process did not finish within {limit:.0f} s')
     client.spin_for(settle_s, step=0.25)
     if pub.returncode != 0:
         raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')
-    done = {s: max(arrivals[k][s] for k in kinds) for s in arrivals['depth']
-            if all(s in arrivals[k] for k in kinds)}
+    done = _complete(arrivals, kinds)
+    node = _per_frame(start[1], process_counters(pid), len(done) - start[0]) \
+        if pid is not None else {}
     for s in sorted(done)[:warm]:
         del done[s]
     lat = [(t - s) / 1e6 for s, t in done.items()]
     times = sorted(done.values())
     fps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 2 else float('nan')
-    return {'latency': summary(lat), 'raw_latency': lat, 'received': len(done), 'sent': count,
-            'rate_hz': rate, 'fps': fps}
+    out = {'latency': summary(lat), 'raw_latency': lat, 'received': len(done), 'sent': count,
+           'rate_hz': rate, 'fps': fps}
+    if node:
+        out['node_per_frame'] = node
+    return out
 
 
 def _start_relay(ns: str, width: int, height: int, env: Dict[str, str]) -> subprocess.Popen:
@@ -280,13 +310,16 @@ def _start_relay(ns: str, width: int, height: int, env: Dict[str, str]) -> subpr
 def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, width: int,
               height: int, frames: int, est_ms: float, log: Any,
               depth_cfg: Optional[Dict[str, Any]] = None, backend: str = 'torch',
-              relay: bool = False) -> Dict[str, Any]:
+              relay: bool = False, keep_freed_off: bool = False) -> Dict[str, Any]:
     """Measure publisher process -> dpt_node process -> this process latency, throughput.
 
     The node runs as deployed (outputs published as CDR bytes, output.overlap on); its
     throughput is then measured again with output.overlap off (set live, same process).
-    With relay, the same publisher and subscriber then time a relay process in the node's
-    place (run_relay): the transport floor of this run, reported beside the node's figures.
+    Each phase also counts the node process's page faults, CPU time and context switches per
+    frame. With keep_freed_off, a second node with memory.keep_freed off runs the same
+    phases. With relay, the same publisher and subscriber then time a relay process in the
+    node's place (run_relay): the transport floor of this run, reported beside the node's
+    figures.
     """
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image, PointCloud2
@@ -297,8 +330,6 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
               'model.device': device, 'model.precision': precision, 'model.backend': backend,
               **(depth_cfg or {})}
     env = dict(os.environ, **profile_env())
-    node = start_node(params, ns, tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                      env=env)
     client = Client('dpt_bench_subscriber')
     arrivals: Dict[str, Dict[int, int]] = {'depth': {}, 'points': {}, 'labels': {}}
     diags: List[Any] = []
@@ -315,50 +346,69 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
                               arrived('labels'), 10)
     kinds = ['depth', 'points'] + (['labels'] if seg else [])
     settle = max(3.0, 3 * est_ms / 1e3)
-    # Latency: paced so the node is idle when each frame arrives.
+    # Latency: paced so the node is idle when each frame arrives; throughput: faster than
+    # the node can go (it keeps the newest frame).
     lat_rate = min(10.0, 600.0 / max(est_ms, 1.0))
+    thr_rate = min(60.0, 2500.0 / max(est_ms, 1.0))
+    thr_frames = max(frames, int(thr_rate * 4))
+
+    def phase(proc: subprocess.Popen, rate: float, count: int) -> Dict[str, Any]:
+        res = _latency_phase(client, arrivals, kinds, ns, width, height, rate, count, settle,
+                             env, proc.pid)
+        res['node_p50_ms'] = node_stages(diags)
+        return res
+
+    def run_node(extra: Dict[str, Any]) -> Dict[str, Any]:
+        """Latency, throughput, then throughput with output.overlap off, in one node."""
+        diags.clear()
+        proc = start_node(dict(params, **extra), ns, tmp, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=env)
+        try:
+            client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0, 120, proc=proc,
+                              step=0.05)
+            if proc.poll() is not None:
+                raise RuntimeError(f'dpt_node exited: {proc.stderr.read()[-2000:]}')
+            res = {'latency': phase(proc, lat_rate, frames),
+                   'throughput': phase(proc, thr_rate, thr_frames)}
+            if client.set_parameters(f'{ns}/dpt', {'output.overlap': False}):
+                res['throughput_no_overlap'] = phase(proc, thr_rate, thr_frames)
+        finally:
+            stop_process(proc)
+        return res
+
     floor = None
+    off = None
     try:
-        client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0, 120, proc=node,
-                          step=0.05)
-        if node.poll() is not None:
-            raise RuntimeError(f'dpt_node exited: {node.stderr.read()[-2000:]}')
-        latency = _latency_phase(client, arrivals, kinds, ns, width, height, lat_rate, frames,
-                                 settle, env)
-        latency['node_p50_ms'] = node_stages(diags)
-        # Throughput: faster than the node can go; it keeps the newest frame.
-        thr_rate = min(60.0, 2500.0 / max(est_ms, 1.0))
-        thr_frames = max(frames, int(thr_rate * 4))
-        throughput = _latency_phase(client, arrivals, kinds, ns, width, height, thr_rate,
-                                    thr_frames, settle, env)
-        throughput['node_p50_ms'] = node_stages(diags)
-        sequential = None
-        if client.set_parameters(f'{ns}/dpt', {'output.overlap': False}):
-            sequential = _latency_phase(client, arrivals, kinds, ns, width, height, thr_rate,
-                                        thr_frames, settle, env)
-        stop_process(node)
+        out = run_node({})
+        if keep_freed_off:
+            off = run_node({'memory.keep_freed': False})
         if relay:
             node = _start_relay(ns, width, height, env)
-            client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0 and
-                              n.count_publishers(f"{ns}/{outputs.BY_NAME['points'].topic}") > 0,
-                              60, proc=node, step=0.05)
-            if node.poll() is not None:
-                raise RuntimeError(f'relay exited: {node.stderr.read()[-2000:]}')
-            client.spin_for(1.0)  # let both output topics match this subscriber
-            floor = _latency_phase(client, arrivals, ['depth', 'points'], ns, width, height,
-                                   lat_rate, frames, 3.0, env)
+            try:
+                client.spin_until(
+                    lambda: n.count_subscribers(f'{ns}/image') > 0 and
+                    n.count_publishers(f"{ns}/{outputs.BY_NAME['points'].topic}") > 0,
+                    60, proc=node, step=0.05)
+                if node.poll() is not None:
+                    raise RuntimeError(f'relay exited: {node.stderr.read()[-2000:]}')
+                client.spin_for(1.0)  # let both output topics match this subscriber
+                floor = _latency_phase(client, arrivals, ['depth', 'points'], ns, width,
+                                       height, lat_rate, frames, 3.0, env)
+            finally:
+                stop_process(node)
     finally:
         client.close()
-        stop_process(node)
         shutil.rmtree(tmp, ignore_errors=True)
+    latency, sequential = out['latency'], out.get('throughput_no_overlap')
     log(f'    dds {width}x{height} ({backend}): e2e p50 {latency["latency"]["p50"]:.1f} ms '
-        f'({latency["received"]}/{latency["sent"]}), sustained {throughput["fps"]:.2f} fps'
-        + (f' ({sequential["fps"]:.2f} without overlap)' if sequential else '')
+        f'({latency["received"]}/{latency["sent"]}), sustained {out["throughput"]["fps"]:.2f} '
+        'fps' + (f' ({sequential["fps"]:.2f} without overlap)' if sequential else '')
+        + (f'; memory.keep_freed off: e2e p50 {off["latency"]["latency"]["p50"]:.1f} ms'
+           if off else '')
         + (f', relay floor p50 {floor["latency"]["p50"]:.1f} ms' if floor else ''))
-    out = {'latency': latency, 'throughput': throughput, 'width': width, 'height': height,
-           'segmentation': bool(seg), 'backend': backend}
-    if sequential is not None:
-        out['throughput_no_overlap'] = sequential
+    out.update(width=width, height=height, segmentation=bool(seg), backend=backend)
+    if off is not None:
+        out['keep_freed_off'] = off
     if floor is not None:
         out['relay'] = floor
     return out
@@ -379,22 +429,26 @@ def _rss_mb(pid: int) -> float:
 
 def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: int,
                   height: int, rate: float, seconds: float, one_node: bool,
-                  depth_cfg: Dict[str, Any], log: Any) -> Dict[str, Any]:
+                  depth_cfg: Dict[str, Any], log: Any, backend: str = 'torch') -> Dict[str, Any]:
     """Cameras at a rate through one multi-camera dpt_node, or one dpt_node per camera.
 
     Same topics either way (camera K: /dpt_cams/camK/image in, /dpt_cams/camK/depth/image
     and .../points out), one publisher process for all cameras, depth + points. Returns the
     nodes' resident memory, all cameras' output frames/s, per-camera latency (receive -
-    stamp) and each camera's share of the frames against an equal split.
+    stamp) and each camera's share of the frames against an equal split, and from each
+    node's last /diagnostics its batch sizes and backend builds (in all and after activation).
     """
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image, PointCloud2
+
+    from dpt_ros.ros import diagnostics
 
     root = '/dpt_cams'
     names = [f'cam{k}' for k in range(cameras)]
     tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_cams_'))
     env = dict(os.environ, **profile_env())
     params = {'model.depth': str(ckpt), 'model.device': device, 'model.precision': precision,
-              **depth_cfg}
+              'model.backend': backend, **depth_cfg}
     popen = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.PIPE, 'env': env}
     if one_node:
         nodes = [start_node(dict(params, cameras=names), root, tmp, **popen)]
@@ -411,6 +465,14 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
         client.node.create_subscription(
             PointCloud2, f"{root}/{n}/{outputs.BY_NAME['points'].topic}",
             arrived((n, 'points')), 10)
+    reports: Dict[str, Dict[str, str]] = {}  # node status name -> its last values
+
+    def report(arr: Any) -> None:
+        for st in arr.status:
+            if st.name.startswith(diagnostics.NAME_PREFIX + root) and \
+                    diagnostics.CAMERA_INFIX not in st.name:
+                reports[st.name] = diagnostics.values(st)
+    client.node.create_subscription(DiagnosticArray, '/diagnostics', report, 10)
     rss: Dict[int, float] = {}
     warm_s = 3.0  # first frames of each camera pay allocator and first-call costs
     try:
@@ -431,7 +493,7 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
                 last = time.monotonic()
                 for p in nodes:
                     rss[p.pid] = max(rss.get(p.pid, 0.0), _rss_mb(p.pid))
-        client.spin_for(3.0, step=0.1)
+        client.spin_for(3.0, step=0.1)  # the last outputs and a /diagnostics of each node
         if pub.returncode != 0:
             raise RuntimeError(f'publisher failed: {pub.stderr.read()[-1000:]}')
     finally:
@@ -457,7 +519,18 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
            'sent_per_camera': int(seconds * rate), 'rss_mb': sum(rss.values()),
            'fps': (len(done_all) - 1) / span if span > 0 else float('nan'),
            'per_camera': per_camera,
-           'min_share': min((c['share'] for c in per_camera.values()), default=0.0)}
+           'min_share': min((c['share'] for c in per_camera.values()), default=0.0),
+           'backend': backend, 'nodes_reporting': len(reports)}
+
+    def total(key: str) -> Optional[int]:
+        vals = [v.get(key) for v in reports.values()]
+        if not vals or any(x is None for x in vals):
+            return None
+        return sum(sum(int(w.split()[-1]) for w in x.split(', ')) for x in vals)
+    out['backend_builds'] = total('backend_builds')
+    out['backend_builds_after_activation'] = total('backend_builds_after_activation')
+    out['max_batch_size'] = max((int(v.get('max_batch_size', 0)) for v in reports.values()),
+                                default=0)
     log(f"    {out['layout']}: {out['rss_mb']:.0f} MiB resident, {out['fps']:.2f} frames/s, "
         f"lowest share {out['min_share']:.2f}")
     return out

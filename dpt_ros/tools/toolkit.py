@@ -90,6 +90,35 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> Optional[int]
     return proc.returncode
 
 
+def process_counters(pid: int) -> Dict[str, float]:
+    """Return a process's minor page faults, CPU ms, context switches (Linux; {} if gone).
+
+    Context switches are summed over its threads alive now (voluntary: waited; involuntary:
+    preempted).
+    """
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+        tasks = list(Path(f'/proc/{pid}/task').iterdir())
+    except OSError:
+        return {}
+    fields = stat[stat.rindex(')') + 2:].split()  # after 'pid (comm) '
+    tick_ms = 1e3 / os.sysconf('SC_CLK_TCK')
+    out = {'minor_faults': float(fields[7]),
+           'cpu_ms': (int(fields[11]) + int(fields[12])) * tick_ms,
+           'voluntary_switches': 0.0, 'involuntary_switches': 0.0}
+    for task in tasks:
+        try:
+            lines = (task / 'status').read_text().splitlines()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        for line in lines:
+            key, _, value = line.partition(':')
+            if key in ('voluntary_ctxt_switches', 'nonvoluntary_ctxt_switches'):
+                name = 'voluntary' if key.startswith('vol') else 'involuntary'
+                out[f'{name}_switches'] += int(value)
+    return out
+
+
 def summary(values: Sequence[float]) -> Dict[str, float]:
     """Return p50 / p95 / mean / n of a list of milliseconds."""
     return {'p50': float(percentile(values, 50)), 'p95': float(percentile(values, 95)),

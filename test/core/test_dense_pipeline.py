@@ -325,3 +325,29 @@ def test_a_forward_never_runs_a_head_the_model_was_not_loaded_for(checkpoints):
     finally:
         count.close()
     assert count.calls == {'normals': 0, 'seg': 2}
+
+
+def test_multi_head_frames_of_two_sizes_share_one_forward_as_alone(checkpoints):
+    """TIPSv2-DPT (a fixed network input): a 96x72 and a 128x72 frame, one forward of both.
+
+    The heads it skips (normals here) come back as None and are split like the others; each
+    frame gets what it gets alone.
+    """
+    pipe = tips_pipe(checkpoints, **{'depth.temporal': False})
+    scenes = [synthetic_scene(96, 72), synthetic_scene(128, 72, t=0.3)]
+    frames = [Frame(s.rgb, 'rgb8') for s in scenes]
+    intrs = [s.intrinsics for s in scenes]
+    assert pipe.batch_key(frames[0]) == pipe.batch_key(frames[1])
+    dense = pipe.depth_model.net.model
+    count = Counter(backbone=dense.backbone, normals=dense.normals_neck)
+    try:
+        both = pipe.process_batch(frames, intrs, {'depth', 'labels'})
+        assert count.calls == {'backbone': 1, 'normals': 0} and pipe.forwards == 1
+    finally:
+        count.close()
+    for f, intr, r in zip(frames, intrs, both):
+        one = pipe.process(f, intr, {'depth', 'labels'})
+        assert r.arrays['depth'].shape == (f.height, f.width)
+        assert np.array_equal(r.arrays['labels'], one.arrays['labels'])
+        assert np.allclose(r.arrays['depth'], one.arrays['depth'], rtol=1e-5, atol=0,
+                           equal_nan=True)

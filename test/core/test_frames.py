@@ -111,25 +111,31 @@ def test_pair_asks_the_anchors_for_this_frame():
     assert asked == [(3_000_000_500, (64, 48), f.intrinsics, 'cam_optical', cfg)]
 
 
-def test_run_groups_by_size_with_each_cameras_source_stamp_and_wants(pipe):
+def test_run_groups_by_network_input_with_each_cameras_source_stamp_and_wants(pipe):
     calls = []
 
     class Spy:
+        batch_key = pipe.batch_key
+
         def process_batch(self, frames_, intrs, want, **kwargs):
             calls.append((len(frames_), set(want), kwargs['sources'], kwargs['stamps']))
             return pipe.process_batch(frames_, intrs, want, **kwargs)
-    small, large = synthetic_scene(64, 48), synthetic_scene(96, 72)
+    # Depth Anything keeps the aspect ratio: 64x48 and 66x48 frames both become 56x70
+    # network inputs (one forward), 96x72 ones 70x98.
+    small, large, wider = synthetic_scene(64, 48), synthetic_scene(96, 72), synthetic_scene(66, 48)
     batch = [FrameIn.decode(image(small.rgb, 1), False, camera='a', want=frozenset({'depth'})),
              FrameIn.decode(image(large.rgb, 2), False, camera='b'),
              FrameIn.decode(image(small.rgb, 3), False, camera='c',
-                            want=frozenset({'points'}))]
+                            want=frozenset({'points'})),
+             FrameIn.decode(image(wider.rgb, 4), False, camera='d', want=frozenset({'depth'}))]
     for f in batch:
         f.decode_ms = 1.5
     done = list(frames.run(Spy(), batch))
-    assert [[f.camera for f, _ in d] for d in done] == [['a', 'c'], ['b']]
-    assert calls == [(2, {'depth', 'points'}, ['a', 'c'], [1.0000005, 3.0000005]),
+    assert [[f.camera for f, _ in d] for d in done] == [['a', 'c', 'd'], ['b']]
+    assert calls == [(3, {'depth', 'points'}, ['a', 'c', 'd'], [1.0000005, 3.0000005, 4.0000005]),
                      (1, set(outputs.ALL), ['b'], [2.0000005])]
     assert all(r.timings['decode'] == 1.5 for d in done for _, r in d)
+    assert [(r.height, r.width) for _, r in done[0]] == [(48, 64), (48, 64), (48, 66)]
     (f, r), = done[1]
     assert (r.height, r.width) == (72, 96)
 

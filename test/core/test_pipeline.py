@@ -75,6 +75,57 @@ def test_batch_equals_single_frames(pipe):
         assert (one['labels'] == b.arrays['labels']).mean() > 0.999
 
 
+def test_cameras_of_one_network_input_share_one_forward(checkpoints):
+    """A 96x72 and a 128x72 camera under fixed-input models: one forward each, as alone.
+
+    Each frame is preprocessed at its own size and resized back to it; the network inputs are
+    stacked, never padded, so what a frame gets does not depend on who shared its forward.
+    Labels must match exactly; depth within float32 rounding (rtol 1e-5): a matrix product
+    of several rows may be summed in another order than one of a single row (as in
+    test_batch_equals_single_frames).
+    """
+    cfg = Config().replace({'model.depth': str(checkpoints('tiny-depth')),
+                            'model.segmentation': str(checkpoints('tiny-seg')),
+                            'model.device': 'cpu', 'depth.temporal': False})
+    pipe = Pipeline(cfg, log=lambda m: None)
+    a, b, c = synthetic_sequence(3, 96, 72)
+    wide = synthetic_sequence(1, 128, 72)[0]
+    frames = [Frame(a.rgb, 'rgb8'), Frame(wide.rgb, 'rgb8'), Frame(c.rgb, 'bgr8')]
+    intrs = [a.intrinsics, wide.intrinsics, c.intrinsics]
+    assert len({pipe.batch_key(f) for f in frames}) == 1  # DPT ViT: 64 x 64 for every size
+    inputs = []
+    run = pipe.backends.run
+    pipe.backends.run = lambda m, pv, *rest: inputs.append((m.task, len(pv))) or run(m, pv, *rest)
+    batch = pipe.process_batch(frames, intrs)
+    assert sorted(inputs) == [('depth', 3), ('segmentation', 3)]  # one forward per model
+    inputs.clear()
+    for f, intr, r in zip(frames, intrs, batch):
+        one = pipe.process(f, intr)
+        assert (r.height, r.width) == (f.height, f.width)
+        assert set(r.arrays) == set(one.arrays)
+        assert np.array_equal(r.arrays['labels'], one.arrays['labels'])
+        assert np.allclose(r.arrays['relative'], one.arrays['relative'], rtol=1e-5, atol=0)
+    assert sorted(inputs) == [('depth', 1)] * 3 + [('segmentation', 1)] * 3
+
+
+def test_cameras_of_other_network_inputs_never_share_a_forward(pipe):
+    """Depth Anything keeps the aspect ratio: 4:3 and 16:9 frames go through one forward each."""
+    a, b = synthetic_sequence(1, 96, 72)[0], synthetic_sequence(1, 128, 72)[0]
+    frames = [Frame(a.rgb, 'rgb8'), Frame(b.rgb, 'rgb8')]
+    assert pipe.batch_key(frames[0]) != pipe.batch_key(frames[1])
+    inputs = []
+    run = pipe.backends.run
+    pipe.backends.run = lambda m, pv, *rest: inputs.append(pv.shape) or run(m, pv, *rest)
+    try:
+        batch = pipe.process_batch(frames, [a.intrinsics, b.intrinsics], {'depth'})
+    finally:
+        pipe.backends.run = run
+    assert len(inputs) == 2 and inputs[0] != inputs[1] and all(n == 1 for n, *_ in inputs)
+    for f, intr, r in zip(frames, (a.intrinsics, b.intrinsics), batch):
+        assert np.array_equal(r.arrays['depth'], pipe.process(f, intr, {'depth'}).arrays['depth'],
+                              equal_nan=True)
+
+
 def test_bad_layout_and_wrong_intrinsics(pipe):
     s = synthetic_sequence(1, 64, 48)[0]
     with pytest.raises(ValueError, match='layout'):

@@ -253,6 +253,8 @@ def test_ray_gives_the_same_bytes_as_serial(tmp_path, params, kind, tiny_depth):
     assert doc['runner'] == 'ray' and doc['totals']['done'] == 3
     ray_stats = doc['ray']
     assert ray_stats['workers'] == 2 and ray_stats['model_loads'] == 2  # per worker, not bag
+    # Each worker process started on one malloc arena and keeps what its frames free.
+    assert ray_stats['worker_malloc'] == ['keep_freed, one arena'] * 2, ray_stats
     assert len({b['worker'] for b in doc['bags']}) <= 2
     assert len(ray_stats['model_load_seconds']) == 2
     assert ray_stats['per_bag_overhead_seconds_p50'] is not None

@@ -44,7 +44,7 @@ def test_statuses_read_back_by_camera_and_stage():
     d.count_batch(2)
     d.count_batch(1)
     pipe = SimpleNamespace(describe=lambda: {'device': 'cpu', 'depth_mode': 'metric'},
-                           forwards=3)
+                           forwards=3, backend_builds={'onnxruntime': 2}, builds_after_prepare=0)
     front.notes['focal_source'] = 'camera_info'  # the newest frame's facts, per camera
     statuses = d.statuses([front, rear], True, pipe)
     assert [s.name for s in statuses] == ['dpt_ros: /robot/dpt',
@@ -55,6 +55,8 @@ def test_statuses_read_back_by_camera_and_stage():
     assert (node['batches'], node['mean_batch_size'], node['max_batch_size']) == ('2', '1.50', '2')
     assert node['cameras'] == 'front, rear' and node['device'] == 'cpu'
     assert node['forwards'] == '3'  # network forwards, beside the batches
+    assert (node['backend_builds'], node['backend_builds_after_activation']) == \
+        ('onnxruntime 2', '0')
     cams = diag.camera_values(statuses)
     assert sorted(cams) == ['front', 'rear'] and cams['front'] == diag.values_of(statuses,
                                                                                  'front')

@@ -6,6 +6,9 @@
 import threading
 import time
 
+import numpy as np
+import pytest
+
 from dpt_ros.core import conversions as conv
 from dpt_ros.tools.sample import synthetic_scene
 from dpt_ros.tools.toolkit import write_params_file
@@ -140,6 +143,79 @@ def test_frames_waiting_together_run_as_one_batch(harness, tiny_metric):
     for c in 'ab':
         assert harness.wait(lambda c=c: len(harness.get(f'{NS}/{c}/depth/image')) == 2, 20), c
     assert sizes == [2, 1, 1]
+
+
+def test_cameras_of_two_sizes_share_a_forward_of_one_network_input(harness, checkpoints):
+    """A 64x48 and a 96x48 camera, DPT (a fixed 64 x 64 network input): one forward.
+
+    Each camera's output has its own size and is what its frame gives alone.
+    """
+    node = start(harness, ['a', 'b'], **{
+        'model.depth': str(checkpoints('tiny-depth')), 'model.device': 'cpu',
+        'batch.max_wait_ms': 500.0, 'depth.temporal': False})
+    sizes = spy_batches(node)
+    forwards = []
+    run = node.pipeline.backends.run
+    node.pipeline.backends.run = lambda m, pv, *rest: forwards.append(len(pv)) or \
+        run(m, pv, *rest)
+    scenes = {'a': synthetic_scene(64, 48), 'b': synthetic_scene(96, 48)}
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in 'ab'}
+    for c in 'ab':
+        harness.record_outputs(f'{NS}/{c}', ['depth/relative'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    for c in 'ab':  # a is held up to 500 ms for b
+        pubs[c][0].publish(conv.image_msg(header(7), scenes[c].rgb, 'rgb8'))
+    for c in 'ab':
+        assert harness.wait(lambda c=c: harness.get(f'{NS}/{c}/depth/relative'), 20), c
+    assert sizes == [2] and forwards == [2]
+    del node.pipeline.process_batch  # the spies go: the class's own methods again
+    node.pipeline.backends.run = run
+    for c, s in scenes.items():
+        msg, = harness.get(f'{NS}/{c}/depth/relative')
+        got = conv.image_to_array(msg)
+        assert got.shape == s.rgb.shape[:2], c
+        alone = node.pipeline.process(conv.Frame(s.rgb, 'rgb8'), None, {'relative'})
+        assert np.allclose(got, alone.arrays['relative'], rtol=1e-5, atol=0), c
+
+
+def test_onnxruntime_builds_nothing_after_activation_at_any_batch_size(harness, checkpoints):
+    """Four cameras under ONNX Runtime, batches of 1, 4, 2 and 3 frames: no build after start.
+
+    What was built shows in /diagnostics (backend_builds, backend_builds_after_activation).
+    """
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    names = ['c0', 'c1', 'c2', 'c3']
+    node = start(harness, names, **{
+        'model.depth': str(checkpoints('tiny-depth')), 'model.device': 'cpu',
+        'model.backend': 'onnxruntime', 'batch.max_size': 4, 'batch.max_wait_ms': 500.0})
+    assert node.pipeline.depth_model.backend == 'onnxruntime'
+    built = node.pipeline.backend_builds
+    assert built.get('onnxruntime', 0) >= 1
+    sizes = spy_batches(node)
+    harness.record('/diagnostics', DiagnosticArray)
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in names}
+    for c in names:
+        harness.record_outputs(f'{NS}/{c}', ['depth/relative'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    s = synthetic_scene(64, 48)
+    sent = dict.fromkeys(names, 0)
+    for k, group in enumerate((['c0'], names, ['c1', 'c3'], ['c0', 'c2', 'c3'], ['c2'])):
+        for c in group:  # the first is held up to 500 ms for the others
+            pubs[c][0].publish(conv.image_msg(header(10 + k), s.rgb, 'rgb8'))
+            sent[c] += 1
+        for c in group:
+            assert harness.wait(
+                lambda c=c: len(harness.get(f'{NS}/{c}/depth/relative')) == sent[c], 20), c
+    assert len(set(sizes)) >= 3, sizes  # mixed batch sizes really ran
+    assert node.pipeline.backend_builds == built
+    values = {}
+    assert harness.wait(lambda: values.update(diagnostics.values_of(
+        harness.get('/diagnostics')[-1].status) if harness.get('/diagnostics') else {}) or
+        'backend_builds_after_activation' in values, 10)
+    assert values['backend_builds_after_activation'] == '0', values
+    assert values['backend_builds'] == f"onnxruntime {built['onnxruntime']}", values
 
 
 def test_camera_list_from_params_file_with_remaps(tmp_path, tiny_metric):

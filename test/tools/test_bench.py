@@ -59,12 +59,20 @@ def test_bench_smoke(tmp_path, record_figure):
         floor = d['relay']
         assert 1 <= floor['received'] <= floor['sent'] and floor['latency']['p50'] > 0
         assert math.isfinite(d['ratio_node_share_vs_inprocess_overhead'])
+        # The node process's own counters per frame, memory.keep_freed on (deployed) and off.
+        for run in (d, d['keep_freed_off']):
+            per = run['latency']['node_per_frame']
+            assert per['minor_faults'] >= 0 and per['cpu_ms'] > 0, per
+            assert run['throughput_no_overlap']['fps'] > 0
+        assert d['node_fill_publish'] > 0 and d['ratio_node_forward_vs_bare'] > 0
         assert r['dds_segmentation']['latency']['received'] > 0
     md = (out / 'results.md').read_text()
     assert 'bare forward' in md and 'naive wrapper' in md and 'lower' in md
     assert '| backend (alone in its process) |' in md or len(backends) == 1
     if have_ros:
         assert 'bytes path' in md and 'transport floor' in md and 'output.overlap' in md
+        assert '| node process, per frame published | memory.keep_freed on (deployed) | off |' \
+            in md
     if (out / 'latency.png').exists():
         assert (out / 'latency.png').read_bytes()[:4] == b'\x89PNG'
     else:
@@ -101,18 +109,25 @@ def test_a_fallback_is_named_and_never_the_fastest(tmp_path):
 
 
 def test_bench_cameras_smoke(tmp_path):
-    """dpt_bench --cameras: one multi-camera node against one node per camera, both run."""
+    """dpt_bench --cameras: one multi-camera node against one node per camera, both run.
+
+    Under ONNX Runtime each node reports its builds in /diagnostics: none after activation.
+    """
     pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed')
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
     out = tmp_path / 'bench'
     proc = subprocess.run([sys.executable, '-m', 'dpt_ros.tools.bench', '--cameras', '2',
                            '--camera-rate', '5', '--seconds', '3', '--width', '96',
-                           '--height', '72', '--models', 'tiny-depth-anything', '--out',
-                           str(out), '--work-dir', str(tmp_path / 'work')],
+                           '--height', '72', '--models', 'tiny-depth', '--backend',
+                           'onnxruntime', '--out', str(out), '--work-dir',
+                           str(tmp_path / 'work')],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads((out / 'cameras.json').read_text())['models']['tiny-depth-anything']
+    res = json.loads((out / 'cameras.json').read_text())['models']['tiny-depth']
     for layout, nodes in (('one_node', 1), ('separate', 2)):
         r = res[layout]
+        assert r['nodes_reporting'] == nodes, (layout, r)
+        assert r['backend_builds'] >= nodes and r['backend_builds_after_activation'] == 0, r
         assert set(r['per_camera']) == {'cam0', 'cam1'}, layout
         assert all(c['received'] > 0 and c['p95'] >= c['p50'] > 0
                    for c in r['per_camera'].values()), (layout, r)
@@ -124,9 +139,14 @@ def test_bench_cameras_smoke(tmp_path):
     assert '| one node |' in md and '| 2 nodes |' in md
 
 
+ONE = {'layout': 'one node', 'cameras': 1, 'width': 640, 'height': 480, 'rate_hz': 1.0,
+       'sent_per_camera': 1, 'seconds': 1.0, 'rss_mb': 1.0, 'fps': 1.0, 'min_share': 1.0,
+       'per_camera': {'cam0': {'p50': 1.0, 'p95': 1.0, 'received': 1}}}
+
+
 def test_batching_figures_time_what_the_node_runs(tmp_path):
     """Same-size frames as one batch vs one forward each; mixed sizes vs a padded batch."""
-    from dpt_ros.tools.bench import bench_batching, checkpoint, other_size
+    from dpt_ros.tools.bench import bench_batching, checkpoint, markdown_cameras, other_size
     assert other_size(640, 480) == (1280, 720) and other_size(1280, 720) == (640, 480)
     ckpt = checkpoint('tiny-depth-anything', tmp_path)
     r = bench_batching(ckpt, 'cpu', 'fp32', 3, [(640, 480), (1280, 720)], iters=1, warmup=0)
@@ -138,6 +158,18 @@ def test_batching_figures_time_what_the_node_runs(tmp_path):
     for section in ('same', 'mixed'):
         assert all(v > 0 and math.isfinite(v) for v in r[section].values()), r
     assert r['same']['speedup'] == pytest.approx(r['same']['single_ms'] / r['same']['batch_ms'])
+    assert 'padded_ms' in r['mixed'] and 'shared_ms' not in r['mixed']
+    # DPT (a fixed square input): both cameras' frames go through one forward, as the node
+    # runs them.
+    r = bench_batching(checkpoint('tiny-depth', tmp_path), 'cpu', 'fp32', 2,
+                       [(640, 480), (1280, 720)], iters=1, warmup=0)
+    assert r['inputs'][0] == r['inputs'][1] and 'padded_ms' not in r['mixed']
+    assert r['mixed']['shared_speedup'] == pytest.approx(
+        r['mixed']['separate_ms'] / r['mixed']['shared_ms'])
+    md = markdown_cameras({'device': 'cpu', 'torch': 't', 'precision': 'fp32', 'smoke': True,
+                           'models': {'tiny-depth': {'batching': r, 'one_node': ONE,
+                                                     'separate': ONE}}})
+    assert 'one forward of both, as the node runs them' in md, md
 
 
 def test_a_backend_process_that_runs_too_long_is_stopped(tmp_path):
