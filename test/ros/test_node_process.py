@@ -4,6 +4,7 @@
 """dpt_node as a separate process started by its executable: --params-file, remaps, exit."""
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -260,15 +261,16 @@ def test_burst_keeps_newest_frame_and_memory_flat(harness, tmp_path, tiny_metric
 def test_the_node_keeps_its_frame_buffers(harness, tmp_path, tiny_metric):
     """640x480 frames one at a time: the node faults its buffers in once, not every frame.
 
-    With glibc's defaults (memory.keep_freed off) each frame's large buffers are mapped and
-    given back, a minor page fault per 4 KiB every frame; the default keeps them.
+    With glibc's defaults (memory.keep_freed off) frames' large buffers are mapped and given
+    back, or trimmed off the heap, and faulted in again a 4 KiB page at a time; the default
+    keeps them.
     """
     harness.start()  # a client only: the node runs in its own process
     harness.record_outputs('/camera', ['depth/image', 'points'])
     img = harness.node.create_publisher(Image, '/camera/color/image_raw', 5)
     info = harness.node.create_publisher(CameraInfo, '/camera/color/camera_info', 5)
     s = synthetic_scene(640, 480)
-    faults = {}
+    faults, seen = {}, {}
     for keep in (True, False):
         params = write_params_file(tmp_path / f'{keep}.yaml', {
             'model.depth': str(tiny_metric), 'model.device': 'cpu', 'memory.keep_freed': keep})
@@ -287,16 +289,19 @@ def test_the_node_keeps_its_frame_buffers(harness, tmp_path, tiny_metric):
                     harness.wait_stamp(topic, conv.stamp_ns(h), 60)
                 time.sleep(0.1)  # the publishing thread lets go of the frame
                 per_frame.append(node.minor_faults() - before)
-            faults[keep] = sum(per_frame[4:]) / len(per_frame[4:])  # once warm
+            faults[keep] = statistics.mean(per_frame[4:])  # once warm
+            seen[keep] = per_frame
             said = 'memory.keep_freed: freed memory stays in the process'
             assert (said in node.text()) == keep, node.text()
         finally:
             node.stop()
             harness.wait(lambda: img.get_subscription_count() == 0, 10)
             harness.clear()
-    # Measured here: 300 to 1000 a frame off, 0 to a few on.
+    # Measured here (mean of 12 frames): 300 to 1000 a frame off, 0 to 100 on. Off, glibc
+    # raises its own thresholds after a while, so some frames fault nothing and others
+    # thousands of pages; a broken keep_freed gives about the same figure on and off.
 
-    assert max(faults[True], 1.0) * 10 <= faults[False], faults
+    assert max(faults[True], 1.0) * 3 <= faults[False], (faults, seen)
 
 
 PUBLISHER = """
