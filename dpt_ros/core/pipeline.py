@@ -85,8 +85,9 @@ class _Batch:
     def __init__(self, pipe: 'Pipeline', frames: Sequence[Frame],
                  intrs: Sequence[Optional[Intrinsics]], wanted: AbstractSet[str],
                  anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
-                 stamps: Sequence[float]) -> None:
-        self.cfg = pipe.config  # one consistent snapshot per batch
+                 stamps: Sequence[float], cfg: Optional[Config] = None) -> None:
+        # One consistent snapshot per batch (the parts of one forward share the caller's).
+        self.cfg = cfg if cfg is not None else pipe.config
         self.frames, self.intrs = frames, intrs
         self.anchors, self.sources, self.stamps = anchors, sources, stamps
         self.rows = outputs.computed(wanted)
@@ -153,8 +154,8 @@ class _Batch:
     @cached_property
     def head_normals(self) -> torch.Tensor:
         """(B, H, W, 3) unit normals of the normals head in the optical frame."""
-        return nm.head_normals(self.normals_raw[:len(self.frames)], (self.height, self.width),
-                               self.model_type, self.placement)
+        return nm.head_normals(self.normals_raw, (self.height, self.width), self.model_type,
+                               self.placement)
 
 
 class FrameTensors:
@@ -608,9 +609,10 @@ class Pipeline:
         split: Dict[Tuple, List[int]] = {}
         for i, f in enumerate(frames):
             split.setdefault((f.pixels.shape, f.layout), []).append(i)
+        cfg = self.config  # every part under the same settings: one set of heads, one flip
         parts = [(idx, _Batch(self, [frames[i] for i in idx], [intrs[i] for i in idx], wanted,
                               [anchors[i] for i in idx], [sources[i] for i in idx],
-                              [stamps[i] for i in idx])) for idx in split.values()]
+                              [stamps[i] for i in idx], cfg)) for idx in split.values()]
         clock = _Clock(self.device, self._stream)
         for stage, step in _STEPS:
             if stage == FORWARD:

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from dpt_ros.core.metric import Anchors, FIT_B, FIT_S, robust_fit
 
-PROMPT_FILLS = ('pushpull', 'guided')
 # An iPhone LiDAR depth map, what Prompt Depth Anything was trained with: 256 x 192.
 PROMPT_LONG_SIDE = 256
 
