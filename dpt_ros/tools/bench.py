@@ -59,6 +59,7 @@ from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.preprocess import prompt_depth
 from dpt_ros.core.prompt import dense_prompt
 from dpt_ros.core.reports import percentile
+from dpt_ros.tools.evaluation import make_anchors
 from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
 from dpt_ros.tools.toolkit import jsonable, profile_env, pyplot, summary, write_report
 
@@ -114,12 +115,7 @@ def _fill_publish(pub: Any, encoded: List[Any], header: Any, info: Any,
 
 def scene_anchors(depth: np.ndarray, count: int = 1000, seed: int = 0) -> Anchors:
     """Return anchors at count random valid pixels of a true depth map (a prompted model's)."""
-    flat = depth.reshape(-1)
-    pick = np.random.default_rng(seed).choice(np.flatnonzero(np.isfinite(flat) & (flat > 0)),
-                                              count, replace=False)
-    w = depth.shape[1]
-    return Anchors((pick % w).astype(np.float32), (pick // w).astype(np.float32),
-                   flat[pick].astype(np.float32))
+    return make_anchors(depth, count, 0.0, 0.0, np.random.default_rng(seed))
 
 
 def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[str],

@@ -21,6 +21,7 @@ import numpy as np
 from dpt_ros.core import outputs
 from dpt_ros.core.config import Config, DEFAULT_DEPTH_MODEL
 from dpt_ros.core.conversions import INFO_TYPE, LABEL_FIELD
+from dpt_ros.core.normals import NORMAL_FIELDS
 from dpt_ros.tools.sample import make_random_checkpoint, SampleFrame, synthetic_sequence
 from dpt_ros.tools.toolkit import profile_env, Saved, say
 
@@ -77,8 +78,8 @@ def write_png(path: Path, arr: np.ndarray) -> None:
 
 # Cloud fields -> PLY properties: normals as nx ny nz (what MeshLab, CloudCompare and Open3D
 # read), the class id as a uint 'label'.
-_PLY_FIELDS = {'normal_x': ('nx', '<f4'), 'normal_y': ('ny', '<f4'), 'normal_z': ('nz', '<f4'),
-               'label': ('label', '<u4')}
+_PLY_FIELDS = dict({f: (p, '<f4') for f, p in zip(NORMAL_FIELDS, ('nx', 'ny', 'nz'))},
+                   **{LABEL_FIELD: ('label', '<u4')})
 _PLY_TYPES = {'<f4': 'float', 'u1': 'uchar', '<u4': 'uint'}
 
 

@@ -557,8 +557,8 @@ def prompt_patterns(depth: np.ndarray, rng: np.random.Generator, noise: float
     tof = tof[rng.random(tof.size) >= 0.3]
     out = {'16-beam lidar (lower 3/4 of the view, every 4th pixel)': lidar,
            'ToF 80 x 60 grid, 30 % holes': tof,
-           '300 random pixels': rng.choice(np.flatnonzero(valid), 300, replace=False),
-           '30 random pixels': rng.choice(np.flatnonzero(valid), 30, replace=False)}
+           '300 random pixels': _pixels(valid, 300, rng),
+           '30 random pixels': _pixels(valid, 30, rng)}
     for name, pick in out.items():
         pick = pick[valid[pick]]
         z = flat[pick] * (1.0 + noise * rng.standard_normal(pick.size))

@@ -9,8 +9,11 @@ import pytest
 
 from dpt_ros.core.outputs import FRAME_STAGES
 
-diag = pytest.importorskip('dpt_ros.ros.diagnostics', reason='diagnostic_msgs (ROS 2) is absent')
-DiagnosticStatus = pytest.importorskip('diagnostic_msgs.msg').DiagnosticStatus
+DiagnosticStatus = pytest.importorskip(
+    'diagnostic_msgs.msg', reason='diagnostic_msgs (ROS 2) is absent').DiagnosticStatus
+pytest.importorskip('rclpy', reason='rclpy (ROS 2) is absent')
+
+from dpt_ros.ros import diagnostics as diag  # noqa: E402 - after the ROS 2 checks
 
 
 class Node:
