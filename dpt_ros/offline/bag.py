@@ -638,7 +638,7 @@ def batches(stream: Iterable[FrameIn], size: int, window: int,
     camera in time).
     """
     groups: Dict[Tuple, List[Tuple[int, FrameIn]]] = {}
-    where: Dict[int, Tuple] = {}  # camera -> the group its waiting frames are in
+    where: Dict[str, Tuple] = {}  # camera -> the group its waiting frames are in
 
     def take(key: Tuple) -> List[Tuple[int, FrameIn]]:
         batch = groups.pop(key)

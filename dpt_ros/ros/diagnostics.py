@@ -60,6 +60,11 @@ def values_of(statuses: Iterable[Any], camera: str = '') -> Dict[str, str]:
     return values(status_of(statuses, camera))
 
 
+def builds_count(value: str) -> int:
+    """Total of a backend_builds value ('0' or 'onnxruntime 2, tensorrt 1')."""
+    return sum(int(part.split()[-1]) for part in value.split(', '))
+
+
 def camera_values(statuses: Iterable[Any]) -> Dict[str, Dict[str, str]]:
     """Return the values of each named camera's status, by camera name."""
     return {_camera_of(st): values(st) for st in statuses if _camera_of(st)}
@@ -253,10 +258,10 @@ class Diagnostics:
         node_values.update(self.stages.stage_p50())
         with self.stages.lock:
             sizes = dict(sorted(self.batch_sizes.items()))
-        forwards = sum(sizes.values())
-        node_values['batches'] = str(forwards)
+        batches = sum(sizes.values())
+        node_values['batches'] = str(batches)
         node_values['mean_batch_size'] = \
-            f'{sum(k * v for k, v in sizes.items()) / forwards:.2f}' if forwards else 'nan'
+            f'{sum(k * v for k, v in sizes.items()) / batches:.2f}' if batches else 'nan'
         node_values['max_batch_size'] = str(max(sizes, default=0))
         if pipe:
             # Network forwards: one per batch for a checkpoint serving depth and segmentation.
@@ -268,7 +273,7 @@ class Diagnostics:
             after = pipe.builds_after_prepare
             if after is not None:
                 node_values['backend_builds_after_activation'] = str(after)
-        node_values.update(pipe.describe() if pipe else {})
+            node_values.update(pipe.describe())
         if not named:
             node_values['input_topic'] = cameras[0].image_topic
             node_values.update(anchor_values(cameras[0], pipe))

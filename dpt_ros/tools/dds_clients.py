@@ -526,7 +526,7 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
         vals = [v.get(key) for v in reports.values()]
         if not vals or any(x is None for x in vals):
             return None
-        return sum(sum(int(w.split()[-1]) for w in x.split(', ')) for x in vals)
+        return sum(diagnostics.builds_count(x) for x in vals)
     out['backend_builds'] = total('backend_builds')
     out['backend_builds_after_activation'] = total('backend_builds_after_activation')
     out['max_batch_size'] = max((int(v.get('max_batch_size', 0)) for v in reports.values()),

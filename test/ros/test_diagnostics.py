@@ -60,6 +60,7 @@ def test_statuses_read_back_by_camera_and_stage():
     assert node['forwards'] == '3'  # network forwards, beside the batches
     assert (node['backend_builds'], node['backend_builds_after_activation']) == \
         ('onnxruntime 2', '0')
+    assert diag.builds_count(node['backend_builds']) == 2 and diag.builds_count('0') == 0
     cams = diag.camera_values(statuses)
     assert sorted(cams) == ['front', 'rear'] and cams['front'] == diag.values_of(statuses,
                                                                                  'front')
