@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+import sys
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+_LITTLE = sys.byteorder == 'little'
 # Distortion models we can undo exactly per pixel (camera_info distortion_model values).
 _PINHOLE_MODELS = ('plumb_bob', 'rational_polynomial')
 _FISHEYE_MODELS = ('equidistant',)
@@ -160,13 +162,19 @@ class Backprojector:
             z = z.masked_fill(no_ray, float('nan'))
         h, w = z.shape
         pts = torch.empty((h, w, 4), dtype=torch.float32, device=depth.device)
-        pts[..., 0] = xy[..., 0] * z
-        pts[..., 1] = xy[..., 1] * z
+        torch.mul(xy, z[..., None], out=pts[..., :2])  # x = x/z * z, y = y/z * z: one pass
         pts[..., 2] = z
         if rgb is not None:
-            c = rgb[::stride, ::stride].to(torch.int32)
-            packed = (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
-            pts.view(torch.int32)[..., 3] = packed  # bit copy: no float path for denormals
+            # 0x00RRGGBB as a native uint32: its bytes written straight from the uint8 image
+            # (a bit copy, no int32 maths and no float path for denormals).
+            colour = pts.view(torch.uint8).view(h, w, 16)[..., 12:16]
+            c = rgb[::stride, ::stride].to(torch.uint8)
+            if _LITTLE:
+                colour[..., :3] = c.flip(-1)  # B, G, R, then the 0 byte
+                colour[..., 3] = 0
+            else:
+                colour[..., 1:] = c
+                colour[..., 0] = 0
         else:
             pts[..., 3] = 0.0
         pts = pts.view(-1, 4)

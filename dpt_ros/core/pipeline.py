@@ -33,7 +33,7 @@ from dpt_ros.core.models import (HEAD_DEPTH, HEAD_FOV, HEAD_NORMALS, HEAD_SEGMEN
                                  load_model, load_models, LoadedModel, move_model)
 from dpt_ros.core.outputs import (DEPTH_TASK, DOWNLOAD, FIT, FORWARD, GEOMETRY, POSTPROCESS,
                                   PREPROCESS, Result, SEGMENTATION_TASK, UPLOAD)
-from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, prompt_depth, to_rgb
+from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, prompt_depth, to_rgb, to_rgb8
 
 LOG = logging.getLogger('dpt_ros')
 
@@ -148,7 +148,10 @@ class _Batch:
 
     @cached_property
     def rgb8(self) -> torch.Tensor:
-        """The camera images as (B, H, W, 3) uint8."""
+        """The camera images as (B, H, W, 3) uint8 (8-bit frames as they came, no float pass)."""
+        rgb8 = to_rgb8(self.pixels, self.frames[0].layout)
+        if rgb8 is not None:
+            return rgb8
         return self.rgb.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
 
     @cached_property

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -102,8 +103,12 @@ def to_metres(raw: torch.Tensor, mode: str, scale: float, shift: float,
         z = torch.reciprocal(raw * scale + shift)
     else:
         raise ValueError(f"unknown depth mode '{mode}'")
-    bad = ~torch.isfinite(z) | (z <= 0) | (z < dmin) | (z > dmax)
-    return z.masked_fill_(bad, float('nan'))
+    # Valid: finite, > 0 and in [dmin, dmax]. A comparison with NaN is false and +inf fails
+    # z <= dmax when dmax is finite, so two passes do what isfinite and four tests did.
+    good = (z >= dmin) & (z <= dmax) if dmin > 0 else (z > 0) & (z <= dmax)
+    if not math.isfinite(dmax):
+        good &= torch.isfinite(z)
+    return z.masked_fill_(~good, float('nan'))
 
 
 def relative_inverse(depth: torch.Tensor, metric: bool) -> torch.Tensor:

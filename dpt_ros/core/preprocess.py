@@ -271,6 +271,21 @@ def to_rgb(frames: torch.Tensor, layout: str) -> torch.Tensor:
     return x[:, :3]
 
 
+def to_rgb8(frames: torch.Tensor, layout: str) -> Optional[torch.Tensor]:
+    """(B, H, W, C) 8-bit frames -> (B, H, W, 3) uint8 RGB without a float copy; else None.
+
+    The same values as to_rgb rounded back to uint8 (a view for rgb8, a channel gather for
+    bgr8 / bgra8 and mono8); None for mono16, which only to_rgb scales.
+    """
+    if layout not in LAYOUTS or LAYOUTS[layout][1] != torch.uint8:
+        return None
+    if layout.startswith('mono'):
+        return frames[..., :1].expand(-1, -1, -1, 3)
+    if layout.startswith('bgr'):
+        return frames[..., [2, 1, 0]]
+    return frames[..., :3]
+
+
 class Preprocessor:
     """Camera RGB -> pixel_values on the device, step by step as the spec's processor does."""
 

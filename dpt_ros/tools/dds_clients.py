@@ -12,6 +12,7 @@ runs, without ROS (have_rclpy says whether a ROS 2 is there).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 import shutil
@@ -27,6 +28,7 @@ import numpy as np
 from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
+from dpt_ros.core.outputs import FILL, PUBLISH
 from dpt_ros.tools.sample import SampleFrame, synthetic_scene
 from dpt_ros.tools.toolkit import (node_command, process_counters, profile_env, Saved, say,
                                    stop_process, summary, write_params_file)
@@ -159,9 +161,18 @@ def run_relay(args: argparse.Namespace) -> int:
     cloud_pub = node.create_publisher(PointCloud2, f"{ns}/{outputs.BY_NAME['points'].topic}",
                                       2)
 
+    times: Dict[str, List[float]] = {FILL: [], PUBLISH: []}
+
     def relay(msg: Any) -> None:
-        depth_pub.publish(cdr.image_cdr(depth, msg.header))
-        cloud_pub.publish(cdr.pointcloud_cdr(cloud, msg.header))
+        # Timed as the node times its own: fill = the CDR bytes, publish = both publish calls.
+        t0 = time.perf_counter()
+        out = ((depth_pub, cdr.image_cdr(depth, msg.header)),
+               (cloud_pub, cdr.pointcloud_cdr(cloud, msg.header)))
+        t1 = time.perf_counter()
+        for pub, data in out:
+            pub.publish(data)
+        times[FILL].append((t1 - t0) * 1e3)
+        times[PUBLISH].append((time.perf_counter() - t1) * 1e3)
     node.create_subscription(Image, f'{ns}/image', relay, 1)  # keep-last 1, as the node
     try:
         rclpy.spin(node)
@@ -170,6 +181,8 @@ def run_relay(args: argparse.Namespace) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+        if args.times:
+            Path(args.times).write_text(json.dumps(times))
     return 0
 
 
@@ -300,9 +313,10 @@ def _latency_phase(client: Client, arrivals: Dict[str, Dict[int, int]], kinds: L
     return out
 
 
-def _start_relay(ns: str, width: int, height: int, env: Dict[str, str]) -> subprocess.Popen:
+def _start_relay(ns: str, width: int, height: int, env: Dict[str, str],
+                 times: Path) -> subprocess.Popen:
     cmd = [sys.executable, '-m', 'dpt_ros.tools.bench', '--role', RELAY_ROLE, '--ns', ns,
-           '--width', str(width), '--height', str(height)]
+           '--width', str(width), '--height', str(height), '--times', str(times)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
 
@@ -383,7 +397,8 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
         if keep_freed_off:
             off = run_node({'memory.keep_freed': False})
         if relay:
-            node = _start_relay(ns, width, height, env)
+            times = tmp / 'relay_times.json'
+            node = _start_relay(ns, width, height, env, times)
             try:
                 client.spin_until(
                     lambda: n.count_subscribers(f'{ns}/image') > 0 and
@@ -394,8 +409,17 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
                 client.spin_for(1.0)  # let both output topics match this subscriber
                 floor = _latency_phase(client, arrivals, ['depth', 'points'], ns, width,
                                        height, lat_rate, frames, 3.0, env)
+                # The most frames/s these publisher and subscriber processes pass on this
+                # machine without a model: the ceiling of the node's sustained figure.
+                floor['throughput'] = _latency_phase(
+                    client, arrivals, ['depth', 'points'], ns, width, height, thr_rate,
+                    thr_frames, 3.0, env)['fps']
             finally:
                 stop_process(node)
+            if times.exists():  # the relay's own fill and publish, as the node's diagnostics
+                spent = json.loads(times.read_text())
+                floor['fill_publish'] = summary([a + b for a, b in zip(spent[FILL],
+                                                                       spent[PUBLISH])])
     finally:
         client.close()
         shutil.rmtree(tmp, ignore_errors=True)

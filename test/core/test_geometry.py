@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dpt_ros.core import postprocess as post
 from dpt_ros.core.geometry import Backprojector, Intrinsics, IntrinsicsError, project
 
 K = {'fx': 525.0, 'fy': 520.0, 'cx': 319.5, 'cy': 239.5, 'width': 640, 'height': 480}
@@ -49,6 +50,24 @@ def test_rgb_is_packed_bits():
     pts, _, _ = Backprojector()(torch.ones(4, 4), intr, rgb=rgb)
     bits = pts[:, 3].numpy().view(np.uint32)
     assert (bits == (255 << 16 | 128 << 8 | 7)).all()
+
+
+def test_metres_are_nan_outside_the_valid_range():
+    """to_metres keeps finite depth > 0 within [depth.min, depth.max] and NaNs the rest."""
+    raw = torch.tensor([float('nan'), float('inf'), -float('inf'), -1.0, 0.0, 0.05, 0.5, 5.0,
+                        20.0, 1e30])
+    for dmin, dmax in ((0.0, 10.0), (0.1, 10.0), (0.5, 5.0), (-1.0, 10.0),
+                       (0.0, float('inf')), (0.1, float('inf'))):
+        z = post.to_metres(raw.clone(), 'metric', 1.0, 0.0, dmin, dmax).numpy()
+        r = raw.numpy()
+        with np.errstate(invalid='ignore'):
+            keep = np.isfinite(r) & (r > 0) & (r >= dmin) & (r <= dmax)
+        assert np.array_equal(np.isnan(z), ~keep), (dmin, dmax)
+        assert np.array_equal(z[keep], r[keep])
+    # affine_inverse: 1 / (scale * d + shift), a zero denominator is no depth
+    inv = torch.tensor([0.0, 0.5, 1.0, -2.0])
+    z = post.to_metres(inv, 'affine_inverse', 2.0, 0.0, 0.0, 100.0).numpy()
+    assert np.isnan(z[0]) and np.isnan(z[3]) and np.allclose(z[1:3], [1.0, 0.5])
 
 
 def test_tum_ground_truth_round_trip(rgbd_data):

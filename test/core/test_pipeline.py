@@ -161,6 +161,28 @@ def test_mono_and_bgr_inputs(pipe):
     assert mono.arrays['depth'].shape == (48, 64)
 
 
+def test_cloud_colours_come_from_every_frame_layout(pipe):
+    """The cloud's rgb bits are the frame's own colours for 8- and 16-bit layouts alike."""
+    s = synthetic_sequence(1, 64, 48)[0]
+    rgb = s.rgb.astype(np.uint32)
+    grey = s.rgb[:, :, 1].copy()
+    cases = {
+        'rgb8': (s.rgb, rgb),
+        'bgr8': (np.ascontiguousarray(s.rgb[:, :, ::-1]), rgb),
+        'rgba8': (np.dstack([s.rgb, np.full((48, 64), 9, np.uint8)]), rgb),
+        'bgra8': (np.dstack([s.rgb[:, :, ::-1], np.full((48, 64), 9, np.uint8)]), rgb),
+        'mono8': (grey[:, :, None], np.repeat(grey[:, :, None], 3, 2).astype(np.uint32)),
+        # 16-bit grey is scaled to 0..255 and rounded, as the network input is
+        'mono16': ((grey.astype(np.uint16) * 257)[:, :, None],
+                   np.repeat(grey[:, :, None], 3, 2).astype(np.uint32)),
+    }
+    for layout, (pixels, want) in cases.items():
+        r = pipe.process(Frame(pixels, layout), s.intrinsics, {'points'})
+        bits = r.arrays['points'][:, 3].copy().view(np.uint32).reshape(48, 64)
+        packed = want[..., 0] << 16 | want[..., 1] << 8 | want[..., 2]
+        assert (bits == packed).all(), layout
+
+
 def test_frames_leave_no_reference_cycles(checkpoints):
     """What a batch holds (device tensors, results) is freed when it returns, not by the GC.
 

@@ -58,6 +58,10 @@ def test_bench_smoke(tmp_path, record_figure):
         assert fp['message']['p50'] > 0 and fp['bytes']['p50'] > 0
         floor = d['relay']
         assert 1 <= floor['received'] <= floor['sent'] and floor['latency']['p50'] > 0
+        # The relay timed its own fill + publish (the node's, over the same transport) and
+        # its sustained rate; both end up in the report beside the node's.
+        assert floor['fill_publish']['p50'] > 0 and floor['throughput'] > 0
+        assert d['ratio_node_fill_publish_vs_relay'] > 0
         assert math.isfinite(d['ratio_node_share_vs_inprocess_overhead'])
         # The node process's own counters per frame, memory.keep_freed on (deployed) and off.
         for run in (d, d['keep_freed_off']):
@@ -71,6 +75,7 @@ def test_bench_smoke(tmp_path, record_figure):
     assert '| backend (alone in its process) |' in md or len(backends) == 1
     if have_ros:
         assert 'bytes path' in md and 'transport floor' in md and 'output.overlap' in md
+        assert "the relay's own fill + publish" in md and 'the relay sustains' in md
         assert '| node process, per frame published | memory.keep_freed on (deployed) | off |' \
             in md
     if (out / 'latency.png').exists():
