@@ -128,19 +128,22 @@ class Backprojector:
     """Depth (H, W) metres -> points, with the ray grid cached per camera and stride."""
 
     def __init__(self) -> None:
-        self._cache: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        self._cache: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]] = {}
         self.note = ''
 
     def _grid(self, intr: Intrinsics, stride: int, device: torch.device
-              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         key = (intr, stride, device)
         if key not in self._cache:
             if len(self._cache) > 8:
                 self._cache.clear()
             xy, self.note = ray_grid(intr, stride)
             no_ray = np.isnan(xy[..., 0])
+            # [x/z, y/z, 1] per pixel: the points' x, y, z are this times the depth, one pass
+            xyz = np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
             self._cache[key] = (torch.from_numpy(xy).to(device),
-                                torch.from_numpy(no_ray).to(device) if no_ray.any() else None)
+                                torch.from_numpy(no_ray).to(device) if no_ray.any() else None,
+                                torch.from_numpy(xyz).to(device))
         return self._cache[key]
 
     def rays(self, intr: Intrinsics, stride: int, device: torch.device) -> torch.Tensor:
@@ -157,24 +160,25 @@ class Backprojector:
         PointCloud2 'rgb' expects, or 0 when rgb is None.
         """
         z = depth[::stride, ::stride]
-        xy, no_ray = self._grid(intr, stride, depth.device)
+        _, no_ray, xyz = self._grid(intr, stride, depth.device)
         if no_ray is not None:  # fisheye pixels past 90 degrees: the whole point is invalid
             z = z.masked_fill(no_ray, float('nan'))
         h, w = z.shape
         pts = torch.empty((h, w, 4), dtype=torch.float32, device=depth.device)
-        torch.mul(xy, z[..., None], out=pts[..., :2])  # x = x/z * z, y = y/z * z: one pass
-        pts[..., 2] = z
+        torch.mul(xyz, z[..., None], out=pts[..., :3])  # x, y, z in one pass
         if rgb is not None:
             # 0x00RRGGBB as a native uint32: its bytes written straight from the uint8 image
-            # (a bit copy, no int32 maths and no float path for denormals).
+            # (a bit copy, no int32 maths and no float path for denormals), one channel at a
+            # time (a strided copy each; cheaper than gathering the channels reversed).
             colour = pts.view(torch.uint8).view(h, w, 16)[..., 12:16]
             c = rgb[::stride, ::stride].to(torch.uint8)
-            if _LITTLE:
-                colour[..., :3] = c.flip(-1)  # B, G, R, then the 0 byte
-                colour[..., 3] = 0
-            else:
-                colour[..., 1:] = c
-                colour[..., 0] = 0
+            order = ((3, None), (2, 0), (1, 1), (0, 2)) if _LITTLE else \
+                ((0, None), (1, 0), (2, 1), (3, 2))
+            for byte, channel in order:
+                if channel is None:
+                    colour[..., byte] = 0
+                else:
+                    colour[..., byte] = c[..., channel]
         else:
             pts[..., 3] = 0.0
         pts = pts.view(-1, 4)
