@@ -480,13 +480,11 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     if relay_fp and 'node_fill_publish' in d:
         d['ratio_node_fill_publish_vs_relay'] = d['node_fill_publish'] / max(relay_fp, 1e-6)
     if 'relay' in d:
-        node_share = d['latency']['latency']['p50'] - d['relay']['latency']['p50']
         inproc = backends[best]['overhead']['p50']
         if 'fill_publish' in size['stages']:
             inproc += size['stages']['fill_publish']['bytes']['p50']
-        d['e2e_minus_floor'] = node_share
         d['inprocess_overhead'] = inproc
-        d['ratio_node_share_vs_inprocess_overhead'] = node_share / max(inproc, 1e-6)
+        d.update(node_share(d))
     size['dds'] = d
     if first and (ctx.smoke or preset.startswith('tiny') or ctx.dev.type == 'cuda'):
         # Eager torch: a runtime would export the segmentation model on the first frames.
@@ -927,17 +925,47 @@ def _node_lines(d: Dict[str, Any]) -> List[str]:
     return lines + ['']
 
 
+def node_share(d: Dict[str, Any]) -> Dict[str, float]:
+    """Return what the node adds to the relay floor, against its in-process overhead.
+
+    ``d`` is one DDS section (its latency phase, the relay's, and ``inprocess_overhead``: the
+    in-process frame time outside the forward, fill + publish included). Two ratios: the DDS
+    end to end minus the floor, as it stands, and that minus the forward as the node timed it
+    (the relay runs no model, and the in-process overhead leaves the forward out too), so the
+    second compares time outside the forward on both sides.
+    """
+    share = d['latency']['latency']['p50'] - d['relay']['latency']['p50']
+    inproc = max(d['inprocess_overhead'], 1e-6)
+    out = {'e2e_minus_floor': share, 'ratio_node_share_vs_inprocess_overhead': share / inproc}
+    forward = d['latency'].get('node_p50_ms', {}).get(FORWARD)
+    if forward:
+        out['e2e_minus_floor_and_forward'] = share - forward
+        out['ratio_node_share_outside_forward_vs_inprocess_overhead'] = \
+            (share - forward) / inproc
+    return out
+
+
+def _ratio(ratio: float) -> str:
+    return (f'**{ratio:.2f}x**' if ratio > 0 else
+            '**at or under the floor** (the floor varies by more than our share)')
+
+
 def _floor_line(d: Dict[str, Any]) -> str:
     """Render the relay floor and the node's share of the DDS end to end."""
     f = d['relay']['latency']
-    ratio = d['ratio_node_share_vs_inprocess_overhead']
+    share = node_share(d)  # results written before the forward was taken out render too
+    outside = ''
+    if 'e2e_minus_floor_and_forward' in share:
+        outside = (f"; without the node's forward ({d['latency']['node_p50_ms'][FORWARD]:.1f} "
+                   f"ms, which the relay does not run) {share['e2e_minus_floor_and_forward']:.1f}"
+                   " ms -> " + _ratio(share['ratio_node_share_outside_forward_vs_inprocess_'
+                                            'overhead']))
     return (f"- transport floor (a relay process in the node's place republishing a prebuilt "
             f"depth + cloud of this size with each image's header, same publisher and "
             f"subscriber, same run): p50 {f['p50']:.1f} ms ({d['relay']['received']}/"
-            f"{d['relay']['sent']}); our e2e - floor {d['e2e_minus_floor']:.1f} ms vs our "
+            f"{d['relay']['sent']}); our e2e - floor {share['e2e_minus_floor']:.1f} ms vs our "
             f"in-process overhead outside the forward {d['inprocess_overhead']:.1f} ms -> "
-            + (f"**{ratio:.2f}x**" if ratio > 0 else
-               '**our e2e at or under the floor** (the floor varies by more than our share)')
+            + _ratio(share['ratio_node_share_vs_inprocess_overhead']) + outside
             + (f"; offered 60 frames/s, the relay sustains {d['relay']['throughput']:.1f} "
                "with the same processes (what this machine passes through them without a "
                "model)" if 'throughput' in d['relay'] else ''))

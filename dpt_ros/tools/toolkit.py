@@ -31,7 +31,7 @@ def say(text: str) -> None:
 
 def packaged_config(name: str) -> Optional[Path]:
     """Find a file of this package's config/ folder (installed share/ or a source checkout)."""
-    candidates = [Path(__file__).resolve().parents[1] / 'config' / name,
+    candidates = [Path(__file__).resolve().parents[2] / 'config' / name,  # source checkout
                   Path(sys.prefix) / 'share' / 'dpt_ros' / 'config' / name]
     try:
         from ament_index_python.packages import get_package_share_directory

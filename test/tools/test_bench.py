@@ -63,6 +63,8 @@ def test_bench_smoke(tmp_path, record_figure):
         assert floor['fill_publish']['p50'] > 0 and floor['throughput'] > 0
         assert d['ratio_node_fill_publish_vs_relay'] > 0
         assert math.isfinite(d['ratio_node_share_vs_inprocess_overhead'])
+        assert d['e2e_minus_floor_and_forward'] == pytest.approx(
+            d['e2e_minus_floor'] - d['latency']['node_p50_ms']['forward'])
         # The node process's own counters per frame, memory.keep_freed on (deployed) and off.
         for run in (d, d['keep_freed_off']):
             per = run['latency']['node_per_frame']
@@ -254,3 +256,40 @@ def test_the_stage_and_forward_sections_run_the_new_families(tmp_path, preset):
 def conv_frame(scene):
     from dpt_ros.core.conversions import Frame
     return Frame(scene.rgb, 'rgb8')
+
+
+def test_the_node_share_of_the_floor_leaves_the_forward_out_on_both_sides():
+    """(e2e - floor) / overhead as it stands, and without the forward the relay never runs."""
+    from dpt_ros.tools.bench import _floor_line, node_share
+    d = {'latency': {'latency': {'p50': 44.0}, 'node_p50_ms': {'forward': 2.0}},
+         'relay': {'latency': {'p50': 30.0}, 'received': 30, 'sent': 30},
+         'inprocess_overhead': 8.0}
+    got = node_share(d)
+    assert got['e2e_minus_floor'] == pytest.approx(14.0)
+    assert got['ratio_node_share_vs_inprocess_overhead'] == pytest.approx(14.0 / 8.0)
+    assert got['e2e_minus_floor_and_forward'] == pytest.approx(12.0)
+    assert got['ratio_node_share_outside_forward_vs_inprocess_overhead'] == pytest.approx(1.5)
+    line = _floor_line(d)
+    assert '**1.75x**' in line and '**1.50x**' in line and "node's forward (2.0 ms" in line
+    # No forward reported by the node (an older results.json): only the first ratio.
+    del d['latency']['node_p50_ms']
+    assert set(node_share(d)) == {'e2e_minus_floor', 'ratio_node_share_vs_inprocess_overhead'}
+    assert '**1.75x**' in _floor_line(d)
+    # Under the floor: said as such, not as a ratio.
+    d['latency']['latency']['p50'] = 29.0
+    assert 'at or under the floor' in _floor_line(d)
+
+
+def test_the_dds_processes_run_with_the_shipped_large_frame_profile(monkeypatch):
+    """dpt_bench and the demo find config/fastdds_large_frames.xml from a source checkout."""
+    from pathlib import Path
+    from dpt_ros.tools.toolkit import packaged_config, profile_env
+    shipped = Path(__file__).resolve().parents[2] / 'config' / 'fastdds_large_frames.xml'
+    assert packaged_config('fastdds_large_frames.xml') == shipped
+    monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE', raising=False)
+    env = profile_env()
+    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': str(shipped),
+                   'FASTRTPS_DEFAULT_PROFILES_FILE': str(shipped)}
+    # A profile the user chose is left alone.
+    monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', '/etc/mine.xml')
+    assert profile_env() == {}
