@@ -92,6 +92,13 @@ class ModelConfig:
         '', 'Folder for cached TensorRT engines and ONNX exports; empty means '
         '~/.cache/dpt_ros/engines.',
         read_only=True)
+    warmup_sizes: Tuple[str, ...] = _opt(
+        (), "Camera frame sizes as 'WIDTHxHEIGHT', e.g. ['640x480', '1280x720']: at start-up "
+        'the network input of each is built (ONNX export, TensorRT engine, compile) and run '
+        'once, for checkpoints whose input follows the frame size (Depth Anything, ZoeDepth, '
+        'keep-aspect). Empty: such a checkpoint builds on the first frame of each size, and '
+        'frames meanwhile are dropped. Fixed-input checkpoints (ViT DPT) are warmed anyway.',
+        read_only=True)
 
 
 @dataclass(frozen=True)
@@ -344,6 +351,7 @@ class Config:
                 "depth.mode fitted needs anchors: set anchors.source to 'depth_image' or "
                 "'points'.")
         parse_extrinsic(self.anchors.extrinsic)
+        parse_sizes(m.warmup_sizes)
         _check_cameras(self.cameras)
         return self
 
@@ -441,6 +449,27 @@ def config_from_flat(flat: Dict[str, Any], base: Optional[Config] = None) -> Con
             raise ConfigError(f"unknown setting '{key}'.")
         typed[key] = coerce(key, value, types[key])
     return base.replace(typed).validate()
+
+
+_SIZE_RE = re.compile(r'^\s*(\d+)\s*[xX]\s*(\d+)\s*$')
+MAX_WARMUP_SIZES = 16
+
+
+def parse_sizes(sizes: Tuple[str, ...]) -> Tuple[Tuple[int, int], ...]:
+    """model.warmup_sizes ['640x480', ...] -> ((width, height), ...) in order, duplicates once."""
+    out = []
+    for text in sizes:
+        match = _SIZE_RE.match(text)
+        wh = tuple(int(v) for v in match.groups()) if match else ()
+        if not wh or not all(1 <= v <= 16384 for v in wh):
+            raise ConfigError(
+                f"model.warmup_sizes: '{text}' is not a frame size: give 'WIDTHxHEIGHT' in "
+                "pixels (1 to 16384 each), e.g. ['640x480', '1280x720'].")
+        if wh not in out:
+            out.append(wh)
+    if len(out) > MAX_WARMUP_SIZES:
+        raise ConfigError(f'model.warmup_sizes: {len(out)} sizes; at most {MAX_WARMUP_SIZES}.')
+    return tuple(out)
 
 
 def parse_extrinsic(text: str) -> Optional[Tuple[float, ...]]:

@@ -876,12 +876,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def prepare(self, height: int = 0, width: int = 0, frames: int = 0) -> Dict[str, float]:
+    def prepare(self, height: int = 0, width: int = 0, frames: int = 0,
+                frame_sized_only: bool = False) -> Dict[str, float]:
         """Do first-frame work now: engine build or load, compile and graph capture, autotune.
 
         For the network input of height x width camera frames; with 0 x 0, for the models
         whose network input does not depend on the frame size (ViT DPT: a fixed square), the
-        others then warm up on their first frame. Every batch size of batch_sizes is warmed;
+        others then warm up on their first frame. frame_sized_only: only the models whose
+        input follows the frame size (a fixed-input model warmed once is not run again).
+        Every batch size of batch_sizes is warmed;
         frames: the most camera frames a batch will hold (0: as the scheduler forms them).
         Returns milliseconds per model warmed. cancel() from another thread abandons it (an
         engine build stops at its next step).
@@ -894,6 +897,8 @@ class Pipeline:
             return done  # nothing to build, capture or autotune
         for m in self.models():
             if self._cancel.is_set():
+                continue
+            if frame_sized_only and m.spec.input_fixed:
                 continue
             if height and width:
                 h, w = height, width

@@ -25,7 +25,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
-from dpt_ros.core.config import Config, ConfigError
+from dpt_ros.core.config import Config, ConfigError, parse_sizes
 from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve_device
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
 from dpt_ros.core.pipeline import Pipeline
@@ -186,6 +186,9 @@ class Runtime:
         self.worker.building = pipe
         try:
             pipe.prepare()
+            # Checkpoints whose input follows the frame size: the sizes the robot's cameras send
+            for width, height in parse_sizes(self.cfg.model.warmup_sizes):
+                pipe.prepare(height, width, frame_sized_only=True)
         finally:
             self.worker.building = None
         return pipe

@@ -369,6 +369,7 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
     tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_'))
     params = {'model.depth': str(depth), 'model.segmentation': str(seg or ''),
               'model.device': device, 'model.precision': precision, 'model.backend': backend,
+              'model.warmup_sizes': [f'{width}x{height}'],  # as deployed: built before frames
               **(depth_cfg or {})}
     env = dict(os.environ, **profile_env())
     client = Client('dpt_bench_subscriber')
@@ -503,7 +504,8 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
     tmp = Path(tempfile.mkdtemp(prefix='dpt_bench_cams_'))
     env = dict(os.environ, **profile_env())
     params = {'model.depth': str(ckpt), 'model.device': device, 'model.precision': precision,
-              'model.backend': backend, **depth_cfg}
+              'model.backend': backend, 'model.warmup_sizes': [f'{width}x{height}'],
+              **depth_cfg}
     popen = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.PIPE, 'env': env}
     if one_node:
         nodes = [start_node(dict(params, cameras=names), root, tmp, **popen)]

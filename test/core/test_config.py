@@ -93,3 +93,17 @@ def test_camera_list_setting_and_launch_argument():
     by = {p.name: p for p in param_table()}
     assert by['cameras'].read_only and by['cameras'].constraint() == 'list of names'
     assert not by['batch.max_size'].read_only and by['batch.max_size'].range == (1, 32)
+
+
+def test_warmup_sizes_are_width_by_height_frame_sizes():
+    """model.warmup_sizes: 'WIDTHxHEIGHT' each, parsed in order, duplicates once, bad named."""
+    from dpt_ros.core.config import MAX_WARMUP_SIZES, parse_sizes
+    cfg = config_from_flat({'model.warmup_sizes': ['640x480', ' 1280 X 720 ', '640x480']})
+    assert parse_sizes(cfg.model.warmup_sizes) == ((640, 480), (1280, 720))
+    assert parse_sizes(()) == ()
+    for bad in ('640', '640x', 'x480', '640x480x3', '0x480', '640x99999', '-640x480', 'wide'):
+        with pytest.raises(ConfigError, match=r"model\.warmup_sizes: '.*' is not a frame size"):
+            config_from_flat({'model.warmup_sizes': [bad]})
+    many = [f'{64 + k}x48' for k in range(MAX_WARMUP_SIZES + 1)]
+    with pytest.raises(ConfigError, match='at most'):
+        config_from_flat({'model.warmup_sizes': many})

@@ -218,6 +218,43 @@ def test_onnxruntime_builds_nothing_after_activation_at_any_batch_size(harness, 
     assert values['backend_builds'] == f"onnxruntime {built['onnxruntime']}", values
 
 
+@pytest.mark.parametrize('warmup_sizes, builds_on_first_frame', [((), 1), (('64x48',), 0)])
+def test_a_frame_sized_network_input_is_built_before_frames_arrive(
+        harness, tiny_metric, warmup_sizes, builds_on_first_frame):
+    """Depth Anything's input follows the frame size: model.warmup_sizes builds it at start.
+
+    Without it the first frame of a size pays the ONNX export (frames meanwhile are dropped).
+    """
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    params = {'model.depth': str(tiny_metric), 'model.device': 'cpu',
+              'model.backend': 'onnxruntime', 'batch.max_size': 2, 'batch.max_wait_ms': 500.0}
+    if warmup_sizes:  # rclpy has no typed empty list: not given is the default, empty
+        params['model.warmup_sizes'] = list(warmup_sizes)
+    node = start(harness, ['c0', 'c1'], **params)
+    built = dict(node.pipeline.backend_builds)
+    assert built.get('onnxruntime', 0) == len(warmup_sizes)
+    sizes = spy_batches(node)
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in ('c0', 'c1')}
+    for c, (img, info) in pubs.items():
+        harness.record_outputs(f'{NS}/{c}', ['depth/image'])
+        assert harness.wait_subscribed(img)
+    harness.wait(lambda: False, 1.0)
+    s = synthetic_scene(64, 48)
+    for k, group in enumerate((['c0'], ['c0', 'c1'], ['c1'])):  # batches of 1 and 2 frames
+        for c in group:
+            hd = header(20 + k)
+            pubs[c][1].publish(conv.camera_info_from_intrinsics(s.intrinsics, hd))
+            pubs[c][0].publish(conv.image_msg(hd, s.rgb, 'rgb8'))
+        for c in group:
+            assert harness.wait(lambda c=c, k=k: any(
+                stamp_of(m) == conv.stamp_ns(header(20 + k)) for m in
+                harness.get(f'{NS}/{c}/depth/image')), 30), (c, k)
+    assert set(sizes) == {1, 2}, sizes
+    assert node.pipeline.depth_model.backend == 'onnxruntime'
+    after = node.pipeline.backend_builds.get('onnxruntime', 0) - built.get('onnxruntime', 0)
+    assert after == builds_on_first_frame, node.pipeline.backend_builds
+
+
 def test_camera_list_from_params_file_with_remaps(tmp_path, tiny_metric):
     """The process as launched: cameras from YAML, one camera's topics remapped."""
     params = write_params_file(tmp_path / 'p.yaml', {

@@ -111,6 +111,8 @@ def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
     ({'depth.maxx': 3.0}, ['depth.maxx']),
     ({'model.precision': 'fp8'}, ['model.precision']),
     ({'points.stride': 'two'}, ['points.stride', "= 'two'"]),
+    ({'model.warmup_sizes': ['640x480', '1280 by 720']},
+     ['model.warmup_sizes', "'1280 by 720'", 'WIDTHxHEIGHT']),
 ])
 def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, params, words):
     params = dict({'model.depth': str(tiny_metric), 'model.device': 'cpu'}, **params)
