@@ -52,7 +52,11 @@ def test_normals_and_semantic_clouds_are_written_as_the_node_publishes_them(tmp_
         assert n.encoding == '32FC3'
         live = pipe.process(Frame(rgb, 'rgb8'), intr, {'normals'}).arrays['normals']
         normals = conv.image_to_array(n)
-        assert np.allclose(normals, live, atol=1e-4)  # the bag runs frames in batches
+        # The bag runs frames in batches: a batched forward differs from a single one in the
+        # last float bits, and normalising a short raw normal can grow that to ~3e-4 on a few
+        # pixels (seen on one x86 CPU). 1e-3 is 0.06 degrees; another frame's normals or
+        # wrong ones are off by tenths.
+        assert np.allclose(normals, live, atol=1e-3)
         pts = conv.read_points(cloud)
         assert pts.dtype.names == ('x', 'y', 'z', 'rgb') + nm.NORMAL_FIELDS + ('label',)
         assert np.array_equal(pts['label'], conv.image_to_array(lab).astype(np.uint32))
