@@ -13,13 +13,15 @@ The layout is classic CDR (XCDR1) as ROS 2's rmw implementations write it: a 4-b
 encapsulation header (CDR_LE or CDR_BE), then every primitive aligned to its own size counted
 from the end of that header; strings are a uint32 length including the NUL, the characters
 and the NUL; sequences a uint32 count then the items. Decoders stay in rclpy (tests check
-every output against rclpy.serialization.deserialize_message).
+every output against rclpy.serialization.deserialize_message), but for read_header: the
+std_msgs/Header every one of these messages starts with, for readers that need only the stamp.
 """
 
 from __future__ import annotations
 
 import struct
 import sys
+from types import SimpleNamespace
 from typing import Any, Dict, List, Sequence
 
 from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
@@ -78,6 +80,24 @@ class _Writer:
 
     def getvalue(self) -> bytes:
         return b''.join(self.chunks)
+
+
+def read_header(data: bytes) -> Any:
+    """Read the std_msgs/Header that starts a serialized message (stamp and frame_id).
+
+    The inverse of _Writer.header: the encapsulation's second byte gives the byte order, then
+    int32 sec, uint32 nanosec and the frame_id string (uint32 length with its NUL, characters).
+    """
+    order = '<' if data[1] == 1 else '>'
+    sec, nanosec, n = struct.unpack_from(order + 'iII', data, 4)
+    frame_id = data[16:16 + n - 1].decode('utf-8') if n else ''
+    return SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def header_stamp_ns(data: bytes) -> int:
+    """Return the header stamp of a serialized message in nanoseconds."""
+    stamp = read_header(data).stamp
+    return stamp.sec * 10**9 + stamp.nanosec
 
 
 def image_cdr(fields: Dict[str, Any], header: Any) -> bytes:

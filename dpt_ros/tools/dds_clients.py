@@ -16,7 +16,6 @@ import json
 import os
 from pathlib import Path
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -147,25 +146,6 @@ def _publisher_process(spaces: List[str], width: int, height: int, rate: float, 
                             text=True)
 
 
-def cdr_header(data: bytes) -> Any:
-    """Read the std_msgs/Header that starts a serialized message (its stamp and frame_id).
-
-    Classic CDR: the encapsulation's second byte says the byte order; then int32 sec, uint32
-    nanosec, and the frame_id as a uint32 length (with its NUL) and the characters.
-    """
-    order = '<' if data[1] == 1 else '>'
-    sec, nanosec, n = struct.unpack_from(order + 'iII', data, 4)
-    frame_id = data[16:16 + n - 1].decode('utf-8') if n else ''
-    return argparse.Namespace(stamp=argparse.Namespace(sec=sec, nanosec=nanosec),
-                              frame_id=frame_id)
-
-
-def cdr_stamp_ns(data: bytes) -> int:
-    """Return the header stamp of a serialized message in nanoseconds."""
-    stamp = cdr_header(data).stamp
-    return stamp.sec * 10**9 + stamp.nanosec
-
-
 def run_relay(args: argparse.Namespace) -> int:
     """Republish a prebuilt depth image and cloud with each camera image's header (a process).
 
@@ -191,12 +171,12 @@ def run_relay(args: argparse.Namespace) -> int:
     def relay(data: bytes) -> None:
         # Timed as the node times its own: fill = the CDR bytes, publish = both publish calls.
         t0 = time.perf_counter()
-        header = cdr_header(data)
+        header = cdr.read_header(data)
         out = ((depth_pub, cdr.image_cdr(depth, header)),
                (cloud_pub, cdr.pointcloud_cdr(cloud, header)))
         t1 = time.perf_counter()
-        for pub, data in out:
-            pub.publish(data)
+        for pub, payload in out:
+            pub.publish(payload)
         times[FILL].append((t1 - t0) * 1e3)
         times[PUBLISH].append((time.perf_counter() - t1) * 1e3)
     # keep-last 1, as the node; raw: the image is never decoded (no model needs its pixels)
@@ -379,7 +359,7 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
     # The outputs arrive raw (serialized): only their stamps are read, so this process does
     # not spend the shared cores turning 6-20 MB a frame into Python messages.
     def arrived(kind: str) -> Callable[[bytes], None]:
-        return lambda data: arrivals[kind].__setitem__(cdr_stamp_ns(data), time.time_ns())
+        return lambda data: arrivals[kind].__setitem__(cdr.header_stamp_ns(data), time.time_ns())
     n = client.node
     n.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     n.create_subscription(Image, f"{ns}/{outputs.BY_NAME['depth'].topic}", arrived('depth'), 10,
@@ -515,7 +495,7 @@ def bench_cameras(ckpt: Path, device: str, precision: str, cameras: int, width: 
     arrivals = {(n, kind): {} for n in names for kind in ('depth', 'points')}
 
     def arrived(key: Tuple[str, str]) -> Callable[[bytes], None]:  # raw: only the stamp read
-        return lambda data: arrivals[key].__setitem__(cdr_stamp_ns(data), time.time_ns())
+        return lambda data: arrivals[key].__setitem__(cdr.header_stamp_ns(data), time.time_ns())
     for n in names:
         client.node.create_subscription(Image, f"{root}/{n}/{outputs.BY_NAME['depth'].topic}",
                                         arrived((n, 'depth')), 10, raw=True)
