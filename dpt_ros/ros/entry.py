@@ -9,27 +9,36 @@ and OpenMP threads that sleep when they run out of work (wait_passively).
 
 import os
 import signal
-from typing import Any
+from typing import Any, Dict, Mapping
 
 from dpt_ros.core import memory
 
 # What libgomp (torch's OpenMP) reads when torch loads it, unless the user set its own.
 OPENMP_ENV = {'OMP_WAIT_POLICY': 'PASSIVE'}
+# What libgomp reads about waiting: a user who sets either keeps their own.
+OPENMP_VARS = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')
+
+
+def openmp_env(environ: Mapping[str, str]) -> Dict[str, str]:
+    """Return what the node adds to an environment for OpenMP: nothing if it says its own."""
+    if any(k in environ for k in OPENMP_VARS):
+        return {}
+    return dict(OPENMP_ENV)
 
 
 def wait_passively() -> bool:
     """Make OpenMP threads sleep when out of work, unless the environment says otherwise.
 
-    By default libgomp spins about 300,000 rounds after each parallel region before it
-    sleeps. In the node its threads share the cores with the worker's own Python, the
-    publishing thread, DDS, and on a robot every other node: a spinning thread holds a core
-    they need, and a parallel region stalls whenever one of its threads is preempted. Returns
-    True when set here (doc/performance.md has the measurement).
+    By default libgomp spins about 300,000 rounds (4 ms here) after each parallel region
+    before it sleeps. In the node its threads share the cores with the worker's own Python,
+    the publishing thread, DDS, and on a robot every other node: a spinning thread holds a
+    core they need, and a parallel region stalls whenever one of its threads is preempted.
+    What it costs a large model's forward (each region wakes a sleeping thread) is measured
+    in doc/performance.md. Returns True when set here.
     """
-    if any(k in os.environ for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')):
-        return False
-    os.environ.update(OPENMP_ENV)
-    return True
+    add = openmp_env(os.environ)
+    os.environ.update(add)
+    return bool(add)
 
 
 def _leave(signum: int, _frame: Any) -> None:

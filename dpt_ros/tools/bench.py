@@ -19,7 +19,10 @@ Sections, all measured in one run on one device:
            output.overlap off, with the node process's minor page faults, CPU time and
            context switches per frame; the same again in a node with memory.keep_freed off;
            then a relay process in the node's place (prebuilt depth + cloud of the same
-           sizes, no model) gives this run's transport floor.
+           sizes, no model) gives this run's transport floor; last, the bare forward in a
+           process set up as the node's (its OpenMP setting), back to back and paced as the
+           node's frames were, splits the node's forward from what idling and that setting
+           cost.
 With --multitask instead: a checkpoint with depth and segmentation heads (TIPSv2-DPT) run
 once per frame for both, against the two separate forwards it replaces (a depth and a
 segmentation checkpoint of the same backbone size), bare forwards and the whole pipeline.
@@ -42,7 +45,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import AbstractSet, Any, Callable, Dict, List, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -59,6 +62,7 @@ from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.preprocess import prompt_depth
 from dpt_ros.core.prompt import dense_prompt
 from dpt_ros.core.reports import percentile
+from dpt_ros.ros.entry import openmp_env, OPENMP_VARS
 from dpt_ros.tools.evaluation import make_anchors
 from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
 from dpt_ros.tools.toolkit import jsonable, profile_env, pyplot, summary, write_report
@@ -164,10 +168,19 @@ def bench_stages(pipe: Pipeline, rgb: np.ndarray, intr: Any, want: AbstractSet[s
     return out
 
 
-def timed_ms(pipe: Pipeline, fn: Callable[[], Any], iters: int, warmup: int) -> List[float]:
-    """Milliseconds of each timed call of fn (after warmup calls), the pipeline's GPU work in."""
+def timed_ms(pipe: Pipeline, fn: Callable[[], Any], iters: int, warmup: int,
+             period_s: float = 0.0) -> List[float]:
+    """Milliseconds of each timed call of fn (after warmup calls), the pipeline's GPU work in.
+
+    period_s: start one call every period_s seconds (idle in between, as a node between paced
+    frames), instead of back to back.
+    """
     times = []
+    tick = time.perf_counter()
     for i in range(warmup + iters):
+        if period_s > 0:
+            tick += period_s
+            time.sleep(max(0.0, tick - time.perf_counter()))
         pipe.synchronize()
         t = time.perf_counter()
         fn()
@@ -178,10 +191,11 @@ def timed_ms(pipe: Pipeline, fn: Callable[[], Any], iters: int, warmup: int) -> 
 
 
 def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int,
-                  anchors: Optional[Anchors] = None) -> Dict[str, Any]:
+                  anchors: Optional[Anchors] = None, period_s: float = 0.0) -> Dict[str, Any]:
     """Time the network alone (its backend too) on already-preprocessed pixel_values.
 
-    anchors: a prompted model's, made into its prompt once (not timed).
+    anchors: a prompted model's, made into its prompt once (not timed). period_s: one
+    forward every period_s seconds instead of back to back (timed_ms).
     """
     m = pipe.depth_model
     pv = pipe.pixel_values(m, conv.Frame(rgb, 'rgb8'))
@@ -189,7 +203,7 @@ def bench_forward(pipe: Pipeline, rgb: np.ndarray, iters: int, warmup: int,
     if m.needs_prompt:
         dense, _ = dense_prompt([anchors], rgb.shape[:2], pipe.device)
         prompt = prompt_depth(dense)
-    times = timed_ms(pipe, lambda: pipe.forward(m, pv, prompt), iters, warmup)
+    times = timed_ms(pipe, lambda: pipe.forward(m, pv, prompt), iters, warmup, period_s)
     res = summary(times)
     res['raw'] = times
     res['input'] = list(pv.shape)
@@ -344,6 +358,14 @@ def run_backend(args: argparse.Namespace) -> int:
     s = synthetic_scene(args.width, args.height)
     no_pub = argparse.Namespace(ok=False)
     anchors = scene_anchors(s.depth) if pipe.prompted else None
+    if args.period > 0:  # bench_node_forward: the forward alone, back to back and paced
+        fw = bench_forward(pipe, s.rgb, args.iters, 2, anchors)
+        paced = bench_forward(pipe, s.rgb, args.iters, 1, anchors, args.period)
+        said = {k: os.environ[k] for k in OPENMP_VARS if k in os.environ}
+        print(json.dumps({'ran': pipe.depth_model.backend, 'forward': fw['raw'],
+                          'paced': paced['raw'], 'openmp': said, 'log': notes}))
+        pipe.close()
+        return 0
     st = bench_stages(pipe, s.rgb, s.intrinsics, BENCH_OUTPUTS, args.iters, 2, no_pub, anchors)
     fw = bench_forward(pipe, s.rgb, args.iters, 2, anchors)
     # Read after the timings: a backend may fall back on any call, not only the first.
@@ -354,23 +376,36 @@ def run_backend(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_backend(preset: str, backend: str, work: Path, device: str, precision: str,
-                  width: int, height: int, iters: int,
-                  timeout: float = BACKEND_TIMEOUT_S) -> Dict[str, Any]:
-    """Time one backend alone in a process of its own: bare forward and in-process pipeline."""
+def _backend_process(what: List[Any], timeout: float, extra: Sequence[str] = (),
+                     env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Run run_backend in a child process; return its JSON, or ran 'failed' with the error.
+
+    what: preset, backend, work folder, device, precision, width, height, iters.
+    """
+    preset, backend, work, device, precision, width, height, iters = what
     cmd = [sys.executable, '-m', 'dpt_ros.tools.bench', '--role', BACKEND_ROLE,
-           '--backend', backend,
-           '--models', preset, '--device', device, '--precision', precision, '--width',
-           str(width), '--height', str(height), '--iters', str(iters), '--work-dir', str(work)]
+           '--backend', backend, '--models', preset, '--device', device, '--precision',
+           precision, '--width', str(width), '--height', str(height), '--iters', str(iters),
+           '--work-dir', str(work), *extra]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {'ran': 'failed', 'error': f'its process took over {timeout:g} s: stopped'}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         why = (proc.stderr.strip().splitlines() or [f'exit {proc.returncode}'])[-1]
         return {'ran': 'failed', 'error': why[:300]}
-    raw = json.loads(lines[-1])
+    return json.loads(lines[-1])
+
+
+def bench_backend(preset: str, backend: str, work: Path, device: str, precision: str,
+                  width: int, height: int, iters: int,
+                  timeout: float = BACKEND_TIMEOUT_S) -> Dict[str, Any]:
+    """Time one backend alone in a process of its own: bare forward and in-process pipeline."""
+    raw = _backend_process([preset, backend, work, device, precision, width, height, iters],
+                           timeout)
+    if 'error' in raw:
+        return raw
     row = _backend_row(raw['ran'], raw['forward'], raw['pipeline'], raw['in_pipeline'],
                        raw['warmup_s'])
     row['log'] = raw['log']
@@ -378,6 +413,44 @@ def bench_backend(preset: str, backend: str, work: Path, device: str, precision:
         row['error'] = next((ln for ln in raw['log'] if 'running' in ln),
                             f"fell back to {raw['ran']}")[:300]
     return row
+
+
+def bench_node_forward(preset: str, backend: str, work: Path, device: str, precision: str,
+                       width: int, height: int, iters: int, period_s: float,
+                       timeout: float = BACKEND_TIMEOUT_S) -> Dict[str, Any]:
+    """Time the bare forward in a process of its own set up as dpt_node sets up its own.
+
+    dpt_node runs with OpenMP threads that sleep when out of work (ros.entry.openmp_env), the
+    bare forward of this process with libgomp's default spin; and the node's latency phase
+    paces frames, so its worker idles between them. This child runs with the node's OpenMP
+    setting and times the forward back to back and one every period_s seconds: what the
+    setting costs, what idling costs, and what is left for the node itself.
+    """
+    raw = _backend_process([preset, backend, work, device, precision, width, height, iters],
+                           timeout, ['--period', f'{period_s:.6f}'],
+                           dict(os.environ, **openmp_env(os.environ)))
+    if 'error' in raw:
+        return raw
+    setting = ', '.join(f'{k}={v}' for k, v in raw['openmp'].items())
+    return {'ran': raw['ran'], 'openmp': setting or "libgomp's default", 'period_s': period_s,
+            'back_to_back': summary(raw['forward']), 'paced': summary(raw['paced'])}
+
+
+def forward_as_node(d: Dict[str, Any]) -> Dict[str, float]:
+    """Split the node's forward against the bare one into the OpenMP setting, idling, the rest.
+
+    d: one DDS section with forward_bare_pooled_p50 (this process, back to back), the node's
+    forward from /diagnostics (latency phase) and node_forward (bench_node_forward).
+    """
+    nf = d.get('node_forward', {})
+    node = d['latency'].get('node_p50_ms', {}).get(FORWARD)
+    if nf.get('ran') != d.get('backend') or not node or 'forward_bare_pooled_p50' not in d:
+        return {}
+    b2b, paced = nf['back_to_back']['p50'], nf['paced']['p50']
+    return {'ratio_setting_vs_bare': b2b / d['forward_bare_pooled_p50'],
+            'ratio_paced_vs_back_to_back': paced / b2b,
+            'ratio_node_forward_vs_paced': node / paced,
+            'ratio_fps_vs_setting_forward': d['throughput']['fps'] * b2b / 1e3}
 
 
 def fastest(rows: Dict[str, Dict[str, Any]]) -> str:
@@ -460,6 +533,9 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
         after = bench_backend(preset, best, ctx.work, str(ctx.dev), ctx.precision, w, h,
                               ctx.iters).get('raw_forward', [])
     bare = float(percentile(backends[best]['raw_forward'] + after, 50))
+    # The same forward set up as the node runs it, back to back and paced as its frames were.
+    d['node_forward'] = bench_node_forward(preset, best, ctx.work, str(ctx.dev), ctx.precision,
+                                           w, h, ctx.iters, 1.0 / d['latency']['rate_hz'])
     d['forward_bare_before'] = backends[best]['forward']
     d['forward_bare_after'] = summary(after)
     d['forward_bare_pooled_p50'] = bare
@@ -468,6 +544,7 @@ def bench_size(ctx: argparse.Namespace, preset: str, ckpt: Path, pipe: Pipeline,
     node = d['latency'].get('node_p50_ms', {})
     if node.get(FORWARD):
         d['ratio_node_forward_vs_bare'] = node[FORWARD] / bare
+    d.update(forward_as_node(d))
     if 'fill_publish' in size['stages']:
         inproc_fp = size['stages']['fill_publish']['bytes']['p50']
         for run in (d, d.get('keep_freed_off')):
@@ -886,6 +963,18 @@ def _node_lines(d: Dict[str, Any]) -> List[str]:
                      f"publish of the same topics to the same subscriber process "
                      f"({d['relay']['fill_publish']['p50']:.2f} ms)")
         lines.append(line)
+    if 'ratio_setting_vs_bare' in d:
+        nf = d['node_forward']
+        lines.append(
+            f"- the bare forward in a process set up as the node's ({nf['openmp']}): "
+            f"{nf['back_to_back']['p50']:.1f} ms back to back = "
+            f"**{d['ratio_setting_vs_bare']:.2f}x** the bare forward above; "
+            f"{nf['paced']['p50']:.1f} ms one every {nf['period_s']:.2f} s as the latency phase "
+            f"paces frames = **{d['ratio_paced_vs_back_to_back']:.2f}x** back to back; the "
+            f"node's forward **{d['ratio_node_forward_vs_paced']:.2f}x** that paced figure; "
+            f"throughput / (1 / back-to-back figure) **{d['ratio_fps_vs_setting_forward']:.2f}x**")
+    elif d.get('node_forward', {}).get('ran') == 'failed':
+        lines.append(f"- the bare forward set up as the node's: {d['node_forward']['error']}")
     if 'node_per_frame' not in d['latency']:
         return lines
     runs = [d] + ([d['keep_freed_off']] if 'keep_freed_off' in d else [])
@@ -1052,6 +1141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--rate', type=float, default=10.0, help=argparse.SUPPRESS)
     ap.add_argument('--count', type=int, default=10, help=argparse.SUPPRESS)
     ap.add_argument('--times', default='', help=argparse.SUPPRESS)
+    ap.add_argument('--period', type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument('--report', help='re-render results.md / latency.png from a results.json')
     args = ap.parse_args(argv)
     if args.role == BACKEND_ROLE:

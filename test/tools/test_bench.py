@@ -71,6 +71,14 @@ def test_bench_smoke(tmp_path, record_figure):
             assert per['minor_faults'] >= 0 and per['cpu_ms'] > 0, per
             assert run['throughput_no_overlap']['fps'] > 0
         assert d['node_fill_publish'] > 0 and d['ratio_node_forward_vs_bare'] > 0
+        # The bare forward again in a process set up as the node's (its OpenMP setting),
+        # back to back and paced as the latency phase paced frames.
+        nf = d['node_forward']
+        assert nf['ran'] == d['backend'] and nf['period_s'] == pytest.approx(
+            1.0 / d['latency']['rate_hz'], rel=1e-3)
+        assert nf['back_to_back']['n'] == nf['paced']['n'] > 0
+        assert math.isfinite(d['ratio_node_forward_vs_paced'])
+        assert math.isfinite(d['ratio_fps_vs_setting_forward'])
         assert r['dds_segmentation']['latency']['received'] > 0
     md = (out / 'results.md').read_text()
     assert 'bare forward' in md and 'naive wrapper' in md and 'lower' in md
@@ -78,6 +86,7 @@ def test_bench_smoke(tmp_path, record_figure):
     if have_ros:
         assert 'bytes path' in md and 'transport floor' in md and 'output.overlap' in md
         assert "the relay's own fill + publish" in md and 'the relay sustains' in md
+        assert "the bare forward in a process set up as the node's" in md
         assert '| node process, per frame published | memory.keep_freed on (deployed) | off |' \
             in md
     if (out / 'latency.png').exists():
@@ -293,3 +302,39 @@ def test_the_dds_processes_run_with_the_shipped_large_frame_profile(monkeypatch)
     # A profile the user chose is left alone.
     monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', '/etc/mine.xml')
     assert profile_env() == {}
+
+
+def test_the_node_forward_is_split_into_its_openmp_setting_idling_and_the_rest():
+    """forward_as_node: bare (this process) -> node's setting -> paced -> the node's own."""
+    from dpt_ros.tools.bench import _node_lines, forward_as_node
+    d = {'backend': 'torch', 'forward_bare_pooled_p50': 800.0,
+         'latency': {'node_p50_ms': {'forward': 990.0}}, 'throughput': {'fps': 1.0},
+         'node_forward': {'ran': 'torch', 'openmp': 'OMP_WAIT_POLICY=PASSIVE', 'period_s': 1.5,
+                          'back_to_back': {'p50': 840.0}, 'paced': {'p50': 900.0}}}
+    got = forward_as_node(d)
+    assert got['ratio_setting_vs_bare'] == pytest.approx(840 / 800)
+    assert got['ratio_paced_vs_back_to_back'] == pytest.approx(900 / 840)
+    assert got['ratio_node_forward_vs_paced'] == pytest.approx(990 / 900)
+    assert got['ratio_fps_vs_setting_forward'] == pytest.approx(0.84)
+    d.update(got)
+    line = next(ln for ln in _node_lines(d) if 'set up as the node' in ln)
+    assert '(OMP_WAIT_POLICY=PASSIVE)' in line and '**1.05x**' in line and '**1.10x**' in line
+    # Another backend ran in that process (a fallback): nothing is split.
+    d['node_forward']['ran'] = 'torch-fallback'
+    assert forward_as_node(d) == {}
+
+
+@pytest.mark.parametrize('told', [{}, {'GOMP_SPINCOUNT': '10000'}])
+def test_the_bare_forward_set_up_as_the_node_runs_with_its_openmp_setting(
+        tmp_path, monkeypatch, told):
+    """The child process gets what dpt_node would run with: passive, or the user's setting."""
+    from dpt_ros.tools.bench import bench_node_forward
+    for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in told.items():
+        monkeypatch.setenv(k, v)
+    row = bench_node_forward('tiny-depth-anything', 'torch', tmp_path, 'cpu', 'fp32', 96, 72, 2,
+                             0.2)
+    assert row['ran'] == 'torch', row
+    assert row['openmp'] == ('GOMP_SPINCOUNT=10000' if told else 'OMP_WAIT_POLICY=PASSIVE')
+    assert row['back_to_back']['n'] == row['paced']['n'] == 2 and row['period_s'] == 0.2
