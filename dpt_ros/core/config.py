@@ -391,14 +391,26 @@ def iter_settings(cfg: Optional[Config] = None) -> Iterator[Tuple[str, Any, dict
             yield f'{group.name}.{f.name}', getattr(sub, f.name), dict(f.metadata), ftype
 
 
+_EXAMPLE_RE = re.compile(r'e\.g\. (\[[^\]]*\])')
+
+
+def _list_example(name: str) -> str:
+    """Return the example list a list setting's description gives (for its error message)."""
+    for key, _, meta, _ in iter_settings(Config()):
+        found = _EXAMPLE_RE.search(meta['description']) if key == name else None
+        if found:
+            return found.group(1)
+    return '[front, rear]'
+
+
 def coerce(name: str, value: Any, ftype: type) -> Any:
     """Convert a parameter value to the setting's type (int -> float only); else ConfigError."""
     if ftype is tuple:
         # An empty list in a params file reaches rclpy as 'not set' (None).
         items = () if value is None else value
         if isinstance(items, str) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f'{name} must be a list of names, e.g. [front, rear]; '
-                              f'got {value!r}.')
+            raise ConfigError(f'{name} must be a list of text items, e.g. '
+                              f'{_list_example(name)}; got {value!r}.')
         return tuple(items)
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -83,7 +83,8 @@ def test_camera_list_setting_and_launch_argument():
         ('front', 'robot/rear', '/side')
     assert config_from_flat({'cameras': None}).cameras == ()  # rclpy: an empty list is unset
     for bad, word in ((['a', 'a'], 'more than once'), (['a b'], 'not a valid name'),
-                      ('front', 'list of names'), ([''], 'not a valid name'),
+                      ('front', r'list of text items, e.g. \[front, rear\]'),
+                      ([''], 'not a valid name'),
                       ([f'c{i}' for i in range(40)], 'at most')):
         with pytest.raises(ConfigError, match=word):
             config_from_flat({'cameras': bad})
@@ -107,3 +108,7 @@ def test_warmup_sizes_are_width_by_height_frame_sizes():
     many = [f'{64 + k}x48' for k in range(MAX_WARMUP_SIZES + 1)]
     with pytest.raises(ConfigError, match='at most'):
         config_from_flat({'model.warmup_sizes': many})
+    # One size written without the brackets: the message shows a list of sizes, not of names.
+    with pytest.raises(ConfigError, match=r"model\.warmup_sizes must be a list of text items, "
+                       r"e\.g\. \['640x480', '1280x720'\]; got '640x480'"):
+        config_from_flat({'model.warmup_sizes': '640x480'})
