@@ -112,6 +112,14 @@ class Scheduler:
             self._cond.notify_all()
         return job
 
+    def withdraw(self, job: Job) -> bool:
+        """Take a job back out of the queue; False if the worker took it already."""
+        with self._cond:
+            if job in self._jobs:
+                self._jobs.remove(job)
+                return True
+        return False
+
     def stop(self) -> None:
         """Make next() return None from now on (queued jobs still run first)."""
         with self._cond:

@@ -40,6 +40,8 @@ from dpt_ros.ros.diagnostics import Diagnostics
 from dpt_ros.ros.scheduler import Handoff, Job, Scheduler, Taken
 
 Done = List[Tuple[FrameIn, Result]]  # one forward's frames and results
+# How often Worker.run looks whether the worker thread it waits on is still there.
+JOB_POLL_S = 0.25
 
 
 class Owner(Protocol):
@@ -75,11 +77,14 @@ class Worker:
         """Run fn on the worker thread and return its result (raise what it raised).
 
         On Ctrl-C meanwhile, let fn finish (a process that exits while a thread is inside
-        torch's C++ aborts), stop the worker, then re-raise.
+        torch's C++ aborts), stop the worker, then re-raise. When the worker thread has ended
+        (stopped, or left after rclpy shut down under a frame) fn runs here instead: nothing
+        else runs on the worker's state any more, and a transition must not wait forever.
         """
         job = self.scheduler.submit(fn)
         try:
-            job.done.wait()
+            if not self._wait(job):
+                job()
         except BaseException:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the second Ctrl-C of launch
@@ -87,10 +92,17 @@ class Worker:
             if building is not None:
                 building.cancel()  # an engine build stops at its next step
             self.scheduler.stop()
-            job.done.wait()
+            self._wait(job)  # one never taken is not run: the node is stopping
             self._thread.join(timeout=10.0)
             raise
         return job.result()
+
+    def _wait(self, job: Job) -> bool:
+        """Wait until the worker ran job (True), or until it ended without taking it (False)."""
+        while not job.done.wait(JOB_POLL_S):
+            if not self._thread.is_alive() and self.scheduler.withdraw(job):
+                return False
+        return True
 
     def stop(self) -> None:
         """Stop publishing and the thread (a batch being published finishes first)."""

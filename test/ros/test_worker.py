@@ -255,3 +255,22 @@ def test_deactivate_while_publishing_never_publishes_on_destroyed_publishers(har
                                     for m in harness.get(f'{NS}/depth/image')), 20)
     assert node.trigger_deactivate() == OK and node.trigger_cleanup() == OK
     assert not warnings
+
+
+def test_a_job_for_a_worker_whose_thread_has_ended_runs_instead_of_waiting_forever():
+    """Worker.run after the worker thread stopped (a transition after Ctrl-C) never hangs."""
+    from types import SimpleNamespace
+    from dpt_ros.ros.worker import Worker
+    worker = Worker(SimpleNamespace(cameras=[]))  # jobs only: no camera, no frame
+    assert worker.run(threading.current_thread) is worker._thread  # on the worker thread
+    worker.stop()
+    assert not worker.alive
+    got = []
+    caller = threading.Thread(target=lambda: got.append(worker.run(threading.current_thread)),
+                              daemon=True)
+    caller.start()
+    caller.join(10.0)
+    assert not caller.is_alive(), 'Worker.run waited on a worker thread that had ended'
+    assert got == [caller]  # run on the caller's thread, once
+    with pytest.raises(ZeroDivisionError):  # what the job raises still reaches the caller
+        worker.run(lambda: 1 / 0)
