@@ -67,6 +67,10 @@ if [ "$SYSTEM_ROS" = 1 ]; then
 else
   "${PIP[@]}" install -r requirements/core.txt
   if ! "${PIP[@]}" install -r requirements/ros-jazzy.txt; then
+    if [ "${DPT_ROS_REQUIRE_ROS:-0}" = 1 ]; then
+      echo "ERROR: the ROS 2 Jazzy wheels did not install and DPT_ROS_REQUIRE_ROS=1" >&2
+      exit 1
+    fi
     echo "WARNING: the ROS 2 Jazzy wheels did not install (they exist for Python 3.11 and 3.12);" \
          "node tests will be skipped and the demo runs without the node." \
          "On a robot, source /opt/ros/<distro>/setup.bash before running this." >&2

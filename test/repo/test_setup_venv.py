@@ -63,3 +63,24 @@ def test_sourced_ros_that_no_python_imports_says_so(tmp_path):
     out = _pick(path, ROS_DISTRO='jazzy')
     assert out.stdout.strip() == 'python3'
     assert 'ROS_DISTRO=jazzy' in out.stderr and 'rclpy' in out.stderr
+
+
+def test_ci_fails_instead_of_skipping_the_node_tests_when_rclpy_is_missing(tmp_path):
+    """.ci/run requires ROS: pytest stops with the reason when rclpy does not import."""
+    assert 'export DPT_ROS_REQUIRE_ROS=1' in (ROOT / '.ci' / 'run').read_text()
+    assert 'DPT_ROS_REQUIRE_ROS' in (ROOT / 'scripts' / 'setup_venv.sh').read_text()
+    blocked = tmp_path / 'blocked' / 'rclpy'
+    blocked.mkdir(parents=True)
+    (blocked / '__init__.py').write_text("raise ImportError('rclpy blocked for this test')\n")
+    env = {k: v for k, v in os.environ.items() if k != 'DPT_ROS_REQUIRE_ROS'}  # CI sets it
+    env['PYTHONPATH'] = f"{blocked.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+           str(ROOT / 'test' / 'core' / 'test_config.py'), '-k', 'camera_list']
+    required = subprocess.run(cmd, env=dict(env, DPT_ROS_REQUIRE_ROS='1'), cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert required.returncode != 0
+    assert 'DPT_ROS_REQUIRE_ROS=1 but rclpy does not import' in required.stderr, \
+        required.stdout + required.stderr
+    optional = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+    assert optional.returncode == 0, optional.stdout + optional.stderr
