@@ -45,10 +45,13 @@ class ConfigError(ValueError):
 
 def _opt(default: Any, description: str, *, lo: Optional[float] = None,
          hi: Optional[float] = None, choices: Tuple[str, ...] = (),
-         read_only: bool = False) -> Any:
-    """Declare one setting: default, description, numeric range or choices, reload need."""
+         read_only: bool = False, items: str = 'names') -> Any:
+    """Declare one setting: default, description, numeric range or choices, reload need.
+
+    items: what a list setting holds, for its allowed-values column.
+    """
     meta = {'description': description, 'range': (lo, hi) if lo is not None else None,
-            'choices': choices, 'read_only': read_only}
+            'choices': choices, 'read_only': read_only, 'items': items}
     return field(default=default, metadata=meta)
 
 
@@ -98,7 +101,7 @@ class ModelConfig:
         'once, for checkpoints whose input follows the frame size (Depth Anything, ZoeDepth, '
         'keep-aspect). Empty: such a checkpoint builds on the first frame of each size, and '
         'frames meanwhile are dropped. Fixed-input checkpoints (ViT DPT) are warmed anyway.',
-        read_only=True)
+        read_only=True, items='frame sizes')
 
 
 @dataclass(frozen=True)

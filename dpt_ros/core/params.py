@@ -23,6 +23,7 @@ class ParamSpec:
     range: Optional[Tuple[float, float]]
     choices: Tuple[str, ...]
     read_only: bool
+    items: str = 'names'  # what a list parameter holds
 
     def describe(self, managed: bool = False) -> str:
         """Return the description with allowed values, as `ros2 param describe` shows it.
@@ -49,7 +50,7 @@ class ParamSpec:
         if self.type is bool:
             return 'true | false'
         if self.type is tuple:
-            return 'list of names'
+            return f'list of {self.items}'
         return 'text'
 
 
@@ -66,7 +67,8 @@ def _fmt(v: Any) -> str:
 def param_table(cfg: Optional[Config] = None) -> List[ParamSpec]:
     """Every parameter the node declares, in declaration order, defaults from cfg."""
     return [ParamSpec(name, value, ftype, meta['description'], meta['range'],
-                      tuple(meta['choices']), bool(meta['read_only']))
+                      tuple(meta['choices']), bool(meta['read_only']),
+                      meta.get('items', 'names'))
             for name, value, meta, ftype in iter_settings(cfg)]
 
 

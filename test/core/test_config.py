@@ -109,6 +109,8 @@ def test_warmup_sizes_are_width_by_height_frame_sizes():
     with pytest.raises(ConfigError, match='at most'):
         config_from_flat({'model.warmup_sizes': many})
     # One size written without the brackets: the message shows a list of sizes, not of names.
+    by = {p.name: p for p in param_table()}
+    assert by['model.warmup_sizes'].constraint() == 'list of frame sizes'
     with pytest.raises(ConfigError, match=r"model\.warmup_sizes must be a list of text items, "
                        r"e\.g\. \['640x480', '1280x720'\]; got '640x480'"):
         config_from_flat({'model.warmup_sizes': '640x480'})
