@@ -7,8 +7,9 @@ One worker thread does all torch work (loading, moving, every frame): on the CPU
 from a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it
 keeps the current device and stream in one thread. Each batch goes down dpt_ros.core.frames:
 decoded, calibrated, paired with anchors, run one forward per network input, serialized to
-CDR. In depth.mode fitted a frame becomes ready once its anchor message (stamped at or after
-it) is in, or after anchors.max_age (the scheduler's gate): the pairing dpt_bag makes. With
+CDR. In depth.mode fitted, and with a prompted model, a frame becomes ready once its anchor
+message (stamped at or after it) is in, or after anchors.max_age (the scheduler's gate): the
+pairing dpt_bag makes. With
 output.overlap a second thread publishes a batch's outputs while the worker runs the next
 forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
 Teardown runs as a job (detach): between batches, never under a frame being decoded.
@@ -115,15 +116,16 @@ class Worker:
     def gate(self, camera: str, msg: Any) -> Optional[float]:
         """Return how long a frame may wait for its anchor message, None when it is ready.
 
-        depth.mode fitted: a frame waits, at most anchors.max_age, while its camera's anchors
-        are live and none stamped at or after the frame has arrived (an aligned depth image
-        usually comes after its colour frame): it then pairs with the message dpt_bag pairs.
+        depth.mode fitted, or a prompted model (Prompt Depth Anything: the anchors are its
+        prompt): a frame waits, at most anchors.max_age, while its camera's anchors are live
+        and none stamped at or after the frame has arrived (an aligned depth image usually
+        comes after its colour frame): it then pairs with the message dpt_bag pairs.
         Before the first anchor message, a frame waits when the anchor topic has a publisher
         (a stream about to start). Called by the scheduler under its lock; cheap.
         """
         cam, cfg, pipe = self._by_name.get(camera), self.rt.cfg, self.rt.pipeline
         anchors = cam.anchors if cam is not None else None
-        if anchors is None or cfg is None or pipe is None or pipe.depth_mode(cfg) != 'fitted':
+        if anchors is None or cfg is None or pipe is None or not pipe.uses_anchors(cfg):
             return None
         if anchors.messages == 0:
             topic = cam.topic(ANCHORS)

@@ -6,6 +6,8 @@
 Also Depth Pro's metres from camera_info's focal length.
 """
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -203,20 +205,31 @@ def test_depth_pro_metres_from_camera_info_or_its_field_of_view_over_dds(harness
     assert float(values['focal_px']) == pytest.approx(s.intrinsics.fx, abs=1e-4)
 
 
-def test_prompt_depth_anything_prompt_is_the_processors_for_the_anchors(harness, checkpoints):
-    from transformers.models.prompt_depth_anything.image_processing_pil_prompt_depth_anything \
-        import PromptDepthAnythingImageProcessorPil
+def prompted_node(harness, checkpoints, **extra):
+    """Start a Prompt Depth Anything node fed depth-image anchors.
+
+    Return it, the prompts its network receives (a list a forward hook fills), the hook, and
+    the image, camera_info and anchor publishers (subscribed).
+    """
     node = harness.start_node(NS, **{
         'model.depth': str(checkpoints('tiny-prompt-depth-anything')), 'model.device': 'cpu',
-        'anchors.source': 'depth_image', 'depth.max': 9.99, 'diagnostics.period': 0.2})
-    net = node.pipeline.depth_model.net
+        'anchors.source': 'depth_image', 'depth.max': 9.99, **extra})
     fed = []
-    hook = net.register_forward_pre_hook(lambda _m, args: fed.append(args[1].clone()))
+    hook = node.pipeline.depth_model.net.register_forward_pre_hook(
+        lambda _m, args: fed.append(args[1].clone()))
     harness.record_outputs(NS, ['depth/image'])
-    harness.record('/diagnostics', DiagnosticArray)
     pubs = harness.publishers(NS)
     anchors_pub = harness.node.create_publisher(Image, f'{NS}/anchors/depth', 5)
     assert harness.wait_subscribed(pubs[0]) and harness.wait_subscribed(anchors_pub)
+    return node, fed, hook, pubs, anchors_pub
+
+
+def test_prompt_depth_anything_prompt_is_the_processors_for_the_anchors(harness, checkpoints):
+    from transformers.models.prompt_depth_anything.image_processing_pil_prompt_depth_anything \
+        import PromptDepthAnythingImageProcessorPil
+    node, fed, hook, pubs, anchors_pub = prompted_node(
+        harness, checkpoints, **{'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
     cam = node.cameras[0]
     s = synthetic_scene(96, 72)
     rng = np.random.default_rng(2)
@@ -254,5 +267,45 @@ def test_prompt_depth_anything_prompt_is_the_processors_for_the_anchors(harness,
         harness.wait_stamp(f'{NS}/depth/image', frame(51, True))
         assert missed not in {conv.stamp_ns(m.header) for m in
                               harness.get(f'{NS}/depth/image')}
+    finally:
+        hook.remove()
+
+
+def test_a_prompted_frame_waits_for_its_own_prompt_as_dpt_bag_pairs(harness, checkpoints):
+    """An aligned depth image comes after its colour frame: the frame waits for it.
+
+    Issue: the wait for the anchor message stamped at or after a frame held frames only in
+    depth.mode fitted; Prompt Depth Anything's frames took the previous frame's depth as their
+    prompt (dpt_bag, on the same recording, pairs each frame with its own).
+    """
+    node, fed, hook, pubs, anchors_pub = prompted_node(
+        harness, checkpoints, **{'anchors.max_age': 1.5})
+    cam = node.cameras[0]
+    s = synthetic_scene(96, 72)
+    near = np.where(np.isfinite(s.depth), s.depth, np.nan).astype(np.float32)
+    stamps = [header(0), header(0)]
+    stamps[1].stamp.nanosec += 300_000_000  # 0.3 s later: within anchors.max_age of the first
+
+    def anchors_for(h, scale):
+        n = cam.anchors.messages
+        anchors_pub.publish(conv.image_msg(h, near * scale, '32FC1'))
+        assert harness.wait(lambda: cam.anchors.messages > n, 10)
+
+    def image(h):
+        pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+        pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
+
+    try:
+        anchors_for(stamps[0], 0.7)
+        image(stamps[0])
+        harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(stamps[0]))
+        image(stamps[1])  # its depth image comes 0.3 s after it, twice as far
+        time.sleep(0.3)
+        anchors_for(stamps[1], 1.4)
+        harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(stamps[1]))
+        assert len(fed) == 2
+        # The prompts in metres: the second is its own depth image, not the first frame's.
+        first, second = (float(p[torch.isfinite(p) & (p > 0)].mean()) for p in fed)
+        assert second == pytest.approx(2.0 * first, rel=0.05), (first, second)
     finally:
         hook.remove()
