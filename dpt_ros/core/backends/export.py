@@ -4,14 +4,15 @@
 """ONNX export and cache keys shared by the ONNX-based backends (TensorRT, ONNX Runtime, ...).
 
 A loaded model is exported for one network input (channels, height, width) with a free batch
-axis when its graph does not depend on the batch size (checked: the exports traced at two
-batch sizes must be identical), else at one fixed input shape. Whatever a backend builds from
-it is cached under a key made of the model's weights hash (computed once per loaded model),
-every dimension of the input shape (the batch as 'N' when free, or the range an engine
-covers), the precision, the ONNX opset and the backend's own target (runtime version and
-device). bf16 models are exported in fp32: the TorchScript exporter cannot write bf16
-("ScalarType ComplexDouble is an unexpected tensor scalar type"), and the runtime chooses the
-precision of an fp32 graph itself.
+axis when its graph does not depend on the batch size (checked: the exports traced at two batch
+sizes must be identical), else at one fixed input shape (a marker file in the cache keeps that
+verdict: the check runs once per model and network input). Whatever a backend builds from it is
+cached under a key made of the model's weights hash (computed once per loaded model), every
+dimension of the input shape (the batch as 'N' when free, or the range an engine covers), the
+precision, the ONNX opset and the backend's own target (runtime version and device). bf16
+models are exported in fp32: the TorchScript exporter cannot write bf16 ("ScalarType
+ComplexDouble is an unexpected tensor scalar type"), and the runtime chooses the precision of
+an fp32 graph itself.
 """
 
 from __future__ import annotations
@@ -128,25 +129,44 @@ def export_onnx(net: torch.nn.Module, input_shape: Tuple[int, ...], path: Union[
     return path
 
 
+def batch_tied_marker(loaded: LoadedModel, input_shape: Sequence[int], dtype: torch.dtype,
+                      cache: str = '', opset: int = ONNX_OPSET) -> Path:
+    """File in the cache saying a model's graph holds its batch size for this network input.
+
+    Written by export_batch_free when the check finds so: the next batch size of that input
+    (a new session or engine) is exported at its fixed shape straight away, without the two
+    trial exports of the check.
+    """
+    key = cache_key(loaded, (FREE_BATCH,) + tuple(input_shape[1:]),
+                    precision_name(export_dtype(dtype)), 'onnx', opset)
+    return engine_dir(cache) / f'{key}.batch-tied'
+
+
 def export_batch_free(net: torch.nn.Module, input_shape: Tuple[int, ...],
                       path: Union[str, Path], dtype: torch.dtype = torch.float32,
-                      opset: int = ONNX_OPSET, cancel: Optional[Callable[[], bool]] = None
-                      ) -> bool:
+                      opset: int = ONNX_OPSET, cancel: Optional[Callable[[], bool]] = None,
+                      tied: Optional[Path] = None) -> bool:
     """Export to path with a free batch axis if the graph allows it; else at input_shape.
 
     Returns True for a graph that runs any batch size. A model whose traced graph holds its
     batch size (a split or reshape by a Python int, as ZoeDepth's neck does) exports
     differently at two batch sizes: that one is exported at the fixed input_shape instead.
+    tied: the model's batch_tied_marker; where it exists the check is skipped (one export),
+    and a check that finds the batch held creates it.
     """
-    b = int(input_shape[0])
-    with tempfile.TemporaryDirectory() as tmp:
-        other = export_onnx(net, (b + 1,) + tuple(input_shape[1:]), Path(tmp) / 'other.onnx',
-                            dtype, opset, free_batch=True)
-        if cancel is not None and cancel():
-            raise BuildCancelled('export cancelled')
-        export_onnx(net, input_shape, path, dtype, opset, free_batch=True)
-        if Path(path).read_bytes() == other.read_bytes():
-            return True
+    if tied is None or not tied.exists():
+        b = int(input_shape[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            other = export_onnx(net, (b + 1,) + tuple(input_shape[1:]),
+                                Path(tmp) / 'other.onnx', dtype, opset, free_batch=True)
+            if cancel is not None and cancel():
+                raise BuildCancelled('export cancelled')
+            export_onnx(net, input_shape, path, dtype, opset, free_batch=True)
+            if Path(path).read_bytes() == other.read_bytes():
+                return True
+        if tied is not None:
+            tied.parent.mkdir(parents=True, exist_ok=True)
+            tied.touch()
     export_onnx(net, input_shape, path, dtype, opset)
     return False
 

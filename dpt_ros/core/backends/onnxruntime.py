@@ -20,9 +20,10 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from dpt_ros.core.backends.export import (batch_profile, cache_key, eager_module, engine_dir,
-                                          export_batch_free, export_dtype, FREE_BATCH,
-                                          INPUT_NAME, ONNX_OPSET, precision_name)
+from dpt_ros.core.backends.export import (batch_profile, batch_tied_marker, cache_key,
+                                          eager_module, engine_dir, export_batch_free,
+                                          export_dtype, FREE_BATCH, INPUT_NAME, ONNX_OPSET,
+                                          precision_name)
 from dpt_ros.core.models import first_line, LoadedModel
 
 _NUMPY = {torch.float16: np.float16, torch.float32: np.float32}
@@ -52,7 +53,8 @@ def cached_onnx(loaded: LoadedModel, input_shape: Tuple[int, ...], dtype: torch.
     # Export beside the target, then rename: a crash never leaves a half-written cache file.
     with tempfile.TemporaryDirectory(dir=free.parent) as tmp:
         any_batch = export_batch_free(eager_module(loaded), input_shape, Path(tmp) / 'model.onnx',
-                                      dtype, opset, cancel)
+                                      dtype, opset, cancel,
+                                      batch_tied_marker(loaded, input_shape, dtype, cache, opset))
         path = free if any_batch else fixed
         os.replace(Path(tmp) / 'model.onnx', path)
     return path, any_batch

@@ -21,9 +21,10 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import torch
 
 from dpt_ros.core.backends import TENSORRT_PIN
-from dpt_ros.core.backends.export import (batch_profile, BuildCancelled, cache_key, eager_module,
-                                          engine_dir, export_batch_free, export_dtype,
-                                          INPUT_NAME, precision_name)
+from dpt_ros.core.backends.export import (batch_profile, batch_tied_marker, BuildCancelled,
+                                          cache_key, eager_module, engine_dir,
+                                          export_batch_free, export_dtype, INPUT_NAME,
+                                          precision_name)
 from dpt_ros.core.models import first_line, LoadedModel
 
 # Built and run through the name-based API of TensorRT 10 (execute_async_v3, strongly typed
@@ -213,8 +214,10 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = ''
             if path is None:
                 with tempfile.TemporaryDirectory() as tmp:
                     onnx_path = Path(tmp) / 'model.onnx'
-                    any_batch = export_batch_free(eager_module(loaded), input_shape, onnx_path,
-                                                  export_dtype(loaded.dtype), cancel=cancel)
+                    any_batch = export_batch_free(
+                        eager_module(loaded), input_shape, onnx_path, export_dtype(loaded.dtype),
+                        cancel=cancel, tied=batch_tied_marker(loaded, input_shape, loaded.dtype,
+                                                              cache))
                     path = free if any_batch else fixed
                     build_engine_file(onnx_path, path, precision,
                                       profile if any_batch else None, cancel)

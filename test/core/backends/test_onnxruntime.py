@@ -190,3 +190,36 @@ def test_nothing_is_rebuilt_when_batch_sizes_alternate_after_warm_up(
                 assert ok.mean() > 0.5 and 'confidence' in a.arrays
                 assert np.allclose(a.arrays['depth'][ok], b.arrays['depth'][ok], rtol=1e-3)
     assert len(sessions) == builds and pipe.backend_builds == {'onnxruntime': builds}, logs
+
+
+def test_a_graph_that_holds_its_batch_is_checked_once_per_network_input(
+        checkpoints, tmp_path, monkeypatch):
+    """A ZoeDepth export holds its batch size: the check (two trial exports) runs once.
+
+    Issue: every batch size re-ran the check before its fixed-shape export, three exports
+    where one does (a real ZoeDepth export takes tens of seconds at each activation).
+    """
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    calls = []
+    real = export.export_onnx
+    monkeypatch.setattr(export, 'export_onnx', lambda net, shape, *a, **kw: calls.append(
+        (shape[0], kw.get('free_batch', False))) or real(net, shape, *a, **kw))
+    cfg = Config().replace({'model.depth': str(checkpoints('tiny-zoedepth')),
+                            'model.device': 'cpu', 'model.backend': 'onnxruntime',
+                            'model.engine_dir': str(tmp_path), 'cameras': ('a', 'b'),
+                            'batch.max_size': 2, 'depth.confidence': 'flip'})
+    logs = []
+    pipe = Pipeline(cfg, log=logs.append)
+    assert 'depth' in pipe.prepare(120, 160), logs
+    assert pipe.backend_builds == {'onnxruntime': 3}, logs  # network inputs of 1, 2 and 4
+    # The first size: the check's two trial exports (free batch), then its fixed shape; the
+    # others: their fixed shape alone.
+    assert calls == [(2, True), (1, True), (1, False), (2, False), (4, False)], calls
+    assert len(list(tmp_path.glob('*.batch-tied'))) == 1
+    # A restart with a third camera: the cache still knows; one export per new size.
+    calls.clear()
+    pipe = Pipeline(cfg.replace({'cameras': ('a', 'b', 'c'), 'batch.max_size': 3}),
+                    log=logs.append)
+    assert 'depth' in pipe.prepare(120, 160), logs
+    assert calls == [(3, False), (6, False)], calls
+    assert pipe.depth_model.backend == 'onnxruntime'
