@@ -222,7 +222,13 @@ class Diagnostics:
             self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
 
     def open(self, period: float, statuses: Callable[[], List[DiagnosticStatus]]) -> None:
-        """Publish statuses() on /diagnostics every period seconds (steady time)."""
+        """Publish statuses() on /diagnostics every period seconds (steady time).
+
+        At each activation: the batch counts start again, as the pipeline's forwards and
+        backend builds do (batches and forwards of one activation, never of two).
+        """
+        with self.stages.lock:
+            self.batch_sizes.clear()
         self._pub = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # On the steady clock: under use_sim_time a paused bag must not stop the reports.
         steady = Clock(clock_type=ClockType.STEADY_TIME)

@@ -24,6 +24,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from dpt_ros.ros import diagnostics as diag  # noqa: E402
 from dpt_ros.ros.node import DptLifecycleNode  # noqa: E402
 
 NS = '/cam'
@@ -131,6 +132,9 @@ def test_transitions_through_the_services(harness, tiny_metric):
     assert harness.wait_subscribed(pubs[0])
     stamp = send_frame(harness, pubs, 3, scene)
     assert harness.wait(lambda: got(harness, stamp), 30)
+    # The node's counters are of this activation, all of them: one batch, one forward.
+    values = diag.values(node.diagnostics_status()[0])
+    assert (values['batches'], values['forwards']) == ('1', '1'), values
     # cleanup: everything released
     assert lc.set(Transition.TRANSITION_DEACTIVATE)
     assert lc.set(Transition.TRANSITION_CLEANUP)
