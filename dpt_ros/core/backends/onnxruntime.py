@@ -101,7 +101,8 @@ class OnnxRuntimeModule(torch.nn.Module):
     """An onnxruntime session behind the LoadedModel.net contract: pixel_values -> output."""
 
     def __init__(self, session: Any, path: Path, device: torch.device, dtype: torch.dtype,
-                 input_shape: Tuple[int, ...] = (), any_batch: bool = False) -> None:
+                 input_shape: Tuple[int, ...] = (), any_batch: bool = False,
+                 max_batch: int = 0) -> None:
         super().__init__()
         self.session = session
         self.path = path
@@ -109,6 +110,10 @@ class OnnxRuntimeModule(torch.nn.Module):
         self.dtype = dtype
         self.input_shape = tuple(input_shape)
         self.any_batch = any_batch  # the export runs every batch size of its network input
+        # The largest batch an engine of onnxruntime's TensorRT provider was sized for (0: no
+        # such engine, no limit): a larger one gets a session of its own, counted and logged,
+        # never a build inside a frame's run or a failure that ends the backend.
+        self.max_batch = max_batch
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
         self.on_gpu = device.type == 'cuda' and session.get_providers()[0] != \
@@ -117,8 +122,11 @@ class OnnxRuntimeModule(torch.nn.Module):
 
     def accepts(self, shape: Tuple[int, ...]) -> bool:
         """Whether this session runs pixel values of this shape."""
-        return tuple(shape[1:]) == self.input_shape[1:] and (
-            self.any_batch or tuple(shape) == self.input_shape)
+        if tuple(shape[1:]) != self.input_shape[1:]:
+            return False
+        if not self.any_batch:
+            return tuple(shape) == self.input_shape
+        return not self.max_batch or int(shape[0]) <= self.max_batch
 
     def sample_shape(self) -> Tuple[int, ...]:
         """Output shape of one input image (the exporter may leave those dimensions symbolic)."""
@@ -156,7 +164,8 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = ''
     """Return (session module, description) or (None, why not); exports on first use.
 
     A batch-free export runs every batch size; max_batch, the largest the caller will run,
-    sizes the engine of onnxruntime's TensorRT provider.
+    sizes the engine of onnxruntime's TensorRT provider (that session then accepts batches up
+    to it: a larger one builds another session).
     """
     import onnxruntime as ort
     dtype = export_dtype(loaded.dtype)  # bf16 runs as an fp32 graph
@@ -170,7 +179,9 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = ''
         threads = max(1, torch.get_num_threads())
         session = ort.InferenceSession(str(path), session_options(ort, threads),
                                        providers=wanted)
-        module = OnnxRuntimeModule(session, path, loaded.device, dtype, input_shape, any_batch)
+        sized = profile is not None and session.get_providers()[0] == 'TensorrtExecutionProvider'
+        module = OnnxRuntimeModule(session, path, loaded.device, dtype, input_shape, any_batch,
+                                   profile[2][0] if sized else 0)
         if loaded.device.type == 'cuda' and not module.on_gpu:
             return None, ('this onnxruntime has no CUDA provider for model.device '
                           f'{loaded.device} (pip install onnxruntime-gpu)')

@@ -12,6 +12,7 @@ import torch
 from dpt_ros.core import outputs
 from dpt_ros.core.backends import export
 from dpt_ros.core.backends import onnxruntime as onnx_backend
+from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ModelConfig
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.models import load_model
@@ -223,3 +224,36 @@ def test_a_graph_that_holds_its_batch_is_checked_once_per_network_input(
     assert 'depth' in pipe.prepare(120, 160), logs
     assert calls == [(3, False), (6, False)], calls
     assert pipe.depth_model.backend == 'onnxruntime'
+
+
+def test_a_session_sized_for_tensorrt_takes_no_larger_batch(checkpoints, tmp_path, monkeypatch):
+    """The TensorRT provider of onnxruntime builds its engine for batches 1..max_batch.
+
+    Issue: such a session accepted any batch of its network input, so a larger batch (a live
+    batch.max_size raised) ran outside the engine's profile. Now it gets a session of its own,
+    counted as a build. The provider needs a GPU: its sizing is stood in for here.
+    """
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    m = load_model(str(checkpoints('tiny-depth')), 'depth', ModelConfig(device='cpu'),
+                   lambda x: None)
+    free, info = onnx_backend.try_build(m, (1, 3, 64, 64), str(tmp_path), max_batch=4)
+    assert free is not None and free.max_batch == 0, info  # CPU provider: every batch
+    assert free.accepts((9, 3, 64, 64))
+    real = onnx_backend.try_build
+
+    def sized(loaded, shape, *args, max_batch=0, **kwargs):
+        module, why = real(loaded, shape, *args, max_batch=max_batch, **kwargs)
+        module.max_batch = max(max_batch, shape[0])  # as the TensorRT provider's engine
+        return module, why
+    monkeypatch.setattr(onnx_backend, 'try_build', sized)
+    runner = BackendRunner('onnxruntime', str(tmp_path))
+    x = torch.rand(3, 3, 64, 64)
+    runner.run(m, x[:2], max_batch=2)
+    runner.run(m, x[:1], max_batch=2)
+    assert runner.builds == {'onnxruntime': 1}
+    assert [mod.max_batch for mod in runner.modules(m)] == [2]
+    out = runner.run(m, x, max_batch=3)  # batch.max_size raised live
+    assert runner.builds == {'onnxruntime': 2} and m.backend == 'onnxruntime'
+    assert [mod.max_batch for mod in runner.modules(m)] == [2, 3]
+    with torch.no_grad():
+        assert torch.allclose(out, m.eager(x), atol=1e-4)
