@@ -12,8 +12,8 @@ import gc
 import logging
 import threading
 import time
-from typing import (AbstractSet, Any, Callable, ContextManager, Dict, List, Optional, Sequence,
-                    Set, Tuple)
+from typing import (AbstractSet, Any, Callable, ContextManager, Dict, Iterable, List, Optional,
+                    Sequence, Set, Tuple)
 
 import numpy as np
 import torch
@@ -930,6 +930,16 @@ class Pipeline:
                      f'{ms / 1e3:.1f} s')
         self._prepared_builds = sum(self.backends.builds.values())
         return done
+
+    def prepare_all(self, sizes: Iterable[Tuple[int, int]] = (), frames: int = 0) -> None:
+        """Run prepare() for every model before the first frame.
+
+        The fixed-input ones, then for each (width, height) of sizes (model.warmup_sizes: the
+        frames the cameras send) those whose input follows the frame size. frames: as prepare.
+        """
+        self.prepare(frames=frames)
+        for width, height in sizes:
+            self.prepare(height, width, frame_sized_only=True)
 
     def cancel(self) -> None:
         """Abandon start-up work in progress or to come (shutdown); frames still run."""

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from dpt_ros.core import memory
-from dpt_ros.core.config import Config
+from dpt_ros.core.config import Config, parse_sizes
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.offline.bag import BagError, BagOptions, is_bag, open_bag, plan_bag, process_bag
 
@@ -71,6 +71,8 @@ class BagResult:
     topics: Dict[str, int] = field(default_factory=dict)
     skipped_messages: Dict[str, int] = field(default_factory=dict)
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
+    backend_builds: int = 0                  # sessions / engines built during this bag (0:
+    #                                          all built when the worker loaded the model)
     notes: List[str] = field(default_factory=list)
     worker: str = ''
     traceback: str = ''
@@ -354,6 +356,10 @@ class BagWorker:
             torch.set_num_threads(self.opts.threads)
             try:
                 self.pipe = Pipeline(self.cfg, log=self.log.append)
+                # Engines, sessions and compiles for every batch this worker forms, and for
+                # model.warmup_sizes, before the first bag (as the node at activation).
+                self.pipe.prepare_all(parse_sizes(self.cfg.model.warmup_sizes),
+                                      frames=self.opts.batch)
             except BaseException:
                 torch.set_num_threads(self._threads)
                 raise
@@ -371,7 +377,10 @@ class BagWorker:
             if on_frames is not None:
                 on_frames(n)
         self.frames = 0
-        return run_job(job, self.opts, self.pipe, frames)
+        built = sum(self.pipe.backend_builds.values())
+        result = run_job(job, self.opts, self.pipe, frames)
+        result.backend_builds = sum(self.pipe.backend_builds.values()) - built
+        return result
 
     def progress(self) -> int:
         """Frames done in the bag being run (polled by the Ray driver)."""

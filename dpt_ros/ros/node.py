@@ -185,10 +185,8 @@ class Runtime:
         # frame; Ctrl-C meanwhile cancels it (Worker.run).
         self.worker.building = pipe
         try:
-            pipe.prepare()
             # Checkpoints whose input follows the frame size: the sizes the robot's cameras send
-            for width, height in parse_sizes(self.cfg.model.warmup_sizes):
-                pipe.prepare(height, width, frame_sized_only=True)
+            pipe.prepare_all(parse_sizes(self.cfg.model.warmup_sizes))
         finally:
             self.worker.building = None
         return pipe

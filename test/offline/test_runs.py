@@ -407,3 +407,28 @@ def test_data_and_marker_are_on_disk_before_the_output_is_moved_into_place(tmp_p
     assert data and set(data) <= {path for _, path, marker in synced if not marker}
     assert (staging / MARKER) in {path for _, path, _ in synced}
     assert any(e[0] == 'fsync' and e[1] == tmp_path for e in events[moved:])
+
+
+@pytest.mark.parametrize('preset, warmup', [('tiny-depth', []),
+                                            ('tiny-depth-anything', ['48x36'])])
+def test_engines_are_built_when_the_model_loads_not_in_the_first_bag(tmp_path, checkpoints,
+                                                                     preset, warmup):
+    """ONNX Runtime under dpt_bag: every batch the worker forms is built before the first bag.
+
+    Issue: dpt_bag built on its first frames (and read no model.warmup_sizes), where the node
+    builds at activation. A fixed-input DPT is built for batches 1..--batch when the model
+    loads; Depth Anything, whose input follows the frame, for each size of warmup_sizes.
+    """
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    p = tmp_path / 'params.yaml'
+    p.write_text(f'/**:\n  ros__parameters:\n    model:\n      depth: {checkpoints(preset)}\n'
+                 f'      device: cpu\n      backend: onnxruntime\n'
+                 f"      engine_dir: {tmp_path / 'engines'}\n      warmup_sizes: {warmup}\n")
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=5)  # 48 x 36 frames
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', p, '--batch', 2) == 0
+    bags = summary(root)['bags']
+    assert [(b['bag'], b['status'], b['frames']) for b in bags] == \
+        [('a', 'done', 5), ('b', 'done', 5)]
+    assert [b['backend_builds'] for b in bags] == [0, 0]
+    assert len(list((tmp_path / 'engines').glob('*.onnx'))) == 1  # batch-free: one session
