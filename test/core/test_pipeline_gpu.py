@@ -189,7 +189,7 @@ def test_ctrl_c_during_start_up_warm_up_cancels_and_exits_cleanly(tiny_depth, tm
         import sys, time
         from dpt_ros.core import pipeline
 
-        def slow_prepare(self, height=0, width=0):
+        def slow_prepare(self, height=0, width=0, frame_sized_only=False, frames=0):
             print('warming up', flush=True)
             end = time.monotonic() + 60
             while time.monotonic() < end and not self._cancel.is_set():
