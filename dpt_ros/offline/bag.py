@@ -626,8 +626,8 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
 
 
 def batches(stream: Iterable[FrameIn], size: int, window: int,
-            key: Callable[[FrameIn], Tuple] = lambda f: f.group
-            ) -> Iterator[List[Tuple[int, FrameIn]]]:
+            key: Callable[[FrameIn], Tuple] = lambda f: f.group,
+            one_per_camera: bool = False) -> Iterator[List[Tuple[int, FrameIn]]]:
     """Group frames of one key, of any camera, at most `size` per batch.
 
     key: what frames of one forward share (FrameIn.batch_key: the network input; by default
@@ -635,7 +635,9 @@ def batches(stream: Iterable[FrameIn], size: int, window: int,
     out when full; a frame waits for company at most `window` later frames (its group then
     goes as it is), which bounds memory; a camera whose key changes sends its earlier group
     first, so each camera's frames reach the pipeline in order (depth.temporal follows each
-    camera in time).
+    camera in time). one_per_camera: a camera's next frame also sends the group its last one
+    waits in (at most one frame per camera in a batch, as the node's scheduler forms them):
+    for a prompted model, whose prompt is guided by the camera's previous output.
     """
     groups: Dict[Tuple, List[Tuple[int, FrameIn]]] = {}
     where: Dict[str, Tuple] = {}  # camera -> the group its waiting frames are in
@@ -651,7 +653,7 @@ def batches(stream: Iterable[FrameIn], size: int, window: int,
 
     for i, f in enumerate(stream):
         k = key(f)
-        if where.get(f.camera, k) != k:
+        if f.camera in where and (one_per_camera or where[f.camera] != k):
             yield take(where[f.camera])
         groups.setdefault(k, []).append((i, f))
         where[f.camera] = k
@@ -797,7 +799,8 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
             done: Dict[int, Tuple[FrameIn, List]] = {}
             written = 0
             window = 2 * opts.batch * len(plan.cameras)
-            for batch in batches(stream, opts.batch, window, lambda f: f.batch_key(pipe)):
+            for batch in batches(stream, opts.batch, window, lambda f: f.batch_key(pipe),
+                                 one_per_camera=pipe.prompted):
                 for i, f, messages in _run_batch(batch, pipe, report, timings):
                     done[i] = (f, messages)
                 while written in done:  # in frame order, whichever batch finished first

@@ -257,6 +257,17 @@ def test_batches_group_by_size_keep_each_camera_in_order_and_bound_the_wait():
     start = {i: k for k, b in enumerate(out) for i in b}
     assert max(b[-1] for b in out[:start[2] + 1]) <= 2 + 6
     assert [len(b) for b in batches(iter(frames[:5]), 8, window=100)] == [4, 1]
+    # One frame per camera (a prompted model): a camera's next frame sends its waiting group.
+    one = [[i for i, _ in b] for b in batches(iter(frames), 3, window=6, one_per_camera=True)]
+    assert sorted(i for b in one for i in b) == list(range(len(seq)))
+    assert one[:2] == [[0, 1], [3, 4]] and [10] in one and [11] in one
+    order = [i for b in one for i in b]
+    for cam in range(3):
+        mine = [i for i in order if seq[i][0] == cam]
+        assert mine == sorted(mine), cam
+    for b in one:
+        assert len({seq[i][0] for i in b}) == len(b) and len({frames[i].group for i in b}) == 1
+        assert len(b) <= 3
 
 
 def test_each_camera_is_fitted_to_its_own_anchors(tmp_path, tiny_depth, capsys):

@@ -105,39 +105,67 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
                 assert diff.mean() < 1.0, topic
 
 
+NS = '/cam'
+
+
+def trailing_anchors_through_bag(tmp_path, tiny_depth, n, settings):
+    """Write n frames at 30 Hz, each one's aligned depth logged 20 ms after it, run dpt_bag.
+
+    Each frame's anchors follow a map of their own (10 % apart: test_bag_anchors._scale).
+    Returns the input bag, the image stamps, {stamp: the bag's depth/image array} and the
+    tiny model's relative depth of each frame (what the anchor maps were made from).
+    """
+    from test_bag_anchors import _anchor_image, _relative, _write
+    frames = synthetic_frames(n, period=33_333_333, t0=1_700_000_000_000_000_000)
+    rels = _relative(tiny_depth, frames)
+    rng = np.random.default_rng(1)
+    src = tmp_path / 'in'
+    _write(src, frames, [(f'{NS}/anchors/depth', 'sensor_msgs/msg/Image', stamp + 20_000_000,
+                          _anchor_image(rel, i, stamp, rng))
+                         for i, ((_, _, stamp), rel) in enumerate(zip(frames, rels))],
+           image_topic=f'{NS}/image', info_topic=f'{NS}/camera_info')
+    params = write_params_file(tmp_path / 'p.yaml', settings)
+    dst = tmp_path / 'out'
+    assert main([str(src), str(dst), '--params-file', str(params), '--image-topic',
+                 f'{NS}/image', '--anchors-topic', f'{NS}/anchors/depth', '--quiet']) == 0
+    bag = {stamp_of(m): conv.image_to_array(m) for _, m in read_bag(dst)[f'{NS}/depth/image']}
+    stamps = [stamp for _, _, stamp in frames]
+    assert sorted(bag) == stamps
+    return src, stamps, bag, rels
+
+
 def test_node_and_bag_pair_anchors_that_trail_their_images_alike(tmp_path, tiny_depth):
     """Aligned depth logged 20 ms after its image (30 Hz): both pair each frame with its own.
 
     Each frame's anchors follow a map of their own (10 % apart), so a frame paired with the
     anchor before it (33 ms older, inside anchors.max_age) publishes other metres.
     """
-    from test_bag_anchors import _anchor_image, _relative, _scale, _write
-    ns = '/cam'
-    frames = synthetic_frames(8, period=33_333_333, t0=1_700_000_000_000_000_000)
-    rels = _relative(tiny_depth, frames)
-    rng = np.random.default_rng(1)
-    src = tmp_path / 'in'
-    _write(src, frames, [(f'{ns}/anchors/depth', 'sensor_msgs/msg/Image', stamp + 20_000_000,
-                          _anchor_image(rel, i, stamp, rng))
-                         for i, ((_, _, stamp), rel) in enumerate(zip(frames, rels))],
-           image_topic=f'{ns}/image', info_topic=f'{ns}/camera_info')
+    from test_bag_anchors import _scale
     settings = {'model.depth': str(tiny_depth), 'model.device': 'cpu', 'depth.mode': 'fitted',
                 'depth.temporal': False, 'depth.max': 10000.0, 'depth.min': 0.0,
                 'anchors.source': 'depth_image'}
-    params = write_params_file(tmp_path / 'p.yaml', settings)
-    dst = tmp_path / 'out'
-    assert main([str(src), str(dst), '--params-file', str(params), '--image-topic',
-                 f'{ns}/image', '--anchors-topic', f'{ns}/anchors/depth', '--quiet']) == 0
-    bag = {stamp_of(m): conv.image_to_array(m) for _, m in read_bag(dst)[f'{ns}/depth/image']}
-    stamps = [stamp for _, _, stamp in frames]
-    assert sorted(bag) == stamps
+    src, stamps, bag, rels = trailing_anchors_through_bag(tmp_path, tiny_depth, 8, settings)
     for i, stamp in enumerate(stamps):  # the bag: every frame fitted to its own anchors
         s, b = _scale(i)
         assert np.allclose(bag[stamp], 1.0 / (s * rels[i] + b), rtol=2e-3), i
+    live = replay_to_node(src, NS, settings)
+    for i, stamp in enumerate(stamps):
+        if stamp in live:
+            assert np.allclose(live[stamp], bag[stamp], rtol=1e-4, atol=1e-5), i
+    assert sorted(live) == stamps
+
+
+def replay_to_node(src, ns, settings, served='depth/relative'):
+    """Publish a bag's messages to a node in log order, spaced as logged, one frame at a time.
+
+    served: the output every frame gets (the next frame waits for it). Returns {stamp:
+    depth/image array} of what the node published.
+    """
     with Reader(src) as r:
         recorded = sorted(((t, conn.topic, conn.msgtype,
                             STORE.deserialize_cdr(raw, conn.msgtype))
                            for conn, t, raw in r.messages()), key=lambda m: m[0])
+    frames = len([m for m in recorded if m[1] == f'{ns}/image'])
     h = Harness()
     try:
         node = h.start_node(ns, **settings)
@@ -155,16 +183,31 @@ def test_node_and_bag_pair_anchors_that_trail_their_images_alike(tmp_path, tiny_
             last = t
             if topic == f'{ns}/image' and previous is not None:
                 # One frame at a time (as node_outputs): the node drops none.
-                h.wait_stamp(f'{ns}/depth/relative', previous, 30)
+                h.wait_stamp(f'{ns}/{served}', previous, 30)
             pubs[topic].publish(rclpy_message(msg, kind))
             if topic == f'{ns}/image':
                 previous = stamp_of(msg)
-        h.wait_stamp(f'{ns}/depth/relative', previous, 30)
-        h.wait(lambda: len(h.get(f'{ns}/depth/image')) >= len(stamps), 2)
-        live = {stamp_of(m): conv.image_to_array(m) for m in h.get(f'{ns}/depth/image')}
+        h.wait_stamp(f'{ns}/{served}', previous, 30)
+        h.wait(lambda: len(h.get(f'{ns}/depth/image')) >= frames, 2)
+        return {stamp_of(m): conv.image_to_array(m) for m in h.get(f'{ns}/depth/image')}
     finally:
         h.close()
-    for i, stamp in enumerate(stamps):
-        if stamp in live:
-            assert np.allclose(live[stamp], bag[stamp], rtol=1e-4, atol=1e-5), i
+
+
+def test_node_and_bag_give_a_prompted_model_the_same_trailing_prompts(
+        tmp_path, tiny_depth, checkpoints):
+    """Prompt Depth Anything, aligned depth logged 20 ms after each image: node == dpt_bag.
+
+    Issue: the node held frames for their own anchors only in depth.mode fitted; a prompted
+    model's frame took the previous frame's depth as its prompt (dpt_bag pairs its own).
+    """
+    settings = {'model.depth': str(checkpoints('tiny-prompt-depth-anything')),
+                'model.device': 'cpu', 'depth.temporal': False, 'depth.max': 10000.0,
+                'depth.min': 0.0, 'anchors.source': 'depth_image'}
+    # dpt_bag's default --batch 4: still one frame of the camera per forward (each prompt is
+    # guided by the camera's previous output, as in the node).
+    src, stamps, bag, _ = trailing_anchors_through_bag(tmp_path, tiny_depth, 6, settings)
+    live = replay_to_node(src, NS, settings, served='depth/image')  # metric: no relative
     assert sorted(live) == stamps
+    for i, stamp in enumerate(stamps):
+        assert np.allclose(live[stamp], bag[stamp], rtol=1e-3, atol=1e-5, equal_nan=True), i
