@@ -201,9 +201,11 @@ def test_node_and_bag_give_a_prompted_model_the_same_trailing_prompts(
     Issue: the node held frames for their own anchors only in depth.mode fitted; a prompted
     model's frame took the previous frame's depth as its prompt (dpt_bag pairs its own).
     """
+    # anchors.max_age 0.5 s: a loaded machine delivering an aligned depth image late still
+    # pairs it (each frame's own anchors carry its exact stamp).
     settings = {'model.depth': str(checkpoints('tiny-prompt-depth-anything')),
                 'model.device': 'cpu', 'depth.temporal': False, 'depth.max': 10000.0,
-                'depth.min': 0.0, 'anchors.source': 'depth_image'}
+                'depth.min': 0.0, 'anchors.source': 'depth_image', 'anchors.max_age': 0.5}
     # dpt_bag's default --batch 4: still one frame of the camera per forward (each prompt is
     # guided by the camera's previous output, as in the node).
     src, stamps, bag, _ = trailing_anchors_through_bag(tmp_path, tiny_depth, 6, settings)
