@@ -3,16 +3,15 @@
 
 """The node's one worker thread: jobs, then batches of frames down the one frame road.
 
-One worker thread does all torch work (loading, moving, every frame): on the CPU a forward
-from a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it
-keeps the current device and stream in one thread. Each batch goes down dpt_ros.core.frames:
-decoded, calibrated, paired with anchors, run one forward per network input, serialized to
-CDR. In depth.mode fitted, and with a prompted model, a frame becomes ready once its anchor
-message (stamped at or after it) is in, or after anchors.max_age (the scheduler's gate): the
-pairing dpt_bag makes. With
-output.overlap a second thread publishes a batch's outputs while the worker runs the next
-forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing queues).
-Teardown runs as a job (detach): between batches, never under a frame being decoded.
+One worker thread does all torch work (loading, moving, every frame): on the CPU a forward from
+a thread other than the one whose OpenMP pool ran the loading is slower, and on CUDA it keeps
+the current device and stream in one thread. Each batch goes down dpt_ros.core.frames: decoded,
+calibrated, paired with anchors, run one forward per network input, serialized to CDR. In
+depth.mode fitted, and with a prompted model, a frame becomes ready once its anchor message
+(stamped at or after it) is in, or after anchors.max_age (the scheduler's gate): the pairing
+dpt_bag makes. With output.overlap a second thread publishes a batch's outputs while the worker
+runs the next forward (scheduler.Handoff: one batch in flight, the worker waits for it, nothing
+queues). Teardown runs as a job (detach): between batches, never under a frame being decoded.
 """
 
 from __future__ import annotations
