@@ -23,7 +23,7 @@ class ParamSpec:
     range: Optional[Tuple[float, float]]
     choices: Tuple[str, ...]
     read_only: bool
-    items: str = 'names'  # what a list parameter holds
+    items: str  # what a list parameter holds (_opt's items)
 
     def describe(self, managed: bool = False) -> str:
         """Return the description with allowed values, as `ros2 param describe` shows it.
@@ -68,7 +68,7 @@ def param_table(cfg: Optional[Config] = None) -> List[ParamSpec]:
     """Every parameter the node declares, in declaration order, defaults from cfg."""
     return [ParamSpec(name, value, ftype, meta['description'], meta['range'],
                       tuple(meta['choices']), bool(meta['read_only']),
-                      meta.get('items', 'names'))
+                      meta['items'])
             for name, value, meta, ftype in iter_settings(cfg)]
 
 
