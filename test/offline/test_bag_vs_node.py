@@ -86,10 +86,14 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
         assert [stamp_of(m) for m in msgs] == [stamp_of(m) for m in got], topic
         assert [m.header.frame_id for m in msgs] == [m.header.frame_id for m in got], topic
         for a, b in zip(msgs, got):
-            if topic.endswith('depth/image'):
-                assert a.encoding == b.encoding
-                assert np.allclose(conv.image_to_array(a), conv.image_to_array(b), rtol=1e-4,
-                                   atol=1e-5, equal_nan=True), topic
+            if topic.endswith('/image'):  # depth/image, normals/image: floats, NaN where none
+                assert a.encoding == b.encoding and a.encoding.startswith('32FC'), topic
+                # Depth in metres, relative; normals are unit vectors: 1e-4 is 0.006 degrees
+                # (the two depths agree to ~1e-6 relative; normals, from its gradients, carry it).
+                tol = {'rtol': 0, 'atol': 1e-4} if 'normals' in topic else \
+                    {'rtol': 1e-4, 'atol': 1e-5}
+                assert np.allclose(conv.image_to_array(a), conv.image_to_array(b),
+                                   equal_nan=True, **tol), topic
             elif topic.endswith('points'):
                 pa, pb = conv.read_points(a), conv.read_points(b)
                 assert pa.shape == pb.shape and a.point_step == b.point_step
@@ -98,7 +102,8 @@ def test_bag_writes_what_the_node_publishes(tmp_path, tiny_metric):
                                        equal_nan=True), topic
             elif topic.endswith('camera_info'):
                 assert list(a.k) == list(b.k) and (a.width, a.height) == (b.width, b.height)
-            else:  # the viewing image: colours of nearly equal depths
+            else:  # the viewing images (rgb8): colours of nearly equal depths / normals
+                assert a.encoding == 'rgb8', topic
                 diff = np.abs(conv.image_to_array(a).astype(int) -
                               conv.image_to_array(b).astype(int))
                 assert (a.width, a.height, a.encoding) == (b.width, b.height, b.encoding)
