@@ -629,8 +629,9 @@ def real_weights(model_dir: str, data: Path, log: Callable[[str], None]) -> Dict
         out['fit_states'][name] = r.fit.state if r.fit is not None else ''
         out['frames'][name] = _frame_metrics(r.arrays.get('depth'), depth)['absrel']
     pipe.close()
-    vals = list(out['frames'].values())
-    out['absrel'] = float(np.nanmean(vals))
+    # Over the frames with metres; NaN when every fit was refused.
+    vals = [v for v in out['frames'].values() if np.isfinite(v)]
+    out['absrel'] = float(np.mean(vals)) if vals else float('nan')
     return out
 
 
