@@ -389,10 +389,16 @@ def bench_dds(depth: Path, seg: Optional[Path], device: str, precision: str, wid
         proc = start_node(dict(params, **extra), ns, tmp, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, env=env)
         try:
-            client.spin_until(lambda: n.count_subscribers(f'{ns}/image') > 0, 120, proc=proc,
-                              step=0.05)
+            # The node takes frames and its outputs reach this subscriber: on a loaded machine
+            # discovery of the output topics can lag the input's, and a phase's frames would
+            # be published to nobody.
+            client.spin_until(
+                lambda: n.count_subscribers(f'{ns}/image') > 0 and all(
+                    n.count_publishers(f'{ns}/{outputs.BY_NAME[k].topic}') > 0 for k in kinds),
+                120, proc=proc, step=0.05)
             if proc.poll() is not None:
                 raise RuntimeError(f'dpt_node exited: {proc.stderr.read()[-2000:]}')
+            client.spin_for(1.0)  # the endpoints match once discovered
             res = {'latency': phase(proc, lat_rate, frames),
                    'throughput': phase(proc, thr_rate, thr_frames)}
             if client.set_parameters(f'{ns}/dpt', {'output.overlap': False}):
