@@ -104,7 +104,9 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
     inverse-depth error (s * d + b) * z - 1, about the relative depth error. RANSAC on
     minimal pairs (single points where scale_only, a (P,) bool: b = 0) scored by truncated
     squared residuals (MSAC) on a random subset, then least squares on the points within
-    threshold, twice. Returns (P, FIT_COLUMNS) float32 on the device, columns s, b, inliers,
+    threshold, twice. Every problem uses the same draws (scaled to its own count of points),
+    so with a generator seeded alike a problem gets the same fit in any batch. Returns
+    (P, FIT_COLUMNS) float32 on the device, columns s, b, inliers,
     AbsRel on the inliers, mean squared residual on the inliers, median d (FIT_S ... FIT_DMED),
     the share of the best constant depth's mean squared residual on the inliers that the fit
     removes (FIT_GAIN, 1 - msr / msr_constant) and the 10th to 90th percentile spread of d over
@@ -124,7 +126,9 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
     span = nv.clamp(min=1).to(torch.float32)
 
     def pick(k: int) -> torch.Tensor:
-        r = torch.rand((p, k), generator=generator, device=dev)
+        # One row of draws for every problem: a problem's picks depend on its own points alone,
+        # not on its place in the batch or on the other problems' sizes.
+        r = torch.rand((1, k), generator=generator, device=dev)
         idx = (r * span[:, None]).long().clamp_(max=n - 1)
         return torch.gather(order, 1, idx)
 
@@ -137,7 +141,7 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
     # Scale only: one point fixes the hypothesis (the pair's second point is not used).
     s_h = torch.where(so[:, None], qp[..., 0] / dp[..., 0], s_h)
     b_h = torch.where(so[:, None], torch.zeros_like(b_h), b_h)
-    score = pick(min(n, _SCORE_POINTS))
+    score = pick(_SCORE_POINTS)
     ds = torch.gather(d, 1, score)[:, None, :]
     zs = torch.gather(z, 1, score)[:, None, :]
     res = (s_h[..., None] * ds + b_h[..., None]) * zs - 1.0
@@ -305,7 +309,10 @@ class MetricTracker:
 
     def __init__(self, device: torch.device, seed: int = 0) -> None:
         self.device = device
-        self._gen = torch.Generator(device=device).manual_seed(seed)
+        # Reseeded for every batch (_solve): a frame's fits depend on its batch alone, not on
+        # how many fits ran before it, so a rerun, dpt_bag and the node give the same output.
+        self._seed = seed
+        self._gen = torch.Generator(device=device)
         self._tracks: Dict[str, _Track] = {}
 
     def reset(self, source: Optional[str] = None) -> None:
@@ -434,6 +441,7 @@ class MetricTracker:
             c = int(dj.numel())
             d[j, :c], z[j, :c], m[j, :c] = dj, zj, mj
         so = torch.tensor([p[3] for p in problems], dtype=torch.bool, device=self.device)
+        self._gen.manual_seed(self._seed)
         res = robust_fit(d, z, m, thr, self._gen, so, judge=anchored)
         res = torch.cat([res, m.sum(1, keepdim=True).to(res.dtype)], 1)
         return res.tolist()
