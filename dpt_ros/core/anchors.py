@@ -275,7 +275,7 @@ class AnchorInput:
         self._lock = threading.Lock()
         self._buffer = AnchorBuffer()
         self._info: Optional[Any] = None
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
         self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
         self._arrived = float('-inf')  # monotonic time of the last message
 
@@ -327,8 +327,12 @@ class AnchorInput:
         if last is not None and last[0] is msg and last[1] is info_msg and last[2] == key:
             self.paired += 1
             return last[3]
+        # A dense message's random subset depends on the message alone (seeded by its stamp),
+        # not on which messages were decoded before: the node, which skips frames under load,
+        # and dpt_bag, which takes every frame, fit the same anchors.
+        rng = np.random.default_rng((self._seed, stamp_ns(msg.header) % (1 << 64)))
         try:
-            a = self._decode(msg, info_msg, image_size, image_intr, image_frame, cfg)
+            a = self._decode(msg, info_msg, image_size, image_intr, image_frame, cfg, rng)
         except AnchorError:
             self.bad += 1
             raise
@@ -336,14 +340,14 @@ class AnchorInput:
             # Fields that contradict each other in ways the checks above did not foresee.
             self.bad += 1
             raise AnchorError(f'undecodable anchor message: {exc!r}') from exc
-        a = subsample(a, cfg.max_points, self._rng)
+        a = subsample(a, cfg.max_points, rng)
         self._last = (msg, info_msg, key, a)
         self.paired += 1
         return a
 
     def _decode(self, msg: Any, info_msg: Optional[Any], image_size: Tuple[int, int],
                 image_intr: Optional[Intrinsics], image_frame: str,
-                cfg: AnchorsConfig) -> Anchors:
+                cfg: AnchorsConfig, rng: np.random.Generator) -> Anchors:
         if self.source == 'depth_image':
             info = None
             if info_msg is not None:
@@ -352,5 +356,5 @@ class AnchorInput:
                 except FrameError as exc:
                     raise AnchorError(f'anchors/camera_info unusable: {exc}') from exc
             return from_depth_image(msg, image_size, image_intr, info, cfg.max_points,
-                                    self._rng, image_frame, extrinsic_matrix(cfg.extrinsic))
+                                    rng, image_frame, extrinsic_matrix(cfg.extrinsic))
         return from_points(msg, image_intr, image_frame, extrinsic_matrix(cfg.extrinsic))

@@ -179,6 +179,28 @@ def test_anchor_input_pairs_decodes_counts_and_subsamples():
     assert c.z.tolist() == [2.0]
 
 
+def test_a_dense_message_gets_the_same_anchor_subset_whatever_was_decoded_before():
+    """The node skips frames under load, dpt_bag takes every one: both fit the same anchors."""
+    from dpt_ros.core.config import AnchorsConfig
+    cfg = AnchorsConfig(max_age=0.05, max_points=50)
+    z = np.random.default_rng(4).uniform(0.5, 5.0, (48, 64)).astype(np.float32)
+
+    def msg(i):
+        return _image(z * (1 + i), '32FC1', stamp_ns=1_000_000_000 + i * 100_000_000)
+
+    every, skipping = anc.AnchorInput('depth_image'), anc.AnchorInput('depth_image')
+    for i in range(4):
+        every.add(msg(i))
+        a = every.for_frame(1_000_000_000 + i * 100_000_000, (64, 48), INTR, 'cam', cfg)
+    skipping.add(msg(3))  # only the last message was decoded
+    b = skipping.for_frame(1_300_000_000, (64, 48), INTR, 'cam', cfg)
+    assert a.z.size == 50 and np.array_equal(a.u, b.u) and np.array_equal(a.v, b.v)
+    assert np.array_equal(a.z, b.z)
+    # and another message's subset is another one (a seed per message, not one for all)
+    assert not np.array_equal(every.for_frame(1_000_000_000, (64, 48), INTR, 'cam', cfg).u,
+                              a.u)
+
+
 def test_anchor_input_reuses_the_decoded_message_and_counts_frames():
     from dpt_ros.core.config import AnchorsConfig
     cfg = AnchorsConfig(max_age=0.05, max_points=50)
