@@ -342,12 +342,50 @@ _MODEL_CLASS = {'depth_anything': 'DepthAnythingForDepthEstimation',
                 'prompt_depth_anything': 'PromptDepthAnythingForDepthEstimation'}
 
 
+def _centre_sigmoid_head(model, cfg, proc: Dict) -> None:
+    """Scale a metric head's last conv so its sigmoid works in its range on the sample scene.
+
+    Metric Depth Anything (and Prompt Depth Anything) ends in sigmoid(conv3) * max_depth. With
+    random weights conv3 answers about +-30 on an image, so nearly every pixel comes out at 0 or
+    max_depth and a check of the depth compares a constant. Here conv3 is rescaled so that, on
+    the synthetic scene, its output has mean 0 and standard deviation 1.5 (depths spread over
+    most of 0..max_depth and still follow the image).
+    """
+    import torch
+    size = proc['size']
+    h, w = size['height'], size['width']
+    scene = synthetic_scene(160, 120)
+    rows = np.linspace(0, scene.rgb.shape[0] - 1, h).round().astype(int)
+    cols = np.linspace(0, scene.rgb.shape[1] - 1, w).round().astype(int)
+    rgb = scene.rgb[rows][:, cols].astype(np.float32) / 255.0
+    rgb = (rgb - np.asarray(proc['image_mean'])) / np.asarray(proc['image_std'])
+    pixels = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None]
+    extra = {}
+    if cfg.model_type == 'prompt_depth_anything':
+        depth = np.where(np.isfinite(scene.depth), scene.depth, 10.0)
+        extra['prompt_depth'] = torch.from_numpy(depth[::4, ::4].astype(np.float32))[None, None]
+    seen = {}
+    conv = model.head.conv3
+    hook = conv.register_forward_hook(lambda _m, _i, out: seen.__setitem__('out', out))
+    try:
+        model.eval()
+        model(pixel_values=pixels, **extra)
+    finally:
+        hook.remove()
+    out = seen['out']
+    gain = 1.5 / max(float(out.std()), 1e-6)
+    conv.bias.sub_(float(out.mean())).mul_(gain)
+    conv.weight.mul_(gain)
+
+
 def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
                            seed: int = 0, overrides: Optional[Dict] = None) -> Path:
     """Write a random-weight checkpoint (safetensors + preprocessor_config.json) and return it.
 
     Neck and head weights get He-normal init and head biases 0.1, so outputs vary with the
-    image (a default-initialised DPT outputs ~1e-8 everywhere, useless for parity checks).
+    image (a default-initialised DPT outputs ~1e-8 everywhere, useless for parity checks); a
+    metric head's sigmoid is centred on the sample scene (_centre_sigmoid_head), else nearly
+    every pixel comes out at max_depth.
     overrides sets config fields (e.g. max_depth to match a published checkpoint).
     """
     import torch
@@ -380,6 +418,8 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
             # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
             last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
             last.weight.abs_()
+        if getattr(cfg, 'depth_estimation_type', '') == 'metric':
+            _centre_sigmoid_head(model, cfg, proc)
         if cfg.model_type == 'depth_pro':
             # A random field-of-view head answers about 0 degrees (a focal length of
             # infinity): let it answer about 60, varying a little with the image.

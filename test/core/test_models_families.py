@@ -162,18 +162,18 @@ def test_depth_max_comes_from_the_checkpoint(checkpoints, tiny_metric):
     rgb = synthetic_scene(96, 72).rgb
     wide = pipeline(checkpoints('tiny-depth-anything-outdoor'), **{'depth.max': 1.0e4})
     raw = wide.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')
-    assert np.nanmin(raw) > 20.0  # a random head: sigmoid * 80, all past the old 20 m default
+    # sigmoid * 80: much of the scene past the old 20 m default, none past 80 m
+    assert np.isfinite(raw).all() and (raw > 20.0).mean() > 0.2 and raw.max() <= 80.0
     outdoor = pipeline(checkpoints('tiny-depth-anything-outdoor'))
     d = outdoor.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')
-    keep = raw <= 80.0
-    assert keep.mean() > 0.5
-    assert np.array_equal(np.isfinite(d), keep)
-    assert np.allclose(d[keep], raw[keep])
+    assert np.isfinite(d).all() and np.allclose(d, raw)
     assert outdoor.depth_max() == 80.0
     assert outdoor.describe()['depth_max_m'] == '80 (checkpoint)'
     # the user's value wins, and is what diagnostics show
     set20 = pipeline(checkpoints('tiny-depth-anything-outdoor'), **{'depth.max': 20.0})
-    assert np.isnan(set20.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')).all()
+    d20 = set20.process(Frame(rgb, 'rgb8'), None).arrays.get('depth')
+    assert np.array_equal(np.isfinite(d20), raw <= 20.0)
+    assert np.allclose(d20[raw <= 20.0], raw[raw <= 20.0])
     assert set20.describe()['depth_max_m'] == '20 (depth.max)'
     # no max_depth declared (relative DPT): 20 m
     assert pipeline(checkpoints('tiny-depth')).depth_max() == 20.0

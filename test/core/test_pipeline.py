@@ -157,8 +157,13 @@ def test_mono_and_bgr_inputs(pipe):
     bgr = pipe.process(Frame(np.ascontiguousarray(s.rgb[:, :, ::-1]), 'bgr8'), None,
                        want).arrays['depth']
     assert np.allclose(rgb, bgr, equal_nan=True)
-    mono = pipe.process(Frame(s.rgb[:, :, :1].copy(), 'mono8'), None, want)
-    assert mono.arrays['depth'].shape == (48, 64)
+    grey = s.rgb[:, :, :1].copy()
+    mono = pipe.process(Frame(grey, 'mono8'), None, want).arrays['depth']
+    # A mono frame is its grey level in all three channels (not, say, one channel of three).
+    grey_rgb = pipe.process(Frame(np.repeat(grey, 3, axis=2), 'rgb8'), None, want)
+    assert mono.shape == (48, 64)
+    assert np.allclose(mono, grey_rgb.arrays['depth'], equal_nan=True)
+    assert not np.allclose(mono, rgb, equal_nan=True)  # the colour frame's depth differs
 
 
 def test_cloud_colours_come_from_every_frame_layout(pipe):
