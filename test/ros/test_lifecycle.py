@@ -41,10 +41,13 @@ class Lifecycle:
         assert self.change.wait_for_service(timeout_sec=60)
         assert self.get.wait_for_service(timeout_sec=10)
 
-    def _call(self, client, req, timeout=120.0):
-        fut = client.call_async(req)
-        assert self.harness.wait(fut.done, timeout), 'no answer from the lifecycle service'
-        return fut.result()
+    def _call(self, client, req, timeout=120.0, tries=1):
+        for _ in range(tries):
+            fut = client.call_async(req)
+            if self.harness.wait(fut.done, timeout / tries):
+                return fut.result()
+            client.remove_pending_request(fut)
+        raise AssertionError('no answer from the lifecycle service')
 
     def set(self, transition):
         """Trigger a transition by id (nav2) or by label (`ros2 lifecycle set`)."""
@@ -57,7 +60,9 @@ class Lifecycle:
 
     def state(self):
         """Return the current state label."""
-        return self._call(self.get, GetState.Request()).current_state.label
+        # A query may be asked again: on a loaded machine the first answer of a just-found
+        # service can be lost while the server's reply side is still being matched.
+        return self._call(self.get, GetState.Request(), tries=4).current_state.label
 
 
 def graph(harness, name='dpt', ns=NS):
