@@ -97,6 +97,12 @@ class Camera:
         return next((t for row, t in self.inputs if row.role == role), '')
 
 
+def fastdds_profile() -> str:
+    """Return the Fast DDS XML profile file this process reads ('' when none is set)."""
+    return os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or \
+        os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE') or ''
+
+
 class CameraIO:
     """Advertises the cameras' outputs, subscribes their inputs and counts what arrives."""
 
@@ -303,8 +309,7 @@ class CameraIO:
         if not (best_effort and large and 2 * lost > seen):
             return
         size = f'{cam.frame_bytes / 1e6:.1f} MB frames' if cam.frame_bytes else 'no frame arrived'
-        profile = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or \
-            os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+        profile = fastdds_profile()
         fix = (f'this node runs with the Fast DDS profile {profile}: run the camera driver '
                'with it too' if profile else 'run the camera driver and this node with the '
                'shipped profile config/fastdds_large_frames.xml (`ros2 launch dpt_ros '

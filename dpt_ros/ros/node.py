@@ -30,7 +30,7 @@ from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import Throttle
-from dpt_ros.ros.cameras import Camera, CameraIO
+from dpt_ros.ros.cameras import Camera, CameraIO, fastdds_profile
 from dpt_ros.ros.diagnostics import Diagnostics
 from dpt_ros.ros.parameters import Parameters
 from dpt_ros.ros.worker import Worker
@@ -100,6 +100,11 @@ class Runtime:
         inputs = '; '.join(' + '.join(t for _, t in c.inputs) for c in self.cameras)
         self.node.get_logger().info(
             f"dpt_ros ready: {', '.join(f'{k}={v}' for k, v in info.items())}; input {inputs}")
+        profile = fastdds_profile()
+        if profile and 'fastrtps' in rclpy.get_rmw_implementation_identifier():
+            # Which transport settings large frames get (config/fastdds_large_frames.xml or
+            # the user's): otherwise only the process environment tells.
+            self.node.get_logger().info(f'Fast DDS profile: {profile}')
         if labels:
             self.node.get_logger().info(f'segmentation classes: {labels}')
 

@@ -368,6 +368,13 @@ def test_large_frames_cross_process(harness, tmp_path, tiny_metric, reliability)
         assert got >= 0.9 * n, f'{reliability}: {got} of {n} frames arrived'
     finally:
         node.stop()
+    # The log says which Fast DDS profile the node reads (only the environment tells else).
+    profile = node.env.get('FASTDDS_DEFAULT_PROFILES_FILE') or \
+        node.env.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+    if profile:
+        assert f'Fast DDS profile: {profile}' in node.text(), node.text()
+    else:
+        assert 'Fast DDS profile' not in node.text(), node.text()
 
 
 @pytest.mark.parametrize('reliability', ['best_effort', 'reliable'])
