@@ -289,7 +289,9 @@ def test_the_node_keeps_its_frame_buffers(harness, tmp_path, tiny_metric):
                     harness.wait_stamp(topic, conv.stamp_ns(h), 60)
                 time.sleep(0.1)  # the publishing thread lets go of the frame
                 per_frame.append(node.minor_faults() - before)
-            faults[keep] = statistics.mean(per_frame[4:])  # once warm
+            # Once warm, less the worst frame: now and then one frame faults ~1,200 pages
+            # either way (seen once in CI with keep_freed on: mean 101 vs 298 off).
+            faults[keep] = statistics.mean(sorted(per_frame[4:])[:-1])
             seen[keep] = per_frame
             said = 'memory.keep_freed: freed memory stays in the process'
             assert (said in node.text()) == keep, node.text()
@@ -297,7 +299,7 @@ def test_the_node_keeps_its_frame_buffers(harness, tmp_path, tiny_metric):
             node.stop()
             harness.wait(lambda: img.get_subscription_count() == 0, 10)
             harness.clear()
-    # Measured here (mean of 12 frames): 300 to 1000 a frame off, 0 to 100 on. Off, glibc
+    # Measured here (mean of 11 warm frames): 100 to 1300 a frame off, 0 to 20 on. Off, glibc
     # raises its own thresholds after a while, so some frames fault nothing and others
     # thousands of pages; a broken keep_freed gives about the same figure on and off.
 
