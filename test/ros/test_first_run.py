@@ -179,8 +179,10 @@ def test_shipped_config_publishes_metric_depth_and_points(first_run):
     valid = depth[depth == depth]
     assert valid.size > 0.5 * depth.size
     assert valid.min() > 0 and valid.max() <= DEFAULT.max_depth
-    cloud = [m for m in h.get(f"{ns}/{outputs.BY_NAME['points'].topic}")
-             if stamp_of(m) == stamp_of(depth_msg)]
+    # The frame's cloud is published after its depth image: it may still be on its way.
+    points = f"{ns}/{outputs.BY_NAME['points'].topic}"
+    h.wait(lambda: any(stamp_of(m) == stamp_of(depth_msg) for m in h.get(points)), 10)
+    cloud = [m for m in h.get(points) if stamp_of(m) == stamp_of(depth_msg)]
     assert cloud and (cloud[0].height, cloud[0].width) == (240, 320)
 
 
