@@ -418,7 +418,8 @@ def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
             # The head ends in a 1x1 conv (+ ReLU): positive weights keep its output alive.
             last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
             last.weight.abs_()
-        if getattr(cfg, 'depth_estimation_type', '') == 'metric':
+        if preset.startswith('tiny-') and getattr(cfg, 'depth_estimation_type', '') == 'metric':
+            # (the full-size shape presets are for timing: no forward spent on their values)
             _centre_sigmoid_head(model, cfg, proc)
         if cfg.model_type == 'depth_pro':
             # A random field-of-view head answers about 0 degrees (a focal length of
