@@ -105,13 +105,14 @@ def robust_fit(d: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, threshold: 
     minimal pairs (single points where scale_only, a (P,) bool: b = 0) scored by truncated
     squared residuals (MSAC) on a random subset, then least squares on the points within
     threshold, twice. Every problem uses the same draws (scaled to its own count of points),
-    so with a generator seeded alike a problem gets the same fit in any batch. Returns
-    (P, FIT_COLUMNS) float32 on the device, columns s, b, inliers,
-    AbsRel on the inliers, mean squared residual on the inliers, median d (FIT_S ... FIT_DMED),
-    the share of the best constant depth's mean squared residual on the inliers that the fit
-    removes (FIT_GAIN, 1 - msr / msr_constant) and the 10th to 90th percentile spread of d over
-    the inliers (FIT_SPREAD); NaN in those two without judge (they judge anchor
-    fits only). Problems with fewer than 2 points get NaN s and b.
+    so with a generator seeded alike a problem gets the same fit in any batch.
+
+    Returns (P, FIT_COLUMNS) float32 on the device, columns s, b, inliers, AbsRel on the
+    inliers, mean squared residual on the inliers, median d (FIT_S ... FIT_DMED), the share of
+    the best constant depth's mean squared residual on the inliers that the fit removes
+    (FIT_GAIN, 1 - msr / msr_constant) and the 10th to 90th percentile spread of d over the
+    inliers (FIT_SPREAD); NaN in those two without judge (they judge anchor fits only).
+    Problems with fewer than 2 points get NaN s and b.
     """
     p, n = d.shape
     dev = d.device
