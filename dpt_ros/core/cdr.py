@@ -8,6 +8,9 @@ the publisher created for the message class. Building those bytes here skips the
 path's copies (numpy -> array('B') -> C message -> CDR): the big buffer is copied once, by
 bytes.join, into the bytes object that is published. For each (row, fields) of
 outputs.encode: publisher.publish(fields_to_cdr(row.msg_type, fields, header, camera_info)).
+fields_to_serialized gives the same message as a Serialized (its chunks, the big buffer
+referenced, not copied) for a writer that copies it once into a buffer of its own
+(Serialized.write_into; the node's publishers do, see dpt_ros.ros.serialized).
 
 The layout is classic CDR (XCDR1) as ROS 2's rmw implementations write it: a 4-byte
 encapsulation header (CDR_LE or CDR_BE), then every primitive aligned to its own size counted
@@ -29,6 +32,35 @@ from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
 _LITTLE = sys.byteorder == 'little'
 _ORDER = '<' if _LITTLE else '>'
 _ENCAPSULATION = b'\x00\x01\x00\x00' if _LITTLE else b'\x00\x00\x00\x00'  # CDR_LE / CDR_BE
+
+
+class Serialized:
+    """One message's CDR as chunks: small fields as bytes, the big buffer referenced.
+
+    tobytes() joins them (one copy of the big buffer); write_into(buffer) copies them into a
+    writable buffer of at least nbytes, as tobytes() would lay them out.
+    """
+
+    __slots__ = ('chunks', 'nbytes')
+
+    def __init__(self, chunks: List[Any], nbytes: int) -> None:
+        self.chunks = chunks
+        self.nbytes = nbytes
+
+    def tobytes(self) -> bytes:
+        return b''.join(self.chunks)
+
+    def write_into(self, buffer: Any) -> int:
+        """Copy the message to the start of buffer; return its size in bytes."""
+        out = memoryview(buffer).cast('B')
+        if out.nbytes < self.nbytes:
+            raise ValueError(f'buffer of {out.nbytes} bytes for a {self.nbytes}-byte message')
+        pos = 0
+        for chunk in self.chunks:
+            view = memoryview(chunk).cast('B')
+            out[pos:pos + view.nbytes] = view
+            pos += view.nbytes
+        return pos
 
 
 class _Writer:
@@ -81,6 +113,9 @@ class _Writer:
     def getvalue(self) -> bytes:
         return b''.join(self.chunks)
 
+    def serialized(self) -> Serialized:
+        return Serialized(self.chunks, len(_ENCAPSULATION) + self.pos)
+
 
 def read_header(data: bytes) -> Any:
     """Read the std_msgs/Header that starts a serialized message (stamp and frame_id).
@@ -102,6 +137,20 @@ def header_stamp_ns(data: bytes) -> int:
 
 def image_cdr(fields: Dict[str, Any], header: Any) -> bytes:
     """sensor_msgs/Image CDR from image_fields() output and a std_msgs/Header."""
+    return _image(fields, header).getvalue()
+
+
+def pointcloud_cdr(fields: Dict[str, Any], header: Any) -> bytes:
+    """sensor_msgs/PointCloud2 CDR from pointcloud_fields() output and a header."""
+    return _pointcloud(fields, header).getvalue()
+
+
+def camera_info_cdr(info: Any, header: Any) -> bytes:
+    """sensor_msgs/CameraInfo CDR: a received CameraInfo's content under another header."""
+    return _camera_info(info, header).getvalue()
+
+
+def _image(fields: Dict[str, Any], header: Any) -> _Writer:
     w = _Writer()
     w.header(header)
     w.pack('II', int(fields['height']), int(fields['width']))
@@ -109,11 +158,10 @@ def image_cdr(fields: Dict[str, Any], header: Any) -> bytes:
     w.pack('B', int(fields['is_bigendian']))
     w.pack('I', int(fields['step']))
     w.bytes_sequence(fields['data'])
-    return w.getvalue()
+    return w
 
 
-def pointcloud_cdr(fields: Dict[str, Any], header: Any) -> bytes:
-    """sensor_msgs/PointCloud2 CDR from pointcloud_fields() output and a header."""
+def _pointcloud(fields: Dict[str, Any], header: Any) -> _Writer:
     w = _Writer()
     w.header(header)
     w.pack('II', int(fields['height']), int(fields['width']))
@@ -127,11 +175,10 @@ def pointcloud_cdr(fields: Dict[str, Any], header: Any) -> bytes:
     w.pack('II', int(fields['point_step']), int(fields['row_step']))
     w.bytes_sequence(fields['data'])
     w.pack('B', int(bool(fields['is_dense'])))
-    return w.getvalue()
+    return w
 
 
-def camera_info_cdr(info: Any, header: Any) -> bytes:
-    """sensor_msgs/CameraInfo CDR: a received CameraInfo's content under another header."""
+def _camera_info(info: Any, header: Any) -> _Writer:
     w = _Writer()
     w.header(header)
     w.pack('II', int(info.height), int(info.width))
@@ -144,16 +191,22 @@ def camera_info_cdr(info: Any, header: Any) -> bytes:
     roi = info.roi
     w.pack('IIII', int(roi.x_offset), int(roi.y_offset), int(roi.height), int(roi.width))
     w.pack('B', int(bool(roi.do_rectify)))
-    return w.getvalue()
+    return w
+
+
+def fields_to_serialized(msg_type: str, fields: Dict[str, Any], header: Any,
+                         camera_info: Any = None) -> Serialized:
+    """Serialize one result_fields entry as chunks (nothing big copied yet)."""
+    if msg_type == INFO_TYPE:
+        return _camera_info(camera_info, header).serialized()
+    if msg_type == CLOUD_TYPE:
+        return _pointcloud(fields, header).serialized()
+    if msg_type == IMAGE_TYPE:
+        return _image(fields, header).serialized()
+    raise ValueError(f"no CDR writer for '{msg_type}'")
 
 
 def fields_to_cdr(msg_type: str, fields: Dict[str, Any], header: Any,
                   camera_info: Any = None) -> bytes:
     """Serialize one result_fields entry (the bytes twin of conversions.fields_to_msg)."""
-    if msg_type == INFO_TYPE:
-        return camera_info_cdr(camera_info, header)
-    if msg_type == CLOUD_TYPE:
-        return pointcloud_cdr(fields, header)
-    if msg_type == IMAGE_TYPE:
-        return image_cdr(fields, header)
-    raise ValueError(f"no CDR writer for '{msg_type}'")
+    return fields_to_serialized(msg_type, fields, header, camera_info).tobytes()

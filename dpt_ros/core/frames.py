@@ -138,7 +138,13 @@ def messages(f: FrameIn, result: Result, depth_encoding: str,
 
     The bytes rclpy publishes as they are, and a bag stores as they are.
     """
+    return [(o, s.tobytes()) for o, s in serialized(f, result, depth_encoding, want)]
+
+
+def serialized(f: FrameIn, result: Result, depth_encoding: str,
+               want: Optional[AbstractSet[str]] = None) -> List[Tuple[Output, cdr.Serialized]]:
+    """messages() as cdr.Serialized: chunks that still reference result's arrays."""
     encoded = outputs.encode(result, EncodeOptions(depth_encoding, f.camera_info is not None),
                              f.want if want is None else want)
-    return [(o, cdr.fields_to_cdr(o.msg_type, fields, f.header, f.camera_info))
+    return [(o, cdr.fields_to_serialized(o.msg_type, fields, f.header, f.camera_info))
             for o, fields in encoded]

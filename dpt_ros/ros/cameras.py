@@ -31,6 +31,7 @@ from dpt_ros.core.inputs import Input
 from dpt_ros.core.reports import Throttle
 from dpt_ros.ros.diagnostics import Stats
 from dpt_ros.ros.scheduler import Scheduler
+from dpt_ros.ros.serialized import SerializedPublisher
 
 try:  # Iron and later
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -61,6 +62,7 @@ class Camera:
         self.image_topic = self.info_topic = ''
         self.calibration = Calibration()
         self.pubs: Dict[str, Any] = {}  # output name -> publisher
+        self.senders: Dict[str, SerializedPublisher] = {}  # output name -> its pub's sender
         self.subs: Dict[str, Any] = {}  # topic -> subscription
         self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
         self.frame_bytes = 0  # size of the last image received (the loss warning's 'large')
@@ -133,6 +135,7 @@ class CameraIO:
             cam.pubs = {o.name: self.node.create_publisher(conv.msg_class(o.msg_type),
                                                            cam.prefix + o.topic, out_qos)
                         for o in outputs.OUTPUTS if has_model(o.task)}
+            cam.senders = {name: SerializedPublisher(pub) for name, pub in cam.pubs.items()}
             cam.inputs = [(row, row.resolve(cam.prefix, self.resolve)) for row in rows]
             cam.image_topic = cam.topic(inputs.IMAGE)
             cam.info_topic = cam.topic(inputs.CAMERA_INFO)
@@ -165,7 +168,7 @@ class CameraIO:
         pubs: List[Any] = []
         for cam in self.cameras:
             pubs.extend(cam.pubs.values())
-            cam.pubs = {}
+            cam.pubs, cam.senders = {}, {}
             cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
         return pubs
 

@@ -33,6 +33,7 @@ from dpt_ros.core.reports import Throttle
 from dpt_ros.ros.cameras import Camera, CameraIO, fastdds_profile
 from dpt_ros.ros.diagnostics import Diagnostics
 from dpt_ros.ros.parameters import Parameters
+from dpt_ros.ros.serialized import zero_copy_reason
 from dpt_ros.ros.worker import Worker
 
 RCLError = _rclpy.RCLError
@@ -105,6 +106,10 @@ class Runtime:
             # Which transport settings large frames get (config/fastdds_large_frames.xml or
             # the user's): otherwise only the process environment tells.
             self.node.get_logger().info(f'Fast DDS profile: {profile}')
+        reason = zero_copy_reason()
+        if reason:
+            self.node.get_logger().info(
+                f'publishing outputs through rclpy (one more copy per message): {reason}')
         if labels:
             self.node.get_logger().info(f'segmentation classes: {labels}')
 

@@ -269,13 +269,16 @@ class Worker:
         for w in result.warnings:
             self.rt.warn('result:' + cam.name + w[:40], w)
         t1 = time.perf_counter()
-        # Serialized CDR straight from the arrays: rclpy publishes bytes as they are, without
-        # building a message and copying the arrays into it.
-        data = [(cam.pubs[o.name], out) for o, out in frames.messages(
-            f, result, cfg.depth.encoding, {n for n in f.want if cam.subscribed(n)})]
+        # Serialized CDR straight from the arrays, copied once into each publisher's own
+        # buffer, which rcl publishes in place (ros/serialized.py).
+        senders = []
+        for o, out in frames.serialized(f, result, cfg.depth.encoding,
+                                        {n for n in f.want if cam.subscribed(n)}):
+            senders.append(cam.senders[o.name])
+            senders[-1].write(out)
         t2 = time.perf_counter()
-        for pub, out in data:
-            pub.publish(out)
+        for sender in senders:
+            sender.send()
         t3 = time.perf_counter()
         timings = dict(result.timings, fill=(t2 - t1) * 1e3, publish=(t3 - t2) * 1e3)
         total_ms = (time.monotonic() - taken.arrived) * 1e3

@@ -29,6 +29,7 @@ from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.outputs import FILL, PUBLISH
+from dpt_ros.ros.serialized import SerializedPublisher
 from dpt_ros.tools.sample import SampleFrame, synthetic_scene
 from dpt_ros.tools.toolkit import (node_command, process_counters, profile_env, Saved, say,
                                    stop_process, summary, write_params_file)
@@ -75,6 +76,7 @@ class InProcessPublisher:
             cls, topic = conv.msg_class(o.msg_type), f'{IN_PROCESS_NS}/{o.topic}'
             self.pubs[o.name] = self.node.create_publisher(cls, topic, 2)
             self.subs.append(self.node.create_subscription(cls, topic, lambda _m: None, 2))
+        self.senders = {name: SerializedPublisher(pub) for name, pub in self.pubs.items()}
         self.ok = True
 
     def publish(self, msgs: Dict[str, Any]) -> None:
@@ -150,7 +152,8 @@ def run_relay(args: argparse.Namespace) -> int:
     """Republish a prebuilt depth image and cloud with each camera image's header (a process).
 
     dpt_bench's transport floor: dpt_node's depth + points topics, sizes and QoS, published the
-    way the node publishes (serialized CDR, dpt_ros.core.cdr), with no model and no computation.
+    way the node publishes (serialized CDR, dpt_ros.core.cdr, published in place from each
+    publisher's buffer: dpt_ros.ros.serialized), with no model and no computation.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -167,16 +170,18 @@ def run_relay(args: argparse.Namespace) -> int:
                                       2)
 
     times: Dict[str, List[float]] = {FILL: [], PUBLISH: []}
+    senders = (SerializedPublisher(depth_pub), SerializedPublisher(cloud_pub))
 
     def relay(data: bytes) -> None:
-        # Timed as the node times its own: fill = the CDR bytes, publish = both publish calls.
+        # Timed as the node times its own: fill = the CDR into each publisher's buffer,
+        # publish = both publications.
         t0 = time.perf_counter()
         header = cdr.read_header(data)
-        out = ((depth_pub, cdr.image_cdr(depth, header)),
-               (cloud_pub, cdr.pointcloud_cdr(cloud, header)))
+        senders[0].write(cdr.fields_to_serialized(conv.IMAGE_TYPE, depth, header))
+        senders[1].write(cdr.fields_to_serialized(conv.CLOUD_TYPE, cloud, header))
         t1 = time.perf_counter()
-        for pub, payload in out:
-            pub.publish(payload)
+        for sender in senders:
+            sender.send()
         times[FILL].append((t1 - t0) * 1e3)
         times[PUBLISH].append((time.perf_counter() - t1) * 1e3)
     # keep-last 1, as the node; raw: the image is never decoded (no model needs its pixels)

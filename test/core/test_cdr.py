@@ -40,6 +40,15 @@ def check(msg_type, fields, hdr, info=None):
     same(got, expected)
     # As long as what rclpy writes (its padding bytes are not zeroed, so not compared).
     assert len(ours) == len(serialization.serialize_message(expected))
+    # The chunks the node copies into its publishers' buffers: the same bytes, after
+    # whatever a longer message left in the buffer.
+    chunks = cdr.fields_to_serialized(msg_type, fields, hdr, info)
+    assert chunks.nbytes == len(ours)
+    buffer = bytearray(b'\xee' * (len(ours) + 5))
+    assert chunks.write_into(buffer) == len(ours)
+    assert bytes(buffer[:len(ours)]) == ours and buffer[len(ours):] == b'\xee' * 5
+    with pytest.raises(ValueError, match='buffer of'):
+        chunks.write_into(bytearray(len(ours) - 1))
     return ours
 
 

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.outputs import EncodeOptions
@@ -93,11 +94,18 @@ def test_published_bytes_arrive_as_the_message_path_builds_them(harness, request
                              'model.segmentation': str(checkpoints[1:] and checkpoints[1] or ''),
                              **params})
     forwards = spy_results(node)
-    handed = []  # what the node gives each publisher: serialized CDR, not messages
-    for name, pub in node.cameras[0].pubs.items():
-        real = pub.publish
-        pub.publish = lambda data, real=real, name=name: (handed.append((name, type(data))),
-                                                          real(data))
+    # What the node gives each publisher: serialized CDR, written into the publisher's own
+    # buffer and published in place by rcl, never through rclpy's publish.
+    handed, through_rclpy = [], []
+    for name, sender in node.cameras[0].senders.items():
+        assert sender.in_place
+        real = sender.write
+        sender.write = lambda data, real=real, name=name: (handed.append((name, type(data))),
+                                                           real(data))
+        pub = node.cameras[0].pubs[name]
+        real_publish = pub.publish
+        pub.publish = lambda data, real=real_publish, name=name: (through_rclpy.append(name),
+                                                                  real(data))
     harness.record_outputs(NS)
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
@@ -121,7 +129,8 @@ def test_published_bytes_arrive_as_the_message_path_builds_them(harness, request
     for name, topic in topics.items():
         got = next(m for m in harness.get(topic) if stamp_of(m) == stamp)
         same(got, expected[name], name)
-    assert dict(handed) == dict.fromkeys(expected, bytes)
+    assert dict(handed) == dict.fromkeys(expected, cdr.Serialized)
+    assert through_rclpy == []
 
 
 @pytest.mark.parametrize('overlap', [True, False])
