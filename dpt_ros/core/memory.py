@@ -4,11 +4,11 @@
 """Keep the memory a frame frees for the next frame: glibc malloc settings (memory.keep_freed).
 
 Every frame allocates and frees the same multi-megabyte buffers (activations, the image as
-floats, depth, the cloud, the serialized messages). With glibc's defaults each buffer over
-the mmap threshold (128 KiB, raised as buffers are freed, to at most 32 MiB) is a new
-mapping, and freed memory at the top of the heap goes back to the OS: the next frame takes
-a minor page fault, and a zeroed page, for every 4 KiB again. keep_freed() sets, through
-mallopt at run time:
+floats, depth, the cloud; the node's publishers keep their own, dpt_ros.ros.serialized). With
+glibc's defaults each buffer over the mmap threshold (128 KiB, raised as buffers are freed,
+to at most 32 MiB) is a new mapping, and freed memory at the top of the heap goes back to the
+OS: the next frame takes a minor page fault, and a zeroed page, for every 4 KiB again.
+keep_freed() sets, through mallopt at run time:
   M_MMAP_MAX 0        every buffer comes from the heap, none is mapped on its own;
   M_TRIM_THRESHOLD    the largest: the heap is never trimmed;
   M_TOP_PAD 64 MiB    a thread arena keeps a heap that empties (glibc drops an empty heap
