@@ -18,6 +18,7 @@ from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.outputs import EncodeOptions
+from dpt_ros.ros import serialized
 from dpt_ros.tools.sample import synthetic_scene
 
 from rosutil import header, same, stamp_of  # noqa: I100
@@ -131,6 +132,27 @@ def test_published_bytes_arrive_as_the_message_path_builds_them(harness, request
         same(got, expected[name], name)
     assert dict(handed) == dict.fromkeys(expected, cdr.Serialized)
     assert through_rclpy == []
+
+
+def test_without_rcl_in_reach_the_node_publishes_through_rclpy(harness, tiny_metric,
+                                                               monkeypatch):
+    """Where ctypes cannot reach rcl, outputs go through rclpy's publish(bytes), unchanged."""
+    monkeypatch.setattr(serialized, '_api', None)
+    monkeypatch.setattr(serialized, '_reason', 'rcl not reachable (test)')
+    node = start(harness, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    senders = node.cameras[0].senders
+    assert senders and not any(sender.in_place for sender in senders.values())
+    forwards = spy_results(node)
+    img, s = depth_from_one_camera(harness)
+    h = header(7)
+    img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
+    topic = f'{NS}/depth/image'
+    assert harness.wait(lambda: any(stamp_of(m) == conv.stamp_ns(h) for m in harness.get(topic)),
+                        20)
+    got = next(m for m in harness.get(topic) if stamp_of(m) == conv.stamp_ns(h))
+    opts = EncodeOptions('32FC1', camera_info=True)
+    [(_, fields)] = outputs.encode(forwards[0][2][0], opts, {'depth'})
+    same(got, conv.fields_to_msg(conv.IMAGE_TYPE, fields, h, node.cameras[0].camera_info))
 
 
 @pytest.mark.parametrize('overlap', [True, False])
