@@ -140,11 +140,6 @@ def image_cdr(fields: Dict[str, Any], header: Any) -> bytes:
     return _image(fields, header).getvalue()
 
 
-def pointcloud_cdr(fields: Dict[str, Any], header: Any) -> bytes:
-    """sensor_msgs/PointCloud2 CDR from pointcloud_fields() output and a header."""
-    return _pointcloud(fields, header).getvalue()
-
-
 def camera_info_cdr(info: Any, header: Any) -> bytes:
     """sensor_msgs/CameraInfo CDR: a received CameraInfo's content under another header."""
     return _camera_info(info, header).getvalue()
