@@ -19,6 +19,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 
 from dpt_ros.core.inputs import launch_arguments
 from dpt_ros.core.params import parse_camera_list
+from dpt_ros.ros.fastdds import fastdds_major, profile_env
 
 # Argument defaults; test_readme.py checks them against the node and config/dpt.yaml. The
 # input topics' arguments (image, camera_info, anchors_depth, ...) come from the input table
@@ -86,6 +87,8 @@ def generate_launch_description():
                      for topic_arg, (topic, text) in launch_arguments().items()]
     profile = os.path.join(share, 'config', 'fastdds_large_frames.xml')
     large = IfCondition(LaunchConfiguration('large_frames'))
+    # Only the variable this Fast DDS reads: Jazzy ignores FASTDDS_..., Kilted warns about
+    # FASTRTPS_... in every process (dpt_ros/ros/fastdds.py).
     env = [SetEnvironmentVariable(var, profile, condition=large)
-           for var in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')]
+           for var in profile_env(profile, fastdds_major())]
     return LaunchDescription(args + env + [OpaqueFunction(function=_node)])

@@ -29,6 +29,7 @@ from dpt_ros.core.config import Config
 from dpt_ros.core.frames import Calibration
 from dpt_ros.core.inputs import Input
 from dpt_ros.core.reports import Throttle
+from dpt_ros.ros import fastdds
 from dpt_ros.ros.diagnostics import Stats
 from dpt_ros.ros.scheduler import Scheduler
 from dpt_ros.ros.serialized import SerializedPublisher
@@ -97,12 +98,6 @@ class Camera:
     def topic(self, role: str) -> str:
         """Return the full topic of this camera's first input of a role ('' without one)."""
         return next((t for row, t in self.inputs if row.role == role), '')
-
-
-def fastdds_profile() -> str:
-    """Return the Fast DDS XML profile file this process reads ('' when none is set)."""
-    return os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or \
-        os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE') or ''
 
 
 class CameraIO:
@@ -312,11 +307,18 @@ class CameraIO:
         if not (best_effort and large and 2 * lost > seen):
             return
         size = f'{cam.frame_bytes / 1e6:.1f} MB frames' if cam.frame_bytes else 'no frame arrived'
-        profile = fastdds_profile()
-        fix = (f'this node runs with the Fast DDS profile {profile}: run the camera driver '
-               'with it too' if profile else 'run the camera driver and this node with the '
-               'shipped profile config/fastdds_large_frames.xml (`ros2 launch dpt_ros '
-               'dpt.launch.py large_frames:=true`, or FASTDDS_DEFAULT_PROFILES_FILE)')
+        major = fastdds.fastdds_major()
+        profile = fastdds.profile_in_effect(os.environ, major)
+        ignored = fastdds.ignored_profile(os.environ, major)
+        if profile:
+            fix = (f'this node runs with the Fast DDS profile {profile}: run the camera driver '
+                   'with it too')
+        elif ignored:
+            fix = f'{ignored[:-1]}, for the camera driver too'
+        else:
+            fix = ('run the camera driver and this node with the shipped profile '
+                   'config/fastdds_large_frames.xml (`ros2 launch dpt_ros dpt.launch.py '
+                   f'large_frames:=true`, or {fastdds.reading_vars(major)[0]})')
         self.once(TRANSPORT_LOSS,
                   f'{cam.label}: {lost} of the last {seen} frames on {cam.image_topic} were lost '
                   f'in transport (best-effort subscription, {size}). With Fast DDS defaults most '

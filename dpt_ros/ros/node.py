@@ -14,6 +14,7 @@ releases everything configure made. Everything the node computes comes from the 
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
 import traceback
@@ -30,7 +31,8 @@ from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import Throttle
-from dpt_ros.ros.cameras import Camera, CameraIO, fastdds_profile
+from dpt_ros.ros import fastdds
+from dpt_ros.ros.cameras import Camera, CameraIO
 from dpt_ros.ros.diagnostics import Diagnostics
 from dpt_ros.ros.parameters import Parameters
 from dpt_ros.ros.serialized import zero_copy_reason
@@ -101,11 +103,16 @@ class Runtime:
         inputs = '; '.join(' + '.join(t for _, t in c.inputs) for c in self.cameras)
         self.node.get_logger().info(
             f"dpt_ros ready: {', '.join(f'{k}={v}' for k, v in info.items())}; input {inputs}")
-        profile = fastdds_profile()
-        if profile and 'fastrtps' in rclpy.get_rmw_implementation_identifier():
+        if 'fastrtps' in rclpy.get_rmw_implementation_identifier():
             # Which transport settings large frames get (config/fastdds_large_frames.xml or
             # the user's): otherwise only the process environment tells.
-            self.node.get_logger().info(f'Fast DDS profile: {profile}')
+            major = fastdds.fastdds_major()
+            profile = fastdds.profile_in_effect(os.environ, major)
+            if profile:
+                self.node.get_logger().info(f'Fast DDS profile: {profile}')
+            ignored = fastdds.ignored_profile(os.environ, major)
+            if ignored:
+                self.node.get_logger().warning(ignored)
         reason = zero_copy_reason()
         if reason:
             self.node.get_logger().info(

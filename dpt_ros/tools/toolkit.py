@@ -4,7 +4,8 @@
 """Helpers shared by the command-line tools and the tests (demo, benchmark, DDS clients).
 
 Starting and stopping a dpt_node process, its params file, the packaged Fast DDS profile,
-latency summaries and printing. Nothing here imports the tools back, nor rclpy or torch.
+latency summaries and printing. Nothing here imports the tools back, nor torch, nor rclpy
+(only profile_env asks rclpy which Fast DDS it loads).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from dpt_ros.core.reports import percentile
+from dpt_ros.ros import fastdds
 
 
 def say(text: str) -> None:
@@ -42,12 +44,16 @@ def packaged_config(name: str) -> Optional[Path]:
 
 
 def profile_env() -> Dict[str, str]:
-    """Env vars selecting the packaged large-frame Fast DDS profile (none if one is set)."""
-    profile = packaged_config('fastdds_large_frames.xml')
-    if profile is None or os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'):
+    """Env vars that give the tools' DDS processes a Fast DDS profile in effect.
+
+    The profile the user named (through either variable), else the packaged large-frame one,
+    through the variable this Fast DDS reads (fastdds.py: Jazzy ignores FASTDDS_...).
+    """
+    named = next((os.environ[v] for v in fastdds.PROFILE_VARS if os.environ.get(v)), '')
+    profile = named or packaged_config('fastdds_large_frames.xml')
+    if not profile:
         return {}
-    return {'FASTDDS_DEFAULT_PROFILES_FILE': str(profile),
-            'FASTRTPS_DEFAULT_PROFILES_FILE': str(profile)}
+    return fastdds.profile_env(str(profile), fastdds.fastdds_major())
 
 
 def node_command(executable: str = 'dpt_node') -> List[str]:

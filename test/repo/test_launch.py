@@ -76,3 +76,16 @@ def test_the_node_remaps_the_input_topics(launch_file, lifecycle, kind):
                       ('anchors/depth', 'anchors_depth'),
                       ('anchors/camera_info', 'anchors_camera_info'),
                       ('anchors/points', 'anchors_points')]
+
+
+def test_large_frames_names_the_profile_the_way_this_fast_dds_reads_it(launch_file):
+    """One variable: Fast DDS 2 (Jazzy) ignores FASTDDS_..., Fast DDS 3 warns about FASTRTPS_..."""
+    from dpt_ros.ros import fastdds
+    actions = launch_file.generate_launch_description().args[0]
+    env = [a for a in actions if type(a).__name__ == 'SetEnvironmentVariable']
+    major = fastdds.fastdds_major()
+    assert major in (2, 3)  # rclpy is loaded in this process, as launch_ros loads it
+    read = fastdds.FASTRTPS_VAR if major == 2 else fastdds.FASTDDS_VAR
+    assert [a.args for a in env] == [(read, '/s/dpt_ros/config/fastdds_large_frames.xml')]
+    assert type(env[0].kwargs['condition']).__name__ == 'IfCondition'
+    assert env[0].kwargs['condition'].args[0].args == ('large_frames',)

@@ -3,12 +3,14 @@
 
 """Camera I/O (dpt_ros.ros.cameras) over real DDS: QoS matching, lost frames and their warning."""
 
+import os
 import time
 from types import SimpleNamespace
 
 import pytest
 
 from dpt_ros.core import conversions as conv
+from dpt_ros.ros import fastdds
 from dpt_ros.tools.sample import synthetic_scene
 
 from rosutil import header  # noqa: I100
@@ -64,14 +66,22 @@ def lost(count, total):
 
 
 @pytest.mark.parametrize('reliability, profile', [
-    ('best_effort', None), ('best_effort', '/opt/robot/fastdds.xml'), ('reliable', None)])
+    ('best_effort', None), ('best_effort', 'read'),
+    ('best_effort', 'FASTDDS_DEFAULT_PROFILES_FILE'), ('reliable', None)])
 def test_lost_frames_are_counted_and_a_large_best_effort_loss_warns_once(
         harness, tiny_metric, monkeypatch, reliability, profile):
-    """The node's message_lost handler, fed as rmw feeds it: counter, one warning, no noise."""
-    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+    """The node's message_lost handler, fed as rmw feeds it: counter, one warning, no noise.
+
+    profile: none named; one named through the variable this Fast DDS reads; one named through
+    FASTDDS_DEFAULT_PROFILES_FILE alone (Fast DDS 2, Humble and Jazzy, ignores it).
+    """
+    for var in fastdds.PROFILE_VARS:
         monkeypatch.delenv(var, raising=False)
-    if profile:  # the node runs with a profile already: the camera driver needs it too
-        monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', profile)
+    major = fastdds.fastdds_major()
+    if profile:
+        var = fastdds.reading_vars(major)[0] if profile == 'read' else profile
+        monkeypatch.setenv(var, '/opt/robot/fastdds.xml')
+    in_effect = fastdds.profile_in_effect(os.environ, major)
     node = start(harness, **{'model.depth': str(tiny_metric), 'input.reliability': reliability})
     cam = node.cameras[0]
     expected = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -98,8 +108,17 @@ def test_lost_frames_are_counted_and_a_large_best_effort_loss_warns_once(
     if reliability == 'best_effort':
         assert len(log.warnings) == 1, log.warnings
         text = log.warnings[0]
-        fix = [f'runs with the Fast DDS profile {profile}', 'camera driver with it too'] \
-            if profile else ['fastdds_large_frames.xml', 'large_frames:=true']
+        if in_effect:  # the node runs with a profile already: the camera driver needs it too
+            fix = ['runs with the Fast DDS profile /opt/robot/fastdds.xml',
+                   'camera driver with it too']
+        elif profile:  # named, but not the way this Fast DDS reads it
+            assert major == 2
+            fix = ['FASTDDS_DEFAULT_PROFILES_FILE=/opt/robot/fastdds.xml is set',
+                   'not in effect', 'Set FASTRTPS_DEFAULT_PROFILES_FILE to the same file',
+                   'for the camera driver too']
+        else:
+            fix = ['fastdds_large_frames.xml', 'large_frames:=true',
+                   fastdds.reading_vars(major)[0]]
         for words in ['20 of the last 20 frames', cam.image_topic, 'best-effort'] + fix:
             assert words in text, text
     else:

@@ -143,6 +143,38 @@ def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
     assert 'Traceback' not in node.text() and 'Exception ignored' not in node.text()
 
 
+@pytest.mark.parametrize('var', ['FASTDDS_DEFAULT_PROFILES_FILE',
+                                 'FASTRTPS_DEFAULT_PROFILES_FILE'])
+def test_the_log_names_the_profile_in_effect_or_says_it_is_not(
+        tmp_path, tiny_depth, monkeypatch, var):
+    """A profile named through a variable this Fast DDS ignores is said to be ignored.
+
+    Fast DDS 2 (Humble, Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE (test_fastdds shows
+    it by the segment a process creates); Fast DDS 3 reads both.
+    """
+    from dpt_ros.ros import fastdds
+    for name in fastdds.PROFILE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+                                                     'model.device': 'cpu'})
+    node = NodeProcess(['--params-file', str(params)], env={var: str(PROFILE)})
+    try:
+        deadline = time.monotonic() + 60
+        while 'dpt_ros ready' not in node.text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the lines after 'ready'
+        text = node.text()
+        assert 'dpt_ros ready' in text, text
+    finally:
+        node.stop()
+    ignored = fastdds.fastdds_major() == 2 and var == fastdds.FASTDDS_VAR
+    assert (f'Fast DDS profile: {PROFILE}' in text) != ignored, text
+    said = f'{var}={PROFILE} is set, but Fast DDS 2'
+    assert (said in text) == ignored, text
+    if ignored:
+        assert 'Set FASTRTPS_DEFAULT_PROFILES_FILE to the same file' in text, text
+
+
 def test_ctrl_c_while_importing_leaves_quietly(tmp_path, tiny_depth):
     """Ctrl-C right after start (torch still importing): no traceback, exit 128 + SIGINT."""
     params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),

@@ -295,13 +295,19 @@ def test_the_dds_processes_run_with_the_shipped_large_frame_profile(monkeypatch)
     from dpt_ros.tools.toolkit import packaged_config, profile_env
     shipped = Path(__file__).resolve().parents[2] / 'config' / 'fastdds_large_frames.xml'
     assert packaged_config('fastdds_large_frames.xml') == shipped
-    monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE', raising=False)
-    env = profile_env()
-    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': str(shipped),
-                   'FASTRTPS_DEFAULT_PROFILES_FILE': str(shipped)}
-    # A profile the user chose is left alone.
-    monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', '/etc/mine.xml')
-    assert profile_env() == {}
+    from dpt_ros.ros import fastdds
+    for var in fastdds.PROFILE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    major = fastdds.fastdds_major()  # rclpy is loaded here: the library tells
+    assert major in (2, 3)
+    read = fastdds.FASTRTPS_VAR if major == 2 else fastdds.FASTDDS_VAR
+    assert profile_env() == {read: str(shipped)}  # test_fastdds: that puts it in effect
+    # A profile the user chose is kept, named the way this Fast DDS reads it (Jazzy ignores a
+    # FASTDDS_DEFAULT_PROFILES_FILE set alone).
+    for var in fastdds.PROFILE_VARS:
+        monkeypatch.setenv(var, '/etc/mine.xml')
+        assert profile_env() == {read: '/etc/mine.xml'}
+        monkeypatch.delenv(var)
 
 
 def test_the_node_forward_is_split_into_its_openmp_setting_idling_and_the_rest():
