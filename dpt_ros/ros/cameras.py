@@ -314,7 +314,7 @@ class CameraIO:
             fix = (f'this node runs with the Fast DDS profile {profile}: run the camera driver '
                    'with it too')
         elif ignored:
-            fix = f'{ignored[:-1]}, for the camera driver too'
+            fix = f"{ignored.rstrip('.')}, for the camera driver too"
         else:
             fix = ('run the camera driver and this node with the shipped profile '
                    'config/fastdds_large_frames.xml (`ros2 launch dpt_ros dpt.launch.py '

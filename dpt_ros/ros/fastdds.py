@@ -61,7 +61,7 @@ def _mapped_major() -> Optional[int]:
         return None
 
 
-def fastdds_major(env: Optional[Mapping[str, str]] = None) -> Optional[int]:
+def fastdds_major() -> Optional[int]:
     """Return the major version of the Fast DDS this process uses (None when unknown).
 
     The library mapped into the process first (asking rclpy for the rmw identifier loads the
@@ -77,7 +77,7 @@ def fastdds_major(env: Optional[Mapping[str, str]] = None) -> Optional[int]:
         else:
             major = _mapped_major()
     if major is None:
-        major = major_from_distro((os.environ if env is None else env).get('ROS_DISTRO'))
+        major = major_from_distro(os.environ.get('ROS_DISTRO'))
     return major
 
 

@@ -49,7 +49,7 @@ def profile_env() -> Dict[str, str]:
     The profile the user named (through either variable), else the packaged large-frame one,
     through the variable this Fast DDS reads (fastdds.py: Jazzy ignores FASTDDS_...).
     """
-    named = next((os.environ[v] for v in fastdds.PROFILE_VARS if os.environ.get(v)), '')
+    named = fastdds.profile_in_effect(os.environ, None)  # either variable
     profile = named or packaged_config('fastdds_large_frames.xml')
     if not profile:
         return {}
