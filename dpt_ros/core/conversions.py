@@ -29,7 +29,13 @@ _RAW = {
 }
 # Packed YUV 4:2:2 from USB cameras, converted on the CPU.
 _YUV = {'yuv422': 'UYVY', 'uyvy': 'UYVY', 'yuv422_yuy2': 'YUYV', 'yuyv': 'YUYV'}
-SUPPORTED_ENCODINGS = tuple(_RAW) + tuple(_YUV)
+# Raw Bayer mosaics (machine-vision drivers' image_raw), demosaiced on the CPU to rgb8. OpenCV
+# names a pattern by the second row's second and third pixels, so ROS's RGGB is OpenCV's
+# BayerBG (as cv_bridge maps them): encoding -> (OpenCV pattern, bits per pixel).
+_BAYER = {f'bayer_{ros}{bits}': (cv, bits)
+          for ros, cv in (('rggb', 'BG'), ('bggr', 'RG'), ('gbrg', 'GR'), ('grbg', 'GB'))
+          for bits in (8, 16)}
+SUPPORTED_ENCODINGS = tuple(_RAW) + tuple(_YUV) + tuple(_BAYER)
 
 FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 UINT32 = 6   # sensor_msgs/PointField.UINT32
@@ -84,10 +90,19 @@ def decode_image(msg: Any) -> Frame:
     data = data_bytes(msg.data)
     if enc in _YUV:
         return _decode_yuv(data, h, w, step, enc)
+    if enc in _BAYER:
+        return _demosaic(_pixels(data, h, w, step, enc, 1, np.uint8 if _BAYER[enc][1] == 8
+                                 else np.uint16, bool(msg.is_bigendian)), enc)
     if enc not in _RAW:
         raise FrameError(f"unsupported image encoding '{enc}'; supported: "
                          f"{', '.join(SUPPORTED_ENCODINGS)} (or use input.transport compressed).")
     ch, dtype, layout = _RAW[enc]
+    return Frame(_pixels(data, h, w, step, enc, ch, dtype, bool(msg.is_bigendian)), layout)
+
+
+def _pixels(data: np.ndarray, h: int, w: int, step: int, enc: str, ch: int, dtype: Any,
+            big: bool) -> np.ndarray:
+    """(H, W, C) pixels of an Image's data, without its step padding; FrameError if sizes lie."""
     row = w * ch * np.dtype(dtype).itemsize
     if step < row:
         raise FrameError(f'image step {step} is smaller than width x pixel size ({row}) for '
@@ -97,11 +112,22 @@ def decode_image(msg: Any) -> Frame:
                          f'({w}x{h} {enc}, step {step}).')
     rows = data.reshape(h, step)[:, :row]
     if dtype == np.uint16:
-        src = np.ascontiguousarray(rows).view('>u2' if msg.is_bigendian else '<u2')
-        px = src.astype(np.uint16, copy=False).reshape(h, w, 1)  # native order; no copy if so
-    else:
-        px = rows.reshape(h, w, ch)
-    return Frame(px, layout)
+        src = np.ascontiguousarray(rows).view('>u2' if big else '<u2')
+        return src.astype(np.uint16, copy=False).reshape(h, w, 1)  # native order; no copy if so
+    return rows.reshape(h, w, ch)
+
+
+def _demosaic(mosaic: np.ndarray, enc: str) -> Frame:
+    import cv2
+    h, w = mosaic.shape[:2]
+    if h < 2 or w < 2:
+        raise FrameError(f'{enc} image {w}x{h} is too small to demosaic (at least 2x2).')
+    pattern, bits = _BAYER[enc]
+    plane = mosaic[..., 0]
+    if bits == 16:  # full range to 8 bits, as mono16 is scaled (before: a third of the data)
+        plane = (plane >> 8).astype(np.uint8)
+    rgb = cv2.cvtColor(np.ascontiguousarray(plane), getattr(cv2, f'COLOR_Bayer{pattern}2RGB'))
+    return Frame(rgb, 'rgb8')
 
 
 def _decode_yuv(data: np.ndarray, h: int, w: int, step: int, enc: str) -> Frame:

@@ -57,8 +57,8 @@ class Input:
 
 INPUTS: Tuple[Input, ...] = (
     Input(IMAGE, 'image', IMAGE_TYPE, 'input.transport', 'raw', 'sensor_msgs/Image',
-          '`input.transport: raw` (rgb8, bgr8, rgba8, bgra8, mono8, mono16, yuv422, with `step` '
-          'padding and either endianness)',
+          '`input.transport: raw` (rgb8, bgr8, rgba8, bgra8, mono8, mono16, yuv422, bayer_* 8 '
+          'and 16 bit, with `step` padding and either endianness)',
           launch='Input image topic (remap target, e.g. /camera/color/image_raw); with '
                  'input.transport compressed the node subscribes to <image>/compressed.'),
     Input(IMAGE, 'image/compressed', COMPRESSED_TYPE, 'input.transport', 'compressed',

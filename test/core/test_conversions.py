@@ -43,7 +43,7 @@ def test_decode_raw_with_padding_and_endianness(encoding, pad, big):
 
 
 @pytest.mark.parametrize('mutate, word', [
-    (lambda m: setattr(m, 'encoding', 'bayer_rggb8'), 'supported: rgb8'),
+    (lambda m: setattr(m, 'encoding', '32FC1'), 'supported: rgb8'),
     (lambda m: setattr(m, 'data', bytes(m.data)[:-3]), 'bytes'),
     (lambda m: (setattr(m, 'height', 0), setattr(m, 'data', b'')), 'empty'),
     (lambda m: setattr(m, 'step', 5), 'step'),
@@ -62,6 +62,52 @@ def test_yuv422_is_converted():
     f = conv.decode_image(msg)
     assert f.layout == 'rgb8' and f.pixels.shape == (4, 8, 3)
     assert abs(int(f.pixels[..., 1].mean()) - 200) < 30
+
+
+# Where each colour sits in the 2x2 cell of a ROS Bayer encoding (sensor_msgs image_encodings:
+# the pattern read row by row from the top left).
+BAYER_CELLS = {'rggb': 'RGGB', 'bggr': 'BGGR', 'gbrg': 'GBRG', 'grbg': 'GRBG'}
+
+
+def mosaic(rgb, pattern):
+    """Sample an (H, W, 3) image the way a sensor with this Bayer pattern sees it."""
+    out = np.empty(rgb.shape[:2], rgb.dtype)
+    for i, colour in enumerate(BAYER_CELLS[pattern]):
+        r, c = divmod(i, 2)
+        out[r::2, c::2] = rgb[r::2, c::2, 'RGB'.index(colour)]
+    return out
+
+
+@pytest.mark.parametrize('pattern', list(BAYER_CELLS))
+@pytest.mark.parametrize('bits, pad, big', [(8, 0, False), (8, 5, False), (16, 4, True),
+                                            (16, 0, False)])
+def test_bayer_is_demosaiced_with_the_right_colours(pattern, bits, pad, big):
+    # Four flat quadrants of distinct R, G, B: away from the edges between them demosaicing
+    # must give each quadrant's colour back, so a pattern read as another (R and B swapped, or
+    # the greens taken for red) fails.
+    colours = [(200, 120, 40), (30, 180, 90), (90, 20, 220), (250, 250, 10)]
+    rgb = np.zeros((16, 20, 3), np.uint8)
+    for q, colour in enumerate(colours):
+        r, c = divmod(q, 2)
+        rgb[r * 8:(r + 1) * 8, c * 10:(c + 1) * 10] = colour
+    scale = 257 if bits == 16 else 1  # 8 -> 16 bit full range
+    raw = mosaic(rgb.astype(np.uint16) * scale, pattern).astype(
+        np.uint16 if bits == 16 else np.uint8)
+    f = conv.decode_image(make_image(raw, f'bayer_{pattern}{bits}', pad, big))
+    assert f.layout == 'rgb8' and f.pixels.dtype == np.uint8 and f.pixels.shape == (16, 20, 3)
+    for q, colour in enumerate(colours):
+        r, c = divmod(q, 2)
+        inner = f.pixels[r * 8 + 2:(r + 1) * 8 - 2, c * 10 + 2:(c + 1) * 10 - 2].reshape(-1, 3)
+        assert np.abs(inner.astype(int) - colour).max() <= 1, (pattern, q, inner[0])
+
+
+def test_bayer_too_small_or_short_is_a_frame_error():
+    with pytest.raises(FrameError, match='demosaic'):
+        conv.decode_image(make_image(np.zeros((1, 6), np.uint8), 'bayer_rggb8'))
+    msg = make_image(np.zeros((4, 6), np.uint16), 'bayer_gbrg16')
+    msg.data = bytes(msg.data)[:-2]
+    with pytest.raises(FrameError, match='bytes'):
+        conv.decode_image(msg)
 
 
 def test_compressed_jpeg_png_and_garbage():

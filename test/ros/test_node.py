@@ -117,7 +117,7 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
     def bad_image(kind):
         msg = conv.image_msg(header(50), s.rgb, 'rgb8')
         if kind == 'encoding':
-            msg.encoding = 'bayer_rggb8'
+            msg.encoding = '32FC1'  # a depth image remapped onto `image` by mistake
         elif kind == 'length':
             msg.data = msg.data[:-7]
         elif kind == 'zero':
@@ -132,6 +132,12 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
         # Counted and warned about (not silently dropped), then the next good frame works.
         assert harness.wait(lambda: node.cameras[0].stats.errors >= i, 10), kind
         good(i)
+    # A raw Bayer mosaic (a machine-vision driver's image_raw) is demosaiced, not refused.
+    bayer = conv.image_msg(header(5), np.ascontiguousarray(s.rgb[..., 1]), 'mono8')
+    bayer.encoding = 'bayer_rggb8'
+    img_pub.publish(bayer)
+    depth = harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(header(5)))
+    assert (depth.height, depth.width) == (48, 64)
     # Unusable camera_info: zero / NaN focal length, size different from the image.
     for i, change in enumerate(('zero', 'nan', 'size'), start=10):
         info = conv.camera_info_from_intrinsics(s.intrinsics, header(i))
