@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 import math
 import re
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from dpt_ros.core.backends import BACKENDS, NAMES as BACKEND_NAMES
 
@@ -330,11 +330,8 @@ class Config:
     def validate(self) -> 'Config':
         """Check every value and the relations between them; raise ConfigError or return self."""
         for name, value, meta, ftype in iter_settings(self):
-            _check_one(name, value, meta, ftype)
+            _check_value(name, value, meta, ftype)
         m = self.model
-        if not _DEVICE_RE.match(m.device):
-            raise ConfigError(
-                f"model.device '{m.device}' is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         if (m.input_height == 0) != (m.input_width == 0):
             raise ConfigError(
                 'model.input_height and model.input_width must both be 0 (from the checkpoint) '
@@ -353,9 +350,6 @@ class Config:
             raise ConfigError(
                 "depth.mode fitted needs anchors: set anchors.source to 'depth_image' or "
                 "'points'.")
-        parse_extrinsic(self.anchors.extrinsic)
-        parse_sizes(m.warmup_sizes)
-        _check_cameras(self.cameras)
         return self
 
     def replace(self, flat: Dict[str, Any]) -> 'Config':
@@ -454,6 +448,37 @@ def _check_one(name: str, value: Any, meta: dict, ftype: type) -> None:
             raise ConfigError(f'{name} = {value} is out of range [{lo}, {hi}].')
 
 
+def _check_device(device: str) -> None:
+    if not _DEVICE_RE.match(device):
+        raise ConfigError(
+            f"model.device '{device}' is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+
+
+def _check_value(name: str, value: Any, meta: dict, ftype: type) -> None:
+    """Check one setting's own value: type, choices, range and, for text settings, format."""
+    _check_one(name, value, meta, ftype)
+    fmt = _FORMATS.get(name)
+    if fmt is not None:
+        fmt(value)
+
+
+def check_settings(flat: Dict[str, Any]) -> Dict[str, Any]:
+    """Check each given setting's own value, not how it relates to the others; return them typed.
+
+    For a managed node while unconfigured: configure validates the whole config, and a value
+    set before it must not be refused because another setting is still bad.
+    """
+    settings = {name: (meta, ftype) for name, _, meta, ftype in iter_settings()}
+    typed = {}
+    for key, value in flat.items():
+        if key not in settings:
+            raise ConfigError(f"unknown setting '{key}'.")
+        meta, ftype = settings[key]
+        typed[key] = coerce(key, value, ftype)
+        _check_value(key, typed[key], meta, ftype)
+    return typed
+
+
 def config_from_flat(flat: Dict[str, Any], base: Optional[Config] = None) -> Config:
     """Build and validate a Config from dotted settings, coercing ints to floats."""
     base = base if base is not None else Config()
@@ -502,3 +527,10 @@ def parse_extrinsic(text: str) -> Optional[Tuple[float, ...]]:
         raise ConfigError(f'anchors.extrinsic quaternion has norm {norm:.4f}; give a unit '
                           'quaternion (qx qy qz qw).')
     return tuple(vals[:3] + [v / norm for v in vals[3:]])
+
+
+# Settings whose text has a format of its own, checked with the setting's value.
+_FORMATS: Dict[str, Callable[[Any], Any]] = {
+    'model.device': _check_device, 'model.warmup_sizes': parse_sizes,
+    'anchors.extrinsic': parse_extrinsic, 'cameras': _check_cameras,
+}

@@ -100,15 +100,17 @@ class Stats:
         with self.lock:
             self.errors += 1
 
-    def add_timings(self, timings: Dict[str, float], total_ms: float, age_ms: float) -> None:
-        """Count one processed frame with its stage timings, latency and age."""
+    def add_timings(self, timings: Dict[str, float], total_ms: float,
+                    age_ms: Optional[float]) -> None:
+        """Count one processed frame with its stage timings, latency and age (None: unknown)."""
         with self.lock:
             self.processed += 1
             for k, v in timings.items():
                 if k in self.stages:
                     self.stages[k].append(v)
             self.total.append(total_ms)
-            self.age.append(age_ms)
+            if age_ms is not None:
+                self.age.append(age_ms)
 
     def add_lost(self, count: int) -> Optional[Tuple[int, int]]:
         """Count frames lost in transport; at the end of a loss window return (lost, seen) in it.

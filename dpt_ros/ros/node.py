@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import sys
 import traceback
@@ -358,9 +359,23 @@ class DptLifecycleNode(DptNode, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
 
+def rcl_reason(exc: BaseException) -> str:
+    """rclpy.init's error without rcl's source locations, with what to check."""
+    text = re.sub(r', at [^,]*:\d+', '', str(exc)).strip()
+    if 'params file' in text:
+        text += (' (check that the file exists and is YAML that ROS reads: node name, then '
+                 'ros__parameters; every item of a list of one type, e.g. quote numbers in a '
+                 "list of names: ['sky', '2'])")
+    return text
+
+
 def _run(make_node: Callable[[], Node], program: str, args: Optional[List[str]]) -> int:
     """Spin a node until Ctrl-C; exit 2 with one message on a bad parameter or model."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RCLError as exc:  # the command line or a params file ROS cannot read
+        print(f'{program}: error: {rcl_reason(exc)}', file=sys.stderr, flush=True)
+        return 2
     node = None
     try:
         node = make_node()

@@ -15,14 +15,15 @@ description states the rule and the set-parameters callback enforces it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
-from dpt_ros.core.config import Config, config_from_flat, ConfigError, iter_settings
+from dpt_ros.core.config import (check_settings, Config, config_from_flat, ConfigError,
+                                 iter_settings)
 from dpt_ros.core.params import param_table, ParamSpec
 
 CLASS_NAMES_PARAM = 'segmentation.class_names'
@@ -78,6 +79,7 @@ class Parameters:
         self.node = node
         self.apply = apply
         self.state = state
+        self._own_set = False  # the node updating segmentation.class_names itself
         self._declare()
         node.add_on_set_parameters_callback(self._on_set)
 
@@ -96,6 +98,7 @@ class Parameters:
                 shown = f' = {value.value!r}' if value is not None else ''
                 raise ConfigError(f'parameter {spec.name}{shown}: {exc} '
                                   f'(allowed: {spec.constraint()}).') from exc
+        self._keep_double_types(spec.name for spec in param_table())
         unknown = sorted(n for n in overrides if n.startswith(_OWN_GROUPS)
                          and not self.node.has_parameter(n) and n != CLASS_NAMES_PARAM)
         if unknown:
@@ -116,33 +119,82 @@ class Parameters:
         return config_from_flat(self._flat())
 
     def declare_class_names(self, labels: List[str]) -> None:
-        """Declare the read-only segmentation.class_names (once, on the first activation)."""
-        if self.node.has_parameter(CLASS_NAMES_PARAM):
+        """Publish the loaded model's class names as segmentation.class_names (each activation).
+
+        Read-only to everyone else: on DptNode (activated once) by its descriptor; on the
+        lifecycle node, whose next configure may load another model, by the set-parameters
+        callback, so the node itself can update it. A value for it in a params file is ignored
+        (the model's names win), with a warning.
+        """
+        managed = self.state is not None
+        declared = self.node.has_parameter(CLASS_NAMES_PARAM)
+        if declared and not managed:
             return
-        self.node.declare_parameter(
-            CLASS_NAMES_PARAM, labels or Parameter.Type.STRING_ARRAY,
-            ParameterDescriptor(description='Class names of the segmentation model, by id '
-                                '(index = value in segmentation/image). Read-only.',
-                                read_only=True))
+        if not declared:
+            given_value = given(self.node).get(CLASS_NAMES_PARAM)
+            if given_value is not None:
+                self.node.get_logger().warning(
+                    f'{CLASS_NAMES_PARAM} = {given_value.value!r} from the parameters is '
+                    "ignored: it is read-only and holds the segmentation model's class names.")
+        self._own_set = True  # declaring runs the set-parameters callbacks too
+        try:
+            if declared:
+                self.node.set_parameters([Parameter(CLASS_NAMES_PARAM,
+                                                    Parameter.Type.STRING_ARRAY, list(labels))])
+            else:
+                self.node.declare_parameter(
+                    CLASS_NAMES_PARAM, labels or Parameter.Type.STRING_ARRAY,
+                    ParameterDescriptor(
+                        description='Class names of the segmentation model, by id (index = '
+                        'value in segmentation/image); set by the node from the model. '
+                        'Read-only.', read_only=not managed),
+                    ignore_override=True)
+        finally:
+            self._own_set = False
+
+    def _keep_double_types(self, names: Iterable[str]) -> None:
+        """Show doubles as doubles in `ros2 param describe`, whatever type was last sent.
+
+        They are declared with dynamic typing (to take YAML integers), and rclpy then sets the
+        descriptor's type to the type of each value sent, before the callback and even when it
+        refuses the value (rclpy Node._apply_descriptor); describe_parameter returns the
+        descriptor rclpy keeps, so the type is put back here.
+        """
+        specs = {spec.name: spec for spec in param_table()}
+        for name in names:
+            if name in specs and specs[name].type is float and self.node.has_parameter(name):
+                self.node.describe_parameter(name).type = ParameterType.PARAMETER_DOUBLE
 
     def _on_set(self, params: List[Parameter]) -> SetParametersResult:
+        self._keep_double_types(p.name for p in params)
+        if any(p.name == CLASS_NAMES_PARAM for p in params) and not self._own_set:
+            return SetParametersResult(successful=False, reason=(
+                f"{CLASS_NAMES_PARAM} is read-only: the node sets it from the segmentation "
+                'model it loads.'))
         specs = {p.name: p for p in param_table()}
         changes = {p.name: p.value for p in params if p.name in specs}
         if not changes:
             return SetParametersResult(successful=True)
         fixed = [n for n in changes if specs[n].read_only]
-        state = self.state() if self.state is not None and fixed else 'unconfigured'
-        if state != 'unconfigured':
+        managed = self.state is not None  # else rclpy refuses read-only ones by descriptor
+        state = self.state() if managed else 'active'
+        if managed and fixed and state != 'unconfigured':
             return SetParametersResult(successful=False, reason=(
                 f"{', '.join(fixed)}: read at configure, settable only while the node is "
                 f'unconfigured; it is {state}. Deactivate and clean up first (ros2 lifecycle '
                 'set <node> deactivate, then cleanup), set it, then configure again.'))
-        flat = self._flat()
-        flat.update(changes)
         try:
-            self.apply(config_from_flat(flat))
+            if state == 'unconfigured':
+                # Each value on its own: configure checks them together, so a fix is never
+                # refused because another setting is still bad (or a pair is half set).
+                check_settings(changes)
+            else:
+                flat = self._flat()
+                flat.update(changes)
+                self.apply(config_from_flat(flat))
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.node.get_logger().info(
-            'parameters updated: ' + ', '.join(f'{k}={v!r}' for k, v in changes.items()))
+            'parameters updated: ' + ', '.join(f'{k}={v!r}' for k, v in changes.items()) +
+            (' (checked together at configure)' if state == 'unconfigured' else ''))
         return SetParametersResult(successful=True)

@@ -282,6 +282,13 @@ class Worker:
         t3 = time.perf_counter()
         timings = dict(result.timings, fill=(t2 - t1) * 1e3, publish=(t3 - t2) * 1e3)
         total_ms = (time.monotonic() - taken.arrived) * 1e3
-        age_ms = (self.rt.node.get_clock().now().nanoseconds - f.stamp_ns) / 1e6
+        now_ns = self.rt.node.get_clock().now().nanoseconds
+        age_ms: Optional[float] = (now_ns - f.stamp_ns) / 1e6
+        if not now_ns:  # use_sim_time with no /clock yet: ROS time is 0, an age would be junk
+            age_ms = None
+            self.rt.once('sim-time-no-clock',
+                         'use_sim_time is true but no /clock has arrived: frames are processed '
+                         'and stamped as they come, frame ages are not measured '
+                         '(ros2 bag play --clock publishes /clock).')
         cam.stats.add_timings(timings, total_ms, age_ms)
         self.rt.diagnostics.stages.add_timings(timings, total_ms, age_ms)

@@ -346,3 +346,67 @@ def test_deactivate_under_full_load_logs_no_traceback(harness):
     logs = [m.msg for m in harness.get('/rosout') if m.level >= Log.WARN]
     assert not [m for m in logs if 'Traceback' in m or 'failed' in m], logs
     assert sum(c.stats.errors for c in node.cameras) == 0
+
+
+def test_unconfigured_settings_are_checked_one_at_a_time(harness, tiny_metric):
+    """While unconfigured, a fix is not refused because another setting is still bad."""
+    from test_parameters import call_set as set_on
+    ns = '/onebyone'
+    node = harness.start_node(ns, lifecycle=True, **{
+        'model.depth': str(tiny_metric), 'model.device': 'cpu',
+        'depth.encoding': '8UC3', 'depth.colormap': 'rainbow'})
+    lc = Lifecycle(harness, f'{ns}/dpt')
+
+    def call_set(values):
+        return set_on(harness, 'dpt', values, ns)[0]
+    assert not lc.set('configure') and lc.state() == 'unconfigured'
+    # Each fix on its own, as `ros2 param set` sends them, while the other is still bad.
+    res = call_set({'depth.encoding': '32FC1'})
+    assert res.successful, res.reason
+    # A value bad on its own is still refused, with the reason.
+    res = call_set({'depth.encoding': '8UC3'})
+    assert not res.successful and 'depth.encoding' in res.reason
+    # A pair set one half at a time (model.input_height then model.input_width).
+    for name in ('model.input_height', 'model.input_width'):
+        res = call_set({name: 252})
+        assert res.successful, (name, res.reason)
+    assert not lc.set('configure') and lc.state() == 'unconfigured'  # the colormap still
+    res = call_set({'depth.colormap': 'inferno'})
+    assert res.successful, res.reason
+    assert lc.set('configure') and lc.state() == 'inactive'
+    assert node.runtime.cfg.depth.encoding == '32FC1'
+    assert (node.runtime.cfg.model.input_height, node.runtime.cfg.model.input_width) == \
+        (252, 252)
+    assert lc.set('cleanup')
+
+
+def test_class_names_follow_the_model_each_configure_loads(harness, tmp_path, tiny_metric,
+                                                           tiny_seg):
+    """segmentation.class_names: the loaded model's, after a reconfigure with another one too."""
+    import json
+    import shutil
+    from test_parameters import call_set as set_on
+    ns = '/classes'
+    other = tmp_path / 'other-seg'
+    shutil.copytree(tiny_seg, other)
+    cfg = json.loads((other / 'config.json').read_text())
+    first = [cfg['id2label'][str(i)] for i in range(len(cfg['id2label']))]
+    second = [f'thing{i}' for i in range(len(first))]
+    cfg['id2label'] = {str(i): n for i, n in enumerate(second)}
+    cfg['label2id'] = {n: i for i, n in enumerate(second)}
+    (other / 'config.json').write_text(json.dumps(cfg))
+    # A value for it in the parameters (of the wrong type, even) is ignored, not fatal.
+    node = harness.start_node(ns, lifecycle=True, **{
+        'model.depth': str(tiny_metric), 'model.segmentation': str(tiny_seg),
+        'model.device': 'cpu', 'segmentation.class_names': 5})
+    lc = Lifecycle(harness, f'{ns}/dpt')
+    assert lc.set('configure') and lc.set('activate')
+    assert node.get_parameter('segmentation.class_names').value == first
+    res = set_on(harness, 'dpt', {'segmentation.class_names': ['a', 'b']}, ns)[0]
+    assert not res.successful and 'read-only' in res.reason
+    assert lc.set('deactivate') and lc.set('cleanup')
+    res = set_on(harness, 'dpt', {'model.segmentation': str(other)}, ns)[0]
+    assert res.successful, res.reason
+    assert lc.set('configure') and lc.set('activate')
+    assert node.get_parameter('segmentation.class_names').value == second
+    assert lc.set('deactivate') and lc.set('cleanup')

@@ -41,7 +41,7 @@ def call_set(harness, node_name, params, ns=NS):
 
 
 def test_parameters_validated_and_live(harness, tiny_metric):
-    harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
     harness.record_outputs(NS, ['depth/image', 'points'])
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
@@ -61,10 +61,13 @@ def test_parameters_validated_and_live(harness, tiny_metric):
     for bad, word in (({'depth.max': -3.0}, 'depth.max'), ({'depth.encoding': '8UC3'}, '32FC1'),
                       ({'depth.min': 50.0}, 'depth.min'), ({'points.stride': 0}, 'stride'),
                       ({'model.depth': '/elsewhere'}, 'read-only'),
-                      ({'depth.colormap': 'rainbow'}, 'inferno')):
+                      ({'depth.colormap': 'rainbow'}, 'inferno'),
+                      ({'depth.max': 'far'}, 'float')):
         res = call_set(harness, 'dpt', bad)
         assert not res[0].successful, bad
         assert word in res[0].reason, (bad, res[0].reason)
+    # A double stays a double to `ros2 param describe` after a value of another type was sent.
+    assert node.describe_parameter('depth.max').type == ParameterType.PARAMETER_DOUBLE
     # Live: applied from the next frame, no reload.
     res = call_set(harness, 'dpt', {'depth.max': 1, 'points.stride': 4,
                                     'depth.encoding': '16UC1'})
@@ -113,6 +116,8 @@ def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
     ({'points.stride': 'two'}, ['points.stride', "= 'two'"]),
     ({'model.warmup_sizes': ['640x480', '1280 by 720']},
      ['model.warmup_sizes', "'1280 by 720'", 'WIDTHxHEIGHT']),
+    # A file ROS itself cannot read (rcl refuses a list mixing text and numbers).
+    ({'points.exclude_classes': ['sky', 2]}, ['params file', 'same type', "['sky', '2']"]),
 ])
 def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, params, words):
     params = dict({'model.depth': str(tiny_metric), 'model.device': 'cpu'}, **params)

@@ -5,11 +5,12 @@
 
 from rosbags.rosbag2 import Reader  # noqa: I100  (bagutil skips the module without rosbags)
 
-from dpt_ros.tools.sample import synthetic_sequence
+from dpt_ros.core import conversions as conv
+from dpt_ros.tools.sample import synthetic_scene, synthetic_sequence
 from dpt_ros.tools.toolkit import write_params_file
 
 from bagutil import IMAGE_TOPIC, INFO_TOPIC, STORE, write_bag  # noqa: I100
-from rosutil import Harness, NodeProcess, rclpy_message, stamp_of
+from rosutil import Harness, header, NodeProcess, rclpy_message, stamp_of
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from rclpy.qos import QoSProfile  # noqa: E402
@@ -66,3 +67,30 @@ def test_replay_with_sim_time_and_loop(tmp_path, tiny_metric):
         h.close()
         rc = node.stop()
     assert rc == 0 and 'Traceback' not in node.text(), node.text()
+
+
+def test_sim_time_without_clock_measures_no_frame_age(harness, tiny_metric):
+    """use_sim_time with no /clock (a bag played without --clock): ROS time is 0.
+
+    Frames are processed as they come; the frame age, now - stamp, would be minus the stamp
+    (decades), so none is recorded until /clock arrives.
+    """
+    ns = '/noclock'
+    node = harness.start_node(ns, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'use_sim_time': True})
+    harness.record_outputs(ns, ['depth/image'])
+    img_pub, _ = harness.publishers(ns)
+    assert harness.wait_subscribed(img_pub)
+    s = synthetic_scene(64, 48)
+    img_pub.publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
+    harness.wait_stamp(f'{ns}/depth/image', conv.stamp_ns(header(1)))
+    stats = node.cameras[0].stats
+    assert stats.report()[0]['frame_age_p50_ms'] == 'nan'
+    # Once /clock runs, ages are measured against it.
+    clock = harness.node.create_publisher(Clock, '/clock', 10)
+    at = conv.stamp_ns(header(2)) + 250_000_000
+    assert harness.wait(lambda: (clock.publish(Clock(clock=Time(
+        sec=at // 10**9, nanosec=at % 10**9))), node.get_clock().now().nanoseconds > 0)[1], 10)
+    img_pub.publish(conv.image_msg(header(2), s.rgb, 'rgb8'))
+    harness.wait_stamp(f'{ns}/depth/image', conv.stamp_ns(header(2)))
+    assert 0 <= float(stats.report()[0]['frame_age_p50_ms']) <= 250 + 1
