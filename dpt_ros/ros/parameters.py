@@ -15,6 +15,8 @@ description states the rule and the set-parameters callback enforces it.
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -104,6 +106,27 @@ class Parameters:
         if unknown:
             known = ', '.join(p.name for p in param_table())
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; known: {known}.")
+        self._tell_foreign(overrides)
+
+    def _tell_foreign(self, overrides: Dict[str, Parameter]) -> None:
+        """Say which given names outside our groups are ignored; warn where one looks mistyped.
+
+        Not refused: a params file's /** section may hold other nodes' settings too.
+        """
+        names = [spec.name for spec in param_table()]
+        ours = _OWN_GROUPS + ('qos_overrides.',)
+        foreign = sorted(n for n in overrides
+                         if not n.startswith(ours) and not self.node.has_parameter(n))
+        typos = {n: difflib.get_close_matches(n, names, 1, 0.75) for n in foreign}
+        for name, close in typos.items():
+            if close:
+                self.node.get_logger().warning(
+                    f"parameter '{name}' is not a dpt_ros parameter and is ignored: did you "
+                    f"mean '{close[0]}'?")
+        rest = [n for n, close in typos.items() if not close]
+        if rest:
+            self.node.get_logger().info(
+                f"ignored, not dpt_ros parameters: {', '.join(rest)}")
 
     def _flat(self) -> Dict[str, Any]:
         return {spec.name: self._value(spec.name) for spec in param_table()}
@@ -152,6 +175,17 @@ class Parameters:
         finally:
             self._own_set = False
 
+    def _fixed_hint(self, reason: str, changes: Dict[str, Any]) -> str:
+        """How to change a setting the refusal names that cannot change live, if it names one."""
+        fixed = [spec.name for spec in param_table() if spec.read_only and
+                 spec.name not in changes and re.search(rf'\b{re.escape(spec.name)}\b', reason)]
+        if not fixed:
+            return ''
+        how = ('read at configure: deactivate and clean up the node, set it, then configure '
+               'again' if self.state is not None else 'read at start-up: restart the node with '
+               'it set')
+        return f" ({', '.join(fixed)} cannot change while the node runs; {how}.)"
+
     def _keep_double_types(self, names: Iterable[str]) -> None:
         """Show doubles as doubles in `ros2 param describe`, whatever type was last sent.
 
@@ -193,7 +227,8 @@ class Parameters:
                 flat.update(changes)
                 self.apply(config_from_flat(flat))
         except ConfigError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+            return SetParametersResult(successful=False,
+                                       reason=str(exc) + self._fixed_hint(str(exc), changes))
         self.node.get_logger().info(
             'parameters updated: ' + ', '.join(f'{k}={v!r}' for k, v in changes.items()) +
             (' (checked together at configure)' if state == 'unconfigured' else ''))

@@ -8,6 +8,7 @@ a params file (a bad or unknown parameter exits with one line).
 """
 
 from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -62,7 +63,10 @@ def test_parameters_validated_and_live(harness, tiny_metric):
                       ({'depth.min': 50.0}, 'depth.min'), ({'points.stride': 0}, 'stride'),
                       ({'model.depth': '/elsewhere'}, 'read-only'),
                       ({'depth.colormap': 'rainbow'}, 'inferno'),
-                      ({'depth.max': 'far'}, 'float')):
+                      ({'depth.max': 'far'}, 'float'),
+                      # names a setting read at start-up: says how to change that one
+                      ({'depth.mode': 'fitted'}, 'anchors.source cannot change while the node '
+                       'runs; read at start-up: restart the node with it set')):
         res = call_set(harness, 'dpt', bad)
         assert not res[0].successful, bad
         assert word in res[0].reason, (bad, res[0].reason)
@@ -130,3 +134,24 @@ def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, 
     for w in words:
         assert w in lines[0], lines[0]
     assert 'Traceback' not in err
+
+
+def test_names_outside_the_table_are_ignored_and_typos_named(tmp_path, tiny_metric):
+    """A /** section may carry other nodes' settings: ignored, but a near miss is warned about."""
+    params = {'model.depth': str(tiny_metric), 'model.device': 'cpu',
+              'camera': ['front'], 'modle.precision': 'fp16', 'frame_rate': 30}
+    node = NodeProcess(['--params-file', str(write_params_file(tmp_path / 'p.yaml', params))])
+    try:
+        deadline = time.monotonic() + 60
+        while 'dpt_ros ready' not in node.text() and node.proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        text = node.text()
+        assert 'dpt_ros ready' in text, text
+        assert "'camera' is not a dpt_ros parameter and is ignored: did you mean 'cameras'?" \
+            in text
+        assert "did you mean 'model.precision'?" in text
+        assert 'ignored, not dpt_ros parameters: frame_rate' in text
+        assert "'frame_rate' is not" not in text  # no near miss: told, not warned
+    finally:
+        node.stop()
