@@ -154,10 +154,11 @@ def decode_compressed(msg: Any) -> Frame:
         img = img[:, :, None]
     ch = img.shape[2]
     if img.dtype == np.uint16:
-        if ch != 1:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if ch == 4 else cv2.COLOR_BGR2GRAY)
-            img = img[:, :, None]
-        return Frame(img, 'mono16')
+        if ch == 1:
+            return Frame(img, 'mono16')
+        # 16-bit colour (image_transport's PNG of rgb16 / bgr16): full range to 8 bits, as
+        # mono16 is scaled; OpenCV decodes it in B, G, R (, A) order.
+        img = (img >> 8).astype(np.uint8)
     if img.dtype != np.uint8:
         raise FrameError(f'compressed image decodes to {img.dtype}, not 8 or 16 bit.')
     return Frame(img, {1: 'mono8', 3: 'bgr8', 4: 'bgra8'}[ch])

@@ -129,7 +129,8 @@ class Backprojector:
 
     def __init__(self) -> None:
         self._cache: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]] = {}
-        self.note = ''
+        self._notes: Dict[Tuple, str] = {}
+        self.note = ''  # what ray_grid said of the intrinsics of the latest call ('' if fine)
 
     def _grid(self, intr: Intrinsics, stride: int, device: torch.device
               ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
@@ -137,13 +138,15 @@ class Backprojector:
         if key not in self._cache:
             if len(self._cache) > 8:
                 self._cache.clear()
-            xy, self.note = ray_grid(intr, stride)
+                self._notes.clear()
+            xy, self._notes[key] = ray_grid(intr, stride)
             no_ray = np.isnan(xy[..., 0])
             # [x/z, y/z, 1] per pixel: the points' x, y, z are this times the depth, one pass
             xyz = np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
             self._cache[key] = (torch.from_numpy(xy).to(device),
                                 torch.from_numpy(no_ray).to(device) if no_ray.any() else None,
                                 torch.from_numpy(xyz).to(device))
+        self.note = self._notes[key]  # this call's, cached or not
         return self._cache[key]
 
     def rays(self, intr: Intrinsics, stride: int, device: torch.device) -> torch.Tensor:

@@ -157,14 +157,18 @@ def _reads_labels(cfg: Any) -> bool:
 
 
 def _points_of(f: 'FrameTensors') -> Optional['torch.Tensor']:
-    if f.intrinsics is None or f.metres is None:
+    if f.metres is None:
         return None
     r, p = f.result, f.cfg.points
+    if f.intrinsics is None:
+        return None
     try:
         f.intrinsics.check(r.width, r.height)
     except IntrinsicsError as exc:
         r.warnings.append(str(exc))
+        r.notes['points'] = f'none: {exc}'  # for /diagnostics, where 'none: ...' warns
         return None
+    r.notes['points'] = 'published'
     z = f.metres
     if f.confidence is not None and p.min_confidence > 0:
         z = z.masked_fill(f.confidence < p.min_confidence, float('nan'))

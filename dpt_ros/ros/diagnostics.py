@@ -82,7 +82,7 @@ class Stats:
         self.lock = threading.Lock()
         self.received = self.processed = self.dropped = self.errors = 0
         self.lost = 0  # reported lost in transport by the middleware (message_lost events)
-        self.last = (0, 0, 0, 0)  # received, processed, dropped, lost at the last report
+        self.last = (0, 0, 0, 0, 0)  # received, processed, dropped, lost, errors at last report
         self._window = (0, 0)  # received, lost when the current loss window began
         self.last_t = time.monotonic()
         self.stages: Dict[str, Deque[float]] = {s: deque(maxlen=_WINDOW) for s in FRAME_STAGES}
@@ -132,18 +132,19 @@ class Stats:
         with self.lock:
             dt = max(now - self.last_t, 1e-6)
             rec, proc, drop, lost = self.received, self.processed, self.dropped, self.lost
+            errors = self.errors
             rates = ((rec - self.last[0]) / dt, (proc - self.last[1]) / dt, drop - self.last[2],
-                     lost - self.last[3], rec - self.last[0])
-            self.last, self.last_t = (rec, proc, drop, lost), now
+                     lost - self.last[3], rec - self.last[0], errors - self.last[4])
+            self.last, self.last_t = (rec, proc, drop, lost, errors), now
             total = list(self.total)
             age = percentile(self.age, 50)
-            errors = self.errors
         values = {
             'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
             'frames_received': str(rec), 'frames_processed': str(proc),
             'frames_dropped': str(drop), 'dropped_since_last_report': str(rates[2]),
             'frames_lost': str(lost), 'lost_since_last_report': str(rates[3]),
             'received_since_last_report': str(rates[4]), 'bad_frames': str(errors),
+            'bad_since_last_report': str(rates[5]),
             'latency_p50_ms': f'{percentile(total, 50):.2f}',
             'latency_p95_ms': f'{percentile(total, 95):.2f}', 'frame_age_p50_ms': f'{age:.2f}',
         }
@@ -164,10 +165,14 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
              int(values.get('dropped_since_last_report', 0)))
     lost, got = int(values.get('lost_since_last_report', 0)), \
         int(values.get('received_since_last_report', 0))
+    bad = int(values.get('bad_since_last_report', 0))
     status.level = DiagnosticStatus.OK
     if lost > got:
         status.level = DiagnosticStatus.WARN
         status.message = 'most input frames are lost in transport (frames_lost; see the log)'
+    elif bad and 2 * bad >= got:
+        status.level = DiagnosticStatus.WARN
+        status.message = 'most input frames cannot be used (bad_frames; see the log)'
     elif idle:
         status.level = DiagnosticStatus.WARN
         status.message = 'frames arrive but none were processed (no subscribers?)'
@@ -176,6 +181,9 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         # The fit state says why: no anchors, refused (and the test), degenerate.
         status.message = (f"no metres ({values.get('fit_state', 'no anchors')}): "
                           'depth/image and points suspended')
+    elif values.get('points', '').startswith('none'):
+        status.level = DiagnosticStatus.WARN
+        status.message = f"points not published ({values['points']})"
     elif rates[2] and rates[1] < 0.5 * rates[0]:
         status.message = 'keeping up with the newest frame, dropping older ones'
     else:

@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Callable, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from sensor_msgs.msg import CompressedImage
 
@@ -175,16 +175,25 @@ class Worker:
             cam.stats.add_error()
             rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
             return None
+        if not f.header.frame_id:
+            rt.once(('no_frame_id', cam.name),
+                    f'images on {cam.image_topic} have an empty frame_id: every output keeps '
+                    "the image's header, so RViz and tf cannot place them. Set the camera "
+                    "driver's frame (e.g. its frame_id parameter).")
         anchors = cam.anchors
         # depth.mode fitted, or a model whose prompt the anchors are (Prompt Depth Anything)
         fitted = anchors is not None and rt.pipeline.uses_anchors(cfg)
         if fitted or rt.pipeline.needs_intrinsics(want, cfg):
             self._calibrate(f, cam, cfg)
         if 'points' in want and rt.pipeline.depth_mode() == 'relative_inverse':
-            rt.once('relative_points',
-                    'points need metric depth: the depth model is relative (depth.mode '
-                    f"'{cfg.depth.mode}'). Set depth.mode to 'metric' or 'affine_inverse' with "
-                    'depth.scale/depth.shift, or use a metric checkpoint.')
+            if rt.pipeline.depth_model.gives_metres:  # relative by the mode chosen
+                why = (f"depth.mode '{cfg.depth.mode}' makes the metric checkpoint's depth "
+                       "relative. Set depth.mode to 'auto' or 'metric'.")
+            else:
+                why = ("the depth model is relative. Set depth.mode to 'affine_inverse' with "
+                       "depth.scale/depth.shift or 'fitted' with anchors, or use a metric "
+                       'checkpoint.')
+            rt.once('relative_points', f'points need metric depth: {why}')
         if f.intrinsics is None:
             f.want = want - {'points'}
         if fitted:  # anchor decoding is timed as part of the frame's decode stage
@@ -222,11 +231,21 @@ class Worker:
             rt.diagnostics.count_batch(len(done))
             for f, result in done:
                 self._note_fit(f, result, cfg)
-                f.origin[0].notes.update(result.notes)  # the newest frame's, for /diagnostics
+                f.origin[0].notes = self._notes(f, result)  # the newest frame's
             # Fill and publish on the publishing thread while this one runs the next forward
             # (waits here while the previous batch is still being published).
             self.handoff.submit(lambda done=done: self.publish_batch(done, cfg),
                                 cfg.output.overlap)
+
+    @staticmethod
+    def _notes(f: FrameIn, result: Result) -> Dict[str, str]:
+        """Return a frame's facts for /diagnostics: the result's, and why points were left out."""
+        notes = dict(result.notes)
+        cam = f.origin[0]
+        if 'points' not in f.want and 'points' in cam.wanted():  # no intrinsics (frame())
+            notes['points'] = ('none: no camera_info received' if cam.camera_info is None
+                               else 'none: camera_info unusable (see the log)')
+        return notes
 
     def _note_fit(self, f: FrameIn, result: Result, cfg: Config) -> None:
         """Log when a camera's metres come back (the stop was warned); count drop-outs.
@@ -267,7 +286,7 @@ class Worker:
     def _publish(self, f: FrameIn, result: Result, cfg: Config) -> None:
         cam, taken = f.origin
         for w in result.warnings:
-            self.rt.warn('result:' + cam.name + w[:40], w)
+            self.rt.warn('result:' + cam.name + w[:40], f'{cam.name}: {w}' if cam.name else w)
         t1 = time.perf_counter()
         # Serialized CDR straight from the arrays, copied once into each publisher's own
         # buffer, which rcl publishes in place (ros/serialized.py).

@@ -121,6 +121,11 @@ def test_compressed_jpeg_png_and_garbage():
     ok, png = cv2.imencode('.png', mono16)
     f = conv.decode_compressed(CompressedImage(format='png', data=png.tobytes()))
     assert f.layout == 'mono16' and np.array_equal(f.pixels[..., 0], mono16)
+    # 16-bit colour (a compressed rgb16 / bgr16 stream): colour kept, scaled to 8 bits
+    ok, png16 = cv2.imencode('.png', rgb[:, :, ::-1].astype(np.uint16) * 257)
+    f = conv.decode_compressed(CompressedImage(format='bgr16; png compressed bgr16',
+                                               data=png16.tobytes()))
+    assert f.layout == 'bgr8' and np.array_equal(f.pixels, rgb[:, :, ::-1])
     ok, png8 = cv2.imencode('.png', rgb[:, :, 0])
     assert conv.decode_compressed(CompressedImage(format='png', data=png8.tobytes())).layout \
         == 'mono8'

@@ -147,3 +147,20 @@ def test_fisheye_rays_reproject_through_opencv():
     v, u = np.mgrid[0:480:8, 0:640:8]
     grid = np.stack([u.ravel(), v.ravel()], 1)[ok]
     assert np.abs(uv.reshape(-1, 2) - grid).max() < 1e-3
+
+
+def test_the_note_is_the_current_intrinsics_not_the_last_built():
+    """A grid built once with a note must not hand that note to later frames (cache hits)."""
+    fallback = Intrinsics(fx=500, fy=500, cx=320, cy=240, width=640, height=480,
+                          source='K (P is empty)')
+    good = Intrinsics(fx=500, fy=500, cx=320, cy=240, width=640, height=480, source='P')
+    project = Backprojector()
+    depth = torch.full((480, 640), 2.0)
+    project(depth, fallback, stride=8)
+    assert 'empty P' in project.note
+    project(depth, good, stride=8)
+    assert project.note == ''
+    project(depth, fallback, stride=8)  # cached now: its note all the same
+    assert 'empty P' in project.note
+    project(depth, good, stride=8)
+    assert project.note == ''

@@ -94,3 +94,29 @@ def test_most_frames_lost_warns_and_losses_are_windowed():
     assert status.level == DiagnosticStatus.WARN and 'lost in transport' in status.message
     values, idle = stats.report()  # rates and counts since the last report
     assert (values['frames_lost'], values['lost_since_last_report'], idle) == ('21', '0', True)
+
+
+def test_bad_input_and_missing_points_warn():
+    """Frames that cannot be used, and points a camera_info does not allow, are not 'ok'."""
+    stats = diag.Stats()
+    stats.received, stats.processed, stats.errors = 10, 4, 6
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert status.level == DiagnosticStatus.WARN and 'cannot be used' in status.message
+    assert diag.values(status)['bad_since_last_report'] == '6'
+    # The next period: frames fine again (the count is per report).
+    stats.received, stats.processed = 20, 14
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert status.level == DiagnosticStatus.OK and status.message == 'ok'
+    # Only bad frames from the start: said so, not 'no subscribers?'.
+    stats = diag.Stats()
+    stats.received, stats.errors = 5, 5
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert 'cannot be used' in status.message
+    cam = camera('front', received=10, processed=10)
+    cam.notes['points'] = 'none: no camera_info received'
+    _, status = diag.Diagnostics(Node()).statuses([cam], True, None)
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == 'points not published (none: no camera_info received)'
+    cam.notes['points'] = 'published'
+    _, status = diag.Diagnostics(Node()).statuses([cam], True, None)
+    assert status.level == DiagnosticStatus.OK

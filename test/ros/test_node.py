@@ -113,6 +113,7 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
     # No camera_info yet: depth is published, points are not.
     good(0, info=False)
     assert not harness.get(f'{NS}/points')
+    assert node.cameras[0].notes['points'] == 'none: no camera_info received'  # /diagnostics
 
     def bad_image(kind):
         msg = conv.image_msg(header(50), s.rgb, 'rgb8')
@@ -132,6 +133,11 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
         # Counted and warned about (not silently dropped), then the next good frame works.
         assert harness.wait(lambda: node.cameras[0].stats.errors >= i, 10), kind
         good(i)
+    # An empty frame_id is kept (outputs carry the input's header) and warned about once.
+    assert not node.runtime.once.told(('no_frame_id', ''))
+    img_pub.publish(conv.image_msg(header(6, frame_id=''), s.rgb, 'rgb8'))
+    depth = harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(header(6)))
+    assert depth.header.frame_id == '' and node.runtime.once.told(('no_frame_id', ''))
     # A raw Bayer mosaic (a machine-vision driver's image_raw) is demosaiced, not refused.
     bayer = conv.image_msg(header(5), np.ascontiguousarray(s.rgb[..., 1]), 'mono8')
     bayer.encoding = 'bayer_rggb8'
@@ -164,6 +170,7 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
     info_pub.publish(good_info)
     good(20)
     harness.wait_stamp(f'{NS}/points', conv.stamp_ns(header(20)))
+    assert node.cameras[0].notes['points'] == 'published'
     assert node.runtime.worker.alive
     assert node.cameras[0].stats.errors == 4
 

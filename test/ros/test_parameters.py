@@ -20,10 +20,11 @@ from dpt_ros.tools.toolkit import write_params_file
 
 from rosutil import header, NodeProcess  # noqa: I100
 
-from rcl_interfaces.msg import ParameterType  # noqa: E402, I100
+from rcl_interfaces.msg import Log, ParameterType  # noqa: E402, I100
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.exceptions import ParameterUninitializedException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
 
 from dpt_ros.ros.node import DptNode  # noqa: E402
 
@@ -81,6 +82,14 @@ def test_parameters_validated_and_live(harness, tiny_metric):
     mm = conv.image_to_array(d1)
     assert mm.max() <= 1000 and (mm == 0).sum() > (~np.isfinite(depth0)).sum()
     assert (p1.height, p1.width) == (96 // 4, 128 // 4)
+    # Relative depth by the mode chosen, on a metric checkpoint: the advice names the mode.
+    harness.record('/rosout', Log, QoSProfile(depth=1000))
+    assert call_set(harness, 'dpt', {'depth.mode': 'relative_inverse'})[0].successful
+    h = header(2)
+    pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
+    assert harness.wait(lambda: any(
+        "depth.mode 'relative_inverse' makes the metric checkpoint's depth relative" in m.msg
+        for m in harness.get('/rosout')), 10)
 
 
 def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
