@@ -546,11 +546,11 @@ def _seed_paired(reader: Any, plan: BagPlan, users: Dict[str, List[_Paired]], sr
 
 
 def _decode(store: Any, conn: Any, raw: bytes, logtime: int, report: BagReport,
-            **fields: Any) -> Optional[FrameIn]:
-    """Image or CompressedImage bytes -> FrameIn; None (counted) if unusable."""
+            pipe: Optional[Pipeline], **fields: Any) -> Optional[FrameIn]:
+    """Image or CompressedImage bytes -> FrameIn; None (counted) if unusable or unfit for pipe."""
     try:
         msg = store.deserialize_cdr(raw, conn.msgtype)
-        return FrameIn.decode(msg, conn.msgtype == COMPRESSED, **fields)
+        return FrameIn.decode(msg, conn.msgtype == COMPRESSED, pipe, **fields)
     except FrameError as exc:
         report.warn_once('frame', f'bad frame on {conn.topic} at {logtime}: {exc}')
         return None
@@ -563,7 +563,8 @@ def _decode(store: Any, conn: Any, raw: bytes, logtime: int, report: BagReport,
 def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: Any,
                 report: BagReport, copy: Callable[[Any, int, bytes], None],
                 rectified: bool, anchors: Optional[AnchorsConfig] = None,
-                wants: Optional[Sequence[FrozenSet[str]]] = None) -> Iterator[FrameIn]:
+                wants: Optional[Sequence[FrozenSet[str]]] = None,
+                pipe: Optional[Pipeline] = None) -> Iterator[FrameIn]:
     """Yield the window's frames of every camera in log-time order, with their paired messages.
 
     Each camera's every N-th frame, with its camera's paired messages at or before it, and
@@ -573,7 +574,8 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
     rectified: the images are rectified (intrinsics from camera_info P, else K and D).
     anchors: with a camera's anchors topic, each of its frames gets the anchor message nearest
     in stamp; a frame waits until a later-stamped anchor message (or a second of log time past
-    anchors.max_age) shows that no nearer one can come.
+    anchors.max_age) shows that no nearer one can come. pipe: frames its models cannot take
+    (too small) are skipped and counted, like undecodable ones.
     """
     cams = [_Paired(c, store, report, r, rectified,
                     AnchorInput(anchors.source) if c.anchors_topic and anchors else None)
@@ -612,7 +614,7 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
             if (cam.images - 1) % opts.every:
                 continue
             t_dec = time.perf_counter()
-            f = _decode(store, conn, raw, logtime, report, camera=plan.cameras[k].name,
+            f = _decode(store, conn, raw, logtime, report, pipe, camera=plan.cameras[k].name,
                         want=wants[k] if wants else outputs.ALL, origin=InBag(k, logtime))
             if f is None:
                 continue
@@ -795,7 +797,8 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
             out = BagOut(writer, rb, cfg)
             copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
             stream = read_frames(reader, plan, opts, src, rb.store, report, copy,
-                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan, pipe))
+                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan, pipe),
+                                 pipe)
             done: Dict[int, Tuple[FrameIn, List]] = {}
             written = 0
             window = 2 * opts.batch * len(plan.cameras)

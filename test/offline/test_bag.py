@@ -306,3 +306,27 @@ def test_ray_flag_before_the_inputs():
     assert _ray_flag_first(['--ray', 'auto', 'a', 'o']) == ['--ray', 'auto', 'a', 'o']
     assert _ray_flag_first(['--ray', '10.0.0.1:6379', 'a', 'o'])[1] == '10.0.0.1:6379'
     assert _ray_flag_first(['--ray', '--quiet', 'a', 'o'])[0] == '--ray'
+
+
+def test_a_frame_too_small_for_the_network_is_skipped_alone(tmp_path, params, capsys):
+    """A decodable 1 x 4000 frame (resized to no rows) is skipped and counted; 4 of 5 done.
+
+    Issue: torch's resize failed on it and the whole bag failed with a RuntimeError.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    frames = synthetic_frames(5)
+    src = tmp_path / 'in'
+    with Writer(src, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        ci = w.add_connection(IMAGE_TOPIC, 'sensor_msgs/msg/Image', typestore=STORE)
+        for i, (rgb, _, stamp) in enumerate(frames):
+            if i == 2:
+                rgb = np.zeros((1, 4000, 3), np.uint8)
+            w.write(ci, stamp, STORE.serialize_cdr(image(rgb, stamp, False),
+                                                   'sensor_msgs/msg/Image'))
+    dst = tmp_path / 'out'
+    assert run(src, dst, '--params-file', params, '--batch', 5) == 0
+    captured = capsys.readouterr()
+    assert 'processed 4 frames' in captured.out and 'skipped: frame 1' in captured.out
+    assert 'image 4000x1 is too small for the depth model' in captured.err
+    got = [stamp_ns(m) for _, m in read_bag(dst)[f'{NS}/depth/image']]
+    assert got == [f[2] for i, f in enumerate(frames) if i != 2]
