@@ -428,6 +428,15 @@ def _expected_frames(reader: Any, opts: BagOptions, cameras: Sequence[CameraPlan
     return expected
 
 
+def _empty_window(reader: Any, opts: BagOptions, cameras: Sequence[CameraPlan]) -> str:
+    """Say that the --start / --end window holds no frame, and what the bag spans."""
+    end = f' --end {opts.end:g} s' if opts.end is not None else ''
+    window = f'--start {opts.start:g} s{end}'
+    topics = ', '.join(c.image_topic for c in cameras)
+    return (f'no frames of {topics} in the window {window} (seconds from the bag start): '
+            f'the bag spans {(reader.end_time - reader.start_time) / 1e9:.3f} s')
+
+
 def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = None) -> BagPlan:
     """Choose the cameras, their topics and the window for one open bag (BagError if unusable).
 
@@ -460,6 +469,8 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
         cameras.append(CameraPlan(name, img, topics[img].msgtype, info, ns, anchors,
                                   anchors_info))
     t0 = reader.start_time
+    if t0 + int(opts.start * 1e9) >= reader.end_time:  # end_time: just after the last message
+        raise BagError(_empty_window(reader, opts, cameras))
     return BagPlan(tuple(cameras), t0 + int(opts.start * 1e9) if opts.start else None,
                    t0 + int(opts.end * 1e9) if opts.end is not None else None,
                    _expected_frames(reader, opts, cameras))
@@ -812,6 +823,12 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
                               plan.cameras[f.origin.camera].namespace)
                     written += 1
                 on_frames(report.frames)
+        if not report.frames:  # an empty output marked complete would be skipped for good
+            bad = sum(report.skipped.get(k, 0) for k in ('frame', 'cdr'))  # as _decode counts
+            if bad:
+                raise BagError(f'none of the frames could be processed: {bad} skipped as '
+                               'unusable (see the warning)')
+            raise BagError(_empty_window(reader, opts, plan.cameras))
     _notes(plan, report)
     report.seconds = time.perf_counter() - t_run
     report.topics = dict(sorted(out.counts.items()))

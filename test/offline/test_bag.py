@@ -308,6 +308,24 @@ def test_ray_flag_before_the_inputs():
     assert _ray_flag_first(['--ray', '--quiet', 'a', 'o'])[0] == '--ray'
 
 
+@pytest.mark.parametrize('window', [('--start', 100), ('--start', 0.05, '--end', 0.08)])
+def test_a_window_without_frames_fails_the_bag(tmp_path, params, window, capsys):
+    """--start past the end (or a window between two frames): the bag fails, nothing written.
+
+    Issue: an empty bag was written and marked complete, so a re-run skipped it for good.
+    """
+    src = tmp_path / 'in'
+    write_bag(src, synthetic_frames(3))  # frames at 0, 0.1 and 0.2 s
+    dst = tmp_path / 'out'
+    assert run(src, dst, '--params-file', params, *window) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if 'error' in ln]
+    assert len(lines) == 1 and f'no frames of {IMAGE_TOPIC} in the window --start' in lines[0]
+    assert 'the bag spans 0.200 s' in lines[0] and 'Traceback' not in err
+    assert not dst.exists() and sorted(p.name for p in tmp_path.iterdir()) == ['in',
+                                                                               'params.yaml']
+
+
 def test_a_frame_too_small_for_the_network_is_skipped_alone(tmp_path, params, capsys):
     """A decodable 1 x 4000 frame (resized to no rows) is skipped and counted; 4 of 5 done.
 
