@@ -43,10 +43,17 @@ class FrameIn:
     origin: Any = None                        # the caller's own: where the frame came from
 
     @classmethod
-    def decode(cls, msg: Any, compressed: bool, **fields: Any) -> 'FrameIn':
-        """Decode an Image (or a CompressedImage) message, timed; FrameError if unusable."""
+    def decode(cls, msg: Any, compressed: bool, pipe: Optional[Pipeline] = None,
+               **fields: Any) -> 'FrameIn':
+        """Decode an Image (or a CompressedImage) message, timed; FrameError if unusable.
+
+        With pipe, a frame its models cannot take (Pipeline.check_frame) is unusable too: it
+        is refused here, alone, rather than failing the forward it would share.
+        """
         t0 = time.perf_counter()
         frame = conv.decode_compressed(msg) if compressed else conv.decode_image(msg)
+        if pipe is not None:
+            pipe.check_frame(frame)
         return cls(frame, msg.header, decode_ms=(time.perf_counter() - t0) * 1e3, **fields)
 
     @property

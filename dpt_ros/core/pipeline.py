@@ -26,7 +26,7 @@ from dpt_ros.core import prompt as pr
 from dpt_ros.core.backends import EAGER
 from dpt_ros.core.backends.runner import BackendRunner
 from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MAX
-from dpt_ros.core.conversions import Frame
+from dpt_ros.core.conversions import Frame, FrameError
 from dpt_ros.core.geometry import Backprojector, Intrinsics
 from dpt_ros.core.metric import Anchors, FitReport, FrameFit, MetricTracker
 from dpt_ros.core.models import (HEAD_DEPTH, HEAD_FOV, HEAD_NORMALS, HEAD_SEGMENTATION,
@@ -566,6 +566,25 @@ class Pipeline:
         return tuple(m.spec.output_size(*size) + (size if m.needs_prompt else ())
                      for m in self.models())
 
+    def check_frame(self, frame: Frame) -> None:
+        """Raise FrameError when a model cannot take a frame of this size.
+
+        A frame far from the network's aspect ratio (1 x 4000) is resized to no rows at all,
+        and one smaller than ZoeDepth's reflect padding cannot be padded: torch would fail
+        the whole forward, losing the frames that share it. Callers check each frame before
+        batching it and skip the ones that fail, as they skip undecodable ones.
+        """
+        h, w = frame.height, frame.width
+        for m in self.models():
+            ph, pw = m.spec.zoe_pad(h, w)
+            rh, rw = m.spec.resized_size(h + 2 * ph, w + 2 * pw)
+            if min(rh, rw) < 1:
+                raise FrameError(f'image {w}x{h} is too small for the {m.task} model: resized '
+                                 f'to its input it would be {rw}x{rh} pixels.')
+            if ph >= h or pw >= w:
+                raise FrameError(f'image {w}x{h} is too small for the {m.task} model: its '
+                                 f'reflect padding is {pw}x{ph} pixels.')
+
     @torch.inference_mode()
     def process_batch(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                       want: AbstractSet[str] = outputs.ALL,
@@ -578,7 +597,8 @@ class Pipeline:
         holds exactly the arrays they are encoded from. For depth.mode fitted and
         depth.temporal: the anchors (metric depths at pixels) of each frame, the source
         (camera) each frame comes from and image stamps in seconds (wall time when omitted);
-        the frames of one source must come in time order.
+        the frames of one source must come in time order. FrameError (before any work) when
+        a frame is too small for a model (check_frame).
         """
         if not frames:
             return []
@@ -589,6 +609,8 @@ class Pipeline:
         bad = next((f.layout for f in frames if f.layout not in LAYOUTS), None)
         if bad is not None:
             raise ValueError(f"unsupported layout '{bad}'")
+        for f in frames:  # before any work: one clear error instead of torch's, mid-batch
+            self.check_frame(f)
         keys: Dict[Tuple, List[int]] = {}
         for i, f in enumerate(frames):
             keys.setdefault(self.batch_key(f), []).append(i)

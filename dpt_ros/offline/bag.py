@@ -428,6 +428,15 @@ def _expected_frames(reader: Any, opts: BagOptions, cameras: Sequence[CameraPlan
     return expected
 
 
+def _empty_window(reader: Any, opts: BagOptions, cameras: Sequence[CameraPlan]) -> str:
+    """Say that the --start / --end window holds no frame, and what the bag spans."""
+    end = f' --end {opts.end:g} s' if opts.end is not None else ''
+    window = f'--start {opts.start:g} s{end}'
+    topics = ', '.join(c.image_topic for c in cameras)
+    return (f'no frames of {topics} in the window {window} (seconds from the bag start): '
+            f'the bag spans {(reader.end_time - reader.start_time) / 1e9:.3f} s')
+
+
 def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = None) -> BagPlan:
     """Choose the cameras, their topics and the window for one open bag (BagError if unusable).
 
@@ -460,6 +469,8 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
         cameras.append(CameraPlan(name, img, topics[img].msgtype, info, ns, anchors,
                                   anchors_info))
     t0 = reader.start_time
+    if t0 + int(opts.start * 1e9) >= reader.end_time:  # end_time: just after the last message
+        raise BagError(_empty_window(reader, opts, cameras))
     return BagPlan(tuple(cameras), t0 + int(opts.start * 1e9) if opts.start else None,
                    t0 + int(opts.end * 1e9) if opts.end is not None else None,
                    _expected_frames(reader, opts, cameras))
@@ -546,11 +557,11 @@ def _seed_paired(reader: Any, plan: BagPlan, users: Dict[str, List[_Paired]], sr
 
 
 def _decode(store: Any, conn: Any, raw: bytes, logtime: int, report: BagReport,
-            **fields: Any) -> Optional[FrameIn]:
-    """Image or CompressedImage bytes -> FrameIn; None (counted) if unusable."""
+            pipe: Optional[Pipeline], **fields: Any) -> Optional[FrameIn]:
+    """Image or CompressedImage bytes -> FrameIn; None (counted) if unusable or unfit for pipe."""
     try:
         msg = store.deserialize_cdr(raw, conn.msgtype)
-        return FrameIn.decode(msg, conn.msgtype == COMPRESSED, **fields)
+        return FrameIn.decode(msg, conn.msgtype == COMPRESSED, pipe, **fields)
     except FrameError as exc:
         report.warn_once('frame', f'bad frame on {conn.topic} at {logtime}: {exc}')
         return None
@@ -563,7 +574,8 @@ def _decode(store: Any, conn: Any, raw: bytes, logtime: int, report: BagReport,
 def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: Any,
                 report: BagReport, copy: Callable[[Any, int, bytes], None],
                 rectified: bool, anchors: Optional[AnchorsConfig] = None,
-                wants: Optional[Sequence[FrozenSet[str]]] = None) -> Iterator[FrameIn]:
+                wants: Optional[Sequence[FrozenSet[str]]] = None,
+                pipe: Optional[Pipeline] = None) -> Iterator[FrameIn]:
     """Yield the window's frames of every camera in log-time order, with their paired messages.
 
     Each camera's every N-th frame, with its camera's paired messages at or before it, and
@@ -573,7 +585,8 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
     rectified: the images are rectified (intrinsics from camera_info P, else K and D).
     anchors: with a camera's anchors topic, each of its frames gets the anchor message nearest
     in stamp; a frame waits until a later-stamped anchor message (or a second of log time past
-    anchors.max_age) shows that no nearer one can come.
+    anchors.max_age) shows that no nearer one can come. pipe: frames its models cannot take
+    (too small) are skipped and counted, like undecodable ones.
     """
     cams = [_Paired(c, store, report, r, rectified,
                     AnchorInput(anchors.source) if c.anchors_topic and anchors else None)
@@ -612,7 +625,7 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
             if (cam.images - 1) % opts.every:
                 continue
             t_dec = time.perf_counter()
-            f = _decode(store, conn, raw, logtime, report, camera=plan.cameras[k].name,
+            f = _decode(store, conn, raw, logtime, report, pipe, camera=plan.cameras[k].name,
                         want=wants[k] if wants else outputs.ALL, origin=InBag(k, logtime))
             if f is None:
                 continue
@@ -795,7 +808,8 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
             out = BagOut(writer, rb, cfg)
             copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
             stream = read_frames(reader, plan, opts, src, rb.store, report, copy,
-                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan, pipe))
+                                 cfg.input.rectified, cfg.anchors, _wants(opts, plan, pipe),
+                                 pipe)
             done: Dict[int, Tuple[FrameIn, List]] = {}
             written = 0
             window = 2 * opts.batch * len(plan.cameras)
@@ -809,6 +823,12 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
                               plan.cameras[f.origin.camera].namespace)
                     written += 1
                 on_frames(report.frames)
+        if not report.frames:  # an empty output marked complete would be skipped for good
+            bad = sum(report.skipped.get(k, 0) for k in ('frame', 'cdr'))  # as _decode counts
+            if bad:
+                raise BagError(f'none of the frames could be processed: {bad} skipped as '
+                               'unusable (see the warning)')
+            raise BagError(_empty_window(reader, opts, plan.cameras))
     _notes(plan, report)
     report.seconds = time.perf_counter() - t_run
     report.topics = dict(sorted(out.counts.items()))

@@ -4,8 +4,9 @@
 """`dpt_bag`: run dpt_ros over one bag or many (serially, or on Ray) into new bags.
 
 Exit status: 0 when every bag is done or skipped as complete; N (1 to 100) when N bags failed
-(100 means 100 or more); 101 when nothing ran (bad options or parameters, a model that does
-not load, Ray asked for and not installed); 130 on Ctrl-C.
+(100 means 100 or more); 101 when nothing ran (bad options or parameters, an output that is
+not dpt_bag's to replace or cannot be written, a model that does not load, Ray asked for and
+not installed); 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 import sys
-from typing import List, NoReturn, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from dpt_ros.core.config import Config, config_from_flat, ConfigError
 from dpt_ros.core.models import ModelLoadError
 from dpt_ros.core.params import config_from_params_file, parse_camera_list
 from dpt_ros.offline.bag import (BAG_VERSIONS, BagError, BagOptions, compatibility_note, is_bag,
                                  STORAGES)
-from dpt_ros.offline.runs import (BagResult, check_outputs, make_jobs, RayOptions, run_bags,
-                                  SUMMARY, summary_table, totals, write_summary)
+from dpt_ros.offline.runs import (BagResult, check_outputs, check_targets, make_jobs, RayOptions,
+                                  run_bags, SUMMARY, summary_table, totals, write_summary)
+from dpt_ros.offline.targets import output_path
 
 EXIT_NOTHING_RAN = 101
 MAX_FAILED_EXIT = 100
@@ -99,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument('--no-viewers', action='store_true',
                     help='do not write colored depth / segmentation viewing images')
     ap.add_argument('--force', action='store_true',
-                    help='redo every output (by default complete ones are skipped)')
+                    help='redo every output (by default complete ones are skipped); only '
+                    "dpt_bag's own outputs are ever replaced")
     ap.add_argument('--summary-json', metavar='PATH',
                     help=f'write the summary here (default for several bags: OUTPUT/{SUMMARY})')
     ap.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -180,6 +183,17 @@ def _print_single(r: BagResult) -> None:
         print('skipped: ' + ', '.join(f'{k} {v}' for k, v in r.skipped_messages.items()))
 
 
+def _write_summary(path: str, results: List[BagResult], how: Dict[str, Any]) -> bool:
+    """Write the summary JSON; on failure say so in one line (the bags' outputs stand)."""
+    try:
+        write_summary(Path(path), results, how['wall_seconds'], how)
+    except OSError as exc:
+        print(f"dpt_bag: error: the summary could not be written to '{path}': "
+              f'{exc.strerror or exc}', file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of `dpt_bag`."""
     args = parser().parse_args(_ray_flag_first(sys.argv[1:] if argv is None else argv))
@@ -188,8 +202,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         opts = options_from_args(args, cfg.cameras)
         ray_opts = ray_options(args)
         jobs, bad, several = make_jobs(args.inputs, args.output)
-        summary = args.summary_json or (str(Path(args.output) / SUMMARY) if several else None)
+        summary = args.summary_json or (str(output_path(args.output) / SUMMARY)
+                                        if several else None)
         check_outputs(jobs, [summary] if summary else [])
+        check_targets(jobs, summary)  # before the model loads: nothing run, nothing lost
         if any(is_bag(Path(j.src)) for j in jobs):  # announce only what will be written
             print(f'writing {compatibility_note(opts.storage, opts.version)}', file=sys.stderr)
         results, how = run_bags(jobs, cfg, opts, args.force, ray_opts, not args.quiet,
@@ -202,8 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               'do the rest', file=sys.stderr)
         return 130
     results = bad + results
-    if summary:
-        write_summary(Path(summary), results, how['wall_seconds'], how)
+    if summary and not _write_summary(summary, results, how):
+        summary = None
     if several:
         print(summary_table(results))
         t = totals(results, how['wall_seconds'])

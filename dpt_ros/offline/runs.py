@@ -5,8 +5,9 @@
 
 Each output bag is written into a hidden staging folder beside it (`.NAME.partial/NAME`),
 gets a completion marker written last, and is then renamed into place: an output folder is
-complete or absent. A re-run skips outputs with the marker, clears staging folders left by a
-killed run, and refuses a folder without the marker (not ours) unless --force.
+complete or absent. A re-run skips outputs with the marker and clears staging folders left by a
+killed run; --force replaces only dpt_bag's own outputs (targets.py says which folders those
+are), never a recording or anything else.
 
 The model is loaded once per worker (BagWorker: one in-process for a serial run, one Ray actor
 per worker), and each bag is the pure function bag.process_bag of (bag, options, config), so a
@@ -22,7 +23,6 @@ import json
 import logging
 import os
 from pathlib import Path
-import shutil
 import sys
 import time
 import traceback
@@ -34,8 +34,9 @@ from dpt_ros.core import memory
 from dpt_ros.core.config import Config, parse_sizes
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.offline.bag import BagError, BagOptions, is_bag, open_bag, plan_bag, process_bag
+from dpt_ros.offline.targets import (check_target, check_writable, clear_staging, MARKER,
+                                     output_path, refusal, remove_own, replace, staging)
 
-MARKER = 'dpt_bag_complete.json'
 SUMMARY = 'dpt_bag_summary.json'
 RAY_INSTALL = ("--ray needs Ray: pip install 'dpt_ros[ray]' (or pip install -r "
                'requirements/ray.txt); without --ray the bags run one after another')
@@ -94,19 +95,22 @@ def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagRe
 
     One input that is a bag (or not a bag at all) writes the output bag itself; several inputs,
     or a folder of bags, write one bag per input under the output root, named after the input.
+    Outputs are absolute (output_path). An output root that is, or lies inside, a folder of
+    bags read here raises BagError: a re-run would read its outputs as more bags.
     """
     paths = [Path(p) for p in inputs]
     if len(paths) == 1 and (is_bag(paths[0]) or not paths[0].is_dir()
                             or not _bags_inside(paths[0])):
         return [Job(_bag_name(paths[0]) if paths[0].exists() else paths[0].name,
-                    str(paths[0]), output)], [], False
-    root = Path(output)
+                    str(paths[0]), str(output_path(output)))], [], False
+    root = output_path(output)
     jobs: List[Job] = []
     bad: List[BagResult] = []
     for p in paths:
         if is_bag(p):
             found = [p]
         elif p.is_dir() and _bags_inside(p):
+            _check_not_inside(root, p)
             found = _bags_inside(p)
         else:
             reason = 'does not exist' if not p.exists() else \
@@ -125,6 +129,16 @@ def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagRe
     return jobs, bad, True
 
 
+def _check_not_inside(root: Path, folder: Path) -> None:
+    """Raise BagError when the output root is, or lies inside, a folder of bags being read."""
+    real, scanned = root.resolve(), folder.resolve()
+    if real == scanned or scanned in real.parents:
+        what = 'is' if real == scanned else 'is inside'
+        raise BagError(f"output '{root}' {what} the folder of bags '{folder}' that is read: "
+                       'nothing was written; choose an output outside the inputs (a re-run '
+                       'would read the outputs as bags)')
+
+
 def check_outputs(jobs: Sequence[Job], written: Sequence[str] = ()) -> None:
     """Raise BagError when an output is an input bag, lies inside one or holds one.
 
@@ -141,6 +155,24 @@ def check_outputs(jobs: Sequence[Job], written: Sequence[str] = ()) -> None:
                 via = f' (resolved: {real})' if str(real) != str(Path(out).absolute()) else ''
                 raise BagError(f"output '{out}'{via} {what} the input bag '{src}': nothing was "
                                'written; choose an output outside the inputs')
+
+
+def check_targets(jobs: Sequence[Job], summary: Optional[str] = None) -> None:
+    """Raise BagError, before the model loads, for an output dpt_bag may not write or replace.
+
+    That is an output that is not dpt_bag's to replace (targets.check_target), or a folder
+    (an output's, the summary's) where no file can be made: each gets a probe file, made and
+    removed at once.
+    """
+    for job in jobs:
+        check_target(Path(job.dst))
+    for folder in sorted({Path(j.dst).parent for j in jobs}):
+        check_writable(folder, 'output folder')
+    if summary:
+        path = Path(summary)
+        if path.is_dir():
+            raise BagError(f"summary '{summary}' is a folder: give --summary-json a file name")
+        check_writable(path.parent, 'summary folder')
 
 
 def is_complete(dst: Path) -> bool:
@@ -218,28 +250,16 @@ def _marker(dst: Path) -> Dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _replaceable(dst: Path) -> bool:
-    """Return whether --force may delete dst: an empty folder or one holding only a bag."""
-    bag_files = ('metadata.yaml', MARKER)
-    return dst.is_dir() and all(c.is_file() and (c.name in bag_files or c.suffix in (
-        '.mcap', '.db3', '.zstd') or c.name.endswith(('.db3-journal', '.db3-wal', '.db3-shm')))
-        for c in dst.iterdir())
-
-
-def _staging(dst: Path) -> Path:
-    # The inner folder keeps the bag's name: rosbags names the storage file after it.
-    return dst.parent / f'.{dst.name}.partial' / dst.name
-
-
 def triage(job: Job, force: bool) -> Optional[BagResult]:
     """Return a result for a job that must not run (complete, or not ours); else None."""
     dst = Path(job.dst)
-    if not dst.exists():
+    if not dst.exists() and not dst.is_symlink():
         return None
-    if not _replaceable(dst):
+    why = refusal(dst)
+    if why is not None:  # the command line refuses these up front (check_targets)
         return BagResult(job.name, job.src, job.dst, reason=(
-            f"output '{dst}' exists and holds more than a bag: dpt_bag never deletes it, even "
-            'with --force; remove it or choose another output'))
+            f"output '{dst}' {why}: dpt_bag never deletes it; move it away or choose another "
+            'output'))
     if force:
         return None
     made = _marker(dst)
@@ -254,8 +274,7 @@ def triage(job: Job, force: bool) -> Optional[BagResult]:
     if is_complete(dst):
         return BagResult(job.name, job.src, job.dst, 'skipped', 'complete (--force redoes it)')
     return BagResult(job.name, job.src, job.dst, reason=(
-        f"output '{dst}' exists and is not a complete dpt_bag output (no {MARKER}); pass "
-        '--force to replace it'))
+        f"output '{dst}' exists (an empty folder); pass --force to replace it"))
 
 
 def expected_frames(job: Job, opts: BagOptions, cfg: Config) -> Tuple[int, str]:
@@ -270,13 +289,6 @@ def expected_frames(job: Job, opts: BagOptions, cfg: Config) -> Tuple[int, str]:
 # ---------------------------------------------------------------------------- one worker
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's data, or a folder's entries, to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -286,27 +298,27 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _commit(job: Job, opts: BagOptions, staging: Path, result: BagResult) -> None:
+def _commit(job: Job, opts: BagOptions, folder: Path, result: BagResult) -> None:
     """Make the bag durable, then write the marker (durable too), then move it into place.
 
     A crash at any point leaves a complete output or none: never a marker beside data that a
     power cut could still lose.
     """
-    for f in sorted(staging.rglob('*'), reverse=True):  # files before their folders
+    for f in sorted(folder.rglob('*'), reverse=True):  # files before their folders
         _fsync(f)
-    _fsync(staging)
+    _fsync(folder)
     marker = {'input': job.src, 'frames': result.frames, 'topics': result.topics,
               'no_camera_info': result.no_camera_info, 'settings': job.settings,
               'source': job.source, 'skipped_messages': result.skipped_messages,
               'options': asdict(opts)}
-    with open(staging / MARKER, 'w') as out:
+    with open(folder / MARKER, 'w') as out:
         out.write(json.dumps(marker, indent=1, sort_keys=True) + '\n')
         out.flush()
         os.fsync(out.fileno())
-    _fsync(staging)
+    _fsync(folder)
     dst = Path(job.dst)
-    _remove(dst)
-    staging.rename(dst)
+    replace(dst)  # checks again: only an output of ours (with --force) is ever removed
+    folder.rename(dst)
     _fsync(dst.parent)
 
 
@@ -314,25 +326,29 @@ def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
             on_frames: Callable[[int], None] = lambda n: None) -> BagResult:
     """Process one bag into its output; any failure becomes the result's reason."""
     result = BagResult(job.name, job.src, job.dst, worker=f'{os.uname().nodename}:{os.getpid()}')
-    staging = _staging(Path(job.dst))
+    dst = Path(job.dst)
+    folder = staging(dst)
+    made = False
     t0 = time.perf_counter()
     try:
-        _remove(staging.parent)  # left by a run that was killed
-        staging.parent.mkdir(parents=True)
-        report = process_bag(Path(job.src), staging, opts, pipe, on_frames)
+        clear_staging(dst)  # left by a run that was killed; only if it holds a bag alone
+        folder.parent.mkdir(parents=True)
+        made = True
+        report = process_bag(Path(job.src), folder, opts, pipe, on_frames)
         result.status, result.frames, result.seconds = 'done', report.frames, report.seconds
         result.fps, result.no_camera_info = report.fps, report.no_camera_info
         result.cameras = [asdict(c) for c in report.cameras]
         result.topics, result.skipped_messages = report.topics, report.skipped
         result.stages_p50_ms, result.notes = report.stages_p50_ms, report.notes
-        _commit(job, opts, staging, result)
+        _commit(job, opts, folder, result)
     except BagError as exc:
         result.reason = str(exc)
     except Exception as exc:  # noqa: B902 - one bag's bug must not stop the others
         result.reason = f'{type(exc).__name__}: {exc}'
         result.traceback = traceback.format_exc()
     finally:
-        _remove(staging.parent)
+        if made:
+            remove_own(folder.parent)
     result.seconds = result.seconds or time.perf_counter() - t0
     return result
 

@@ -169,7 +169,7 @@ class Worker:
         if not want:
             return None  # no one listens: spend nothing
         try:
-            f = FrameIn.decode(taken.msg, isinstance(taken.msg, CompressedImage),
+            f = FrameIn.decode(taken.msg, isinstance(taken.msg, CompressedImage), rt.pipeline,
                                camera=cam.name, want=want, origin=(cam, taken))
         except FrameError as exc:
             cam.stats.add_error()

@@ -68,6 +68,19 @@ def test_decode_raw_and_compressed_or_say_why():
         FrameIn.decode(SimpleNamespace(**dict(vars(image(s.rgb)), encoding='8UC3')), False)
 
 
+def test_decode_with_the_pipeline_refuses_a_frame_its_network_cannot_take(pipe):
+    """A frame the network would resize to nothing is a FrameError when decoded with pipe.
+
+    The node and dpt_bag decode with their pipeline: the frame is refused there, alone
+    (skipped and counted), not in the forward it would share.
+    """
+    sliver = image(np.zeros((1, 4000, 3), np.uint8))
+    assert FrameIn.decode(sliver, False).frame.width == 4000  # decodable as such
+    with pytest.raises(FrameError, match='too small for the depth model'):
+        FrameIn.decode(sliver, False, pipe)
+    assert FrameIn.decode(image(synthetic_scene(64, 48).rgb), False, pipe).frame.height == 48
+
+
 def test_calibration_converts_once_per_message_and_checks_each_frame():
     s = synthetic_scene(64, 48)
     cal = Calibration()

@@ -214,3 +214,21 @@ def test_frames_leave_no_reference_cycles(checkpoints):
         assert ref() is None, 'the pipeline is freed as soon as it is dropped'
     finally:
         gc.enable()
+
+
+def test_a_frame_too_small_for_the_network_is_a_frame_error(pipe):
+    """A 1 x 4000 frame resizes to no rows: a FrameError before any work, not torch's error.
+
+    The node and dpt_bag check each frame as they decode it (FrameIn.decode with the
+    pipeline) and skip it alone; process_batch refuses it before touching the others.
+    """
+    from dpt_ros.core.conversions import FrameError
+    s = synthetic_sequence(1, 96, 72)[0]
+    good, sliver = Frame(s.rgb, 'rgb8'), Frame(np.zeros((1, 4000, 3), np.uint8), 'rgb8')
+    pipe.check_frame(good)
+    pipe.check_frame(Frame(np.zeros((1, 1, 3), np.uint8), 'rgb8'))  # upscaled: fine
+    with pytest.raises(FrameError, match='image 4000x1 is too small for the depth model'):
+        pipe.check_frame(sliver)
+    with pytest.raises(FrameError, match='too small'):
+        pipe.process_batch([good, sliver], [None, None], {'depth'})
+    assert pipe.process_batch([good], [None], {'depth'})[0].arrays['depth'].shape == (72, 96)

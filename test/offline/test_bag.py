@@ -306,3 +306,45 @@ def test_ray_flag_before_the_inputs():
     assert _ray_flag_first(['--ray', 'auto', 'a', 'o']) == ['--ray', 'auto', 'a', 'o']
     assert _ray_flag_first(['--ray', '10.0.0.1:6379', 'a', 'o'])[1] == '10.0.0.1:6379'
     assert _ray_flag_first(['--ray', '--quiet', 'a', 'o'])[0] == '--ray'
+
+
+@pytest.mark.parametrize('window', [('--start', 100), ('--start', 0.05, '--end', 0.08)])
+def test_a_window_without_frames_fails_the_bag(tmp_path, params, window, capsys):
+    """--start past the end (or a window between two frames): the bag fails, nothing written.
+
+    Issue: an empty bag was written and marked complete, so a re-run skipped it for good.
+    """
+    src = tmp_path / 'in'
+    write_bag(src, synthetic_frames(3))  # frames at 0, 0.1 and 0.2 s
+    dst = tmp_path / 'out'
+    assert run(src, dst, '--params-file', params, *window) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if 'error' in ln]
+    assert len(lines) == 1 and f'no frames of {IMAGE_TOPIC} in the window --start' in lines[0]
+    assert 'the bag spans 0.200 s' in lines[0] and 'Traceback' not in err
+    assert not dst.exists() and sorted(p.name for p in tmp_path.iterdir()) == ['in',
+                                                                               'params.yaml']
+
+
+def test_a_frame_too_small_for_the_network_is_skipped_alone(tmp_path, params, capsys):
+    """A decodable 1 x 4000 frame (resized to no rows) is skipped and counted; 4 of 5 done.
+
+    Issue: torch's resize failed on it and the whole bag failed with a RuntimeError.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    frames = synthetic_frames(5)
+    src = tmp_path / 'in'
+    with Writer(src, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        ci = w.add_connection(IMAGE_TOPIC, 'sensor_msgs/msg/Image', typestore=STORE)
+        for i, (rgb, _, stamp) in enumerate(frames):
+            if i == 2:
+                rgb = np.zeros((1, 4000, 3), np.uint8)
+            w.write(ci, stamp, STORE.serialize_cdr(image(rgb, stamp, False),
+                                                   'sensor_msgs/msg/Image'))
+    dst = tmp_path / 'out'
+    assert run(src, dst, '--params-file', params, '--batch', 5) == 0
+    captured = capsys.readouterr()
+    assert 'processed 4 frames' in captured.out and 'skipped: frame 1' in captured.out
+    assert 'image 4000x1 is too small for the depth model' in captured.err
+    got = [stamp_ns(m) for _, m in read_bag(dst)[f'{NS}/depth/image']]
+    assert got == [f[2] for i, f in enumerate(frames) if i != 2]

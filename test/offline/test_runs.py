@@ -116,18 +116,20 @@ def test_rerun_skips_complete_redoes_half_written_and_force_redoes_all(tmp_path,
     shutil.rmtree(root / 'c')
     (root / 'c').mkdir()
     (root / 'c' / 'notes.txt').write_text('mine')
+    # Never deleted, even with --force: the run is refused before anything runs.
+    assert run(fleet, root, '--params-file', params, '--force') == EXIT_NOTHING_RAN
+    assert (root / 'c' / 'notes.txt').read_text() == 'mine'
+    assert staging.is_dir() and (root / 'a' / MARKER).stat().st_mtime_ns == first['a']
+    (root / 'c' / 'notes.txt').unlink()  # an empty folder: replaced with --force only
     assert run(fleet, root, '--params-file', params) == 1
     assert statuses(root) == {'a': 'skipped', 'b': 'done', 'c': 'failed'}
     assert (root / 'a' / MARKER).stat().st_mtime_ns == first['a']  # not redone
     assert (root / 'b' / MARKER).is_file() and not (root / '.b.partial').exists()
-    assert (root / 'c' / 'notes.txt').read_text() == 'mine'  # never replaced without --force
-    # --force redoes every output, but never deletes a folder holding more than a bag.
-    assert run(fleet, root, '--params-file', params, '--force') == 1
-    assert statuses(root) == {'a': 'done', 'b': 'done', 'c': 'failed'}
-    assert (root / 'a' / MARKER).stat().st_mtime_ns != first['a']
-    assert (root / 'c' / 'notes.txt').read_text() == 'mine'
-    (root / 'c' / 'notes.txt').unlink()  # an empty folder may be replaced
+    assert (root / 'c').is_dir() and not list((root / 'c').iterdir())
+    # --force redoes every output.
     assert run(fleet, root, '--params-file', params, '--force') == 0
+    assert set(statuses(root).values()) == {'done'}
+    assert (root / 'a' / MARKER).stat().st_mtime_ns != first['a']
     # Outputs made with other settings are not taken for complete.
     assert run(fleet, root, '--params-file', params, '--no-viewers') == 3
     reasons = {b['bag']: b['reason'] for b in summary(root)['bags']}
@@ -307,7 +309,8 @@ def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path, params,
     (tmp_path / 'link').symlink_to(a, target_is_directory=True)
     (tmp_path / 'adir').symlink_to(a, target_is_directory=True)
     inputs, out, what = {
-        'folder onto itself': ([fleet], fleet, 'is'),  # the issue: dpt_bag FOLDER FOLDER --force
+        # the issue: dpt_bag FOLDER FOLDER --force; the root is the folder of bags read
+        'folder onto itself': ([fleet], fleet, 'is the folder of bags'),
         'bag onto itself': ([a], a, 'is'),
         'inside the input': ([a], a / 'out', 'is inside'),
         'contains the input': ([a], fleet, 'contains'),
@@ -320,9 +323,10 @@ def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path, params,
     errors = [ln for ln in capsys.readouterr().err.splitlines() if 'error' in ln]
     assert len(errors) == 1, errors
     # Several bags: the first job whose output (root/name) is an input is named.
-    named = fleet / 'a' if out == fleet and shape != 'contains the input' else out
+    named = fleet / 'a' if out == fleet and shape == 'several into their folder' else out
     assert errors[0].startswith(f"dpt_bag: error: output '{named}'")
-    assert f" {what} the input bag '" in errors[0] and 'nothing was written' in errors[0]
+    what = what if what.endswith('bags') else f'{what} the input bag'
+    assert f" {what} '" in errors[0] and 'nothing was written' in errors[0]
     if 'symlink' in shape:
         assert f'(resolved: {a.resolve()}' in errors[0]
     assert _snapshot(tmp_path) == before  # the recordings untouched, nothing written
@@ -432,3 +436,185 @@ def test_engines_are_built_when_the_model_loads_not_in_the_first_bag(tmp_path, c
         [('a', 'done', 5), ('b', 'done', 5)]
     assert [b['backend_builds'] for b in bags] == [0, 0]
     assert len(list((tmp_path / 'engines').glob('*.onnx'))) == 1  # batch-free: one session
+
+
+def _errors(capsys):
+    return [ln for ln in capsys.readouterr().err.splitlines() if 'error' in ln]
+
+
+def test_output_dot_is_the_current_folder_never_emptied(tmp_path, params, monkeypatch, capsys):
+    """`dpt_bag BAG . --force` in a folder of recordings: refused, the recordings kept.
+
+    Issue: `.` has no name, the staging folder's parent was `.` itself, and clearing it
+    deleted the current folder's files before the run crashed.
+    """
+    src = make_bags(tmp_path / 'fleet', ['b']) / 'b'
+    here = make_bags(tmp_path / 'here', ['keep1.mcap', 'keep2.mcap'])
+    monkeypatch.chdir(here)
+    before = _snapshot(tmp_path)
+    for force in ((), ('--force',)):
+        assert run(src, '.', '--params-file', params, *force) == EXIT_NOTHING_RAN
+        errors = _errors(capsys)
+        assert len(errors) == 1 and f"output '{here}' holds keep1.mcap, keep2.mcap" in errors[0]
+        assert '--force' not in errors[0]
+    assert _snapshot(tmp_path) == before
+    # An empty current folder: the bag would replace the folder the shell is in.
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert run(src, '.', '--params-file', params, '--force') == EXIT_NOTHING_RAN
+    assert 'is the folder you are in' in _errors(capsys)[0]
+    assert empty.is_dir() and not list(tmp_path.glob('.*partial'))
+    # As the root of several outputs, `.` is the current folder by its real path.
+    fleet = make_bags(tmp_path / 'fleet2', ['a', 'c'])
+    assert run(fleet, '.', '--params-file', params) == 0
+    assert sorted(p.name for p in empty.iterdir()) == ['a', 'c', SUMMARY]
+    assert (empty / 'a' / MARKER).is_file()
+
+
+def _recording(folder):
+    """Write a real recording into folder: metadata.yaml and an sqlite3 file, no marker."""
+    write_bag(folder, synthetic_frames(2, 48, 36), storage='sqlite3')
+    return folder
+
+
+@pytest.mark.parametrize('kind', ['several recordings', 'a recording', 'our output and more',
+                                  'a file'])
+def test_force_replaces_only_a_dpt_bag_output(tmp_path, params, kind, capsys):
+    """--force never deletes what dpt_bag did not write: one line, exit 101, all kept."""
+    src = make_bags(tmp_path / 'fleet', ['a']) / 'a'
+    dst = tmp_path / 'out'
+    if kind == 'several recordings':
+        make_bags(dst, ['monday.mcap', 'tuesday.mcap'])
+        held = 'holds monday.mcap, tuesday.mcap'
+    elif kind == 'a recording':
+        _recording(dst)
+        held = 'holds metadata.yaml, out.db3 and is not a dpt_bag output'
+    elif kind == 'our output and more':
+        assert run(src, dst, '--params-file', params) == 0
+        (dst / 'notes.txt').write_text('mine')
+        held = 'is a dpt_bag output but also holds notes.txt'
+    else:
+        dst.write_text('important')
+        held = 'is a file'
+    before = _snapshot(tmp_path)
+    assert run(src, dst, '--params-file', params, '--force') == EXIT_NOTHING_RAN
+    errors = _errors(capsys)
+    assert len(errors) == 1 and errors[0].startswith(f"dpt_bag: error: output '{dst}' {held}")
+    assert 'never deletes it' in errors[0] and '--force' not in errors[0]
+    assert _snapshot(tmp_path) == before
+
+
+def test_staging_and_replace_remove_only_what_dpt_bag_wrote(tmp_path):
+    """The deleting functions check again, whatever their caller checked before."""
+    from dpt_ros.offline import targets
+    from dpt_ros.offline.bag import BagError
+    dst = tmp_path / 'out'
+    partial = targets.staging(dst).parent
+    partial.mkdir()
+    (partial / 'thesis.txt').write_text('mine')
+    with pytest.raises(BagError, match='thesis.txt'):
+        targets.clear_staging(dst)
+    assert (partial / 'thesis.txt').read_text() == 'mine'
+    (partial / 'thesis.txt').unlink()
+    make_bags(partial / 'out', ['out.mcap'])  # a killed run's half-written bag: ours
+    targets.clear_staging(dst)
+    assert not partial.exists()
+    _recording(dst)
+    with pytest.raises(BagError, match='not a dpt_bag output'):
+        targets.replace(dst)
+    assert (dst / 'out.db3').is_file()
+
+
+@pytest.mark.parametrize('out', ['the folder', 'inside the folder'])
+def test_an_output_root_in_a_folder_of_single_file_bags_is_refused(tmp_path, params, out,
+                                                                   capsys):
+    """`dpt_bag FOLDER FOLDER` with .mcap files in FOLDER: refused, as for bag folders.
+
+    Issue: the outputs were written beside the inputs, and the next run read them as bags.
+    """
+    fleet = make_bags(tmp_path / 'mc', ['x.mcap', 'y.mcap'])
+    root = fleet if out == 'the folder' else fleet / 'out'
+    before = _snapshot(tmp_path)
+    assert run(fleet, root, '--params-file', params) == EXIT_NOTHING_RAN
+    errors = _errors(capsys)
+    what = 'is' if out == 'the folder' else 'is inside'
+    assert len(errors) == 1 and f"output '{root}' {what} the folder of bags '{fleet}'" in \
+        errors[0] and 'nothing was written' in errors[0]
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize('kind', ['root is a file', 'root under a file', 'output under a file',
+                                  'summary is a folder'])
+def test_an_output_that_cannot_be_written_is_refused_before_the_model(tmp_path, params, kind,
+                                                                      monkeypatch, capsys):
+    loads = []
+    monkeypatch.setattr(bag_runs, 'Pipeline', lambda *a, **k: loads.append(1))
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'])
+    (tmp_path / 'file.txt').write_text('important')
+    (tmp_path / 'sums').mkdir()
+    args = {'root is a file': [fleet, tmp_path / 'file.txt'],
+            'root under a file': [fleet, tmp_path / 'file.txt' / 'out'],
+            'output under a file': [fleet / 'a', tmp_path / 'file.txt' / 'out'],
+            'summary is a folder': [fleet, tmp_path / 'out', '--summary-json',
+                                    tmp_path / 'sums']}[kind]
+    before = _snapshot(tmp_path)
+    assert run(*args, '--params-file', params) == EXIT_NOTHING_RAN
+    errors = _errors(capsys)
+    assert len(errors) == 1 and ('is a file' in errors[0] or 'is a folder' in errors[0])
+    assert _snapshot(tmp_path) == before and not loads
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Return a maker of folders no one may write into, root included (chattr +i)."""
+    import subprocess
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(['chattr', '+i', str(folder)], capture_output=True).returncode:
+            pytest.skip('chattr +i is not available here (needs root and ext4 or alike)')
+        made.append(folder)
+        return folder
+    yield make
+    for folder in made:
+        subprocess.run(['chattr', '-i', str(folder)], check=True)
+
+
+@pytest.mark.parametrize('kind', ['single', 'several', 'summary'])
+def test_an_unwritable_output_is_refused_before_the_model(tmp_path, params, immutable, kind,
+                                                          monkeypatch, capsys):
+    loads = []
+    monkeypatch.setattr(bag_runs, 'Pipeline', lambda *a, **k: loads.append(1))
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'])
+    ro = immutable(tmp_path / 'ro')
+    args = {'single': [fleet / 'a', ro / 'out'], 'several': [fleet, ro / 'multi'],
+            'summary': [fleet, tmp_path / 'rw', '--summary-json', ro / 's.json']}[kind]
+    assert run(*args, '--params-file', params) == EXIT_NOTHING_RAN
+    errors = _errors(capsys)
+    assert len(errors) == 1 and f"no file can be made in '{ro}'" in errors[0], errors
+    assert not loads and not list(ro.iterdir()) and not (tmp_path / 'rw').exists()
+
+
+def test_a_summary_that_fails_at_the_end_is_one_line(tmp_path, params, immutable, monkeypatch,
+                                                     capsys):
+    """The summary's folder turns read-only during the run: the bags stand, exit 0."""
+    from dpt_ros.offline import cli
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'])
+    real = cli.run_bags
+
+    def then_read_only(*a, **k):
+        out = real(*a, **k)
+        immutable(tmp_path / 'sums')
+        return out
+    monkeypatch.setattr(cli, 'run_bags', then_read_only)
+    (tmp_path / 'sums').mkdir()
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params, '--summary-json',
+               tmp_path / 'sums' / 's.json') == 0
+    captured = capsys.readouterr()
+    errors = [ln for ln in captured.err.splitlines() if 'error' in ln]
+    assert len(errors) == 1 and 'the summary could not be written' in errors[0]
+    assert 'Traceback' not in captured.err and '2 done' in captured.out
+    assert (root / 'a' / MARKER).is_file() and (root / 'b' / MARKER).is_file()
