@@ -27,7 +27,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
-from dpt_ros.core.config import Config, ConfigError, parse_sizes
+from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MODEL, parse_sizes
 from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve_device
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
 from dpt_ros.core.pipeline import Pipeline
@@ -35,7 +35,7 @@ from dpt_ros.core.reports import Throttle
 from dpt_ros.ros import fastdds
 from dpt_ros.ros.cameras import Camera, CameraIO
 from dpt_ros.ros.diagnostics import Diagnostics
-from dpt_ros.ros.parameters import Parameters
+from dpt_ros.ros.parameters import given, Parameters
 from dpt_ros.ros.serialized import zero_copy_reason
 from dpt_ros.ros.worker import Worker
 
@@ -89,7 +89,21 @@ class Runtime:
         self.cameras = [Camera(n) for n in (self.cfg.cameras or ('',))]
         self.worker = Worker(self)
         if self.given_pipeline is None:
-            self.worker.run(self._load_host_models)
+            try:
+                self.worker.run(self._load_host_models)
+            except ModelLoadError as exc:
+                raise ModelLoadError(f'{exc}{self._default_model_hint()}') from exc
+
+    def _default_model_hint(self) -> str:
+        """Why the default checkpoint was loaded, when no parameter named one."""
+        m = self.cfg.model if self.cfg is not None else None
+        if m is None or m.depth != DEFAULT_DEPTH_MODEL or m.segmentation or \
+                'model.depth' in given(self.node):
+            return ''
+        return (f' (No model.depth was given, so the default {DEFAULT_DEPTH_MODEL} was tried: '
+                'if a params file sets it, check that its top-level key is this node '
+                f"({self.node.get_fully_qualified_name()}, or its name '{self.node.get_name()}') "
+                "or '/**'.)")
 
     def activate(self) -> None:
         """Put the models on the device, then advertise, subscribe and report."""

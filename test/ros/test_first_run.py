@@ -220,6 +220,20 @@ def test_shipped_config_offline_says_how_to_fetch_the_weights(tmp_path):
     err = errors[0]
     assert DEFAULT.hub_id in err and 'HF_HUB_OFFLINE' in err
     assert f'hf download {DEFAULT.hub_id} --local-dir' in err
+    assert 'No model.depth was given' not in err  # the shipped file names it
+
+
+def test_a_params_file_for_another_node_name_is_pointed_at(tmp_path):
+    """Settings under a key that is not the node's are not applied: the error says where."""
+    wrong = tmp_path / 'p.yaml'
+    wrong.write_text(yaml.safe_dump({'dpt_node': {'ros__parameters': {
+        'model': {'depth': str(tmp_path / 'mine'), 'device': 'cpu'}}}}))
+    node = NodeProcess(['--params-file', str(wrong)],
+                       env={'HF_HUB_OFFLINE': '1', 'HF_HUB_CACHE': str(tmp_path / 'empty')})
+    assert node.wait_exit(120) == 2, node.text()
+    err = next(ln for ln in node.err if ln.startswith('dpt_node: error: '))
+    assert f'No model.depth was given, so the default {DEFAULT.hub_id} was tried' in err
+    assert "top-level key is this node (/dpt, or its name 'dpt') or '/**'" in err
 
 
 def test_a_hub_id_in_the_hf_cache_loads_offline(tmp_path, default_family_checkpoint):
