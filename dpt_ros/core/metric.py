@@ -488,12 +488,14 @@ class MetricTracker:
             if not verdict:
                 meas = (s_m, b_m, r, dmed)
         pred = None
+        cut = False  # the alignment says this is another view: the last map is not its map
         if t.has_map and not t.lost:
             # Carried through the model's change when temporal, else the last fit as it was.
-            pred = (self._predict(t, ali) if cfg.depth.temporal else None) or \
-                (t.scale, t.shift)
+            carried = self._predict(t, ali) if cfg.depth.temporal else None
+            cut = cfg.depth.temporal and ali is not None and carried is None
+            pred = carried or (t.scale, t.shift)
         p_var = t.var + _PROCESS_VAR
-        if meas is not None and pred is not None and cfg.depth.temporal:
+        if meas is not None and pred is not None and cfg.depth.temporal and not cut:
             s_m, b_m, r, dmed = meas
             s_p, b_p = pred
             # Innovation: log ratio of the two fits' inverse depth at the frame's median d.
@@ -511,7 +513,9 @@ class MetricTracker:
                 k = 1.0 if math.isinf(p_var) else p_var / (p_var + r)
                 s_new, b_new = s_p + k * (s_m - s_p), b_p + k * (b_m - b_p)
                 var = r if math.isinf(p_var) else (1 - k) * p_var
-        if meas is not None and (pred is None or not cfg.depth.temporal):
+        if meas is not None and (pred is None or not cfg.depth.temporal or cut):
+            # After a cut an accepted anchor fit stands on its own: gating it against the
+            # previous view's map would publish that map over good anchors.
             s_new, b_new, var = meas[0], meas[1], meas[2]
             t.gated_run = 0
         if meas is not None:

@@ -437,3 +437,25 @@ def test_frames_of_another_view_are_not_aligned_to_each_other():
         assert (fits[0].scale, fits[0].shift) == (1.0, 0.0), i
     fits, _ = tr.run((2 * views[1] + 3)[None], [None], [''], [0.7], cfg, False)
     assert fits[0].scale != 1.0  # the same view again: aligned
+
+
+@pytest.mark.parametrize('jump', [1.3, 2.0])
+def test_after_a_cut_good_anchors_are_taken_not_the_last_views_map(jump):
+    # The view changes (the alignment to the previous frame fails) and the model's scale with
+    # it, while true anchors keep coming: their fit is this frame's, and the previous view's
+    # map, gated against, would be published over them as 'held'.
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:48, 0:64]
+    views = [(1.0 / (1.0 + 3.0 * xx / 64 + 1.0 * yy / 48)).astype(np.float32),
+             (1.0 / (1.5 + 2.0 * yy / 48 + 0.5 * np.sin(xx / 5.0))).astype(np.float32)]
+    tr = MetricTracker(torch.device('cpu'))
+    for i in range(8):
+        q = views[i >= 4]
+        d = torch.tensor(50.0 * (jump if i >= 4 else 1.0) * q + 0.05 * float(np.median(q)))
+        fit = tr.run(d[None], [_anchors(rng, q)], ['cam'], [0.1 * i], FITTED, True)[0][0]
+        assert fit.report.state == 'fitted' and not fit.report.gated, (i, fit.report.state)
+        assert _absrel(fit, d, q) < 0.01, i
+    # A wrong anchor frame in the same view is still gated (the cut rule is for cuts only).
+    q, d = views[1], torch.tensor(50.0 * jump * views[1] + 0.05 * float(np.median(views[1])))
+    fit = tr.run(d[None], [_anchors(rng, q, factor=1.3)], ['cam'], [0.9], FITTED, True)[0][0]
+    assert fit.report.gated and _absrel(fit, d, q) < 0.01
