@@ -103,8 +103,18 @@ def from_depth_image(msg: Any, image_size: Tuple[int, int],
 
 def _check_frame(what: str, frame: str, image_frame: str,
                  extrinsic: Optional[np.ndarray]) -> bool:
-    """Return whether anchors are in a frame other than the image's; refuse that unposed."""
-    other = bool(frame and image_frame and frame != image_frame)
+    """Return whether anchors are in a frame other than the image's; refuse that unposed.
+
+    An empty frame_id on one side only leaves nothing to check the registration by: refused
+    too, rather than taken as registered (on neither side, they are taken as registered).
+    """
+    if bool(frame) != bool(image_frame):
+        named = (f"the image is in '{image_frame}' but the anchor {what} has no frame_id"
+                 if image_frame else f"the anchor {what} is in '{frame}' but the image has no "
+                 'frame_id')
+        raise AnchorError(f'{named}: whether the anchors are registered to this camera cannot '
+                          "be checked. Set the sensor driver's frame_id.")
+    other = bool(frame and frame != image_frame)
     if other and extrinsic is None:
         raise AnchorError(f"anchor {what} is in frame '{frame}' but the image in "
                           f"'{image_frame}': set anchors.extrinsic to the fixed pose of "
@@ -181,14 +191,17 @@ def from_points(msg: Any, image_intr: Optional[Intrinsics], image_frame: str,
                 extrinsic: Optional[np.ndarray] = None) -> Anchors:
     """Turn a PointCloud2 into anchors at colour pixels (points behind or outside dropped).
 
-    Without an extrinsic the cloud must be in the image's frame_id; with one, it is taken as
-    the fixed pose of the cloud's frame in the optical frame.
+    Without an extrinsic the cloud must be in the image's frame_id; with one, a cloud in
+    another frame is taken as in the frame the extrinsic poses in the optical frame (a cloud in
+    the image's frame is used as it is).
     """
     if image_intr is None:
         raise AnchorError('anchors/points need camera_info to be projected into the image.')
-    _check_frame('cloud', str(msg.header.frame_id), image_frame, extrinsic)
+    other = _check_frame('cloud', str(msg.header.frame_id), image_frame, extrinsic)
     xyz = _cloud_xyz(msg)
-    return _in_image(xyz, extrinsic, image_intr, int(xyz.shape[0]), stamp_ns(msg.header) * 1e-9)
+    # A cloud already in the image's frame is not moved, as a depth image is not.
+    return _in_image(xyz, extrinsic if other else None, image_intr, int(xyz.shape[0]),
+                     stamp_ns(msg.header) * 1e-9)
 
 
 def _project(pts: np.ndarray, intr: Intrinsics, received: int, stamp: float) -> Anchors:

@@ -20,7 +20,7 @@ def _header(stamp_ns=0, frame='cam'):
                                                  nanosec=stamp_ns % 10**9), frame_id=frame)
 
 
-def _image(arr, encoding, stamp_ns=0, pad=0, bigendian=False):
+def _image(arr, encoding, stamp_ns=0, pad=0, bigendian=False, frame='cam'):
     if bigendian:
         arr = arr.astype(arr.dtype.newbyteorder('>'))
     f = image_fields(arr, encoding)
@@ -29,7 +29,7 @@ def _image(arr, encoding, stamp_ns=0, pad=0, bigendian=False):
         data = np.concatenate([data, np.zeros((arr.shape[0], pad), np.uint8)], 1)
     return SimpleNamespace(height=f['height'], width=f['width'], encoding=encoding,
                            is_bigendian=int(bigendian), step=f['step'] + pad,
-                           data=data.tobytes(), header=_header(stamp_ns))
+                           data=data.tobytes(), header=_header(stamp_ns, frame))
 
 
 def _cloud(xyz, frame='cam', stamp_ns=0, dtype='<f4', extra=0, names='xyz'):
@@ -50,14 +50,14 @@ def _cloud(xyz, frame='cam', stamp_ns=0, dtype='<f4', extra=0, names='xyz'):
 def test_registered_depth_16uc1_and_32fc1():
     mm = np.zeros((48, 64), np.uint16)
     mm[10, 20], mm[30, 5] = 1500, 2750
-    a = anc.from_depth_image(_image(mm, '16UC1', pad=6), (64, 48))
+    a = anc.from_depth_image(_image(mm, '16UC1', pad=6), (64, 48), image_frame='cam')
     assert sorted(zip(a.u.tolist(), a.v.tolist(), a.z.tolist())) == \
         [(5.0, 30.0, pytest.approx(2.75)), (20.0, 10.0, pytest.approx(1.5))]
     assert a.received == 2
     m = np.full((48, 64), np.nan, np.float32)
     m[1, 2], m[3, 4], m[5, 6] = 0.8, 0.0, -1.0  # 0 and negative are no reading
     b = anc.from_depth_image(_image(m, '32FC1', stamp_ns=2_500_000_000, bigendian=True),
-                             (64, 48))
+                             (64, 48), image_frame='cam')
     assert (b.u.tolist(), b.v.tolist(), b.z.tolist()) == ([2.0], [1.0], [pytest.approx(0.8)])
     assert b.stamp == 2.5
 
@@ -66,13 +66,13 @@ def test_other_resolution_resampled_with_its_camera_info():
     half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
     z = np.zeros((24, 32), np.float32)
     z[6, 8] = 2.0
-    a = anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, half)
+    a = anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, half, image_frame='cam')
     # Same optical frame, other intrinsics: the ray through depth pixel (8, 6).
     assert a.u[0] == pytest.approx((8 - 15.75) / 50 * 100 + 31.5)
     assert a.v[0] == pytest.approx((6 - 11.75) / 50 * 100 + 23.5)
     assert a.z[0] == pytest.approx(2.0)
     with pytest.raises(anc.AnchorError, match='anchors/camera_info'):
-        anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, None)
+        anc.from_depth_image(_image(z, '32FC1'), (64, 48), INTR, None, image_frame='cam')
 
 
 @pytest.mark.parametrize('msg, words', [
@@ -84,7 +84,7 @@ def test_other_resolution_resampled_with_its_camera_info():
 ])
 def test_bad_depth_messages_name_the_problem(msg, words):
     with pytest.raises(anc.AnchorError) as info:
-        anc.from_depth_image(msg, (64, 48))
+        anc.from_depth_image(msg, (64, 48), image_frame='cam')
     for w in words:
         assert w in str(info.value)
 
@@ -98,7 +98,7 @@ def test_cloud_projection_drops_behind_and_outside():
     a = anc.from_points(_cloud(xyz, extra=4), INTR, 'cam')
     assert a.received == 4
     assert np.allclose(np.c_[a.u, a.v, a.z], [[31.5, 23.5, 2.0], [51.5, 13.5, 1.0]])
-    b = anc.from_points(_cloud(xyz, dtype='<f8'), INTR, '')
+    b = anc.from_points(_cloud(xyz, dtype='<f8'), INTR, 'cam')
     assert b.z.size == 2
 
 
@@ -114,6 +114,31 @@ def test_cloud_through_the_extrinsic():
     assert a.u[0] == pytest.approx((0.1 + 0.1) / 2.0 * 100 + 31.5)
     with pytest.raises(anc.AnchorError, match="'lidar'.*anchors.extrinsic"):
         anc.from_points(_cloud(lidar, frame='lidar'), INTR, 'cam')
+    # A cloud already in the image's frame is used as it is, extrinsic or not (as a depth
+    # image in the image's frame is): moving it would put it 0.1 m off, silently.
+    optical = np.array([[0.2, -0.1, 1.0]])
+    same = anc.from_points(_cloud(optical, frame='cam'), INTR, 'cam', ext)
+    assert same.z.size == 1
+    assert np.allclose(np.c_[same.u, same.v, same.z], [[51.5, 13.5, 1.0]])
+
+
+@pytest.mark.parametrize('cloud_frame, image_frame, refused', [
+    ('', 'cam', True), ('cam', '', True), ('', '', False)])
+def test_an_empty_frame_id_on_one_side_is_refused(cloud_frame, image_frame, refused):
+    # Nothing to check the registration by: refused, not taken as registered.
+    xyz = np.array([[0.2, -0.1, 1.0]])
+    depth = np.zeros((48, 64), np.float32)
+    depth[10, 20] = 1.5
+    if not refused:
+        assert anc.from_points(_cloud(xyz, frame=cloud_frame), INTR, image_frame).z.size == 1
+        assert anc.from_depth_image(_image(depth, '32FC1', frame=cloud_frame), (64, 48),
+                                    image_frame=image_frame).z.size == 1
+        return
+    with pytest.raises(anc.AnchorError, match='no frame_id.*cannot be checked'):
+        anc.from_points(_cloud(xyz, frame=cloud_frame), INTR, image_frame)
+    with pytest.raises(anc.AnchorError, match='no frame_id.*cannot be checked'):
+        anc.from_depth_image(_image(depth, '32FC1', frame=cloud_frame), (64, 48),
+                             image_frame=image_frame)
 
 
 @pytest.mark.parametrize('msg, intr, words', [
@@ -229,14 +254,15 @@ def test_dense_depth_image_subsampled_before_decoding_the_rest():
     rng = np.random.default_rng(0)
     mm = rng.integers(500, 5000, (48, 64)).astype(np.uint16)
     mm[rng.random((48, 64)) < 0.3] = 0
-    a = anc.from_depth_image(_image(mm, '16UC1'), (64, 48), max_points=100, rng=rng)
+    a = anc.from_depth_image(_image(mm, '16UC1'), (64, 48), max_points=100, rng=rng,
+                             image_frame='cam')
     assert a.received == int((mm > 0).sum()) and a.z.size == 100
     u, v = a.u.astype(int), a.v.astype(int)
     assert len(set(zip(u.tolist(), v.tolist()))) == 100  # distinct pixels
     assert np.allclose(a.z, mm[v, u] / 1000.0) and (mm[v, u] > 0).all()
     half = Intrinsics(fx=50.0, fy=50.0, cx=15.75, cy=11.75, width=32, height=24)
     b = anc.from_depth_image(_image(mm[::2, ::2].copy(), '16UC1'), (64, 48), INTR, half,
-                             max_points=40, rng=rng)
+                             max_points=40, rng=rng, image_frame='cam')
     assert b.received == int((mm[::2, ::2] > 0).sum()) and b.z.size == 40
 
 
