@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 import threading
 import time
-from typing import Any, Deque, Optional, Tuple
+from typing import Any, Deque, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -237,6 +237,13 @@ def subsample(a: Anchors, max_points: int, rng: np.random.Generator) -> Anchors:
     return Anchors(a.u[keep], a.v[keep], a.z[keep], a.received, a.stamp)
 
 
+def median_gap(stamps: Iterable[int]) -> Optional[int]:
+    """Return the median spacing of stamps (ns), None with fewer than two gaps."""
+    ordered = sorted(stamps)
+    gaps = sorted(b - a for a, b in zip(ordered, ordered[1:]) if b > a)
+    return gaps[len(gaps) // 2] if len(gaps) >= 2 else None
+
+
 class AnchorBuffer:
     """The last anchor messages of one source, for pairing with images by stamp."""
 
@@ -254,6 +261,10 @@ class AnchorBuffer:
     def newest(self) -> int:
         """The newest stamp held (ns), -1 with none."""
         return max((t for t, _ in self._items), default=-1)
+
+    def period(self) -> Optional[int]:
+        """Return the stream's usual spacing of stamps (ns, median of the held ones), or None."""
+        return median_gap(t for t, _ in self._items)
 
     def nearest(self, stamp: int, max_age_s: float) -> Optional[Any]:
         """Return the message nearest in stamp to an image stamp (ns), if within max_age_s."""
@@ -291,6 +302,7 @@ class AnchorInput:
         self._seed = seed
         self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
         self._arrived = float('-inf')  # monotonic time of the last message
+        self._frames: Deque[int] = deque(maxlen=8)  # stamps of the images asked about
 
     def add(self, msg: Any) -> None:
         """Keep an anchors/depth or anchors/points message."""
@@ -308,14 +320,30 @@ class AnchorInput:
     def pending(self, stamp: int, live_s: float) -> bool:
         """Whether an anchor message for an image stamped `stamp` (ns) may still come.
 
-        True while the stream is live (a message arrived within live_s seconds) and none
-        stamped at or after the image has arrived yet: a nearer one can still come. Once one
-        has, the nearest is known (dpt_bag's rule on log time).
+        True while the stream is live (a message arrived within live_s seconds), none stamped
+        at or after the image has arrived yet, and the next one, due a period of the stream
+        after the newest, would be nearer to the image than the newest and come before the
+        camera's next image (which would replace a waiting frame: waiting would lose it).
+        Once one has arrived, or none can usefully, the frame pairs with the nearest held
+        (dpt_bag's rule on log time). So a camera as fast as its anchors (an aligned depth
+        image) waits for each frame's own, and a camera faster than them (30 Hz over a 10 Hz
+        lidar) keeps its rate, each frame paired with the last anchor.
         """
         with self._lock:
+            if self._frames and stamp < self._frames[-1] - 1_000_000_000:
+                self._frames.clear()  # a looping bag
+            if not self._frames or stamp > self._frames[-1]:
+                self._frames.append(stamp)
             if time.monotonic() - self._arrived > live_s:
                 return False
-            return self._buffer.newest < stamp
+            newest, period = self._buffer.newest, self._buffer.period()
+            if newest >= stamp:
+                return False
+            if period is None:
+                return True
+            due, image_period = newest + period, median_gap(self._frames)
+            return due - stamp < stamp - newest and (
+                image_period is None or due < stamp + image_period)
 
     def set_info(self, msg: Any) -> None:
         """Keep the latest anchors/camera_info (for depth images of another resolution)."""

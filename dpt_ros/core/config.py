@@ -193,7 +193,8 @@ class AnchorsConfig:
     max_age: float = _opt(
         0.1, 'Pair each image with the anchor message nearest in stamp, if within this many '
         'seconds. While anchors arrive, an image waits up to this long for one stamped at or '
-        'after it (an aligned depth image comes after its colour image), as dpt_bag pairs.',
+        'after it (an aligned depth image comes after its colour image), when that one would '
+        "be nearer and due before the camera's next frame.",
         lo=0.0, hi=10.0)
     hold: float = _opt(
         1.0, 'Without usable anchors, keep the last fit this many seconds (by image stamps) and '

@@ -322,3 +322,33 @@ def test_depth_image_of_another_camera_through_the_extrinsic():
     assert np.abs(naive - 2.0 / (np.stack([(uu[:48, :64] - INTR.cx) / INTR.fx,
                                            (vv[:48, :64] - INTR.cy) / INTR.fy,
                                            np.ones((48, 64))], -1) @ n)).max() > 0.05
+
+
+def test_a_frame_waits_only_for_an_anchor_that_would_be_nearer_and_come_first():
+    ms = 1_000_000
+    depth = np.ones((48, 64), np.float32)
+
+    def stream(*stamps_ms):
+        inp = anc.AnchorInput('depth_image')
+        for t in stamps_ms:
+            inp.add(_image(depth, '32FC1', stamp_ns=t * ms))
+        return inp
+    assert anc.AnchorInput('depth_image').pending(0, 1.0) is False  # no stream yet
+    # The stream's period not known yet (one message): wait, as for any stream.
+    assert stream(1000).pending(1033 * ms, 1.0)
+    # A 10 Hz lidar, the camera's period not known yet (its first frame): wait only when the
+    # next anchor (due at 1300) is nearer than the last (1200).
+    assert not stream(1000, 1100, 1200).pending(1233 * ms, 1.0)  # 67 ms off, the last 33
+    assert stream(1000, 1100, 1200).pending(1267 * ms, 1.0)      # 33 ms off, the last 67
+    assert not stream(1000, 1100, 1200).pending(1200 * ms, 1.0)  # one stamped at it is in
+    # ... under a 30 Hz camera: the frame at 1267 would be replaced by the one at 1300
+    # before the anchor came, so it pairs with the last one now and is not lost.
+    lidar = stream(1000, 1100, 1200)
+    for t in (1201, 1234):
+        lidar.pending(t * ms, 1.0)
+    assert not lidar.pending(1267 * ms, 1.0)
+    # Anchors stamped as the images (an aligned depth image): every frame waits for its own.
+    aligned = stream(1000, 1033, 1066)
+    for t in (1033, 1066):
+        aligned.pending(t * ms, 1.0)
+    assert aligned.pending(1099 * ms, 1.0)
