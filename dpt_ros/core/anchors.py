@@ -266,6 +266,10 @@ class AnchorBuffer:
         """Return the stream's usual spacing of stamps (ns, median of the held ones), or None."""
         return median_gap(t for t, _ in self._items)
 
+    def nearest_gap(self, stamp: int) -> Optional[int]:
+        """Return how far (ns) the message nearest in stamp is from a stamp, None with none."""
+        return min((abs(t - stamp) for t, _ in self._items), default=None)
+
     def nearest(self, stamp: int, max_age_s: float) -> Optional[Any]:
         """Return the message nearest in stamp to an image stamp (ns), if within max_age_s."""
         best, gap = None, max_age_s * 1e9
@@ -296,6 +300,7 @@ class AnchorInput:
         self.paired = 0     # frames given usable anchors
         self.unpaired = 0   # frames with no anchor message within anchors.max_age
         self.bad = 0        # frames whose paired message could not be used
+        self.problem = ''   # why the last frame got no anchors ('' when it got them)
         self._lock = threading.Lock()
         self._buffer = AnchorBuffer()
         self._info: Optional[Any] = None
@@ -360,13 +365,18 @@ class AnchorInput:
         with self._lock:
             msg = self._buffer.nearest(stamp, cfg.max_age)
             info_msg = self._info
+            gap = self._buffer.nearest_gap(stamp)
         if msg is None:
             self.unpaired += 1
+            self.problem = ('no anchor message yet' if gap is None else
+                            f'the nearest anchor message is {gap * 1e-9:.3f} s from the frame, '
+                            f'beyond anchors.max_age {cfg.max_age:g} s')
             return None
         key = (tuple(image_size), image_intr, image_frame, cfg.extrinsic, cfg.max_points)
         last = self._last
         if last is not None and last[0] is msg and last[1] is info_msg and last[2] == key:
             self.paired += 1
+            self.problem = ''
             return last[3]
         # A dense message's random subset depends on the message alone (seeded by its stamp),
         # not on which messages were decoded before: the node, which skips frames under load,
@@ -374,16 +384,19 @@ class AnchorInput:
         rng = np.random.default_rng((self._seed, stamp_ns(msg.header) % (1 << 64)))
         try:
             a = self._decode(msg, info_msg, image_size, image_intr, image_frame, cfg, rng)
-        except AnchorError:
+        except AnchorError as exc:
             self.bad += 1
+            self.problem = f'anchors unusable: {exc}'
             raise
         except (ValueError, TypeError, IndexError, AttributeError) as exc:
             # Fields that contradict each other in ways the checks above did not foresee.
             self.bad += 1
+            self.problem = f'anchors unusable: undecodable message ({exc!r})'
             raise AnchorError(f'undecodable anchor message: {exc!r}') from exc
         a = subsample(a, cfg.max_points, rng)
         self._last = (msg, info_msg, key, a)
         self.paired += 1
+        self.problem = ''
         return a
 
     def _decode(self, msg: Any, info_msg: Optional[Any], image_size: Tuple[int, int],

@@ -855,9 +855,16 @@ class Pipeline:
             b.fitted, b.anchors, b.sources, b.stamps, b.cfg, b.mode == 'fitted',
             None if b.flipped is None else post.relative_inverse(b.flipped, b.metric),
             scale_only=self.anchor_fit(b.cfg) == 'scale')
-        for r, f in zip(b.results, b.fits):
+        far = b.dmax
+        for r, f, a in zip(b.results, b.fits, b.anchors or [None] * len(b.results)):
             r.fit = f.report
             r.warnings.extend(f.warnings)
+            if b.mode == 'fitted' and a is not None and a.z.size and float(np.median(a.z)) > far:
+                # Nothing it fits is published beyond depth.max: say why rather than go dark.
+                r.warnings.append(
+                    f'the anchors lie beyond depth.max ({far:g} m; their median '
+                    f'{float(np.median(a.z)):g} m): millimetres in a 32FC1 image, or a '
+                    'depth.max too small for this scene?')
 
     def _rows_stage(self, b: _Batch, stage: str) -> None:
         """Run the compute of every wanted output row of this stage, frame by frame."""

@@ -192,6 +192,13 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     return status
 
 
+def _fit_state(state: str, anchors: Any) -> str:
+    """Return the fit's state, with why there are none when anchor messages do arrive."""
+    if state == 'no anchors' and anchors.messages and anchors.problem:
+        return f'no usable anchors: {anchors.problem}'
+    return state or 'no frames yet'
+
+
 def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
     """Return a camera's anchor counters and, in depth.mode fitted, its last fit."""
     a = cam.anchors
@@ -210,7 +217,7 @@ def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
         'anchors_received': str(rep.received), 'anchors_used': str(rep.used),
         'anchors_inliers': str(rep.inliers), 'scale': f'{rep.scale:.6g}',
         'shift': f'{rep.shift:.6g}', 'residual_absrel': f'{rep.residual:.4f}',
-        'fit_age_s': f'{rep.age:.3f}', 'fit_state': rep.state or 'no frames yet',
+        'fit_age_s': f'{rep.age:.3f}', 'fit_state': _fit_state(rep.state, a),
         'fit_held': str(rep.held).lower(),
         'metric_suspended': str(bool(rep.state) and not rep.metric).lower()})
     return values

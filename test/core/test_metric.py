@@ -312,6 +312,14 @@ def test_pipeline_fitted_metres_points_and_fit_stage():
         assert np.allclose(r.arrays['points'][:, 2].reshape(72, 96), depth, equal_nan=True)
         assert 'fit' in r.timings and set(STAGES) <= set(r.timings)
     assert pipe.fit_report('front').state == 'fitted'
+    assert not any('beyond depth.max' in w for w in r.warnings)
+    # The same anchors in millimetres (a 32FC1 image filled as 16UC1): said, not just dark.
+    a = _true_anchors(rng, seq[0])
+    a.z = a.z * 1000.0
+    r = pipe.process(Frame(seq[0].rgb, 'rgb8'), seq[0].intrinsics, anchors=a, source='mm',
+                     stamp=0.0)
+    assert any('the anchors lie beyond depth.max' in w and 'millimetres' in w
+               for w in r.warnings), r.warnings
 
 
 def test_pipeline_fitted_without_anchors_publishes_no_metres():

@@ -120,3 +120,31 @@ def test_bad_input_and_missing_points_warn():
     cam.notes['points'] = 'published'
     _, status = diag.Diagnostics(Node()).statuses([cam], True, None)
     assert status.level == DiagnosticStatus.OK
+
+
+def test_fit_state_says_why_arriving_anchors_give_no_metres():
+    from dpt_ros.core.anchors import AnchorError, AnchorInput
+    from dpt_ros.core.config import AnchorsConfig
+    from dpt_ros.core.metric import FitReport
+    anchors = AnchorInput('points')
+    cam = SimpleNamespace(name='', anchors=anchors, anchor_topics=('anchors/points',),
+                          metre_dropouts=0)
+    pipe = SimpleNamespace(depth_mode=lambda: 'fitted',
+                           fit_report=lambda name: FitReport(state='no anchors'))
+    assert diag.anchor_values(cam, pipe)['fit_state'] == 'no anchors'  # none arrive
+    # Anchors stamped half a second before their images (a clock offset): said so.
+    msg = SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=10, nanosec=0),
+                                                 frame_id='cam'))
+    anchors.add(msg)
+    assert anchors.for_frame(10_500_000_000, (64, 48), None, 'cam', AnchorsConfig()) is None
+    state = diag.anchor_values(cam, pipe)['fit_state']
+    assert state == ('no usable anchors: the nearest anchor message is 0.500 s from the frame, '
+                     'beyond anchors.max_age 0.1 s'), state
+    # One that pairs but cannot be used: its reason.
+    anchors.add(SimpleNamespace(header=SimpleNamespace(
+        stamp=SimpleNamespace(sec=10, nanosec=500_000_000), frame_id='cam')))
+    with pytest.raises(AnchorError):
+        anchors.for_frame(10_500_000_000, (64, 48), None, 'cam', AnchorsConfig())
+    state = diag.anchor_values(cam, pipe)['fit_state']
+    assert state.startswith('no usable anchors: anchors unusable: anchors/points need '
+                            'camera_info'), state
