@@ -388,7 +388,7 @@ class AnchorInput:
             self.bad += 1
             self.problem = f'anchors unusable: {exc}'
             raise
-        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        except Exception as exc:  # noqa: B902 - OpenCV's errors too: never the batch's
             # Fields that contradict each other in ways the checks above did not foresee.
             self.bad += 1
             self.problem = f'anchors unusable: undecodable message ({exc!r})'

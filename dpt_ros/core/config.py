@@ -99,8 +99,9 @@ class ModelConfig:
         (), "Camera frame sizes as 'WIDTHxHEIGHT', e.g. ['640x480', '1280x720']: at start-up "
         'the network input of each is built (ONNX export, TensorRT engine, compile) and run '
         'once, for checkpoints whose input follows the frame size (Depth Anything, ZoeDepth, '
-        'keep-aspect). Empty: such a checkpoint builds on the first frame of each size, and '
-        'frames meanwhile are dropped. Fixed-input checkpoints (ViT DPT) are warmed anyway.',
+        'keep-aspect). Not named: such a checkpoint builds its first size on its first frame '
+        'and any other on its second (the first runs eager torch), and frames meanwhile are '
+        'dropped. Fixed-input checkpoints (ViT DPT) are warmed anyway.',
         read_only=True, items='frame sizes')
 
 

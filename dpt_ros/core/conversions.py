@@ -146,7 +146,11 @@ def decode_compressed(msg: Any) -> Frame:
     data = data_bytes(msg.data)
     if data.size == 0:
         raise FrameError('compressed image is empty.')
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV decodes
+        raise FrameError(f"compressed image ({data.size} bytes, format '{msg.format}') could "
+                         f'not be decoded: {str(exc).strip().splitlines()[-1]}') from exc
     if img is None:
         raise FrameError(f"compressed image ({data.size} bytes, format '{msg.format}') could not "
                          'be decoded as JPEG or PNG.')

@@ -17,6 +17,7 @@ _LITTLE = sys.byteorder == 'little'
 # Distortion models we can undo exactly per pixel (camera_info distortion_model values).
 _PINHOLE_MODELS = ('plumb_bob', 'rational_polynomial')
 _FISHEYE_MODELS = ('equidistant',)
+_OPENCV_D_LENGTHS = (4, 5, 8, 12, 14)  # what cv2.undistortPoints takes
 
 
 class IntrinsicsError(ValueError):
@@ -54,6 +55,14 @@ class Intrinsics:
             raise IntrinsicsError(
                 f'camera_info is for {self.width}x{self.height} but the image is '
                 f'{width}x{height}; remap camera_info to the matching camera.')
+        if not all(math.isfinite(v) for v in self.d):
+            raise IntrinsicsError(f'camera_info has a non-finite D ({self.d}).')
+        if self.distorted and self.distortion_model in _PINHOLE_MODELS and \
+                len(self.d) not in _OPENCV_D_LENGTHS:
+            raise IntrinsicsError(
+                f"camera_info's {self.distortion_model} D has {len(self.d)} coefficients; it "
+                'takes 5 (plumb_bob: k1 k2 t1 t2 k3) or 8 (rational_polynomial: k1 k2 t1 t2 '
+                'k3 k4 k5 k6).')
 
     @property
     def distorted(self) -> bool:

@@ -12,8 +12,8 @@ import gc
 import logging
 import threading
 import time
-from typing import (AbstractSet, Any, Callable, ContextManager, Dict, Iterable, List, Optional,
-                    Sequence, Set, Tuple)
+from typing import (AbstractSet, Any, Callable, ContextManager, Dict, Iterable, Iterator, List,
+                    Optional, Sequence, Set, Tuple)
 
 import numpy as np
 import torch
@@ -937,7 +937,7 @@ class Pipeline:
                 continue
             t = time.perf_counter()
             sizes = self.batch_sizes(m)
-            with self._lock, self._on_device(), torch.inference_mode():
+            with self._lock, self._on_device(), torch.inference_mode(), self._warming():
                 for n in sizes:
                     # Random frames (never zeros) through the real preprocessing, so the warmed
                     # input has the frames' exact shape, dtype and memory layout.
@@ -959,6 +959,15 @@ class Pipeline:
                      f'{ms / 1e3:.1f} s')
         self._prepared_builds = sum(self.backends.builds.values())
         return done
+
+    @contextlib.contextmanager
+    def _warming(self) -> Iterator[None]:
+        """Build every network input at once (not on its second frame, as frames do)."""
+        self.backends.warming = True
+        try:
+            yield
+        finally:
+            self.backends.warming = False
 
     def prepare_all(self, sizes: Iterable[Tuple[int, int]] = (), frames: int = 0) -> None:
         """Run prepare() for every model before the first frame.

@@ -175,6 +175,11 @@ class Worker:
             cam.stats.add_error()
             rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: {exc}')
             return None
+        except Exception as exc:  # noqa: B902 - one camera's frame never fails the batch
+            cam.stats.add_error()
+            rt.warn('frame' + cam.name, f'skipping frame from {cam.image_topic}: it could not '
+                    f'be decoded ({exc!r})')
+            return None
         if not f.header.frame_id:
             rt.once(('no_frame_id', cam.name),
                     f'images on {cam.image_topic} have an empty frame_id: every output keeps '
@@ -218,7 +223,7 @@ class Worker:
             return
         try:
             f.calibrate(cam.calibration, cfg.input.rectified)
-        except IntrinsicsError as exc:
+        except (IntrinsicsError, ValueError, TypeError, IndexError) as exc:
             self.rt.warn('bad_info' + cam.name, f'camera_info on {cam.info_topic} unusable '
                          f'({exc}); publishing depth without points for this frame.')
 

@@ -3,6 +3,9 @@
 
 """Message <-> array conversions: padding, endianness, NaN, 16UC1 rounding, PointCloud2 layout."""
 
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -132,6 +135,19 @@ def test_compressed_jpeg_png_and_garbage():
     for junk in (b'\xff\xd8\xff garbage', b''):
         with pytest.raises(FrameError):
             conv.decode_compressed(CompressedImage(format='jpeg', data=junk))
+    # A PNG whose header claims 50000 x 50000 pixels: OpenCV raises its own error, which must
+    # come out as this frame's FrameError (anything else fails every camera's batch).
+    with pytest.raises(FrameError, match='could not be decoded'):
+        conv.decode_compressed(CompressedImage(format='png', data=_png_claiming(50000, 50000)))
+
+
+def _png_claiming(w, h):
+    """Return a PNG of a few bytes whose header says w x h (grey, 8 bit)."""
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack('>I', len(data)) + body + struct.pack('>I', zlib.crc32(body))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * 10)) + chunk(b'IEND', b''))
 
 
 def test_depth_32fc1_keeps_nan_and_16uc1_rounds_to_mm():

@@ -105,7 +105,13 @@ def test_distorted_camera_rays_reproject_with_distortion():
 
 @pytest.mark.parametrize('change, word', [({'fx': 0.0}, 'positive'),
                                           ({'fy': float('nan')}, 'non-finite'),
-                                          ({'width': 1280}, '1280x480')])
+                                          ({'width': 1280}, '1280x480'),
+                                          # what OpenCV's undistortion would raise on, in the
+                                          # forward of every camera batched with this one
+                                          ({'distortion_model': 'plumb_bob',
+                                            'd': (0.1, 0.01, 0.001)}, 'D has 3 coefficients'),
+                                          ({'distortion_model': 'plumb_bob',
+                                            'd': (0.1, float('nan'), 0, 0, 0)}, 'non-finite D')])
 def test_intrinsics_check_rejects(change, word):
     intr = Intrinsics(**{**K, **change})
     with pytest.raises(IntrinsicsError, match=word):

@@ -145,6 +145,40 @@ def test_frames_waiting_together_run_as_one_batch(harness, tiny_metric):
     assert sizes == [2, 1, 1]
 
 
+def test_one_cameras_undecodable_frame_costs_the_others_nothing(
+        harness, tiny_metric, monkeypatch):
+    """Any error decoding one camera's frame (OpenCV's own, say) is that frame's alone.
+
+    Issue: only FrameError was caught per frame; another exception failed the whole batch,
+    so every camera batched with the bad one lost its frame and was counted a bad frame.
+    """
+    from dpt_ros.core import frames
+    real = frames.conv.decode_image
+
+    def decode(msg):
+        if msg.header.frame_id == 'broken':
+            raise RuntimeError('a decoder error that is not a FrameError')
+        return real(msg)
+    monkeypatch.setattr(frames.conv, 'decode_image', decode)
+    node = start(harness, ['good', 'bad'], **{'model.depth': str(tiny_metric),
+                                              'model.device': 'cpu', 'batch.max_wait_ms': 300.0})
+    sizes = spy_batches(node)
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in ('good', 'bad')}
+    for c in pubs:
+        harness.record_outputs(f'{NS}/{c}', ['depth/image'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    s = synthetic_scene(64, 48)
+    for k in range(3):
+        pubs['bad'][0].publish(conv.image_msg(header(30 + k, 'broken'), s.rgb, 'rgb8'))
+        pubs['good'][0].publish(conv.image_msg(header(30 + k), s.rgb, 'rgb8'))
+        harness.wait_stamp(f'{NS}/good/depth/image', conv.stamp_ns(header(30 + k)))
+    cams = {c.name: c for c in node.cameras}
+    assert harness.wait(lambda: cams['bad'].stats.errors == 3, 10)
+    assert cams['good'].stats.errors == 0 and cams['good'].stats.processed == 3
+    assert not harness.get(f'{NS}/bad/depth/image') and set(sizes) == {1}
+
+
 def test_cameras_of_two_sizes_share_a_forward_of_one_network_input(harness, checkpoints):
     """A 64x48 and a 96x48 camera, DPT (a fixed 64 x 64 network input): one forward.
 

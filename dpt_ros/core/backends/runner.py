@@ -8,6 +8,12 @@ TensorRT engine of a batch-free graph runs every batch size of its network input
 up to the largest it was built for), anything else its one shape. When the backend cannot be
 used (not installed, no CUDA, refused, failed to build) or fails on a frame, the model goes
 back to eager torch for good, with one log line saying why.
+
+A model's first network input is built on its first frame. Outside warm-up (prepare), any
+other is built the second time it comes, its first frame running eager torch: a camera whose
+frame size keeps changing (a cropping driver, a broken one) costs eager forwards, not a build
+per size that stalls every camera. At most MAX_MODULES modules are kept per model, the least
+recently used dropped first.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dpt_ros.core.backends import BY_NAME, EAGER
 from dpt_ros.core.models import first_line, LoadedModel
 
 LOG = logging.getLogger('dpt_ros')
+MAX_MODULES = 8  # built modules kept per model (ONNX Runtime sessions, engines), LRU
 
 
 class BackendRunner:
@@ -36,8 +43,10 @@ class BackendRunner:
         self.builds: Dict[str, int] = {}  # backend name -> modules built or loaded
         # Keyword arguments for the backend's try_build (e.g. cuda_graphs=False for compile).
         self.options: Dict[str, Any] = {}
-        self._modules: Dict[int, List[torch.nn.Module]] = {}  # model id -> its built modules
+        self._modules: Dict[int, List[torch.nn.Module]] = {}  # model id -> modules, LRU first
         self._off: Dict[int, str] = {}  # model id -> why it runs eager torch
+        self._seen: Dict[Tuple[int, Tuple[int, ...]], int] = {}  # unbuilt network inputs met
+        self.warming = False  # prepare() runs: build at once, whatever was seen
 
     def module_for(self, m: LoadedModel, shape: Tuple[int, ...],
                    max_batch: int = 0) -> Optional[torch.nn.Module]:
@@ -52,10 +61,18 @@ class BackendRunner:
         built = self._modules.setdefault(id(m), [])
         found = next((x for x in built if x.accepts(shape)), None)
         if found is not None:
+            built.remove(found)
+            built.append(found)  # the most recently used last
             return found
         if m.eager is None:
             m.eager = m.net
         why = self._unavailable(m)
+        known = any(x.accepts((1,) + tuple(shape[1:])) for x in built)  # a larger batch only
+        if not why and built and not known and not self.warming:
+            key = (id(m), tuple(shape[1:]))  # the network input, whatever the batch
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen[key] < 2:
+                return None  # another input's first frame: eager; built if it comes again
         module, info = (None, why) if why else self.backend.load().try_build(
             m, shape, self.engine_dir, cancel=self.cancel, max_batch=max_batch, **self.options)
         if module is None:
@@ -65,6 +82,10 @@ class BackendRunner:
         built.append(module)
         self.builds[name] = self.builds.get(name, 0) + 1
         self.log(f'model.backend {name} for input {tuple(shape)}: {info}')
+        if len(built) > MAX_MODULES:
+            dropped = built.pop(0)
+            self.log(f'model.backend {name}: dropped the least recently used module (at most '
+                     f'{MAX_MODULES} kept per model): {getattr(dropped, "shape", "")}')
         return module
 
     def run(self, m: LoadedModel, pixel_values: torch.Tensor, max_batch: int = 0,
@@ -77,6 +98,8 @@ class BackendRunner:
         """
         shape = tuple(pixel_values.shape)
         module = self.module_for(m, shape, max_batch)
+        if module is None and m.eager is not None and id(m) not in self._off:
+            m.net, m.backend = m.eager, EAGER  # an input not built (yet): eager this frame
         if module is not None:
             m.net, m.backend = module, self.backend.name
             try:
@@ -100,6 +123,7 @@ class BackendRunner:
     def release(self) -> None:
         """Drop every built module (engines, sessions): the pipeline closes."""
         self._modules.clear()
+        self._seen.clear()
 
     def _unavailable(self, m: LoadedModel) -> str:
         """Why the backend cannot run this model here ('' when it may)."""

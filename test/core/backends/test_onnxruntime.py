@@ -257,3 +257,53 @@ def test_a_session_sized_for_tensorrt_takes_no_larger_batch(checkpoints, tmp_pat
     assert [mod.max_batch for mod in runner.modules(m)] == [2, 3]
     with torch.no_grad():
         assert torch.allclose(out, m.eager(x), atol=1e-4)
+
+
+def test_a_new_network_input_is_built_when_it_comes_again_and_few_are_kept(
+        checkpoints, tmp_path, monkeypatch):
+    """A camera whose frame size keeps changing: eager forwards, not a build per size.
+
+    Issue: each new network input ran an export and a session build (seconds on a CPU,
+    minutes for an engine on a Jetson) on the one worker thread, while every camera's frames
+    waited, and every module built stayed. Now the first input builds at once, another on its
+    second frame (its first runs eager), prepare() builds at once, and at most MAX_MODULES
+    are kept, the least recently used dropped.
+    """
+    from dpt_ros.core.backends import runner as runner_mod
+
+    class Built(torch.nn.Module):  # stands in for a session: runs its network input only
+        def __init__(self, net, chw):
+            super().__init__()
+            self.net, self.chw = net, chw
+
+        def accepts(self, shape):
+            return tuple(shape[1:]) == self.chw
+
+        def forward(self, x):
+            return self.net(x)
+    made = []
+    monkeypatch.setattr(onnx_backend, 'try_build', lambda m, shape, *a, **kw: (
+        made.append(tuple(shape[1:])) or Built(m.eager, tuple(shape[1:])), 'built'))
+    m = load_model(str(checkpoints('tiny-depth-anything')), 'depth',
+                   ModelConfig(device='cpu'), lambda x: None)  # its input follows the frame
+    runner = BackendRunner('onnxruntime', str(tmp_path))
+
+    def run(h, w, n=1):
+        runner.run(m, torch.rand(n, 3, h, w))
+        return m.backend
+    assert run(56, 56) == 'onnxruntime' and made == [(3, 56, 56)]  # the first: at once
+    assert run(56, 56, n=2) == 'onnxruntime' and len(made) == 1     # any batch of it
+    assert run(56, 70) == 'torch' and len(made) == 1                # another: eager first
+    assert run(56, 70) == 'onnxruntime' and made[-1] == (3, 56, 70)  # built when it comes again
+    for w in range(84, 84 + 14 * 6, 14):  # six sizes that never come again: no build
+        assert run(56, w) == 'torch'
+    assert len(made) == 2 and runner.builds == {'onnxruntime': 2}
+    runner.warming = True  # prepare(): at once
+    assert run(70, 70) == 'onnxruntime' and len(made) == 3
+    runner.warming = False
+    for w in range(28, 28 + 14 * 8, 14):  # eight more that repeat: at most MAX_MODULES kept
+        run(42, w)
+        run(42, w)
+    kept = {mod.chw for mod in runner.modules(m)}
+    assert len(kept) == runner_mod.MAX_MODULES and (3, 42, 126) in kept
+    assert (3, 56, 56) not in kept  # the least recently used went first
