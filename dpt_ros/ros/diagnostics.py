@@ -179,8 +179,10 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     elif values.get('metric_suspended') == 'true':
         status.level = DiagnosticStatus.WARN
         # The fit state says why: no anchors, refused (and the test), degenerate.
-        status.message = (f"no metres ({values.get('fit_state', 'no anchors')}): "
-                          'depth/image and points suspended')
+        why = values.get('fit_state', 'no anchors')
+        if 'anchors_problem' in values:
+            why += f": {values['anchors_problem']}"
+        status.message = f'no metres ({why}): depth/image and points suspended'
     elif values.get('points', '').startswith('none'):
         status.level = DiagnosticStatus.WARN
         status.message = f"points not published ({values['points']})"
@@ -192,13 +194,6 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     return status
 
 
-def _fit_state(state: str, anchors: Any) -> str:
-    """Return the fit's state, with why there are none when anchor messages do arrive."""
-    if state == 'no anchors' and anchors.messages and anchors.problem:
-        return f'no usable anchors: {anchors.problem}'
-    return state or 'no frames yet'
-
-
 def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
     """Return a camera's anchor counters and, in depth.mode fitted, its last fit."""
     a = cam.anchors
@@ -208,6 +203,8 @@ def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
               'frames_with_anchors': str(a.paired),
               'frames_without_anchors': str(a.unpaired),
               'frames_with_bad_anchors': str(a.bad)}
+    if a.messages and a.problem:  # why the newest frame got none, while messages do arrive
+        values['anchors_problem'] = a.problem
     if pipe.depth_mode() != 'fitted':
         return values
     # Times metres stopped while anchor messages kept arriving (fit_state says why now).
@@ -217,7 +214,7 @@ def anchor_values(cam: Any, pipe: Any) -> Dict[str, str]:
         'anchors_received': str(rep.received), 'anchors_used': str(rep.used),
         'anchors_inliers': str(rep.inliers), 'scale': f'{rep.scale:.6g}',
         'shift': f'{rep.shift:.6g}', 'residual_absrel': f'{rep.residual:.4f}',
-        'fit_age_s': f'{rep.age:.3f}', 'fit_state': _fit_state(rep.state, a),
+        'fit_age_s': f'{rep.age:.3f}', 'fit_state': rep.state or 'no frames yet',
         'fit_held': str(rep.held).lower(),
         'metric_suspended': str(bool(rep.state) and not rep.metric).lower()})
     return values

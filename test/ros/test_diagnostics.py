@@ -122,7 +122,7 @@ def test_bad_input_and_missing_points_warn():
     assert status.level == DiagnosticStatus.OK
 
 
-def test_fit_state_says_why_arriving_anchors_give_no_metres():
+def test_diagnostics_say_why_arriving_anchors_give_no_metres():
     from dpt_ros.core.anchors import AnchorError, AnchorInput
     from dpt_ros.core.config import AnchorsConfig
     from dpt_ros.core.metric import FitReport
@@ -131,20 +131,25 @@ def test_fit_state_says_why_arriving_anchors_give_no_metres():
                           metre_dropouts=0)
     pipe = SimpleNamespace(depth_mode=lambda: 'fitted',
                            fit_report=lambda name: FitReport(state='no anchors'))
-    assert diag.anchor_values(cam, pipe)['fit_state'] == 'no anchors'  # none arrive
+
+    def status():
+        values = dict(diag.anchor_values(cam, pipe), metric_suspended='true')
+        return values, diag._status('dpt', values, False).message
+    values, message = status()
+    assert 'anchors_problem' not in values and message.startswith('no metres (no anchors)')
     # Anchors stamped half a second before their images (a clock offset): said so.
-    msg = SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=10, nanosec=0),
-                                                 frame_id='cam'))
-    anchors.add(msg)
+    anchors.add(SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=10, nanosec=0),
+                                                       frame_id='cam')))
     assert anchors.for_frame(10_500_000_000, (64, 48), None, 'cam', AnchorsConfig()) is None
-    state = diag.anchor_values(cam, pipe)['fit_state']
-    assert state == ('no usable anchors: the nearest anchor message is 0.500 s from the frame, '
-                     'beyond anchors.max_age 0.1 s'), state
+    values, message = status()
+    assert values['fit_state'] == 'no anchors'
+    assert values['anchors_problem'] == ('the nearest anchor message is 0.500 s from the '
+                                         'frame, beyond anchors.max_age 0.1 s')
+    assert values['anchors_problem'] in message
     # One that pairs but cannot be used: its reason.
     anchors.add(SimpleNamespace(header=SimpleNamespace(
         stamp=SimpleNamespace(sec=10, nanosec=500_000_000), frame_id='cam')))
     with pytest.raises(AnchorError):
         anchors.for_frame(10_500_000_000, (64, 48), None, 'cam', AnchorsConfig())
-    state = diag.anchor_values(cam, pipe)['fit_state']
-    assert state.startswith('no usable anchors: anchors unusable: anchors/points need '
-                            'camera_info'), state
+    assert status()[0]['anchors_problem'].startswith(
+        'anchors unusable: anchors/points need camera_info')

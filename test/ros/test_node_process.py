@@ -313,11 +313,14 @@ def test_the_node_keeps_its_frame_buffers(harness, tmp_path, tiny_metric):
             assert harness.wait_subscribed(img, 60) and harness.wait_subscribed(info), \
                 node.text()
             time.sleep(0.5)  # the node's outputs match the recording subscriptions
-            info.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
             per_frame = []
             for i in range(20):
                 before = node.minor_faults()
                 h = header(i)
+                # Before each frame, as a driver does: two topics' messages may come in either
+                # order, and a frame the node takes before any camera_info gets no points.
+                info.publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+                time.sleep(0.05)
                 img.publish(conv.image_msg(h, s.rgb, 'rgb8'))
                 for topic in ('/camera/depth/image', '/camera/points'):
                     harness.wait_stamp(topic, conv.stamp_ns(h), 60)
