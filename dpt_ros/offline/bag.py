@@ -37,7 +37,7 @@ from dpt_ros.core.frames import Calibration, FrameIn
 from dpt_ros.core.geometry import IntrinsicsError
 from dpt_ros.core.outputs import Output, STAGES
 from dpt_ros.core.pipeline import Pipeline
-from dpt_ros.core.reports import percentile, Throttle
+from dpt_ros.core.reports import percentile
 
 IMAGE, COMPRESSED = conv.IMAGE_TYPE, conv.COMPRESSED_TYPE
 CAMERA_INFO, CLOUD = conv.INFO_TYPE, conv.CLOUD_TYPE
@@ -164,14 +164,28 @@ class BagReport:
     seconds: float = 0.0
     topics: Dict[str, int] = field(default_factory=dict)
     skipped: Dict[str, int] = field(default_factory=dict)
+    first_skipped: Dict[str, str] = field(default_factory=dict)  # kind -> what the first was
+    # Warnings the pipeline gave processed frames (no message skipped): the first text of
+    # each kind -> how many frames got one of that kind.
+    warnings: Dict[str, int] = field(default_factory=dict)
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
 
-    @property
-    def warn_once(self) -> Throttle:
-        """Count a skipped message by kind (called with kind, text); note the first of each."""
-        return Throttle(lambda text: self.notes.append(
-            f'warning: {text} (skipped; further ones are counted)'), None, self.skipped)
+    def warn_once(self, kind: str, text: str) -> None:
+        """Count a skipped message by kind; note the first of each kind."""
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        if kind not in self.first_skipped:
+            self.first_skipped[kind] = text
+            self.notes.append(f'warning: {text} (skipped; further ones are counted)')
+
+    def frame_warning(self, text: str) -> None:
+        """Count a warning given with a processed frame; note the first of each kind."""
+        # A kind is the text's start: the rest names figures that change from frame to frame.
+        key = next((k for k in self.warnings if k[:30] == text[:30]), None)
+        if key is None:
+            key = text
+            self.notes.append(f'warning: {text} (further ones are counted)')
+        self.warnings[key] = self.warnings.get(key, 0) + 1
 
     @property
     def no_camera_info(self) -> int:
@@ -630,7 +644,7 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
             if f is None:
                 continue
             cam.calibrate(f)
-            if cam.cam.camera_info_topic and cam.calibration.info is None:
+            if cam.calibration.info is None:  # no topic, or nothing on it yet
                 cam.cam.no_camera_info += 1
             f.decode_ms = (time.perf_counter() - t_dec) * 1e3  # with reading and calibration
             pending.append(f)
@@ -759,7 +773,7 @@ def _run_batch(batch: List[Tuple[int, FrameIn]], pipe: Pipeline, report: BagRepo
     for done in frames.run(pipe, [f for _, f in batch]):
         for f, r in done:
             for w in r.warnings:
-                report.warn_once('result:' + w[:30], w)
+                report.frame_warning(w)
             timings.append(r.timings)
             report.frames += 1
             report.cameras[f.origin.camera].frames += 1
@@ -771,7 +785,7 @@ def _notes(plan: BagPlan, report: BagReport) -> None:
     several = len(plan.cameras) > 1
     for c, r in zip(plan.cameras, report.cameras):
         prefix = f'{c.label}: ' if several else ''
-        if r.no_camera_info:
+        if r.no_camera_info and c.info_topic:  # without the topic, said once above
             report.notes.append(f'{prefix}{r.no_camera_info} of {r.frames} frames had no '
                                 f'camera_info at or before them on {c.info_topic}: no points '
                                 'or depth/camera_info for those')
@@ -824,10 +838,13 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
                     written += 1
                 on_frames(report.frames)
         if not report.frames:  # an empty output marked complete would be skipped for good
-            bad = sum(report.skipped.get(k, 0) for k in ('frame', 'cdr'))  # as _decode counts
-            if bad:
-                raise BagError(f'none of the frames could be processed: {bad} skipped as '
-                               'unusable (see the warning)')
+            bad = {k: t for k, t in report.first_skipped.items() if k in ('frame', 'cdr')}
+            if bad:  # as _decode counts them
+                # The report and its notes are lost with the bag: the first error goes along.
+                first = next(iter(bad.values())).splitlines()[0][:300]
+                raise BagError(f'none of the frames could be processed: '
+                               f'{sum(report.skipped[k] for k in bad)} skipped as unusable, '
+                               f'the first: {first}')
             raise BagError(_empty_window(reader, opts, plan.cameras))
     _notes(plan, report)
     report.seconds = time.perf_counter() - t_run

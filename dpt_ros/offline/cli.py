@@ -6,14 +6,17 @@
 Exit status: 0 when every bag is done or skipped as complete; N (1 to 100) when N bags failed
 (100 means 100 or more); 101 when nothing ran (bad options or parameters, an output that is
 not dpt_bag's to replace or cannot be written, a model that does not load, Ray asked for and
-not installed); 130 on Ctrl-C.
+not installed, Ray workers that no node can hold); 130 on Ctrl-C, 143 on SIGTERM (both: finished
+outputs kept, the bag under way left unfinished for the next run to redo).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import signal
 import sys
+import threading
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from dpt_ros.core.config import Config, config_from_flat, ConfigError
@@ -21,12 +24,15 @@ from dpt_ros.core.models import ModelLoadError
 from dpt_ros.core.params import config_from_params_file, parse_camera_list
 from dpt_ros.offline.bag import (BAG_VERSIONS, BagError, BagOptions, compatibility_note, is_bag,
                                  STORAGES)
-from dpt_ros.offline.runs import (BagResult, check_outputs, check_targets, make_jobs, RayOptions,
-                                  run_bags, SUMMARY, summary_table, totals, write_summary)
+from dpt_ros.offline.runs import (BagResult, check_outputs, check_targets, in_input_order,
+                                  make_jobs, RayOptions, run_bags, SUMMARY, summary_table, totals,
+                                  write_summary)
 from dpt_ros.offline.targets import output_path
 
 EXIT_NOTHING_RAN = 101
 MAX_FAILED_EXIT = 100
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
         prog='dpt_bag', description='Run dpt_ros over rosbag2 bags (sqlite3 or mcap) and write '
         'depth, points and segmentation into new bags, stamped like the source frames.',
         epilog='Exit status: 0 all done (or complete already), N = N bags failed (at most 100), '
-        '101 = nothing ran.')
+        '101 = nothing ran, 130 = Ctrl-C, 143 = SIGTERM.')
     ap.add_argument('inputs', nargs='+', metavar='INPUT',
                     help='a bag (rosbag2 folder, .mcap or .db3 file) or a folder of bags')
     ap.add_argument('output', metavar='OUTPUT',
@@ -197,6 +203,24 @@ def _write_summary(path: str, results: List[BagResult], how: Dict[str, Any]) -> 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of `dpt_bag`."""
     args = parser().parse_args(_ray_flag_first(sys.argv[1:] if argv is None else argv))
+    if threading.current_thread() is not threading.main_thread():
+        return _main(args)  # only the main thread handles signals
+    terminated: List[int] = []
+
+    def terminate(signum: int, frame: Any) -> NoReturn:
+        # SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does, serial or Ray. Ray turns
+        # an exception raised in its waits into a KeyboardInterrupt of its own: hence the flag.
+        terminated.append(signum)
+        raise KeyboardInterrupt()
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        rc = _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    return EXIT_TERMINATED if terminated and rc == EXIT_INTERRUPTED else rc
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
         opts = options_from_args(args, cfg.cameras)
@@ -216,8 +240,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print('dpt_bag: interrupted: finished outputs are kept, run the same command again to '
               'do the rest', file=sys.stderr)
-        return 130
-    results = bad + results
+        return EXIT_INTERRUPTED
+    results = in_input_order(results + bad, args.inputs)
     if summary and not _write_summary(summary, results, how):
         summary = None
     if several:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from pathlib import Path
+import signal
 import sys
 import time
 import traceback
@@ -71,6 +72,7 @@ class BagResult:
     cameras: List[Dict[str, Any]] = field(default_factory=list)  # bag.CameraReport each
     topics: Dict[str, int] = field(default_factory=dict)
     skipped_messages: Dict[str, int] = field(default_factory=dict)
+    frame_warnings: Dict[str, int] = field(default_factory=dict)  # bag.BagReport.warnings
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
     backend_builds: int = 0                  # sessions / engines built during this bag (0:
     #                                          all built when the worker loaded the model)
@@ -121,12 +123,27 @@ def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagRe
         for bag in found:
             name = _bag_name(bag)
             twin = next((j for j in jobs if j.name == name), None)
+            if twin is not None and Path(twin.src).resolve() == bag.resolve():
+                continue  # given twice (a folder and a bag in it): one output, made once
             if twin is not None:
                 bad.append(BagResult(name, str(bag), str(root / name), reason=(
                     f"same output name as '{twin.src}': rename one of them")))
                 continue
             jobs.append(Job(name, str(bag), str(root / name)))
     return jobs, bad, True
+
+
+def in_input_order(results: Sequence[BagResult], inputs: Sequence[str]) -> List[BagResult]:
+    """Return results sorted by the input they came from (a bag, or the folder holding it).
+
+    Results of one input keep their order.
+    """
+    given = [Path(p) for p in inputs]
+
+    def rank(r: BagResult) -> int:
+        path = Path(r.input)
+        return next((i for i, p in enumerate(given) if p in (path, path.parent)), len(given))
+    return sorted(results, key=rank)
 
 
 def _check_not_inside(root: Path, folder: Path) -> None:
@@ -172,7 +189,24 @@ def check_targets(jobs: Sequence[Job], summary: Optional[str] = None) -> None:
         path = Path(summary)
         if path.is_dir():
             raise BagError(f"summary '{summary}' is a folder: give --summary-json a file name")
+        _check_summary_outside(jobs, path)
         check_writable(path.parent, 'summary folder')
+
+
+def _check_summary_outside(jobs: Sequence[Job], summary: Path) -> None:
+    """Raise BagError when the summary would be an output bag or a file inside one.
+
+    An output holding anything but its bag is not dpt_bag's to replace (targets.refusal):
+    every later run would refuse it, --force too.
+    """
+    real = summary.resolve()
+    for job in jobs:
+        out = Path(job.dst).resolve()
+        if real == out or out in real.parents:
+            what = 'is' if real == out else 'is inside'
+            raise BagError(f"summary '{summary}' {what} the output bag '{job.dst}': nothing "
+                           'was written; write the summary outside the output bags (e.g. '
+                           'in the output root)')
 
 
 def is_complete(dst: Path) -> bool:
@@ -260,9 +294,17 @@ def triage(job: Job, force: bool) -> Optional[BagResult]:
         return BagResult(job.name, job.src, job.dst, reason=(
             f"output '{dst}' {why}: dpt_bag never deletes it; move it away or choose another "
             'output'))
+    made = _marker(dst)
+    other = _other_input(made, job)
+    if is_complete(dst) and other is not None and made.get('source') != job.source:
+        # Not a new recording of this input: another input of the same name. --force would
+        # replace the other one's output with this one's, so it is not offered.
+        return BagResult(job.name, job.src, job.dst, reason=(
+            f"output '{dst}' was made from '{other}', not from '{job.src}': both inputs are "
+            f"named '{job.name}' and their outputs collide; give this one another output root "
+            '(or delete that output yourself)'))
     if force:
         return None
-    made = _marker(dst)
     if is_complete(dst) and made.get('settings') != job.settings:
         return BagResult(job.name, job.src, job.dst, reason=(
             f"output '{dst}' is complete but was made with other parameters, options or "
@@ -275,6 +317,18 @@ def triage(job: Job, force: bool) -> Optional[BagResult]:
         return BagResult(job.name, job.src, job.dst, 'skipped', 'complete (--force redoes it)')
     return BagResult(job.name, job.src, job.dst, reason=(
         f"output '{dst}' exists (an empty folder); pass --force to replace it"))
+
+
+def _other_input(made: Dict[str, Any], job: Job) -> Optional[str]:
+    """Return the input a marker names when it is not job's input (paths resolved), else None.
+
+    Markers before 'input_path' hold the input as it was given: resolved from here.
+    """
+    given = made.get('input')
+    if not isinstance(given, str):
+        return None
+    real = made.get('input_path') or str(Path(given).resolve())
+    return None if real == str(Path(job.src).resolve()) else given
 
 
 def expected_frames(job: Job, opts: BagOptions, cfg: Config) -> Tuple[int, str]:
@@ -307,7 +361,8 @@ def _commit(job: Job, opts: BagOptions, folder: Path, result: BagResult) -> None
     for f in sorted(folder.rglob('*'), reverse=True):  # files before their folders
         _fsync(f)
     _fsync(folder)
-    marker = {'input': job.src, 'frames': result.frames, 'topics': result.topics,
+    marker = {'input': job.src, 'input_path': str(Path(job.src).resolve()),
+              'frames': result.frames, 'topics': result.topics,
               'no_camera_info': result.no_camera_info, 'settings': job.settings,
               'source': job.source, 'skipped_messages': result.skipped_messages,
               'options': asdict(opts)}
@@ -339,6 +394,7 @@ def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
         result.fps, result.no_camera_info = report.fps, report.no_camera_info
         result.cameras = [asdict(c) for c in report.cameras]
         result.topics, result.skipped_messages = report.topics, report.skipped
+        result.frame_warnings = report.warnings
         result.stages_p50_ms, result.notes = report.stages_p50_ms, report.notes
         _commit(job, opts, folder, result)
     except BagError as exc:
@@ -530,8 +586,26 @@ def run_ray(jobs: Sequence[Job], cfg: Config, opts: BagOptions, ray_opts: RayOpt
             bar: ProgressBar, log: Callable[[str], None]) -> Tuple[List[BagResult], Dict]:
     """Run the bags as Ray tasks on a pool of actors (one model each); return results + stats."""
     ray = import_ray()
-    t_init = time.perf_counter()
     local = {'include_dashboard': False} if ray_opts.address == 'local' else {}
+    try:
+        init_seconds = _ray_init(ray, ray_opts, local)
+        pool = _RayPool(ray, jobs, cfg, opts, ray_opts, bar, log)
+        pool.stats['init_seconds'] = init_seconds
+        return pool.run(), pool.stats
+    finally:
+        ray.shutdown()  # also after a start that failed half-way
+
+
+def _ray_init(ray: Any, ray_opts: RayOptions, local: Dict[str, Any]) -> float:
+    """Start or join Ray, keeping the caller's SIGTERM handling; return the seconds it took.
+
+    ray.init makes SIGTERM sys.exit(15), which would read as 15 failed bags: the caller's
+    handler (dpt_bag's: interrupted, 143) is put back, and a SIGTERM that came during
+    ray.init is handed to it.
+    """
+    t0 = time.perf_counter()
+    on_term = signal.getsignal(signal.SIGTERM)
+    termed = False
     try:
         ray.init(address=ray_opts.address, ignore_reinit_error=True,
                  logging_level=logging.WARNING, **local)
@@ -539,13 +613,16 @@ def run_ray(jobs: Sequence[Job], cfg: Config, opts: BagOptions, ray_opts: RayOpt
         raise BagError(f"could not start or join Ray at '{ray_opts.address}': "
                        f'{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}'
                        ) from exc
-    init_seconds = round(time.perf_counter() - t_init, 3)
-    try:
-        pool = _RayPool(ray, jobs, cfg, opts, ray_opts, bar, log)
-        pool.stats['init_seconds'] = init_seconds
-        return pool.run(), pool.stats
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM or on_term is None:
+            raise
+        termed = True
     finally:
-        ray.shutdown()
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
+    if termed:
+        signal.raise_signal(signal.SIGTERM)
+    return round(time.perf_counter() - t0, 3)
 
 
 class _RayPool:
@@ -560,14 +637,15 @@ class _RayPool:
         self.ray, self.bar, self.log = ray, bar, log
         cluster = ray.cluster_resources()
         self.gpu = _uses_gpu(cfg, cluster)
+        room = _room(ray, cfg, opts.threads, self.gpu, cluster)
         if self.gpu:
             # Ray makes each task's GPU the only visible one: cuda:N would not exist there.
             cfg = cfg.replace({'model.device': 'cuda'})
-            ask, room = {'num_gpus': 1, 'num_cpus': opts.threads}, int(cluster.get('GPU', 0))
+            ask = {'num_gpus': 1, 'num_cpus': opts.threads}
         else:
             ask = {'num_cpus': opts.threads}
-            room = int(cluster.get('CPU', 1) // opts.threads)
-        self.size = max(1, min(ray_opts.workers or room, len(jobs)))
+        # More --workers than fit wait for room (oversubscribed); none fitting waits forever.
+        self.size = min(ray_opts.workers or room, len(jobs))
         each = f'1 GPU + {opts.threads} CPU' if self.gpu else f'{opts.threads} CPU'
         log(f'Ray: {self.size} workers, each {each} (cluster: {cluster.get("CPU", 0):g} CPU, '
             f'{cluster.get("GPU", 0):g} GPU)')
@@ -649,6 +727,25 @@ class _RayPool:
             pass  # a worker that died is reported with its bag
 
 
+def _room(ray: Any, cfg: Config, threads: int, gpu: bool, cluster: Dict[str, float]) -> int:
+    """Return how many workers the cluster's live nodes hold; BagError if not one fits.
+
+    Ray would keep a worker no node can hold pending forever, without a word.
+    """
+    nodes = [n.get('Resources', {}) for n in ray.nodes() if n.get('Alive')]
+    fit = [int(n.get('CPU', 0) // threads) for n in nodes]
+    room = sum(min(k, int(n.get('GPU', 0))) if gpu else k for k, n in zip(fit, nodes))
+    if room:
+        return room
+    have = f"{cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU"
+    if gpu and not cluster.get('GPU', 0):
+        raise BagError(f"model.device is '{cfg.model.device}' but the Ray cluster has no GPU "
+                       f"({have}); use 'auto' or 'cpu', or join a cluster with GPUs")
+    each = f'1 GPU and {threads} CPU' if gpu else f'{threads} CPU'
+    raise BagError(f'a Ray worker asks for {each} (--threads {threads}) and no node of the Ray '
+                   f'cluster ({have}) has that much: lower --threads')
+
+
 def _ray_reason(exc: BaseException) -> str:
     cause = getattr(exc, 'cause', None) or exc
     text = str(cause).strip().splitlines()
@@ -663,7 +760,10 @@ def summary_table(results: Sequence[BagResult]) -> str:
     width = max([len(r.bag) for r in results] + [3])
     rows = [f"{'bag':<{width}}  {'frames':>7}  {'time s':>8}  {'frames/s':>8}  status"]
     for r in results:
-        status = r.status if r.status != 'failed' else f'failed: {r.reason.splitlines()[0]}'
+        # A reason may list topics on lines of their own: one line here, the list included.
+        first, *more = r.reason.splitlines() or ['']
+        status = r.status if r.status != 'failed' else \
+            f"failed: {' '.join([first, ', '.join(m.strip() for m in more)]).strip()}"
         if r.status == 'skipped':
             status = f'skipped: {r.reason}'
         timing = f'{r.seconds:8.2f}  {r.fps:8.1f}' if r.status == 'done' else \
@@ -700,22 +800,21 @@ def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
     t0 = time.perf_counter()
     results: Dict[str, BagResult] = {}
     todo: List[Job] = []
-    total = 0
+    expected: Dict[str, int] = {}
     settings = settings_digest(cfg, opts, weights_digest(cfg))
     jobs = [dataclasses.replace(j, settings=settings, source=input_digest(j.src)) for j in jobs]
     for job in jobs:
         early = triage(job, force)
         if early is None:
-            n, reason = expected_frames(job, opts, cfg)
+            expected[job.name], reason = expected_frames(job, opts, cfg)
             early = BagResult(job.name, job.src, job.dst, reason=reason) if reason else None
-            total += n
         if early is not None:
             results[job.name] = early
         else:
             todo.append(job)
     for r in results.values():
         _say_result(r, lambda line: print(line, file=sys.stderr), single)
-    bar = ProgressBar(len(todo), total, bar_enabled and bool(todo))
+    bar = ProgressBar(len(todo), sum(expected.values()), bar_enabled and bool(todo))
     how: Dict[str, Any] = {'runner': 'ray' if ray_opts else 'serial'}
     done: List[BagResult] = []
     try:
@@ -726,5 +825,7 @@ def run_bags(jobs: Sequence[Job], cfg: Config, opts: BagOptions, force: bool,
     finally:
         bar.close()
     results.update((r.bag, r) for r in done)
+    for name, n in expected.items():
+        results[name].expected_frames = n
     how['wall_seconds'] = round(time.perf_counter() - t0, 3)
     return [results[j.name] for j in jobs], how

@@ -618,3 +618,182 @@ def test_a_summary_that_fails_at_the_end_is_one_line(tmp_path, params, immutable
     assert len(errors) == 1 and 'the summary could not be written' in errors[0]
     assert 'Traceback' not in captured.err and '2 done' in captured.out
     assert (root / 'a' / MARKER).is_file() and (root / 'b' / MARKER).is_file()
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that would wait forever (a Ray worker pending for good), after 120 s."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError('still running after 120 s')
+    before = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, before)
+
+
+@pytest.mark.parametrize('ask', ['threads', 'cuda'])
+def test_ray_workers_no_node_can_hold_are_refused(tmp_path, params, ask, deadline, capsys):
+    """A worker asking for more than any node has: exit 101 at once, not a wait for ever.
+
+    Issue: the pool started one worker anyway, and Ray kept it pending without a word.
+    """
+    pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    import torch
+    if ask == 'cuda' and torch.cuda.is_available():
+        pytest.skip('this machine has a GPU: a local Ray cluster has it too')
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=1)
+    extra = ['--threads', 100000] if ask == 'threads' else ['--device', 'cuda']
+    root = tmp_path / 'out'
+    assert run('--ray', fleet, root, '--params-file', params, *extra) == EXIT_NOTHING_RAN
+    errors = _errors(capsys)
+    assert len(errors) == 1, errors
+    assert ('--threads 100000' in errors[0] if ask == 'threads' else
+            "model.device is 'cuda' but the Ray cluster has no GPU" in errors[0])
+    assert not root.exists()
+
+
+@pytest.mark.parametrize('runner', ['serial', 'ray'])
+def test_sigterm_stops_like_ctrl_c(tmp_path, params, runner, monkeypatch, capsys):
+    """SIGTERM (a scheduler's kill): the interrupted line and 143, serial or Ray.
+
+    Issue: under --ray, Ray's own handler exited 15, which reads as 15 failed bags.
+    """
+    import signal
+    if runner == 'ray':
+        pytest.importorskip('ray', reason='Ray is not installed (requirements/ray.txt)')
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b', 'c'])
+    terminate = lambda: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+    if runner == 'serial':
+        real = bag_runs.process_bag
+
+        def killed_at_b(src, dst, *a, **k):
+            if src.name == 'b':
+                dst.mkdir()
+                terminate()
+            return real(src, dst, *a, **k)
+        monkeypatch.setattr(bag_runs, 'process_bag', killed_at_b)
+    else:
+        import threading
+        import ray
+        real_wait, sent = ray.wait, []
+
+        def wait(*a, **k):  # the first waits for workers that take seconds to load
+            if not sent:
+                sent.append(threading.Timer(0.2, terminate))
+                sent[0].start()
+            return real_wait(*a, **k)
+        monkeypatch.setattr(ray, 'wait', wait)
+
+    def unhandled(signum, frame):
+        raise AssertionError('dpt_bag did not handle SIGTERM')
+    before = signal.signal(signal.SIGTERM, unhandled)  # not the default: it ends pytest
+    try:
+        root = tmp_path / 'out'
+        assert run(fleet, root, '--params-file', params, *(['--ray'] * (runner == 'ray'))) \
+            == 143
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # given back as it was
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert 'dpt_bag: interrupted: finished outputs are kept' in capsys.readouterr().err
+    if runner == 'serial':
+        assert sorted(p.name for p in root.iterdir()) == ['a']
+    monkeypatch.undo()
+    assert run(fleet, root, '--params-file', params) == 0
+    assert sorted(p.name for p in root.iterdir()) == ['a', 'b', 'c', SUMMARY]
+
+
+@pytest.mark.parametrize('where', ['is inside', 'is'])
+def test_a_summary_in_an_output_bag_is_refused(tmp_path, params, where, capsys):
+    """Issue: written into the output, it made every later run refuse that output."""
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=1)
+    root = tmp_path / 'out'
+    path = root / 'a' / 'summary.json' if where == 'is inside' else root / 'a'
+    before = _snapshot(tmp_path)
+    assert run(fleet, root, '--params-file', params, '--summary-json', path) == \
+        EXIT_NOTHING_RAN
+    errors = _errors(capsys)
+    assert len(errors) == 1 and f"summary '{path}' {where} the output bag" in errors[0]
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_bag_of_corrupt_frames_fails_naming_the_first_error(tmp_path, params, capsys):
+    """Issue: 'see the warning' where none was shown: the report died with the bag."""
+    fleet = tmp_path / 'fleet'
+    write_bag(fleet / 'bad', synthetic_frames(3, 48, 36), corrupt=(0, 1, 2))
+    make_bags(fleet, ['good'], n=1)
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 1
+    reason = {b['bag']: b['reason'] for b in summary(root)['bags']}['bad']
+    assert reason.startswith('none of the frames could be processed: 3 skipped as unusable, '
+                             'the first: undecodable sensor_msgs/msg/Image on '), reason
+    assert f'dpt_bag: bad: error: {reason}' in capsys.readouterr().err
+
+
+def test_summary_counts_expected_frames_and_frames_without_camera_info(tmp_path, params):
+    fleet = make_bags(tmp_path / 'fleet', ['a'], n=3)
+    write_bag(fleet / 'b', synthetic_frames(2, 48, 36), info='none')  # no CameraInfo topic
+    root = tmp_path / 'out'
+    assert run(fleet, root, '--params-file', params) == 0
+    bags = {b['bag']: b for b in summary(root)['bags']}
+    assert [bags[n]['expected_frames'] for n in 'ab'] == [3, 2]
+    assert [bags[n]['no_camera_info'] for n in 'ab'] == [0, 2]
+    assert bags['b']['cameras'][0]['no_camera_info'] == 2
+    said = [n for n in bags['b']['notes'] if 'CameraInfo' in n or 'camera_info' in n]
+    assert len(said) == 1 and 'no CameraInfo topic in the bag' in said[0]
+
+
+def test_two_inputs_of_one_name_are_told_apart_from_a_new_recording(tmp_path, params):
+    """Issue: 'another recording of y/r.mcap; pass --force' for x/r.mcap's output."""
+    x = make_bags(tmp_path / 'x', ['r.mcap'], n=1) / 'r.mcap'
+    y = make_bags(tmp_path / 'y', ['r.mcap'], n=2) / 'r.mcap'
+    other = make_bags(tmp_path / 'more', ['b'], n=1) / 'b'
+    root = tmp_path / 'out'
+    assert run(x, other, root, '--params-file', params) == 0
+    made = (root / 'r' / MARKER).read_bytes()
+    for force in ((), ('--force',)):
+        assert run(y, other, root, '--params-file', params, *force) == 1
+        reason = {b['bag']: b['reason'] for b in summary(root)['bags']}['r']
+        assert f"was made from '{x}', not from '{y}'" in reason and 'collide' in reason
+        assert 'another output root' in reason and '--force' not in reason
+    assert (root / 'r' / MARKER).read_bytes() == made  # x's output is still x's
+
+
+def test_one_bag_given_twice_is_run_once(tmp_path, params, capsys):
+    """A folder and a bag inside it: one output, no failure. Two bags of one name: refused."""
+    fleet = make_bags(tmp_path / 'fleet', ['a', 'b'], n=1)
+    root = tmp_path / 'out'
+    for _ in range(2):
+        assert run(fleet, fleet / 'a', str(fleet / 'b') + '/', root, '--params-file',
+                   params) == 0
+        assert [b['bag'] for b in summary(root)['bags']] == ['a', 'b']
+    other = make_bags(tmp_path / 'other', ['a'], n=1) / 'a'
+    assert run(fleet, other, root, '--params-file', params) == 1
+    reasons = [b['reason'] for b in summary(root)['bags'] if b['status'] == 'failed']
+    assert reasons == [f"same output name as '{fleet / 'a'}': rename one of them"]
+
+
+def test_summary_rows_follow_the_inputs_and_show_whole_reasons(tmp_path, params, capsys):
+    first = make_bags(tmp_path / 'first', ['a'], n=1)
+    last = make_bags(tmp_path / 'last', ['z'], n=1) / 'z'
+    root = tmp_path / 'out'
+    assert run(first, tmp_path / 'missing', last, root, '--params-file', params,
+               '--image-topic', IMAGE_TOPIC, '--camera-info-topic', '/nowhere') == 3
+    assert [b['bag'] for b in summary(root)['bags']] == ['a', 'missing', 'z']
+    table = capsys.readouterr().out
+    row = next(ln for ln in table.splitlines() if ln.startswith('z '))
+    assert "it has: /camera/color/camera_info (sensor_msgs/msg/CameraInfo" in row, row
+
+
+def test_frame_warnings_are_not_skipped_messages():
+    """A frame the pipeline warns about is written: not a skipped message."""
+    from dpt_ros.offline.bag import BagReport
+    report = BagReport()
+    for age in (1.5, 2.5):
+        report.frame_warning(f'depth.mode fitted: no usable anchors for {age} s; publishing')
+    report.warn_once('cdr', 'undecodable')
+    assert report.skipped == {'cdr': 1}
+    assert report.warnings == {'depth.mode fitted: no usable anchors for 1.5 s; publishing': 2}
+    assert len(report.notes) == 2 and 'skipped' not in report.notes[0]
