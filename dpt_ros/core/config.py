@@ -129,7 +129,9 @@ class DepthConfig:
         '32FC1', "depth/image encoding: '32FC1' metres with NaN invalid (REP 118) or '16UC1' "
         'millimetres with 0 invalid.', choices=DEPTH_ENCODINGS)
     colormap: str = _opt(
-        'inferno', 'Colormap of depth/colored (near is bright).', choices=COLORMAPS)
+        'inferno', 'Colormap of depth/colored: near takes the top of the map (bright in inferno, '
+        'magma, viridis, plasma, gray; red in turbo and jet), invalid pixels are black.',
+        choices=COLORMAPS)
     temporal: bool = _opt(
         True, 'fitted: filter scale and shift over time (log-scale, outlier fits gated) so a '
         'frame with few or bad anchors does not jump; relative_inverse: align each '

@@ -222,7 +222,8 @@ OUTPUTS: Tuple[Output, ...] = (
            'CameraInfo', 'with `depth/image`: the input calibration under the output header',
            array='depth'),
     Output('depth_colored', 'depth/colored', IMAGE_TYPE, DEPTH_TASK, _image('rgb8'),
-           'Image rgb8', 'colormapped depth for viewers (near is bright)', _depth_colored_of,
+           'Image rgb8', 'colormapped depth for viewers (near is the top of depth.colormap: '
+           'bright in inferno)', _depth_colored_of,
            viewer=True),
     Output('points', 'points', CLOUD_TYPE, DEPTH_TASK, _points,
            'PointCloud2 (x, y, z float32 + packed rgb; point_step 16; + normal_x, normal_y, '
