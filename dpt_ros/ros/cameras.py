@@ -7,7 +7,9 @@ Inputs come from the one input table (dpt_ros.core.inputs). Image and camera_inf
 subscriptions are keep-last 1 (the newest frame wins), anchor subscriptions keep-last
 ANCHOR_HISTORY (each anchor message is the one some frame pairs with); their reliability is
 configured or follows what the publishers offer ('auto', checked once a second so a camera
-that appears later is matched). A callback only stores the newest frame for the worker, or
+that appears later is matched). camera_info (and anchors/camera_info) is subscribed
+transient_local while every publisher of it latches it, so calibration published once is
+received. A callback only stores the newest frame for the worker, or
 the anchor message for pairing (and wakes a frame waiting for it). Frames the middleware
 reports lost are counted, and a large best-effort stream that loses most of them gets one
 warning naming the fix.
@@ -66,6 +68,7 @@ class Camera:
         self.senders: Dict[str, SerializedPublisher] = {}  # output name -> its pub's sender
         self.subs: Dict[str, Any] = {}  # topic -> subscription
         self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
+        self.sub_durability: Dict[str, DurabilityPolicy] = {}  # calibration topics follow it
         self.frame_bytes = 0  # size of the last image received (the loss warning's 'large')
         self.stats = Stats()
         self.anchors: Optional[AnchorInput] = None  # with anchors.source, while active
@@ -139,10 +142,10 @@ class CameraIO:
             cam.anchors = AnchorInput(cfg.anchors.source) if cam.anchor_topics else None
             self._subscribe(cam)
         self._publish_label_info(labels)
-        if cfg.input.reliability == 'auto' or cfg.anchors.source != 'none':
-            # On the steady clock: under use_sim_time a paused bag must not stop it.
-            self._timer = self.node.create_timer(
-                1.0, self.match_publishers, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Always: camera_info follows its publishers' durability, whatever input.reliability.
+        # On the steady clock: under use_sim_time a paused bag must not stop it.
+        self._timer = self.node.create_timer(
+            1.0, self.match_publishers, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def unsubscribe(self) -> None:
         """Stop receiving: no frame reaches the worker after this."""
@@ -152,7 +155,7 @@ class CameraIO:
         for cam in self.cameras:
             for sub in cam.subs.values():
                 self.node.destroy_subscription(sub)
-            cam.subs, cam.sub_reliability = {}, {}
+            cam.subs, cam.sub_reliability, cam.sub_durability = {}, {}, {}
 
     def detach(self) -> List[Any]:
         """Take the cameras' publishers and anchors away; return the publishers.
@@ -205,6 +208,23 @@ class CameraIO:
             return ReliabilityPolicy.BEST_EFFORT
         return ReliabilityPolicy.RELIABLE
 
+    def _durability(self, cam: Camera, role: str, topic: str) -> DurabilityPolicy:
+        """Return transient_local for a calibration topic whose publishers all latch it.
+
+        A driver (or a bag played with its recorded QoS) that publishes camera_info once,
+        transient_local, reaches only a transient_local subscription; such a subscription
+        matches no volatile publisher, so it is taken only while every publisher latches.
+        """
+        if role not in (inputs.CAMERA_INFO, inputs.ANCHORS_INFO):
+            return DurabilityPolicy.VOLATILE
+        offered = [i.qos_profile.durability
+                   for i in self.node.get_publishers_info_by_topic(topic)]
+        if not offered:
+            return cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE)
+        if all(d == DurabilityPolicy.TRANSIENT_LOCAL for d in offered):
+            return DurabilityPolicy.TRANSIENT_LOCAL
+        return DurabilityPolicy.VOLATILE
+
     def _callback(self, cam: Camera, role: str) -> Callable[[Any], None]:
         """Return what receiving a message of this role does."""
         if role == inputs.IMAGE:
@@ -223,21 +243,27 @@ class CameraIO:
     def _subscribe(self, cam: Camera, only_changed: bool = False) -> None:
         for row, topic in cam.inputs:
             rel = self._reliability(cam, topic)
-            if only_changed and rel == cam.sub_reliability.get(topic):
+            dur = self._durability(cam, row.role, topic)
+            if only_changed and rel == cam.sub_reliability.get(topic) and \
+                    dur == cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE):
                 continue
             if only_changed:
                 name = 'best_effort' if rel == ReliabilityPolicy.BEST_EFFORT else 'reliable'
+                if dur == DurabilityPolicy.TRANSIENT_LOCAL:
+                    name += ' transient_local'
                 self.node.get_logger().info(
                     f'{topic}: publisher offers {name}; resubscribing {name}')
             old = cam.subs.pop(topic, None)
             if old is not None:
                 self.node.destroy_subscription(old)
             depth = ANCHOR_HISTORY if row.role == inputs.ANCHORS else 1
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel,
+                             durability=dur)
             lost = (lambda info: self.on_lost(cam, info)) if row.role == inputs.IMAGE else None
             cam.subs[topic] = self._create_subscription(
                 conv.msg_class(row.msg_type), topic, self._callback(cam, row.role), qos, lost)
             cam.sub_reliability[topic] = rel
+            cam.sub_durability[topic] = dur
 
     def _create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None],
                              qos: QoSProfile, on_lost: Optional[Callable[[Any], None]]) -> Any:

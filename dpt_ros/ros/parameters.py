@@ -114,9 +114,14 @@ class Parameters:
         Not refused: a params file's /** section may hold other nodes' settings too.
         """
         names = [spec.name for spec in param_table()]
-        ours = _OWN_GROUPS + ('qos_overrides.',)
-        foreign = sorted(n for n in overrides
-                         if not n.startswith(ours) and not self.node.has_parameter(n))
+        qos = sorted(n for n in overrides if n.startswith('qos_overrides.'))
+        if qos:
+            self.node.get_logger().warning(
+                f"{', '.join(qos)}: not read: dpt_ros sets its QoS from input.reliability "
+                '(inputs follow their publishers by default), output.reliability and '
+                'output.history_depth.')
+        foreign = sorted(n for n in overrides if not n.startswith(_OWN_GROUPS)
+                         and n not in qos and not self.node.has_parameter(n))
         typos = {n: difflib.get_close_matches(n, names, 1, 0.75) for n in foreign}
         for name, close in typos.items():
             if close:

@@ -15,7 +15,8 @@ from dpt_ros.tools.sample import synthetic_scene
 
 from rosutil import header  # noqa: I100
 
-from rclpy.qos import ReliabilityPolicy  # noqa: E402, I100
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402, I100
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 NS = '/io'
 
@@ -45,6 +46,35 @@ def test_auto_reliability_follows_a_best_effort_camera_that_comes_later(harness,
         if harness.wait(lambda: harness.get(f'{NS}/depth/image'), 0.2):
             break
     assert harness.get(f'{NS}/depth/image') and cam.stats.received >= 1
+
+
+def test_camera_info_latched_once_before_the_node_starts_is_received(harness, tiny_metric):
+    """A driver (or a bag played with its recorded QoS) publishing camera_info once, latched.
+
+    Issue: every input was subscribed volatile, so calibration published once before the node
+    came up never reached it: no points, no depth/camera_info, ever.
+    """
+    s = synthetic_scene(64, 48)
+    latched = harness.node.create_publisher(CameraInfo, f'{NS}/camera_info', QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    latched.publish(conv.camera_info_from_intrinsics(s.intrinsics, header(0)))
+    node = start(harness, **{'model.depth': str(tiny_metric)})
+    cam = node.cameras[0]
+    harness.record_outputs(NS, ['depth/image', 'points'])
+    img = harness.node.create_publisher(Image, f'{NS}/image', 5)
+    assert harness.wait(lambda: cam.sub_durability.get(cam.info_topic)
+                        == DurabilityPolicy.TRANSIENT_LOCAL, 10)
+    assert harness.wait(lambda: cam.calibration.info is not None, 10)  # the latched sample
+    assert harness.wait_subscribed(img)
+    img.publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
+    harness.wait_stamp(f'{NS}/points', conv.stamp_ns(header(1)))
+    # A volatile publisher of it joins: back to volatile, which matches both.
+    volatile = harness.node.create_publisher(CameraInfo, f'{NS}/camera_info', 5)
+    assert harness.wait(lambda: cam.sub_durability.get(cam.info_topic)
+                        == DurabilityPolicy.VOLATILE, 10)
+    assert harness.wait_subscribed(volatile) and harness.wait(
+        lambda: latched.get_subscription_count() == 1, 10)
 
 
 class Recorder:

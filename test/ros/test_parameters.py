@@ -148,7 +148,8 @@ def test_bad_parameter_at_startup_exits_with_one_message(tmp_path, tiny_metric, 
 def test_names_outside_the_table_are_ignored_and_typos_named(tmp_path, tiny_metric):
     """A /** section may carry other nodes' settings: ignored, but a near miss is warned about."""
     params = {'model.depth': str(tiny_metric), 'model.device': 'cpu',
-              'camera': ['front'], 'modle.precision': 'fp16', 'frame_rate': 30}
+              'camera': ['front'], 'modle.precision': 'fp16', 'frame_rate': 30,
+              'qos_overrides./camera/points.publisher.reliability': 'best_effort'}
     node = NodeProcess(['--params-file', str(write_params_file(tmp_path / 'p.yaml', params))])
     try:
         deadline = time.monotonic() + 60
@@ -162,5 +163,8 @@ def test_names_outside_the_table_are_ignored_and_typos_named(tmp_path, tiny_metr
         assert "did you mean 'model.precision'?" in text
         assert 'ignored, not dpt_ros parameters: frame_rate' in text
         assert "'frame_rate' is not" not in text  # no near miss: told, not warned
+        # The standard QoS override parameters are not read here: said, with what is.
+        assert 'qos_overrides./camera/points.publisher.reliability: not read: dpt_ros sets ' \
+            'its QoS from input.reliability' in text
     finally:
         node.stop()
