@@ -199,14 +199,22 @@ class CameraIO:
             return ReliabilityPolicy.RELIABLE
         if choice == 'best_effort':
             return ReliabilityPolicy.BEST_EFFORT
-        offered = [i.qos_profile.reliability
+        # A reliable subscription cannot match a best-effort publisher; the reverse works.
+        return self._follow(topic, 'reliability', ReliabilityPolicy.BEST_EFFORT, any,
+                            cam.sub_reliability.get(topic, ReliabilityPolicy.RELIABLE),
+                            ReliabilityPolicy.RELIABLE)
+
+    def _follow(self, topic: str, policy: str, special: Any, rule: Callable[[Any], bool],
+                unknown: Any, otherwise: Any) -> Any:
+        """Return special when rule (any / all) of the topic's publishers offer it.
+
+        unknown while no publisher is known, otherwise when the rule fails.
+        """
+        offered = [getattr(i.qos_profile, policy)
                    for i in self.node.get_publishers_info_by_topic(topic)]
         if not offered:
-            return cam.sub_reliability.get(topic, ReliabilityPolicy.RELIABLE)
-        # A reliable subscription cannot match a best-effort publisher; the reverse works.
-        if any(r == ReliabilityPolicy.BEST_EFFORT for r in offered):
-            return ReliabilityPolicy.BEST_EFFORT
-        return ReliabilityPolicy.RELIABLE
+            return unknown
+        return special if rule(v == special for v in offered) else otherwise
 
     def _durability(self, cam: Camera, role: str, topic: str) -> DurabilityPolicy:
         """Return transient_local for a calibration topic whose publishers all latch it.
@@ -217,13 +225,9 @@ class CameraIO:
         """
         if role not in (inputs.CAMERA_INFO, inputs.ANCHORS_INFO):
             return DurabilityPolicy.VOLATILE
-        offered = [i.qos_profile.durability
-                   for i in self.node.get_publishers_info_by_topic(topic)]
-        if not offered:
-            return cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE)
-        if all(d == DurabilityPolicy.TRANSIENT_LOCAL for d in offered):
-            return DurabilityPolicy.TRANSIENT_LOCAL
-        return DurabilityPolicy.VOLATILE
+        return self._follow(topic, 'durability', DurabilityPolicy.TRANSIENT_LOCAL, all,
+                            cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE),
+                            DurabilityPolicy.VOLATILE)
 
     def _callback(self, cam: Camera, role: str) -> Callable[[Any], None]:
         """Return what receiving a message of this role does."""
