@@ -188,11 +188,12 @@ class CameraIO:
 
     # ------------------------------------------------------------------ subscriptions and QoS
 
-    def _reliability(self, cam: Camera, topic: str) -> ReliabilityPolicy:
+    def _reliability(self, cam: Camera, topic: str, offered: List[Any]) -> ReliabilityPolicy:
         """Return the configured reliability, or in 'auto' what the publishers offer.
 
         Anchor topics always follow their publishers: lidar and depth drivers often publish
-        best effort, which a reliable subscription would never receive.
+        best effort, which a reliable subscription would never receive. offered: the QoS
+        profiles of the topic's publishers.
         """
         choice = 'auto' if topic in cam.anchor_topics else self.reliability
         if choice == 'reliable':
@@ -200,23 +201,12 @@ class CameraIO:
         if choice == 'best_effort':
             return ReliabilityPolicy.BEST_EFFORT
         # A reliable subscription cannot match a best-effort publisher; the reverse works.
-        return self._follow(topic, 'reliability', ReliabilityPolicy.BEST_EFFORT, any,
-                            cam.sub_reliability.get(topic, ReliabilityPolicy.RELIABLE),
-                            ReliabilityPolicy.RELIABLE)
+        return _follow(offered, 'reliability', ReliabilityPolicy.BEST_EFFORT, any,
+                       cam.sub_reliability.get(topic, ReliabilityPolicy.RELIABLE),
+                       ReliabilityPolicy.RELIABLE)
 
-    def _follow(self, topic: str, policy: str, special: Any, rule: Callable[[Any], bool],
-                unknown: Any, otherwise: Any) -> Any:
-        """Return special when rule (any / all) of the topic's publishers offer it.
-
-        unknown while no publisher is known, otherwise when the rule fails.
-        """
-        offered = [getattr(i.qos_profile, policy)
-                   for i in self.node.get_publishers_info_by_topic(topic)]
-        if not offered:
-            return unknown
-        return special if rule(v == special for v in offered) else otherwise
-
-    def _durability(self, cam: Camera, role: str, topic: str) -> DurabilityPolicy:
+    @staticmethod
+    def _durability(cam: Camera, role: str, topic: str, offered: List[Any]) -> DurabilityPolicy:
         """Return transient_local for a calibration topic whose publishers all latch it.
 
         A driver (or a bag played with its recorded QoS) that publishes camera_info once,
@@ -225,9 +215,9 @@ class CameraIO:
         """
         if role not in (inputs.CAMERA_INFO, inputs.ANCHORS_INFO):
             return DurabilityPolicy.VOLATILE
-        return self._follow(topic, 'durability', DurabilityPolicy.TRANSIENT_LOCAL, all,
-                            cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE),
-                            DurabilityPolicy.VOLATILE)
+        return _follow(offered, 'durability', DurabilityPolicy.TRANSIENT_LOCAL, all,
+                       cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE),
+                       DurabilityPolicy.VOLATILE)
 
     def _callback(self, cam: Camera, role: str) -> Callable[[Any], None]:
         """Return what receiving a message of this role does."""
@@ -246,8 +236,9 @@ class CameraIO:
 
     def _subscribe(self, cam: Camera, only_changed: bool = False) -> None:
         for row, topic in cam.inputs:
-            rel = self._reliability(cam, topic)
-            dur = self._durability(cam, row.role, topic)
+            offered = [i.qos_profile for i in self.node.get_publishers_info_by_topic(topic)]
+            rel = self._reliability(cam, topic, offered)
+            dur = self._durability(cam, row.role, topic, offered)
             if only_changed and rel == cam.sub_reliability.get(topic) and \
                     dur == cam.sub_durability.get(topic, DurabilityPolicy.VOLATILE):
                 continue
@@ -354,3 +345,14 @@ class CameraIO:
                   f'in transport (best-effort subscription, {size}). With Fast DDS defaults most '
                   f'large best-effort frames between processes are lost: {fix}, or publish the '
                   'camera reliable. /diagnostics counts them (frames_lost).')
+
+
+def _follow(offered: List[Any], policy: str, special: Any, rule: Callable[[Any], bool],
+            unknown: Any, otherwise: Any) -> Any:
+    """Return special when rule (any / all) of the publishers' QoS profiles offer it.
+
+    unknown while no publisher is known, otherwise when the rule fails.
+    """
+    if not offered:
+        return unknown
+    return special if rule(getattr(q, policy) == special for q in offered) else otherwise
