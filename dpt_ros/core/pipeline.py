@@ -859,12 +859,13 @@ class Pipeline:
         for r, f, a in zip(b.results, b.fits, b.anchors or [None] * len(b.results)):
             r.fit = f.report
             r.warnings.extend(f.warnings)
-            if b.mode == 'fitted' and a is not None and a.z.size and float(np.median(a.z)) > far:
+            median = float(np.median(a.z)) if b.mode == 'fitted' and a is not None and \
+                a.z.size else 0.0
+            if median > far:
                 # Nothing it fits is published beyond depth.max: say why rather than go dark.
                 r.warnings.append(
-                    f'the anchors lie beyond depth.max ({far:g} m; their median '
-                    f'{float(np.median(a.z)):g} m): millimetres in a 32FC1 image, or a '
-                    'depth.max too small for this scene?')
+                    f'the anchors lie beyond depth.max ({far:g} m; their median {median:g} m): '
+                    'millimetres in a 32FC1 image, or a depth.max too small for this scene?')
 
     def _rows_stage(self, b: _Batch, stage: str) -> None:
         """Run the compute of every wanted output row of this stage, frame by frame."""

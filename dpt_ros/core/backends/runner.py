@@ -84,8 +84,9 @@ class BackendRunner:
         self.log(f'model.backend {name} for input {tuple(shape)}: {info}')
         if len(built) > MAX_MODULES:
             dropped = built.pop(0)
-            self.log(f'model.backend {name}: dropped the least recently used module (at most '
-                     f'{MAX_MODULES} kept per model): {getattr(dropped, "shape", "")}')
+            was = getattr(dropped, 'input_shape', '?')  # every backend module names its input
+            self.log(f'model.backend {name}: dropped the least recently used module, for input '
+                     f'{was} (at most {MAX_MODULES} kept per model)')
         return module
 
     def run(self, m: LoadedModel, pixel_values: torch.Tensor, max_batch: int = 0,
