@@ -78,6 +78,7 @@ class Camera:
         # The newest frame's per-frame facts (Result.notes: focal_source, prompt) for
         # /diagnostics.
         self.notes: Dict[str, str] = {}
+        self.points_left_out = ''  # why the newest frame decoded gets no points ('' if it does)
 
     @property
     def camera_info(self) -> Any:

@@ -199,7 +199,11 @@ class Worker:
                        "depth.scale/depth.shift or 'fitted' with anchors, or use a metric "
                        'checkpoint.')
             rt.once('relative_points', f'points need metric depth: {why}')
+        cam.points_left_out = ''
         if f.intrinsics is None:
+            if 'points' in want:  # someone listens: /diagnostics says why none come
+                cam.points_left_out = ('none: no camera_info received' if cam.camera_info is None
+                                       else 'none: camera_info unusable (see the log)')
             f.want = want - {'points'}
         if fitted:  # anchor decoding is timed as part of the frame's decode stage
             t1 = time.perf_counter()
@@ -246,10 +250,9 @@ class Worker:
     def _notes(f: FrameIn, result: Result) -> Dict[str, str]:
         """Return a frame's facts for /diagnostics: the result's, and why points were left out."""
         notes = dict(result.notes)
-        cam = f.origin[0]
-        if 'points' not in f.want and 'points' in cam.wanted():  # no intrinsics (frame())
-            notes['points'] = ('none: no camera_info received' if cam.camera_info is None
-                               else 'none: camera_info unusable (see the log)')
+        left_out = f.origin[0].points_left_out  # set by frame(), one frame per camera a batch
+        if left_out:
+            notes['points'] = left_out
         return notes
 
     def _note_fit(self, f: FrameIn, result: Result, cfg: Config) -> None:
