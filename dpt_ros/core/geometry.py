@@ -18,6 +18,12 @@ _LITTLE = sys.byteorder == 'little'
 _PINHOLE_MODELS = ('plumb_bob', 'rational_polynomial')
 _FISHEYE_MODELS = ('equidistant',)
 _OPENCV_D_LENGTHS = (4, 5, 8, 12, 14)  # what cv2.undistortPoints takes
+# OpenCV's undistortPoints stops after 5 steps by default: up to pixels off at the edges of a
+# wide-angle plumb_bob or rational_polynomial lens. Iterate until the ray reprojects onto its
+# pixel; a pixel whose ray still misses it by more than _RAY_MISS_PX has none (NaN).
+_UNDISTORT_STEPS = 100
+_UNDISTORT_EPS_PX = 1e-3
+_RAY_MISS_PX = 0.01
 
 
 class IntrinsicsError(ValueError):
@@ -85,7 +91,8 @@ def ray_grid(intr: Intrinsics, stride: int = 1) -> Tuple[np.ndarray, str]:
     """(h, w, 2) float32 normalised coordinates (x/z, y/z) per kept pixel, and a note.
 
     Undistorts exactly for plumb_bob / rational_polynomial (OpenCV) and equidistant, so raw
-    images back-project correctly; equidistant is a lens model (r = f * theta) even with an
+    images back-project correctly; pixels no ray maps to (past the fold of a strongly
+    distorting polynomial) are NaN. Equidistant is a lens model (r = f * theta) even with an
     all-zero D, and rays at 90 degrees or more from the axis have no depth along z (NaN).
     Unknown models fall back to the pinhole K with a note.
     """
@@ -94,10 +101,7 @@ def ray_grid(intr: Intrinsics, stride: int = 1) -> Tuple[np.ndarray, str]:
     if intr.distortion_model in _FISHEYE_MODELS:
         xy = _equidistant_rays((u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, intr.d)
     elif intr.distorted and intr.distortion_model in _PINHOLE_MODELS:
-        import cv2
-        pts = np.stack([u, v], axis=-1).reshape(-1, 1, 2)
-        und = cv2.undistortPoints(pts, intr.matrix(), np.array(intr.d, np.float64))
-        xy = und.reshape(u.shape + (2,))
+        xy = _opencv_rays(u, v, intr)
     else:
         if intr.distorted:
             note = (f"distortion model '{intr.distortion_model}' is not supported; points use "
@@ -107,6 +111,46 @@ def ray_grid(intr: Intrinsics, stride: int = 1) -> Tuple[np.ndarray, str]:
         note = (f'camera_info has an empty P; points use {intr.source}. Calibrate the camera '
                 'or set input.rectified false for a raw image.')
     return xy.astype(np.float32), note
+
+
+def _opencv_rays(u: np.ndarray, v: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """(..., 2) x/z, y/z of pixels under OpenCV's pinhole distortion, NaN where no ray maps."""
+    import cv2
+    k, d = intr.matrix(), np.array(intr.d, np.float64)
+    pix = np.stack([u, v], axis=-1).reshape(-1, 1, 2)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, _UNDISTORT_STEPS,
+                _UNDISTORT_EPS_PX)
+    # OpenCV 4 names the iterated form undistortPointsIter; OpenCV 5 folds it into
+    # undistortPoints.
+    if hasattr(cv2, 'undistortPointsIter'):
+        xy = cv2.undistortPointsIter(pix, k, d, None, None, criteria)
+    else:
+        xy = cv2.undistortPoints(pix, k, d, None, None, None, criteria)
+    xy = xy.reshape(u.shape + (2,))
+    if len(d) == 14 and (d[12] or d[13]):  # a tilted sensor: OpenCV's own projection
+        back, _ = cv2.projectPoints(np.concatenate([xy, np.ones_like(xy[..., :1])], -1)
+                                    .reshape(-1, 3), np.zeros(3), np.zeros(3), k, d)
+        back = back.reshape(xy.shape)
+    else:
+        with np.errstate(divide='ignore', invalid='ignore'):
+            back = _distort(xy, d) * [intr.fx, intr.fy] + [intr.cx, intr.cy]
+    miss = ~(np.hypot(back[..., 0] - u, back[..., 1] - v) <= _RAY_MISS_PX)
+    xy[miss] = np.nan
+    return xy
+
+
+def _distort(xy: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Distort (..., 2) x/z, y/z as OpenCV does (k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4]]])."""
+    k = np.zeros(12)
+    k[:min(12, len(d))] = d[:12]
+    k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = k
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    r4 = r2 * r2
+    radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) + s1 * r2 + s2 * r4
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y + s3 * r2 + s4 * r4
+    return np.stack([xd, yd], axis=-1)
 
 
 def _equidistant_rays(xd: np.ndarray, yd: np.ndarray, d: Tuple[float, ...]) -> np.ndarray:
