@@ -208,14 +208,17 @@ def _project(pts: np.ndarray, intr: Intrinsics, received: int, stamp: float) -> 
     """Optical-frame points -> pixels (with the camera's distortion) inside the image."""
     front = pts[:, 2] > 1e-6
     pts = pts[front]
-    if pts.shape[0] and intr.distorted and intr.distortion_model in (
-            'plumb_bob', 'rational_polynomial', 'equidistant'):
+    # Equidistant is a lens model (r = f * theta) even with an all-zero D, as geometry.ray_grid
+    # takes it: the anchors land where the points of those pixels are.
+    if pts.shape[0] and (intr.distortion_model == 'equidistant' or intr.distorted and
+                         intr.distortion_model in ('plumb_bob', 'rational_polynomial')):
         import cv2
         zero = np.zeros(3)
         obj = pts.reshape(-1, 1, 3).astype(np.float64)
         if intr.distortion_model == 'equidistant':
+            k = (tuple(intr.d) + (0.0,) * 4)[:4]  # as geometry's rays take a short D
             uv, _ = cv2.fisheye.projectPoints(obj, zero, zero, intr.matrix(),
-                                              np.array(intr.d[:4], np.float64))
+                                              np.array(k, np.float64))
         else:
             uv, _ = cv2.projectPoints(obj, zero, zero, intr.matrix(),
                                       np.array(intr.d, np.float64))

@@ -3,6 +3,7 @@
 
 """Anchor decoding: depth images and clouds -> colour-image pixels, bad messages, pairing."""
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -100,6 +101,16 @@ def test_cloud_projection_drops_behind_and_outside():
     assert np.allclose(np.c_[a.u, a.v, a.z], [[31.5, 23.5, 2.0], [51.5, 13.5, 1.0]])
     b = anc.from_points(_cloud(xyz, dtype='<f8'), INTR, 'cam')
     assert b.z.size == 2
+
+
+def test_fisheye_with_zero_distortion_projects_equidistant():
+    """Anchors of a raw fisheye land on the pixels whose points they are, D = 0 or not."""
+    f = 800.0 / math.pi  # 45 degrees off axis lies 200 px from the principal point
+    for d in ((0.0, 0.0, 0.0, 0.0), (), (1e-9, 0.0, 0.0, 0.0)):
+        intr = Intrinsics(fx=f, fy=f, cx=319.0, cy=239.0, width=640, height=480,
+                          distortion_model='equidistant', d=d)
+        a = anc.from_points(_cloud(np.array([[2.0, 0.0, 2.0]])), intr, 'cam')
+        assert (a.u[0], a.v[0]) == pytest.approx((519.0, 239.0), abs=1e-3), d
 
 
 def test_cloud_through_the_extrinsic():
