@@ -805,6 +805,10 @@ class Pipeline:
         if b.raw is not None:
             if dm.depth_units == 'canonical_inverse':
                 depth = self._depth_pro_metres(b, size)
+            elif b.flip:  # the mirrored input has the padding mirrored too
+                mode, place = dm.spec.output_resample, b.placement
+                depth = torch.cat([post.resize_depth(b.raw[:n], size, place, mode),
+                                   post.resize_depth(b.raw[n:], size, place.mirrored(), mode)])
             else:
                 depth = post.resize_depth(b.raw, size, b.placement, dm.spec.output_resample)
             b.depth, b.flipped = (depth[:n], depth[n:].flip(-1)) if b.flip else (depth, None)

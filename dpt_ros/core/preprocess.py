@@ -105,6 +105,14 @@ class Placement:
         """True when the box is not the whole reference grid."""
         return self.box != (0, 0) + tuple(self.ref)
 
+    def mirrored(self) -> 'Placement':
+        """Where the frame sits in the left-right mirrored network input (the flip pass).
+
+        Centred padding puts the odd column on the right; mirrored, it is on the left.
+        """
+        t, left, h, w = self.box
+        return Placement(self.net, self.ref, (t, self.ref[1] - w - left, h, w))
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:
