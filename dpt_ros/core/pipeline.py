@@ -33,7 +33,8 @@ from dpt_ros.core.models import (HEAD_DEPTH, HEAD_FOV, HEAD_NORMALS, HEAD_SEGMEN
                                  load_model, load_models, LoadedModel, move_model)
 from dpt_ros.core.outputs import (DEPTH_TASK, DOWNLOAD, FIT, FORWARD, GEOMETRY, POSTPROCESS,
                                   PREPROCESS, Result, SEGMENTATION_TASK, UPLOAD)
-from dpt_ros.core.preprocess import LAYOUTS, Preprocessor, prompt_depth, to_rgb, to_rgb8
+from dpt_ros.core.preprocess import (LAYOUTS, Preprocessor, prompt_as, prompt_depth, to_rgb,
+                                     to_rgb8)
 
 LOG = logging.getLogger('dpt_ros')
 
@@ -492,7 +493,7 @@ class Pipeline:
              prompt: Optional[torch.Tensor] = None,
              heads: Optional[Tuple[str, ...]] = None) -> torch.Tensor:
         if prompt is not None:  # metres are made in float32; the network runs in its dtype
-            prompt = prompt.to(m.dtype)
+            prompt = prompt_as(prompt, m.dtype)
         return self.backends.run(m, pixel_values, max(self.batch_sizes(m)), prompt, heads)
 
     def batch_sizes(self, m: LoadedModel) -> List[int]:
@@ -805,6 +806,10 @@ class Pipeline:
         if b.raw is not None:
             if dm.depth_units == 'canonical_inverse':
                 depth = self._depth_pro_metres(b, size)
+            elif b.flip:  # the mirrored input has the padding mirrored too
+                mode, place = dm.spec.output_resample, b.placement
+                depth = torch.cat([post.resize_depth(b.raw[:n], size, place, mode),
+                                   post.resize_depth(b.raw[n:], size, place.mirrored(), mode)])
             else:
                 depth = post.resize_depth(b.raw, size, b.placement, dm.spec.output_resample)
             b.depth, b.flipped = (depth[:n], depth[n:].flip(-1)) if b.flip else (depth, None)

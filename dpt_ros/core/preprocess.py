@@ -105,6 +105,14 @@ class Placement:
         """True when the box is not the whole reference grid."""
         return self.box != (0, 0) + tuple(self.ref)
 
+    def mirrored(self) -> 'Placement':
+        """Where the frame sits in the left-right mirrored network input (the flip pass).
+
+        Centred padding puts the odd column on the right; mirrored, it is on the left.
+        """
+        t, left, h, w = self.box
+        return Placement(self.net, self.ref, (t, self.ref[1] - w - left, h, w))
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:
@@ -392,6 +400,27 @@ def prompt_depth(depth: torch.Tensor, scale_to_metres: float = 1.0) -> torch.Ten
         x = x.clone()
         x[:, 0, :] += constant.to(x.dtype)[:, None] * 1e-6
     return x.unsqueeze(1)
+
+
+def prompt_as(prompt: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, h, w) float32 prompt (prompt_depth) -> the network's dtype, no map made constant.
+
+    The model divides each map by its range: fp16 and bf16 round prompt_depth's 1e-6 nudge
+    (or a wall's millimetres) away, and a constant map gives NaN depth everywhere. Such a map
+    gets its first row raised by about one step of the dtype instead, which normalises to
+    what the nudge gives in float32 (1 on that row, 0 elsewhere).
+    """
+    x = prompt.to(dtype)
+    flat = x.reshape(x.shape[0], -1)
+    constant = flat.amin(1) == flat.amax(1)
+    if x.dtype == prompt.dtype or not bool(constant.any()):
+        return x
+    info = torch.finfo(dtype)
+    row = x[:, :, 0, :].float()
+    up = (row * (1.0 + info.eps) + info.tiny).to(dtype)
+    x = x.clone()
+    x[:, :, 0, :] = torch.where(constant.view(-1, 1, 1), up, x[:, :, 0, :])
+    return x
 
 
 def network_size(spec: PreprocessSpec, frame_hw: Sequence[int]) -> Tuple[int, int]:

@@ -22,7 +22,7 @@ from dpt_ros.core.metric import Anchors
 from dpt_ros.core.models import HEAD_DEPTH, HEAD_NORMALS, HEAD_SEGMENTATION, ModelLoadError
 from dpt_ros.core.outputs import encode, EncodeOptions
 from dpt_ros.core.pipeline import Pipeline
-from dpt_ros.core.preprocess import Preprocessor, prompt_depth, to_rgb
+from dpt_ros.core.preprocess import Preprocessor, prompt_as, prompt_depth, to_rgb
 from dpt_ros.tools.sample import default_intrinsics, synthetic_scene
 
 from denseutil import plane_depth, plane_model, PLANE_NORMAL  # noqa: I100
@@ -351,3 +351,37 @@ def test_multi_head_frames_of_two_sizes_share_one_forward_as_alone(checkpoints):
         assert np.array_equal(r.arrays['labels'], one.arrays['labels'])
         assert np.allclose(r.arrays['depth'], one.arrays['depth'], rtol=1e-5, atol=0,
                            equal_nan=True)
+
+
+def test_prompt_depth_anything_in_half_precision_keeps_a_constant_prompt_finite(checkpoints):
+    """One anchor (or all clamped to depth.max) makes a constant prompt; fp16 must not NaN it.
+
+    The model divides the prompt by its range: prompt_depth's 1e-6 nudge survives float32
+    but not fp16 (the default on CUDA) or bf16. Run here on the CPU in fp16; depth/relative
+    (1 / metres, no depth.min / max cut) shows the whole map.
+    """
+    pda = str(checkpoints('tiny-prompt-depth-anything'))
+    pipe = Pipeline(Config().replace({'model.depth': pda, 'model.device': 'cpu',
+                                      'depth.max': 9.99, 'depth.mode': 'relative_inverse',
+                                      'depth.temporal': False, 'anchors.source': 'depth_image'}),
+                    **QUIET)
+    m = pipe.depth_model
+    m.net.half()
+    m.dtype = torch.float16
+    s = synthetic_scene(96, 72)
+    for z in ((2.5,), (30.0, 40.0)):  # one anchor; two beyond depth.max, both clamped
+        a = Anchors(np.array([40.0, 60.0][:len(z)], np.float32),
+                    np.array([30.0, 20.0][:len(z)], np.float32), np.array(z, np.float32))
+        r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, {'relative'}, anchors=a,
+                         source=str(z), stamp=1.0)
+        rel = r.arrays['relative']
+        assert np.isfinite(rel).all(), z
+        assert np.allclose(1.0 / rel, min(z[0], 9.99), rtol=0.01), z
+    for dtype in (torch.float16, torch.bfloat16):
+        flat = prompt_depth(torch.full((2, 6, 8), 2.5))
+        cast = prompt_as(flat, dtype)
+        assert cast.dtype == dtype and bool((cast[:, 0, 0] > cast[:, 0, 1]).all())
+        assert torch.equal(cast[:, :, 1:], flat[:, :, 1:].to(dtype))
+        varied = prompt_depth(torch.rand((2, 6, 8)) + 1.0)
+        assert torch.equal(prompt_as(varied, dtype), varied.to(dtype))
+    assert torch.equal(prompt_as(flat, torch.float32), flat)

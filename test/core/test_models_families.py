@@ -79,6 +79,27 @@ def test_padding_is_removed_before_resizing(checkpoints, scale):
     assert spec.placement(480, 640) == Placement((490, 644), (490, 644), (5, 2, 480, 640))
 
 
+@pytest.mark.parametrize('width', [640, 641])
+def test_mirrored_frame_has_its_padding_mirrored(checkpoints, width):
+    """depth.confidence flip: the mirrored input pads its odd column on the other side.
+
+    641 wide pads 3 columns, 1 left and 2 right; mirrored, 2 left. A network that commutes
+    with mirroring (depth = its input) agrees with itself everywhere once that is undone.
+    """
+    pipe = pipeline(checkpoints('tiny-dpt-dinov2'), **{
+        'depth.mode': 'metric', 'depth.confidence': 'flip', 'depth.min': 0.0,
+        'depth.max': 100.0, 'depth.temporal': False})
+    assert pipe.depth_model.spec.placement(480, width).box[1] == (644 - width) // 2
+    echo = _Echo()
+    pipe.depth_model.net = lambda pv: echo(pv) * 0.1 + 2.0
+    img = np.zeros((480, width, 3), np.uint8)
+    img[:, ::2] = 255  # one-pixel stripes: a column off turns agreement into disagreement
+    conf = pipe.process(Frame(img, 'rgb8'), None, {'confidence'}).arrays['confidence']
+    assert conf.shape == (480, width) and float(conf.min()) > 0.999
+    place = Placement((490, 644), (490, 644), (5, 1, 480, 641))
+    assert place.mirrored() == Placement((490, 644), (490, 644), (5, 2, 480, 641))
+
+
 def test_labels_padding_is_removed():
     """Segmentation logits on a padded grid: labels line up with the camera pixels."""
     place = Placement((490, 644), (490, 644), (5, 2, 480, 640))
