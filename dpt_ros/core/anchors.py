@@ -18,7 +18,8 @@ from typing import Any, Deque, Iterable, Optional, Tuple
 import numpy as np
 
 from dpt_ros.core.config import AnchorsConfig, parse_extrinsic
-from dpt_ros.core.conversions import data_bytes, FrameError, intrinsics_from_camera_info, stamp_ns
+from dpt_ros.core.conversions import (data_bytes, decode_compressed_depth, FrameError,
+                                      intrinsics_from_camera_info, stamp_ns)
 from dpt_ros.core.geometry import Intrinsics
 from dpt_ros.core.metric import Anchors
 
@@ -33,7 +34,15 @@ class AnchorError(ValueError):
 
 
 def _depth_array(msg: Any) -> np.ndarray:
-    """Image (16UC1 mm / 32FC1 m) -> (H, W) float32 metres, NaN where no reading."""
+    """Image (16UC1 mm / 32FC1 m) or compressedDepth -> (H, W) float32 metres, NaN: none."""
+    if hasattr(msg, 'format'):  # CompressedImage: anchors.transport compressedDepth
+        try:
+            raw, enc = decode_compressed_depth(msg)
+        except FrameError as exc:
+            raise AnchorError(f'anchor depth: {exc}') from exc
+        z = raw.astype(np.float32) * np.float32(_DEPTH_ENCODINGS[enc][1])
+        z[~np.isfinite(z) | (z <= 0)] = np.nan
+        return z
     enc = str(msg.encoding)
     if enc not in _DEPTH_ENCODINGS:
         raise AnchorError(f"anchor depth encoding '{enc}' is not supported: use 16UC1 "

@@ -20,6 +20,7 @@ DEFAULT_DEPTH_MAX = 20.0  # metres, where depth.max is 0 and the checkpoint decl
 DEPTH_MODES = ('auto', 'relative_inverse', 'metric', 'affine_inverse', 'fitted')
 CONFIDENCE_MODES = ('off', 'flip')
 ANCHOR_SOURCES = ('none', 'depth_image', 'points')
+ANCHOR_TRANSPORTS = ('raw', 'compressedDepth')
 ANCHOR_FITS = ('auto', 'scale', 'affine')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 COLORMAPS = ('inferno', 'turbo', 'magma', 'viridis', 'plasma', 'jet', 'gray')
@@ -193,6 +194,11 @@ class AnchorsConfig:
         "registered to this camera; another size needs anchors/camera_info); 'points': "
         "anchors/points (PointCloud2 x, y, z); 'none'.", choices=ANCHOR_SOURCES,
         read_only=True)
+    transport: str = _opt(
+        'raw', "anchors.source depth_image: 'raw' subscribes to anchors/depth (Image); "
+        "'compressedDepth' to anchors/depth/compressedDepth (CompressedImage of "
+        "image_transport's compressedDepth: PNG or RVL, 16UC1 or 32FC1), as depth cameras "
+        'are often recorded.', choices=ANCHOR_TRANSPORTS, read_only=True)
     max_age: float = _opt(
         0.1, 'Pair each image with the anchor message nearest in stamp, if within this many '
         'seconds. While anchors arrive, an image waits up to this long for one stamped at or '

@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 from dataclasses import dataclass
 import importlib
+import math
 import sys
 from typing import Any, Dict, Sequence, Tuple
 
@@ -166,6 +167,117 @@ def decode_compressed(msg: Any) -> Frame:
     if img.dtype != np.uint8:
         raise FrameError(f'compressed image decodes to {img.dtype}, not 8 or 16 bit.')
     return Frame(img, {1: 'mono8', 3: 'bgr8', 4: 'bgra8'}[ch])
+
+
+# image_transport's compressedDepth plugin: format '<encoding>; compressedDepth[ png| rvl]'
+# (no suffix: png), data = a 12-byte header (int32 format, float32 depthParam[2], written in the
+# sender's order: little-endian on the CPUs robots use) and the PNG or RVL (uint32 cols, rows,
+# then the stream) of 16-bit values: 16UC1 millimetres as they are; 32FC1 quantized inverse
+# depth q, metres = a / (q - b), 0 = no reading.
+COMPRESSED_DEPTH = 'compressedDepth'
+_DEPTH_HEADER = 12
+_RVL_MAX_PIXELS = 1 << 26  # a size beyond 67 M pixels is a corrupt header, not a depth camera
+
+
+def decode_compressed_depth(msg: Any) -> Tuple[np.ndarray, str]:
+    """Decode a compressedDepth CompressedImage -> ((H, W) array, encoding), or FrameError.
+
+    16UC1 gives uint16 millimetres (0: no reading), 32FC1 float32 metres (NaN: no reading).
+    """
+    fmt = str(msg.format)
+    encoding, sep, rest = (part.strip() for part in fmt.partition(';'))
+    codec = 'png'
+    if sep:
+        words = rest.split()
+        if not words or words[0] != COMPRESSED_DEPTH or len(words) > 2 or \
+                words[1:] not in ([], ['png'], ['rvl']):
+            raise FrameError(f"compressed depth format '{fmt}' is not image_transport's "
+                             "compressedDepth ('16UC1; compressedDepth png' or rvl, or 32FC1).")
+        codec = words[1] if len(words) == 2 else 'png'
+    if encoding not in ('16UC1', 'mono16', '32FC1'):
+        raise FrameError(f"compressed depth encoding '{encoding}' (format '{fmt}') is not "
+                         '16UC1 or 32FC1.')
+    data = data_bytes(msg.data)
+    if data.size <= _DEPTH_HEADER:
+        raise FrameError(f'compressed depth message has {data.size} bytes: no image after its '
+                         f'{_DEPTH_HEADER}-byte header.')
+    a, b = (float(v) for v in data[4:_DEPTH_HEADER].view('<f4'))
+    payload = data[_DEPTH_HEADER:]
+    if codec == 'rvl':
+        q = _rvl_decode(payload)
+    else:
+        import cv2
+        try:
+            q = cv2.imdecode(payload, cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:
+            raise FrameError(f"compressed depth PNG (format '{fmt}') could not be decoded: "
+                             f'{str(exc).strip().splitlines()[-1]}') from exc
+        if q is None:
+            raise FrameError(f"compressed depth PNG (format '{fmt}', {payload.size} bytes) "
+                             'could not be decoded.')
+        if q.ndim != 2 or q.dtype != np.uint16:
+            raise FrameError(f"compressed depth PNG (format '{fmt}') decodes to {q.dtype} "
+                             f'{q.shape}, not one 16-bit channel.')
+    if encoding != '32FC1':
+        return q, '16UC1'
+    if not (math.isfinite(a) and math.isfinite(b)) or a == 0.0:
+        raise FrameError(f'compressed 32FC1 depth has quantization parameters a={a}, b={b}.')
+    with np.errstate(divide='ignore', invalid='ignore'):
+        z = np.float32(a) / (q.astype(np.float32) - np.float32(b))
+    z[q == 0] = np.nan
+    return z, '32FC1'
+
+
+def _rvl_decode(payload: np.ndarray) -> np.ndarray:
+    """RVL (Wilson 2017, as compressedDepth writes it) -> (H, W) uint16; FrameError if corrupt.
+
+    The stream is 32-bit words of 4-bit nibbles, most significant first; a value is 3 bits
+    per nibble, low bits first, while the nibble's top bit is set. Values come as runs: zeros,
+    nonzeros, then each nonzero as the zigzag-coded difference from the previous nonzero.
+    """
+    if payload.size < 8:
+        raise FrameError(f'compressed depth RVL has {payload.size} bytes, fewer than its size.')
+    cols, rows = (int(v) for v in payload[:8].view('<u4'))
+    n = rows * cols
+    if n == 0 or n > _RVL_MAX_PIXELS:
+        raise FrameError(f'compressed depth RVL says {cols}x{rows} pixels: corrupt.')
+    body = payload[8:8 + (payload.size - 8) // 4 * 4]
+    words = body.view('<u4')
+    nib = ((words[:, None] >> np.arange(28, -1, -4, dtype=np.uint32)) & 0xF).reshape(-1)
+    ends = np.flatnonzero((nib & 8) == 0)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    lengths = ends - starts + 1
+    if ends.size == 0 or lengths.max() > 11:  # 11 nibbles hold 32 bits
+        raise FrameError('compressed depth RVL stream is corrupt (an unterminated value).')
+    nib = nib[:ends[-1] + 1].astype(np.int64)
+    pos = np.arange(nib.size) - np.repeat(starts, lengths)
+    vals = np.add.reduceat((nib & 7) << (3 * pos), starts)
+    run_px, run_len, run_at = [], [], []
+    i = px = 0
+    stream = vals.tolist()  # the runs are read one after another: a list indexes fastest
+    limit = len(stream)
+    while px < n:
+        if i + 1 >= limit:
+            raise FrameError(f'compressed depth RVL stream ends after {px} of {n} pixels.')
+        zeros, nonzeros = stream[i], stream[i + 1]
+        px += zeros
+        if px + nonzeros > n or i + 2 + nonzeros > limit:
+            raise FrameError(f'compressed depth RVL stream runs past its {cols}x{rows} pixels.')
+        if nonzeros:
+            run_px.append(px)
+            run_len.append(nonzeros)
+            run_at.append(i + 2)
+        px += nonzeros
+        i += 2 + nonzeros
+    out = np.zeros(n, np.uint16)
+    if run_len:
+        lens = np.asarray(run_len, np.int64)
+        offsets = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        zig = vals[np.repeat(np.asarray(run_at, np.int64), lens) + offsets]
+        delta = (zig >> 1) ^ -(zig & 1)
+        out[np.repeat(np.asarray(run_px, np.int64), lens) + offsets] = \
+            (np.cumsum(delta) & 0xFFFF).astype(np.uint16)
+    return out.reshape(rows, cols)
 
 
 def intrinsics_from_camera_info(msg: Any, rectified: bool = True) -> Intrinsics:

@@ -32,13 +32,17 @@ class Input:
     when: str           # when it is read (the topic table)
     remapped: str = ''  # the topic a remap applies to, when not its own (image_transport)
     launch: str = ''    # the launch argument's description ('' : no argument of its own)
+    also: Tuple[Tuple[str, str], ...] = ()  # further (setting, value) it needs
 
     def selected(self, cfg: Any) -> bool:
         """Whether the node reads this input under the settings cfg."""
         if not self.setting:
             return True
-        group, name = self.setting.split('.')
-        return getattr(getattr(cfg, group), name) == self.value
+        for setting, value in ((self.setting, self.value),) + self.also:
+            group, name = setting.split('.')
+            if getattr(getattr(cfg, group), name) != value:
+                return False
+        return True
 
     @property
     def launch_argument(self) -> str:
@@ -73,7 +77,15 @@ INPUTS: Tuple[Input, ...] = (
           '`anchors.source: depth_image`: sparse metric depths registered to this camera '
           '([metric depth](metric-depth.md))',
           launch='depth.mode fitted, anchors.source depth_image: depth registered to the '
-                 'colour image (e.g. /camera/aligned_depth_to_color/image_raw).'),
+                 'colour image (e.g. /camera/aligned_depth_to_color/image_raw); with '
+                 'anchors.transport compressedDepth the node subscribes to '
+                 '<anchors_depth>/compressedDepth.',
+          also=(('anchors.transport', 'raw'),)),
+    Input(ANCHORS, 'anchors/depth/compressedDepth', COMPRESSED_TYPE, 'anchors.source',
+          'depth_image', 'sensor_msgs/CompressedImage (compressedDepth)',
+          '`anchors.source: depth_image`, `anchors.transport: compressedDepth`: the same depth '
+          "as image_transport's compressedDepth plugin sends it (PNG or RVL)",
+          remapped='anchors/depth', also=(('anchors.transport', 'compressedDepth'),)),
     Input(ANCHORS_INFO, 'anchors/camera_info', INFO_TYPE, 'anchors.source', 'depth_image',
           'sensor_msgs/CameraInfo',
           '`anchors.source: depth_image`, when `anchors/depth` has another resolution than '

@@ -348,16 +348,17 @@ def _pick_info(topics: Dict[str, Any], wanted: Optional[str], img: str,
 
 
 def _pick_anchors(topics: Dict[str, Any], wanted: Optional[str], wanted_info: Optional[str],
-                  source: str, images: Sequence[str], info: Optional[str],
+                  cfg: Config, images: Sequence[str], info: Optional[str],
                   ns: str) -> Tuple[Optional[str], Optional[str]]:
     """Pick a camera's anchors topic of anchors.source and, for depth images, its camera_info.
 
-    With several cameras, camera NS reads NS/anchors/depth (or NS/anchors/points) as the
-    node does, unless --anchors-topic names them.
+    With several cameras, camera NS reads NS/anchors/depth (or NS/anchors/points, or
+    NS/anchors/depth/compressedDepth) as the node does, unless --anchors-topic names them.
     """
+    source = cfg.anchors.source
     if source == 'none':
         return None, None
-    row = next(r for r in inputs.of_role(inputs.ANCHORS) if r.value == source)
+    row, = inputs.of_role(inputs.ANCHORS, cfg)
     if not wanted and len(images) > 1:
         wanted = f'{ns}/{row.topic}'
         if wanted not in topics:
@@ -404,7 +405,9 @@ def _camera_image(topics: Dict[str, Any], base: str, name: str, transport: str) 
 def _cameras(topics: Dict[str, Any], opts: BagOptions,
              cfg: Config) -> List[Tuple[str, str, str]]:
     """(name, image topic, output namespace) of each camera, as the node would name them."""
-    candidates = {t: i for t, i in topics.items() if t not in opts.anchors_topics}
+    # A compressedDepth topic is a depth camera's (anchors), never a colour image.
+    candidates = {t: i for t, i in topics.items() if t not in opts.anchors_topics
+                  and not t.endswith('/' + conv.COMPRESSED_DEPTH)}
     kinds = (IMAGE, COMPRESSED)
     given = list(opts.image_topics)
     if cfg.cameras:
@@ -479,7 +482,7 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
                 opts.camera_info_topics, opts.anchors_topics, opts.anchors_info_topics))
         info = _pick_info(topics, info_topic, img, len(found) > 1)
         anchors, anchors_info = _pick_anchors(topics, anchors_topic, anchors_info_topic,
-                                              cfg.anchors.source, images, info, ns)
+                                              cfg, images, info, ns)
         cameras.append(CameraPlan(name, img, topics[img].msgtype, info, ns, anchors,
                                   anchors_info))
     t0 = reader.start_time

@@ -14,6 +14,7 @@ from dpt_ros.offline.cli import main
 
 from bagutil import (camera_info, header, image, IMAGE_TOPIC, INFO_TOPIC,  # noqa: I100
                      read_bag, stamp_ns, STORE, synthetic_frames)
+from compresseddepthutil import compressed_depth
 
 NS = '/camera/color'
 ANCHORS = '/camera/aligned_depth_to_color/image_raw'
@@ -211,3 +212,36 @@ def test_bag_with_unrelated_anchors_writes_no_metres_and_says_why(tmp_path, tiny
     assert '4 of 4 frames paired' in err and 'anchors refused; publishing no metres' in err
     bag = read_bag(tmp_path / 'out')
     assert f'{NS}/depth/image' not in bag and len(bag[f'{NS}/depth/relative']) == 4
+
+
+def test_bag_reads_compressed_depth_anchors(tmp_path, tiny_depth, capsys):
+    """A RealSense bag recorded with compressedDepth: no --image-topic, no --anchors-topic."""
+    frames = synthetic_frames(4, period=PERIOD, t0=T0)
+    rels = _relative(tiny_depth, frames)
+    rng = np.random.default_rng(0)
+    extra = []
+    for i, ((_, _, stamp), rel) in enumerate(zip(frames, rels)):
+        img = _anchor_image(rel, i, stamp, rng)
+        z = np.asarray(img.data).view(np.float32).reshape(img.height, img.width)
+        codec = ('png', 'rvl')[i % 2]
+        assert np.nanmax(z) < 50.0
+        plain = compressed_depth(z, '32FC1', codec, frame_id=img.header.frame_id,
+                                 depth_max=50.0)
+        msg = STORE.types['sensor_msgs/msg/CompressedImage'](
+            header=header(stamp), format=plain.format, data=plain.data)
+        extra.append((ANCHORS + '/compressedDepth', 'sensor_msgs/msg/CompressedImage',
+                      stamp + 20_000_000, msg))
+    src = tmp_path / 'in'
+    _write(src, frames, extra)
+    params = _params(tmp_path, tiny_depth, ', transport: compressedDepth')
+    dst = tmp_path / 'out'
+    assert main([str(src), str(dst), '--params-file', str(params)]) == 0
+    err = capsys.readouterr().err
+    assert f'4 of 4 frames paired with anchors on {ANCHORS}/compressedDepth' in err, err
+    got = {stamp_ns(m): conv.image_to_array(m) for _, m in read_bag(dst)[f'{NS}/depth/image']}
+    assert len(got) == 4
+    for i, (_, _, stamp) in enumerate(frames):
+        s, b = _scale(i)
+        want = 1.0 / (s * rels[i] + b)
+        # Quantized inverse depth: one step is z / 10100 of z at most.
+        assert np.nanmedian(np.abs(got[stamp] / want - 1)) < 2e-3, i

@@ -26,7 +26,8 @@ from dpt_ros.tools.evaluation import make_sequence, oracle_model, OracleDepth
 from dpt_ros.tools.sample import synthetic_scene
 from dpt_ros.tools.toolkit import write_params_file
 
-from rosutil import backproject_check, Harness, NodeProcess, stamp_of  # noqa: I100
+from compresseddepthutil import compressed_depth  # noqa: I100
+from rosutil import backproject_check, Harness, NodeProcess, stamp_of
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -34,7 +35,7 @@ from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from dpt_ros.ros import diagnostics as diag  # noqa: E402
@@ -117,8 +118,9 @@ class Rig:
         self.image = harness.node.create_publisher(Image, self.prefix + 'image', qos)
         self.info = harness.node.create_publisher(CameraInfo, self.prefix + 'camera_info', qos)
         anchor_qos = QoSProfile(depth=5, reliability=anchor_reliability)
-        kind, topic = (PointCloud2, 'anchors/points') if source == 'points' else \
-            (Image, 'anchors/depth')
+        kind, topic = {'points': (PointCloud2, 'anchors/points'),
+                       'compressedDepth': (CompressedImage, 'anchors/depth/compressedDepth')
+                       }.get(source, (Image, 'anchors/depth'))
         self.anchors = harness.node.create_publisher(kind, self.prefix + topic, anchor_qos)
         self.anchor_info = harness.node.create_publisher(
             CameraInfo, self.prefix + 'anchors/camera_info', qos)
@@ -230,6 +232,37 @@ def test_depth_image_anchors_give_true_metres_points_and_confidence(harness):
     assert v['fit_state'] == 'fitted' and v['fit_held'] == 'false'
     assert float(v['fit_age_s']) == 0.0 and v['metric_suspended'] == 'false'
     assert v['frames_without_anchors'] == '0' and v['frames_with_bad_anchors'] == '0'
+
+
+def _compressed(msg, codec):
+    """Return the compressedDepth message of a depth anchor Image."""
+    z = conv.image_to_array(msg)
+    stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+    plain = compressed_depth(z, msg.encoding, codec, stamp, msg.header.frame_id)
+    return CompressedImage(header=msg.header, format=plain.format, data=bytes(plain.data))
+
+
+def test_compressed_depth_anchors_give_the_same_metres(harness):
+    """A depth camera recorded with image_transport's compressedDepth (PNG and RVL)."""
+    scenes = make_sequence(4, W, H)
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                   'anchors.transport': 'compressedDepth'})
+    rig = Rig(harness, node, source='compressedDepth')
+    rig.calibrate(scenes[0])
+    rng = np.random.default_rng(0)
+    for i, s in enumerate(scenes):
+        hdr = stamped(i)
+        encoding, codec = [('16UC1', 'png'), ('32FC1', 'rvl'), ('16UC1', 'rvl'),
+                           ('32FC1', 'png')][i]
+        rig.anchor(_compressed(depth_anchors(s, hdr, rng, encoding=encoding), codec))
+        stamp = rig.frame(s, hdr)
+        depth = conv.image_to_array(rig.got('depth/image', stamp))
+        # 32FC1 through compressedDepth is quantized inverse depth (a step of z / 10100).
+        assert np.median(np.abs(depth / s.depth - 1)) < 2e-3, (i, encoding, codec)
+    level, _, v = wait_diagnostics(harness, lambda v: v.get('frames_with_anchors') == '4')
+    assert level == DiagnosticStatus.OK
+    assert v['anchors_topic'] == f'{NS}/anchors/depth/compressedDepth'
+    assert v['frames_with_bad_anchors'] == '0' and v['fit_state'] == 'fitted'
 
 
 def _lidar_pose():
