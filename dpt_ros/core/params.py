@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import difflib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from dpt_ros.core.config import Config, config_from_flat, ConfigError, iter_settings
 
@@ -118,16 +119,30 @@ def read_params_file(path: Union[str, Path], node_name: str = 'dpt') -> Dict[str
 
 
 def config_from_params_file(path: Union[str, Path], node_name: str = 'dpt',
-                            overrides: Optional[Dict[str, Any]] = None) -> Config:
-    """Build a validated Config from a params file (ROS-only keys are ignored)."""
+                            overrides: Optional[Dict[str, Any]] = None,
+                            warn: Optional[Callable[[str], None]] = None) -> Config:
+    """Build a validated Config from a params file, reading it as the node does.
+
+    Unknown names inside the parameter groups (depth.mod) are refused; names outside them
+    are ignored, since a shared /** section may hold other nodes' settings; warn is told of
+    those that look like a mistyped parameter.
+    """
     flat = read_params_file(path, node_name)
     flat.update(overrides or {})
-    known = {p.name for p in param_table()}
-    unknown = sorted(k for k in flat if k not in known and k not in ROS_ONLY_PARAMS
-                     and not k.startswith('qos_overrides.'))
+    names = [p.name for p in param_table()]
+    groups = tuple(sorted({n.split('.')[0] + '.' for n in names}))
+    unknown = sorted(k for k in flat if k not in names and k not in ROS_ONLY_PARAMS
+                     and k.startswith(groups))
     if unknown:
         raise ConfigError(f"unknown parameter(s) in {path}: {', '.join(unknown)}.")
-    return config_from_flat({k: v for k, v in flat.items() if k in known})
+    foreign = sorted(k for k in flat if k not in names and k not in ROS_ONLY_PARAMS
+                     and not k.startswith(groups + ('qos_overrides.',)))
+    for name in foreign:
+        close = difflib.get_close_matches(name, names, 1, 0.75)
+        if close and warn is not None:
+            warn(f"parameter '{name}' in {path} is not a dpt_ros parameter and is ignored: "
+                 f"did you mean '{close[0]}'?")
+    return config_from_flat({k: v for k, v in flat.items() if k in names})
 
 
 def parse_camera_list(text: str) -> List[str]:

@@ -154,7 +154,9 @@ def build_config(args: argparse.Namespace) -> Config:
                                    ('model.device', args.device),
                                    ('cameras', args.cameras)) if v is not None}
     if args.params_file:
-        return config_from_params_file(args.params_file, args.node_name, overrides)
+        return config_from_params_file(
+            args.params_file, args.node_name, overrides,
+            lambda m: print(f'dpt_bag: warning: {m}', file=sys.stderr))
     return config_from_flat(overrides)
 
 

@@ -77,6 +77,21 @@ def test_params_file_sections_and_nesting(tmp_path):
         config_from_params_file(tmp_path / 'junk.yaml')
 
 
+def test_params_file_ignores_other_nodes_settings_as_the_node_does(tmp_path):
+    # A shared /** section may hold other nodes' settings: dpt_bag and dpt_build_engine read
+    # the same file as the node, so they refuse only unknown names inside our groups.
+    p = tmp_path / 'p.yaml'
+    p.write_text('/**:\n  ros__parameters:\n    depth: {max: 8}\n    camera_name: front\n'
+                 '    camera: [front]\n    qos_overrides: {image: {depth: 1}}\n')
+    told = []
+    cfg = config_from_params_file(p, 'dpt', warn=told.append)
+    assert cfg.depth.max == 8
+    assert len(told) == 1 and "'camera'" in told[0] and "did you mean 'cameras'" in told[0]
+    p.write_text('/**:\n  ros__parameters:\n    cameras: {front: 1}\n')
+    with pytest.raises(ConfigError, match='cameras.front'):
+        config_from_params_file(p)
+
+
 def test_camera_list_setting_and_launch_argument():
     from dpt_ros.core.params import parse_camera_list
     assert config_from_flat({'cameras': ['front', 'robot/rear', '/side']}).cameras == \
