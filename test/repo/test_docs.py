@@ -47,6 +47,41 @@ def test_links_and_anchors_resolve():
     assert broken_links(files) == []
 
 
+def _yaml_blocks(text):
+    """Yield (line number, text) of each ```yaml block."""
+    for m in re.finditer(r'^```ya?ml\n(.*?)^```', text, re.M | re.S):
+        yield text[:m.start()].count('\n') + 1, m.group(1)
+
+
+def test_every_yaml_block_is_a_params_file_the_node_accepts(tmp_path):
+    # A snippet a user copies must load: a whole params file, or the ros__parameters part.
+    yaml = pytest.importorskip('yaml')
+    from dpt_ros.core.config import ConfigError
+    from dpt_ros.core.params import config_from_params_file
+    bad, seen = [], 0
+    for page in pages():
+        for line, block in _yaml_blocks(page.read_text()):
+            seen += 1
+            where = f'{page.relative_to(ROOT)}:{line}'
+            try:
+                doc = yaml.safe_load(block)
+            except yaml.YAMLError as exc:
+                bad.append(f'{where}: {exc}')
+                continue
+            if not any(isinstance(v, dict) and 'ros__parameters' in v for v in doc.values()):
+                doc = {'/**': {'ros__parameters': doc}}
+            path = tmp_path / 'p.yaml'
+            path.write_text(yaml.safe_dump(doc))
+            told = []
+            try:
+                config_from_params_file(path, warn=told.append)
+            except ConfigError as exc:
+                told.append(str(exc))
+            bad += [f'{where}: {m}' for m in told]
+    assert seen, 'no yaml block found'
+    assert bad == []
+
+
 def test_link_check_finds_missing_files_anchors_and_links_out_of_the_repository(tmp_path):
     (tmp_path / 'doc').mkdir()
     (tmp_path / 'doc' / 'a.md').write_text('# Page A\n\n## Why: `this`, and that\n')
