@@ -12,7 +12,7 @@ Sections: accuracy and scale drift (no fit, a static first-frame fit, a per-fram
 fitted + temporal filter), an anchor outage (hold, then no metres, then recovery), per-stage
 cost, flip confidence (and its cost on a random-weight checkpoint of a real architecture's
 shape), how close a dense prompt filled from sparse anchors (Prompt Depth Anything's input)
-is to the truth, and real weights on ../shared/data frames with --model DIR.
+is to the truth, and real weights on the test/data frames with --model DIR.
 Writes results.json, results.md and metric.png (per-frame scale and error) to --out.
 """
 
@@ -909,8 +909,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--work-dir', default='~/.cache/dpt_ros/tools/bench',
                     help='where random-weight checkpoints are cached')
     ap.add_argument('--model', default='', help='a real depth checkpoint folder (TUM/ICL run)')
-    ap.add_argument('--data', default=str(Path('..') / 'shared' / 'data'),
-                    help='folder with tum/ and icl_livingroom/ ground truth')
+    ap.add_argument('--data', default=str(Path('test') / 'data'),
+                    help='folder with tum/ and icl_livingroom/ ground truth (default: test/data, '
+                    "the repository's own frames, from its root)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.width, args.height, args.frames, args.anchors = 320, 240, 60, args.anchors or 300

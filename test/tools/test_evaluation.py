@@ -4,6 +4,7 @@
 """dpt_eval on the oracle relative model: files written, the issue's figures reached."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,11 @@ def test_real_weights_fitted_with_300_anchors(real_model, rgbd_data):
     """Trained weights + 300 ground-truth anchors: AbsRel < 0.1 on the TUM / ICL frames."""
     res = ev.real_weights(real_model, rgbd_data, print)
     assert res['absrel'] < 0.1, res
+
+
+def test_data_defaults_to_the_repository_frames(capsys):
+    # `dpt_eval --model DIR` from the repository root finds the frames in test/data.
+    with pytest.raises(SystemExit):
+        ev.main(['--help'])
+    assert 'default: test/data' in ' '.join(capsys.readouterr().out.split())
+    assert (Path(__file__).resolve().parents[2] / 'test' / 'data' / 'tum').is_dir()
