@@ -3,6 +3,7 @@
 
 """README.md and doc/*.md: generated tables match the code, links resolve, pages render."""
 
+import ast
 import os
 from pathlib import Path
 import re
@@ -79,6 +80,45 @@ def test_every_yaml_block_is_a_params_file_the_node_accepts(tmp_path):
                 told.append(str(exc))
             bad += [f'{where}: {m}' for m in told]
     assert seen, 'no yaml block found'
+    assert bad == []
+
+
+_TOOLS = {'dpt_bag': 'dpt_ros.offline.cli', 'dpt_bench': 'dpt_ros.tools.bench',
+          'dpt_eval': 'dpt_ros.tools.evaluation', 'dpt_demo': 'dpt_ros.tools.demo',
+          'dpt_build_engine': 'dpt_ros.tools.build_engine',
+          'dpt_checkpoints': 'dpt_ros.tools.checkpoints', 'bag_bench': 'dpt_ros.tools.bag_bench'}
+
+
+def _options(module, capsys):
+    """Return the --options a tool's --help lists."""
+    import importlib
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(['--help'])
+    return set(re.findall(r'--[a-z][a-z0-9-]*', capsys.readouterr().out))
+
+
+def test_every_tool_option_and_launch_argument_the_pages_name_exists(capsys):
+    from dpt_ros.core.inputs import launch_arguments
+    from dpt_ros.core.params import param_table
+    options = {tool: _options(module, capsys) for tool, module in _TOOLS.items()}
+    launch = set(launch_arguments()) | set(
+        ast.literal_eval(re.search(
+            r'^LAUNCH_DEFAULTS = (\{.*?\})', (ROOT / 'launch' / 'dpt.launch.py').read_text(),
+            re.M | re.S).group(1)))
+    params = {p.name for p in param_table()} | {'use_sim_time'}
+    bad = []
+    for page in pages():
+        # A command runs on over continued lines, and stops at a line end or a code span's end.
+        text = page.read_text().replace('\\\n', ' ')
+        where = page.relative_to(ROOT)
+        for m in re.finditer(rf"\b({'|'.join(_TOOLS)})\b([^\n`#]*)", text):
+            bad += [f'{where}: {m.group(1)} {o}' for o in re.findall(
+                r'(?<![\w-])--[a-z][a-z0-9-]*', m.group(2)) if o not in options[m.group(1)]]
+        for m in re.finditer(r'dpt\.launch\.py([^\n`#]*)', text):
+            bad += [f'{where}: launch argument {a}' for a in re.findall(r'(\w+):=', m.group(1))
+                    if a not in launch]
+        bad += [f'{where}: -p {n}' for n in re.findall(r"-p '?([\w.]+):=", text)
+                if n not in params]
     assert bad == []
 
 
