@@ -268,6 +268,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._frames = 0  # most camera frames per batch, when prepare was told
+        # batch_key -> most frames per forward after one ran out of memory (see process_batch)
+        self.batch_limits: Dict[Tuple, int] = {}
         self._prepared_builds: Optional[int] = None  # backend builds when prepare returned
         # model.backend is read-only: one runner for the pipeline's life.
         self.backends = BackendRunner(cfg.model.backend, cfg.model.engine_dir, log,
@@ -624,8 +626,48 @@ class Pipeline:
                         [stamps[i] for i in idx])):
                     out[i] = r
             return out  # type: ignore[return-value]
-        with self._lock, self._on_device():
-            return self._process(frames, intrs, want, anchors, sources, stamps)
+        key = next(iter(keys))
+        limit = self.batch_limits.get(key, n)
+        if n > limit:  # this input ran out of memory at a larger batch before
+            return self._in_chunks(limit, frames, intrs, want, anchors, sources, stamps)
+        try:
+            with self._lock, self._on_device():
+                return self._process(frames, intrs, want, anchors, sources, stamps)
+        except _OutOfMemory as exc:
+            if n == 1:
+                raise exc.__cause__ from None  # as it came: nothing smaller to try
+            # Nothing was kept of the failed batch (it failed before the fit): run it in
+            # halves, and never again above that at this input (more cameras than fit).
+            self.batch_limits[key] = limit = n // 2
+            self._free()
+            results = self._in_chunks(limit, frames, intrs, want, anchors, sources, stamps)
+            size = 'x'.join(str(v) for v in key[0][:2])
+            cause = str(exc.__cause__).strip().splitlines()[0][:200]
+            for r in results:
+                r.warnings.append(
+                    f'a forward of {n} frames (network input {size}) ran out of memory '
+                    f'({cause}); they ran {limit} at a time, as every forward at this input will '
+                    f'from now on. Lower batch.max_size (now {self.config.batch.max_size}) to '
+                    'skip the failed try, or use a smaller model or precision.')
+            return results
+
+    def _in_chunks(self, limit: int, frames: Sequence[Frame],
+                   intrs: Sequence[Optional[Intrinsics]], want: AbstractSet[str],
+                   anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
+                   stamps: Sequence[float]) -> List[Result]:
+        """process_batch on consecutive runs of at most limit frames (each source in order)."""
+        out: List[Result] = []
+        for i in range(0, len(frames), limit):
+            j = slice(i, i + limit)
+            out += self.process_batch(frames[j], intrs[j], want, anchors[j], sources[j],
+                                      stamps[j])
+        return out
+
+    def _free(self) -> None:
+        """Give the device's cached blocks back after running out of memory."""
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                  wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
@@ -641,11 +683,16 @@ class Pipeline:
                               [stamps[i] for i in idx], cfg)) for idx in split.values()]
         clock = _Clock(self.device, self._stream)
         for stage, step in _STEPS:
-            if stage == FORWARD:
-                self._forward_stage([b for _, b in parts])
-            else:
-                for _, b in parts:
-                    step(self, b)
+            try:
+                if stage == FORWARD:
+                    self._forward_stage([b for _, b in parts])
+                else:
+                    for _, b in parts:
+                        step(self, b)
+            except Exception as exc:  # noqa: B902 - only running out of memory is caught
+                if stage in _RETRY_STAGES and out_of_memory(exc):
+                    raise _OutOfMemory(stage) from exc
+                raise
             clock.mark(stage)
         timings = clock.result()
         results: List[Result] = [None] * len(frames)  # type: ignore[list-item]
@@ -1010,6 +1057,26 @@ class Pipeline:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+# Running out of memory in these stages leaves nothing of the batch behind (the fit and the
+# previous-frame prompt guide are kept after them): process_batch retries it in halves.
+_RETRY_STAGES = (UPLOAD, PREPROCESS, FORWARD)
+
+
+class _OutOfMemory(Exception):
+    """A batch ran out of memory in a stage of _RETRY_STAGES (the error is its __cause__)."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether exc is a device (or host) allocation failing, which a smaller batch may avoid."""
+    if isinstance(exc, (MemoryError, getattr(torch, 'OutOfMemoryError', MemoryError),
+                        torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in (
+        'out of memory', "can't allocate memory", 'Failed to allocate memory',
+        'CUBLAS_STATUS_ALLOC_FAILED'))
 
 
 # The timed stages a batch goes through, in order; postprocess comes back after the fit for

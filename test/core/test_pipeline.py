@@ -8,6 +8,7 @@ import weakref
 
 import numpy as np
 import pytest
+import torch
 
 from dpt_ros.core import outputs
 from dpt_ros.core import pipeline as pipeline_mod
@@ -232,3 +233,77 @@ def test_a_frame_too_small_for_the_network_is_a_frame_error(pipe):
     with pytest.raises(FrameError, match='too small'):
         pipe.process_batch([good, sliver], [None, None], {'depth'})
     assert pipe.process_batch([good], [None], {'depth'})[0].arrays['depth'].shape == (72, 96)
+
+
+def _short_of_memory(pipe, most, error=None):
+    """Make pipe's forwards of more than `most` frames fail as a full GPU does; log the sizes."""
+    sizes = []
+    run = pipe.backends.run
+
+    def limited(m, pv, *rest):
+        sizes.append(len(pv))
+        if len(pv) > most:
+            raise error or torch.OutOfMemoryError(
+                'CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 7.6 GiB total)')
+        return run(m, pv, *rest)
+    pipe.backends.run = limited
+    return sizes
+
+
+def test_a_batch_that_runs_out_of_memory_runs_in_halves_from_then_on(checkpoints):
+    """Four cameras on a GPU with room for a forward of two: each frame still gets its outputs.
+
+    Exactly as two batches of two give them (the failed try left no temporal state behind),
+    and later batches at that input go two at a time without failing first.
+    """
+    cfg = Config().replace({'model.depth': str(checkpoints('tiny-depth')), 'model.device': 'cpu',
+                            'batch.max_size': 4})
+    pipe, ref = Pipeline(cfg, log=lambda m: None), Pipeline(cfg, log=lambda m: None)
+    seq = synthetic_sequence(8, 96, 72)
+    sources = ['a', 'b', 'c', 'd']
+    sizes = _short_of_memory(pipe, 2)
+    for t, scenes in enumerate((seq[:4], seq[4:])):
+        frames = [Frame(s.rgb, 'rgb8') for s in scenes]
+        intrs = [s.intrinsics for s in scenes]
+        got = pipe.process_batch(frames, intrs, {'relative'}, sources=sources, stamps=[t] * 4)
+        want = [r for k in (0, 2) for r in ref.process_batch(
+            frames[k:k + 2], intrs[k:k + 2], {'relative'}, sources=sources[k:k + 2],
+            stamps=[t] * 2)]
+        for r, w in zip(got, want):
+            assert np.array_equal(r.arrays['relative'], w.arrays['relative'], equal_nan=True)
+        warned = [w for r in got for w in r.warnings if 'ran out of memory' in w]
+        if t == 0:
+            assert sizes == [4, 2, 2] and len(warned) == 4
+            assert 'they ran 2 at a time' in warned[0] and 'batch.max_size (now 4)' in warned[0]
+            assert 'CUDA out of memory' in warned[0]
+        else:  # the limit is kept: no failed try, no new warning
+            assert sizes == [4, 2, 2, 2, 2] and not warned
+    assert list(pipe.batch_limits.values()) == [2]
+
+
+def test_a_single_frame_out_of_memory_and_other_errors_fail_as_before(checkpoints):
+    cfg = Config().replace({'model.depth': str(checkpoints('tiny-depth')), 'model.device': 'cpu'})
+    pipe = Pipeline(cfg, log=lambda m: None)
+    s = synthetic_sequence(1, 96, 72)[0]
+    sizes = _short_of_memory(pipe, 0)
+    with pytest.raises(torch.OutOfMemoryError):
+        pipe.process_batch([Frame(s.rgb, 'rgb8')], [s.intrinsics], {'relative'})
+    assert sizes == [1]
+    sizes = _short_of_memory(pipe, 1, RuntimeError('CUDA error: an illegal memory access'))
+    with pytest.raises(RuntimeError, match='illegal memory access'):
+        pipe.process_batch([Frame(s.rgb, 'rgb8')] * 2, [s.intrinsics] * 2, {'relative'})
+    assert sizes == [2] and not pipe.batch_limits  # not memory: not retried, nothing learnt
+
+
+@pytest.mark.parametrize('text, oom', [
+    ('CUDA out of memory. Tried to allocate 20.00 MiB', True),
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes", True),
+    ('[ONNXRuntimeError] : 6 : Failed to allocate memory for requested buffer', True),
+    ('CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)', True),
+    ('CUDA error: device-side assert triggered', False),
+])
+def test_what_counts_as_running_out_of_memory(text, oom):
+    assert pipeline_mod.out_of_memory(RuntimeError(text)) is oom
+    assert pipeline_mod.out_of_memory(ValueError(text)) is False
+    assert pipeline_mod.out_of_memory(MemoryError()) and \
+        pipeline_mod.out_of_memory(torch.OutOfMemoryError('x'))

@@ -16,7 +16,9 @@ from dpt_ros.tools.toolkit import write_params_file
 from rosutil import Harness, header, NodeProcess, stamp_of  # noqa: I100
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
+from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from dpt_ros.ros import diagnostics  # noqa: E402
@@ -177,6 +179,42 @@ def test_one_cameras_undecodable_frame_costs_the_others_nothing(
     assert harness.wait(lambda: cams['bad'].stats.errors == 3, 10)
     assert cams['good'].stats.errors == 0 and cams['good'].stats.processed == 3
     assert not harness.get(f'{NS}/bad/depth/image') and set(sizes) == {1}
+
+
+def test_cameras_keep_their_frames_when_a_batch_runs_out_of_memory(harness, tiny_metric):
+    """Three cameras, room on the device for one forward of one frame: none loses a frame.
+
+    Before, the batch of three failed as a whole at every frame: every camera published
+    nothing, forever, with an error per frame.
+    """
+    import torch
+    node = start(harness, ['a', 'b', 'c'], **{'model.depth': str(tiny_metric),
+                                              'model.device': 'cpu', 'batch.max_wait_ms': 500.0})
+    harness.record('/rosout', Log, QoSProfile(depth=1000))
+    run, sizes = node.pipeline.backends.run, []
+
+    def short_of_memory(m, pv, *rest):
+        sizes.append(len(pv))
+        if len(pv) > 1:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        return run(m, pv, *rest)
+    node.pipeline.backends.run = short_of_memory
+    pubs = {c: harness.publishers(f'{NS}/{c}') for c in 'abc'}
+    for c in 'abc':
+        harness.record_outputs(f'{NS}/{c}', ['depth/image'])
+        assert harness.wait_subscribed(pubs[c][0])
+    harness.wait(lambda: False, 1.0)
+    s = synthetic_scene(64, 48)
+    for k in range(2):
+        for c in 'abc':  # published together: one batch of three (max_wait 500 ms)
+            pubs[c][0].publish(conv.image_msg(header(40 + k), s.rgb, 'rgb8'))
+        for c in 'abc':
+            assert harness.wait_stamp(f'{NS}/{c}/depth/image', conv.stamp_ns(header(40 + k))), \
+                (c, k, sizes)
+    assert sizes[:4] == [3, 1, 1, 1] and set(sizes[4:]) == {1}  # no second failed try
+    assert all(c.stats.errors == 0 for c in node.cameras)
+    assert harness.wait(lambda: [m for m in harness.get('/rosout')
+                                 if 'ran out of memory' in m.msg and m.level == Log.WARN], 10)
 
 
 def test_cameras_of_two_sizes_share_a_forward_of_one_network_input(harness, checkpoints):
