@@ -641,3 +641,49 @@ def test_metres_do_not_blink_when_the_node_is_overloaded(harness):
         _, _, v = wait_diagnostics(harness, lambda v: 'metre_dropouts' in v, camera=c)
         assert v['metre_dropouts'] == '0' and v['metric_suspended'] == 'false', (c, v)
         assert int(v['frames_dropped']) > 0  # overloaded: it served fewer than offered
+
+
+def test_a_depth_mode_round_trip_never_publishes_the_relative_map_as_metres(harness):
+    """depth.mode fitted -> relative_inverse -> fitted, set live while frames stream.
+
+    The relative interlude aligns its own output over time; back in fitted, a frame without
+    anchors must not take that alignment for a metric fit: no metres until anchors fit again,
+    then the true metres.
+    """
+    scenes = make_sequence(4, W, H)
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image'})
+    rig = Rig(harness, node)
+    rig.calibrate(scenes[0])
+    rng = np.random.default_rng(5)
+
+    def mode(value):
+        assert node.set_parameters([Parameter('depth.mode', value=value)])[0].successful
+
+    i = 0
+    for _ in range(3):  # metres fitted
+        s = scenes[i % 4]
+        rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+        stamp = rig.frame(s, stamped(i))
+        assert rig.got('depth/image', stamp) is not None, i
+        i += 1
+    mode('relative_inverse')
+    for _ in range(3):
+        stamp = rig.frame(scenes[i % 4], stamped(i))
+        assert rig.got('depth/relative', stamp) is not None, i
+        i += 1
+    mode('fitted')
+    s = scenes[i % 4]
+    stamp = rig.frame(s, stamped(i))  # no anchors within max_age: held or none, never wrong
+    assert rig.got('depth/relative', stamp) is not None
+    dmsg = rig.got('depth/image', stamp, timeout=1.0)
+    if dmsg is not None:
+        err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
+        assert np.nanmedian(err) < 0.01, f'wrong metres after the round trip: {np.nanmedian(err)}'
+    i += 1
+    s = scenes[i % 4]
+    rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+    stamp = rig.frame(s, stamped(i))
+    dmsg = rig.got('depth/image', stamp)
+    assert dmsg is not None
+    err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
+    assert np.nanmedian(err) < 0.01, np.nanmedian(err)
