@@ -273,3 +273,39 @@ def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harne
                         newest().level == DiagnosticStatus.WARN), newest()
     assert 'none were processed' in newest().message
     assert node.cameras[0].stats.processed == processed
+
+
+def test_diagnostics_say_when_the_camera_goes_silent_and_ok_once_it_is_back(
+        harness, tiny_metric):
+    """A camera that stops sending: nothing is published, so not 'ok'; back: 'ok' again."""
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
+    harness.record_outputs(NS, ['depth/image'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(64, 48)
+    i = 0
+
+    def newest():
+        arrs = harness.get('/diagnostics')
+        return diag.status_of(arrs[-1].status) if arrs else None
+
+    def stream_until(pred, timeout=30.0):
+        nonlocal i
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            i += 1
+            pubs[0].publish(conv.image_msg(header(i), s.rgb, 'rgb8'))
+            if harness.wait(pred, 0.05):
+                return True
+        return False
+
+    def ok():
+        st = newest()
+        return st is not None and st.level == DiagnosticStatus.OK and \
+            node.cameras[0].stats.processed > 0
+    assert stream_until(ok), newest()
+    assert harness.wait(lambda: newest().level == DiagnosticStatus.WARN, 10), newest()
+    assert newest().message.startswith('no frames received for')
+    assert stream_until(ok), newest()
