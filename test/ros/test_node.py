@@ -270,8 +270,8 @@ def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harne
     processed = node.cameras[0].stats.processed
     n = len(harness.get('/diagnostics'))
     assert stream_until(lambda: len(harness.get('/diagnostics')) > n + 2 and
-                        newest().level == DiagnosticStatus.WARN), newest()
-    assert 'none were processed' in newest().message
+                        'none were processed' in newest().message), newest()
+    assert newest().level == DiagnosticStatus.WARN
     assert node.cameras[0].stats.processed == processed
 
 
@@ -306,6 +306,7 @@ def test_diagnostics_say_when_the_camera_goes_silent_and_ok_once_it_is_back(
         return st is not None and st.level == DiagnosticStatus.OK and \
             node.cameras[0].stats.processed > 0
     assert stream_until(ok), newest()
-    assert harness.wait(lambda: newest().level == DiagnosticStatus.WARN, 10), newest()
-    assert newest().message.startswith('no frames received for')
+    assert harness.wait(lambda: newest().message.startswith('no frames received for'), 10), \
+        newest()
+    assert newest().level == DiagnosticStatus.WARN
     assert stream_until(ok), newest()
