@@ -355,6 +355,13 @@ class MetricTracker:
         idx_align: List[Optional[int]] = [None] * b
         idx_flip: List[Optional[int]] = [None] * b
         grids = grid_of(d)
+        for src in set(sources):
+            t = self._tracks.get(src)
+            if t is not None and t.grid is not None and t.shape != (h, w):
+                # Another frame size (the camera restarted in another mode): frames of two
+                # sizes are not aligned to each other, so no fit is carried from one to the
+                # other; gated against it, good anchors would lose to a map that is not theirs.
+                self.reset(src)
         for i in range(b):
             a = anchors[i] if fitted else None
             if a is not None and len(a.z):

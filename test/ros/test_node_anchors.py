@@ -687,3 +687,30 @@ def test_a_depth_mode_round_trip_never_publishes_the_relative_map_as_metres(harn
     assert dmsg is not None
     err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
     assert np.nanmedian(err) < 0.01, np.nanmedian(err)
+
+
+def test_a_camera_back_at_another_resolution_gets_its_anchors_metres(harness):
+    """The camera restarts at another resolution, its aligned depth with it.
+
+    Frames of two sizes cannot be aligned to each other: the last fit is not carried over
+    (the model's scale is another one by then), so the new frames' good anchors give their
+    metres at once instead of being gated against a map that is not theirs.
+    """
+    small, large = make_sequence(3, W, H), make_sequence(6, 2 * W, 2 * H)[3:]
+    node = start(harness, small + large, {'depth.mode': 'fitted',
+                                          'anchors.source': 'depth_image'})
+    rig = Rig(harness, node)
+    rng = np.random.default_rng(7)
+    for k, views in enumerate((small, large)):
+        rig.info.publish(conv.camera_info_from_intrinsics(views[0].intrinsics, stamped(0)))
+        assert harness.wait(lambda: rig.cam.camera_info is not None and
+                            rig.cam.camera_info.width == views[0].depth.shape[1], 10)
+        for j, s in enumerate(views):
+            i = 10 * k + j
+            rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+            stamp = rig.frame(s, stamped(i))
+            dmsg = rig.got('depth/image', stamp)
+            assert dmsg is not None, i
+            err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
+            assert np.nanmedian(err) < 0.01, (i, float(np.nanmedian(err)),
+                                              node.pipeline.fit_report())
