@@ -714,3 +714,20 @@ def test_a_camera_back_at_another_resolution_gets_its_anchors_metres(harness):
             err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
             assert np.nanmedian(err) < 0.01, (i, float(np.nanmedian(err)),
                                               node.pipeline.fit_report())
+
+
+def test_images_stamped_far_ahead_of_their_anchors_do_not_wait_for_them(harness):
+    """Clocks not in step: no anchor can pair, so frames go on at once (no metres, said so)."""
+    s = synthetic_scene(W, H)
+    node = start(harness, [s], {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                'anchors.max_age': 5.0})
+    rig = Rig(harness, node)
+    rig.calibrate(s)
+    rng = np.random.default_rng(2)
+    for i in range(3):  # a live 10 Hz stream, its period known
+        rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+    t0 = time.monotonic()
+    stamp = rig.frame(s, stamped(1000))  # 100 s ahead: far beyond anchors.max_age
+    assert time.monotonic() - t0 < 3.0, 'the frame waited for an anchor that cannot pair'
+    assert rig.got('depth/relative', stamp) is not None
+    assert rig.got('depth/image', stamp, timeout=0.5) is None
