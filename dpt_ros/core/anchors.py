@@ -334,13 +334,15 @@ class AnchorInput:
         with self._lock:
             return self._buffer.newest
 
-    def pending(self, stamp: int, live_s: float) -> bool:
+    def pending(self, stamp: int, live_s: float, max_age_s: Optional[float] = None) -> bool:
         """Whether an anchor message for an image stamped `stamp` (ns) may still come.
 
         True while the stream is live (a message arrived within live_s seconds), none stamped
         at or after the image has arrived yet, and the next one, due a period of the stream
-        after the newest, would be nearer to the image than the newest and come before the
-        camera's next image (which would replace a waiting frame: waiting would lose it).
+        after the newest, would be nearer to the image than the newest, within max_age_s of it
+        (else it could not pair either: images stamped far ahead of their anchors) and come
+        before the camera's next image (which would replace a waiting frame: waiting would
+        lose it).
         Once one has arrived, or none can usefully, the frame pairs with the nearest held
         (dpt_bag's rule on log time). So a camera as fast as its anchors (an aligned depth
         image) waits for each frame's own, and a camera faster than them (30 Hz over a 10 Hz
@@ -359,6 +361,8 @@ class AnchorInput:
             if period is None:
                 return True
             due, image_period = newest + period, median_gap(self._frames)
+            if max_age_s is not None and abs(due - stamp) > max_age_s * 1e9:
+                return False
             return due - stamp < stamp - newest and (
                 image_period is None or due < stamp + image_period)
 

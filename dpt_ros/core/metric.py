@@ -302,6 +302,7 @@ class _Track:
     warned: bool = False                  # the 'no metres' warning of this outage was given
     gated_run: int = 0
     verdict: str = ''                     # '', 'refused' or 'degenerate': the last anchor fit's
+    fitted: Optional[bool] = None         # whose map scale/shift are: a metric fit's or not
     report: FitReport = field(default_factory=FitReport)
 
 
@@ -354,6 +355,13 @@ class MetricTracker:
         idx_align: List[Optional[int]] = [None] * b
         idx_flip: List[Optional[int]] = [None] * b
         grids = grid_of(d)
+        for src in set(sources):
+            t = self._tracks.get(src)
+            if t is not None and t.grid is not None and t.shape != (h, w):
+                # Another frame size (the camera restarted in another mode): frames of two
+                # sizes are not aligned to each other, so no fit is carried from one to the
+                # other; gated against it, good anchors would lose to a map that is not theirs.
+                self.reset(src)
         for i in range(b):
             a = anchors[i] if fitted else None
             if a is not None and len(a.z):
@@ -449,10 +457,14 @@ class MetricTracker:
 
     # -------------------------------------------------------------- filter steps
 
-    def _track(self, src: str) -> _Track:
-        if src not in self._tracks:
-            self._tracks[src] = _Track()
-        return self._tracks[src]
+    def _track(self, src: str, fitted: bool) -> _Track:
+        t = self._tracks.get(src)
+        if t is None or t.fitted not in (None, fitted):
+            # New, or depth.mode changed live: relative_inverse's map aligns d to itself, it
+            # is no metric fit, and a metric fit is no relative alignment.
+            self._tracks[src] = t = _Track(fitted=fitted)
+        t.fitted = fitted
+        return t
 
     @staticmethod
     def _predict(t: _Track, ali: Optional[List[float]]) -> Optional[Tuple[float, float]]:
@@ -469,10 +481,10 @@ class MetricTracker:
     def _step_fitted(self, src: str, stamp: float, anc: Optional[List[float]],
                      ali: Optional[List[float]], cfg: Config, received: int, scale_only: bool,
                      frame_spread: float) -> FrameFit:
-        t = self._track(src)
+        t = self._track(src, True)
         if t.last_stamp is not None and stamp < t.last_stamp - 1.0:
             # Time went backwards (a looping bag): the history is not this frame's past.
-            self._tracks[src] = t = _Track()
+            self._tracks[src] = t = _Track(fitted=True)
         warnings: List[str] = []
         rep = FitReport(received=received, fit='scale' if scale_only else 'affine')
         meas = None
@@ -580,7 +592,7 @@ class MetricTracker:
 
     def _step_relative(self, src: str, stamp: float, ali: Optional[List[float]],
                        temporal: bool) -> FrameFit:
-        t = self._track(src)
+        t = self._track(src, False)
         rep = FitReport(state='relative')
         if not temporal:
             t.has_map = False

@@ -291,25 +291,8 @@ class Pipeline:
 
     def check(self, cfg: Config) -> Config:
         """Return cfg, or raise ConfigError where it does not fit the loaded models."""
-        dm = self.depth_model
-        if dm is not None and cfg.depth.min >= self.depth_max(cfg):
-            whose = "the checkpoint's" if dm.max_depth else 'the default'
-            raise ConfigError(
-                f'depth.min ({cfg.depth.min}) must be smaller than depth.max (0: {whose} '
-                f'{self.depth_max(cfg):g} m); lower depth.min or set depth.max.')
-        if cfg.normals.source == 'head' and dm is not None and HEAD_NORMALS not in dm.heads:
-            raise ConfigError(
-                f"normals.source is 'head' but '{dm.source}' ({dm.model_type}) has no normals "
-                "head; set normals.source to 'depth' (or 'auto').")
-        if dm is not None and dm.needs_prompt and cfg.anchors.source == 'none':
-            raise ConfigError(
-                f"'{dm.source}' ({dm.model_type}) turns anchors into dense metres: set "
-                "anchors.source to 'depth_image' or 'points'.")
-        p = cfg.points
-        if self.seg_model is None and (p.exclude_classes or p.colour == 'label'):
-            what = 'points.exclude_classes' if p.exclude_classes else "points.colour 'label'"
-            raise ConfigError(f'{what} needs a segmentation model: set model.segmentation.')
-        self.excluded_ids(cfg)  # names it does not know are refused
+        check_models(cfg, self.depth_model, self.seg_model)
+        self.excluded_ids(cfg)
         return cfg
 
     def excluded_ids(self, cfg: Config) -> Optional[torch.Tensor]:
@@ -320,22 +303,8 @@ class Pipeline:
         names = cfg.points.exclude_classes
         if names == self._excluded[0]:
             return self._excluded[1]
-        labels = self.labels
-        lower = {n.lower(): i for i, n in enumerate(labels)}
-        ids = []
-        for name in names:
-            key = name.strip().lower()
-            if key.isdigit() and int(key) < len(labels):
-                ids.append(int(key))
-            elif key in lower:
-                ids.append(lower[key])
-            else:
-                raise ConfigError(
-                    f"points.exclude_classes: '{name}' is not a class of the segmentation model "
-                    f"(ids 0 to {len(labels) - 1}; names: {', '.join(labels[:40])}"
-                    f"{' ...' if len(labels) > 40 else ''}).")
-        ids_t = torch.tensor(sorted(set(ids)), dtype=torch.long, device=self.device) \
-            if ids else None
+        ids = class_ids(names, self.labels)
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.device) if ids else None
         self._excluded = (names, ids_t)
         return ids_t
 
@@ -399,11 +368,7 @@ class Pipeline:
 
     def depth_max(self, cfg: Optional[Config] = None) -> float:
         """Farthest valid depth in metres: depth.max, or 0 = the checkpoint's, else 20 m."""
-        set_max = (cfg or self._cfg).depth.max
-        if set_max:
-            return set_max
-        declared = self.depth_model.max_depth if self.depth_model is not None else None
-        return declared or DEFAULT_DEPTH_MAX
+        return depth_max(cfg or self._cfg, self.depth_model)
 
     def reset_state(self) -> None:
         """Forget what earlier frames left: fits, held fits, temporal alignment, the fit's RNG.
@@ -1088,6 +1053,64 @@ _STEPS: Tuple[Tuple[str, Callable[[Pipeline, _Batch], None]], ...] = (
     (POSTPROCESS, functools.partial(Pipeline._rows_stage, stage=POSTPROCESS)),
     (GEOMETRY, functools.partial(Pipeline._rows_stage, stage=GEOMETRY)),
     (DOWNLOAD, Pipeline._download_stage))
+
+
+def depth_max(cfg: Config, depth_model: Optional[LoadedModel]) -> float:
+    """Farthest valid depth in metres: depth.max, or 0 = the checkpoint's, else 20 m."""
+    if cfg.depth.max:
+        return cfg.depth.max
+    declared = depth_model.max_depth if depth_model is not None else None
+    return declared or DEFAULT_DEPTH_MAX
+
+
+def check_models(cfg: Config, depth_model: Optional[LoadedModel],
+                 seg_model: Optional[LoadedModel]) -> Config:
+    """Return cfg, or raise ConfigError where it does not fit these models (on any device).
+
+    What Pipeline.check refuses, asked of the models alone: a lifecycle node that is inactive
+    holds its weights in host memory and no pipeline, and refuses then what activate would.
+    """
+    dm = depth_model
+    if dm is not None and cfg.depth.min >= depth_max(cfg, dm):
+        whose = "the checkpoint's" if dm.max_depth else 'the default'
+        raise ConfigError(
+            f'depth.min ({cfg.depth.min}) must be smaller than depth.max (0: {whose} '
+            f'{depth_max(cfg, dm):g} m); lower depth.min or set depth.max.')
+    if cfg.normals.source == 'head' and dm is not None and HEAD_NORMALS not in dm.heads:
+        raise ConfigError(
+            f"normals.source is 'head' but '{dm.source}' ({dm.model_type}) has no normals "
+            "head; set normals.source to 'depth' (or 'auto').")
+    if dm is not None and dm.needs_prompt and cfg.anchors.source == 'none':
+        raise ConfigError(
+            f"'{dm.source}' ({dm.model_type}) turns anchors into dense metres: set "
+            "anchors.source to 'depth_image' or 'points'.")
+    p = cfg.points
+    if seg_model is None and (p.exclude_classes or p.colour == 'label'):
+        what = 'points.exclude_classes' if p.exclude_classes else "points.colour 'label'"
+        raise ConfigError(f'{what} needs a segmentation model: set model.segmentation.')
+    class_ids(p.exclude_classes, list(seg_model.labels) if seg_model else [])
+    return cfg
+
+
+def class_ids(names: Sequence[str], labels: List[str]) -> List[int]:
+    """Return the sorted class ids of names (class names, any case, or ids as digits).
+
+    ConfigError for a name the labels do not have.
+    """
+    lower = {n.lower(): i for i, n in enumerate(labels)}
+    ids = []
+    for name in names:
+        key = name.strip().lower()
+        if key.isdigit() and int(key) < len(labels):
+            ids.append(int(key))
+        elif key in lower:
+            ids.append(lower[key])
+        else:
+            raise ConfigError(
+                f"points.exclude_classes: '{name}' is not a class of the segmentation model "
+                f"(ids 0 to {len(labels) - 1}; names: {', '.join(labels[:40])}"
+                f"{' ...' if len(labels) > 40 else ''}).")
+    return sorted(set(ids))
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:

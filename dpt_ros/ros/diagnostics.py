@@ -26,6 +26,7 @@ CAMERA_INFIX = ' camera '
 # Transport loss is judged over windows of this many frames (received + lost) per camera.
 LOSS_WINDOW = 20
 _WINDOW = 200  # latencies kept per camera and stage
+SILENT_S = 1.0  # a camera is silent after no frame for this long at least (input_silent)
 
 
 def stage_key(stage: str) -> str:
@@ -85,15 +86,22 @@ class Stats:
         self.last = (0, 0, 0, 0, 0)  # received, processed, dropped, lost, errors at last report
         self._window = (0, 0)  # received, lost when the current loss window began
         self.last_t = time.monotonic()
+        self.processed_t = self.last_t  # when the newest frame was processed
+        self.received_t = self.last_t   # when the newest frame arrived (or counting began)
+        self.gaps: Deque[float] = deque(maxlen=LOSS_WINDOW)  # seconds between arrivals
         self.stages: Dict[str, Deque[float]] = {s: deque(maxlen=_WINDOW) for s in FRAME_STAGES}
         self.total: Deque[float] = deque(maxlen=_WINDOW)
         self.age: Deque[float] = deque(maxlen=_WINDOW)
 
     def add_received(self, dropped: bool) -> None:
         """Count one frame received, and whether it replaced one waiting (a drop)."""
+        now = time.monotonic()
         with self.lock:
+            if self.received:
+                self.gaps.append(now - self.received_t)
             self.received += 1
             self.dropped += int(dropped)
+            self.received_t = now
 
     def add_error(self) -> None:
         """Count one frame that could not be used or published."""
@@ -105,6 +113,7 @@ class Stats:
         """Count one processed frame with its stage timings, latency and age (None: unknown)."""
         with self.lock:
             self.processed += 1
+            self.processed_t = time.monotonic()
             for k, v in timings.items():
                 if k in self.stages:
                     self.stages[k].append(v)
@@ -138,6 +147,8 @@ class Stats:
             self.last, self.last_t = (rec, proc, drop, lost, errors), now
             total = list(self.total)
             age = percentile(self.age, 50)
+            processed_t = self.processed_t
+            quiet, usual = now - self.received_t, percentile(self.gaps, 50)
         values = {
             'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
             'frames_received': str(rec), 'frames_processed': str(proc),
@@ -147,8 +158,17 @@ class Stats:
             'bad_since_last_report': str(rates[5]),
             'latency_p50_ms': f'{percentile(total, 50):.2f}',
             'latency_p95_ms': f'{percentile(total, 95):.2f}', 'frame_age_p50_ms': f'{age:.2f}',
+            'seconds_since_last_frame': f'{quiet:.2f}' if rec else 'nan',
+            # No frame for two periods, three of the camera's usual gaps and SILENT_S: nothing
+            # is published, which is not 'ok'.
+            'input_silent': str(quiet > max(2 * dt, 3 * (usual if usual == usual else 0.0),
+                                            SILENT_S)).lower(),
         }
-        return values, bool(rec and not proc)
+        # In this period, as every other warning: frames that stop being processed while the
+        # camera streams (the last listener left) are not 'ok' because some were before. A
+        # model slower than the period is not idle until twice its usual latency has passed.
+        slow = proc and now - processed_t <= 2e-3 * percentile(total, 95)
+        return values, bool(rates[4] and not rates[1] and not slow)
 
     def stage_p50(self) -> Dict[str, str]:
         """Per-stage p50 in ms, as /diagnostics values."""
@@ -170,6 +190,11 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     if lost > got:
         status.level = DiagnosticStatus.WARN
         status.message = 'most input frames are lost in transport (frames_lost; see the log)'
+    elif values.get('input_silent') == 'true':
+        status.level = DiagnosticStatus.WARN
+        status.message = (f"no frames received for {values['seconds_since_last_frame']} s "
+                          '(is the camera publishing?)' if values.get('frames_received', '0')
+                          != '0' else 'no frames received yet (is the camera publishing?)')
     elif bad and 2 * bad >= got:
         status.level = DiagnosticStatus.WARN
         status.message = 'most input frames cannot be used (bad_frames; see the log)'

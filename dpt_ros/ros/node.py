@@ -30,7 +30,7 @@ from rclpy.node import Node
 from dpt_ros.core.config import Config, ConfigError, DEFAULT_DEPTH_MODEL, parse_sizes
 from dpt_ros.core.models import load_models, ModelLoadError, move_model, resolve_device
 from dpt_ros.core.outputs import DEPTH_TASK, SEGMENTATION_TASK
-from dpt_ros.core.pipeline import Pipeline
+from dpt_ros.core.pipeline import check_models, Pipeline
 from dpt_ros.core.reports import Throttle
 from dpt_ros.ros import fastdds
 from dpt_ros.ros.cameras import Camera, CameraIO
@@ -78,6 +78,12 @@ class Runtime:
         """Take a live parameter change (ConfigError if it does not fit the loaded models)."""
         if self.pipeline is not None:
             self.pipeline.update(cfg)  # checked against the model; applies next frame
+        elif self.given_pipeline is not None and self.cfg is not None:
+            self.given_pipeline.check(cfg)
+        elif self.cfg is not None:
+            # Inactive: the weights wait in host memory; refuse now what activate would.
+            check_models(cfg, self.host_models.get(DEPTH_TASK),
+                         self.host_models.get(SEGMENTATION_TASK))
         if self.cfg is not None:
             self.cfg = cfg
 

@@ -130,7 +130,8 @@ class Worker:
             topic = cam.topic(ANCHORS)
             return cfg.anchors.max_age if self.rt.node.count_publishers(topic) else None
         # Live: a message within a second past max_age (dpt_bag's patience on log time).
-        if not anchors.pending(stamp_ns(msg.header), cfg.anchors.max_age + 1.0):
+        if not anchors.pending(stamp_ns(msg.header), cfg.anchors.max_age + 1.0,
+                               cfg.anchors.max_age):
             return None
         return cfg.anchors.max_age
 

@@ -363,3 +363,7 @@ def test_a_frame_waits_only_for_an_anchor_that_would_be_nearer_and_come_first():
     for t in (1033, 1066):
         aligned.pending(t * ms, 1.0)
     assert aligned.pending(1099 * ms, 1.0)
+    # Images stamped far ahead of their anchors (clocks not in step): the next anchor could
+    # not pair within max_age either, so no frame waits for it.
+    assert stream(1000, 1100, 1200).pending(1267 * ms, 1.0, 0.1)
+    assert not stream(1000, 1100, 1200).pending(101_200 * ms, 1.0, 0.1)

@@ -93,7 +93,52 @@ def test_most_frames_lost_warns_and_losses_are_windowed():
     assert (values['frames_lost'], values['lost_since_last_report']) == ('21', '21')
     assert status.level == DiagnosticStatus.WARN and 'lost in transport' in status.message
     values, idle = stats.report()  # rates and counts since the last report
-    assert (values['frames_lost'], values['lost_since_last_report'], idle) == ('21', '0', True)
+    # Nothing arrived in this period: no frame went unprocessed in it either.
+    assert (values['frames_lost'], values['lost_since_last_report'], idle) == ('21', '0', False)
+
+
+def test_frames_unprocessed_in_a_period_warn_unless_a_slow_forward_is_still_running():
+    stats = diag.Stats()
+    stats.add_received(False)
+    stats.add_timings(timings(1.0), 3000.0, None)  # a model that takes 3 s a frame
+    assert stats.report()[1] is False
+    stats.add_received(False)  # arrives while its forward is still running: not idle
+    assert stats.report()[1] is False
+    stats.processed_t -= 10.0  # 10 s without a frame processed while frames come
+    stats.add_received(False)
+    assert stats.report()[1] is True
+    assert stats.report()[1] is False  # and nothing arrived since
+
+
+def test_a_camera_that_stops_sending_is_not_ok_and_is_again_when_it_is_back():
+    stats = diag.Stats()
+    stats.add_received(False)
+    stats.add_timings(timings(1.0), 3.0, None)
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert status.level == DiagnosticStatus.OK
+    stats.received_t -= 2 * diag.SILENT_S  # the camera stopped
+    stats.last_t -= 0.1
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message.startswith('no frames received for 2.') and \
+        diag.values(status)['input_silent'] == 'true'
+    stats.add_received(False)  # back
+    stats.add_timings(timings(1.0), 3.0, None)
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert status.level == DiagnosticStatus.OK and status.message == 'ok'
+    # Never a frame: said so; a camera slower than the period is not silent between frames.
+    stats = diag.Stats()
+    stats.received_t -= 2 * diag.SILENT_S
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert status.message == 'no frames received yet (is the camera publishing?)'
+    stats = diag.Stats()
+    for _ in range(3):
+        stats.add_received(False)
+        stats.received_t -= 5.0  # a frame every 5 s
+    stats.add_timings(timings(1.0), 3.0, None)
+    stats.last_t -= 1.0
+    status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+    assert diag.values(status)['input_silent'] == 'false', diag.values(status)
 
 
 def test_bad_input_and_missing_points_warn():

@@ -410,3 +410,25 @@ def test_class_names_follow_the_model_each_configure_loads(harness, tmp_path, ti
     assert lc.set('configure') and lc.set('activate')
     assert node.get_parameter('segmentation.class_names').value == second
     assert lc.set('deactivate') and lc.set('cleanup')
+
+
+def test_inactive_node_refuses_what_activate_would_and_keeps_what_it_takes(
+        harness, tiny_metric):
+    """A live setting sent while inactive is checked against the loaded weights then.
+
+    Accepted, it would fail the next activate (nav2's bring-up) until someone undid it.
+    """
+    from test_parameters import call_set
+    ns = '/inactive'
+    node = harness.start_node(ns, lifecycle=True, **{'model.depth': str(tiny_metric),
+                                                     'model.device': 'cpu'})
+    lc = Lifecycle(harness, f'{ns}/dpt')
+    assert lc.set('configure') and lc.state() == 'inactive'
+    for bad, word in (({'depth.min': 50.0}, "the checkpoint's 10 m"),
+                      ({'points.exclude_classes': ['sky']}, 'needs a segmentation model')):
+        res = call_set(harness, 'dpt', bad, ns)
+        assert not res[0].successful and word in res[0].reason, (bad, res[0].reason)
+    assert node.get_parameter('depth.min').value == 0.1
+    assert call_set(harness, 'dpt', {'depth.max': 5.0}, ns)[0].successful
+    assert lc.set('activate') and lc.state() == 'active'
+    assert node.pipeline.config.depth.max == 5.0 and node.pipeline.config.depth.min == 0.1

@@ -3,6 +3,8 @@
 
 """The node in-process (own Context) on real rclpy and DDS: outputs, parameters, bad input."""
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -13,9 +15,11 @@ from dpt_ros.tools.sample import synthetic_scene
 
 from rosutil import backproject_check, header, stamp_of  # noqa: I100
 
-from rclpy.parameter import Parameter  # noqa: E402, I100
-from sensor_msgs.msg import CompressedImage  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402, I100
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
+from dpt_ros.ros import diagnostics as diag  # noqa: E402
 from dpt_ros.ros.node import DptNode  # noqa: E402
 
 NS = '/cam'
@@ -225,3 +229,84 @@ def test_outputs_without_subscribers_are_not_computed(harness, tiny_metric, tiny
     pubs[0].publish(conv.image_msg(header(1), s.rgb, 'rgb8'))
     harness.wait_stamp(f'{NS}/depth/colored', conv.stamp_ns(header(1)))
     assert asked[-1] == {'depth_colored'}
+
+
+def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harness, tiny_metric):
+    """Frames keep coming, nothing is processed any more: not 'ok' (what a period saw)."""
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(64, 48)
+    listener = harness.node.create_subscription(Image, f'{NS}/depth/colored',
+                                                lambda m: None, 10)
+    pub = node.cameras[0].pubs['depth_colored']
+    assert harness.wait(lambda: pub.get_subscription_count() > 0, 10)
+    i = 0
+
+    def stream_until(pred, timeout=30.0):
+        nonlocal i
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            i += 1
+            pubs[0].publish(conv.image_msg(header(i), s.rgb, 'rgb8'))
+            if harness.wait(pred, 0.1):
+                return True
+        return False
+
+    def newest():
+        arrs = harness.get('/diagnostics')
+        return diag.status_of(arrs[-1].status) if arrs else None
+
+    def after(n, level):
+        return lambda: len(harness.get('/diagnostics')) > n and newest().level == level
+
+    assert stream_until(lambda: node.cameras[0].stats.processed >= 2)
+    n = len(harness.get('/diagnostics'))
+    assert stream_until(after(n, DiagnosticStatus.OK)), newest()
+    harness.node.destroy_subscription(listener)
+    assert harness.wait(lambda: pub.get_subscription_count() == 0, 10)
+    processed = node.cameras[0].stats.processed
+    n = len(harness.get('/diagnostics'))
+    assert stream_until(lambda: len(harness.get('/diagnostics')) > n + 2 and
+                        'none were processed' in newest().message), newest()
+    assert newest().level == DiagnosticStatus.WARN
+    assert node.cameras[0].stats.processed == processed
+
+
+def test_diagnostics_say_when_the_camera_goes_silent_and_ok_once_it_is_back(
+        harness, tiny_metric):
+    """A camera that stops sending: nothing is published, so not 'ok'; back: 'ok' again."""
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
+    harness.record_outputs(NS, ['depth/image'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(64, 48)
+    i = 0
+
+    def newest():
+        arrs = harness.get('/diagnostics')
+        return diag.status_of(arrs[-1].status) if arrs else None
+
+    def stream_until(pred, timeout=30.0):
+        nonlocal i
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            i += 1
+            pubs[0].publish(conv.image_msg(header(i), s.rgb, 'rgb8'))
+            if harness.wait(pred, 0.05):
+                return True
+        return False
+
+    def ok():
+        st = newest()
+        return st is not None and st.level == DiagnosticStatus.OK and \
+            node.cameras[0].stats.processed > 0
+    assert stream_until(ok), newest()
+    assert harness.wait(lambda: newest().message.startswith('no frames received for'), 10), \
+        newest()
+    assert newest().level == DiagnosticStatus.WARN
+    assert stream_until(ok), newest()

@@ -674,3 +674,93 @@ def test_metres_do_not_blink_when_the_node_is_overloaded(harness):
         _, _, v = wait_diagnostics(harness, lambda v: 'metre_dropouts' in v, camera=c)
         assert v['metre_dropouts'] == '0' and v['metric_suspended'] == 'false', (c, v)
         assert int(v['frames_dropped']) > 0  # overloaded: it served fewer than offered
+
+
+def test_a_depth_mode_round_trip_never_publishes_the_relative_map_as_metres(harness):
+    """depth.mode fitted -> relative_inverse -> fitted, set live while frames stream.
+
+    The relative interlude aligns its own output over time; back in fitted, a frame without
+    anchors must not take that alignment for a metric fit: no metres until anchors fit again,
+    then the true metres.
+    """
+    scenes = make_sequence(4, W, H)
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image'})
+    rig = Rig(harness, node)
+    rig.calibrate(scenes[0])
+    rng = np.random.default_rng(5)
+
+    def mode(value):
+        assert node.set_parameters([Parameter('depth.mode', value=value)])[0].successful
+
+    i = 0
+    for _ in range(3):  # metres fitted
+        s = scenes[i % 4]
+        rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+        stamp = rig.frame(s, stamped(i))
+        assert rig.got('depth/image', stamp) is not None, i
+        i += 1
+    mode('relative_inverse')
+    for _ in range(3):
+        stamp = rig.frame(scenes[i % 4], stamped(i))
+        assert rig.got('depth/relative', stamp) is not None, i
+        i += 1
+    mode('fitted')
+    s = scenes[i % 4]
+    stamp = rig.frame(s, stamped(i))  # no anchors within max_age: held or none, never wrong
+    assert rig.got('depth/relative', stamp) is not None
+    dmsg = rig.got('depth/image', stamp, timeout=1.0)
+    if dmsg is not None:
+        err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
+        assert np.nanmedian(err) < 0.01, f'wrong metres after the round trip: {np.nanmedian(err)}'
+    i += 1
+    s = scenes[i % 4]
+    rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+    stamp = rig.frame(s, stamped(i))
+    dmsg = rig.got('depth/image', stamp)
+    assert dmsg is not None
+    err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
+    assert np.nanmedian(err) < 0.01, np.nanmedian(err)
+
+
+def test_a_camera_back_at_another_resolution_gets_its_anchors_metres(harness):
+    """The camera restarts at another resolution, its aligned depth with it.
+
+    Frames of two sizes cannot be aligned to each other: the last fit is not carried over
+    (the model's scale is another one by then), so the new frames' good anchors give their
+    metres at once instead of being gated against a map that is not theirs.
+    """
+    small, large = make_sequence(3, W, H), make_sequence(6, 2 * W, 2 * H)[3:]
+    node = start(harness, small + large, {'depth.mode': 'fitted',
+                                          'anchors.source': 'depth_image'})
+    rig = Rig(harness, node)
+    rng = np.random.default_rng(7)
+    for k, views in enumerate((small, large)):
+        rig.info.publish(conv.camera_info_from_intrinsics(views[0].intrinsics, stamped(0)))
+        assert harness.wait(lambda: rig.cam.camera_info is not None and
+                            rig.cam.camera_info.width == views[0].depth.shape[1], 10)
+        for j, s in enumerate(views):
+            i = 10 * k + j
+            rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+            stamp = rig.frame(s, stamped(i))
+            dmsg = rig.got('depth/image', stamp)
+            assert dmsg is not None, i
+            err = np.abs(conv.image_to_array(dmsg) / s.depth - 1)
+            assert np.nanmedian(err) < 0.01, (i, float(np.nanmedian(err)),
+                                              node.pipeline.fit_report())
+
+
+def test_images_stamped_far_ahead_of_their_anchors_do_not_wait_for_them(harness):
+    """Clocks not in step: no anchor can pair, so frames go on at once (no metres, said so)."""
+    s = synthetic_scene(W, H)
+    node = start(harness, [s], {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                'anchors.max_age': 5.0})
+    rig = Rig(harness, node)
+    rig.calibrate(s)
+    rng = np.random.default_rng(2)
+    for i in range(3):  # a live 10 Hz stream, its period known
+        rig.anchor(depth_anchors(s, stamped(i), rng, encoding='32FC1'))
+    t0 = time.monotonic()
+    stamp = rig.frame(s, stamped(1000))  # 100 s ahead: far beyond anchors.max_age
+    assert time.monotonic() - t0 < 3.0, 'the frame waited for an anchor that cannot pair'
+    assert rig.got('depth/relative', stamp) is not None
+    assert rig.got('depth/image', stamp, timeout=0.5) is None
