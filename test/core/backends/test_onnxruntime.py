@@ -125,6 +125,22 @@ def test_a_config_change_with_the_same_weights_gets_its_own_export(checkpoints, 
     assert paths[0] == paths[2], 'the same checkpoint in another folder reuses its export'
 
 
+@pytest.mark.parametrize('cut', [0.5, 0.0])
+def test_a_cut_short_cache_file_is_exported_again(tiny_depth, tmp_path, cut):
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    m = load_model(str(tiny_depth), 'depth', ModelConfig(device='cpu'), lambda s: None)
+    first, info = onnx_backend.try_build(m, (1, 3, 64, 64), str(tmp_path))
+    assert first is not None, info
+    data = first.path.read_bytes()
+    first.path.write_bytes(data[:int(len(data) * cut)])  # a full disk, a copy cut short
+    again, info = onnx_backend.try_build(m, (1, 3, 64, 64), str(tmp_path))
+    assert again is not None and 're-exported: the cached file could not be read' in info, info
+    assert again.path == first.path and again.path.read_bytes() == data
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(again(x), m.net(x), rtol=1e-4, atol=1e-4)
+
+
 def test_cpu_session_uses_torch_thread_count(checkpoints, tmp_path):
     pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
     m = load_model(str(checkpoints('tiny-depth')), 'depth', ModelConfig(device='cpu'),
