@@ -7,7 +7,8 @@ A loaded model is exported for one network input (channels, height, width) with 
 axis when its graph does not depend on the batch size (checked: the exports traced at two batch
 sizes must be identical), else at one fixed input shape (a marker file in the cache keeps that
 verdict: the check runs once per model and network input). Whatever a backend builds from it is
-cached under a key made of the model's weights hash (computed once per loaded model), every
+cached under a key made of the model's hash (its weights, class, heads and config, and the
+torch and transformers versions that trace it; computed once per loaded model), every
 dimension of the input shape (the batch as 'N' when free, or the range an engine covers), the
 precision, the ONNX opset and the backend's own target (runtime version and device). bf16
 models are exported in fp32: the TorchScript exporter cannot write bf16 ("ScalarType
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from pathlib import Path
 import re
 import tempfile
@@ -67,11 +69,31 @@ def weights_hash(net: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def graph_identity(net: torch.nn.Module) -> str:
+    """Describe what shapes an exported graph besides the weights: class, heads, config.
+
+    A config field changes the graph with the same weights (max_depth scales a metric Depth
+    Anything's output; hidden_act, readout_type ...), and so may another transformers or
+    torch. Private config fields (the folder it was loaded from) are left out.
+    """
+    import transformers
+    inner = getattr(net, 'model', net)
+    config = getattr(inner, 'config', None)
+    settings = {k: v for k, v in config.to_dict().items() if not k.startswith('_')} \
+        if config is not None else {}
+    return json.dumps({'class': type(inner).__name__, 'heads': list(getattr(net, 'heads', ())),
+                       'config': settings, 'torch': torch.__version__,
+                       'transformers': transformers.__version__}, sort_keys=True, default=str)
+
+
 def model_hash(loaded: LoadedModel) -> str:
-    """Return the weights hash of a loaded model: computed on first use, then kept on it."""
+    """Return the cache hash of a loaded model (weights_hash and graph_identity), kept on it."""
     if not loaded.weights_hash:
         # DPT-Large is ~1 GB of weights: copy to the host and hash once, not per input shape.
-        loaded.weights_hash = weights_hash(eager_module(loaded))
+        net = eager_module(loaded)
+        h = hashlib.sha256(weights_hash(net).encode())
+        h.update(graph_identity(net).encode())
+        loaded.weights_hash = h.hexdigest()[:16]
     return loaded.weights_hash
 
 
@@ -81,9 +103,9 @@ def _slug(text: str) -> str:
 
 def cache_key(model: Union[LoadedModel, str], input_shape: Sequence[Union[int, str]],
               precision: str, target: str, opset: int = ONNX_OPSET) -> str:
-    """File stem for a cached export or engine: target, shape, precision, opset, weights hash.
+    """File stem for a cached export or engine: target, shape, precision, opset, model hash.
 
-    model is a LoadedModel (its hash is computed once and kept) or a weights hash string;
+    model is a LoadedModel (its hash is computed once and kept) or a model hash string;
     input_shape has every dimension: ints, and the batch as FREE_BATCH or a range ('1-8');
     target names what the artefact is built for, e.g. 'NVIDIA-H100_trt10.3.0' or 'onnx'.
     """

@@ -31,7 +31,7 @@ _NUMPY = {torch.float16: np.float16, torch.float32: np.float32}
 
 def onnx_path(loaded: LoadedModel, input_shape: Tuple[Any, ...], dtype: torch.dtype,
               cache: str = '', opset: int = ONNX_OPSET) -> Path:
-    """Cache file of a model's export: input shape, precision, opset and weights hash."""
+    """Cache file of a model's export: input shape, precision, opset and model hash."""
     key = cache_key(loaded, input_shape, precision_name(dtype), 'onnx', opset)
     return engine_dir(cache) / f'{key}.onnx'
 
@@ -170,15 +170,30 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = ''
     import onnxruntime as ort
     dtype = export_dtype(loaded.dtype)  # bf16 runs as an fp32 graph
     try:
-        path, any_batch = cached_onnx(loaded, input_shape, dtype, cache, cancel=cancel)
-        if cancel is not None and cancel():
-            return None, 'cancelled'
-        profile = batch_profile(input_shape, max_batch) if any_batch else None
-        wanted = providers(loaded.device, ort.get_available_providers(), cache,
-                           dtype == torch.float16, profile)
         threads = max(1, torch.get_num_threads())
-        session = ort.InferenceSession(str(path), session_options(ort, threads),
-                                       providers=wanted)
+        cached = [p for p in (onnx_path(loaded, (FREE_BATCH,) + tuple(input_shape[1:]), dtype,
+                                        cache), onnx_path(loaded, input_shape, dtype, cache))
+                  if p.exists()]
+        redone = ''
+        while True:
+            path, any_batch = cached_onnx(loaded, input_shape, dtype, cache, cancel=cancel)
+            if cancel is not None and cancel():
+                return None, 'cancelled'
+            profile = batch_profile(input_shape, max_batch) if any_batch else None
+            wanted = providers(loaded.device, ort.get_available_providers(), cache,
+                               dtype == torch.float16, profile)
+            try:
+                session = ort.InferenceSession(str(path), session_options(ort, threads),
+                                               providers=wanted)
+                break
+            except Exception as exc:  # noqa: B902 - any load failure: export it once again
+                if path not in cached:
+                    raise
+                # A cache file cut short (a full disk, a copy) or written by another version:
+                # export it again rather than run eager torch from every start on.
+                cached.remove(path)
+                path.unlink(missing_ok=True)
+                redone = f'; re-exported: the cached file could not be read ({first_line(exc)})'
         sized = profile is not None and session.get_providers()[0] == 'TensorrtExecutionProvider'
         module = OnnxRuntimeModule(session, path, loaded.device, dtype, input_shape, any_batch,
                                    profile[2][0] if sized else 0)
@@ -186,6 +201,6 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = ''
             return None, ('this onnxruntime has no CUDA provider for model.device '
                           f'{loaded.device} (pip install onnxruntime-gpu)')
         used = session.get_providers()[0]
-        return module, f'{path} ({used}, {threads} intra-op threads)'
+        return module, f'{path} ({used}, {threads} intra-op threads){redone}'
     except Exception as exc:  # noqa: B902 - any export/session failure falls back to torch
         return None, f'ONNX export or session failed: {first_line(exc)}'

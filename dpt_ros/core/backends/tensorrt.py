@@ -35,7 +35,7 @@ Profile = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
 
 def engine_key(model: Any, input_shape: Sequence[Union[int, str]], precision: str,
                gpu_name: str, trt_version: str) -> str:
-    """Engine file name: GPU, TensorRT version, input shape, precision, opset, weights hash.
+    """Engine file name: GPU, TensorRT version, input shape, precision, opset, model hash.
 
     input_shape has every dimension; an engine for a range of batch sizes names it '1-8'.
     """
@@ -209,26 +209,34 @@ def try_build(loaded: LoadedModel, input_shape: Tuple[int, ...], cache: str = ''
             fixed = engine_dir(cache) / engine_key(loaded, input_shape, precision, gpu,
                                                    trt.__version__)
             t0 = time.perf_counter()
-            path = free if free.exists() else fixed if fixed.exists() else None
-            built = path is None
-            if path is None:
-                with tempfile.TemporaryDirectory() as tmp:
-                    onnx_path = Path(tmp) / 'model.onnx'
-                    any_batch = export_batch_free(
-                        eager_module(loaded), input_shape, onnx_path, export_dtype(loaded.dtype),
-                        cancel=cancel, tied=batch_tied_marker(loaded, input_shape, loaded.dtype,
-                                                              cache))
-                    path = free if any_batch else fixed
-                    build_engine_file(onnx_path, path, precision,
-                                      profile if any_batch else None, cancel)
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            engine = runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is None:
-                return None, f'cannot deserialize {path} (delete it to rebuild)'
+            redone = ''
+            while True:
+                path = free if free.exists() else fixed if fixed.exists() else None
+                built = path is None
+                if path is None:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        onnx_path = Path(tmp) / 'model.onnx'
+                        any_batch = export_batch_free(
+                            eager_module(loaded), input_shape, onnx_path,
+                            export_dtype(loaded.dtype), cancel=cancel,
+                            tied=batch_tied_marker(loaded, input_shape, loaded.dtype, cache))
+                        path = free if any_batch else fixed
+                        build_engine_file(onnx_path, path, precision,
+                                          profile if any_batch else None, cancel)
+                engine = runtime.deserialize_cuda_engine(path.read_bytes())
+                if engine is not None:
+                    break
+                if built:
+                    return None, f'cannot deserialize the engine just built, {path}'
+                # A cache file cut short (a full disk, a copy): build it again, once.
+                path.unlink()
+                redone = f'; rebuilt {path.name}: the cached engine could not be deserialized'
             seconds = time.perf_counter() - t0
             batches = (1, top) if path == free else (input_shape[0], input_shape[0])
             module = TensorRTModule(engine, path, built, seconds, input_shape, batches)
         verb = 'built' if built else 'loaded'
-        return module, f'{verb} {path} (batch {batches[0]}-{batches[1]}) in {seconds:.1f} s'
+        return module, (f'{verb} {path} (batch {batches[0]}-{batches[1]}) in {seconds:.1f} s'
+                        f'{redone}')
     except Exception as exc:  # noqa: B902 - any export/build failure falls back to torch
         return None, f'engine build failed: {first_line(exc)}'

@@ -3,6 +3,7 @@
 
 """ONNX Runtime backend: parity with torch, export cache, fallback to torch with one log line."""
 
+import shutil
 import sys
 
 import numpy as np
@@ -98,6 +99,46 @@ def test_export_is_cached_by_shape_precision_opset_and_weights(checkpoints, tmp_
     assert first.path == again.path == other.path == free and 'CPUExecutionProvider' in info
     assert first.any_batch and first.accepts((5, 3, 64, 64)) and not first.accepts((1, 3, 64, 96))
     assert sorted(tmp_path.iterdir()) == [free], 'no temporary files left'
+
+
+def test_a_config_change_with_the_same_weights_gets_its_own_export(checkpoints, tmp_path):
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    # The indoor and outdoor presets have the same weights and differ in max_depth only,
+    # which scales the metric head's output: one must never be served the other's export.
+    indoor = checkpoints('tiny-depth-anything')
+    outdoor = checkpoints('tiny-depth-anything-outdoor')
+    assert (indoor / 'model.safetensors').read_bytes() == \
+        (outdoor / 'model.safetensors').read_bytes()
+    moved = tmp_path / 'moved'
+    shutil.copytree(indoor, moved)
+    x = torch.rand(1, 3, 70, 98)
+    paths = []
+    for ckpt in (indoor, outdoor, moved):
+        m = load_model(str(ckpt), 'depth', ModelConfig(device='cpu'), lambda s: None)
+        module, info = onnx_backend.try_build(m, tuple(x.shape), str(tmp_path / 'cache'))
+        assert module is not None, info
+        with torch.no_grad():
+            ref = m.net(x)
+        assert torch.allclose(module(x), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+        paths.append(module.path)
+    assert paths[0] != paths[1], 'another config, another export'
+    assert paths[0] == paths[2], 'the same checkpoint in another folder reuses its export'
+
+
+@pytest.mark.parametrize('cut', [0.5, 0.0])
+def test_a_cut_short_cache_file_is_exported_again(tiny_depth, tmp_path, cut):
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+    m = load_model(str(tiny_depth), 'depth', ModelConfig(device='cpu'), lambda s: None)
+    first, info = onnx_backend.try_build(m, (1, 3, 64, 64), str(tmp_path))
+    assert first is not None, info
+    data = first.path.read_bytes()
+    first.path.write_bytes(data[:int(len(data) * cut)])  # a full disk, a copy cut short
+    again, info = onnx_backend.try_build(m, (1, 3, 64, 64), str(tmp_path))
+    assert again is not None and 're-exported: the cached file could not be read' in info, info
+    assert again.path == first.path and again.path.read_bytes() == data
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(again(x), m.net(x), rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_session_uses_torch_thread_count(checkpoints, tmp_path):

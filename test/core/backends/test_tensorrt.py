@@ -216,7 +216,9 @@ class FakeTensorRT(types.ModuleType):
                 return ns()
 
         self.Builder, self.OnnxParser = Builder, OnnxParser
-        self.Runtime = lambda logger: ns(deserialize_cuda_engine=lambda blob: Engine())
+        # What build_serialized_network wrote, or None as TensorRT gives for anything else.
+        self.Runtime = lambda logger: ns(
+            deserialize_cuda_engine=lambda blob: Engine() if blob == b'engine' else None)
 
 
 @pytest.fixture
@@ -253,6 +255,19 @@ def test_one_engine_covers_every_batch_size_of_its_input(checkpoints, tmp_path, 
     again, info = trt_backend.try_build(m, shape, str(tmp_path), max_batch=8)
     assert again is not None and not again.built and info.startswith('loaded')
     assert len(fake_trt.builds) == 1 and again.path == module.path
+
+
+def test_a_cut_short_cached_engine_is_built_again(tiny_metric, tmp_path, fake_trt):
+    m = load_model(str(tiny_metric), 'depth', ModelConfig(device='cpu'), quiet)
+    shape = (1, 3) + m.spec.output_size(120, 160)
+    first, info = trt_backend.try_build(m, shape, str(tmp_path), max_batch=2)
+    assert first is not None and first.built, info
+    first.path.write_bytes(b'eng')  # a full disk, a copy cut short
+    again, info = trt_backend.try_build(m, shape, str(tmp_path), max_batch=2)
+    assert again is not None and again.built, info
+    assert 'the cached engine could not be deserialized' in info
+    assert again.path == first.path and again.path.read_bytes() == b'engine'
+    assert len(fake_trt.builds) == 2
 
 
 def test_prepare_builds_one_engine_for_every_batch_the_scheduler_forms(tiny_metric, tmp_path,
