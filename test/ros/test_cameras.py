@@ -167,3 +167,52 @@ def test_small_frames_or_a_few_losses_do_not_warn(harness, tiny_metric):
     for n in range(5):
         node.runtime.io.on_lost(cam, lost(20, 20 * (n + 1)))
     assert cam.stats.lost == 100 and not log.warnings
+
+
+def _cameras_without(monkeypatch, *hidden):
+    """Load cameras.py afresh, as a private module, with the named rclpy modules missing."""
+    import importlib.util
+    import sys
+    import warnings
+    from dpt_ros.ros import cameras
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # Jazzy's rclpy.qos_event is a deprecated alias
+        import rclpy.qos_event  # noqa: F401 - cached: it imports rclpy.event_handler on Jazzy
+    for name in hidden:
+        monkeypatch.setitem(sys.modules, name, None)  # `import` raises ImportError
+    spec = importlib.util.spec_from_file_location('_cameras_without', cameras.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _SubscribingNode:
+    def __init__(self):
+        self.kwargs, self.debug = [], []
+
+    def create_subscription(self, *args, **kwargs):
+        self.kwargs.append(kwargs)
+        return object()
+
+    def get_logger(self):
+        return SimpleNamespace(debug=self.debug.append)
+
+
+def test_lost_frames_are_reported_through_humbles_qos_event_module(monkeypatch):
+    """Humble's rclpy has rclpy.qos_event only (rclpy.event_handler is Iron on).
+
+    Frames lost in transport are then counted through qos_event's SubscriptionEventCallbacks
+    (message_lost); with neither module the subscription is made without events.
+    """
+    mod = _cameras_without(monkeypatch, 'rclpy.event_handler')
+    import rclpy.qos_event  # the one _cameras_without cached
+    assert mod.SubscriptionEventCallbacks is rclpy.qos_event.SubscriptionEventCallbacks
+    node, qos, on_lost = _SubscribingNode(), QoSProfile(depth=1), (lambda info: None)
+    mod.CameraIO(node, None)._create_subscription(Image, 'image', print, qos, on_lost)
+    assert node.kwargs[0]['event_callbacks'].message_lost is on_lost
+
+    mod = _cameras_without(monkeypatch, 'rclpy.event_handler', 'rclpy.qos_event')
+    assert mod.SubscriptionEventCallbacks is None
+    node = _SubscribingNode()
+    mod.CameraIO(node, None)._create_subscription(Image, 'image', print, qos, on_lost)
+    assert node.kwargs == [{}] and 'frames_lost stays 0' in node.debug[0]
