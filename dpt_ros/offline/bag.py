@@ -260,8 +260,32 @@ def _absolute(ns: str) -> str:
 
 
 def _listing(topics: Dict[str, Any]) -> str:
-    return '\n  '.join(f'{t} ({i.msgtype}, {i.msgcount} msgs)' for t, i in sorted(
+    return '\n  '.join(f'{t} ({_types(i)}, {i.msgcount} msgs)' for t, i in sorted(
         topics.items())) or '(none)'
+
+
+def _types(info: Any) -> str:
+    return info.msgtype or ' and '.join(sorted({c.msgtype for c in info.connections}))
+
+
+def bag_topics(reader: Any) -> Dict[str, Any]:
+    """Return reader.topics, a topic recorded with several types read as the one dpt_bag reads.
+
+    A topic that publishers of two types shared is recorded as one topic of two connections,
+    and rosbags gives it no type. When exactly one of its types is one dpt_bag reads (an
+    image, a CameraInfo, a cloud), the topic is that type's connections; the others are left
+    out, and a BagPlan reads only the connections of its topics' types.
+    """
+    topics = {}
+    for topic, info in reader.topics.items():
+        if info.msgtype is None:
+            read = {c.msgtype for c in info.connections} & {IMAGE, COMPRESSED, CAMERA_INFO, CLOUD}
+            if len(read) == 1:
+                conns = [c for c in info.connections if c.msgtype in read]
+                info = info._replace(msgtype=read.pop(), connections=conns,
+                                     msgcount=sum(c.msgcount for c in conns))
+        topics[topic] = info
+    return topics
 
 
 def _pick(topics: Dict[str, Any], wanted: Optional[str], types: Sequence[str], what: str,
@@ -323,6 +347,12 @@ class BagPlan:
     start_ns: Optional[int]
     stop_ns: Optional[int]
     expected_frames: int
+    msgtypes: Dict[str, str] = field(default_factory=dict)  # topic -> the type read from it
+
+    def reads(self, conn: Any, topics: AbstractSet[str]) -> bool:
+        """Whether a connection is one of these topics, of the type read from it."""
+        return conn.topic in topics and self.msgtypes.get(conn.topic, conn.msgtype) == \
+            conn.msgtype
 
     @property
     def paired_topics(self) -> AbstractSet[str]:
@@ -435,7 +465,7 @@ def _expected_frames(reader: Any, opts: BagOptions, cameras: Sequence[CameraPlan
     """Frames the window gives, from the bag's index (an estimate with --start / --end)."""
     expected = 0
     for cam in cameras:
-        total = reader.topics[cam.image_topic].msgcount
+        total = bag_topics(reader)[cam.image_topic].msgcount
         if opts.start or opts.end is not None:  # for the progress bar only
             span = max(reader.end_time - reader.start_time, 1)
             lo = opts.start * 1e9
@@ -462,7 +492,7 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
     """
     cfg = cfg if cfg is not None else Config()
     opts.validate(cfg.cameras)
-    topics = reader.topics
+    topics = bag_topics(reader)
     if reader.message_count == 0:
         raise BagError(f"the bag '{src}' is empty (no messages)")
     found = _cameras(topics, opts, cfg)
@@ -488,9 +518,12 @@ def plan_bag(reader: Any, opts: BagOptions, src: Path, cfg: Optional[Config] = N
     t0 = reader.start_time
     if t0 + int(opts.start * 1e9) >= reader.end_time:  # end_time: just after the last message
         raise BagError(_empty_window(reader, opts, cameras))
+    read = {c.image_topic for c in cameras} | {t for c in cameras
+                                               for t in c.paired_topics.values()}
     return BagPlan(tuple(cameras), t0 + int(opts.start * 1e9) if opts.start else None,
                    t0 + int(opts.end * 1e9) if opts.end is not None else None,
-                   _expected_frames(reader, opts, cameras))
+                   _expected_frames(reader, opts, cameras),
+                   {t: topics[t].msgtype for t in read})
 
 
 class InBag(NamedTuple):
@@ -564,7 +597,7 @@ def _seed_paired(reader: Any, plan: BagPlan, users: Dict[str, List[_Paired]], sr
     if plan.start_ns is None or not plan.paired_topics:
         return
     last: Dict[str, Tuple[Any, int, bytes]] = {}
-    conns = [c for c in reader.connections if c.topic in users]
+    conns = [c for c in reader.connections if plan.reads(c, users.keys())]
     for conn, logtime, raw in _messages(reader, conns, src, stop=plan.start_ns):
         last[conn.topic] = (conn, logtime, raw)
     for conn, logtime, raw in last.values():
@@ -625,7 +658,7 @@ def read_frames(reader: Any, plan: BagPlan, opts: BagOptions, src: Path, store: 
                 cams[f.origin.camera].pair_anchors(f, anchors)
             yield f
 
-    conns = [c for c in reader.connections if c.topic in image_of or c.topic in users]
+    conns = [c for c in reader.connections if plan.reads(c, image_of.keys() | users.keys())]
     stream = _messages(reader, conns, src, start=plan.start_ns, stop=plan.stop_ns)
     # Messages sharing one log time: paired ones first, so 'at or before' holds on ties.
     for _, same_time in groupby(stream, key=lambda m: m[1]):

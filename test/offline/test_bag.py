@@ -348,3 +348,37 @@ def test_a_frame_too_small_for_the_network_is_skipped_alone(tmp_path, params, ca
     assert 'image 4000x1 is too small for the depth model' in captured.err
     got = [stamp_ns(m) for _, m in read_bag(dst)[f'{NS}/depth/image']]
     assert got == [f[2] for i, f in enumerate(frames) if i != 2]
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_topics_shared_with_another_type_read_their_camera_messages(tmp_path, params, storage):
+    """A camera topic and its camera_info recorded with a second connection of another type.
+
+    Issue: rosbags gives such a topic no type, so the image topic was not found (the bag
+    failed) and the camera_info was missed (no points).
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    frames = synthetic_frames(4)
+    src = tmp_path / 'in'
+    text = STORE.serialize_cdr(STORE.types['std_msgs/msg/String'](data='x'),
+                               'std_msgs/msg/String')
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    with Writer(src, version=9, storage_plugin=plugin) as w:
+        ci = w.add_connection(IMAGE_TOPIC, 'sensor_msgs/msg/Image', typestore=STORE)
+        cc = w.add_connection(INFO_TOPIC, 'sensor_msgs/msg/CameraInfo', typestore=STORE)
+        others = [w.add_connection(t, 'std_msgs/msg/String', typestore=STORE)
+                  for t in (IMAGE_TOPIC, INFO_TOPIC)]
+        for rgb, intr, stamp in frames:
+            w.write(cc, stamp, STORE.serialize_cdr(camera_info(intr, stamp),
+                                                   'sensor_msgs/msg/CameraInfo'))
+            w.write(ci, stamp + 1, STORE.serialize_cdr(image(rgb, stamp, False),
+                                                       'sensor_msgs/msg/Image'))
+            for other in others:
+                w.write(other, stamp + 2, text)
+    dst = tmp_path / 'out'
+    assert run(src, dst, '--params-file', params, '--copy-inputs') == 0
+    bag = read_bag(dst)  # deserialises every message with its connection's type
+    stamps = [f[2] for f in frames]
+    assert [stamp_ns(m) for _, m in bag[f'{NS}/points']] == stamps
+    assert [stamp_ns(m) for _, m in bag[IMAGE_TOPIC]] == stamps  # the String ones left out
+    assert [stamp_ns(m) for _, m in bag[INFO_TOPIC]] == stamps
