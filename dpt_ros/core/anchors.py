@@ -29,6 +29,10 @@ _DEPTH_ENCODINGS = {'16UC1': ('u2', 1e-3), 'mono16': ('u2', 1e-3), '32FC1': ('f4
 _FLOAT_FIELDS = {7: 'f4', 8: 'f8'}
 
 
+# How far behind its camera an anchor stream may run in delivery and still be waited for.
+ANCHOR_LAG_S = 1.0
+
+
 class AnchorError(ValueError):
     """An anchor message cannot be used; the message says why."""
 
@@ -339,10 +343,11 @@ class AnchorInput:
 
         True while the stream is live (a message arrived within live_s seconds), none stamped
         at or after the image has arrived yet, and the next one, due a period of the stream
-        after the newest, would be nearer to the image than the newest, within max_age_s of it
-        (else it could not pair either: images stamped far ahead of their anchors) and come
-        before the camera's next image (which would replace a waiting frame: waiting would
-        lose it).
+        after the newest, would be nearer to the image than the newest and come before the
+        camera's next image (which would replace a waiting frame: waiting would lose it), and
+        the newest is less than max_age_s + ANCHOR_LAG_S behind the image: a stream delivered
+        late (a loaded node, large depth images: seen 0.2-0.5 s) catches up, one stamped far
+        behind its camera (clocks not in step) never pairs, so no frame waits for it.
         Once one has arrived, or none can usefully, the frame pairs with the nearest held
         (dpt_bag's rule on log time). So a camera as fast as its anchors (an aligned depth
         image) waits for each frame's own, and a camera faster than them (30 Hz over a 10 Hz
@@ -361,8 +366,8 @@ class AnchorInput:
             if period is None:
                 return True
             due, image_period = newest + period, median_gap(self._frames)
-            if max_age_s is not None and abs(due - stamp) > max_age_s * 1e9:
-                return False
+            if max_age_s is not None and stamp - newest > (max_age_s + ANCHOR_LAG_S) * 1e9:
+                return False  # not a stream running late: one that cannot pair at all
             return due - stamp < stamp - newest and (
                 image_period is None or due < stamp + image_period)
 

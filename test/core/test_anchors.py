@@ -367,3 +367,8 @@ def test_a_frame_waits_only_for_an_anchor_that_would_be_nearer_and_come_first():
     # not pair within max_age either, so no frame waits for it.
     assert stream(1000, 1100, 1200).pending(1267 * ms, 1.0, 0.1)
     assert not stream(1000, 1100, 1200).pending(101_200 * ms, 1.0, 0.1)
+    # A stream running late (a loaded node: its anchors 0.2-0.5 s behind the newest image on
+    # Kilted) catches up: the frame waits for its own anchor as before.
+    fast = stream(*range(1000, 1201, 67))
+    assert fast.pending(1668 * ms, 1.0, 0.1)  # 0.47 s behind
+    assert not fast.pending(2400 * ms, 1.0, 0.1)  # 1.2 s behind: max_age + 1 s
