@@ -10,6 +10,7 @@ No rclpy, no torch.
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple
 
@@ -28,6 +29,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def kind_of(text: str, length: int = 40) -> str:
+    """Return the kind of problem a message tells, for a Throttle: its start, numbers as #.
+
+    Messages name counts, sizes and stamps that change from frame to frame (a lidar scan's
+    point count): keyed by the text itself, a throttle would keep a kind per frame for good and
+    tell every one.
+    """
+    return re.sub(r'\d+(\.\d+)?', '#', text)[:length]
 
 
 class Throttle:

@@ -16,6 +16,7 @@ serial run and a Ray run write byte-identical bags.
 
 from __future__ import annotations
 
+from collections import deque
 import dataclasses
 from dataclasses import asdict, dataclass, field
 import hashlib
@@ -27,7 +28,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -409,6 +410,9 @@ def run_job(job: Job, opts: BagOptions, pipe: Pipeline,
     return result
 
 
+LOG_LINES = 100  # pipeline log lines a BagWorker keeps
+
+
 class BagWorker:
     """Loads the model once, then runs bags one after another (in-process or as a Ray actor)."""
 
@@ -417,7 +421,9 @@ class BagWorker:
         self.pipe: Optional[Pipeline] = None
         self.frames = 0
         self.loads = 0
-        self.log: List[str] = []
+        # The pipeline's last lines (backend builds): a worker runs bags for days, and a
+        # camera of more network inputs than backends.runner.MAX_MODULES logs one a frame.
+        self.log: Deque[str] = deque(maxlen=LOG_LINES)
         self._threads = 0
 
     def load(self) -> Dict[str, Any]:

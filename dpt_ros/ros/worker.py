@@ -34,7 +34,7 @@ from dpt_ros.core.geometry import IntrinsicsError
 from dpt_ros.core.inputs import ANCHORS
 from dpt_ros.core.outputs import Result
 from dpt_ros.core.pipeline import Pipeline
-from dpt_ros.core.reports import Throttle
+from dpt_ros.core.reports import kind_of, Throttle
 from dpt_ros.ros.cameras import Camera
 from dpt_ros.ros.diagnostics import Diagnostics
 from dpt_ros.ros.scheduler import Handoff, Job, Scheduler, Taken
@@ -213,7 +213,7 @@ class Worker:
             except AnchorError as exc:
                 # Throttled per camera and kind of problem: a driver sending the same bad
                 # message at 30 Hz logs once a period, a second problem still gets its line.
-                rt.warn(f'anchors:{cam.name}:{str(exc)[:40]}',
+                rt.warn(f'anchors:{cam.name}:{kind_of(str(exc))}',
                         f'skipping the anchors on {cam.anchor_topics[0]} for a frame of '
                         f'{cam.label}: {exc}')
             f.decode_ms += (time.perf_counter() - t1) * 1e3
@@ -295,7 +295,7 @@ class Worker:
     def _publish(self, f: FrameIn, result: Result, cfg: Config) -> None:
         cam, taken = f.origin
         for w in result.warnings:
-            self.rt.warn('result:' + cam.name + w[:40], f'{cam.name}: {w}' if cam.name else w)
+            self.rt.warn('result:' + cam.name + kind_of(w), f'{cam.name}: {w}' if cam.name else w)
         t1 = time.perf_counter()
         # Serialized CDR straight from the arrays, copied once into each publisher's own
         # buffer, which rcl publishes in place (ros/serialized.py).

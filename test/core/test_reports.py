@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dpt_ros.core import reports
-from dpt_ros.core.reports import percentile, Throttle
+from dpt_ros.core.reports import kind_of, percentile, Throttle
 
 
 @pytest.mark.parametrize('n', [1, 2, 3, 10, 199, 200])
@@ -52,3 +52,13 @@ def test_throttle_without_period_tells_the_first_and_counts_into_a_dict():
     assert not once('cdr', 'counted, never told: the dict had it already')
     assert notes == ['no camera_info on front', 'no camera_info on rear']
     assert skipped == {'cdr': 3, ('no_info', 'front'): 2, ('no_info', 'rear'): 1}
+
+
+def test_kind_of_a_message_leaves_its_numbers_out():
+    # One kind whatever count, size or stamp the message names: a throttle keyed by it stays
+    # one entry over a long run.
+    kinds = {kind_of(f'anchor cloud ({n} points) has no finite point.') for n in range(500)}
+    assert kinds == {'anchor cloud (# points) has no finite po'}
+    assert kind_of('a 640x480 frame at 1712.25 s') == kind_of('a 1280x720 frame at 3.5 s')
+    assert kind_of('bad frame') != kind_of('bad camera_info')
+    assert len(kind_of('x' * 100)) == 40

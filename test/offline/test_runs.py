@@ -797,3 +797,20 @@ def test_frame_warnings_are_not_skipped_messages():
     assert report.skipped == {'cdr': 1}
     assert report.warnings == {'depth.mode fitted: no usable anchors for 1.5 s; publishing': 2}
     assert len(report.notes) == 2 and 'skipped' not in report.notes[0]
+
+
+def test_a_worker_keeps_the_last_pipeline_log_lines_only(tiny_depth):
+    # A Ray worker runs bags for days; more network inputs than backend modules kept rebuild
+    # (and log) on every frame: the lines kept must not grow with them.
+    from dpt_ros.core.config import Config
+    from dpt_ros.offline.bag import BagOptions
+    cfg = Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu'})
+    worker = bag_runs.BagWorker(cfg, BagOptions())
+    try:
+        worker.load()
+        for i in range(3 * bag_runs.LOG_LINES):
+            worker.pipe.log(f'model.backend onnxruntime for input (1, 3, 70, {i})')
+        assert len(worker.log) == bag_runs.LOG_LINES
+        assert worker.log[-1].endswith(f'{3 * bag_runs.LOG_LINES - 1})')
+    finally:
+        worker.close()

@@ -324,6 +324,24 @@ def test_lidar_cloud_anchors_best_effort_with_extrinsic_and_bad_clouds(harness):
     assert v['anchors_received'] == '304' and v['anchors_used'] == '300'
 
 
+def test_bad_clouds_of_changing_point_counts_are_one_kind_of_problem(harness):
+    # A lidar blocked for hours sends a scan of no finite point, its count new each scan: the
+    # warning names the count, and its throttle must keep one kind, not one per scan.
+    scenes = make_sequence(2, W, H)
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'points'})
+    rig = Rig(harness, node, source='points')
+    rig.calibrate(scenes[0])
+    for i in range(6):
+        hdr = stamped(i)
+        rig.anchor(cloud(Header(frame_id='camera_color_optical_frame', stamp=hdr.stamp),
+                         np.full((100 + i, 3), np.nan)))
+        rig.frame(scenes[i % 2], hdr)
+    assert harness.wait(lambda: logged(harness, 'has no finite point'), 5)
+    assert node.cameras[0].anchors.bad == 6
+    kinds = [k for k in node.runtime.warn.counts if str(k).startswith('anchors:')]
+    assert len(kinds) == 1 and node.runtime.warn.counts[kinds[0]] == 6, kinds
+
+
 def test_bad_depth_anchors_are_warned_and_images_keep_coming(harness):
     s = synthetic_scene(W, H)
     node = start(harness, [s], {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
