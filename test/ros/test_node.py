@@ -231,6 +231,30 @@ def test_outputs_without_subscribers_are_not_computed(harness, tiny_metric, tiny
     assert asked[-1] == {'depth_colored'}
 
 
+class _Stream:
+    """Publish frames of a scene, one every `every` seconds, until a condition holds."""
+
+    def __init__(self, harness, pub, scene, every):
+        self.harness, self.pub, self.scene, self.every, self.i = harness, pub, scene, every, 0
+
+    def __call__(self, pred, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.i += 1
+            self.pub.publish(conv.image_msg(header(self.i), self.scene.rgb, 'rgb8'))
+            if self.harness.wait(pred, self.every):
+                return True
+        return False
+
+
+def _newest_status(harness):
+    """Return a function giving the node's newest /diagnostics status (None before one)."""
+    def newest():
+        arrs = harness.get('/diagnostics')
+        return diag.status_of(arrs[-1].status) if arrs else None
+    return newest
+
+
 def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harness, tiny_metric):
     """Frames keep coming, nothing is processed any more: not 'ok' (what a period saw)."""
     node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
@@ -243,21 +267,8 @@ def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harne
                                                 lambda m: None, 10)
     pub = node.cameras[0].pubs['depth_colored']
     assert harness.wait(lambda: pub.get_subscription_count() > 0, 10)
-    i = 0
-
-    def stream_until(pred, timeout=30.0):
-        nonlocal i
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            i += 1
-            pubs[0].publish(conv.image_msg(header(i), s.rgb, 'rgb8'))
-            if harness.wait(pred, 0.1):
-                return True
-        return False
-
-    def newest():
-        arrs = harness.get('/diagnostics')
-        return diag.status_of(arrs[-1].status) if arrs else None
+    stream_until = _Stream(harness, pubs[0], s, 0.1)
+    newest = _newest_status(harness)
 
     def after(n, level):
         return lambda: len(harness.get('/diagnostics')) > n and newest().level == level
@@ -285,21 +296,8 @@ def test_diagnostics_say_when_the_camera_goes_silent_and_ok_once_it_is_back(
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
     s = synthetic_scene(64, 48)
-    i = 0
-
-    def newest():
-        arrs = harness.get('/diagnostics')
-        return diag.status_of(arrs[-1].status) if arrs else None
-
-    def stream_until(pred, timeout=30.0):
-        nonlocal i
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            i += 1
-            pubs[0].publish(conv.image_msg(header(i), s.rgb, 'rgb8'))
-            if harness.wait(pred, 0.05):
-                return True
-        return False
+    newest = _newest_status(harness)
+    stream_until = _Stream(harness, pubs[0], s, 0.05)
 
     def ok():
         st = newest()
