@@ -24,6 +24,9 @@ LOG = logging.getLogger('dpt_ros')
 # Architectures whose raw output is already metres (besides configs that say so).
 _METRIC_MODEL_TYPES = ('zoedepth', 'glpn', 'tipsv2_dpt', 'prompt_depth_anything')
 
+# Most classes a segmentation checkpoint may have: ids travel as 16-bit pixels (mono16).
+MAX_CLASSES = 1 << 16
+
 # What one forward of a network can give, as named in LoadedModel.heads.
 HEAD_DEPTH = 'depth'                # (B, h, w): see LoadedModel.depth_units
 HEAD_SEGMENTATION = 'segmentation'  # (B, classes, h, w) logits
@@ -444,6 +447,12 @@ def load_model(source: str, task: str, cfg: ModelConfig,
                 f"'{source}' ({config.model_type}) turns a metric prompt (a low-resolution "
                 'depth from a lidar or ToF) into dense metres and gives none without one; '
                 'this caller has no prompt to give it.')
+        classes = int(getattr(config, 'num_labels', 0) or 0)
+        if HEAD_SEGMENTATION in heads and classes > MAX_CLASSES:
+            raise ModelLoadError(
+                f"'{source}' has {classes} classes, but segmentation/image carries class ids "
+                f'as 16-bit pixels (mono16, ids 0 to {MAX_CLASSES - 1}, as vision_msgs class '
+                f'ids): use a checkpoint with at most {MAX_CLASSES} classes.')
         proc = _read_preprocessor_config(source, local)
         try:
             specs.append(PreprocessSpec.from_processor_dict(

@@ -104,3 +104,11 @@ def test_never_trust_remote_code(tiny_depth, monkeypatch):
     load_model(str(tiny_depth), 'depth', ModelConfig(device='cpu'), lambda m: None)
     assert seen and all(kw.get('trust_remote_code', False) is False for kw in seen)
     assert any(kw.get('use_safetensors') is True for kw in seen)
+
+
+def test_more_classes_than_16_bit_ids_is_refused(tmp_path):
+    """65537 classes: refused, not published with ids wrapped (class 65536 as 0)."""
+    from dpt_ros.tools.sample import make_random_checkpoint
+    path = make_random_checkpoint(tmp_path / 'seg', 'tiny-seg', overrides={'num_labels': 65537})
+    with pytest.raises(ModelLoadError, match='65537 classes.*at most 65536'):
+        load_model(str(path), 'segmentation', ModelConfig(device='cpu'))
