@@ -114,7 +114,7 @@ class CameraIO:
         self.scheduler: Optional[Scheduler] = None
         self.reliability = 'auto'  # input.reliability
         self._timer: Any = None
-        self._label_pub: Any = None
+        self._label_pubs: List[Any] = []  # each camera's segmentation/label_info
 
     # ------------------------------------------------------------------ open and close
 
@@ -175,9 +175,9 @@ class CameraIO:
         """Destroy the publishers detach() took, and label_info's."""
         for pub in pubs:
             self.node.destroy_publisher(pub)
-        if self._label_pub is not None:
-            self.node.destroy_publisher(self._label_pub)
-        self._label_pub = None
+        for pub in self._label_pubs:
+            self.node.destroy_publisher(pub)
+        self._label_pubs = []
         self.cameras, self.scheduler = [], None
 
     def resolve(self, name: str) -> str:
@@ -284,8 +284,12 @@ class CameraIO:
             self._subscribe(cam, only_changed=True)
 
     def _publish_label_info(self, labels: List[str]) -> None:
-        """Publish vision_msgs/LabelInfo (transient local) when vision_msgs is installed."""
-        self._label_pub = None
+        """Publish vision_msgs/LabelInfo (transient local) beside each camera's segmentation.
+
+        Under the camera's prefix, as its other outputs: `front/segmentation/label_info`
+        with `cameras: [front, ...]`. Only when vision_msgs is installed.
+        """
+        self._label_pubs = []
         if not labels:
             return
         try:
@@ -295,11 +299,14 @@ class CameraIO:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._label_pub = self.node.create_publisher(LabelInfo, outputs.TOPIC_LABEL_INFO, qos)
         msg = LabelInfo()
         msg.header.stamp = self.node.get_clock().now().to_msg()
         msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(labels)]
-        self._label_pub.publish(msg)
+        for cam in self.cameras:
+            pub = self.node.create_publisher(LabelInfo, cam.prefix + outputs.TOPIC_LABEL_INFO,
+                                             qos)
+            self._label_pubs.append(pub)
+            pub.publish(msg)
 
     # ------------------------------------------------------------------ callbacks
 

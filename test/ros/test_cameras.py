@@ -216,3 +216,51 @@ def test_lost_frames_are_reported_through_humbles_qos_event_module(monkeypatch):
     node = _SubscribingNode()
     mod.CameraIO(node, None)._create_subscription(Image, 'image', print, qos, on_lost)
     assert node.kwargs == [{}] and 'frames_lost stays 0' in node.debug[0]
+
+
+class _AdvertisingNode:
+    """Records the publishers made, what each publishes and which are destroyed."""
+
+    def __init__(self):
+        self.published, self.destroyed = {}, []
+
+    def create_publisher(self, _msg_type, topic, _qos):
+        self.published[topic] = []
+        return SimpleNamespace(topic=topic, publish=self.published[topic].append)
+
+    def destroy_publisher(self, pub):
+        self.destroyed.append(pub.topic)
+
+    def get_clock(self):
+        return SimpleNamespace(now=lambda: SimpleNamespace(to_msg=lambda: 'stamp'))
+
+
+def test_label_info_sits_beside_each_cameras_segmentation(monkeypatch):
+    """With `cameras: [front, rear]`: front/segmentation/label_info and rear/..., like the rest.
+
+    Issue: it was published once as segmentation/label_info, outside every camera's prefix,
+    where a consumer of front/segmentation/image does not look. vision_msgs is faked: it is
+    not installed everywhere.
+    """
+    import sys
+    import types
+    from dpt_ros.ros.cameras import Camera, CameraIO
+    msgs = types.ModuleType('vision_msgs.msg')
+    msgs.LabelInfo = lambda: SimpleNamespace(header=SimpleNamespace(stamp=None), class_map=[])
+    msgs.VisionClass = SimpleNamespace
+    monkeypatch.setitem(sys.modules, 'vision_msgs', types.ModuleType('vision_msgs'))
+    monkeypatch.setitem(sys.modules, 'vision_msgs.msg', msgs)
+    for names, topics in ((['front', 'rear'], ['front/segmentation/label_info',
+                                               'rear/segmentation/label_info']),
+                          ([''], ['segmentation/label_info'])):  # no `cameras`
+        node = _AdvertisingNode()
+        io = CameraIO(node, None)
+        io.cameras = [Camera(n) for n in names]
+        io._publish_label_info(['floor', 'wall'])
+        assert list(node.published) == topics
+        for sent in node.published.values():
+            assert len(sent) == 1 and sent[0].header.stamp == 'stamp'
+            assert [(c.class_id, c.class_name) for c in sent[0].class_map] == [
+                (0, 'floor'), (1, 'wall')]
+        io.unadvertise([])
+        assert node.destroyed == topics
