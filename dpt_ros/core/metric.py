@@ -79,7 +79,8 @@ class FitReport:
     gain: float = float('nan')       # share of a constant depth's residual the fit removes
     spread_ratio: float = float('nan')  # anchors' spread of d over the frame's (affine fits)
     # 'fitted', 'held' (no anchors this frame, or a gated fit), 'refused: <reason>',
-    # 'degenerate', 'no anchors'; 'relative' outside depth.mode fitted
+    # 'degenerate', 'view changed' (a cut and no accepted fit: nothing held), 'no anchors';
+    # 'relative' outside depth.mode fitted
     state: str = ''
 
 
@@ -251,9 +252,14 @@ def _hold_text(cfg: Config) -> str:
     return f'anchors.hold {cfg.anchors.hold:g} s, anchors.hold_frames {cfg.anchors.hold_frames}'
 
 
-def _stop_warning(verdict: str, age: float, frames: int, cfg: Config) -> str:
+def _stop_warning(verdict: str, age: float, frames: int, cfg: Config,
+                  cut: bool = False) -> str:
     """Return the one warning when metres stop: why, and what brings them back."""
     stop = 'publishing no metres (depth/image, points)'
+    if cut:
+        return (f'depth.mode fitted: the view changed (this frame does not follow the last '
+                f'one), so the last fit is not held over it, and its anchors give no fit '
+                f"({verdict or 'none this frame'}); {stop} until anchors fit this view.")
     if verdict == 'degenerate':
         return (f'depth.mode fitted: degenerate anchors (one narrow band of the model output, '
                 f'anchors.min_spread); {stop} until they span more of the scene.')
@@ -505,7 +511,9 @@ class MetricTracker:
             # Carried through the model's change when temporal, else the last fit as it was.
             carried = self._predict(t, ali) if cfg.depth.temporal else None
             cut = cfg.depth.temporal and ali is not None and carried is None
-            pred = carried or (t.scale, t.shift)
+            # After a cut the last map is another view's: nothing to hold (the model's scale
+            # and shift changed with the view), only an accepted anchor fit gives metres.
+            pred = carried if cut else carried or (t.scale, t.shift)
         p_var = t.var + _PROCESS_VAR
         if meas is not None and pred is not None and cfg.depth.temporal and not cut:
             s_m, b_m, r, dmed = meas
@@ -552,10 +560,11 @@ class MetricTracker:
         if (meas is None and pred is None) or expired:
             t.has_map = False
             if not t.lost or not t.warned or entering:
-                warnings.append(_stop_warning(verdict, age, t.unfit, cfg))
+                warnings.append(_stop_warning(verdict, age, t.unfit, cfg,
+                                              cut and not expired))
                 t.warned = True
             t.lost = True
-            rep.state = verdict or 'no anchors'
+            rep.state = verdict or ('view changed' if cut and not expired else 'no anchors')
             t.report = rep
             return FrameFit(None, None, rep, warnings)
         if t.lost:
