@@ -130,7 +130,8 @@ def _check_frame(what: str, frame: str, image_frame: str,
     other = bool(frame and frame != image_frame)
     if other and extrinsic is None:
         raise AnchorError(f"anchor {what} is in frame '{frame}' but the image in "
-                          f"'{image_frame}': set anchors.extrinsic to the fixed pose of "
+                          f"'{image_frame}': set anchors.extrinsic (with cameras, or this "
+                          "camera's entry of anchors.camera_extrinsics) to the fixed pose of "
                           f"'{frame}' in the camera optical frame ('0 0 0 0 0 0 1' if they "
                           'are the same), or use anchors registered to this camera.')
     return other
@@ -393,6 +394,7 @@ class AnchorInput:
                             f'the nearest anchor message is {gap * 1e-9:.3f} s from the frame, '
                             f'beyond anchors.max_age {cfg.max_age:g} s')
             return None
+        # cfg.extrinsic is this camera's own pose (FrameIn.pair: AnchorsConfig.for_camera).
         key = (tuple(image_size), image_intr, image_frame, cfg.extrinsic, cfg.max_points)
         last = self._last
         if last is not None and last[0] is msg and last[1] is info_msg and last[2] == key:

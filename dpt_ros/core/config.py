@@ -217,7 +217,14 @@ class AnchorsConfig:
         '', "Anchors in a frame_id other than the image's (a lidar cloud, an unregistered depth "
         "image): 'x y z qx qy qz qw', the fixed pose of that frame in the camera optical frame "
         '(metres, unit quaternion). Empty: anchors in another frame are refused; a depth image '
-        'in another frame also needs anchors/camera_info.')
+        'in another frame also needs anchors/camera_info. With cameras, the pose of every camera '
+        'not named in anchors.camera_extrinsics.')
+    camera_extrinsics: Tuple[str, ...] = _opt(
+        (), "With cameras: one anchors.extrinsic per camera, as 'CAMERA: x y z qx qy qz qw', "
+        "e.g. ['front: 0.1 0 -0.2 0.5 -0.5 0.5 0.5', 'rear: -0.1 0 -0.2 -0.5 -0.5 0.5 -0.5'] "
+        '(one lidar, one pose of it in each camera optical frame). Each entry overrides '
+        'anchors.extrinsic for the anchors of its camera (one of cameras, named once); cameras '
+        'not named use anchors.extrinsic. Empty without cameras.', items='camera poses')
     fit: str = _opt(
         'auto', "What the anchors fit: 'scale' (metres = model metres x scale: a metric "
         "checkpoint's error is a factor), 'affine' (scale and shift in inverse depth: what a "
@@ -243,6 +250,11 @@ class AnchorsConfig:
     inlier_threshold: float = _opt(
         0.1, 'Relative depth error above which an anchor is an outlier of the fit.',
         lo=0.001, hi=1.0)
+
+    def for_camera(self, camera: str) -> 'AnchorsConfig':
+        """Return these settings with extrinsic the pose anchors.camera_extrinsics gives camera."""
+        pose = parse_camera_extrinsics(self.camera_extrinsics).get(camera.strip('/'))
+        return self if pose is None else dataclasses.replace(self, extrinsic=pose)
 
 
 @dataclass(frozen=True)
@@ -356,6 +368,7 @@ class Config:
             raise ConfigError(
                 'depth.mode affine_inverse needs depth.scale > 0 or depth.shift > 0 '
                 '(metres = 1 / (scale * d + shift)).')
+        _check_camera_extrinsics(self.anchors.camera_extrinsics, self.cameras)
         if d.mode == 'fitted' and self.anchors.source == 'none':
             raise ConfigError(
                 "depth.mode fitted needs anchors: set anchors.source to 'depth_image' or "
@@ -522,8 +535,11 @@ def parse_sizes(sizes: Tuple[str, ...]) -> Tuple[Tuple[int, int], ...]:
     return tuple(out)
 
 
-def parse_extrinsic(text: str) -> Optional[Tuple[float, ...]]:
-    """anchors.extrinsic 'x y z qx qy qz qw' -> 7 floats (quaternion normalised); None if empty."""
+def parse_extrinsic(text: str, entry: str = '') -> Optional[Tuple[float, ...]]:
+    """anchors.extrinsic 'x y z qx qy qz qw' -> 7 floats (quaternion normalised); None if empty.
+
+    entry: how an error names the pose, for one of anchors.camera_extrinsics.
+    """
     if not text.strip():
         return None
     try:
@@ -531,16 +547,62 @@ def parse_extrinsic(text: str) -> Optional[Tuple[float, ...]]:
     except ValueError:
         vals = []
     if len(vals) != 7 or not all(math.isfinite(v) for v in vals):
-        raise ConfigError(f"anchors.extrinsic '{text}' must be 7 numbers 'x y z qx qy qz qw'.")
+        raise ConfigError(f"{entry or 'anchors.extrinsic'}: the pose '{text.strip()}' must be 7 "
+                          "numbers 'x y z qx qy qz qw'." if entry else
+                          f"anchors.extrinsic '{text}' must be 7 numbers 'x y z qx qy qz qw'.")
     norm = math.sqrt(sum(v * v for v in vals[3:]))
     if abs(norm - 1.0) > 1e-3:
-        raise ConfigError(f'anchors.extrinsic quaternion has norm {norm:.4f}; give a unit '
-                          'quaternion (qx qy qz qw).')
+        raise ConfigError(f"{entry + ':' if entry else 'anchors.extrinsic'} quaternion has norm "
+                          f'{norm:.4f}; give a unit quaternion (qx qy qz qw).')
     return tuple(vals[:3] + [v / norm for v in vals[3:]])
+
+
+_CAMERA_POSE_EXAMPLE = "'front: 0.1 0 -0.2 0.5 -0.5 0.5 0.5'"
+
+
+def parse_camera_extrinsics(entries: Tuple[str, ...]) -> Dict[str, str]:
+    """anchors.camera_extrinsics ['CAMERA: x y z qx qy qz qw', ...] -> {camera: pose text}.
+
+    Camera names lose a leading '/' (as cameras are matched); each pose is checked as
+    anchors.extrinsic is. ConfigError naming the entry when one is malformed or a camera
+    comes twice.
+    """
+    out: Dict[str, str] = {}
+    for entry in entries:
+        camera, colon, pose = entry.partition(':')
+        camera = camera.strip()
+        where = f"anchors.camera_extrinsics entry '{entry}'"
+        if not colon or not _CAMERA_RE.match(camera) or not pose.strip():
+            raise ConfigError(f"{where} is not 'CAMERA: x y z qx qy qz qw' (a camera of "
+                              f'cameras, a colon, its pose), e.g. {_CAMERA_POSE_EXAMPLE}.')
+        parse_extrinsic(pose, where)
+        key = camera.strip('/')
+        if key in out:
+            raise ConfigError(f"{where}: camera '{key}' is given more than once; give one pose "
+                              'per camera.')
+        out[key] = pose.strip()
+    return out
+
+
+def _check_camera_extrinsics(entries: Tuple[str, ...], cameras: Tuple[str, ...]) -> None:
+    """Every anchors.camera_extrinsics entry names one of cameras (none without cameras)."""
+    poses = parse_camera_extrinsics(entries)
+    if poses and not cameras:
+        raise ConfigError(
+            f"anchors.camera_extrinsics is {list(entries)} but cameras is empty: one camera "
+            'takes anchors.extrinsic. Set cameras, or move the pose to anchors.extrinsic.')
+    names = {c.strip('/') for c in cameras}
+    for entry in entries:
+        camera = entry.partition(':')[0].strip().strip('/')
+        if camera not in names:
+            raise ConfigError(
+                f"anchors.camera_extrinsics entry '{entry}': '{camera}' is not one of cameras "
+                f"[{', '.join(cameras)}].")
 
 
 # Settings whose text has a format of its own, checked with the setting's value.
 _FORMATS: Dict[str, Callable[[Any], Any]] = {
     'model.device': _check_device, 'model.warmup_sizes': parse_sizes,
-    'anchors.extrinsic': parse_extrinsic, 'cameras': _check_cameras,
+    'anchors.extrinsic': parse_extrinsic, 'anchors.camera_extrinsics': parse_camera_extrinsics,
+    'cameras': _check_cameras,
 }

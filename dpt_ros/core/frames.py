@@ -79,9 +79,14 @@ class FrameIn:
             calibration.for_frame(self.frame.width, self.frame.height, rectified)
 
     def pair(self, anchors: AnchorInput, cfg: AnchorsConfig) -> Optional[Anchors]:
-        """Take the anchors nearest in stamp, None if none pair; AnchorError if unusable."""
+        """Take the anchors nearest in stamp, None if none pair; AnchorError if unusable.
+
+        Anchors in another frame are moved by this camera's pose: its anchors.camera_extrinsics
+        entry, else anchors.extrinsic.
+        """
         self.anchors = anchors.for_frame(self.stamp_ns, (self.frame.width, self.frame.height),
-                                         self.intrinsics, str(self.header.frame_id), cfg)
+                                         self.intrinsics, str(self.header.frame_id),
+                                         cfg.for_camera(self.camera))
         return self.anchors
 
 

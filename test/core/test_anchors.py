@@ -372,3 +372,57 @@ def test_a_frame_waits_only_for_an_anchor_that_would_be_nearer_and_come_first():
     fast = stream(*range(1000, 1201, 67))
     assert fast.pending(1668 * ms, 1.0, 0.1)  # 0.47 s behind
     assert not fast.pending(2400 * ms, 1.0, 0.1)  # 1.2 s behind: max_age + 1 s
+
+
+def _rotation(q):
+    """Rotation matrix of a unit quaternion (qx, qy, qz, qw)."""
+    return anc.extrinsic_matrix('0 0 0 ' + ' '.join(str(v) for v in q))[:3, :3]
+
+
+def test_one_lidar_two_cameras_each_anchored_through_its_own_pose():
+    """anchors.camera_extrinsics: the front and the rear camera see one cloud at true pixels."""
+    from dpt_ros.core.config import config_from_flat
+    from dpt_ros.core.conversions import Frame
+    from dpt_ros.core.frames import FrameIn
+    # The lidar (x forward, y left, z up) 0.3 m above both; front looks along its x, rear
+    # (turned half a turn about the lidar's z) along its -x.
+    poses = {'front': ('0 -0.3 0.1', (0.5, -0.5, 0.5, 0.5)),
+             'rear': ('0 -0.3 0.2', (-0.5, -0.5, 0.5, -0.5))}
+    assert np.allclose(_rotation(poses['rear'][1]) @ [-1, 0, 0], [0, 0, 1])  # -x ahead
+    cfg = config_from_flat({
+        'cameras': ['front', 'rear'], 'depth.mode': 'fitted', 'anchors.source': 'points',
+        'anchors.extrinsic': '0 -0.3 0.1 0.5 -0.5 0.5 0.5',  # front's, the rest's default
+        'anchors.camera_extrinsics': [f'rear: {poses["rear"][0]} '
+                                      + ' '.join(map(str, poses['rear'][1]))]}).anchors
+    rng = np.random.default_rng(3)
+    # Points around the robot: ahead of front and ahead of rear, in the lidar frame.
+    lidar = np.c_[rng.uniform(2, 6, 200), rng.uniform(-1, 1, 200), rng.uniform(-0.5, 0.2, 200)]
+    lidar = np.concatenate([lidar, lidar * [-1, 1, 1]])
+    msg = _cloud(lidar, frame='lidar', stamp_ns=1_000_000_000)
+    shared = anc.AnchorInput('points')
+    shared.add(msg)
+    for name, (t, q) in poses.items():
+        pts = lidar @ _rotation(q).T + np.array(t.split(), float)
+        ahead = pts[:, 2] > 0
+        u = pts[ahead, 0] / pts[ahead, 2] * INTR.fx + INTR.cx
+        v = pts[ahead, 1] / pts[ahead, 2] * INTR.fy + INTR.cy
+        inside = (u > -0.5) & (u < 63.5) & (v > -0.5) & (v < 47.5)
+        truth = np.c_[u[inside], v[inside], pts[ahead, 2][inside]]
+        assert truth.shape[0] > 20, name
+        own = anc.AnchorInput('points')
+        own.add(msg)
+        for inp in (own, shared):  # one input per camera (the node's), or one for both
+            f = FrameIn(Frame(np.zeros((48, 64, 3), np.uint8), 'rgb8'),
+                        _header(1_000_000_000, 'cam_' + name), camera=name, intrinsics=INTR)
+            a = f.pair(inp, cfg)
+            got = np.c_[a.u, a.v, a.z]
+            assert got.shape == truth.shape, name
+            assert np.allclose(got, truth.astype(np.float32), atol=1e-3), name
+    # With one pose for both (anchors.extrinsic alone), rear's anchors are another camera's.
+    alone = anc.AnchorInput('points')
+    alone.add(msg)
+    f = FrameIn(Frame(np.zeros((48, 64, 3), np.uint8), 'rgb8'),
+                _header(1_000_000_000, 'cam_rear'), camera='rear', intrinsics=INTR)
+    wrong = f.pair(alone, config_from_flat({'anchors.extrinsic': cfg.extrinsic}).anchors)
+    got = np.c_[wrong.u, wrong.v, wrong.z]
+    assert got.shape != truth.shape or not np.allclose(got, truth, atol=0.05)

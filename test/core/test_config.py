@@ -111,6 +111,59 @@ def test_camera_list_setting_and_launch_argument():
     assert not by['batch.max_size'].read_only and by['batch.max_size'].range == (1, 32)
 
 
+def test_camera_extrinsics_give_each_camera_its_own_pose():
+    """anchors.camera_extrinsics: 'CAMERA: x y z qx qy qz qw', a camera of cameras, once each."""
+    from dpt_ros.core.config import check_settings, parse_camera_extrinsics
+    base = {'cameras': ['front', '/rear', 'left'], 'anchors.extrinsic': '0 0 0 0 0 0 1'}
+    cfg = config_from_flat({**base, 'anchors.camera_extrinsics': [
+        'front: 0.1 0 -0.2 0.5 -0.5 0.5 0.5', ' /rear :-0.1, 0, -0.2, 0, 0, 0, 1']})
+    a = cfg.anchors
+    assert parse_camera_extrinsics(a.camera_extrinsics) == {
+        'front': '0.1 0 -0.2 0.5 -0.5 0.5 0.5', 'rear': '-0.1, 0, -0.2, 0, 0, 0, 1'}
+    # Each camera its own pose (named with or without the leading '/'); the others
+    # anchors.extrinsic; the other settings untouched.
+    assert a.for_camera('front').extrinsic == '0.1 0 -0.2 0.5 -0.5 0.5 0.5'
+    assert a.for_camera('/rear').extrinsic == a.for_camera('rear').extrinsic
+    assert a.for_camera('left') is a and a.for_camera('').extrinsic == '0 0 0 0 0 0 1'
+    assert a.for_camera('front').max_age == a.max_age
+    bad = {
+        'front 0 0 0 0 0 0 1': r"entry 'front 0 0 0 0 0 0 1' is not 'CAMERA: x y z",
+        'front:': r"entry 'front:' is not 'CAMERA: x y z",
+        ': 0 0 0 0 0 0 1': r"entry ': 0 0 0 0 0 0 1' is not 'CAMERA",
+        'front: 0 0 0 0 0 1': r"entry 'front: 0 0 0 0 0 1': the pose '0 0 0 0 0 1' must be "
+                              '7 numbers',
+        'front: 0 0 0 0 0 0 x': r"entry 'front: 0 0 0 0 0 0 x': the pose .* must be 7 numbers",
+        'front: 0 0 0 0 0 0.5 0.5': r"entry 'front: 0 0 0 0 0 0.5 0.5': quaternion has norm "
+                                    r'0\.7071; give a unit quaternion',
+        'back: 0 0 0 0 0 0 1': r"entry 'back: 0 0 0 0 0 0 1': 'back' is not one of cameras "
+                               r'\[front, /rear, left\]',
+    }
+    for entry, words in bad.items():
+        with pytest.raises(ConfigError, match=r'anchors\.camera_extrinsics ' + words):
+            config_from_flat({**base, 'anchors.camera_extrinsics': [entry]})
+    with pytest.raises(ConfigError, match=r"entry 'rear: 0 0 0 0 0 0 1': camera 'rear' is "
+                       'given more than once'):
+        config_from_flat({**base, 'anchors.camera_extrinsics': [
+            '/rear: 0 0 0 0 0 0 1', 'front: 0 0 0 0 0 0 1', 'rear: 0 0 0 0 0 0 1']})
+    # One camera (no cameras list) has anchors.extrinsic alone.
+    with pytest.raises(ConfigError, match=r'anchors\.camera_extrinsics is .* but cameras is '
+                       'empty: one camera takes anchors.extrinsic'):
+        config_from_flat({'anchors.camera_extrinsics': ['front: 0 0 0 0 0 0 1']})
+    assert config_from_flat({}).anchors.camera_extrinsics == ()
+    # Alone (a lifecycle node while unconfigured), the format is checked, not the names.
+    check_settings({'anchors.camera_extrinsics': ['back: 0 0 0 0 0 0 1']})
+    with pytest.raises(ConfigError, match='quaternion has norm'):
+        check_settings({'anchors.camera_extrinsics': ['back: 0 0 0 0 0 0 3']})
+    # Live, as anchors.extrinsic; a list of poses; one entry without brackets shows an example.
+    by = {p.name: p for p in param_table()}
+    assert not by['anchors.camera_extrinsics'].read_only
+    assert not by['anchors.extrinsic'].read_only
+    assert by['anchors.camera_extrinsics'].constraint() == 'list of camera poses'
+    with pytest.raises(ConfigError, match=r"anchors\.camera_extrinsics must be a list of text "
+                       r"items, e\.g\. \['front: 0\.1 0 -0\.2"):
+        config_from_flat({**base, 'anchors.camera_extrinsics': 'front: 0 0 0 0 0 0 1'})
+
+
 def test_warmup_sizes_are_width_by_height_frame_sizes():
     """model.warmup_sizes: 'WIDTHxHEIGHT' each, parsed in order, duplicates once, bad named."""
     from dpt_ros.core.config import MAX_WARMUP_SIZES, parse_sizes

@@ -324,6 +324,86 @@ def test_lidar_cloud_anchors_best_effort_with_extrinsic_and_bad_clouds(harness):
     assert v['anchors_received'] == '304' and v['anchors_used'] == '300'
 
 
+def _pose_text(r, t):
+    """Return 'x y z qx qy qz qw' of rotation r (columns: the frame's axes) at t."""
+    qw = 0.5 * math.sqrt(1 + np.trace(r))
+    q = [(r[2, 1] - r[1, 2]) / (4 * qw), (r[0, 2] - r[2, 0]) / (4 * qw),
+         (r[1, 0] - r[0, 1]) / (4 * qw), qw]
+    text = ' '.join(f'{v:.9f}' for v in (*t, *q))
+    assert np.allclose(extrinsic_matrix(text)[:3, :3], r, atol=1e-6)
+    return text
+
+
+def test_one_lidar_two_cameras_each_through_its_own_extrinsic(harness):
+    """anchors.camera_extrinsics: one cloud on both anchors topics, true metres in both cameras.
+
+    The rear camera looks the other way (its pose: the front's turned half a turn about the
+    lidar's z); with anchors.extrinsic alone it would take the front's points for its own.
+    """
+    # The rear camera sees a room 1.6 times as deep: the front's anchors cannot pass as its own.
+    front, rear = synthetic_scene(W, H), synthetic_scene(W, H, t=1.5)
+    rear.depth = rear.depth * np.float32(1.6)
+    scenes = {'front': front, 'rear': rear}
+    text, r, t = _lidar_pose()
+    r_rear, t_rear = r @ np.diag([-1.0, -1.0, 1.0]), np.array([-0.1, -0.05, -0.3])
+    rear_text = _pose_text(r_rear, t_rear)
+    poses = {'front': (r, t), 'rear': (r_rear, t_rear)}
+    node = start(harness, [front, rear], {
+        'depth.mode': 'fitted', 'anchors.source': 'points', 'anchors.extrinsic': text,
+        'anchors.camera_extrinsics': [f'rear: {rear_text}'], 'batch.max_size': 2,
+        'batch.max_wait_ms': 200.0, 'depth.temporal': False, 'anchors.hold': 0.0,
+        'anchors.hold_frames': 0}, cameras=('front', 'rear'))  # each frame its own fit
+    assert node.get_parameter('anchors.camera_extrinsics').value == [f'rear: {rear_text}']
+    rigs = {c: Rig(harness, node, c, source='points') for c in scenes}
+    for c, rig in rigs.items():
+        rig.calibrate(scenes[c])
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        hdr = stamped(i)
+        # One sweep: each camera's true points, in the lidar frame (behind the other camera).
+        lidar = np.concatenate([(true_points(scenes[c], rng) - poses[c][1]) @ poses[c][0]
+                                for c in scenes])
+        for rig in rigs.values():
+            rig.anchor(cloud(Header(frame_id='lidar', stamp=hdr.stamp), lidar))
+        for c in rigs:
+            rigs[c].image.publish(conv.image_msg(hdr, scenes[c].rgb, 'rgb8'))
+        stamp = conv.stamp_ns(hdr)
+        for c, rig in rigs.items():
+            msg = rig.got('depth/image', stamp, timeout=30.0)
+            assert msg is not None, (c, i)
+            err = np.abs(conv.image_to_array(msg) / scenes[c].depth - 1)
+            assert np.median(err) < 2e-3 and np.percentile(err, 99) < 0.01, (c, i)
+    for c in scenes:
+        _, _, v = wait_diagnostics(harness, lambda v: v.get('frames_with_anchors') == '3',
+                                   camera=c)
+        # Each camera used its own 300 points: the other's lie behind it.
+        assert v['anchors_received'] == '600' and v['anchors_used'] == '300', c
+        assert v['fit_state'] == 'fitted' and v['frames_with_bad_anchors'] == '0', c
+    # Live, as anchors.extrinsic: without rear's entry its anchors are the front's points,
+    # projected into rear as if it looked forward: no true metres there any more.
+    assert node.set_parameters([Parameter('anchors.camera_extrinsics',
+                                          Parameter.Type.STRING_ARRAY, [])])[0].successful
+    hdr = stamped(3)
+    lidar = np.concatenate([(true_points(scenes[c], rng) - poses[c][1]) @ poses[c][0]
+                            for c in scenes])
+    for rig in rigs.values():
+        rig.anchor(cloud(Header(frame_id='lidar', stamp=hdr.stamp), lidar))
+    for c in rigs:
+        rigs[c].image.publish(conv.image_msg(hdr, scenes[c].rgb, 'rgb8'))
+    stamp = conv.stamp_ns(hdr)
+    got = rigs['front'].got('depth/image', stamp, timeout=30.0)
+    assert np.median(np.abs(conv.image_to_array(got) / front.depth - 1)) < 2e-3
+    assert rigs['rear'].got('depth/relative', stamp, timeout=30.0) is not None
+    wrong = rigs['rear'].got('depth/image', stamp, timeout=1.0)
+    assert wrong is None or np.nanmedian(np.abs(conv.image_to_array(wrong) / rear.depth
+                                                - 1)) > 0.2
+    # A bad entry is refused with its reason; the settings in force stay.
+    res = node.set_parameters([Parameter('anchors.camera_extrinsics',
+                                         Parameter.Type.STRING_ARRAY, ['back: 0 0 0 0 0 0 1'])])
+    assert not res[0].successful and "'back' is not one of cameras" in res[0].reason
+    assert node.get_parameter('anchors.camera_extrinsics').value == []
+
+
 def test_bad_clouds_of_changing_point_counts_are_one_kind_of_problem(harness):
     # A lidar blocked for hours sends a scan of no finite point, its count new each scan: the
     # warning names the count, and its throttle must keep one kind, not one per scan.
