@@ -319,3 +319,75 @@ def test_each_camera_is_fitted_to_its_own_anchors(tmp_path, tiny_depth, capsys):
                                    rtol=2e-3, equal_nan=True), (k, stamp_ns(m))
     assert run(other, tmp_path / 'o', '--params-file', params, *image_topics(streams)) == 1
     assert 'no /drivers/rear/anchors/depth' in capsys.readouterr().err
+
+
+def _lidar_cloud(xyz, stamp):
+    """Return a rosbags PointCloud2 (x, y, z float32) in the frame lidar."""
+    from bagutil import header, STORE
+    T = STORE.types
+    data = np.ascontiguousarray(xyz, np.float32)
+    fields = [T['sensor_msgs/msg/PointField'](name=n, offset=4 * k, datatype=7, count=1)
+              for k, n in enumerate('xyz')]
+    return T['sensor_msgs/msg/PointCloud2'](
+        header=header(stamp, 'lidar'), height=1, width=len(data), fields=fields,
+        is_bigendian=False, point_step=12, row_step=12 * len(data),
+        data=data.view(np.uint8).ravel(), is_dense=True)
+
+
+def test_one_lidar_two_cameras_each_through_its_own_extrinsic(tmp_path, tiny_depth, capsys):
+    """anchors.camera_extrinsics: one lidar topic for both cameras, true metres in each."""
+    from dpt_ros.core.anchors import extrinsic_matrix
+    streams = rig(root='/robot', image='image', cameras=('front', 'rear'))
+    pipe = Pipeline(Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu',
+                                      'depth.temporal': False}), log=lambda m: None)
+    # The lidar (x forward, z up) in each optical frame; rear looks along the lidar's -x.
+    poses = {0: '0.1 -0.05 0.02 0.5 -0.5 0.5 0.5', 1: '-0.1 -0.05 -0.3 -0.5 -0.5 0.5 -0.5'}
+    ext = {k: extrinsic_matrix(p) for k, p in poses.items()}
+    assert np.allclose(ext[1][:3, :3] @ [-1, 0, 0], [0, 0, 1])
+    scale = {0: 0.01, 1: 0.03}  # metres = 1 / (scale * (1 + 0.1 i) * d + 0.05), per camera
+    rng = np.random.default_rng(0)
+    clouds, truth = [], {}
+    for k, s in enumerate(streams):
+        for i, (rgb, intr, stamp) in enumerate(s.frames):
+            rel = pipe.process(Frame(rgb, 'rgb8'), None, {'relative'}).arrays['relative']
+            z = 1.0 / (scale[k] * (1 + 0.1 * i) * rel + 0.05)
+            truth[(k, stamp)] = z
+            v, u = np.divmod(rng.choice(z.size, 300, replace=False), z.shape[1])
+            zz = z[v, u].astype(np.float64)
+            optical = np.c_[(u - intr.cx) / intr.fx * zz, (v - intr.cy) / intr.fy * zz, zz]
+            lidar = (optical - ext[k][:3, 3]) @ ext[k][:3, :3]
+            clouds.append(('/lidar/points', 'sensor_msgs/msg/PointCloud2', stamp + 20 * MS,
+                           _lidar_cloud(lidar, stamp)))
+    src = tmp_path / 'rig'
+    write_streams(src, streams, more=clouds)
+    params = tmp_path / 'fitted.yaml'
+    base = ('/**:\n  ros__parameters:\n    cameras: [front, rear]\n    model:\n'
+            f'      depth: {tiny_depth}\n      device: cpu\n'
+            '    depth: {mode: fitted, max: 10000.0, min: 0.0, temporal: false}\n'
+            '    anchors:\n      source: points\n      max_age: 0.05\n'
+            f"      extrinsic: '{poses[0]}'\n")
+    params.write_text(base + f"      camera_extrinsics: ['rear: {poses[1]}']\n")
+    lidar = ('--anchors-topic', '/lidar/points', '--anchors-topic', '/lidar/points')
+    dst = tmp_path / 'out'
+    assert run(src, dst, '--params-file', params, '--namespace', '/robot', *lidar) == 0
+    err = capsys.readouterr().err
+    assert "camera 'rear' (/robot/rear/image): 4 of 4 frames paired with anchors on " \
+        '/lidar/points' in err, err
+    bag = read_bag(dst)
+    for k, c in enumerate(('front', 'rear')):
+        got = bag[f'/robot/{c}/depth/image']
+        assert len(got) == len(streams[k].frames), c
+        for _, m in got:
+            assert np.allclose(conv.image_to_array(m), truth[(k, stamp_ns(m))],
+                               rtol=2e-3, equal_nan=True), (c, stamp_ns(m))
+    # With anchors.extrinsic alone, rear takes the front's pose: its points lie behind it.
+    alone = tmp_path / 'alone.yaml'
+    alone.write_text(base)
+    assert run(src, tmp_path / 'out_alone', '--params-file', alone, '--namespace', '/robot',
+               *lidar) == 0
+    capsys.readouterr()
+    bag = read_bag(tmp_path / 'out_alone')
+    assert len(bag['/robot/front/depth/image']) == len(streams[0].frames)
+    assert '/robot/rear/depth/image' not in bag or not any(
+        np.allclose(conv.image_to_array(m), truth[(1, stamp_ns(m))], rtol=2e-3,
+                    equal_nan=True) for _, m in bag['/robot/rear/depth/image'])
