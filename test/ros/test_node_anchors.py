@@ -358,16 +358,19 @@ def test_one_lidar_two_cameras_each_through_its_own_extrinsic(harness):
     for c, rig in rigs.items():
         rig.calibrate(scenes[c])
     rng = np.random.default_rng(5)
-    for i in range(3):
+
+    def sweep(i):
+        """Publish a lidar scan of each camera's true points (lidar frame), then the frames."""
         hdr = stamped(i)
-        # One sweep: each camera's true points, in the lidar frame (behind the other camera).
         lidar = np.concatenate([(true_points(scenes[c], rng) - poses[c][1]) @ poses[c][0]
                                 for c in scenes])
         for rig in rigs.values():
             rig.anchor(cloud(Header(frame_id='lidar', stamp=hdr.stamp), lidar))
         for c in rigs:
             rigs[c].image.publish(conv.image_msg(hdr, scenes[c].rgb, 'rgb8'))
-        stamp = conv.stamp_ns(hdr)
+        return conv.stamp_ns(hdr)
+    for i in range(3):
+        stamp = sweep(i)
         for c, rig in rigs.items():
             msg = rig.got('depth/image', stamp, timeout=30.0)
             assert msg is not None, (c, i)
@@ -383,14 +386,7 @@ def test_one_lidar_two_cameras_each_through_its_own_extrinsic(harness):
     # projected into rear as if it looked forward: no true metres there any more.
     assert node.set_parameters([Parameter('anchors.camera_extrinsics',
                                           Parameter.Type.STRING_ARRAY, [])])[0].successful
-    hdr = stamped(3)
-    lidar = np.concatenate([(true_points(scenes[c], rng) - poses[c][1]) @ poses[c][0]
-                            for c in scenes])
-    for rig in rigs.values():
-        rig.anchor(cloud(Header(frame_id='lidar', stamp=hdr.stamp), lidar))
-    for c in rigs:
-        rigs[c].image.publish(conv.image_msg(hdr, scenes[c].rgb, 'rgb8'))
-    stamp = conv.stamp_ns(hdr)
+    stamp = sweep(3)
     got = rigs['front'].got('depth/image', stamp, timeout=30.0)
     assert np.median(np.abs(conv.image_to_array(got) / front.depth - 1)) < 2e-3
     assert rigs['rear'].got('depth/relative', stamp, timeout=30.0) is not None
