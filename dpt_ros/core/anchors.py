@@ -44,24 +44,23 @@ def _depth_array(msg: Any) -> np.ndarray:
             raw, enc = decode_compressed_depth(msg)
         except FrameError as exc:
             raise AnchorError(f'anchor depth: {exc}') from exc
-        z = raw.astype(np.float32) * np.float32(_DEPTH_ENCODINGS[enc][1])
-        z[~np.isfinite(z) | (z <= 0)] = np.nan
-        return z
-    enc = str(msg.encoding)
-    if enc not in _DEPTH_ENCODINGS:
-        raise AnchorError(f"anchor depth encoding '{enc}' is not supported: use 16UC1 "
-                          '(millimetres) or 32FC1 (metres).')
-    kind, unit = _DEPTH_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = data_bytes(msg.data)
-    row = w * 4 if kind == 'f4' else w * 2
-    if h <= 0 or w <= 0 or step < row or data.size != step * h:
-        raise AnchorError(f'anchor depth image {w}x{h} {enc} with step {step} has {data.size} '
-                          f'bytes; expected step >= {row} and step x height bytes.')
-    order = '>' if msg.is_bigendian else '<'
-    rows = np.ascontiguousarray(data.reshape(h, step)[:, :row])
-    raw = rows.view(order + kind).reshape(h, w)
-    z = raw.astype(np.float32) * np.float32(unit)
+    else:
+        enc = str(msg.encoding)
+        if enc not in _DEPTH_ENCODINGS:
+            raise AnchorError(f"anchor depth encoding '{enc}' is not supported: use 16UC1 "
+                              '(millimetres) or 32FC1 (metres).')
+        kind = _DEPTH_ENCODINGS[enc][0]
+        h, w, step = int(msg.height), int(msg.width), int(msg.step)
+        data = data_bytes(msg.data)
+        row = w * 4 if kind == 'f4' else w * 2
+        if h <= 0 or w <= 0 or step < row or data.size != step * h:
+            raise AnchorError(f'anchor depth image {w}x{h} {enc} with step {step} has '
+                              f'{data.size} bytes; expected step >= {row} and step x height '
+                              'bytes.')
+        order = '>' if msg.is_bigendian else '<'
+        rows = np.ascontiguousarray(data.reshape(h, step)[:, :row])
+        raw = rows.view(order + kind).reshape(h, w)
+    z = raw.astype(np.float32) * np.float32(_DEPTH_ENCODINGS[enc][1])
     z[~np.isfinite(z) | (z <= 0)] = np.nan
     return z
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import importlib
 import math
 import sys
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -141,17 +141,22 @@ def _decode_yuv(data: np.ndarray, h: int, w: int, step: int, enc: str) -> Frame:
     return Frame(cv2.cvtColor(yuv, code), 'rgb8')
 
 
+def _imdecode(data: np.ndarray, what: str) -> Optional[np.ndarray]:
+    """cv2.imdecode, unchanged depth and channels; OpenCV's own errors as FrameError on what."""
+    import cv2
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV decodes
+        raise FrameError(f'{what} could not be decoded: '
+                         f'{str(exc).strip().splitlines()[-1]}') from exc
+
+
 def decode_compressed(msg: Any) -> Frame:
     """sensor_msgs/CompressedImage (JPEG/PNG) -> Frame; FrameError for undecodable data."""
-    import cv2
     data = data_bytes(msg.data)
     if data.size == 0:
         raise FrameError('compressed image is empty.')
-    try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV decodes
-        raise FrameError(f"compressed image ({data.size} bytes, format '{msg.format}') could "
-                         f'not be decoded: {str(exc).strip().splitlines()[-1]}') from exc
+    img = _imdecode(data, f"compressed image ({data.size} bytes, format '{msg.format}')")
     if img is None:
         raise FrameError(f"compressed image ({data.size} bytes, format '{msg.format}') could not "
                          'be decoded as JPEG or PNG.')
@@ -206,12 +211,7 @@ def decode_compressed_depth(msg: Any) -> Tuple[np.ndarray, str]:
     if codec == 'rvl':
         q = _rvl_decode(payload)
     else:
-        import cv2
-        try:
-            q = cv2.imdecode(payload, cv2.IMREAD_UNCHANGED)
-        except cv2.error as exc:
-            raise FrameError(f"compressed depth PNG (format '{fmt}') could not be decoded: "
-                             f'{str(exc).strip().splitlines()[-1]}') from exc
+        q = _imdecode(payload, f"compressed depth PNG (format '{fmt}')")
         if q is None:
             raise FrameError(f"compressed depth PNG (format '{fmt}', {payload.size} bytes) "
                              'could not be decoded.')
