@@ -629,9 +629,9 @@ class Pipeline:
         return out
 
     def _free(self) -> None:
-        """Give the device's cached blocks back after running out of memory."""
+        """Give the device's cached blocks back (after running out of memory, on release)."""
         gc.collect()
-        if self.device.type == 'cuda':
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
@@ -1019,9 +1019,7 @@ class Pipeline:
         self.close()
         for m in models:
             move_model(m, torch.device('cpu'))
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self._free()
 
 
 # Running out of memory in these stages leaves nothing of the batch behind (the fit and the
