@@ -411,10 +411,10 @@ def prompt_as(prompt: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     what the nudge gives in float32 (1 on that row, 0 elsewhere).
     """
     x = prompt.to(dtype)
-    flat = x.reshape(x.shape[0], -1)
-    constant = flat.amin(1) == flat.amax(1)
-    if x.dtype == prompt.dtype or not bool(constant.any()):
+    if x.dtype == prompt.dtype:
         return x
+    flat = x.reshape(x.shape[0], -1)
+    constant = flat.amin(1) == flat.amax(1)  # no host sync: the where below keeps the others
     info = torch.finfo(dtype)
     row = x[:, :, 0, :].float()
     up = (row * (1.0 + info.eps) + info.tiny).to(dtype)
