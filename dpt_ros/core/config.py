@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import functools
 import math
 import re
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -253,8 +254,7 @@ class AnchorsConfig:
 
     def for_camera(self, camera: str) -> 'AnchorsConfig':
         """Return these settings with extrinsic the pose anchors.camera_extrinsics gives camera."""
-        pose = parse_camera_extrinsics(self.camera_extrinsics).get(camera.strip('/'))
-        return self if pose is None else dataclasses.replace(self, extrinsic=pose)
+        return _anchors_for_camera(self, camera.strip('/'))
 
 
 @dataclass(frozen=True)
@@ -582,6 +582,13 @@ def parse_camera_extrinsics(entries: Tuple[str, ...]) -> Dict[str, str]:
                               'per camera.')
         out[key] = pose.strip()
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _anchors_for_camera(anchors: AnchorsConfig, camera: str) -> AnchorsConfig:
+    """AnchorsConfig.for_camera, once per settings and camera rather than once per frame."""
+    pose = parse_camera_extrinsics(anchors.camera_extrinsics).get(camera)
+    return anchors if pose is None else dataclasses.replace(anchors, extrinsic=pose)
 
 
 def _check_camera_extrinsics(entries: Tuple[str, ...], cameras: Tuple[str, ...]) -> None:
