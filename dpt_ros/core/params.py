@@ -118,6 +118,17 @@ def read_params_file(path: Union[str, Path], node_name: str = 'dpt') -> Dict[str
     return flat
 
 
+# The dotted groups of the parameters (depth., anchors., cameras. ...): an unknown name inside
+# one is a mistake; a name outside them may be another node's (a shared /** section).
+OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
+
+
+def closest_name(name: str) -> Optional[str]:
+    """Return the parameter a name not ours most looks like (a typo?), or None."""
+    close = difflib.get_close_matches(name, [p.name for p in param_table()], 1, 0.75)
+    return close[0] if close else None
+
+
 def config_from_params_file(path: Union[str, Path], node_name: str = 'dpt',
                             overrides: Optional[Dict[str, Any]] = None,
                             warn: Optional[Callable[[str], None]] = None) -> Config:
@@ -130,18 +141,17 @@ def config_from_params_file(path: Union[str, Path], node_name: str = 'dpt',
     flat = read_params_file(path, node_name)
     flat.update(overrides or {})
     names = [p.name for p in param_table()]
-    groups = tuple(sorted({n.split('.')[0] + '.' for n in names}))
     unknown = sorted(k for k in flat if k not in names and k not in ROS_ONLY_PARAMS
-                     and k.startswith(groups))
+                     and k.startswith(OWN_GROUPS))
     if unknown:
         raise ConfigError(f"unknown parameter(s) in {path}: {', '.join(unknown)}.")
     foreign = sorted(k for k in flat if k not in names and k not in ROS_ONLY_PARAMS
-                     and not k.startswith(groups + ('qos_overrides.',)))
+                     and not k.startswith(OWN_GROUPS + ('qos_overrides.',)))
     for name in foreign:
-        close = difflib.get_close_matches(name, names, 1, 0.75)
+        close = closest_name(name)
         if close and warn is not None:
             warn(f"parameter '{name}' in {path} is not a dpt_ros parameter and is ignored: "
-                 f"did you mean '{close[0]}'?")
+                 f"did you mean '{close}'?")
     return config_from_flat({k: v for k, v in flat.items() if k in names})
 
 

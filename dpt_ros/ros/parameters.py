@@ -15,7 +15,6 @@ description states the rule and the set-parameters callback enforces it.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -24,12 +23,10 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
-from dpt_ros.core.config import (check_settings, Config, config_from_flat, ConfigError,
-                                 iter_settings)
-from dpt_ros.core.params import param_table, ParamSpec
+from dpt_ros.core.config import check_settings, Config, config_from_flat, ConfigError
+from dpt_ros.core.params import closest_name, OWN_GROUPS, param_table, ParamSpec
 
 CLASS_NAMES_PARAM = 'segmentation.class_names'
-_OWN_GROUPS = tuple(sorted({name.split('.')[0] + '.' for name, *_ in iter_settings()}))
 
 
 def descriptor(spec: ParamSpec, managed: bool = False) -> ParameterDescriptor:
@@ -101,7 +98,7 @@ class Parameters:
                 raise ConfigError(f'parameter {spec.name}{shown}: {exc} '
                                   f'(allowed: {spec.constraint()}).') from exc
         self._keep_double_types(spec.name for spec in param_table())
-        unknown = sorted(n for n in overrides if n.startswith(_OWN_GROUPS)
+        unknown = sorted(n for n in overrides if n.startswith(OWN_GROUPS)
                          and not self.node.has_parameter(n) and n != CLASS_NAMES_PARAM)
         if unknown:
             known = ', '.join(p.name for p in param_table())
@@ -113,21 +110,20 @@ class Parameters:
 
         Not refused: a params file's /** section may hold other nodes' settings too.
         """
-        names = [spec.name for spec in param_table()]
         qos = sorted(n for n in overrides if n.startswith('qos_overrides.'))
         if qos:
             self.node.get_logger().warning(
                 f"{', '.join(qos)}: not read: dpt_ros sets its QoS from input.reliability "
                 '(inputs follow their publishers by default), output.reliability and '
                 'output.history_depth.')
-        foreign = sorted(n for n in overrides if not n.startswith(_OWN_GROUPS)
+        foreign = sorted(n for n in overrides if not n.startswith(OWN_GROUPS)
                          and n not in qos and not self.node.has_parameter(n))
-        typos = {n: difflib.get_close_matches(n, names, 1, 0.75) for n in foreign}
+        typos = {n: closest_name(n) for n in foreign}
         for name, close in typos.items():
             if close:
                 self.node.get_logger().warning(
                     f"parameter '{name}' is not a dpt_ros parameter and is ignored: did you "
-                    f"mean '{close[0]}'?")
+                    f"mean '{close}'?")
         rest = [n for n, close in typos.items() if not close]
         if rest:
             self.node.get_logger().info(
