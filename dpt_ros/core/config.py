@@ -9,10 +9,24 @@ import dataclasses
 from dataclasses import dataclass, field
 import functools
 import math
+import os
+from pathlib import Path
 import re
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from dpt_ros.core.backends import BACKENDS, NAMES as BACKEND_NAMES
+
+
+def cache_dir(*parts: str) -> Path:
+    """Return dpt_ros's cache folder joined with parts: $XDG_CACHE_HOME/dpt_ros.
+
+    ~/.cache/dpt_ros when XDG_CACHE_HOME is unset, empty or relative (the XDG base directory
+    specification says a relative path there is invalid and to be ignored).
+    """
+    base = os.environ.get('XDG_CACHE_HOME', '')
+    root = Path(base) if os.path.isabs(base) else Path('~/.cache').expanduser()
+    return root.joinpath('dpt_ros', *parts)
+
 
 # Metric (metres out of the box) and Apache-2.0; README.md "Which checkpoint" says why.
 DEFAULT_DEPTH_MODEL = 'depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf'
@@ -95,7 +109,7 @@ class ModelConfig:
         lo=0, hi=256, read_only=True)
     engine_dir: str = _opt(
         '', 'Folder for cached TensorRT engines and ONNX exports; empty means '
-        '~/.cache/dpt_ros/engines.',
+        '$XDG_CACHE_HOME/dpt_ros/engines (~/.cache/dpt_ros/engines when unset).',
         read_only=True)
     warmup_sizes: Tuple[str, ...] = _opt(
         (), "Camera frame sizes as 'WIDTHxHEIGHT', e.g. ['640x480', '1280x720']: at start-up "

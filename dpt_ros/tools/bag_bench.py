@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from dpt_ros.core.config import cache_dir
 from dpt_ros.offline.runs import SUMMARY
 
 
@@ -142,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument('--workers', type=int, default=2, help='Ray workers')
     ap.add_argument('--threads', type=int, default=1, help='CPU threads per bag (both runs)')
     ap.add_argument('--ray', default='', help="Ray address (default: a local Ray for the run)")
-    ap.add_argument('--work-dir', default='~/.cache/dpt_ros/tools/bag_bench',
+    ap.add_argument('--work-dir', default=str(cache_dir('tools', 'bag_bench')),
                     help='cache for the checkpoint and the input bags')
     ap.add_argument('--smoke', action='store_true', help='2 bags x 2 frames at 64x48 (CI)')
     args = ap.parse_args(argv)

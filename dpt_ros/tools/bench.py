@@ -54,7 +54,7 @@ from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.backends import BACKENDS, BY_NAME as BACKENDS_BY_NAME, NAMES as BACKEND_NAMES
-from dpt_ros.core.config import Config
+from dpt_ros.core.config import cache_dir, Config
 from dpt_ros.core.metric import Anchors
 from dpt_ros.core.models import PROMPTED_MODEL_TYPES
 from dpt_ros.core.outputs import DECODE, EncodeOptions, FILL, FORWARD, FRAME_STAGES, PUBLISH
@@ -1130,7 +1130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     'forward with cuDNN autotuning off/on (and TF32 off/on at fp32)')
     ap.add_argument('--dds-frames', type=int, default=10, help='frames for DDS latency')
     ap.add_argument('--no-dds', action='store_true', help='skip the DDS end-to-end section')
-    ap.add_argument('--work-dir', default='~/.cache/dpt_ros/tools/bench',
+    ap.add_argument('--work-dir', default=str(cache_dir('tools', 'bench')),
                     help='where random-weight checkpoints are cached')
     ap.add_argument('--cameras', type=int, default=0,
                     help='instead of the sections above: N cameras through one multi-camera '

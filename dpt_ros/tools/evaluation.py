@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dpt_ros.core import prompt as pr
-from dpt_ros.core.config import Config
+from dpt_ros.core.config import cache_dir, Config
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.metric import Anchors, robust_fit
 from dpt_ros.core.models import LoadedModel
@@ -906,7 +906,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="random-weight preset timed with and without depth.confidence flip "
                     "('' skips)")
     ap.add_argument('--cost-iters', type=int, default=5)
-    ap.add_argument('--work-dir', default='~/.cache/dpt_ros/tools/bench',
+    ap.add_argument('--work-dir', default=str(cache_dir('tools', 'bench')),
                     help='where random-weight checkpoints are cached')
     ap.add_argument('--model', default='', help='a real depth checkpoint folder (TUM/ICL run)')
     ap.add_argument('--data', default=str(Path('test') / 'data'),

@@ -3,6 +3,8 @@
 
 """Settings validation, the parameter table and params-file reading (no ROS)."""
 
+from pathlib import Path
+
 import pytest
 
 from dpt_ros.core.config import Config, config_from_flat, ConfigError
@@ -182,3 +184,19 @@ def test_warmup_sizes_are_width_by_height_frame_sizes():
     with pytest.raises(ConfigError, match=r"model\.warmup_sizes must be a list of text items, "
                        r"e\.g\. \['640x480', '1280x720'\]; got '640x480'"):
         config_from_flat({'model.warmup_sizes': '640x480'})
+
+
+def test_cache_folder_follows_xdg_cache_home(monkeypatch, tmp_path):
+    """Engines and the tools' checkpoints go under $XDG_CACHE_HOME/dpt_ros (absolute only)."""
+    from dpt_ros.core.backends.export import engine_dir
+    from dpt_ros.core.config import cache_dir
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    assert engine_dir('') == tmp_path / 'dpt_ros' / 'engines'
+    assert cache_dir('tools', 'bench') == tmp_path / 'dpt_ros' / 'tools' / 'bench'
+    assert engine_dir(str(tmp_path / 'mine')) == tmp_path / 'mine'  # model.engine_dir wins
+    home = Path('~/.cache/dpt_ros').expanduser()
+    for unset in ('', 'relative/cache'):  # the XDG specification: ignore a relative path
+        monkeypatch.setenv('XDG_CACHE_HOME', unset)
+        assert engine_dir('') == home / 'engines'
+    monkeypatch.delenv('XDG_CACHE_HOME')
+    assert cache_dir() == home

@@ -29,19 +29,19 @@ import warnings
 
 import torch
 
+from dpt_ros.core.config import cache_dir
 from dpt_ros.core.models import LoadedModel
 
 ONNX_OPSET = 17
 INPUT_NAME = 'pixel_values'
 OUTPUT_NAME = 'output'
 FREE_BATCH = 'N'  # the batch dimension of a cache key when the export takes any batch size
-DEFAULT_ENGINE_DIR = Path('~/.cache/dpt_ros/engines')
 PRECISION_NAMES = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}
 
 
 def engine_dir(path: str = '') -> Path:
-    """Return the engine cache folder (model.engine_dir, default ~/.cache/dpt_ros/engines)."""
-    return Path(path or DEFAULT_ENGINE_DIR).expanduser()
+    """Return the engine cache folder (model.engine_dir, default config.cache_dir('engines'))."""
+    return Path(path).expanduser() if path else cache_dir('engines')
 
 
 def precision_name(dtype: torch.dtype) -> str:
