@@ -42,6 +42,7 @@ FRAME_STAGES = (DECODE,) + STAGES + (FILL, PUBLISH)
 
 # Published once (transient local) with vision_msgs, not per frame: not a row of the table.
 TOPIC_LABEL_INFO = 'segmentation/label_info'
+LABEL_INFO_TYPE = 'vision_msgs/msg/LabelInfo'
 
 
 @dataclass

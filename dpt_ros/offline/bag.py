@@ -24,7 +24,7 @@ from pathlib import Path
 import time
 from types import SimpleNamespace
 from typing import (AbstractSet, Any, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List,
-                    NamedTuple, Optional, Sequence, Tuple)
+                    NamedTuple, Optional, Sequence, Set, Tuple)
 
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import frames
@@ -37,7 +37,7 @@ from dpt_ros.core.frames import Calibration, FrameIn
 from dpt_ros.core.geometry import IntrinsicsError
 from dpt_ros.core.outputs import Output, STAGES
 from dpt_ros.core.pipeline import Pipeline
-from dpt_ros.core.reports import percentile
+from dpt_ros.core.reports import kind_of, percentile
 
 IMAGE, COMPRESSED = conv.IMAGE_TYPE, conv.COMPRESSED_TYPE
 CAMERA_INFO, CLOUD = conv.INFO_TYPE, conv.CLOUD_TYPE
@@ -53,18 +53,31 @@ class BagError(RuntimeError):
     """The bag or the options cannot be used; the message says what to do."""
 
 
+# vision_msgs (ROS 2 releases 4.x, Humble to Kilted), which rosbags' type stores lack: the
+# class map written beside a camera's segmentation, as the node publishes it.
+VISION_MSGS = {
+    'vision_msgs/msg/VisionClass': 'uint16 class_id\nstring class_name\n',
+    outputs.LABEL_INFO_TYPE: 'std_msgs/Header header\nVisionClass[] class_map\n'
+                             'float32 threshold\n',
+}
+
+
 @functools.lru_cache(maxsize=None)
 def rosbags() -> SimpleNamespace:
     """Return the rosbags names dpt_bag uses (imported on first use: optional)."""
     try:
         from rosbags import interfaces
         from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-        from rosbags.typesys import get_typestore, Stores
+        from rosbags.typesys import get_types_from_msg, get_typestore, Stores
     except ImportError as exc:
         raise BagError('dpt_bag needs the rosbags package: pip install rosbags') from exc
-    store = getattr(Stores, 'ROS2_JAZZY', None) or Stores.ROS2_HUMBLE
+    store = get_typestore(getattr(Stores, 'ROS2_JAZZY', None) or Stores.ROS2_HUMBLE)
+    types: Dict[str, Any] = {}
+    for name, text in VISION_MSGS.items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
     return SimpleNamespace(Reader=Reader, Writer=Writer, StoragePlugin=StoragePlugin,
-                           store=get_typestore(store), qos=interfaces)
+                           store=store, qos=interfaces)
 
 
 def compatibility_note(storage: str, version: int) -> str:
@@ -168,6 +181,7 @@ class BagReport:
     # Warnings the pipeline gave processed frames (no message skipped): the first text of
     # each kind -> how many frames got one of that kind.
     warnings: Dict[str, int] = field(default_factory=dict)
+    warning_kinds: Dict[str, str] = field(default_factory=dict)  # kind_of -> its key above
     stages_p50_ms: Dict[str, float] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
 
@@ -180,10 +194,12 @@ class BagReport:
 
     def frame_warning(self, text: str) -> None:
         """Count a warning given with a processed frame; note the first of each kind."""
-        # A kind is the text's start: the rest names figures that change from frame to frame.
-        key = next((k for k in self.warnings if k[:30] == text[:30]), None)
+        # A kind is the text's start with its numbers taken out (reports.kind_of, as the node
+        # throttles its warnings): the figures change from frame to frame.
+        kind = kind_of(text, 60)
+        key = self.warning_kinds.get(kind)
         if key is None:
-            key = text
+            key = self.warning_kinds[kind] = text
             self.notes.append(f'warning: {text} (further ones are counted)')
         self.warnings[key] = self.warnings.get(key, 0) + 1
 
@@ -734,17 +750,23 @@ def batches(stream: Iterable[FrameIn], size: int, window: int,
 class BagOut:
     """Writes the node's CDR bytes into the output bag, one connection per topic."""
 
-    def __init__(self, writer: Any, rb: Any, cfg: Any) -> None:
+    def __init__(self, writer: Any, rb: Any, cfg: Any, labels: Sequence[str] = ()) -> None:
         self.writer, self.store = writer, rb.store
         self.conns: Dict[str, Any] = {}
         self.counts: Dict[str, int] = {}
+        self.labels = list(labels)
+        self.labelled: Set[str] = set()  # namespaces whose label_info is written
         q = rb.qos
-        # What the node offers on its outputs, so a player offers the same.
-        self.output_qos = [q.Qos(
-            q.QosHistory.KEEP_LAST, cfg.output.history_depth,
-            q.QosReliability.RELIABLE if cfg.output.reliability == 'reliable'
-            else q.QosReliability.BEST_EFFORT, q.QosDurability.VOLATILE, q.QosTime(0, 0),
-            q.QosTime(0, 0), q.QosLiveliness.AUTOMATIC, q.QosTime(0, 0), False)]
+
+        def offered(depth: int, reliable: bool, durability: Any) -> List[Any]:
+            return [q.Qos(q.QosHistory.KEEP_LAST, depth, q.QosReliability.RELIABLE if reliable
+                          else q.QosReliability.BEST_EFFORT, durability, q.QosTime(0, 0),
+                          q.QosTime(0, 0), q.QosLiveliness.AUTOMATIC, q.QosTime(0, 0), False)]
+        # What the node offers on its outputs, so a player offers the same: label_info is
+        # transient local, so a player serves it to subscribers that join after it played.
+        self.output_qos = offered(cfg.output.history_depth, cfg.output.reliability == 'reliable',
+                                  q.QosDurability.VOLATILE)
+        self.label_qos = offered(1, True, q.QosDurability.TRANSIENT_LOCAL)
 
     def _conn(self, topic: str, msgtype: str, qos: Sequence[Any]) -> Any:
         if topic not in self.conns:
@@ -758,8 +780,30 @@ class BagOut:
         self.writer.write(self._conn(conn.topic, conn.msgtype, qos), stamp, data)
         self.counts[conn.topic] = self.counts.get(conn.topic, 0) + 1
 
+    def label_info(self, logtime: int, namespace: str) -> None:
+        """Write the camera's vision_msgs/LabelInfo (class id -> name) as the node does."""
+        t = self.store.types
+        cls = t['vision_msgs/msg/VisionClass']
+        msg = t[outputs.LABEL_INFO_TYPE](
+            header=t['std_msgs/msg/Header'](
+                stamp=t['builtin_interfaces/msg/Time'](sec=logtime // 10**9,
+                                                       nanosec=logtime % 10**9), frame_id=''),
+            class_map=[cls(class_id=i, class_name=n) for i, n in enumerate(self.labels)],
+            threshold=0.0)
+        topic = f'{namespace}/{outputs.TOPIC_LABEL_INFO}'
+        conn = self._conn(topic, outputs.LABEL_INFO_TYPE, self.label_qos)
+        self.writer.write(conn, logtime, self.store.serialize_cdr(msg, outputs.LABEL_INFO_TYPE))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+        self.labelled.add(namespace)
+
     def write(self, messages: List[Tuple[Output, bytes]], logtime: int, namespace: str) -> None:
-        """Write one frame's outputs (core.frames.messages) under its camera's namespace."""
+        """Write one frame's outputs (core.frames.messages) under its camera's namespace.
+
+        Before a camera's first segmentation output, its label_info.
+        """
+        if self.labels and namespace not in self.labelled and any(
+                o.task == outputs.SEGMENTATION_TASK for o, _ in messages):
+            self.label_info(logtime, namespace)
         for o, data in messages:
             full = f'{namespace}/{o.topic}'
             self.writer.write(self._conn(full, o.msg_type, self.output_qos), logtime, data)
@@ -855,7 +899,7 @@ def process_bag(src: Path, dst: Path, opts: BagOptions, pipe: Pipeline,
                     'and depth/camera_info (give --camera-info-topic if it has another name)')
         timings: List[Dict[str, float]] = []
         with open_output(dst, opts, rb) as writer:
-            out = BagOut(writer, rb, cfg)
+            out = BagOut(writer, rb, cfg, pipe.labels)
             copy = out.raw if opts.copy_inputs else (lambda conn, t, raw: None)
             stream = read_frames(reader, plan, opts, src, rb.store, report, copy,
                                  cfg.input.rectified, cfg.anchors, _wants(opts, plan, pipe),

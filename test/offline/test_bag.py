@@ -20,7 +20,7 @@ from dpt_ros.offline.cli import _ray_flag_first, EXIT_NOTHING_RAN, main
 from dpt_ros.tools.sample import synthetic_sequence
 
 from bagutil import (camera_info, empty_bag, image, IMAGE_TOPIC, INFO_TOPIC,  # noqa: I100
-                     read_bag, stamp_ns, STORE, synthetic_frames, write_bag)
+                     read_bag, Reader, stamp_ns, STORE, synthetic_frames, write_bag)
 
 NS = '/camera/color'
 
@@ -80,6 +80,17 @@ def test_bag_outputs_match_the_live_pipeline(tmp_path, params, storage, compress
         assert np.allclose(depth, live.arrays['depth'], rtol=1e-4, atol=1e-5, equal_nan=True)
         assert (conv.image_to_array(lab) == live.arrays['labels']).mean() > 0.999
         assert backprojection_error(cloud, depth, info) < 1e-4
+    # The class map once, before the first labels, as the node's transient-local label_info.
+    (t_info, label_info), = bag[f'{NS}/segmentation/label_info']
+    assert t_info == bag[f'{NS}/segmentation/image'][0][0]
+    assert [(c.class_id, c.class_name) for c in label_info.class_map] == list(
+        enumerate(pipe.labels)) and len(pipe.labels) > 1
+    assert stamp_ns(label_info) == t_info
+    with Reader(dst) as r:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in r.connections}
+    (info_qos,), (image_qos,) = qos[f'{NS}/segmentation/label_info'], qos[f'{NS}/depth/image']
+    assert info_qos.durability.name == 'TRANSIENT_LOCAL' and info_qos.depth == 1
+    assert info_qos.reliability.name == 'RELIABLE' and image_qos.durability.name == 'VOLATILE'
 
 
 def test_real_frames_every_start_end_copy_inputs(tmp_path, params, rgbd_data):

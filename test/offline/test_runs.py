@@ -797,6 +797,15 @@ def test_frame_warnings_are_not_skipped_messages():
     assert report.skipped == {'cdr': 1}
     assert report.warnings == {'depth.mode fitted: no usable anchors for 1.5 s; publishing': 2}
     assert len(report.notes) == 2 and 'skipped' not in report.notes[0]
+    # Figures early in the text (a camera's count of points) are one kind, not one per frame;
+    # two texts that start alike but tell different things stay two.
+    for n in (1210, 987, 45):
+        report.frame_warning(f'{n} anchor points fall outside the image; publishing relative')
+    report.frame_warning('depth.mode fitted: the fit was refused (inliers below min_count)')
+    assert report.warnings['1210 anchor points fall outside the image; publishing relative'] == 3
+    assert report.warnings['depth.mode fitted: the fit was refused (inliers below '
+                           'min_count)'] == 1
+    assert len(report.warnings) == 3 and len(report.notes) == 4
 
 
 def test_a_worker_keeps_the_last_pipeline_log_lines_only(tiny_depth):
