@@ -25,8 +25,8 @@ from dpt_ros.core.params import config_from_params_file, parse_camera_list
 from dpt_ros.offline.bag import (BAG_VERSIONS, BagError, BagOptions, compatibility_note, is_bag,
                                  STORAGES)
 from dpt_ros.offline.runs import (BagResult, check_outputs, check_targets, in_input_order,
-                                  make_jobs, RayOptions, run_bags, SUMMARY, summary_table, totals,
-                                  write_summary)
+                                  make_jobs, RayOptions, run_bags, split_without_metadata, SUMMARY,
+                                  summary_table, totals, write_summary)
 from dpt_ros.offline.targets import output_path
 
 EXIT_NOTHING_RAN = 101
@@ -228,6 +228,8 @@ def _main(args: argparse.Namespace) -> int:
         opts = options_from_args(args, cfg.cameras)
         ray_opts = ray_options(args)
         jobs, bad, several = make_jobs(args.inputs, args.output)
+        for note in split_without_metadata(args.inputs):
+            print(f'dpt_bag: warning: {note}', file=sys.stderr)
         summary = args.summary_json or (str(output_path(args.output) / SUMMARY)
                                         if several else None)
         check_outputs(jobs, [summary] if summary else [])

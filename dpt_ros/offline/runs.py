@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from pathlib import Path
+import re
 import signal
 import sys
 import time
@@ -91,6 +92,33 @@ def _bag_name(path: Path) -> str:
 
 def _bags_inside(folder: Path) -> List[Path]:
     return sorted(c for c in folder.iterdir() if not c.name.startswith('.') and is_bag(c))
+
+
+def split_without_metadata(inputs: Sequence[str]) -> List[str]:
+    """Say which input folders look like one recording split into files, its metadata.yaml lost.
+
+    rosbag2 names the files of a split recording NAME_0.mcap, NAME_1.mcap, ... and lists them in
+    metadata.yaml; a recorder that was killed can leave the files without it. Read as a folder
+    of bags, each file would be a bag of its own (its own output, fits and temporal filter
+    starting afresh), so each such folder gets a line that says how to make it one bag again.
+    """
+    notes = []
+    for p in map(Path, inputs):
+        if not p.is_dir() or is_bag(p):
+            continue
+        parts: Dict[Tuple[str, str], List[int]] = {}
+        for f in _bags_inside(p):
+            m = re.fullmatch(r'(.+)_(\d+)(\.mcap|\.db3)', f.name) if f.is_file() else None
+            if m:
+                parts.setdefault((m.group(1), m.group(3)), []).append(int(m.group(2)))
+        for (stem, ext), numbers in sorted(parts.items()):
+            if len(numbers) > 1:
+                notes.append(f"'{p}' holds {stem}_{min(numbers)}{ext} .. "
+                             f'{stem}_{max(numbers)}{ext} without a metadata.yaml: the parts '
+                             'of one recording? Each file is processed as a bag of its own; '
+                             f'`ros2 bag reindex {p}` writes the metadata.yaml that makes them '
+                             'one bag again')
+    return notes
 
 
 def make_jobs(inputs: Sequence[str], output: str) -> Tuple[List[Job], List[BagResult], bool]:

@@ -823,3 +823,22 @@ def test_a_worker_keeps_the_last_pipeline_log_lines_only(tiny_depth):
         assert worker.log[-1].endswith(f'{3 * bag_runs.LOG_LINES - 1})')
     finally:
         worker.close()
+
+
+def test_split_files_without_metadata_are_named_with_the_fix(tmp_path, params, capsys):
+    """Split files without metadata.yaml: each is a bag, and dpt_bag says how to make them one.
+
+    A recorder that was killed leaves rec_0.mcap, rec_1.mcap and no metadata.yaml.
+    """
+    split = make_bags(tmp_path / 'split', ['rec_0.mcap', 'rec_1.mcap', 'other.mcap'])
+    out = tmp_path / 'out'
+    assert run(split, out, '--params-file', params) == 0
+    err = capsys.readouterr().err
+    line, = [ln for ln in err.splitlines() if 'metadata.yaml' in ln]
+    assert f"'{split}' holds rec_0.mcap .. rec_1.mcap without a metadata.yaml" in line
+    assert f'ros2 bag reindex {split}' in line
+    assert sorted(statuses(out)) == ['other', 'rec_0', 'rec_1']
+    # Bags with their metadata, or unrelated files, get no such line.
+    assert not bag_runs.split_without_metadata([str(make_bags(tmp_path / 'b', ['a', 'b'])),
+                                                str(make_bags(tmp_path / 'c', ['x.mcap',
+                                                                               'y_1.mcap']))])
