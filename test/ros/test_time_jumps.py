@@ -1,0 +1,102 @@
+# Copyright 2026 dpt_ros contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Time jumping back under the live node: a bag played with --loop, a restarted simulation.
+
+Images and anchors come stamped on a /clock the test publishes (use_sim_time), and their
+stamps jump back to the start; nothing the node kept from the previous pass may shape the
+outputs of the next one.
+"""
+
+from dataclasses import replace
+import time
+
+import numpy as np
+
+from dpt_ros.core import conversions as conv
+from dpt_ros.tools.evaluation import make_sequence
+
+from rosutil import stamp_of  # noqa: I100
+from test_node_anchors import depth_anchors, H, logged, Rig, stamped, start, W
+
+from rosgraph_msgs.msg import Clock  # noqa: E402, I100
+
+LAG = 0.03  # the aligned depth after its colour frame
+# How long a frame may wait for it: long enough for a loaded machine, short of the frames of
+# the previous pass nearest in stamp (0.4 s and more).
+MAX_AGE = 0.3
+
+
+def _count(harness, topic, stamp):
+    return sum(stamp_of(m) == stamp for m in harness.get(topic))
+
+
+def _pass(harness, rig, clock, scenes, steps, rng):
+    """Play one pass: each frame's image, then its aligned depth (as a depth camera sends them).
+
+    Return each frame's metres (None where no depth/image came).
+    """
+    out = []
+    for i, s in zip(steps, scenes):
+        hdr = stamped(i)
+        stamp = conv.stamp_ns(hdr)
+        before = {t: _count(harness, rig.prefix + t, stamp)
+                  for t in ('depth/image', 'depth/relative')}
+        clock.publish(Clock(clock=hdr.stamp))
+        rig.image.publish(conv.image_msg(hdr, s.rgb, 'rgb8'))
+        time.sleep(LAG)
+        rig.anchors.publish(depth_anchors(s, hdr, rng, encoding='32FC1'))
+        # depth/relative comes with every frame, metres or not.
+        assert harness.wait(lambda: _count(harness, rig.prefix + 'depth/relative', stamp) >
+                            before['depth/relative'], 30), 'frame not served'
+        harness.wait(lambda: _count(harness, rig.prefix + 'depth/image', stamp) >
+                     before['depth/image'], 1)
+        got = [m for m in harness.get(rig.prefix + 'depth/image') if stamp_of(m) == stamp]
+        out.append(conv.image_to_array(got[-1]) if len(got) > before['depth/image'] else None)
+    return out
+
+
+def test_a_looping_bag_pairs_each_pass_with_its_own_anchors(harness):
+    """The images loop before their anchors (an aligned depth comes after its colour frame).
+
+    The first image of a pass must wait for its own anchor message, not go without one because
+    the previous pass's are held: measured before, it got no metres at every loop ('no usable
+    anchors yet', a warning, then 'anchors are back').
+    """
+    scenes = make_sequence(36, W, H)  # more anchor messages than the node keeps
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                   'anchors.max_age': MAX_AGE, 'use_sim_time': True})
+    rig = Rig(harness, node)
+    clock = harness.node.create_publisher(Clock, '/clock', 10)
+    rig.calibrate(scenes[0])
+    rng = np.random.default_rng(0)
+    for loop in range(2):
+        metres = _pass(harness, rig, clock, scenes[:36 if loop == 0 else 3], range(36), rng)
+        for i, (s, z) in enumerate(zip(scenes, metres)):
+            assert z is not None, f'pass {loop}, frame {i}: no metres'
+            assert np.nanmedian(np.abs(z / s.depth - 1)) < 0.01, (loop, i)
+    assert not logged(harness, 'publishing no metres')
+
+
+def test_a_restarted_simulation_never_pairs_the_previous_run_anchors(harness):
+    """Another world under the same stamps (a simulation restarted: its clock starts again).
+
+    The previous run's anchor message stamped as the new image is still held when the image
+    comes: paired with it, the new view got the old world's metres (half its depth here).
+    """
+    old = make_sequence(4, W, H)
+    # The new world: twice as deep, other colours (the oracle knows a view by its colours).
+    new = [replace(s, rgb=255 - s.rgb, depth=2 * s.depth) for s in old]
+    node = start(harness, old + new, {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                      'anchors.max_age': MAX_AGE, 'use_sim_time': True})
+    rig = Rig(harness, node)
+    clock = harness.node.create_publisher(Clock, '/clock', 10)
+    rig.calibrate(old[0])
+    rng = np.random.default_rng(1)
+    steps = [0, 5, 10, 15]  # 0.5 s apart: the restart jumps 1.5 s back
+    for views in (old, new):
+        metres = _pass(harness, rig, clock, views, steps, rng)
+        for i, (s, z) in enumerate(zip(views, metres)):
+            assert z is not None, f'frame {i}: no metres'
+            err = float(np.nanmedian(np.abs(z / s.depth - 1)))
+            assert err < 0.01, (i, err)
