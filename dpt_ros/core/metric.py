@@ -463,11 +463,14 @@ class MetricTracker:
 
     # -------------------------------------------------------------- filter steps
 
-    def _track(self, src: str, fitted: bool) -> _Track:
+    def _track(self, src: str, fitted: bool, stamp: float) -> _Track:
         t = self._tracks.get(src)
-        if t is None or t.fitted not in (None, fitted):
+        if t is None or t.fitted not in (None, fitted) or (
+                t.last_stamp is not None and stamp < t.last_stamp - 1.0):
             # New, or depth.mode changed live: relative_inverse's map aligns d to itself, it
-            # is no metric fit, and a metric fit is no relative alignment.
+            # is no metric fit, and a metric fit is no relative alignment. Or time went
+            # backwards (a looping bag, a restarted driver): the history is not this frame's
+            # past, in either mode.
             self._tracks[src] = t = _Track(fitted=fitted)
         t.fitted = fitted
         return t
@@ -487,10 +490,7 @@ class MetricTracker:
     def _step_fitted(self, src: str, stamp: float, anc: Optional[List[float]],
                      ali: Optional[List[float]], cfg: Config, received: int, scale_only: bool,
                      frame_spread: float) -> FrameFit:
-        t = self._track(src, True)
-        if t.last_stamp is not None and stamp < t.last_stamp - 1.0:
-            # Time went backwards (a looping bag): the history is not this frame's past.
-            self._tracks[src] = t = _Track(fitted=True)
+        t = self._track(src, True, stamp)
         warnings: List[str] = []
         rep = FitReport(received=received, fit='scale' if scale_only else 'affine')
         meas = None
@@ -601,7 +601,7 @@ class MetricTracker:
 
     def _step_relative(self, src: str, stamp: float, ali: Optional[List[float]],
                        temporal: bool) -> FrameFit:
-        t = self._track(src, False)
+        t = self._track(src, False, stamp)
         rep = FitReport(state='relative')
         if not temporal:
             t.has_map = False
