@@ -57,6 +57,33 @@ def _pass(harness, rig, clock, scenes, steps, rng):
     return out
 
 
+def _fitted_rig(harness, scenes):
+    """Start a fitted node whose oracle knows these scenes; return its rig and a /clock."""
+    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
+                                   'anchors.max_age': MAX_AGE, 'use_sim_time': True})
+    rig = Rig(harness, node)
+    rig.calibrate(scenes[0])
+    return rig, harness.node.create_publisher(Clock, '/clock', 10)
+
+
+def _true_metres(harness, rig, clock, scenes, steps, rng):
+    """Play a pass (_pass) and check that every frame got the metres of its own scene."""
+    for i, s, z in zip(steps, scenes, _pass(harness, rig, clock, scenes, steps, rng)):
+        assert z is not None, f'frame {i}: no metres'
+        err = float(np.nanmedian(np.abs(z / s.depth - 1)))
+        assert err < 0.01, (i, err)
+
+
+def _two_worlds():
+    """Return the views of a room, and the same views of a room twice as deep.
+
+    The new world has other colours (the oracle knows a view by its colours) and the same
+    shapes: its relative depth is the first's, so no model could tell the two apart.
+    """
+    old = make_sequence(4, W, H)
+    return old, [replace(s, rgb=255 - s.rgb, depth=2 * s.depth) for s in old]
+
+
 def test_a_looping_bag_pairs_each_pass_with_its_own_anchors(harness):
     """The images loop before their anchors (an aligned depth comes after its colour frame).
 
@@ -65,17 +92,10 @@ def test_a_looping_bag_pairs_each_pass_with_its_own_anchors(harness):
     anchors yet', a warning, then 'anchors are back').
     """
     scenes = make_sequence(36, W, H)  # more anchor messages than the node keeps
-    node = start(harness, scenes, {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
-                                   'anchors.max_age': MAX_AGE, 'use_sim_time': True})
-    rig = Rig(harness, node)
-    clock = harness.node.create_publisher(Clock, '/clock', 10)
-    rig.calibrate(scenes[0])
+    rig, clock = _fitted_rig(harness, scenes)
     rng = np.random.default_rng(0)
-    for loop in range(2):
-        metres = _pass(harness, rig, clock, scenes[:36 if loop == 0 else 3], range(36), rng)
-        for i, (s, z) in enumerate(zip(scenes, metres)):
-            assert z is not None, f'pass {loop}, frame {i}: no metres'
-            assert np.nanmedian(np.abs(z / s.depth - 1)) < 0.01, (loop, i)
+    _true_metres(harness, rig, clock, scenes, range(36), rng)
+    _true_metres(harness, rig, clock, scenes[:3], range(3), rng)  # the loop
     assert not logged(harness, 'publishing no metres')
 
 
@@ -85,22 +105,28 @@ def test_a_restarted_simulation_never_pairs_the_previous_run_anchors(harness):
     The previous run's anchor message stamped as the new image is still held when the image
     comes: paired with it, the new view got the old world's metres (half its depth here).
     """
-    old = make_sequence(4, W, H)
-    # The new world: twice as deep, other colours (the oracle knows a view by its colours).
-    new = [replace(s, rgb=255 - s.rgb, depth=2 * s.depth) for s in old]
-    node = start(harness, old + new, {'depth.mode': 'fitted', 'anchors.source': 'depth_image',
-                                      'anchors.max_age': MAX_AGE, 'use_sim_time': True})
-    rig = Rig(harness, node)
-    clock = harness.node.create_publisher(Clock, '/clock', 10)
-    rig.calibrate(old[0])
+    old, new = _two_worlds()
+    rig, clock = _fitted_rig(harness, old + new)
     rng = np.random.default_rng(1)
     steps = [0, 5, 10, 15]  # 0.5 s apart: the restart jumps 1.5 s back
-    for views in (old, new):
-        metres = _pass(harness, rig, clock, views, steps, rng)
-        for i, (s, z) in enumerate(zip(views, metres)):
-            assert z is not None, f'frame {i}: no metres'
-            err = float(np.nanmedian(np.abs(z / s.depth - 1)))
-            assert err < 0.01, (i, err)
+    _true_metres(harness, rig, clock, old, steps, rng)
+    _true_metres(harness, rig, clock, new, steps, rng)
+
+
+def test_a_bag_recorded_later_gets_its_own_metres_at_once(harness):
+    """Time jumps ahead: another bag played after the first, recorded an hour later.
+
+    Its first image comes before its anchors, which are far behind it until theirs jump too,
+    and its views look like the last bag's (the world twice as deep). Measured before: the
+    first frame did not wait for its anchors and held the last bag's fit, an hour old; the next
+    two, their anchor fits gated against that map, held it too: 0.50 off (half the depth),
+    then no metres for a frame (anchors.hold_frames passed).
+    """
+    old, new = _two_worlds()
+    rig, clock = _fitted_rig(harness, old + new)
+    rng = np.random.default_rng(2)
+    _true_metres(harness, rig, clock, old, range(4), rng)
+    _true_metres(harness, rig, clock, new, range(36000, 36004), rng)  # 3600 s later
 
 
 def test_relative_depth_is_not_aligned_across_a_loop(harness):
