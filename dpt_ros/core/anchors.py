@@ -273,6 +273,11 @@ class AnchorBuffer:
             self._items.clear()
         self._items.append((t, msg))
 
+    def forget_after(self, stamp: int) -> None:
+        """Forget every message once the last one came stamped after stamp (ns): a past pass."""
+        if self._items and self._items[-1][0] > stamp:
+            self._items.clear()
+
     @property
     def newest(self) -> int:
         """The newest stamp held (ns), -1 with none."""
@@ -324,6 +329,7 @@ class AnchorInput:
         self._last: Optional[Tuple[Any, Any, Tuple[Any, ...], Anchors]] = None
         self._arrived = float('-inf')  # monotonic time of the last message
         self._frames: Deque[int] = deque(maxlen=8)  # stamps of the images asked about
+        self._leap = -1  # the stamp of the last image that jumped ahead of the one before
 
     def add(self, msg: Any) -> None:
         """Keep an anchors/depth or anchors/points message."""
@@ -351,11 +357,21 @@ class AnchorInput:
         Once one has arrived, or none can usefully, the frame pairs with the nearest held
         (dpt_bag's rule on log time). So a camera as fast as its anchors (an aligned depth
         image) waits for each frame's own, and a camera faster than them (30 Hz over a 10 Hz
-        lidar) keeps its rate, each frame paired with the last anchor.
+        lidar) keeps its rate, each frame paired with the last anchor. An image stamped over a
+        second before the last one asked about (a looping bag, a restarted simulation) while
+        the last message held is stamped over a second after it: the messages held are the
+        previous pass's, forgotten, and the frame waits for its own. An image stamped over a
+        second after the last one asked about (another bag, recorded later) may wait however far
+        behind it the newest message is: the anchors jump after it.
         """
         with self._lock:
             if self._frames and stamp < self._frames[-1] - 1_000_000_000:
                 self._frames.clear()  # a looping bag
+                # Its images looped before its anchors: the messages held are the previous
+                # pass's, and this frame's own is still to come.
+                self._buffer.forget_after(stamp + 1_000_000_000)
+            if self._frames and stamp > self._frames[-1] + 1_000_000_000:
+                self._leap = stamp  # jumped ahead (another bag): its anchors may jump after it
             if not self._frames or stamp > self._frames[-1]:
                 self._frames.append(stamp)
             if time.monotonic() - self._arrived > live_s:
@@ -366,7 +382,8 @@ class AnchorInput:
             if period is None:
                 return True
             due, image_period = newest + period, median_gap(self._frames)
-            if max_age_s is not None and stamp - newest > (max_age_s + ANCHOR_LAG_S) * 1e9:
+            if max_age_s is not None and stamp - newest > (max_age_s + ANCHOR_LAG_S) * 1e9 \
+                    and stamp != self._leap:
                 return False  # not a stream running late: one that cannot pair at all
             return due - stamp < stamp - newest and (
                 image_period is None or due < stamp + image_period)

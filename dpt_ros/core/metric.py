@@ -463,11 +463,14 @@ class MetricTracker:
 
     # -------------------------------------------------------------- filter steps
 
-    def _track(self, src: str, fitted: bool) -> _Track:
+    def _track(self, src: str, fitted: bool, stamp: float) -> _Track:
         t = self._tracks.get(src)
-        if t is None or t.fitted not in (None, fitted):
+        if t is None or t.fitted not in (None, fitted) or (
+                t.last_stamp is not None and stamp < t.last_stamp - 1.0):
             # New, or depth.mode changed live: relative_inverse's map aligns d to itself, it
-            # is no metric fit, and a metric fit is no relative alignment.
+            # is no metric fit, and a metric fit is no relative alignment. Or time went
+            # backwards (a looping bag, a restarted driver): the history is not this frame's
+            # past, in either mode.
             self._tracks[src] = t = _Track(fitted=fitted)
         t.fitted = fitted
         return t
@@ -487,10 +490,7 @@ class MetricTracker:
     def _step_fitted(self, src: str, stamp: float, anc: Optional[List[float]],
                      ali: Optional[List[float]], cfg: Config, received: int, scale_only: bool,
                      frame_spread: float) -> FrameFit:
-        t = self._track(src, True)
-        if t.last_stamp is not None and stamp < t.last_stamp - 1.0:
-            # Time went backwards (a looping bag): the history is not this frame's past.
-            self._tracks[src] = t = _Track(fitted=True)
+        t = self._track(src, True, stamp)
         warnings: List[str] = []
         rep = FitReport(received=received, fit='scale' if scale_only else 'affine')
         meas = None
@@ -514,8 +514,12 @@ class MetricTracker:
             # After a cut the last map is another view's: nothing to hold (the model's scale
             # and shift changed with the view), only an accepted anchor fit gives metres.
             pred = carried if cut else carried or (t.scale, t.shift)
+        # A map older than anchors.hold (time jumped ahead: another bag played, a camera back
+        # after a long silence) is no judge of an accepted anchor fit either: gated against it,
+        # good anchors would lose to a map of another time.
+        alone = cut or (t.last_fit is not None and stamp - t.last_fit > cfg.anchors.hold + 1e-6)
         p_var = t.var + _PROCESS_VAR
-        if meas is not None and pred is not None and cfg.depth.temporal and not cut:
+        if meas is not None and pred is not None and cfg.depth.temporal and not alone:
             s_m, b_m, r, dmed = meas
             s_p, b_p = pred
             # Innovation: log ratio of the two fits' inverse depth at the frame's median d.
@@ -533,7 +537,7 @@ class MetricTracker:
                 k = 1.0 if math.isinf(p_var) else p_var / (p_var + r)
                 s_new, b_new = s_p + k * (s_m - s_p), b_p + k * (b_m - b_p)
                 var = r if math.isinf(p_var) else (1 - k) * p_var
-        if meas is not None and (pred is None or not cfg.depth.temporal or cut):
+        if meas is not None and (pred is None or not cfg.depth.temporal or alone):
             # After a cut an accepted anchor fit stands on its own: gating it against the
             # previous view's map would publish that map over good anchors.
             s_new, b_new, var = meas[0], meas[1], meas[2]
@@ -601,7 +605,7 @@ class MetricTracker:
 
     def _step_relative(self, src: str, stamp: float, ali: Optional[List[float]],
                        temporal: bool) -> FrameFit:
-        t = self._track(src, False)
+        t = self._track(src, False, stamp)
         rep = FitReport(state='relative')
         if not temporal:
             t.has_map = False
