@@ -22,7 +22,6 @@ from rosutil import header, NodeProcess  # noqa: I100
 
 from rcl_interfaces.msg import Log, ParameterType  # noqa: E402, I100
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.exceptions import ParameterUninitializedException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
@@ -42,6 +41,14 @@ def call_set(harness, node_name, params, ns=NS):
     return fut.result().results
 
 
+def send_frame(harness, pubs, scene, i, topics, ns=NS):
+    """Publish frame i (camera_info, then the image); return its message on each topic."""
+    h = header(i)
+    pubs[1].publish(conv.camera_info_from_intrinsics(scene.intrinsics, h))
+    pubs[0].publish(conv.image_msg(h, scene.rgb, 'rgb8'))
+    return [harness.wait_stamp(f'{ns}/{t}', conv.stamp_ns(h)) for t in topics]
+
+
 def test_parameters_validated_and_live(harness, tiny_metric):
     node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
     harness.record_outputs(NS, ['depth/image', 'points'])
@@ -50,11 +57,7 @@ def test_parameters_validated_and_live(harness, tiny_metric):
     s = synthetic_scene(128, 96)
 
     def frame(i):
-        h = header(i)
-        pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
-        pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
-        return (harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(h)),
-                harness.wait_stamp(f'{NS}/points', conv.stamp_ns(h)))
+        return send_frame(harness, pubs, s, i, ['depth/image', 'points'])
 
     d0, p0 = frame(0)
     depth0 = conv.image_to_array(d0)
@@ -105,8 +108,7 @@ def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
     for spec in param_table():
         if spec.type is tuple:  # an empty list: rclpy has no typed empty array, 'not set'
             assert spec.default == ()
-            with pytest.raises(ParameterUninitializedException):
-                node.get_parameter(spec.name)
+            assert node.get_parameter(spec.name).type_ == Parameter.Type.NOT_SET
             assert node.describe_parameter(spec.name).type == \
                 ParameterType.PARAMETER_STRING_ARRAY
         else:
@@ -168,3 +170,53 @@ def test_names_outside_the_table_are_ignored_and_typos_named(tmp_path, tiny_metr
             'its QoS from input.reliability' in text
     finally:
         node.stop()
+
+
+def test_list_parameter_set_back_to_empty_as_ros2_param_set_sends_it(harness, tiny_metric,
+                                                                     tiny_seg):
+    """`ros2 param set /cam/dpt points.exclude_classes '[]'` undoes [wall] from the next frame.
+
+    ros2param guesses a value's type from its YAML: '[]' goes out as an empty bool array, '[2]'
+    as an integer array; rclpy's client sends [] as a byte array. Neither is a string array.
+    """
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterValue
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'model.segmentation': str(tiny_seg)})
+    harness.record_outputs(NS, ['points'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(96, 72)
+
+    def points(i):
+        return bytes(send_frame(harness, pubs, s, i, ['points'])[0].data)
+
+    def cli_set(value_type, **values):
+        msg = ParameterMsg(name='points.exclude_classes',
+                           value=ParameterValue(type=value_type, **values))
+        cli = harness.node.create_client(SetParameters, f'{NS}/dpt/set_parameters')
+        assert cli.wait_for_service(timeout_sec=10)
+        fut = cli.call_async(SetParameters.Request(parameters=[msg]))
+        assert harness.wait(fut.done, 10)
+        return fut.result().results[0]
+
+    before = points(0)
+    names = node.get_parameter('segmentation.class_names').value
+    for i, empty in enumerate(({'value_type': ParameterType.PARAMETER_BOOL_ARRAY},
+                               {'value_type': ParameterType.PARAMETER_BYTE_ARRAY})):
+        assert call_set(harness, 'dpt', {'points.exclude_classes': names[:3]})[0].successful
+        assert points(10 * i + 1) != before
+        res = cli_set(**empty)
+        assert res.successful, res.reason
+        assert node.config.points.exclude_classes == ()
+        assert points(10 * i + 2) == before  # as it was: every class kept again
+    # Numbers where names go: refused, with the parameter and how to write ids.
+    res = cli_set(ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[2])
+    assert not res.successful
+    assert 'points.exclude_classes' in res.reason and "['2']" in res.reason, res.reason
+    for bad in ('wall', 5):
+        res = call_set(harness, 'dpt', {'points.exclude_classes': bad})[0]
+        assert not res.successful and 'points.exclude_classes' in res.reason, res.reason
+    assert points(3) == before  # still publishing, under the settings it had
+    assert node.config.points.exclude_classes == ()
+    assert node.describe_parameter('points.exclude_classes').type == \
+        ParameterType.PARAMETER_STRING_ARRAY
