@@ -220,3 +220,60 @@ def test_list_parameter_set_back_to_empty_as_ros2_param_set_sends_it(harness, ti
     assert node.config.points.exclude_classes == ()
     assert node.describe_parameter('points.exclude_classes').type == \
         ParameterType.PARAMETER_STRING_ARRAY
+
+
+def test_change_during_a_frame_applies_to_the_whole_of_the_next(harness, tiny_metric):
+    """A change landing while a frame is decoded: that frame all old settings, the next all new.
+
+    depth/image's encoding and its range and the points of one frame come under one set of
+    settings. The worker read the settings when it took the frame, the model ran under those
+    in force at the forward: a 32FC1 image cut at the new depth.max, points of another range.
+    """
+    import threading
+    from rcl_interfaces.srv import SetParametersAtomically
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    harness.record_outputs(NS, ['depth/image', 'points'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(96, 72)
+    inside, go, hold = threading.Event(), threading.Event(), [False]
+    cam = node.cameras[0]
+    real = cam.calibration.for_frame
+
+    def held(*args):  # a slow decode: the worker has the frame, the forward is still to come
+        if hold[0]:
+            hold[0] = False
+            inside.set()
+            go.wait(10)
+        return real(*args)
+    cam.calibration.for_frame = held
+
+    def far(depth_msg, _points=None):
+        """depth/image's encoding and farthest valid depth in metres."""
+        d = conv.image_to_array(depth_msg).astype(np.float64)
+        d = d / 1000.0 if depth_msg.encoding == '16UC1' else d
+        return depth_msg.encoding, float(np.nanmax(np.where(d > 0, d, np.nan)))
+
+    old = send_frame(harness, pubs, s, 0, ['depth/image', 'points'])
+    assert far(*old)[1] > 1.0
+    hold[0] = True
+    h = header(1)
+    pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+    pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
+    assert inside.wait(20)
+    cli = harness.node.create_client(SetParametersAtomically,
+                                     f'{NS}/dpt/set_parameters_atomically')
+    assert cli.wait_for_service(timeout_sec=10)
+    fut = cli.call_async(SetParametersAtomically.Request(parameters=[
+        Parameter(k, value=v).to_parameter_msg()
+        for k, v in (('depth.encoding', '16UC1'), ('depth.max', 1.0))]))
+    assert harness.wait(fut.done, 10) and fut.result().result.successful
+    go.set()
+    during = [harness.wait_stamp(f'{NS}/{t}', conv.stamp_ns(h)) for t in ('depth/image',
+                                                                          'points')]
+    after = send_frame(harness, pubs, s, 2, ['depth/image', 'points'])
+    assert far(*during) == far(*old)  # the old settings, all of them
+    assert bytes(during[1].data) == bytes(old[1].data)
+    encoding, farthest = far(*after)
+    assert encoding == '16UC1' and farthest <= 1.0
+    assert bytes(after[1].data) != bytes(old[1].data)
