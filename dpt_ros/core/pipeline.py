@@ -290,10 +290,12 @@ class Pipeline:
         self._cfg = self.check(cfg.validate())
 
     def check(self, cfg: Config) -> Config:
-        """Return cfg, or raise ConfigError where it does not fit the loaded models."""
-        check_models(cfg, self.depth_model, self.seg_model)
-        self.excluded_ids(cfg)
-        return cfg
+        """Return cfg, or raise ConfigError where it does not fit the loaded models.
+
+        Called from the node's executor thread: it checks the classes (check_models) and
+        leaves excluded_ids' cache to the frames, whose lookup it would otherwise race.
+        """
+        return check_models(cfg, self.depth_model, self.seg_model)
 
     def excluded_ids(self, cfg: Config) -> Optional[torch.Tensor]:
         """Class ids of points.exclude_classes on the device (None when empty); ConfigError.
