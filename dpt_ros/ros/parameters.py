@@ -209,6 +209,12 @@ class Parameters:
                 f"{CLASS_NAMES_PARAM} is read-only: the node sets it from the segmentation "
                 'model it loads.'))
         specs = {p.name: p for p in param_table()}
+        deleted = [p.name for p in params if p.name in specs and p.type_ == Parameter.Type.NOT_SET]
+        if deleted:
+            # rclpy would undeclare a dynamically typed one (ros2 param delete) once accepted.
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(deleted)}: dpt_ros parameters cannot be deleted; set a value "
+                "instead ('[]' empties a list)."))
         changes = {p.name: p.value for p in params if p.name in specs}
         if not changes:
             return SetParametersResult(successful=True)

@@ -220,6 +220,11 @@ def test_list_parameter_set_back_to_empty_as_ros2_param_set_sends_it(harness, ti
     assert node.config.points.exclude_classes == ()
     assert node.describe_parameter('points.exclude_classes').type == \
         ParameterType.PARAMETER_STRING_ARRAY
+    # `ros2 param delete` (a value not set) is refused: rclpy would undeclare it.
+    res = cli_set(ParameterType.PARAMETER_NOT_SET)
+    assert not res.successful and 'cannot be deleted' in res.reason, res.reason
+    assert node.has_parameter('points.exclude_classes')
+    assert points(4) == before
 
 
 def test_change_during_a_frame_applies_to_the_whole_of_the_next(harness, tiny_metric):
