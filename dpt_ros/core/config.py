@@ -263,8 +263,9 @@ class AnchorsConfig:
         2000, 'At most this many anchors per frame are fitted (a random subset of denser '
         'sources).', lo=10, hi=1000000)
     inlier_threshold: float = _opt(
-        0.1, 'Relative depth error above which an anchor is an outlier of the fit.',
-        lo=0.001, hi=1.0)
+        0.1, 'Relative depth error above which an anchor is an outlier of the fit; also the '
+        "outlier bound of depth.confidence flip's alignment of the mirrored prediction, with or "
+        'without anchors.', lo=0.001, hi=1.0)
 
     def for_camera(self, camera: str) -> 'AnchorsConfig':
         """Return these settings with extrinsic the pose anchors.camera_extrinsics gives camera."""

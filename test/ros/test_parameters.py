@@ -282,3 +282,138 @@ def test_change_during_a_frame_applies_to_the_whole_of_the_next(harness, tiny_me
     encoding, farthest = far(*after)
     assert encoding == '16UC1' and farthest <= 1.0
     assert bytes(after[1].data) != bytes(old[1].data)
+
+
+# Every live parameter of the table: a new value, and the outputs it changes on a metric +
+# segmentation node with depth.confidence flip, depth.temporal false (depth/confidence then
+# depends on the frame alone) and no anchors (anchors.source is read-only: the anchors.*
+# settings change nothing there, and must not). A live parameter added to the table and not
+# here fails the walk.
+LIVE_EFFECTS = {
+    'depth.mode': ('affine_inverse', {'depth/image', 'depth/colored', 'points', 'normals/image',
+                                      'normals/colored'}),
+    'depth.scale': (2.0, {'depth/image', 'depth/colored', 'points', 'normals/image',
+                          'normals/colored'}),
+    'depth.shift': (0.5, set()),  # affine_inverse only
+    'depth.min': (2.0, {'depth/image', 'depth/colored', 'points', 'normals/image',
+                        'normals/colored'}),
+    'depth.max': (3.0, {'depth/image', 'depth/colored', 'points', 'normals/image',
+                        'normals/colored'}),
+    'depth.encoding': ('16UC1', {'depth/image'}),
+    'depth.colormap': ('gray', {'depth/colored'}),
+    'depth.temporal': (False, set()),  # fitted and relative_inverse only
+    # off: no depth/confidence; depth/image is no longer the mean of the two predictions
+    'depth.confidence': ('off', {'depth/confidence', 'depth/image', 'points', 'normals/image',
+                                 'normals/colored'}),
+    'depth.confidence_tolerance': (0.01, {'depth/confidence', 'points'}),
+    'points.stride': (3, {'points'}),
+    'points.organized': (False, {'points'}),
+    'points.rgb': (False, {'points'}),
+    'points.min_confidence': (0.9, {'points'}),
+    'points.normals': (True, {'points'}),
+    'points.labels': (False, {'points'}),
+    'points.exclude_classes': (['wall'], {'points'}),
+    'points.colour': ('label', {'points'}),
+    'normals.max_jump': (0.001, {'normals/image', 'normals/colored'}),
+    'anchors.max_age': (1.0, set()),
+    'anchors.hold': (5.0, set()),
+    'anchors.hold_frames': (10, set()),
+    'anchors.extrinsic': ('0 0 0 0 0 0 1', set()),
+    'anchors.camera_extrinsics': ([], set()),  # only [] without cameras: as ros2 param sends it
+    'anchors.fit': ('affine', set()),
+    'anchors.min_count': (20, set()),
+    'anchors.min_inlier_fraction': (0.9, set()),
+    'anchors.min_gain': (0.9, set()),
+    'anchors.min_spread': (0.9, set()),
+    'anchors.max_points': (100, set()),
+    # also the outlier bound of the flip alignment (its description says so)
+    'anchors.inlier_threshold': (0.5, {'depth/confidence', 'points'}),
+    'segmentation.overlay_alpha': (1.0, {'segmentation/overlay'}),
+    'output.overlap': (False, set()),
+    'batch.max_size': (1, set()),
+    'batch.max_wait_ms': (0.0, set()),
+}
+
+
+def _invalid(spec):
+    """Return a value of the parameter's type that its range or choices refuse (or None)."""
+    if spec.choices:
+        return 'bogus'
+    if spec.range is not None:
+        return spec.type(spec.range[1] * 2 + 1)
+    return {tuple: [2], str: 'junk'}.get(spec.type)
+
+
+def test_every_live_parameter_changes_what_it_says_and_back(harness, tiny_metric, tiny_seg):
+    """Walk the table's live parameters: each changes its outputs and back, bit for bit.
+
+    Each new value changes exactly its outputs from the next frame, the old value gives the
+    first frame's outputs back, and a value out of range is refused, naming the parameter and
+    what is allowed, with nothing changed.
+    """
+    from rcl_interfaces.srv import SetParametersAtomically
+    from dpt_ros.core import outputs
+    from dpt_ros.core.params import param_table
+    live = {spec.name: spec for spec in param_table() if not spec.read_only}
+    assert set(live) == set(LIVE_EFFECTS)
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'model.segmentation': str(tiny_seg),
+                                     'depth.confidence': 'flip', 'depth.temporal': False})
+    # depth/relative comes and goes with depth.mode: a frame would be complete without it.
+    topics = [o.topic for o in outputs.OUTPUTS if o.topic != 'depth/relative']
+    harness.record_outputs(NS, topics)
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(96, 72)
+    count = [0]
+
+    def content(msg):
+        """Return every field but the header (arrays as bytes)."""
+        return tuple(v.tobytes() if hasattr(v, 'tobytes') else repr(v)
+                     for v in (getattr(msg, f) for f in msg.get_fields_and_field_types()
+                               if f != 'header'))
+
+    def frame(gone=()):
+        """Send the next frame; return its outputs: {topic: content}."""
+        count[0] += 1
+        names = [t for t in topics if t not in gone]
+        return dict(zip(names, map(content, send_frame(harness, pubs, s, count[0], names))))
+
+    def set_one(name, value):
+        if value == []:  # `ros2 param set NODE NAME '[]'` sends an empty bool array
+            return node.set_parameters([Parameter(name, Parameter.Type.BOOL_ARRAY, [])])[0]
+        return call_set(harness, 'dpt', {name: value})[0]
+
+    first = frame()
+    assert set(first) == set(topics)
+    cfg = node.config
+    started = {n: node.get_parameter(n).value for n in live}
+    for name, (value, changes) in LIVE_EFFECTS.items():
+        bad = _invalid(live[name])
+        if bad is not None:
+            res = set_one(name, bad)
+            assert not res.successful and name in res.reason, (name, res.reason)
+            allowed = live[name].choices[:1] or \
+                [str(live[name].type(v)) for v in live[name].range or ()]
+            assert all(a in res.reason for a in allowed), (name, res.reason, allowed)
+            assert node.config == cfg, name
+        res = set_one(name, value)
+        assert res.successful, (name, res.reason)
+        gone = {'depth/confidence'} if name == 'depth.confidence' else set()
+        got = frame(gone)
+        changed = {t for t in topics if got.get(t) != first[t]}
+        assert changed == changes, name
+        assert set_one(name, [] if started[name] is None else started[name]).successful, name
+        assert node.config == cfg, name
+        assert frame() == first, name
+    # Several at once, one of them out of range: none is taken.
+    cli = harness.node.create_client(SetParametersAtomically,
+                                     f'{NS}/dpt/set_parameters_atomically')
+    assert cli.wait_for_service(timeout_sec=10)
+    many = [Parameter(n, value=v).to_parameter_msg() for n, (v, _) in LIVE_EFFECTS.items()
+            if v != []]
+    many.append(Parameter('points.stride', value=0).to_parameter_msg())
+    fut = cli.call_async(SetParametersAtomically.Request(parameters=many))
+    assert harness.wait(fut.done, 10) and not fut.result().result.successful
+    assert 'points.stride' in fut.result().result.reason
+    assert node.config == cfg and frame() == first
