@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 import re
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from dpt_ros.core.backends import BACKENDS, NAMES as BACKEND_NAMES
 
@@ -263,8 +263,9 @@ class AnchorsConfig:
         2000, 'At most this many anchors per frame are fitted (a random subset of denser '
         'sources).', lo=10, hi=1000000)
     inlier_threshold: float = _opt(
-        0.1, 'Relative depth error above which an anchor is an outlier of the fit.',
-        lo=0.001, hi=1.0)
+        0.1, 'Relative depth error above which an anchor is an outlier of the fit; also the '
+        "outlier bound of depth.confidence flip's alignment of the mirrored prediction, with or "
+        'without anchors.', lo=0.001, hi=1.0)
 
     def for_camera(self, camera: str) -> 'AnchorsConfig':
         """Return these settings with extrinsic the pose anchors.camera_extrinsics gives camera."""
@@ -425,7 +426,7 @@ def iter_settings(cfg: Optional[Config] = None) -> Iterator[Tuple[str, Any, dict
             yield f'{group.name}.{f.name}', getattr(sub, f.name), dict(f.metadata), ftype
 
 
-_EXAMPLE_RE = re.compile(r'e\.g\. (\[[^\]]*\])')
+_EXAMPLE_RE = re.compile(r'e\.g\. (\[[^\]]*\](?: or \[[^\]]*\])?)')
 
 
 def _list_example(name: str) -> str:
@@ -440,11 +441,15 @@ def _list_example(name: str) -> str:
 def coerce(name: str, value: Any, ftype: type) -> Any:
     """Convert a parameter value to the setting's type (int -> float only); else ConfigError."""
     if ftype is tuple:
-        # An empty list in a params file reaches rclpy as 'not set' (None).
+        # An empty list in a params file reaches rclpy as 'not set' (None); a live value may
+        # be of any type (a number, an array.array of them from rclpy).
         items = () if value is None else value
-        if isinstance(items, str) or not all(isinstance(v, str) for v in items):
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable) or \
+                not all(isinstance(v, str) for v in items):
+            shown = list(items) if isinstance(items, Iterable) and \
+                not isinstance(items, (str, bytes, list, tuple)) else value
             raise ConfigError(f'{name} must be a list of text items, e.g. '
-                              f'{_list_example(name)}; got {value!r}.')
+                              f'{_list_example(name)}; got {shown!r}.')
         return tuple(items)
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -20,7 +20,7 @@ from dpt_ros.core import cdr
 from dpt_ros.core import conversions as conv
 from dpt_ros.core import outputs
 from dpt_ros.core.anchors import AnchorInput
-from dpt_ros.core.config import AnchorsConfig
+from dpt_ros.core.config import AnchorsConfig, Config
 from dpt_ros.core.conversions import Frame
 from dpt_ros.core.geometry import Intrinsics, IntrinsicsError
 from dpt_ros.core.metric import Anchors
@@ -124,12 +124,14 @@ class Calibration:
         return done[2], info
 
 
-def run(pipe: Pipeline, frames: Sequence[FrameIn]) -> Iterator[List[Tuple[FrameIn, Result]]]:
+def run(pipe: Pipeline, frames: Sequence[FrameIn], cfg: Optional[Config] = None
+        ) -> Iterator[List[Tuple[FrameIn, Result]]]:
     """Run frames as one forward per network input; yield each forward's results.
 
     A forward computes what any of its frames wants; each frame's camera is its own source,
     with its image stamps (depth.temporal, depth.mode fitted), so the frames of one camera
-    must come in time order. Each Result's timings get its frame's decode time.
+    must come in time order. Each Result's timings get its frame's decode time. cfg: the
+    settings the frames were taken under (default: the pipeline's now), for all of them.
     """
     groups: Dict[Tuple, List[FrameIn]] = {}
     for f in frames:
@@ -138,7 +140,8 @@ def run(pipe: Pipeline, frames: Sequence[FrameIn]) -> Iterator[List[Tuple[FrameI
         results = pipe.process_batch(
             [f.frame for f in group], [f.intrinsics for f in group],
             frozenset().union(*(f.want for f in group)), anchors=[f.anchors for f in group],
-            sources=[f.camera for f in group], stamps=[f.stamp_ns / 1e9 for f in group])
+            sources=[f.camera for f in group], stamps=[f.stamp_ns / 1e9 for f in group],
+            cfg=cfg)
         for f, r in zip(group, results):
             r.timings['decode'] = f.decode_ms
         yield list(zip(group, results))

@@ -290,10 +290,12 @@ class Pipeline:
         self._cfg = self.check(cfg.validate())
 
     def check(self, cfg: Config) -> Config:
-        """Return cfg, or raise ConfigError where it does not fit the loaded models."""
-        check_models(cfg, self.depth_model, self.seg_model)
-        self.excluded_ids(cfg)
-        return cfg
+        """Return cfg, or raise ConfigError where it does not fit the loaded models.
+
+        Called from the node's executor thread: it checks the classes (check_models) and
+        leaves excluded_ids' cache to the frames, whose lookup it would otherwise race.
+        """
+        return check_models(cfg, self.depth_model, self.seg_model)
 
     def excluded_ids(self, cfg: Config) -> Optional[torch.Tensor]:
         """Class ids of points.exclude_classes on the device (None when empty); ConfigError.
@@ -558,7 +560,8 @@ class Pipeline:
                       want: AbstractSet[str] = outputs.ALL,
                       anchors: Optional[Sequence[Optional[Anchors]]] = None,
                       sources: Optional[Sequence[str]] = None,
-                      stamps: Optional[Sequence[float]] = None) -> List[Result]:
+                      stamps: Optional[Sequence[float]] = None,
+                      cfg: Optional[Config] = None) -> List[Result]:
         """Run frames as one forward per network input (batch_key); one Result per frame.
 
         want names the outputs to compute (rows of dpt_ros.core.outputs.OUTPUTS); Result.arrays
@@ -566,10 +569,13 @@ class Pipeline:
         depth.temporal: the anchors (metric depths at pixels) of each frame, the source
         (camera) each frame comes from and image stamps in seconds (wall time when omitted);
         the frames of one source must come in time order. FrameError (before any work) when
-        a frame is too small for a model (check_frame).
+        a frame is too small for a model (check_frame). cfg: the settings every frame runs
+        under (default: those in force now), checked by update; the node gives the ones it
+        took the frames under, so a live change never splits a frame's outputs.
         """
         if not frames:
             return []
+        cfg = cfg if cfg is not None else self.config
         n = len(frames)
         anchors = list(anchors) if anchors is not None else [None] * n
         sources = list(sources) if sources is not None else [''] * n
@@ -588,16 +594,16 @@ class Pipeline:
                 for i, r in zip(idx, self.process_batch(
                         [frames[i] for i in idx], [intrs[i] for i in idx], want,
                         [anchors[i] for i in idx], [sources[i] for i in idx],
-                        [stamps[i] for i in idx])):
+                        [stamps[i] for i in idx], cfg)):
                     out[i] = r
             return out  # type: ignore[return-value]
         key = next(iter(keys))
         limit = self.batch_limits.get(key, n)
         if n > limit:  # this input ran out of memory at a larger batch before
-            return self._in_chunks(limit, frames, intrs, want, anchors, sources, stamps)
+            return self._in_chunks(limit, frames, intrs, want, anchors, sources, stamps, cfg)
         try:
             with self._lock, self._on_device():
-                return self._process(frames, intrs, want, anchors, sources, stamps)
+                return self._process(frames, intrs, want, anchors, sources, stamps, cfg)
         except _OutOfMemory as exc:
             if n == 1:
                 raise exc.__cause__ from None  # as it came: nothing smaller to try
@@ -605,27 +611,28 @@ class Pipeline:
             # halves, and never again above that at this input (more cameras than fit).
             self.batch_limits[key] = limit = n // 2
             self._free()
-            results = self._in_chunks(limit, frames, intrs, want, anchors, sources, stamps)
+            results = self._in_chunks(limit, frames, intrs, want, anchors, sources, stamps,
+                                      cfg)
             size = 'x'.join(str(v) for v in key[0][:2])
             cause = str(exc.__cause__).strip().splitlines()[0][:200]
             for r in results:
                 r.warnings.append(
                     f'a forward of {n} frames (network input {size}) ran out of memory '
                     f'({cause}); they ran {limit} at a time, as every forward at this input will '
-                    f'from now on. Lower batch.max_size (now {self.config.batch.max_size}) to '
+                    f'from now on. Lower batch.max_size (now {cfg.batch.max_size}) to '
                     'skip the failed try, or use a smaller model or precision.')
             return results
 
     def _in_chunks(self, limit: int, frames: Sequence[Frame],
                    intrs: Sequence[Optional[Intrinsics]], want: AbstractSet[str],
                    anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
-                   stamps: Sequence[float]) -> List[Result]:
+                   stamps: Sequence[float], cfg: Config) -> List[Result]:
         """process_batch on consecutive runs of at most limit frames (each source in order)."""
         out: List[Result] = []
         for i in range(0, len(frames), limit):
             j = slice(i, i + limit)
             out += self.process_batch(frames[j], intrs[j], want, anchors[j], sources[j],
-                                      stamps[j])
+                                      stamps[j], cfg)
         return out
 
     def _free(self) -> None:
@@ -636,13 +643,13 @@ class Pipeline:
 
     def _process(self, frames: Sequence[Frame], intrs: Sequence[Optional[Intrinsics]],
                  wanted: AbstractSet[str], anchors: Sequence[Optional[Anchors]],
-                 sources: Sequence[str], stamps: Sequence[float]) -> List[Result]:
+                 sources: Sequence[str], stamps: Sequence[float], cfg: Config) -> List[Result]:
         # One part per frame size and layout: uploaded, preprocessed and post-processed
         # together; the forward takes every part at once.
         split: Dict[Tuple, List[int]] = {}
         for i, f in enumerate(frames):
             split.setdefault((f.pixels.shape, f.layout), []).append(i)
-        cfg = self.config  # every part under the same settings: one set of heads, one flip
+        # every part under the same settings (cfg): one set of heads, one flip
         parts = [(idx, _Batch(self, [frames[i] for i in idx], [intrs[i] for i in idx], wanted,
                               [anchors[i] for i in idx], [sources[i] for i in idx],
                               [stamps[i] for i in idx], cfg)) for idx in split.values()]

@@ -20,13 +20,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
 from dpt_ros.core.config import check_settings, Config, config_from_flat, ConfigError
 from dpt_ros.core.params import closest_name, OWN_GROUPS, param_table, ParamSpec
 
 CLASS_NAMES_PARAM = 'segmentation.class_names'
+# The type `ros2 param describe` shows for the settings declared with dynamic typing.
+_KEPT_TYPES = {float: ParameterType.PARAMETER_DOUBLE, tuple: ParameterType.PARAMETER_STRING_ARRAY}
 
 
 def descriptor(spec: ParamSpec, managed: bool = False) -> ParameterDescriptor:
@@ -46,7 +47,11 @@ def descriptor(spec: ParamSpec, managed: bool = False) -> ParameterDescriptor:
             d.floating_point_range = [FloatingPointRange(
                 from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
     elif spec.type is tuple:
+        # Any type is let through to Config validation, which names the setting: `ros2 param
+        # set` sends '[]' as an empty bool array (it guesses types from YAML), and a static
+        # string array would refuse it, so a list once set could never be emptied again.
         d.type = ParameterType.PARAMETER_STRING_ARRAY
+        d.dynamic_typing = True
     elif spec.type is int and spec.range is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.range[0]),
                                         to_value=int(spec.range[1]), step=1)]
@@ -86,9 +91,8 @@ class Parameters:
         """Declare every table parameter (values are validated by read)."""
         overrides = given(self.node)
         for spec in param_table():
-            # An empty list has no type of its own in rclpy: declare string arrays by type.
-            default = (list(spec.default) or Parameter.Type.STRING_ARRAY) \
-                if spec.type is tuple else spec.default
+            # An empty list has no type of its own in rclpy: declared not set (None).
+            default = (list(spec.default) or None) if spec.type is tuple else spec.default
             try:
                 self.node.declare_parameter(spec.name, default,
                                             descriptor(spec, self.state is not None))
@@ -97,7 +101,7 @@ class Parameters:
                 shown = f' = {value.value!r}' if value is not None else ''
                 raise ConfigError(f'parameter {spec.name}{shown}: {exc} '
                                   f'(allowed: {spec.constraint()}).') from exc
-        self._keep_double_types(spec.name for spec in param_table())
+        self._keep_types(spec.name for spec in param_table())
         unknown = sorted(n for n in overrides if n.startswith(OWN_GROUPS)
                          and not self.node.has_parameter(n) and n != CLASS_NAMES_PARAM)
         if unknown:
@@ -133,10 +137,7 @@ class Parameters:
         return {spec.name: self._value(spec.name) for spec in param_table()}
 
     def _value(self, name: str) -> Any:
-        try:
-            return self.node.get_parameter(name).value
-        except ParameterUninitializedException:
-            return None  # a list declared by type and not given (an empty list)
+        return self.node.get_parameter(name).value  # None: a list not given (an empty list)
 
     def read(self) -> Config:
         """Return the validated config from the parameters in force (ConfigError if bad)."""
@@ -187,26 +188,33 @@ class Parameters:
                'it set')
         return f" ({', '.join(fixed)} cannot change while the node runs; {how}.)"
 
-    def _keep_double_types(self, names: Iterable[str]) -> None:
-        """Show doubles as doubles in `ros2 param describe`, whatever type was last sent.
+    def _keep_types(self, names: Iterable[str]) -> None:
+        """Show doubles and lists as such in `ros2 param describe`, whatever type was last sent.
 
-        They are declared with dynamic typing (to take YAML integers), and rclpy then sets the
-        descriptor's type to the type of each value sent, before the callback and even when it
-        refuses the value (rclpy Node._apply_descriptor); describe_parameter returns the
-        descriptor rclpy keeps, so the type is put back here.
+        They are declared with dynamic typing (to take YAML integers, and an empty list of any
+        type), and rclpy then sets the descriptor's type to the type of each value sent, before
+        the callback and even when it refuses the value (rclpy Node._apply_descriptor);
+        describe_parameter returns the descriptor rclpy keeps, so the type is put back here.
         """
         specs = {spec.name: spec for spec in param_table()}
         for name in names:
-            if name in specs and specs[name].type is float and self.node.has_parameter(name):
-                self.node.describe_parameter(name).type = ParameterType.PARAMETER_DOUBLE
+            kept = _KEPT_TYPES.get(specs[name].type) if name in specs else None
+            if kept is not None and self.node.has_parameter(name):
+                self.node.describe_parameter(name).type = kept
 
     def _on_set(self, params: List[Parameter]) -> SetParametersResult:
-        self._keep_double_types(p.name for p in params)
+        self._keep_types(p.name for p in params)
         if any(p.name == CLASS_NAMES_PARAM for p in params) and not self._own_set:
             return SetParametersResult(successful=False, reason=(
                 f"{CLASS_NAMES_PARAM} is read-only: the node sets it from the segmentation "
                 'model it loads.'))
         specs = {p.name: p for p in param_table()}
+        deleted = [p.name for p in params if p.name in specs and p.type_ == Parameter.Type.NOT_SET]
+        if deleted:
+            # rclpy would undeclare a dynamically typed one (ros2 param delete) once accepted.
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(deleted)}: dpt_ros parameters cannot be deleted; set a value "
+                "instead ('[]' empties a list)."))
         changes = {p.name: p.value for p in params if p.name in specs}
         if not changes:
             return SetParametersResult(successful=True)

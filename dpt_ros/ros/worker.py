@@ -191,7 +191,7 @@ class Worker:
         fitted = anchors is not None and rt.pipeline.uses_anchors(cfg)
         if fitted or rt.pipeline.needs_intrinsics(want, cfg):
             self._calibrate(f, cam, cfg)
-        if 'points' in want and rt.pipeline.depth_mode() == 'relative_inverse':
+        if 'points' in want and rt.pipeline.depth_mode(cfg) == 'relative_inverse':
             if rt.pipeline.depth_model.gives_metres:  # relative by the mode chosen
                 why = (f"depth.mode '{cfg.depth.mode}' makes the metric checkpoint's depth "
                        "relative. Set depth.mode to 'auto' or 'metric'.")
@@ -237,7 +237,8 @@ class Worker:
         rt = self.rt
         cfg = rt.cfg  # one snapshot for the whole batch
         batch = [f for f in (self.frame(cam, t, cfg) for cam, t in taken) if f is not None]
-        for done in frames.run(rt.pipeline, batch):
+        # The model runs under the same snapshot: a live change meanwhile waits for the next.
+        for done in frames.run(rt.pipeline, batch, cfg):
             rt.diagnostics.count_batch(len(done))
             for f, result in done:
                 self._note_fit(f, result, cfg)

@@ -101,6 +101,7 @@ def test_camera_list_setting_and_launch_argument():
     assert config_from_flat({'cameras': None}).cameras == ()  # rclpy: an empty list is unset
     for bad, word in ((['a', 'a'], 'more than once'), (['a b'], 'not a valid name'),
                       ('front', r'list of text items, e.g. \[front, rear\]'),
+                      (5, 'list of text items.*; got 5'),  # live: any type reaches it
                       ([''], 'not a valid name'),
                       ([f'c{i}' for i in range(40)], 'at most')):
         with pytest.raises(ConfigError, match=word):

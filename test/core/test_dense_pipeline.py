@@ -217,6 +217,29 @@ def test_semantic_cloud_labels_exclusion_and_class_colours(checkpoints):
     assert r.points_extra == () and r.arrays['points'].shape[1] == 4
 
 
+def test_a_live_update_never_swaps_the_classes_a_frame_excludes(checkpoints):
+    """The node's update (executor thread) lands while a frame looks up its classes (worker).
+
+    The frame's settings exclude class 1; the update, to class 2, came between the two reads
+    of the lookup: the frame must still exclude class 1, not the update's class 2.
+    """
+    pipe = semantic_pipe(checkpoints)
+    own, other = (pipe.config.replace({'points.exclude_classes': (c,)}) for c in ('1', '2'))
+    assert pipe.excluded_ids(own).tolist() == [1]
+    landed = []
+
+    class Meanwhile(tuple):
+        def __getitem__(self, i):
+            if i == 0 and not landed:
+                landed.append(True)
+                pipe.update(other)
+            return tuple.__getitem__(self, i)
+    pipe._excluded = Meanwhile(pipe._excluded)
+    assert pipe.excluded_ids(own).tolist() == [1]
+    assert landed and pipe.config.points.exclude_classes == ('2',)
+    assert pipe.excluded_ids(other).tolist() == [2]
+
+
 def test_semantic_settings_that_cannot_work_are_refused(checkpoints):
     pipe = semantic_pipe(checkpoints)
     with pytest.raises(ConfigError, match="'sky' is not a class"):

@@ -64,10 +64,11 @@ def spy(monkeypatch):
     calls = []
 
     class Spy(bag_runs.Pipeline):
-        def process_batch(self, frames, intrs, want, anchors=None, sources=None, stamps=None):
+        def process_batch(self, frames, intrs, want, anchors=None, sources=None, stamps=None,
+                          cfg=None):
             calls.append(SimpleNamespace(shapes=[f.pixels.shape for f in frames],
                                          sources=list(sources), stamps=list(stamps)))
-            return super().process_batch(frames, intrs, want, anchors, sources, stamps)
+            return super().process_batch(frames, intrs, want, anchors, sources, stamps, cfg)
     monkeypatch.setattr(bag_runs, 'Pipeline', Spy)
     return calls
 

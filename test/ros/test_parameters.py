@@ -22,7 +22,6 @@ from rosutil import header, NodeProcess  # noqa: I100
 
 from rcl_interfaces.msg import Log, ParameterType  # noqa: E402, I100
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.exceptions import ParameterUninitializedException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
@@ -42,6 +41,14 @@ def call_set(harness, node_name, params, ns=NS):
     return fut.result().results
 
 
+def send_frame(harness, pubs, scene, i, topics, ns=NS):
+    """Publish frame i (camera_info, then the image); return its message on each topic."""
+    h = header(i)
+    pubs[1].publish(conv.camera_info_from_intrinsics(scene.intrinsics, h))
+    pubs[0].publish(conv.image_msg(h, scene.rgb, 'rgb8'))
+    return [harness.wait_stamp(f'{ns}/{t}', conv.stamp_ns(h)) for t in topics]
+
+
 def test_parameters_validated_and_live(harness, tiny_metric):
     node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
     harness.record_outputs(NS, ['depth/image', 'points'])
@@ -50,11 +57,7 @@ def test_parameters_validated_and_live(harness, tiny_metric):
     s = synthetic_scene(128, 96)
 
     def frame(i):
-        h = header(i)
-        pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
-        pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
-        return (harness.wait_stamp(f'{NS}/depth/image', conv.stamp_ns(h)),
-                harness.wait_stamp(f'{NS}/points', conv.stamp_ns(h)))
+        return send_frame(harness, pubs, s, i, ['depth/image', 'points'])
 
     d0, p0 = frame(0)
     depth0 = conv.image_to_array(d0)
@@ -105,8 +108,7 @@ def test_node_defaults_match_yaml_and_table(harness, tiny_depth):
     for spec in param_table():
         if spec.type is tuple:  # an empty list: rclpy has no typed empty array, 'not set'
             assert spec.default == ()
-            with pytest.raises(ParameterUninitializedException):
-                node.get_parameter(spec.name)
+            assert node.get_parameter(spec.name).type_ == Parameter.Type.NOT_SET
             assert node.describe_parameter(spec.name).type == \
                 ParameterType.PARAMETER_STRING_ARRAY
         else:
@@ -168,3 +170,250 @@ def test_names_outside_the_table_are_ignored_and_typos_named(tmp_path, tiny_metr
             'its QoS from input.reliability' in text
     finally:
         node.stop()
+
+
+def test_list_parameter_set_back_to_empty_as_ros2_param_set_sends_it(harness, tiny_metric,
+                                                                     tiny_seg):
+    """`ros2 param set /cam/dpt points.exclude_classes '[]'` undoes [wall] from the next frame.
+
+    ros2param guesses a value's type from its YAML: '[]' goes out as an empty bool array, '[2]'
+    as an integer array; rclpy's client sends [] as a byte array. Neither is a string array.
+    """
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterValue
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'model.segmentation': str(tiny_seg)})
+    harness.record_outputs(NS, ['points'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(96, 72)
+
+    def points(i):
+        return bytes(send_frame(harness, pubs, s, i, ['points'])[0].data)
+
+    def cli_set(value_type, **values):
+        msg = ParameterMsg(name='points.exclude_classes',
+                           value=ParameterValue(type=value_type, **values))
+        cli = harness.node.create_client(SetParameters, f'{NS}/dpt/set_parameters')
+        assert cli.wait_for_service(timeout_sec=10)
+        fut = cli.call_async(SetParameters.Request(parameters=[msg]))
+        assert harness.wait(fut.done, 10)
+        return fut.result().results[0]
+
+    before = points(0)
+    names = node.get_parameter('segmentation.class_names').value
+    for i, empty in enumerate(({'value_type': ParameterType.PARAMETER_BOOL_ARRAY},
+                               {'value_type': ParameterType.PARAMETER_BYTE_ARRAY})):
+        assert call_set(harness, 'dpt', {'points.exclude_classes': names[:3]})[0].successful
+        assert points(10 * i + 1) != before
+        res = cli_set(**empty)
+        assert res.successful, res.reason
+        assert node.config.points.exclude_classes == ()
+        assert points(10 * i + 2) == before  # as it was: every class kept again
+    # Numbers where names go: refused, with the parameter and how to write ids.
+    res = cli_set(ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[2])
+    assert not res.successful
+    assert 'points.exclude_classes' in res.reason and "['2']" in res.reason, res.reason
+    for bad in ('wall', 5):
+        res = call_set(harness, 'dpt', {'points.exclude_classes': bad})[0]
+        assert not res.successful and 'points.exclude_classes' in res.reason, res.reason
+    assert points(3) == before  # still publishing, under the settings it had
+    assert node.config.points.exclude_classes == ()
+    assert node.describe_parameter('points.exclude_classes').type == \
+        ParameterType.PARAMETER_STRING_ARRAY
+    # `ros2 param delete` (a value not set) is refused: rclpy would undeclare it.
+    res = cli_set(ParameterType.PARAMETER_NOT_SET)
+    assert not res.successful and 'cannot be deleted' in res.reason, res.reason
+    assert node.has_parameter('points.exclude_classes')
+    assert points(4) == before
+
+
+def test_change_during_a_frame_applies_to_the_whole_of_the_next(harness, tiny_metric):
+    """A change landing while a frame is decoded: that frame all old settings, the next all new.
+
+    depth/image's encoding and its range and the points of one frame come under one set of
+    settings. The worker read the settings when it took the frame, the model ran under those
+    in force at the forward: a 32FC1 image cut at the new depth.max, points of another range.
+    """
+    import threading
+    from rcl_interfaces.srv import SetParametersAtomically
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
+    harness.record_outputs(NS, ['depth/image', 'points'])
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(96, 72)
+    inside, go, hold = threading.Event(), threading.Event(), [False]
+    cam = node.cameras[0]
+    real = cam.calibration.for_frame
+
+    def held(*args):  # a slow decode: the worker has the frame, the forward is still to come
+        if hold[0]:
+            hold[0] = False
+            inside.set()
+            go.wait(10)
+        return real(*args)
+    cam.calibration.for_frame = held
+
+    def far(depth_msg, _points=None):
+        """depth/image's encoding and farthest valid depth in metres."""
+        d = conv.image_to_array(depth_msg).astype(np.float64)
+        d = d / 1000.0 if depth_msg.encoding == '16UC1' else d
+        return depth_msg.encoding, float(np.nanmax(np.where(d > 0, d, np.nan)))
+
+    old = send_frame(harness, pubs, s, 0, ['depth/image', 'points'])
+    assert far(*old)[1] > 1.0
+    hold[0] = True
+    h = header(1)
+    pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
+    pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
+    assert inside.wait(20)
+    cli = harness.node.create_client(SetParametersAtomically,
+                                     f'{NS}/dpt/set_parameters_atomically')
+    assert cli.wait_for_service(timeout_sec=10)
+    fut = cli.call_async(SetParametersAtomically.Request(parameters=[
+        Parameter(k, value=v).to_parameter_msg()
+        for k, v in (('depth.encoding', '16UC1'), ('depth.max', 1.0))]))
+    assert harness.wait(fut.done, 10) and fut.result().result.successful
+    go.set()
+    during = [harness.wait_stamp(f'{NS}/{t}', conv.stamp_ns(h)) for t in ('depth/image',
+                                                                          'points')]
+    after = send_frame(harness, pubs, s, 2, ['depth/image', 'points'])
+    assert far(*during) == far(*old)  # the old settings, all of them
+    assert bytes(during[1].data) == bytes(old[1].data)
+    encoding, farthest = far(*after)
+    assert encoding == '16UC1' and farthest <= 1.0
+    assert bytes(after[1].data) != bytes(old[1].data)
+
+
+# Every live parameter of the table: a new value, and the outputs it changes on a metric +
+# segmentation node with depth.confidence flip, depth.temporal false (depth/confidence then
+# depends on the frame alone) and no anchors (anchors.source is read-only: the anchors.*
+# settings change nothing there, and must not). A live parameter added to the table and not
+# here fails the walk.
+LIVE_EFFECTS = {
+    'depth.mode': ('affine_inverse', {'depth/image', 'depth/colored', 'points', 'normals/image',
+                                      'normals/colored'}),
+    'depth.scale': (2.0, {'depth/image', 'depth/colored', 'points', 'normals/image',
+                          'normals/colored'}),
+    'depth.shift': (0.5, set()),  # affine_inverse only
+    'depth.min': (2.0, {'depth/image', 'depth/colored', 'points', 'normals/image',
+                        'normals/colored'}),
+    'depth.max': (3.0, {'depth/image', 'depth/colored', 'points', 'normals/image',
+                        'normals/colored'}),
+    'depth.encoding': ('16UC1', {'depth/image'}),
+    'depth.colormap': ('gray', {'depth/colored'}),
+    'depth.temporal': (False, set()),  # fitted and relative_inverse only
+    # off: no depth/confidence; depth/image is no longer the mean of the two predictions
+    'depth.confidence': ('off', {'depth/confidence', 'depth/image', 'points', 'normals/image',
+                                 'normals/colored'}),
+    'depth.confidence_tolerance': (0.01, {'depth/confidence', 'points'}),
+    'points.stride': (3, {'points'}),
+    'points.organized': (False, {'points'}),
+    'points.rgb': (False, {'points'}),
+    'points.min_confidence': (0.9, {'points'}),
+    'points.normals': (True, {'points'}),
+    'points.labels': (False, {'points'}),
+    'points.exclude_classes': (['wall'], {'points'}),
+    'points.colour': ('label', {'points'}),
+    'normals.max_jump': (0.001, {'normals/image', 'normals/colored'}),
+    'anchors.max_age': (1.0, set()),
+    'anchors.hold': (5.0, set()),
+    'anchors.hold_frames': (10, set()),
+    'anchors.extrinsic': ('0 0 0 0 0 0 1', set()),
+    'anchors.camera_extrinsics': ([], set()),  # only [] without cameras: as ros2 param sends it
+    'anchors.fit': ('affine', set()),
+    'anchors.min_count': (20, set()),
+    'anchors.min_inlier_fraction': (0.9, set()),
+    'anchors.min_gain': (0.9, set()),
+    'anchors.min_spread': (0.9, set()),
+    'anchors.max_points': (100, set()),
+    # also the outlier bound of the flip alignment (its description says so)
+    'anchors.inlier_threshold': (0.5, {'depth/confidence', 'points'}),
+    'segmentation.overlay_alpha': (1.0, {'segmentation/overlay'}),
+    'output.overlap': (False, set()),
+    'batch.max_size': (1, set()),
+    'batch.max_wait_ms': (0.0, set()),
+}
+
+
+def _invalid(spec):
+    """Return a value of the parameter's type that its range or choices refuse (or None)."""
+    if spec.choices:
+        return 'bogus'
+    if spec.range is not None:
+        return spec.type(spec.range[1] * 2 + 1)
+    return {tuple: [2], str: 'junk'}.get(spec.type)
+
+
+def test_every_live_parameter_changes_what_it_says_and_back(harness, tiny_metric, tiny_seg):
+    """Walk the table's live parameters: each changes its outputs and back, bit for bit.
+
+    Each new value changes exactly its outputs from the next frame, the old value gives the
+    first frame's outputs back, and a value out of range is refused, naming the parameter and
+    what is allowed, with nothing changed.
+    """
+    from rcl_interfaces.srv import SetParametersAtomically
+    from dpt_ros.core import outputs
+    from dpt_ros.core.params import param_table
+    live = {spec.name: spec for spec in param_table() if not spec.read_only}
+    assert set(live) == set(LIVE_EFFECTS)
+    node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                                     'model.segmentation': str(tiny_seg),
+                                     'depth.confidence': 'flip', 'depth.temporal': False})
+    # depth/relative comes and goes with depth.mode: a frame would be complete without it.
+    topics = [o.topic for o in outputs.OUTPUTS if o.topic != 'depth/relative']
+    harness.record_outputs(NS, topics)
+    pubs = harness.publishers(NS)
+    assert harness.wait_subscribed(pubs[0])
+    s = synthetic_scene(96, 72)
+    count = [0]
+
+    def content(msg):
+        """Return every field but the header (arrays as bytes)."""
+        return tuple(v.tobytes() if hasattr(v, 'tobytes') else repr(v)
+                     for v in (getattr(msg, f) for f in msg.get_fields_and_field_types()
+                               if f != 'header'))
+
+    def frame(gone=()):
+        """Send the next frame; return its outputs: {topic: content}."""
+        count[0] += 1
+        names = [t for t in topics if t not in gone]
+        return dict(zip(names, map(content, send_frame(harness, pubs, s, count[0], names))))
+
+    def set_one(name, value):
+        if value == []:  # `ros2 param set NODE NAME '[]'` sends an empty bool array
+            return node.set_parameters([Parameter(name, Parameter.Type.BOOL_ARRAY, [])])[0]
+        return call_set(harness, 'dpt', {name: value})[0]
+
+    first = frame()
+    assert set(first) == set(topics)
+    cfg = node.config
+    started = {n: node.get_parameter(n).value for n in live}
+    for name, (value, changes) in LIVE_EFFECTS.items():
+        bad = _invalid(live[name])
+        if bad is not None:
+            res = set_one(name, bad)
+            assert not res.successful and name in res.reason, (name, res.reason)
+            allowed = live[name].choices[:1] or \
+                [str(live[name].type(v)) for v in live[name].range or ()]
+            assert all(a in res.reason for a in allowed), (name, res.reason, allowed)
+            assert node.config == cfg, name
+        res = set_one(name, value)
+        assert res.successful, (name, res.reason)
+        gone = {'depth/confidence'} if name == 'depth.confidence' else set()
+        got = frame(gone)
+        changed = {t for t in topics if got.get(t) != first[t]}
+        assert changed == changes, name
+        assert set_one(name, [] if started[name] is None else started[name]).successful, name
+        assert node.config == cfg, name
+        assert frame() == first, name
+    # Several at once, one of them out of range: none is taken.
+    cli = harness.node.create_client(SetParametersAtomically,
+                                     f'{NS}/dpt/set_parameters_atomically')
+    assert cli.wait_for_service(timeout_sec=10)
+    many = [Parameter(n, value=v).to_parameter_msg() for n, (v, _) in LIVE_EFFECTS.items()
+            if v != []]
+    many.append(Parameter('points.stride', value=0).to_parameter_msg())
+    fut = cli.call_async(SetParametersAtomically.Request(parameters=many))
+    assert harness.wait(fut.done, 10) and not fut.result().result.successful
+    assert 'points.stride' in fut.result().result.reason
+    assert node.config == cfg and frame() == first
