@@ -27,6 +27,9 @@ CAMERA_INFIX = ' camera '
 LOSS_WINDOW = 20
 _WINDOW = 200  # latencies kept per camera and stage
 SILENT_S = 1.0  # a camera is silent after no frame for this long at least (input_silent)
+# Frames stamped further ahead of the node's clock than this (their age below -AHEAD_S) come
+# from a clock not in step with it: TF and every time synchroniser then refuse them.
+AHEAD_S = 1.0
 
 
 def stage_key(stage: str) -> str:
@@ -211,6 +214,12 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     elif values.get('points', '').startswith('none'):
         status.level = DiagnosticStatus.WARN
         status.message = f"points not published ({values['points']})"
+    elif float(values.get('frame_age_p50_ms', 'nan')) < -1e3 * AHEAD_S:
+        status.level = DiagnosticStatus.WARN
+        ahead = -float(values['frame_age_p50_ms']) / 1e3
+        status.message = (f"frames are stamped {ahead:.1f} s ahead of this node's clock "
+                          "(frame_age_p50_ms): the camera's clock is not in step with this "
+                          "computer's, or use_sim_time differs between them")
     elif rates[2] and rates[1] < 0.5 * rates[0]:
         status.message = 'keeping up with the newest frame, dropping older ones'
     else:

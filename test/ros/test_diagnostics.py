@@ -167,6 +167,25 @@ def test_bad_input_and_missing_points_warn():
     assert status.level == DiagnosticStatus.OK
 
 
+def test_frames_stamped_ahead_of_the_node_clock_warn():
+    """A camera clock ahead of the node's (age < -AHEAD_S) is named; a small lead is not."""
+    def status_for(age_ms):
+        stats = diag.Stats()
+        for _ in range(5):
+            stats.add_received(False)
+            stats.add_timings(timings(1.0), 5.0, age_ms)
+        status, = diag.Diagnostics(Node()).statuses([camera_of(stats)], False, None)
+        return status
+    for lead_s in (3.5, 1e6):
+        status = status_for(-lead_s * 1e3)
+        assert status.level == DiagnosticStatus.WARN, lead_s
+        assert status.message.startswith(f"frames are stamped {lead_s:.1f} s ahead of this "
+                                         "node's clock (frame_age_p50_ms)"), status.message
+    for age_ms in (-0.5e3 * diag.AHEAD_S, 40.0, 3.6e6, None):  # a bag replayed late: not this
+        status = status_for(age_ms)
+        assert status.level == DiagnosticStatus.OK and status.message == 'ok', age_ms
+
+
 def test_diagnostics_say_why_arriving_anchors_give_no_metres():
     from dpt_ros.core.anchors import AnchorError, AnchorInput
     from dpt_ros.core.config import AnchorsConfig
