@@ -343,18 +343,20 @@ class MetricTracker:
 
     def run(self, d: torch.Tensor, anchors: Sequence[Optional[Anchors]], sources: Sequence[str],
             stamps: Sequence[float], cfg: Config, fitted: bool,
-            flipped: Optional[torch.Tensor] = None,
-            scale_only: bool = False) -> Tuple[List[FrameFit], Optional[torch.Tensor]]:
+            flipped: Optional[torch.Tensor] = None, scale_only: bool = False,
+            temporal: Optional[bool] = None) -> Tuple[List[FrameFit], Optional[torch.Tensor]]:
         """Fit a batch of (B, H, W) relative inverse depth maps; frames in time order.
 
         fitted: anchors give metres (depth.mode fitted); else only the temporal alignment of
         relative output runs (when depth.temporal). flipped: the mirrored frames' output,
         already flipped back, for the confidence map. scale_only: the anchors fit a scale alone
-        (anchors.fit, resolved for the checkpoint). Returns one FrameFit per frame and the
-        (B, H, W) confidence (None without flipped).
+        (anchors.fit, resolved for the checkpoint). temporal: whether frames are aligned over
+        time (default depth.temporal; False where the output is not, as in depth.mode metric,
+        whose confidence must not depend on the frames before). Returns one FrameFit per frame
+        and the (B, H, W) confidence (None without flipped).
         """
         b, h, w = d.shape
-        temporal = cfg.depth.temporal
+        temporal = cfg.depth.temporal if temporal is None else temporal
         thr = cfg.anchors.inlier_threshold
         problems: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = []
         idx_anchor: List[Optional[int]] = [None] * b

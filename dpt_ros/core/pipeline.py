@@ -878,7 +878,10 @@ class Pipeline:
         b.fits, b.confidence = self._tracker.run(
             b.fitted, b.anchors, b.sources, b.stamps, b.cfg, b.mode == 'fitted',
             None if b.flipped is None else post.relative_inverse(b.flipped, b.metric),
-            scale_only=self.anchor_fit(b.cfg) == 'scale')
+            scale_only=self.anchor_fit(b.cfg) == 'scale',
+            # Only the fitted and relative outputs follow the frames before; the confidence
+            # of metric or affine_inverse depth is the frame's own.
+            temporal=b.cfg.depth.temporal and b.mode in ('fitted', 'relative_inverse'))
         far = b.dmax
         for r, f, a in zip(b.results, b.fits, b.anchors or [None] * len(b.results)):
             r.fit = f.report

@@ -362,6 +362,24 @@ def test_pipeline_flip_confidence_in_one_batch_and_point_filter():
     assert calls[-1][0] == 1  # nobody needs confidence: no mirrored pass
 
 
+def test_flip_confidence_of_unaligned_depth_is_the_frames_own():
+    """The flip confidence of depth not aligned over time does not follow the frames before.
+
+    depth.mode affine_inverse (as metric) publishes each frame's own depth, whatever
+    depth.temporal says; relative_inverse's aligned output follows them, and its confidence.
+    """
+    from dpt_ros.core.conversions import Frame
+    for mode, follows in (('affine_inverse', False), ('relative_inverse', True)):
+        pipe, seq, _ = _oracle_pipe({'depth.mode': mode, 'depth.confidence': 'flip',
+                                     'depth.temporal': True, 'depth.min': 0.0},
+                                    n=4, corrupt=(0.1, 0.4, 0.25, 0.6))
+        confs = [pipe.process(Frame(seq[k].rgb, 'rgb8'), seq[k].intrinsics,
+                              stamp=0.1 * i).arrays['confidence']
+                 for i, k in enumerate([0, 1, 2, 3, 0])]
+        assert 0.3 < confs[0].mean() < 0.95  # the corrupt region disagrees
+        assert (np.abs(confs[0] - confs[-1]).max() > 1e-3) == follows, mode
+
+
 def test_pipeline_relative_temporal_and_batches_of_one_source():
     from dpt_ros.core.conversions import Frame
     want = {'relative'}
