@@ -21,7 +21,7 @@ from dpt_ros.core.config import AnchorsConfig, parse_extrinsic
 from dpt_ros.core.conversions import (data_bytes, decode_compressed_depth, FrameError,
                                       intrinsics_from_camera_info, stamp_ns)
 from dpt_ros.core.geometry import Intrinsics
-from dpt_ros.core.metric import Anchors
+from dpt_ros.core.metric import Anchors, TIME_JUMP_S
 
 # Depth image encodings -> (numpy dtype, metres per unit).
 _DEPTH_ENCODINGS = {'16UC1': ('u2', 1e-3), 'mono16': ('u2', 1e-3), '32FC1': ('f4', 1.0)}
@@ -31,6 +31,7 @@ _FLOAT_FIELDS = {7: 'f4', 8: 'f8'}
 
 # How far behind its camera an anchor stream may run in delivery and still be waited for.
 ANCHOR_LAG_S = 1.0
+_JUMP_NS = int(TIME_JUMP_S * 1e9)
 
 
 class AnchorError(ValueError):
@@ -269,7 +270,7 @@ class AnchorBuffer:
     def add(self, msg: Any) -> None:
         """Keep a message (a stamp far behind the newest clears the buffer: a looping bag)."""
         t = stamp_ns(msg.header)
-        if self._items and t < self._items[-1][0] - 1_000_000_000:
+        if self._items and t < self._items[-1][0] - _JUMP_NS:
             self._items.clear()
         self._items.append((t, msg))
 
@@ -365,12 +366,12 @@ class AnchorInput:
         behind it the newest message is: the anchors jump after it.
         """
         with self._lock:
-            if self._frames and stamp < self._frames[-1] - 1_000_000_000:
+            if self._frames and stamp < self._frames[-1] - _JUMP_NS:
                 self._frames.clear()  # a looping bag
                 # Its images looped before its anchors: the messages held are the previous
                 # pass's, and this frame's own is still to come.
-                self._buffer.forget_after(stamp + 1_000_000_000)
-            if self._frames and stamp > self._frames[-1] + 1_000_000_000:
+                self._buffer.forget_after(stamp + _JUMP_NS)
+            if self._frames and stamp > self._frames[-1] + _JUMP_NS:
                 self._leap = stamp  # jumped ahead (another bag): its anchors may jump after it
             if not self._frames or stamp > self._frames[-1]:
                 self._frames.append(stamp)

@@ -25,6 +25,10 @@ import torch
 
 from dpt_ros.core.config import Config
 
+# Image stamps further back than this from the last are another pass (a looping bag, a
+# restarted driver); further ahead, another recording: the anchors (anchors.py) and the
+# per-camera history here start afresh.
+TIME_JUMP_S = 1.0
 # RANSAC hypotheses per problem, and how many points score each one.
 _HYPOTHESES = 32
 _SCORE_POINTS = 256
@@ -468,7 +472,7 @@ class MetricTracker:
     def _track(self, src: str, fitted: bool, stamp: float) -> _Track:
         t = self._tracks.get(src)
         if t is None or t.fitted not in (None, fitted) or (
-                t.last_stamp is not None and stamp < t.last_stamp - 1.0):
+                t.last_stamp is not None and stamp < t.last_stamp - TIME_JUMP_S):
             # New, or depth.mode changed live: relative_inverse's map aligns d to itself, it
             # is no metric fit, and a metric fit is no relative alignment. Or time went
             # backwards (a looping bag, a restarted driver): the history is not this frame's
