@@ -189,6 +189,7 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     lost, got = int(values.get('lost_since_last_report', 0)), \
         int(values.get('received_since_last_report', 0))
     bad = int(values.get('bad_since_last_report', 0))
+    ahead = -float(values.get('frame_age_p50_ms', 'nan')) / 1e3  # nan without stamps
     status.level = DiagnosticStatus.OK
     if lost > got:
         status.level = DiagnosticStatus.WARN
@@ -214,9 +215,8 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     elif values.get('points', '').startswith('none'):
         status.level = DiagnosticStatus.WARN
         status.message = f"points not published ({values['points']})"
-    elif float(values.get('frame_age_p50_ms', 'nan')) < -1e3 * AHEAD_S:
+    elif ahead > AHEAD_S:
         status.level = DiagnosticStatus.WARN
-        ahead = -float(values['frame_age_p50_ms']) / 1e3
         status.message = (f"frames are stamped {ahead:.1f} s ahead of this node's clock "
                           "(frame_age_p50_ms): the camera's clock is not in step with this "
                           "computer's, or use_sim_time differs between them")
