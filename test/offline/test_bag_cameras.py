@@ -271,27 +271,48 @@ def test_batches_group_by_size_keep_each_camera_in_order_and_bound_the_wait():
         assert len(b) <= 3
 
 
+SCALE = {0: 0.01, 1: 0.03}  # metres = 1 / (SCALE[k] * (1 + 0.1 i) * d + 0.05), per camera
+
+
+def fitted_truth(tiny_depth, streams):
+    """Yield (camera index, its frame (rgb, intrinsics, stamp), relative d, true metres).
+
+    The metres a camera's anchors will give frame i: 1 / (SCALE[k] * (1 + 0.1 i) * d + 0.05),
+    d the checkpoint's relative output: each camera its own scale, drifting frame by frame.
+    """
+    pipe = Pipeline(Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu',
+                                      'depth.temporal': False}), log=lambda m: None)
+    for k, s in enumerate(streams):
+        for i, frame in enumerate(s.frames):
+            rel = pipe.process(Frame(frame[0], 'rgb8'), None, {'relative'}).arrays['relative']
+            yield k, frame, rel, 1.0 / (SCALE[k] * (1 + 0.1 * i) * rel + 0.05)
+
+
+def assert_metres(bag, topic, truth, k, frames):
+    """Every depth/image of camera k on topic holds the true metres of its frame."""
+    got = bag[topic]
+    assert len(got) == frames, topic
+    for _, m in got:
+        assert np.allclose(conv.image_to_array(m), truth[(k, stamp_ns(m))], rtol=2e-3,
+                           equal_nan=True), (topic, stamp_ns(m))
+
+
 def test_each_camera_is_fitted_to_its_own_anchors(tmp_path, tiny_depth, capsys):
     """depth.mode fitted, two cameras batched together: each frame fits its camera's anchors."""
     from test_bag_anchors import _anchor_image
     streams = rig(cameras=('front', 'rear'))
-    pipe = Pipeline(Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu',
-                                      'depth.temporal': False}), log=lambda m: None)
-    scale = {0: 0.01, 1: 0.03}  # metres = 1 / (scale * (1 + 0.1 i) * d + 0.05), per camera
     rng = np.random.default_rng(0)
     anchors, truth = [], {}
-    for k, s in enumerate(streams):
-        for i, (rgb, _, stamp) in enumerate(s.frames):
-            rel = pipe.process(Frame(rgb, 'rgb8'), None, {'relative'}).arrays['relative']
-            z = 1.0 / (scale[k] * (1 + 0.1 * i) * rel + 0.05)
-            truth[(k, stamp)] = z
-            msg = _anchor_image(rel, 0, stamp, rng)
-            msg.header.frame_id = s.frame_id  # registered to its camera, as aligned depth is
-            valid = np.isfinite(conv.image_to_array(msg))
-            depth = np.where(valid, z, np.nan).astype(np.float32)
-            msg.data = np.ascontiguousarray(depth).view(np.uint8).ravel()
-            anchors.append((s.image_topic.rsplit('/', 1)[0] + '/anchors/depth', IMAGE_TYPE,
-                            stamp + 20 * MS, msg))
+    for k, (_, _, stamp), rel, z in fitted_truth(tiny_depth, streams):
+        s = streams[k]
+        truth[(k, stamp)] = z
+        msg = _anchor_image(rel, 0, stamp, rng)
+        msg.header.frame_id = s.frame_id  # registered to its camera, as aligned depth is
+        valid = np.isfinite(conv.image_to_array(msg))
+        depth = np.where(valid, z, np.nan).astype(np.float32)
+        msg.data = np.ascontiguousarray(depth).view(np.uint8).ravel()
+        anchors.append((s.image_topic.rsplit('/', 1)[0] + '/anchors/depth', IMAGE_TYPE,
+                        stamp + 20 * MS, msg))
     src = tmp_path / 'rig'
     write_streams(src, streams, more=anchors)
     other = tmp_path / 'other_names'  # rear's anchors under another name
@@ -313,11 +334,8 @@ def test_each_camera_is_fitted_to_its_own_anchors(tmp_path, tiny_depth, capsys):
             f'anchors on {rear}' in capsys.readouterr().err
         bag = read_bag(dst)
         for k, s in enumerate(streams):
-            got = bag[s.image_topic.rsplit('/', 1)[0] + '/depth/image']
-            assert len(got) == len(s.frames)
-            for _, m in got:
-                assert np.allclose(conv.image_to_array(m), truth[(k, stamp_ns(m))],
-                                   rtol=2e-3, equal_nan=True), (k, stamp_ns(m))
+            assert_metres(bag, s.image_topic.rsplit('/', 1)[0] + '/depth/image', truth, k,
+                          len(s.frames))
     assert run(other, tmp_path / 'o', '--params-file', params, *image_topics(streams)) == 1
     assert 'no /drivers/rear/anchors/depth' in capsys.readouterr().err
 
@@ -339,26 +357,20 @@ def test_one_lidar_two_cameras_each_through_its_own_extrinsic(tmp_path, tiny_dep
     """anchors.camera_extrinsics: one lidar topic for both cameras, true metres in each."""
     from dpt_ros.core.anchors import extrinsic_matrix
     streams = rig(root='/robot', image='image', cameras=('front', 'rear'))
-    pipe = Pipeline(Config().replace({'model.depth': str(tiny_depth), 'model.device': 'cpu',
-                                      'depth.temporal': False}), log=lambda m: None)
     # The lidar (x forward, z up) in each optical frame; rear looks along the lidar's -x.
     poses = {0: '0.1 -0.05 0.02 0.5 -0.5 0.5 0.5', 1: '-0.1 -0.05 -0.3 -0.5 -0.5 0.5 -0.5'}
     ext = {k: extrinsic_matrix(p) for k, p in poses.items()}
     assert np.allclose(ext[1][:3, :3] @ [-1, 0, 0], [0, 0, 1])
-    scale = {0: 0.01, 1: 0.03}  # metres = 1 / (scale * (1 + 0.1 i) * d + 0.05), per camera
     rng = np.random.default_rng(0)
     clouds, truth = [], {}
-    for k, s in enumerate(streams):
-        for i, (rgb, intr, stamp) in enumerate(s.frames):
-            rel = pipe.process(Frame(rgb, 'rgb8'), None, {'relative'}).arrays['relative']
-            z = 1.0 / (scale[k] * (1 + 0.1 * i) * rel + 0.05)
-            truth[(k, stamp)] = z
-            v, u = np.divmod(rng.choice(z.size, 300, replace=False), z.shape[1])
-            zz = z[v, u].astype(np.float64)
-            optical = np.c_[(u - intr.cx) / intr.fx * zz, (v - intr.cy) / intr.fy * zz, zz]
-            lidar = (optical - ext[k][:3, 3]) @ ext[k][:3, :3]
-            clouds.append(('/lidar/points', 'sensor_msgs/msg/PointCloud2', stamp + 20 * MS,
-                           _lidar_cloud(lidar, stamp)))
+    for k, (_, intr, stamp), _, z in fitted_truth(tiny_depth, streams):
+        truth[(k, stamp)] = z
+        v, u = np.divmod(rng.choice(z.size, 300, replace=False), z.shape[1])
+        zz = z[v, u].astype(np.float64)
+        optical = np.c_[(u - intr.cx) / intr.fx * zz, (v - intr.cy) / intr.fy * zz, zz]
+        lidar = (optical - ext[k][:3, 3]) @ ext[k][:3, :3]
+        clouds.append(('/lidar/points', 'sensor_msgs/msg/PointCloud2', stamp + 20 * MS,
+                       _lidar_cloud(lidar, stamp)))
     src = tmp_path / 'rig'
     write_streams(src, streams, more=clouds)
     params = tmp_path / 'fitted.yaml'
@@ -376,11 +388,7 @@ def test_one_lidar_two_cameras_each_through_its_own_extrinsic(tmp_path, tiny_dep
         '/lidar/points' in err, err
     bag = read_bag(dst)
     for k, c in enumerate(('front', 'rear')):
-        got = bag[f'/robot/{c}/depth/image']
-        assert len(got) == len(streams[k].frames), c
-        for _, m in got:
-            assert np.allclose(conv.image_to_array(m), truth[(k, stamp_ns(m))],
-                               rtol=2e-3, equal_nan=True), (c, stamp_ns(m))
+        assert_metres(bag, f'/robot/{c}/depth/image', truth, k, len(streams[k].frames))
     # With anchors.extrinsic alone, rear takes the front's pose: its points lie behind it.
     alone = tmp_path / 'alone.yaml'
     alone.write_text(base)
