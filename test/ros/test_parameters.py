@@ -41,6 +41,17 @@ def call_set(harness, node_name, params, ns=NS):
     return fut.result().results
 
 
+def call_set_atomically(harness, params, node_name='dpt', ns=NS):
+    """Set parameter messages all or none, through the node's service; return the result."""
+    from rcl_interfaces.srv import SetParametersAtomically
+    cli = harness.node.create_client(SetParametersAtomically,
+                                     f'{ns}/{node_name}/set_parameters_atomically')
+    assert cli.wait_for_service(timeout_sec=10)
+    fut = cli.call_async(SetParametersAtomically.Request(parameters=params))
+    assert harness.wait(fut.done, 10)
+    return fut.result().result
+
+
 def send_frame(harness, pubs, scene, i, topics, ns=NS):
     """Publish frame i (camera_info, then the image); return its message on each topic."""
     h = header(i)
@@ -235,7 +246,6 @@ def test_change_during_a_frame_applies_to_the_whole_of_the_next(harness, tiny_me
     in force at the forward: a 32FC1 image cut at the new depth.max, points of another range.
     """
     import threading
-    from rcl_interfaces.srv import SetParametersAtomically
     node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu'})
     harness.record_outputs(NS, ['depth/image', 'points'])
     pubs = harness.publishers(NS)
@@ -266,13 +276,9 @@ def test_change_during_a_frame_applies_to_the_whole_of_the_next(harness, tiny_me
     pubs[1].publish(conv.camera_info_from_intrinsics(s.intrinsics, h))
     pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
     assert inside.wait(20)
-    cli = harness.node.create_client(SetParametersAtomically,
-                                     f'{NS}/dpt/set_parameters_atomically')
-    assert cli.wait_for_service(timeout_sec=10)
-    fut = cli.call_async(SetParametersAtomically.Request(parameters=[
+    assert call_set_atomically(harness, [
         Parameter(k, value=v).to_parameter_msg()
-        for k, v in (('depth.encoding', '16UC1'), ('depth.max', 1.0))]))
-    assert harness.wait(fut.done, 10) and fut.result().result.successful
+        for k, v in (('depth.encoding', '16UC1'), ('depth.max', 1.0))]).successful
     go.set()
     during = [harness.wait_stamp(f'{NS}/{t}', conv.stamp_ns(h)) for t in ('depth/image',
                                                                           'points')]
@@ -351,7 +357,6 @@ def test_every_live_parameter_changes_what_it_says_and_back(harness, tiny_metric
     first frame's outputs back, and a value out of range is refused, naming the parameter and
     what is allowed, with nothing changed.
     """
-    from rcl_interfaces.srv import SetParametersAtomically
     from dpt_ros.core import outputs
     from dpt_ros.core.params import param_table
     live = {spec.name: spec for spec in param_table() if not spec.read_only}
@@ -407,13 +412,9 @@ def test_every_live_parameter_changes_what_it_says_and_back(harness, tiny_metric
         assert node.config == cfg, name
         assert frame() == first, name
     # Several at once, one of them out of range: none is taken.
-    cli = harness.node.create_client(SetParametersAtomically,
-                                     f'{NS}/dpt/set_parameters_atomically')
-    assert cli.wait_for_service(timeout_sec=10)
     many = [Parameter(n, value=v).to_parameter_msg() for n, (v, _) in LIVE_EFFECTS.items()
             if v != []]
     many.append(Parameter('points.stride', value=0).to_parameter_msg())
-    fut = cli.call_async(SetParametersAtomically.Request(parameters=many))
-    assert harness.wait(fut.done, 10) and not fut.result().result.successful
-    assert 'points.stride' in fut.result().result.reason
+    res = call_set_atomically(harness, many)
+    assert not res.successful and 'points.stride' in res.reason
     assert node.config == cfg and frame() == first
