@@ -113,6 +113,7 @@ class CameraIO:
         self.cameras: List[Camera] = []
         self.scheduler: Optional[Scheduler] = None
         self.reliability = 'auto'  # input.reliability
+        self._out_reliability = ReliabilityPolicy.RELIABLE  # output.reliability
         self._timer: Any = None
         self._label_pubs: List[Any] = []  # each camera's segmentation/label_info
 
@@ -122,10 +123,10 @@ class CameraIO:
              scheduler: Scheduler, labels: List[str]) -> None:
         """Advertise each camera's outputs, subscribe its inputs (and publish label_info)."""
         self.cameras, self.scheduler, self.reliability = cameras, scheduler, cfg.input.reliability
-        out_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=cfg.output.history_depth,
-            reliability=(ReliabilityPolicy.RELIABLE if cfg.output.reliability == 'reliable'
-                         else ReliabilityPolicy.BEST_EFFORT))
+        self._out_reliability = (ReliabilityPolicy.RELIABLE if cfg.output.reliability ==
+                                 'reliable' else ReliabilityPolicy.BEST_EFFORT)
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.output.history_depth,
+                             reliability=self._out_reliability)
         rows = inputs.selected(cfg)
         for cam in cameras:
             # Advertise only what this node can publish: no segmentation topics without a
@@ -278,6 +279,38 @@ class CameraIO:
                 'this rclpy has no SubscriptionEventCallbacks: frames_lost stays 0')
         return self.node.create_subscription(msg_type, topic, callback, qos)
 
+    def graph_values(self, cam: Camera) -> Dict[str, str]:
+        """Return what the graph says of a camera's image topic and outputs, for /diagnostics.
+
+        input_publishers: how many publish the image topic; input_problem: why this node
+        hears none of them (no publisher, another message type, best effort against a reliable
+        subscription); output_problem: a subscriber of an output that can never receive it
+        (QoS it requests that the outputs do not offer). Checked from the graph each report,
+        so a camera or a viewer that comes later is judged as it is.
+        """
+        row = next((r for r, t in cam.inputs if r.role == inputs.IMAGE), None)
+        topic = cam.image_topic
+        if row is None or topic not in cam.subs:
+            return {}
+        pubs = self.node.get_publishers_info_by_topic(topic)
+        values = {'input_publishers': str(len(pubs))}
+        other = ''
+        if not pubs:
+            base = topic[:-len('/compressed')] if topic.endswith('/compressed') else \
+                topic + '/compressed'
+            other = base if self.node.get_publishers_info_by_topic(base) else ''
+        # Only a reliability the user forced can miss a publisher for good ('auto' follows).
+        forced = cam.sub_reliability.get(topic) if self.reliability == 'reliable' else None
+        problem = input_problem(topic, row.msg_type, forced, pubs, other)
+        if problem:
+            values['input_problem'] = problem
+        outs = [(pub.topic_name, self.node.get_subscriptions_info_by_topic(pub.topic_name))
+                for pub in cam.pubs.values()]
+        problem = output_problem(self._out_reliability, outs)
+        if problem:
+            values['output_problem'] = problem
+        return values
+
     def match_publishers(self) -> None:
         """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""
         for cam in self.cameras:
@@ -353,6 +386,58 @@ class CameraIO:
                   f'in transport (best-effort subscription, {size}). With Fast DDS defaults most '
                   f'large best-effort frames between processes are lost: {fix}, or publish the '
                   'camera reliable. /diagnostics counts them (frames_lost).')
+
+
+def input_problem(topic: str, msg_type: str, subscribed: Optional[ReliabilityPolicy],
+                  publishers: List[Any], other: str = '') -> str:
+    """Return why a subscription to topic receives nothing from publishers ('' if it can).
+
+    publishers: the topic's TopicEndpointInfo; msg_type: what the node subscribes
+    ('sensor_msgs/msg/Image'); subscribed: its reliability; other: the image topic of the
+    other transport when that one has publishers.
+    """
+    if not publishers:
+        if other:
+            transport = 'compressed' if other.endswith('/compressed') else 'raw'
+            return (f'no publisher on {topic}, but {other} has one: input.transport '
+                    f'{transport} subscribes to it')
+        return f'no publisher on {topic}'
+    types = sorted({p.topic_type for p in publishers})
+    if msg_type not in types:
+        return (f"{topic} is published as {', '.join(types)}; this node subscribes {msg_type} "
+                '(input.transport)')
+    same = [p for p in publishers if p.topic_type == msg_type]
+    if subscribed == ReliabilityPolicy.RELIABLE and \
+            all(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in same):
+        return (f'every publisher of {topic} offers best_effort, which a reliable subscription '
+                '(input.reliability reliable) never receives: set input.reliability auto or '
+                'best_effort')
+    return ''
+
+
+def output_problem(offered: ReliabilityPolicy, topics: List[Tuple[str, List[Any]]]) -> str:
+    """Return which outputs have a subscriber that can never receive them ('' if none).
+
+    topics: (topic, its subscriptions' TopicEndpointInfo). A subscriber requesting reliable
+    gets nothing from a best-effort publisher, nor one requesting transient_local from the
+    node's volatile outputs.
+    """
+    bad = []
+    for topic, subs in topics:
+        wants = set()
+        for s in subs:
+            if offered == ReliabilityPolicy.BEST_EFFORT and \
+                    s.qos_profile.reliability == ReliabilityPolicy.RELIABLE:
+                wants.add('reliable')
+            if s.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL:
+                wants.add('transient_local')
+        if wants:
+            bad.append(f"{topic} ({' '.join(sorted(wants))})")
+    if not bad:
+        return ''
+    offer = 'best_effort' if offered == ReliabilityPolicy.BEST_EFFORT else 'reliable'
+    return (f"a subscriber requests QoS these outputs do not offer ({offer}, volatile: "
+            f"output.reliability) and receives nothing: {', '.join(bad)}")
 
 
 def _follow(offered: List[Any], policy: str, special: Any, rule: Callable[[Any], bool],

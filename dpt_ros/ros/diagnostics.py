@@ -196,15 +196,18 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         status.message = 'most input frames are lost in transport (frames_lost; see the log)'
     elif values.get('input_silent') == 'true':
         status.level = DiagnosticStatus.WARN
+        # The graph says why when it can (input_problem); else the camera is not sending.
+        why = values.get('input_problem', 'is the camera publishing?')
         status.message = (f"no frames received for {values['seconds_since_last_frame']} s "
-                          '(is the camera publishing?)' if values.get('frames_received', '0')
-                          != '0' else 'no frames received yet (is the camera publishing?)')
+                          f'({why})' if values.get('frames_received', '0') != '0'
+                          else f'no frames received yet ({why})')
     elif bad and 2 * bad >= got:
         status.level = DiagnosticStatus.WARN
         status.message = 'most input frames cannot be used (bad_frames; see the log)'
     elif idle:
         status.level = DiagnosticStatus.WARN
-        status.message = 'frames arrive but none were processed (no subscribers?)'
+        status.message = ('frames arrive but none were processed ('
+                          f"{values.get('output_problem', 'no subscribers?')})")
     elif values.get('metric_suspended') == 'true':
         status.level = DiagnosticStatus.WARN
         # The fit state says why: no anchors, refused (and the test), degenerate.
@@ -215,6 +218,9 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     elif values.get('points', '').startswith('none'):
         status.level = DiagnosticStatus.WARN
         status.message = f"points not published ({values['points']})"
+    elif 'output_problem' in values:
+        status.level = DiagnosticStatus.WARN
+        status.message = values['output_problem']
     elif ahead > AHEAD_S:
         status.level = DiagnosticStatus.WARN
         status.message = (f"frames are stamped {ahead:.1f} s ahead of this node's clock "
@@ -299,10 +305,13 @@ class Diagnostics:
             self.node.destroy_publisher(self._pub)
         self._pub = self._timer = None
 
-    def statuses(self, cameras: List[Any], named: bool, pipe: Any) -> List[DiagnosticStatus]:
+    def statuses(self, cameras: List[Any], named: bool, pipe: Any,
+                 graph: Optional[Callable[[Any], Dict[str, str]]] = None
+                 ) -> List[DiagnosticStatus]:
         """Build the statuses: the node, then one per named camera.
 
         Without named cameras the node's status also holds its camera's counters and latency.
+        graph(camera): what the ROS graph says of the camera's topics (CameraIO.graph_values).
         """
         fqn = self.node.get_fully_qualified_name()
         node_values: Dict[str, str] = {}
@@ -330,6 +339,7 @@ class Diagnostics:
             node_values.update(pipe.describe())
         if not named:
             node_values['input_topic'] = cameras[0].image_topic
+            node_values.update(graph(cameras[0]) if graph else {})
             node_values.update(anchor_values(cameras[0], pipe))
             node_values.update(cameras[0].notes)
             return [_status(status_name(fqn), node_values, idle)]
@@ -338,6 +348,7 @@ class Diagnostics:
         for cam in cameras:
             values, cam_idle = cam.stats.report()
             values['input_topic'] = cam.image_topic
+            values.update(graph(cam) if graph else {})
             values.update(anchor_values(cam, pipe))
             values.update(cam.notes)
             out.append(_status(status_name(fqn, cam.name), values, cam_idle))

@@ -13,10 +13,13 @@ from dpt_ros.core import conversions as conv
 from dpt_ros.ros import fastdds
 from dpt_ros.tools.sample import synthetic_scene
 
-from rosutil import header  # noqa: I100
+from rosutil import Harness, header  # noqa: I100
 
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402, I100
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402, I100
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+
+from dpt_ros.ros import diagnostics as diag  # noqa: E402
 
 NS = '/io'
 
@@ -75,6 +78,116 @@ def test_camera_info_latched_once_before_the_node_starts_is_received(harness, ti
                         == DurabilityPolicy.VOLATILE, 10)
     assert harness.wait_subscribed(volatile) and harness.wait(
         lambda: latched.get_subscription_count() == 1, 10)
+
+
+def _status_of(harness):
+    """Return a function giving the node's newest /diagnostics status (None before one)."""
+    def newest():
+        arrs = harness.get('/diagnostics')
+        return diag.status_of(arrs[-1].status) if arrs else None
+    return newest
+
+
+def _says(harness, text, timeout=10.0):
+    """Wait for a /diagnostics report whose message holds text (after any received so far)."""
+    newest = _status_of(harness)
+    n = len(harness.get('/diagnostics'))
+    return harness.wait(lambda: len(harness.get('/diagnostics')) > n and
+                        text in newest().message, timeout)
+
+
+def test_diagnostics_say_why_a_camera_is_not_heard(harness, tiny_metric):
+    """No frames: the status names what the graph shows, not only 'is the camera publishing?'.
+
+    No publisher at all; one on the other transport's topic; a best-effort camera that a forced
+    reliable subscription never receives; a topic published as another type (its own
+    participant: another process, as a wrong driver would be).
+    """
+    node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2,
+                             'input.reliability': 'reliable'})
+    harness.record('/diagnostics', DiagnosticArray)
+    newest = _status_of(harness)
+    topic = f'{NS}/image'
+    assert _says(harness, f'no frames received yet (no publisher on {topic})'), newest()
+    assert newest().level == DiagnosticStatus.WARN
+    assert diag.values(newest())['input_publishers'] == '0'
+    compressed = harness.node.create_publisher(CompressedImage, f'{topic}/compressed', 5)
+    assert _says(harness, f'but {topic}/compressed has one: input.transport compressed'), \
+        newest()
+    harness.node.destroy_publisher(compressed)
+    other = Harness('dpt_test_wrong_type')
+    try:
+        other.start()
+        other.node.create_publisher(CameraInfo, topic, 5)
+        assert _says(harness, f'{topic} is published as sensor_msgs/msg/CameraInfo; this node '
+                     'subscribes sensor_msgs/msg/Image'), newest()
+    finally:
+        other.close()
+    img = harness.node.create_publisher(
+        Image, topic, QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+    s = synthetic_scene(64, 48)
+    for i in range(10):
+        img.publish(conv.image_msg(header(i), s.rgb, 'rgb8'))
+    assert _says(harness, 'best_effort, which a reliable subscription (input.reliability '
+                 'reliable) never receives'), newest()
+    assert diag.values(newest())['input_publishers'] == '1'
+    assert node.cameras[0].stats.received == 0
+
+
+def test_diagnostics_say_which_output_subscriber_can_never_receive(harness, tiny_metric):
+    """output.reliability best_effort: a reliable subscriber (RViz's default) gets nothing.
+
+    Alone, it leaves the frames unprocessed and the status says why; beside a best-effort
+    subscriber the frames are published and the status still warns; once it leaves, 'ok'.
+    """
+    node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2,
+                             'output.reliability': 'best_effort'})
+    harness.record('/diagnostics', DiagnosticArray)
+    newest = _status_of(harness)
+    img, info = harness.publishers(NS)
+    s = synthetic_scene(64, 48)
+    topic = f'{NS}/depth/image'
+    reliable = harness.node.create_subscription(Image, topic, lambda m: None, QoSProfile(
+        depth=5, reliability=ReliabilityPolicy.RELIABLE))
+    got = []
+    stop = _Publishing(img, info, s)
+    try:
+        assert _says(harness, 'frames arrive but none were processed (a subscriber requests '
+                     f'QoS these outputs do not offer (best_effort, volatile: '
+                     f'output.reliability) and receives nothing: {topic} (reliable))'), newest()
+        harness.node.create_subscription(Image, topic, got.append, QoSProfile(
+            depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert harness.wait(lambda: got, 10)
+        assert _says(harness, f'receives nothing: {topic} (reliable)'), newest()
+        assert newest().level == DiagnosticStatus.WARN
+        harness.node.destroy_subscription(reliable)
+        assert harness.wait(lambda: _says(harness, 'ok', 1.0) and newest().message == 'ok',
+                            10), newest()
+    finally:
+        stop()
+    assert node.cameras[0].stats.processed > 0
+
+
+class _Publishing:
+    """Publish frames and camera_info of a scene at 20 Hz on a thread until called."""
+
+    def __init__(self, img, info, scene):
+        import threading
+        self._stop = threading.Event()
+
+        def run():
+            i = 0
+            while not self._stop.wait(0.05):
+                i += 1
+                h = header(i)
+                info.publish(conv.camera_info_from_intrinsics(scene.intrinsics, h))
+                img.publish(conv.image_msg(h, scene.rgb, 'rgb8'))
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def __call__(self):
+        self._stop.set()
+        self._thread.join(5)
 
 
 class Recorder:
