@@ -285,7 +285,8 @@ class CameraIO:
         input_publishers: how many publish the image topic; input_problem: why this node
         hears none of them (no publisher, another message type, best effort against a reliable
         subscription); output_problem: a subscriber of an output that can never receive it
-        (QoS it requests that the outputs do not offer). Checked from the graph each report,
+        (QoS it requests that the outputs do not offer); clock_problem: /clock is published but
+        this node does not follow it (use_sim_time false). Checked from the graph each report,
         so a camera or a viewer that comes later is judged as it is.
         """
         row = next((r for r, t in cam.inputs if r.role == inputs.IMAGE), None)
@@ -309,6 +310,10 @@ class CameraIO:
         problem = output_problem(self._out_reliability, outs)
         if problem:
             values['output_problem'] = problem
+        if self.node.count_publishers('/clock') and \
+                not self.node.get_parameter('use_sim_time').value:
+            values['clock_problem'] = ('/clock is published (a bag played with --clock, a '
+                                       'simulator) while use_sim_time is false')
         return values
 
     def match_publishers(self) -> None:

@@ -30,6 +30,9 @@ SILENT_S = 1.0  # a camera is silent after no frame for this long at least (inpu
 # Frames stamped further ahead of the node's clock than this (their age below -AHEAD_S) come
 # from a clock not in step with it: TF and every time synchroniser then refuse them.
 AHEAD_S = 1.0
+# Frames stamped further behind than this while /clock is published and use_sim_time is false
+# come from a bag played with --clock or a simulator, on the clock this node does not follow.
+BEHIND_S = 10.0
 
 
 def stage_key(stage: str) -> str:
@@ -221,6 +224,11 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
     elif 'output_problem' in values:
         status.level = DiagnosticStatus.WARN
         status.message = values['output_problem']
+    elif -ahead > BEHIND_S and 'clock_problem' in values:
+        status.level = DiagnosticStatus.WARN
+        status.message = (f"frames are stamped {-ahead:.1f} s behind this node's clock "
+                          f"(frame_age_p50_ms) and {values['clock_problem']}: set "
+                          'use_sim_time true for this node')
     elif ahead > AHEAD_S:
         status.level = DiagnosticStatus.WARN
         status.message = (f"frames are stamped {ahead:.1f} s ahead of this node's clock "

@@ -17,6 +17,7 @@ from rosutil import Harness, header  # noqa: I100
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402, I100
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from dpt_ros.ros import diagnostics as diag  # noqa: E402
@@ -166,6 +167,33 @@ def test_diagnostics_say_which_output_subscriber_can_never_receive(harness, tiny
     finally:
         stop()
     assert node.cameras[0].stats.processed > 0
+
+
+def test_diagnostics_name_a_clock_this_node_does_not_follow(harness, tiny_metric):
+    """Frames stamped on a /clock the node ignores: the status says to set use_sim_time.
+
+    A bag played with --clock and a node with use_sim_time false: frames far behind its clock.
+    Without a /clock publisher the same frames are 'ok' (a driver stamping with its boot time).
+    """
+    start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
+    harness.record_outputs(NS, ['depth/image'])
+    newest = _status_of(harness)
+    img, info = harness.publishers(NS)
+    stop = _Publishing(img, info, synthetic_scene(64, 48))  # stamped 1000 s + i
+    try:
+        assert harness.wait(lambda: harness.get(f'{NS}/depth/image'), 20)
+        assert _says(harness, 'ok') and newest().message == 'ok', newest()
+        clock = harness.node.create_publisher(Clock, '/clock', 10)
+        assert _says(harness, "s behind this node's clock (frame_age_p50_ms) and /clock is "
+                     'published (a bag played with --clock, a simulator) while use_sim_time '
+                     'is false: set use_sim_time true for this node'), newest()
+        assert newest().level == DiagnosticStatus.WARN
+        harness.node.destroy_publisher(clock)
+        assert harness.wait(lambda: _says(harness, 'ok', 1.0) and newest().message == 'ok',
+                            10), newest()
+    finally:
+        stop()
 
 
 class _Publishing:
