@@ -97,6 +97,12 @@ def _says(harness, text, timeout=10.0):
                         text in newest().message, timeout)
 
 
+def _back_to_ok(harness, timeout=10.0):
+    """Wait for a /diagnostics report of the node saying exactly 'ok'."""
+    newest = _status_of(harness)
+    return harness.wait(lambda: _says(harness, 'ok', 1.0) and newest().message == 'ok', timeout)
+
+
 def test_diagnostics_say_why_a_camera_is_not_heard(harness, tiny_metric):
     """No frames: the status names what the graph shows, not only 'is the camera publishing?'.
 
@@ -162,8 +168,7 @@ def test_diagnostics_say_which_output_subscriber_can_never_receive(harness, tiny
         assert _says(harness, f'receives nothing: {topic} (reliable)'), newest()
         assert newest().level == DiagnosticStatus.WARN
         harness.node.destroy_subscription(reliable)
-        assert harness.wait(lambda: _says(harness, 'ok', 1.0) and newest().message == 'ok',
-                            10), newest()
+        assert _back_to_ok(harness), newest()
     finally:
         stop()
     assert node.cameras[0].stats.processed > 0
@@ -183,15 +188,14 @@ def test_diagnostics_name_a_clock_this_node_does_not_follow(harness, tiny_metric
     stop = _Publishing(img, info, synthetic_scene(64, 48))  # stamped 1000 s + i
     try:
         assert harness.wait(lambda: harness.get(f'{NS}/depth/image'), 20)
-        assert _says(harness, 'ok') and newest().message == 'ok', newest()
+        assert _back_to_ok(harness), newest()
         clock = harness.node.create_publisher(Clock, '/clock', 10)
         assert _says(harness, "s behind this node's clock (frame_age_p50_ms) and /clock is "
                      'published (a bag played with --clock, a simulator) while use_sim_time '
                      'is false: set use_sim_time true for this node'), newest()
         assert newest().level == DiagnosticStatus.WARN
         harness.node.destroy_publisher(clock)
-        assert harness.wait(lambda: _says(harness, 'ok', 1.0) and newest().message == 'ok',
-                            10), newest()
+        assert _back_to_ok(harness), newest()
     finally:
         stop()
 
