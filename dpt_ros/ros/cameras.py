@@ -32,7 +32,7 @@ from dpt_ros.core.frames import Calibration
 from dpt_ros.core.inputs import Input
 from dpt_ros.core.reports import Throttle
 from dpt_ros.ros import fastdds
-from dpt_ros.ros.diagnostics import Stats
+from dpt_ros.ros.diagnostics import Heard, Stats
 from dpt_ros.ros.scheduler import Scheduler
 from dpt_ros.ros.serialized import SerializedPublisher
 
@@ -279,22 +279,17 @@ class CameraIO:
                 'this rclpy has no SubscriptionEventCallbacks: frames_lost stays 0')
         return self.node.create_subscription(msg_type, topic, callback, qos)
 
-    def graph_values(self, cam: Camera) -> Dict[str, str]:
-        """Return what the graph says of a camera's image topic and outputs, for /diagnostics.
+    def heard(self, cam: Camera) -> Optional[Heard]:
+        """Return what the ROS graph says of a camera's image topic and outputs (diagnostics).
 
-        input_publishers: how many publish the image topic; input_problem: why this node
-        hears none of them (no publisher, another message type, best effort against a reliable
-        subscription); output_problem: a subscriber of an output that can never receive it
-        (QoS it requests that the outputs do not offer); clock_problem: /clock is published but
-        this node does not follow it (use_sim_time false). Checked from the graph each report,
-        so a camera or a viewer that comes later is judged as it is.
+        Checked from the graph each report, so a camera or a viewer that comes later is judged
+        as it is. None while the camera is not subscribed (an inactive node).
         """
         row = next((r for r, t in cam.inputs if r.role == inputs.IMAGE), None)
         topic = cam.image_topic
         if row is None or topic not in cam.subs:
-            return {}
+            return None
         pubs = self.node.get_publishers_info_by_topic(topic)
-        values = {'input_publishers': str(len(pubs))}
         other = ''
         if not pubs:
             base = topic[:-len('/compressed')] if topic.endswith('/compressed') else \
@@ -302,19 +297,15 @@ class CameraIO:
             other = base if self.node.get_publishers_info_by_topic(base) else ''
         # Only a reliability the user forced can miss a publisher for good ('auto' follows).
         forced = cam.sub_reliability.get(topic) if self.reliability == 'reliable' else None
-        problem = input_problem(topic, row.msg_type, forced, pubs, other)
-        if problem:
-            values['input_problem'] = problem
         outs = [(pub.topic_name, self.node.get_subscriptions_info_by_topic(pub.topic_name))
                 for pub in cam.pubs.values()]
-        problem = output_problem(self._out_reliability, outs)
-        if problem:
-            values['output_problem'] = problem
+        clock = ''
         if self.node.count_publishers('/clock') and \
                 not self.node.get_parameter('use_sim_time').value:
-            values['clock_problem'] = ('/clock is published (a bag played with --clock, a '
-                                       'simulator) while use_sim_time is false')
-        return values
+            clock = ('/clock is published (a bag played with --clock, a simulator) while '
+                     'use_sim_time is false')
+        return Heard(len(pubs), input_problem(topic, row.msg_type, forced, pubs, other),
+                     output_problem(self._out_reliability, outs), clock)
 
     def match_publishers(self) -> None:
         """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""

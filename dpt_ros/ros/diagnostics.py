@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
@@ -33,6 +33,26 @@ AHEAD_S = 1.0
 # Frames stamped further behind than this while /clock is published and use_sim_time is false
 # come from a bag played with --clock or a simulator, on the clock this node does not follow.
 BEHIND_S = 10.0
+
+
+class Heard(NamedTuple):
+    """What the ROS graph says of a camera's topics ('' where nothing is wrong)."""
+
+    publishers: int       # of the image topic (input_publishers)
+    input_problem: str    # why none of them reaches this node: none, another type, QoS
+    output_problem: str   # outputs with a subscriber that can never receive them (QoS)
+    clock_problem: str    # /clock is published but this node does not follow it
+
+
+def heard_values(heard: Optional[Heard]) -> Dict[str, str]:
+    """Return a camera's graph facts as /diagnostics values (problems only where there are)."""
+    if heard is None:
+        return {}
+    values = {'input_publishers': str(heard.publishers)}
+    for key in ('input_problem', 'output_problem', 'clock_problem'):
+        if getattr(heard, key):
+            values[key] = getattr(heard, key)
+    return values
 
 
 def stage_key(stage: str) -> str:
@@ -314,12 +334,12 @@ class Diagnostics:
         self._pub = self._timer = None
 
     def statuses(self, cameras: List[Any], named: bool, pipe: Any,
-                 graph: Optional[Callable[[Any], Dict[str, str]]] = None
+                 graph: Optional[Callable[[Any], Optional[Heard]]] = None
                  ) -> List[DiagnosticStatus]:
         """Build the statuses: the node, then one per named camera.
 
         Without named cameras the node's status also holds its camera's counters and latency.
-        graph(camera): what the ROS graph says of the camera's topics (CameraIO.graph_values).
+        graph(camera): what the ROS graph says of the camera's topics (CameraIO.heard).
         """
         fqn = self.node.get_fully_qualified_name()
         node_values: Dict[str, str] = {}
@@ -347,7 +367,7 @@ class Diagnostics:
             node_values.update(pipe.describe())
         if not named:
             node_values['input_topic'] = cameras[0].image_topic
-            node_values.update(graph(cameras[0]) if graph else {})
+            node_values.update(heard_values(graph(cameras[0]) if graph else None))
             node_values.update(anchor_values(cameras[0], pipe))
             node_values.update(cameras[0].notes)
             return [_status(status_name(fqn), node_values, idle)]
@@ -356,7 +376,7 @@ class Diagnostics:
         for cam in cameras:
             values, cam_idle = cam.stats.report()
             values['input_topic'] = cam.image_topic
-            values.update(graph(cam) if graph else {})
+            values.update(heard_values(graph(cam) if graph else None))
             values.update(anchor_values(cam, pipe))
             values.update(cam.notes)
             out.append(_status(status_name(fqn, cam.name), values, cam_idle))

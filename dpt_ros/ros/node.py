@@ -240,7 +240,7 @@ class Runtime:
     def diagnostics_status(self) -> List[Any]:
         """Build the /diagnostics statuses: the node, then one per named camera."""
         return self.diagnostics.statuses(self.cameras, bool(self.cfg.cameras), self.pipeline,
-                                         self.io.graph_values)
+                                         self.io.heard)
 
 
 class DptNode(Node):
