@@ -5,7 +5,7 @@
 
 Each row of OUTPUTS is one output: its name, its topic (relative, depth_image_proc / REP 118
 style), its message type, the model task it needs, how it is computed from the frame's tensors
-(dpt_ros.core.pipeline.FrameTensors) and in which stage, and how its array becomes message
+(FrameTensors, which the pipeline hands it) and in which stage, and how its array becomes message
 fields (the plain dicts of dpt_ros.core.conversions). The pipeline runs the computations of the
 rows it is asked for, and the node, the bag writer, the demo and the benchmark iterate the
 rows: a new output is one row here. No rclpy.
@@ -14,8 +14,8 @@ rows: a new output is one row here. No rclpy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import (AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple,
-                    TYPE_CHECKING)
+from typing import (AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List, Optional,
+                    Protocol, Tuple, TYPE_CHECKING)
 
 import numpy as np
 import torch
@@ -24,11 +24,11 @@ from dpt_ros.core import conversions as conv
 from dpt_ros.core import normals as nm
 from dpt_ros.core import postprocess as post
 from dpt_ros.core.conversions import CLOUD_TYPE, IMAGE_TYPE, INFO_TYPE
-from dpt_ros.core.geometry import IntrinsicsError
+from dpt_ros.core.geometry import Backprojector, Intrinsics, IntrinsicsError
 
 if TYPE_CHECKING:
+    from dpt_ros.core.config import Config
     from dpt_ros.core.metric import FitReport
-    from dpt_ros.core.pipeline import FrameTensors
 
 DEPTH_TASK = 'depth'
 SEGMENTATION_TASK = 'segmentation'
@@ -68,6 +68,29 @@ class EncodeOptions:
 
     depth_encoding: str = '32FC1'
     camera_info: bool = False  # the input CameraInfo is at hand (for depth/camera_info)
+
+
+class FrameTensors(Protocol):
+    """What a row's compute reads of one frame: its tensors on the device, made on first use.
+
+    The pipeline hands each row one of these (pipeline.FrameTensors); tensors are (H, W) or
+    (H, W, 3) at the camera frame's size.
+    """
+
+    cfg: 'Config'
+    result: 'Result'                    # the frame's warnings, the cloud's shape
+    intrinsics: Optional[Intrinsics]
+    metric: bool                        # the checkpoint outputs metres
+    project: Backprojector
+    num_labels: int
+    excluded: Optional[torch.Tensor]    # class ids points.exclude_classes drops, or None
+    metres: Optional[torch.Tensor]      # NaN where invalid; None without metric depth
+    relative: torch.Tensor              # inverse depth, larger is nearer
+    confidence: Optional[torch.Tensor]  # flip confidence in [0, 1], None unless computed
+    labels: Optional[torch.Tensor]      # class ids, None unless segmentation ran
+    normals: Optional[torch.Tensor]     # unit normals in the optical frame, NaN unknown
+    rgb8: torch.Tensor                  # the camera image
+    seg_colored: torch.Tensor           # class colours
 
 
 Fields = Dict[str, Any]

@@ -64,7 +64,7 @@ from dpt_ros.core.prompt import dense_prompt
 from dpt_ros.core.reports import percentile
 from dpt_ros.ros.entry import openmp_env, OPENMP_VARS
 from dpt_ros.tools.evaluation import make_anchors
-from dpt_ros.tools.sample import make_random_checkpoint, synthetic_scene
+from dpt_ros.tools.sample import make_random_checkpoint, random_checkpoint, synthetic_scene
 from dpt_ros.tools.toolkit import jsonable, profile_env, pyplot, summary, write_report
 
 # Fill + publish measured both ways on every frame: as messages (FRAME_STAGES' fill, publish)
@@ -85,14 +85,6 @@ CPU_BACKENDS = [b for b in BACKENDS if b.bench_on_cpu and not b.cuda_only]  # co
 def _sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-
-
-def checkpoint(preset: str, work: Path) -> Path:
-    """Return a random-weight checkpoint of a preset's shape, cached in the work folder."""
-    path = work / preset
-    if not (path / 'config.json').exists():
-        make_random_checkpoint(path, preset, seed=0)
-    return path
 
 
 # ------------------------------------------------------------------ in-process sections
@@ -361,7 +353,7 @@ def naive_serves(pipe: Pipeline) -> bool:
 def run_backend(args: argparse.Namespace) -> int:
     """Child process of bench_backend: time one backend, print its raw figures as JSON."""
     work = Path(args.work_dir).expanduser()
-    ckpt = checkpoint(args.models[0], work)
+    ckpt = random_checkpoint(args.models[0], work)
     notes: List[str] = []
     use_device(args.device)
     pipe, _ = make_pipeline(ckpt, args.device, args.precision, args.backend[0],
@@ -618,13 +610,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         log=print, dev=dev, precision=precision, work=work, iters=iters, warmup=warmup,
         sizes=[(640, 480)] if args.smoke else [(640, 480), (1280, 720)], smoke=args.smoke,
         backends=args.backend or default_backends(dev), dds=not args.no_dds and have_rclpy(),
-        dds_frames=args.dds_frames, seg_ckpt=checkpoint('tiny-seg', work),
+        dds_frames=args.dds_frames, seg_ckpt=random_checkpoint('tiny-seg', work),
         cuda_flags=args.cuda_flags)
     results['backends'] = ctx.backends
     ctx.pub = _in_process_publisher()
     try:
         for preset in presets:
-            ckpt = checkpoint(preset, work)
+            ckpt = random_checkpoint(preset, work)
             ctx.log(f'{preset}: {ckpt}')
             pipe, depth_cfg = make_pipeline(ckpt, str(dev), precision,
                                             engine_dir=str(work / 'engines'),
@@ -664,7 +656,7 @@ def bench_multitask(preset: str, work: Path, device: str, precision: str, width:
     each with its own backbone pass. Bare forwards on ready pixel_values, and the pipeline for
     depth/image + segmentation/image; the two are timed in alternation, frame by frame.
     """
-    one_ckpt = checkpoint(preset, work)
+    one_ckpt = random_checkpoint(preset, work)
     two_ckpt = work / f'{preset}-seed1'
     if not (two_ckpt / 'config.json').exists():
         make_random_checkpoint(two_ckpt, preset, seed=1)
@@ -796,7 +788,7 @@ def run_cameras(args: argparse.Namespace) -> Dict[str, Any]:
     backend = (args.backend or ['torch'])[0]
     results['backend'] = backend
     for preset in presets:
-        ckpt = checkpoint(preset, work)
+        ckpt = random_checkpoint(preset, work)
         config = json.loads((ckpt / 'config.json').read_text())
         metric = config.get('depth_estimation_type') == 'metric'
         print(f'{preset}: {args.cameras} cameras {args.width}x{args.height} at '

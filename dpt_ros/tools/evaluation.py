@@ -516,13 +516,13 @@ def confidence(seq: Sequence[Any], anchors: List[Anchors], fps: float, net_hw: T
 def confidence_cost(preset: str, work_dir: str, width: int, height: int,
                     iters: int) -> Dict[str, Any]:
     """Per-frame cost of depth.confidence flip on a random-weight checkpoint of a real shape."""
-    from dpt_ros.tools.bench import checkpoint
+    from dpt_ros.tools.sample import random_checkpoint
     from dpt_ros.tools.toolkit import summary
     work = Path(work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     s = synthetic_scene(width, height)
     want = {'depth', 'points', 'confidence'}
-    base = {'model.depth': str(checkpoint(preset, work)), 'model.device': 'cpu',
+    base = {'model.depth': str(random_checkpoint(preset, work)), 'model.device': 'cpu',
             'depth.mode': 'affine_inverse', 'depth.min': 0.0, 'depth.max': 1.0e4}
     out: Dict[str, Any] = {'preset': preset, 'size': f'{width}x{height}'}
     for conf in ('off', 'flip'):

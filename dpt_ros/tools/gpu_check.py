@@ -493,9 +493,9 @@ class Ctx:
 
 
 def _checkpoint(ctx: Ctx) -> Path:
-    from dpt_ros.tools.bench import checkpoint
+    from dpt_ros.tools.sample import random_checkpoint
     t = time.perf_counter()
-    ckpt = checkpoint(ctx.model, ctx.work / 'ckpt')
+    ckpt = random_checkpoint(ctx.model, ctx.work / 'ckpt')
     if time.perf_counter() - t > 0.5:
         say(f'{ctx.model}: random-weight checkpoint made in {time.perf_counter() - t:.1f} s')
     return ckpt

@@ -378,6 +378,14 @@ def _centre_sigmoid_head(model, cfg, proc: Dict) -> None:
     conv.weight.mul_(gain)
 
 
+def random_checkpoint(preset: str, work: Path) -> Path:
+    """Return a random-weight checkpoint of a preset's shape, cached in the work folder."""
+    path = work / preset
+    if not (path / 'config.json').exists():
+        make_random_checkpoint(path, preset, seed=0)
+    return path
+
+
 def make_random_checkpoint(path: Union[str, Path], preset: str = 'tiny-depth',
                            seed: int = 0, overrides: Optional[Dict] = None) -> Path:
     """Write a random-weight checkpoint (safetensors + preprocessor_config.json) and return it.

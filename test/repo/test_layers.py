@@ -112,6 +112,70 @@ def test_imports_run_one_way(layer):
     assert not wrong, f'{layer} may import only {sorted(ALLOWED[layer])}:\n' + '\n'.join(wrong)
 
 
+def _circles(package: Path) -> list:
+    """Return the sets of modules under package that import each other in a loop.
+
+    Every import counts, lazy and TYPE_CHECKING ones included: a loop drawn in the structure is
+    a loop to read, whether Python meets it at start-up or not. `from pkg import mod` points
+    at mod's file; a name that is no module points at the package's __init__.py.
+    """
+    def name(p: Path) -> str:
+        parts = p.relative_to(package.parent).with_suffix('').parts
+        return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+    files = {name(p): p for p in package.rglob('*.py')}
+    graph = {}
+    for mod, path in files.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                out |= {f'{node.module}.{a.name}' if f'{node.module}.{a.name}' in files
+                        else node.module for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+        graph[mod] = {t for t in out if t in files and t != mod}
+    # Tarjan's strongly connected components.
+    order, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            comp = []
+            while not comp or comp[-1] != v:
+                comp.append(stack.pop())
+                on.discard(comp[-1])
+            if len(comp) > 1:
+                found.append(sorted(comp))
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return found
+
+
+def test_no_import_circles():
+    """Modules never import each other in a loop (a type-only import neither: say a Protocol)."""
+    assert _circles(PACKAGE) == []
+
+
+def test_circle_check_sees_a_type_only_loop(tmp_path):
+    pkg = tmp_path / 'dpt_ros'
+    (pkg / 'core').mkdir(parents=True)
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'core' / '__init__.py').write_text('')
+    (pkg / 'core' / 'a.py').write_text('from dpt_ros.core import b\n')
+    (pkg / 'core' / 'b.py').write_text('from typing import TYPE_CHECKING\n'
+                                       'if TYPE_CHECKING:\n    from dpt_ros.core.a import X\n')
+    (pkg / 'core' / 'c.py').write_text('from dpt_ros.core import a\n')
+    assert _circles(pkg) == [['dpt_ros.core.a', 'dpt_ros.core.b']]
+
+
 def _imports_torch(path: Path) -> list:
     """Return the lines of a file that import torch (or a torch submodule), lazy ones included."""
     out = []

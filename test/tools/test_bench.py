@@ -162,9 +162,10 @@ ONE = {'layout': 'one node', 'cameras': 1, 'width': 640, 'height': 480, 'rate_hz
 
 def test_batching_figures_time_what_the_node_runs(tmp_path):
     """Same-size frames as one batch vs one forward each; mixed sizes vs a padded batch."""
-    from dpt_ros.tools.bench import bench_batching, checkpoint, markdown_cameras, other_size
+    from dpt_ros.tools.bench import bench_batching, markdown_cameras, other_size
+    from dpt_ros.tools.sample import random_checkpoint
     assert other_size(640, 480) == (1280, 720) and other_size(1280, 720) == (640, 480)
-    ckpt = checkpoint('tiny-depth-anything', tmp_path)
+    ckpt = random_checkpoint('tiny-depth-anything', tmp_path)
     r = bench_batching(ckpt, 'cpu', 'fp32', 3, [(640, 480), (1280, 720)], iters=1, warmup=0)
     # Depth Anything keeps the aspect ratio: the two cameras get different network inputs,
     # and the padded batch takes the larger of each side.
@@ -177,7 +178,7 @@ def test_batching_figures_time_what_the_node_runs(tmp_path):
     assert 'padded_ms' in r['mixed'] and 'shared_ms' not in r['mixed']
     # DPT (a fixed square input): both cameras' frames go through one forward, as the node
     # runs them.
-    r = bench_batching(checkpoint('tiny-depth', tmp_path), 'cpu', 'fp32', 2,
+    r = bench_batching(random_checkpoint('tiny-depth', tmp_path), 'cpu', 'fp32', 2,
                        [(640, 480), (1280, 720)], iters=1, warmup=0)
     assert r['inputs'][0] == r['inputs'][1] and 'padded_ms' not in r['mixed']
     assert r['mixed']['shared_speedup'] == pytest.approx(
@@ -247,10 +248,10 @@ def test_bench_multitask_times_one_forward_against_two(tmp_path):
                                     'tiny-prompt-depth-anything'])
 def test_the_stage_and_forward_sections_run_the_new_families(tmp_path, preset):
     """dpt_bench --models with the dense families: metres and points, a prompt from anchors."""
-    from dpt_ros.tools.bench import (bench_forward, bench_stages, BENCH_OUTPUTS, checkpoint,
-                                     make_pipeline, naive_serves, scene_anchors)
-    from dpt_ros.tools.sample import synthetic_scene
-    pipe, depth_cfg = make_pipeline(checkpoint(preset, tmp_path), 'cpu', 'fp32')
+    from dpt_ros.tools.bench import (bench_forward, bench_stages, BENCH_OUTPUTS, make_pipeline,
+                                     naive_serves, scene_anchors)
+    from dpt_ros.tools.sample import random_checkpoint, synthetic_scene
+    pipe, depth_cfg = make_pipeline(random_checkpoint(preset, tmp_path), 'cpu', 'fp32')
     assert depth_cfg['depth.mode'] == 'metric' and not naive_serves(pipe)
     s = synthetic_scene(96, 72)
     anchors = scene_anchors(s.depth) if pipe.prompted else None
