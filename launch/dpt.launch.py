@@ -32,7 +32,10 @@ LAUNCH_DEFAULTS = {
     'large_frames': 'false',
     'cameras': '',
     'lifecycle': 'false',
+    'log_level': 'info',
+    'respawn': 'false',
 }
+RESPAWN_DELAY_S = 2.0  # a node that exits is started again after this long (respawn:=true)
 
 DESCRIPTIONS = {
     'namespace': 'Namespace of the node (e.g. /camera); topics are relative to it.',
@@ -46,6 +49,9 @@ DESCRIPTIONS = {
                'and camera_info. Overrides cameras in params_file.',
     'lifecycle': 'true: start the managed node (dpt_lifecycle_node), unconfigured; bring it '
                  'up with `ros2 lifecycle set` or a lifecycle manager.',
+    'log_level': 'Log level of the node: debug, info, warn, error or fatal.',
+    'respawn': 'true: start the node again 2 s after it exits (a managed node comes back '
+               'unconfigured, for its lifecycle manager to bring up).',
 }
 
 
@@ -60,12 +66,16 @@ def _node(context, *_args, **_kwargs):
         parameters.append({'cameras': cameras})
     managed = LaunchConfiguration('lifecycle').perform(context).lower() in ('true', '1')
     kind, executable = (LifecycleNode, 'dpt_lifecycle_node') if managed else (Node, 'dpt_node')
+    respawn = LaunchConfiguration('respawn').perform(context).lower() in ('true', '1')
     return [kind(
         package='dpt_ros',
         executable=executable,
         name=LaunchConfiguration('node_name'),
         namespace=LaunchConfiguration('namespace'),
         parameters=parameters,
+        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
+        respawn=respawn,
+        respawn_delay=RESPAWN_DELAY_S if respawn else None,
         remappings=[(topic, LaunchConfiguration(name))
                     for name, (topic, _) in launch_arguments().items()],
         output='screen',

@@ -71,6 +71,7 @@ def test_the_node_remaps_the_input_topics(launch_file, lifecycle, kind):
     opaque = launch_file.generate_launch_description().args[0][-1]
     node, = opaque.kwargs['function']({'cameras': '', 'lifecycle': lifecycle})
     assert type(node).__name__ == kind
+    assert node.kwargs['respawn'] is False and node.kwargs['respawn_delay'] is None
     remaps = [(topic, arg.args[0]) for topic, arg in node.kwargs['remappings']]
     assert remaps == [('image', 'image'), ('camera_info', 'camera_info'),
                       ('anchors/depth', 'anchors_depth'),
@@ -89,3 +90,15 @@ def test_large_frames_names_the_profile_the_way_this_fast_dds_reads_it(launch_fi
     assert [a.args for a in env] == [(read, '/s/dpt_ros/config/fastdds_large_frames.xml')]
     assert type(env[0].kwargs['condition']).__name__ == 'IfCondition'
     assert env[0].kwargs['condition'].args[0].args == ('large_frames',)
+
+
+@pytest.mark.parametrize('respawn', ['true', 'True', '1'])
+def test_log_level_and_respawn_reach_the_node(launch_file, respawn):
+    opaque = launch_file.generate_launch_description().args[0][-1]
+    node, = opaque.kwargs['function']({'cameras': '', 'lifecycle': 'false', 'respawn': respawn,
+                                       'log_level': 'debug'})
+    args = node.kwargs['arguments']
+    assert args[:2] == ['--ros-args', '--log-level']
+    assert args[2].perform({'log_level': 'debug'}) == 'debug'
+    assert node.kwargs['respawn'] is True
+    assert node.kwargs['respawn_delay'] == launch_file.RESPAWN_DELAY_S > 0
