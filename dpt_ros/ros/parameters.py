@@ -58,6 +58,16 @@ def descriptor(spec: ParamSpec, managed: bool = False) -> ParameterDescriptor:
     return d
 
 
+def _empty_list(spec: ParamSpec, value: Optional[Parameter]) -> bool:
+    """Whether a list parameter is given empty: [] (rcl passes it on as not set) or null.
+
+    null is what `ros2 param dump` wrote for an empty list before lists were declared with a
+    value; rcl reads it as the text 'null', which no list setting could mean otherwise.
+    """
+    return spec.type is tuple and value is not None and (
+        value.type_ == Parameter.Type.NOT_SET or value.value == 'null')
+
+
 def given(node: Any) -> Dict[str, Parameter]:
     """Return the parameter values a node was started with (constructor and --ros-args).
 
@@ -91,11 +101,15 @@ class Parameters:
         """Declare every table parameter (values are validated by read)."""
         overrides = given(self.node)
         for spec in param_table():
-            # An empty list has no type of its own in rclpy: declared not set (None).
-            default = (list(spec.default) or None) if spec.type is tuple else spec.default
+            default, empty = spec.default, _empty_list(spec, overrides.get(spec.name))
+            if spec.type is tuple:
+                # Declared with a value, [] when empty, never 'not set': `ros2 param dump`
+                # writes a value not set as null, which rcl reads back as the text 'null'.
+                default = [] if empty else list(spec.default)
             try:
                 self.node.declare_parameter(spec.name, default,
-                                            descriptor(spec, self.state is not None))
+                                            descriptor(spec, self.state is not None),
+                                            ignore_override=empty)
             except Exception as exc:  # noqa: B902 - rclpy raises several types here
                 value = overrides.get(spec.name)
                 shown = f' = {value.value!r}' if value is not None else ''
@@ -137,7 +151,7 @@ class Parameters:
         return {spec.name: self._value(spec.name) for spec in param_table()}
 
     def _value(self, name: str) -> Any:
-        return self.node.get_parameter(name).value  # None: a list not given (an empty list)
+        return self.node.get_parameter(name).value
 
     def read(self) -> Config:
         """Return the validated config from the parameters in force (ConfigError if bad)."""
@@ -149,7 +163,7 @@ class Parameters:
         Read-only to everyone else: on DptNode (activated once) by its descriptor; on the
         lifecycle node, whose next configure may load another model, by the set-parameters
         callback, so the node itself can update it. A value for it in a params file is ignored
-        (the model's names win), with a warning.
+        (the model's names win), with a warning unless it holds those names (a dump's does).
         """
         managed = self.state is not None
         declared = self.node.has_parameter(CLASS_NAMES_PARAM)
@@ -157,7 +171,11 @@ class Parameters:
             return
         if not declared:
             given_value = given(self.node).get(CLASS_NAMES_PARAM)
-            if given_value is not None:
+            # A `ros2 param dump` of the node holds the names: the same model's are no news
+            # (an empty list reaches rclpy as not set, or as 'null': _empty_list).
+            names = given_value.value if given_value is not None else labels
+            names = [] if names is None or names == 'null' else names
+            if not isinstance(names, (list, tuple)) or list(names) != list(labels):
                 self.node.get_logger().warning(
                     f'{CLASS_NAMES_PARAM} = {given_value.value!r} from the parameters is '
                     "ignored: it is read-only and holds the segmentation model's class names.")
@@ -167,15 +185,22 @@ class Parameters:
                 self.node.set_parameters([Parameter(CLASS_NAMES_PARAM,
                                                     Parameter.Type.STRING_ARRAY, list(labels))])
             else:
+                # Declared with a value, [] without a segmentation model: a parameter
+                # statically typed and not set makes rclpy's get_parameters service answer
+                # no values at all to a request naming it, and `ros2 param dump` asks for
+                # every parameter in one request. An empty list has no type of its own in
+                # rclpy, so the typing is dynamic and the described type put back.
                 self.node.declare_parameter(
-                    CLASS_NAMES_PARAM, labels or Parameter.Type.STRING_ARRAY,
+                    CLASS_NAMES_PARAM, list(labels),
                     ParameterDescriptor(
                         description='Class names of the segmentation model, by id (index = '
                         'value in segmentation/image); set by the node from the model. '
-                        'Read-only.', read_only=not managed),
+                        'Read-only.', read_only=not managed, dynamic_typing=True),
                     ignore_override=True)
         finally:
             self._own_set = False
+        self.node.describe_parameter(CLASS_NAMES_PARAM).type = \
+            ParameterType.PARAMETER_STRING_ARRAY
 
     def _fixed_hint(self, reason: str, changes: Dict[str, Any]) -> str:
         """How to change a setting the refusal names that cannot change live, if it names one."""
