@@ -305,7 +305,8 @@ class CameraIO:
             clock = ('/clock is published (a bag played with --clock, a simulator) while '
                      'use_sim_time is false')
         return Heard(len(pubs), input_problem(topic, row.msg_type, forced, pubs, other),
-                     output_problem(self._out_reliability, outs), clock)
+                     output_problem(self._out_reliability, outs), clock,
+                     self.node.count_publishers(cam.info_topic))
 
     def match_publishers(self) -> None:
         """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""

@@ -42,13 +42,15 @@ class Heard(NamedTuple):
     input_problem: str    # why none of them reaches this node: none, another type, QoS
     output_problem: str   # outputs with a subscriber that can never receive them (QoS)
     clock_problem: str    # /clock is published but this node does not follow it
+    info_publishers: int  # of the camera_info topic (camera_info_publishers)
 
 
 def heard_values(heard: Optional[Heard]) -> Dict[str, str]:
     """Return a camera's graph facts as /diagnostics values (problems only where there are)."""
     if heard is None:
         return {}
-    values = {'input_publishers': str(heard.publishers)}
+    values = {'input_publishers': str(heard.publishers),
+              'camera_info_publishers': str(heard.info_publishers)}
     for key in ('input_problem', 'output_problem', 'clock_problem'):
         if getattr(heard, key):
             values[key] = getattr(heard, key)
@@ -240,7 +242,9 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         status.message = f'no metres ({why}): depth/image and points suspended'
     elif values.get('points', '').startswith('none'):
         status.level = DiagnosticStatus.WARN
-        status.message = f"points not published ({values['points']})"
+        status.message = f"points not published ({values['points']}" + (
+            ': nothing publishes it)' if values.get('camera_info_publishers') == '0' and
+            'no camera_info received' in values['points'] else ')')
     elif 'output_problem' in values:
         status.level = DiagnosticStatus.WARN
         status.message = values['output_problem']

@@ -203,7 +203,8 @@ class Worker:
         cam.points_left_out = ''
         if f.intrinsics is None:
             if 'points' in want:  # someone listens: /diagnostics says why none come
-                cam.points_left_out = ('none: no camera_info received' if cam.camera_info is None
+                cam.points_left_out = (f'none: no camera_info received on {cam.info_topic}'
+                                       if cam.camera_info is None
                                        else 'none: camera_info unusable (see the log)')
             f.want = want - {'points'}
         if fitted:  # anchor decoding is timed as part of the frame's decode stage

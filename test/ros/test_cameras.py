@@ -200,8 +200,35 @@ def test_diagnostics_name_a_clock_this_node_does_not_follow(harness, tiny_metric
         stop()
 
 
+def test_diagnostics_say_when_nothing_publishes_camera_info(harness, tiny_metric):
+    """Points wanted, no calibration: the status names the topic and whether anyone publishes it.
+
+    A remapped image with camera_info left on its old name is the usual cause on a robot.
+    """
+    node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
+    harness.record_outputs(NS, ['points', 'depth/image'])
+    newest = _status_of(harness)
+    img = harness.node.create_publisher(Image, f'{NS}/image', 5)
+    s = synthetic_scene(64, 48)
+    stop = _Publishing(img, None, s)
+    said = f'points not published (none: no camera_info received on {NS}/camera_info'
+    try:
+        assert _says(harness, said + ': nothing publishes it)', 20), newest()
+        assert newest().level == DiagnosticStatus.WARN
+        assert diag.values(newest())['camera_info_publishers'] == '0'
+        silent = harness.node.create_publisher(CameraInfo, f'{NS}/camera_info', 5)
+        assert _says(harness, said + ')'), newest()  # one is there, nothing came yet
+        assert diag.values(newest())['camera_info_publishers'] == '1'
+        harness.node.destroy_publisher(silent)
+    finally:
+        stop()
+    assert harness.get(f'{NS}/depth/image') and not harness.get(f'{NS}/points')
+    assert node.cameras[0].stats.processed > 0
+
+
 class _Publishing:
-    """Publish frames and camera_info of a scene at 20 Hz on a thread until called."""
+    """Publish frames (and camera_info, unless None) of a scene at 20 Hz until called."""
 
     def __init__(self, img, info, scene):
         import threading
@@ -212,7 +239,8 @@ class _Publishing:
             while not self._stop.wait(0.05):
                 i += 1
                 h = header(i)
-                info.publish(conv.camera_info_from_intrinsics(scene.intrinsics, h))
+                if info is not None:
+                    info.publish(conv.camera_info_from_intrinsics(scene.intrinsics, h))
                 img.publish(conv.image_msg(h, scene.rgb, 'rgb8'))
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()

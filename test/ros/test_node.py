@@ -117,7 +117,8 @@ def test_bad_input_never_stops_the_node(harness, tiny_metric):
     # No camera_info yet: depth is published, points are not.
     good(0, info=False)
     assert not harness.get(f'{NS}/points')
-    assert node.cameras[0].notes['points'] == 'none: no camera_info received'  # /diagnostics
+    assert node.cameras[0].notes['points'] == \
+        f'none: no camera_info received on {NS}/camera_info'  # /diagnostics
 
     def bad_image(kind):
         msg = conv.image_msg(header(50), s.rgb, 'rgb8')
