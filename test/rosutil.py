@@ -106,6 +106,12 @@ class Harness:
         with self.lock:
             return list(self.received.get(topic, []))
 
+    def newest_status(self, camera: str = '') -> Any:
+        """Return the node's (or its camera's) newest recorded /diagnostics status, or None."""
+        from dpt_ros.ros import diagnostics as diag
+        arrs = self.get('/diagnostics')
+        return diag.status_of(arrs[-1].status, camera) if arrs else None
+
     def clear(self) -> None:
         """Forget received messages."""
         with self.lock:

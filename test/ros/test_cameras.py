@@ -81,17 +81,9 @@ def test_camera_info_latched_once_before_the_node_starts_is_received(harness, ti
         lambda: latched.get_subscription_count() == 1, 10)
 
 
-def _status_of(harness):
-    """Return a function giving the node's newest /diagnostics status (None before one)."""
-    def newest():
-        arrs = harness.get('/diagnostics')
-        return diag.status_of(arrs[-1].status) if arrs else None
-    return newest
-
-
 def _says(harness, text, timeout=10.0):
     """Wait for a /diagnostics report whose message holds text (after any received so far)."""
-    newest = _status_of(harness)
+    newest = harness.newest_status
     n = len(harness.get('/diagnostics'))
     return harness.wait(lambda: len(harness.get('/diagnostics')) > n and
                         text in newest().message, timeout)
@@ -99,7 +91,7 @@ def _says(harness, text, timeout=10.0):
 
 def _back_to_ok(harness, timeout=10.0):
     """Wait for a /diagnostics report of the node saying exactly 'ok'."""
-    newest = _status_of(harness)
+    newest = harness.newest_status
     return harness.wait(lambda: _says(harness, 'ok', 1.0) and newest().message == 'ok', timeout)
 
 
@@ -113,7 +105,7 @@ def test_diagnostics_say_why_a_camera_is_not_heard(harness, tiny_metric):
     node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2,
                              'input.reliability': 'reliable'})
     harness.record('/diagnostics', DiagnosticArray)
-    newest = _status_of(harness)
+    newest = harness.newest_status
     topic = f'{NS}/image'
     assert _says(harness, f'no frames received yet (no publisher on {topic})'), newest()
     assert newest().level == DiagnosticStatus.WARN
@@ -150,7 +142,7 @@ def test_diagnostics_say_which_output_subscriber_can_never_receive(harness, tiny
     node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2,
                              'output.reliability': 'best_effort'})
     harness.record('/diagnostics', DiagnosticArray)
-    newest = _status_of(harness)
+    newest = harness.newest_status
     img, info = harness.publishers(NS)
     s = synthetic_scene(64, 48)
     topic = f'{NS}/depth/image'
@@ -183,7 +175,7 @@ def test_diagnostics_name_a_clock_this_node_does_not_follow(harness, tiny_metric
     start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2})
     harness.record('/diagnostics', DiagnosticArray)
     harness.record_outputs(NS, ['depth/image'])
-    newest = _status_of(harness)
+    newest = harness.newest_status
     img, info = harness.publishers(NS)
     stop = _Publishing(img, info, synthetic_scene(64, 48))  # stamped 1000 s + i
     try:
@@ -208,7 +200,7 @@ def test_diagnostics_say_when_nothing_publishes_camera_info(harness, tiny_metric
     node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2})
     harness.record('/diagnostics', DiagnosticArray)
     harness.record_outputs(NS, ['points', 'depth/image'])
-    newest = _status_of(harness)
+    newest = harness.newest_status
     img = harness.node.create_publisher(Image, f'{NS}/image', 5)
     s = synthetic_scene(64, 48)
     stop = _Publishing(img, None, s)

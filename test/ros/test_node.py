@@ -19,7 +19,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402,
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from dpt_ros.ros import diagnostics as diag  # noqa: E402
 from dpt_ros.ros.node import DptNode  # noqa: E402
 
 NS = '/cam'
@@ -248,14 +247,6 @@ class _Stream:
         return False
 
 
-def _newest_status(harness):
-    """Return a function giving the node's newest /diagnostics status (None before one)."""
-    def newest():
-        arrs = harness.get('/diagnostics')
-        return diag.status_of(arrs[-1].status) if arrs else None
-    return newest
-
-
 def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harness, tiny_metric):
     """Frames keep coming, nothing is processed any more: not 'ok' (what a period saw)."""
     node = harness.start_node(NS, **{'model.depth': str(tiny_metric), 'model.device': 'cpu',
@@ -269,7 +260,7 @@ def test_diagnostics_warn_when_the_last_listener_leaves_a_streaming_camera(harne
     pub = node.cameras[0].pubs['depth_colored']
     assert harness.wait(lambda: pub.get_subscription_count() > 0, 10)
     stream_until = _Stream(harness, pubs[0], s, 0.1)
-    newest = _newest_status(harness)
+    newest = harness.newest_status
 
     def after(n, level):
         return lambda: len(harness.get('/diagnostics')) > n and newest().level == level
@@ -297,7 +288,7 @@ def test_diagnostics_say_when_the_camera_goes_silent_and_ok_once_it_is_back(
     pubs = harness.publishers(NS)
     assert harness.wait_subscribed(pubs[0])
     s = synthetic_scene(64, 48)
-    newest = _newest_status(harness)
+    newest = harness.newest_status
     stream_until = _Stream(harness, pubs[0], s, 0.05)
 
     def ok():
