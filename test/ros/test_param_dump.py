@@ -21,7 +21,7 @@ from dpt_ros.tools.toolkit import write_params_file
 from rosutil import NodeProcess  # noqa: I100
 
 from rcl_interfaces.srv import GetParameters, ListParameters  # noqa: E402, I100
-from rclpy.parameter import parameter_value_to_python  # noqa: E402
+from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
 
 from test_parameters import call_set  # noqa: E402
 
@@ -79,15 +79,6 @@ def _complaints(node):
             'error:' in ln or 'Traceback' in ln]
 
 
-def call_set_empty(harness, fqn, name):
-    """Send '[]' as `ros2 param set NODE NAME '[]'` does: an empty bool array."""
-    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-    msg = ParameterMsg(name=name, value=ParameterValue(type=ParameterType.PARAMETER_BOOL_ARRAY))
-    return _call(harness, SetParameters, f'{fqn}/set_parameters',
-                 SetParameters.Request(parameters=[msg])).results
-
-
 def _round_trip(harness, tmp_path, ns, params, live=None):
     """Start a node from params (then set live), dump it, restart from the dump; compare."""
     fqn = f'{ns}/dpt'
@@ -95,8 +86,9 @@ def _round_trip(harness, tmp_path, ns, params, live=None):
     first = _start(write_params_file(tmp_path / 'first.yaml', params), ns)
     try:
         for name, value in (live or {}).items():
-            res = call_set(harness, 'dpt', {name: value}, ns) if value != [] else \
-                call_set_empty(harness, fqn, name)
+            if value == []:  # as `ros2 param set NODE NAME '[]'` sends it: an empty bool array
+                value = Parameter(name, Parameter.Type.BOOL_ARRAY, [])
+            res = call_set(harness, 'dpt', {name: value}, ns)
             assert res[0].successful, (name, res[0].reason)
         dumped = ros2_param_dump(harness, fqn)
     finally:

@@ -31,11 +31,15 @@ NS = '/cam'
 
 
 def call_set(harness, node_name, params, ns=NS):
-    """Set parameters through the node's service, as `ros2 param set` does."""
+    """Set parameters through the node's service, as `ros2 param set` does.
+
+    params: name -> value, or a typed rclpy Parameter (an empty list of a given type).
+    """
     cli = harness.node.create_client(SetParameters, f'{ns}/{node_name}/set_parameters')
     assert cli.wait_for_service(timeout_sec=10)
     req = SetParameters.Request()
-    req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in params.items()]
+    req.parameters = [(v if isinstance(v, Parameter) else Parameter(k, value=v)).to_parameter_msg()
+                      for k, v in params.items()]
     fut = cli.call_async(req)
     assert harness.wait(fut.done, 10)
     return fut.result().results
