@@ -33,6 +33,8 @@ AHEAD_S = 1.0
 # Frames stamped further behind than this while /clock is published and use_sim_time is false
 # come from a bag played with --clock or a simulator, on the clock this node does not follow.
 BEHIND_S = 10.0
+# The `points` value of a camera whose frames get no points for want of calibration (+ topic).
+POINTS_NO_INFO = 'none: no camera_info received on'
 
 
 class Heard(NamedTuple):
@@ -244,7 +246,7 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         status.level = DiagnosticStatus.WARN
         status.message = f"points not published ({values['points']}" + (
             ': nothing publishes it)' if values.get('camera_info_publishers') == '0' and
-            'no camera_info received' in values['points'] else ')')
+            values['points'].startswith(POINTS_NO_INFO) else ')')
     elif 'output_problem' in values:
         status.level = DiagnosticStatus.WARN
         status.message = values['output_problem']

@@ -36,7 +36,7 @@ from dpt_ros.core.outputs import Result
 from dpt_ros.core.pipeline import Pipeline
 from dpt_ros.core.reports import kind_of, Throttle
 from dpt_ros.ros.cameras import Camera
-from dpt_ros.ros.diagnostics import Diagnostics
+from dpt_ros.ros.diagnostics import Diagnostics, POINTS_NO_INFO
 from dpt_ros.ros.scheduler import Handoff, Job, Scheduler, Taken
 
 Done = List[Tuple[FrameIn, Result]]  # one forward's frames and results
@@ -203,7 +203,7 @@ class Worker:
         cam.points_left_out = ''
         if f.intrinsics is None:
             if 'points' in want:  # someone listens: /diagnostics says why none come
-                cam.points_left_out = (f'none: no camera_info received on {cam.info_topic}'
+                cam.points_left_out = (f'{POINTS_NO_INFO} {cam.info_topic}'
                                        if cam.camera_info is None
                                        else 'none: camera_info unusable (see the log)')
             f.want = want - {'points'}
