@@ -55,6 +55,11 @@ DESCRIPTIONS = {
 }
 
 
+def _flag(context, name):
+    """Return a true/false launch argument as a bool."""
+    return LaunchConfiguration(name).perform(context).lower() in ('true', '1')
+
+
 def _node(context, *_args, **_kwargs):
     """Return the node action, once the camera list and the node kind are known."""
     parameters = [
@@ -64,9 +69,9 @@ def _node(context, *_args, **_kwargs):
     cameras = parse_camera_list(LaunchConfiguration('cameras').perform(context))
     if cameras:  # an empty list has no parameter type: leave the params file's value
         parameters.append({'cameras': cameras})
-    managed = LaunchConfiguration('lifecycle').perform(context).lower() in ('true', '1')
+    managed = _flag(context, 'lifecycle')
     kind, executable = (LifecycleNode, 'dpt_lifecycle_node') if managed else (Node, 'dpt_node')
-    respawn = LaunchConfiguration('respawn').perform(context).lower() in ('true', '1')
+    respawn = _flag(context, 'respawn')
     return [kind(
         package='dpt_ros',
         executable=executable,
