@@ -225,9 +225,10 @@ class AnchorsConfig:
         'for at least anchors.hold_frames processed frames of the camera, then publish no '
         'metres until anchors return.', lo=0.0, hi=3600.0)
     hold_frames: int = _opt(
-        3, 'The hold also covers this many processed frames after the last fit, however far '
-        'apart: metres stop when the anchors stopped, not because the node serves the camera '
-        'at a low rate. 0: seconds only.', lo=0, hi=1000)
+        3, 'The hold also covers this many processed frames after the last fit at the '
+        "camera's usual pace, however slow: metres stop when the anchors stopped, not because "
+        'the node serves the camera at a low rate. After a silence (no frame for longer than '
+        'anchors.hold and 3 usual gaps) seconds only. 0: seconds only.', lo=0, hi=1000)
     extrinsic: str = _opt(
         '', "Anchors in a frame_id other than the image's (a lidar cloud, an unregistered depth "
         "image): 'x y z qx qy qz qw', the fixed pose of that frame in the camera optical frame "

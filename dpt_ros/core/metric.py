@@ -16,9 +16,10 @@ No rclpy, no message types: numpy and torch only.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +34,10 @@ TIME_JUMP_S = 1.0
 _HYPOTHESES = 32
 _SCORE_POINTS = 256
 _REFINE_ITERS = 2
+# The hold's frames count at a camera's usual pace: a gap longer than anchors.hold and this
+# many times the median of the last _GAPS_KEPT gaps is a silence, after which seconds rule.
+_SILENCE_GAPS = 3.0
+_GAPS_KEPT = 8
 # Grid points (about) on which frames are aligned to each other (temporal, flip).
 _GRID_POINTS = 1024
 # Log-scale filter: per-frame drift of the carried-forward fit (process noise), the error
@@ -256,8 +261,28 @@ def _hold_text(cfg: Config) -> str:
     return f'anchors.hold {cfg.anchors.hold:g} s, anchors.hold_frames {cfg.anchors.hold_frames}'
 
 
+def _silence(t: '_Track', stamp: float, hold: float) -> float:
+    """Return the gap before this frame when it ends a silence of the camera, else 0.
+
+    A silence: no frame for longer than anchors.hold and _SILENCE_GAPS of the camera's usual
+    gaps (their median); any gap longer than anchors.hold while its pace is not known yet.
+    """
+    if t.last_stamp is None:
+        return 0.0
+    gap = stamp - t.last_stamp
+    if gap <= hold + 1e-6:
+        return 0.0
+    return gap if not t.gaps or gap > _SILENCE_GAPS * float(np.median(np.asarray(t.gaps))) \
+        else 0.0
+
+
+def _expired(age: float, unfit: int, silence: float, cfg: Config) -> bool:
+    """Whether a fit age seconds and unfit frames old is past the hold (anchors.hold*)."""
+    return age > cfg.anchors.hold + 1e-6 and (unfit > cfg.anchors.hold_frames or silence > 0)
+
+
 def _stop_warning(verdict: str, age: float, frames: int, cfg: Config,
-                  cut: bool = False) -> str:
+                  cut: bool = False, silence: float = 0.0) -> str:
     """Return the one warning when metres stop: why, and what brings them back."""
     stop = 'publishing no metres (depth/image, points)'
     if cut:
@@ -272,6 +297,10 @@ def _stop_warning(verdict: str, age: float, frames: int, cfg: Config,
                 f"({verdict.split(': ', 1)[1]}).")
     why = (f'no usable anchors for {age:.1f} s and {frames} frames ({_hold_text(cfg)})'
            if math.isfinite(age) else 'no usable anchors yet')
+    if silence and math.isfinite(age):
+        why = (f'no usable anchors for {age:.1f} s, {silence:.1f} s of it without frames of this '
+               f'camera (anchors.hold {cfg.anchors.hold:g} s; anchors.hold_frames count frames '
+               "at the camera's usual pace only)")
     return f'depth.mode fitted: {why}; {stop} until anchors return.'
 
 
@@ -308,6 +337,7 @@ class _Track:
     last_fit: Optional[float] = None      # stamp of the last accepted anchor fit
     unfit: int = 0                        # frames since the last accepted anchor fit
     last_stamp: Optional[float] = None
+    gaps: Deque[float] = field(default_factory=lambda: deque(maxlen=_GAPS_KEPT))  # between frames
     lost: bool = True                     # no metres (before the first fit, or after hold)
     warned: bool = False                  # the 'no metres' warning of this outage was given
     gated_run: int = 0
@@ -405,6 +435,8 @@ class MetricTracker:
                 ff = self._step_relative(src, t, ali, temporal)
             track = self._tracks[src]
             track.grid, track.shape = grids[i], (h, w)
+            if track.last_stamp is not None and t > track.last_stamp:
+                track.gaps.append(t - track.last_stamp)
             track.last_stamp = t
             out.append(ff)
         conf = None
@@ -520,10 +552,18 @@ class MetricTracker:
             # After a cut the last map is another view's: nothing to hold (the model's scale
             # and shift changed with the view), only an accepted anchor fit gives metres.
             pred = carried if cut else carried or (t.scale, t.shift)
-        # A map older than anchors.hold (time jumped ahead: another bag played, a camera back
-        # after a long silence) is no judge of an accepted anchor fit either: gated against it,
-        # good anchors would lose to a map of another time.
-        alone = cut or (t.last_fit is not None and stamp - t.last_fit > cfg.anchors.hold + 1e-6)
+        # The hold ends when both its seconds and its frames have passed: a node serving this
+        # camera a frame a second must not drop metres because two frames missed anchors. The
+        # frames count at the camera's usual pace only: after a silence (no frame for longer
+        # than the hold and _SILENCE_GAPS usual gaps: a camera back, a subscriber back after
+        # none) the fit is as old as its seconds say.
+        silence = _silence(t, stamp, cfg.anchors.hold)
+        since = stamp - t.last_fit if t.last_fit is not None else float('inf')
+        # A map the hold would not keep over this frame (time jumped ahead: another bag played,
+        # a camera back after a silence) is no judge of an accepted anchor fit either: gated
+        # against it, good anchors would lose to a map of another time. One it would keep is,
+        # however slowly the camera is served.
+        alone = cut or _expired(since, t.unfit + 1, silence, cfg)
         p_var = t.var + _PROCESS_VAR
         if meas is not None and pred is not None and cfg.depth.temporal and not alone:
             s_m, b_m, r, dmed = meas
@@ -564,14 +604,12 @@ class MetricTracker:
         entering = bool(verdict) and kind != t.verdict
         if anc is not None:
             t.verdict = kind
-        # The hold ends when both its seconds and its frames have passed: a node serving this
-        # camera a frame a second must not drop metres because two frames missed anchors.
-        expired = age > cfg.anchors.hold + 1e-6 and t.unfit > cfg.anchors.hold_frames
+        expired = _expired(age, t.unfit, silence, cfg)
         if (meas is None and pred is None) or expired:
             t.has_map = False
             if not t.lost or not t.warned or entering:
                 warnings.append(_stop_warning(verdict, age, t.unfit, cfg,
-                                              cut and not expired))
+                                              cut and not expired, silence))
                 t.warned = True
             t.lost = True
             rep.state = verdict or ('view changed' if cut and not expired else 'no anchors')

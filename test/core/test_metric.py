@@ -155,8 +155,13 @@ def test_bad_frame_is_gated_only_with_temporal(temporal):
         assert errs[5] > 0.2 and max(errs[:5] + errs[6:]) < 0.02
 
 
-def test_few_noisy_anchors_are_smoothed_by_the_filter():
-    rng = np.random.default_rng(3)
+@pytest.mark.parametrize('spacing', [0.1, 2.0])
+def test_few_noisy_anchors_are_smoothed_by_the_filter(spacing):
+    """Smoothed at 10 Hz, and at 0.5 Hz (a node serving a camera slowly).
+
+    At 0.5 Hz each fit is older than anchors.hold (1 s) but within its frames: the hold would
+    keep that map, so it judges the next fit.
+    """
     out = {}
     for temporal in (True, False):
         rng = np.random.default_rng(3)
@@ -167,7 +172,7 @@ def test_few_noisy_anchors_are_smoothed_by_the_filter():
             q, d = _frame(rng)
             a = _anchors(rng, q, n=12)
             a.z = a.z * (1 + 0.08 * rng.standard_normal(a.z.size)).astype(np.float32)
-            fits, _ = tr.run(d[None], [a], [''], [0.1 * i], cfg, True)
+            fits, _ = tr.run(d[None], [a], [''], [spacing * i], cfg, True)
             errs.append(_absrel(fits[0], d, q))
         out[temporal] = float(np.mean(errs[5:]))
     assert out[True] < 0.8 * out[False], out
@@ -212,6 +217,36 @@ def test_hold_covers_the_last_frames_of_a_slowly_served_camera():
         assert states[:2] == ['fitted'] * 2 and states[9] == 'fitted', (frames, states)
         assert states[2:2 + held] == ['held'] * held, (frames, states)
         assert states[2 + held:9] == ['no anchors'] * (7 - held), (frames, states)
+
+
+def test_after_a_silence_of_the_camera_the_hold_counts_seconds_not_frames():
+    """A camera served at 10 Hz goes quiet for 5 s (unplugged, or no subscriber meanwhile).
+
+    Back without anchors, its 5 s old fit is not held for anchors.hold_frames frames: no
+    metres from the first frame, one warning that names the silence; anchors bring them back.
+    A gap of the camera's usual pace still holds (the control), as does a slowly served camera
+    (test_hold_covers_the_last_frames_of_a_slowly_served_camera).
+    """
+    cfg = FITTED.replace({'anchors.hold': 1.0, 'anchors.hold_frames': 3})
+    for quiet, expect in ((5.0, ['no anchors'] * 3 + ['fitted']),
+                          (0.1, ['held'] * 3 + ['fitted'])):
+        rng = np.random.default_rng(11)
+        tr = MetricTracker(torch.device('cpu'))
+        stamps = [0.1 * i for i in range(10)] + [0.9 + quiet + 0.1 * i for i in range(4)]
+        states, warnings = [], []
+        for i, t in enumerate(stamps):
+            q, d = _frame(rng)
+            a = _anchors(rng, q) if i < 10 or i == 13 else None
+            fits, _ = tr.run(d[None], [a], ['cam'], [t], cfg, True)
+            states.append(fits[0].report.state)
+            warnings += fits[0].warnings
+        assert states[:10] == ['fitted'] * 10, (quiet, states)
+        assert states[10:] == expect, (quiet, states)
+        if quiet > 1:
+            assert len(warnings) == 1 and '5.0 s of it without frames of this camera' in \
+                warnings[0], warnings
+        else:
+            assert warnings == []
 
 
 def test_no_anchors_ever_warns_once_and_sources_are_separate():
