@@ -130,6 +130,7 @@ class Output:
     reads_labels: Setting = never  # whether a depth row reads the segmentation too
     reads_normals: Setting = never  # whether it reads surface normals (then computed)
     from_normals: bool = False  # computed from normals alone (no depth under a normals head)
+    needs_camera_info: bool = False  # encoded only when the input CameraInfo is at hand
 
     @property
     def source(self) -> str:
@@ -244,7 +245,7 @@ OUTPUTS: Tuple[Output, ...] = (
            'a metric mode is in force (REP 118)', lambda f: f.metres),
     Output('depth_info', 'depth/camera_info', INFO_TYPE, DEPTH_TASK, _depth_info,
            'CameraInfo', 'with `depth/image`: the input calibration under the output header',
-           array='depth'),
+           array='depth', needs_camera_info=True),
     Output('depth_colored', 'depth/colored', IMAGE_TYPE, DEPTH_TASK, _image('rgb8'),
            'Image rgb8', 'colormapped depth for viewers (near is the top of depth.colormap: '
            'bright in inferno)', _depth_colored_of,
@@ -325,6 +326,46 @@ def encode(result: Result, opts: EncodeOptions,
         if fields is not None:
             out.append((o, fields))
     return out
+
+
+def unpublished(result: Result, wanted: AbstractSet[str], camera_info: bool) -> List[str]:
+    """Return the wanted outputs (names, sorted) this Result has nothing for (encode skips)."""
+    return sorted(n for n in wanted if BY_NAME[n].source not in result.arrays or
+                  (BY_NAME[n].needs_camera_info and not camera_info))
+
+
+def why_unpublished(name: str, result: Result, cfg: 'Config', camera_info: bool,
+                    normals_from: str) -> Tuple[str, bool]:
+    """Return why a wanted output has nothing this frame, and whether a setting is the cause.
+
+    result.mode: the depth mode in force; normals_from: 'head' or 'depth' (normals.source).
+    A setting's cause lasts until the setting changes; the others pass with the frame (no fit,
+    no calibration yet, no depth from the model), and are warned where they arise.
+    """
+    o = BY_NAME[name]
+    if name == 'confidence' and cfg.depth.confidence != 'flip':
+        return "depth.confidence is 'off' ('flip' computes it)", True
+    if name == 'relative':  # left out only beside a metric checkpoint's metres
+        return ("the checkpoint is metric: its depth is depth/image (depth.mode "
+                "'relative_inverse' publishes 1 / metres here)"), True
+    from_depth = name in ('depth', 'depth_info', 'points') or \
+        (o.from_normals and normals_from == 'depth')
+    if (o.needs_camera_info or (from_depth and o.from_normals)) and not camera_info:
+        return 'no camera_info', False
+    if from_depth and result.mode == 'relative_inverse':
+        if cfg.depth.mode == 'relative_inverse':
+            return ("no metres under depth.mode 'relative_inverse': 'auto' or 'metric' for a "
+                    "metric checkpoint, 'affine_inverse' or 'fitted' for a relative one"), True
+        return ("no metres: the depth model is relative: set depth.mode 'affine_inverse' "
+                "(depth.scale, depth.shift) or 'fitted' (anchors), or use a metric "
+                'checkpoint'), True
+    if from_depth and result.mode == 'fitted':
+        return 'no metres this frame (fit_state)', False
+    if from_depth:
+        return 'no depth this frame', False
+    if o.from_normals:
+        return 'the normals head gave none this frame', False
+    return 'nothing to publish this frame', False
 
 
 def markdown_rows() -> str:

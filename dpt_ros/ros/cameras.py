@@ -65,6 +65,7 @@ class Camera:
         self.image_topic = self.info_topic = ''
         self.calibration = Calibration()
         self.pubs: Dict[str, Any] = {}  # output name -> publisher
+        self.unadvertised: Dict[str, str] = {}  # topic -> the task whose model is not loaded
         self.senders: Dict[str, SerializedPublisher] = {}  # output name -> its pub's sender
         self.subs: Dict[str, Any] = {}  # topic -> subscription
         self.sub_reliability: Dict[str, ReliabilityPolicy] = {}
@@ -136,6 +137,8 @@ class CameraIO:
                                                            cam.prefix + o.topic, out_qos)
                         for o in outputs.OUTPUTS if has_model(o.task)}
             cam.senders = {name: SerializedPublisher(pub) for name, pub in cam.pubs.items()}
+            cam.unadvertised = {self.resolve(cam.prefix + o.topic): o.task
+                                for o in outputs.OUTPUTS if not has_model(o.task)}
             cam.inputs = [(row, row.resolve(cam.prefix, self.resolve)) for row in rows]
             cam.image_topic = cam.topic(inputs.IMAGE)
             cam.info_topic = cam.topic(inputs.CAMERA_INFO)
@@ -168,7 +171,7 @@ class CameraIO:
         pubs: List[Any] = []
         for cam in self.cameras:
             pubs.extend(cam.pubs.values())
-            cam.pubs, cam.senders = {}, {}
+            cam.pubs, cam.senders, cam.unadvertised = {}, {}, {}
             cam.anchors, cam.anchor_topics, cam.suspended = None, (), False
         return pubs
 
@@ -304,9 +307,15 @@ class CameraIO:
                 not self.node.get_parameter('use_sim_time').value:
             clock = ('/clock is published (a bag played with --clock, a simulator) while '
                      'use_sim_time is false')
+        unserved = [(t, task) for t, task in cam.unadvertised.items()
+                    if self.node.count_subscribers(t)]
+        for t, task in unserved:
+            self.once(('unserved', t), f'{t} has a subscriber, but no {task} model is loaded '
+                      f'(model.{task}): nothing is published on it.')
         return Heard(len(pubs), input_problem(topic, row.msg_type, forced, pubs, other),
                      output_problem(self._out_reliability, outs), clock,
-                     self.node.count_publishers(cam.info_topic))
+                     self.node.count_publishers(cam.info_topic),
+                     '; '.join(f'{t} (no {task} model: model.{task})' for t, task in unserved))
 
     def match_publishers(self) -> None:
         """With reliability 'auto', follow the publishers' QoS when a camera (re)appears."""

@@ -45,6 +45,7 @@ class Heard(NamedTuple):
     output_problem: str   # outputs with a subscriber that can never receive them (QoS)
     clock_problem: str    # /clock is published but this node does not follow it
     info_publishers: int  # of the camera_info topic (camera_info_publishers)
+    unserved: str = ''    # outputs subscribed whose model is not loaded (not advertised)
 
 
 def heard_values(heard: Optional[Heard]) -> Dict[str, str]:
@@ -53,7 +54,7 @@ def heard_values(heard: Optional[Heard]) -> Dict[str, str]:
         return {}
     values = {'input_publishers': str(heard.publishers),
               'camera_info_publishers': str(heard.info_publishers)}
-    for key in ('input_problem', 'output_problem', 'clock_problem'):
+    for key in ('input_problem', 'output_problem', 'clock_problem', 'unserved'):
         if getattr(heard, key):
             values[key] = getattr(heard, key)
     return values
@@ -233,8 +234,10 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         status.message = 'most input frames cannot be used (bad_frames; see the log)'
     elif idle:
         status.level = DiagnosticStatus.WARN
-        status.message = ('frames arrive but none were processed ('
-                          f"{values.get('output_problem', 'no subscribers?')})")
+        why = values.get('output_problem') or (
+            f"nothing subscribes to an output this node computes; subscribed but not "
+            f"published: {values['unserved']}" if 'unserved' in values else 'no subscribers?')
+        status.message = f'frames arrive but none were processed ({why})'
     elif values.get('metric_suspended') == 'true':
         status.level = DiagnosticStatus.WARN
         # The fit state says why: no anchors, refused (and the test), degenerate.
@@ -260,6 +263,11 @@ def _status(name: str, values: Dict[str, str], idle: bool) -> DiagnosticStatus:
         status.message = (f"frames are stamped {ahead:.1f} s ahead of this node's clock "
                           "(frame_age_p50_ms): the camera's clock is not in step with this "
                           "computer's, or use_sim_time differs between them")
+    elif 'unpublished' in values or 'unserved' in values:
+        # OK: the node does what its settings say; a recorder of every topic subscribes these
+        # too. The subscriber that expected them learns why here (and in the log).
+        status.message = 'subscribed but not published: ' + '; '.join(
+            values[k] for k in ('unpublished', 'unserved') if k in values)
     elif rates[2] and rates[1] < 0.5 * rates[0]:
         status.message = 'keeping up with the newest frame, dropping older ones'
     else:

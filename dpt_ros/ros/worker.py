@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from sensor_msgs.msg import CompressedImage
 
-from dpt_ros.core import frames
+from dpt_ros.core import frames, outputs
 from dpt_ros.core.anchors import AnchorError
 from dpt_ros.core.config import Config
 from dpt_ros.core.conversions import FrameError, stamp_ns
@@ -191,15 +191,6 @@ class Worker:
         fitted = anchors is not None and rt.pipeline.uses_anchors(cfg)
         if fitted or rt.pipeline.needs_intrinsics(want, cfg):
             self._calibrate(f, cam, cfg)
-        if 'points' in want and rt.pipeline.depth_mode(cfg) == 'relative_inverse':
-            if rt.pipeline.depth_model.gives_metres:  # relative by the mode chosen
-                why = (f"depth.mode '{cfg.depth.mode}' makes the metric checkpoint's depth "
-                       "relative. Set depth.mode to 'auto' or 'metric'.")
-            else:
-                why = ("the depth model is relative. Set depth.mode to 'affine_inverse' with "
-                       "depth.scale/depth.shift or 'fitted' with anchors, or use a metric "
-                       'checkpoint.')
-            rt.once('relative_points', f'points need metric depth: {why}')
         cam.points_left_out = ''
         if f.intrinsics is None:
             if 'points' in want:  # someone listens: /diagnostics says why none come
@@ -243,19 +234,36 @@ class Worker:
             rt.diagnostics.count_batch(len(done))
             for f, result in done:
                 self._note_fit(f, result, cfg)
-                f.origin[0].notes = self._notes(f, result)  # the newest frame's
+                f.origin[0].notes = self._notes(f, result, cfg)  # the newest frame's
             # Fill and publish on the publishing thread while this one runs the next forward
             # (waits here while the previous batch is still being published).
             self.handoff.submit(lambda done=done: self.publish_batch(done, cfg),
                                 cfg.output.overlap)
 
-    @staticmethod
-    def _notes(f: FrameIn, result: Result) -> Dict[str, str]:
-        """Return a frame's facts for /diagnostics: the result's, and why points were left out."""
+    def _notes(self, f: FrameIn, result: Result, cfg: Config) -> Dict[str, str]:
+        """Return a frame's facts for /diagnostics: the result's, and what was left out, why.
+
+        An output someone subscribes to and gets nothing of is named once in the log and in
+        the `unpublished` value while it lasts (points without calibration: `points`).
+        """
+        cam = f.origin[0]
         notes = dict(result.notes)
-        left_out = f.origin[0].points_left_out  # set by frame(), one frame per camera a batch
-        if left_out:
-            notes['points'] = left_out
+        if cam.points_left_out:  # set by frame(), one frame per camera a batch
+            notes['points'] = cam.points_left_out
+        info = f.camera_info is not None
+        normals_from = self.rt.pipeline.normals_source(cfg)
+        why = []
+        for name in outputs.unpublished(result, f.want, info):
+            reason, by_setting = outputs.why_unpublished(name, result, cfg, info, normals_from)
+            pub = cam.pubs.get(name)
+            topic = pub.topic_name if pub is not None else name
+            why.append(f'{topic} ({reason})')
+            if by_setting:  # lasts until the setting changes: the log says it once
+                self.rt.once(('unpublished', cam.name, name, reason),
+                             f'{cam.label}: {topic} has a subscriber but is not published: '
+                             f'{reason}.')
+        if why:
+            notes['unpublished'] = '; '.join(why)
         return notes
 
     def _note_fit(self, f: FrameIn, result: Result, cfg: Config) -> None:

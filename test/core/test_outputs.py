@@ -61,3 +61,36 @@ def test_rows_name_only_known_stages_and_every_array_has_a_computation():
         assert o.stage in STAGES, o.name
         assert (o.compute is None) == bool(o.array), o.name  # computed, or another row's array
         assert o.source in outputs.BY_NAME and outputs.BY_NAME[o.source].compute is not None
+
+
+def test_every_wanted_output_the_result_lacks_gets_its_reason(tiny_metric):
+    """Unpublished names what a frame left out; why_unpublished says why, setting or frame.
+
+    Through the pipeline: a metric checkpoint under depth.mode relative_inverse with the
+    confidence off and no camera_info; then the same frame under a metric mode.
+    """
+    s = synthetic_scene(64, 48)
+    want = outputs.names(viewers=False, tasks=(DEPTH_TASK,)) - {'points', 'normals'}
+    cfg = Config().replace({'model.depth': str(tiny_metric), 'model.device': 'cpu',
+                            'depth.mode': 'relative_inverse'})
+    pipe = Pipeline(cfg, log=lambda m: None)
+    r = pipe.process(Frame(s.rgb, 'rgb8'), None, want)
+    missing = outputs.unpublished(r, want, camera_info=False)
+    assert missing == ['confidence', 'depth', 'depth_info']
+    why = {n: outputs.why_unpublished(n, r, cfg, False, 'depth') for n in missing}
+    assert why['confidence'] == ("depth.confidence is 'off' ('flip' computes it)", True)
+    assert why['depth_info'] == ('no camera_info', False)
+    assert why['depth'][1] and why['depth'][0].startswith(
+        "no metres under depth.mode 'relative_inverse'")
+    metric = cfg.replace({'depth.mode': 'metric', 'depth.confidence': 'flip'})
+    pipe.update(metric)
+    r = pipe.process(Frame(s.rgb, 'rgb8'), s.intrinsics, want)
+    assert outputs.unpublished(r, want, camera_info=True) == ['relative']
+    assert outputs.why_unpublished('relative', r, metric, True, 'depth') == (
+        "the checkpoint is metric: its depth is depth/image (depth.mode 'relative_inverse' "
+        'publishes 1 / metres here)', True)
+    assert outputs.unpublished(r, want - {'relative'}, camera_info=False) == ['depth_info']
+    # A fitted frame without metres passes with the frame: no setting to blame.
+    fitted = type(r)(r.height, r.width, mode='fitted')
+    assert outputs.why_unpublished('points', fitted, cfg, True, 'depth') == \
+        ('no metres this frame (fit_state)', False)

@@ -219,6 +219,88 @@ def test_diagnostics_say_when_nothing_publishes_camera_info(harness, tiny_metric
     assert node.cameras[0].stats.processed > 0
 
 
+def test_diagnostics_say_why_a_subscribed_output_is_not_published(harness, tiny_metric):
+    """A subscriber of an output its settings switch off: the status and the log say which.
+
+    depth/confidence while depth.confidence is off, until it is set 'flip' live; depth/image of
+    a relative checkpoint (no metres without a metric depth.mode).
+    """
+    from rclpy.parameter import Parameter
+    node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2})
+    log = Recorder(node.get_logger())
+    node.get_logger = lambda: log
+    harness.record('/diagnostics', DiagnosticArray)
+    harness.record_outputs(NS, ['depth/confidence', 'depth/image'])
+    newest = harness.newest_status
+    img, info = harness.publishers(NS)
+    stop = _Publishing(img, info, synthetic_scene(64, 48))
+    said = (f"subscribed but not published: {NS}/depth/confidence (depth.confidence is 'off' "
+            "('flip' computes it))")
+    try:
+        assert _says(harness, said, 20), newest()
+        assert newest().level == DiagnosticStatus.OK  # as set: a recorder of all topics too
+        assert harness.get(f'{NS}/depth/image') and not harness.get(f'{NS}/depth/confidence')
+        assert node.set_parameters([Parameter('depth.confidence', value='flip')])[0].successful
+        assert harness.wait(lambda: harness.get(f'{NS}/depth/confidence'), 20)
+        assert _back_to_ok(harness), newest()
+    finally:
+        stop()
+    told = [w for w in log.warnings if 'has a subscriber but is not published' in w]
+    assert told == [f"camera: {NS}/depth/confidence has a subscriber but is not published: "
+                    "depth.confidence is 'off' ('flip' computes it)."], log.warnings
+
+
+def test_diagnostics_say_a_relative_model_publishes_no_metres(harness, tiny_depth):
+    """A relative checkpoint's depth/image subscribed (depth.mode auto): no metres, why."""
+    start(harness, **{'model.depth': str(tiny_depth), 'diagnostics.period': 0.2})
+    harness.record('/diagnostics', DiagnosticArray)
+    harness.record_outputs(NS, ['depth/image', 'depth/relative'])
+    newest = harness.newest_status
+    img, info = harness.publishers(NS)
+    stop = _Publishing(img, info, synthetic_scene(64, 48))
+    try:
+        assert _says(harness, f'subscribed but not published: {NS}/depth/image (no metres: the '
+                     'depth model is relative', 20), newest()
+        assert newest().level == DiagnosticStatus.OK
+        assert 'unpublished' in diag.values(newest())
+    finally:
+        stop()
+    assert harness.get(f'{NS}/depth/relative') and not harness.get(f'{NS}/depth/image')
+
+
+def test_diagnostics_name_a_subscribed_output_whose_model_is_not_loaded(harness, tiny_metric):
+    """A node run without a segmentation model, and a viewer of its segmentation/overlay.
+
+    Alone, nothing is processed and the WARN says why; beside a depth subscriber it is named in
+    an OK status; the log says it once.
+    """
+    node = start(harness, **{'model.depth': str(tiny_metric), 'diagnostics.period': 0.2})
+    log = Recorder(node.get_logger())
+    node.get_logger = lambda: log
+    harness.record('/diagnostics', DiagnosticArray)
+    newest = harness.newest_status
+    img, info = harness.publishers(NS)
+    overlay = f'{NS}/segmentation/overlay'
+    harness.record(overlay, Image)
+    stop = _Publishing(img, info, synthetic_scene(64, 48))
+    said = f'{overlay} (no segmentation model: model.segmentation)'
+    try:
+        assert _says(harness, 'frames arrive but none were processed (nothing subscribes to an '
+                     f'output this node computes; subscribed but not published: {said})',
+                     20), newest()
+        assert newest().level == DiagnosticStatus.WARN
+        harness.record(f'{NS}/depth/image', Image)
+        assert harness.wait(lambda: harness.get(f'{NS}/depth/image'), 20)
+        assert _says(harness, f'subscribed but not published: {said}'), newest()
+        assert newest().level == DiagnosticStatus.OK
+        assert diag.values(newest())['unserved'] == said
+    finally:
+        stop()
+    told = [w for w in log.warnings if 'nothing is published on it' in w]
+    assert told == [f'{overlay} has a subscriber, but no segmentation model is loaded '
+                    '(model.segmentation): nothing is published on it.'], log.warnings
+
+
 class _Publishing:
     """Publish frames (and camera_info, unless None) of a scene at 20 Hz until called."""
 

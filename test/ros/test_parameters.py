@@ -106,7 +106,8 @@ def test_parameters_validated_and_live(harness, tiny_metric):
     h = header(2)
     pubs[0].publish(conv.image_msg(h, s.rgb, 'rgb8'))
     assert harness.wait(lambda: any(
-        "depth.mode 'relative_inverse' makes the metric checkpoint's depth relative" in m.msg
+        f"{NS}/points has a subscriber but is not published: no metres under depth.mode "
+        "'relative_inverse': 'auto' or 'metric' for a metric checkpoint" in m.msg
         for m in harness.get('/rosout')), 10)
 
 
