@@ -13,6 +13,7 @@ outputs kept, the bag under way left unfinished for the next run to redo).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 from pathlib import Path
 import signal
 import sys
@@ -205,6 +206,11 @@ def _write_summary(path: str, results: List[BagResult], how: Dict[str, Any]) -> 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of `dpt_bag`."""
     args = parser().parse_args(_ray_flag_first(sys.argv[1:] if argv is None else argv))
+    if argv is None:  # the dpt_bag process: a native crash prints every thread's stack
+        try:
+            faulthandler.enable()
+        except (AttributeError, OSError, ValueError):  # no usable stderr
+            pass
     if threading.current_thread() is not threading.main_thread():
         return _main(args)  # only the main thread handles signals
     terminated: List[int] = []

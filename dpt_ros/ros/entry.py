@@ -7,6 +7,7 @@ Before anything is imported or started: every thread on one malloc arena (core/m
 and OpenMP threads that sleep when they run out of work (wait_passively).
 """
 
+import faulthandler
 import os
 import signal
 from typing import Any, Dict, Mapping
@@ -48,6 +49,12 @@ def _leave(signum: int, _frame: Any) -> None:
 
 
 def _enter(name: str) -> int:
+    # A crash in native code (a driver, the middleware, torch) prints every thread's Python
+    # stack to stderr, which ros2 launch keeps in its log, instead of only 'exit code -11'.
+    try:
+        faulthandler.enable()
+    except (AttributeError, OSError, ValueError):  # no usable stderr
+        pass
     # Before any thread allocates: the worker thread's buffers then come from the main heap,
     # which memory.keep_freed keeps; a thread arena maps those over 64 MiB afresh each time.
     memory.one_arena()

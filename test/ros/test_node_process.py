@@ -126,21 +126,40 @@ def test_openmp_threads_sleep_when_idle_unless_told(tmp_path, told):
     assert f"GOMP_SPINCOUNT = '{spins}'" in node.text(), node.text()
 
 
-def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
-    """ros2 launch delivers SIGINT twice (terminal + launch): no traceback, exit 0."""
-    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(tiny_depth),
+def _ready_node(tmp_path, model):
+    """Start dpt_node on a CPU checkpoint; return it once it says it is ready."""
+    params = write_params_file(tmp_path / 'p.yaml', {'model.depth': str(model),
                                                      'model.device': 'cpu'})
     node = NodeProcess(['--params-file', str(params)])
     deadline = time.monotonic() + 60
     while 'dpt_ros ready' not in node.text() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert 'dpt_ros ready' in node.text(), node.text()
+    return node
+
+
+def test_double_ctrl_c_exits_cleanly(tmp_path, tiny_depth):
+    """ros2 launch delivers SIGINT twice (terminal + launch): no traceback, exit 0."""
+    node = _ready_node(tmp_path, tiny_depth)
     node.proc.send_signal(2)
     time.sleep(0.05)
     node.proc.send_signal(2)
     rc = node.wait_exit(30)
     assert rc in (0, -2, 130), node.text()
     assert 'Traceback' not in node.text() and 'Exception ignored' not in node.text()
+
+
+def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(tmp_path, tiny_depth):
+    """SIGSEGV (what a crash in a driver, the middleware or torch raises): the stacks are printed.
+
+    ros2 launch keeps the process's stderr in its log; without them it says only exit code -11.
+    """
+    node = _ready_node(tmp_path, tiny_depth)
+    node.proc.send_signal(11)
+    assert node.wait_exit(30) == -11
+    err = ''.join(node.err)
+    assert 'Fatal Python error: Segmentation fault' in err, err
+    assert 'dpt_ros/ros/node.py' in err and 'worker.py' in err, err  # main and worker threads
 
 
 @pytest.mark.parametrize('var', ['FASTDDS_DEFAULT_PROFILES_FILE',
