@@ -147,9 +147,9 @@ def _depth(arr: np.ndarray, _r: Result, opts: EncodeOptions) -> Fields:
     return conv.image_fields(conv.depth_to_encoded(arr, enc), enc)
 
 
-def _depth_info(_arr: np.ndarray, _r: Result, opts: EncodeOptions) -> Optional[Fields]:
-    # Empty fields mean 'the input CameraInfo under the output header'.
-    return {} if opts.camera_info else None
+def _depth_info(_arr: np.ndarray, _r: Result, _o: EncodeOptions) -> Fields:
+    # Empty fields mean 'the input CameraInfo under the output header' (needs_camera_info).
+    return {}
 
 
 def _points(arr: np.ndarray, r: Result, _o: EncodeOptions) -> Fields:
@@ -320,7 +320,7 @@ def encode(result: Result, opts: EncodeOptions,
         if wanted is not None and o.name not in wanted:
             continue
         arr = result.arrays.get(o.source)
-        if arr is None:
+        if arr is None or (o.needs_camera_info and not opts.camera_info):
             continue
         fields = o.encode(arr, result, opts)
         if fields is not None:
